@@ -1,0 +1,157 @@
+"""The ``outreach`` command line: noun groups with verb commands, errors as one clear message."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+
+from outreach import __version__
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+class Ctx:
+    """What every command shares: database URL, operator name, whether to show numbers."""
+
+    def __init__(self, db_url: str | None, operator: str | None, show_numbers: bool,
+                 debug: bool) -> None:
+        self.db_url = db_url
+        self.operator = operator
+        self.show_numbers = show_numbers
+        self.debug = debug
+        self._db: Any = None
+
+    @property
+    def db(self) -> Any:
+        if self._db is None:
+            from outreach.db import Database
+
+            self._db = Database(self.db_url)
+            self._db.upgrade()
+        return self._db
+
+    def phone(self, e164: str | None) -> str:
+        if not e164:
+            return ""
+        if self.show_numbers:
+            return e164
+        from outreach.phones import mask
+
+        return mask(e164)
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from outreach.campaigns import CampaignError
+    from outreach.gateways.base import GatewayError
+    from outreach.listfiles import ListFileError
+    from outreach.ops import OperatorError
+    from outreach.runs import RunError
+
+    return (OperatorError, CampaignError, ListFileError, GatewayError, RunError, SQLAlchemyError,
+            OSError)
+
+
+class OutreachGroup(click.Group):
+    """Turns every expected error into one line on stderr and exit code 1; anything else into
+    an 'internal error' line (exit 2) — the traceback only with ``--debug``."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise SystemExit(130) from None
+        except Exception as exc:
+            debug = bool(ctx.obj and getattr(ctx.obj, "debug", False))
+            if debug:
+                raise
+            expected = _expected_errors()
+            if isinstance(exc, expected):
+                msg = str(exc)
+                from sqlalchemy.exc import SQLAlchemyError
+
+                if isinstance(exc, SQLAlchemyError):
+                    msg = f"database error: {getattr(exc, 'orig', exc)}"
+                err_console.print(f"[red]error:[/red] {msg}", markup=True, soft_wrap=True)
+                raise SystemExit(1) from None
+            err_console.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} "
+                              "(run with --debug for the traceback, and report it)", markup=True)
+            raise SystemExit(2) from None
+
+
+@click.group(cls=OutreachGroup)
+@click.version_option(__version__, prog_name="outreach")
+@click.option("--database-url", envvar="OUTREACH_DATABASE_URL", metavar="URL",
+              help="SQLAlchemy URL (default: SQLite at $OUTREACH_HOME/outreach.db, "
+                   "OUTREACH_HOME defaults to ./.outreach).")
+@click.option("--operator", envvar="OUTREACH_OPERATOR", help="Name recorded in the audit log "
+              "(default: the operating-system user).")
+@click.option("--show-numbers", is_flag=True, help="Show whole phone numbers (masked by default).")
+@click.option("--debug", is_flag=True, hidden=True)
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.pass_context
+def main(ctx: click.Context, database_url: str | None, operator: str | None, show_numbers: bool,
+         debug: bool, verbose: int) -> None:
+    """outreach: send a prescribed message by SMS and Zalo to every recipient, exactly once,
+    and report who got it."""
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from outreach.logmask import install
+
+    install()
+    ctx.obj = Ctx(database_url, operator, show_numbers, debug)
+
+
+def _register() -> None:
+    from outreach.cli import campaign, db as dbcmd, deliveries, message, optout, recipients, report
+
+    main.add_command(campaign.campaign)
+    main.add_command(campaign.runs)
+    main.add_command(recipients.recipients)
+    main.add_command(optout.optout)
+    main.add_command(report.report)
+    main.add_command(deliveries.deliveries)
+    main.add_command(message.message)
+    main.add_command(dbcmd.db)
+    main.add_command(dbcmd.audit)
+    optional = {
+        "webhooks": ("outreach.cli.webhooks", "webhooks"),
+        "gateways": ("outreach.cli.gateways", "gateways"),
+        "schedule": ("outreach.cli.schedule", "schedule"),
+        "scheduler": ("outreach.cli.schedule", "scheduler"),
+        "worker": ("outreach.cli.worker", "worker"),
+        "privacy": ("outreach.cli.privacy", "privacy"),
+    }
+    import importlib
+
+    for _name, (module, attr) in optional.items():
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            if os.environ.get("OUTREACH_STRICT_CLI"):
+                raise
+            logging.getLogger(__name__).debug("command %s unavailable: %s", attr, exc)
+            continue
+        cmd = getattr(mod, attr, None)
+        if cmd is not None:
+            main.add_command(cmd)
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""``outreach campaign ...`` and ``outreach runs list``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Table
+
+from outreach import campaigns, ops, states
+from outreach.cli import Ctx, console, err_console, pass_ctx
+
+
+def load_spec(ref: str) -> campaigns.CampaignSpec:
+    return campaigns.load(campaigns.resolve(ref))
+
+
+@click.group()
+def campaign() -> None:
+    """Check, launch, pause, resume, cancel and resend campaigns."""
+
+
+@contextmanager
+def graceful_stop() -> Iterator[threading.Event]:
+    """SIGINT/SIGTERM set an event: in-flight sends finish and are recorded, then the run pauses."""
+    event = threading.Event()
+    previous = {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        if event.is_set():
+            raise KeyboardInterrupt
+        err_console.print(f"\n{signal.Signals(signum).name}: finishing the sends in flight, "
+                          "then pausing (press again to abort)")
+        event.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (tests)
+            pass
+    try:
+        yield event
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+
+@contextmanager
+def progress_bar(enabled: bool) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    with Progress(TextColumn("[bold]sending"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]:.0f} msg/s"), TimeElapsedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(), console=err_console,
+                  transient=False) as prog:
+        task = prog.add_task("send", total=None, rate=0.0)
+        import time
+
+        start = time.monotonic()
+        first: list[int] = []
+
+        def update(done: int, total: int) -> None:
+            if not first:
+                first.append(done)
+            elapsed = max(time.monotonic() - start, 1e-6)
+            prog.update(task, completed=done, total=total, rate=(done - first[0]) / elapsed)
+
+        yield update
+
+
+def _plan_dict(res: ops.LaunchResult) -> dict[str, Any]:
+    plan = res.plan
+    imp = res.import_summary
+    msg = res.message
+    out: dict[str, Any] = {
+        "campaign": res.campaign_id, "dry_run": res.dry_run, "gateways": res.gateway_names,
+        "window_note": res.window_note,
+        "encoding": msg.get("encoding"), "segments": msg.get("segments"),
+        "characters": msg.get("characters"), "ucs2_characters": msg.get("ucs2_characters"),
+        "recipients": plan.by_status.get(states.QUEUED, 0) if plan else 0,
+        "opted_out": plan.by_status.get(states.OPTED_OUT, 0) if plan else 0,
+        "skipped": plan.by_status.get(states.SKIPPED, 0) if plan else 0,
+        "already_sent": plan.already_had_delivery if plan else 0,
+        "by_carrier": dict(sorted(plan.by_carrier.items())) if plan else {},
+        "total_segments": plan.segments if plan else 0,
+        "estimated_cost_vnd": round(plan.cost_vnd, 2) if plan else 0.0,
+        "estimated_duration_s": round(res.duration_s, 1) if res.duration_s is not None else None,
+        "sample": plan.sample if plan else None,
+    }
+    if imp:
+        out["import"] = imp.to_dict()
+    if res.report:
+        out["run_id"] = res.report.run_id
+        out["result"] = res.report.counts
+        out["stopped"] = res.report.stopped
+        out["stopped_reason"] = res.report.reason
+        out["reconciled"] = res.report.reconciled
+    out["nothing_new"] = res.nothing_new
+    return out
+
+
+def _print_summary(c: Ctx, res: ops.LaunchResult) -> None:
+    d = _plan_dict(res)
+    if res.window_note:
+        console.print(f"[yellow]note:[/yellow] {res.window_note}")
+    imp = res.import_summary
+    if imp:
+        t = Table(title=f"Recipient lists ({len(imp.files)} files)", show_header=False)
+        t.add_row("rows read", str(imp.rows_read))
+        if imp.extra_numbers:
+            t.add_row("extra numbers in shared cells", str(imp.extra_numbers))
+        t.add_row("valid unique mobile numbers", str(imp.imported))
+        t.add_row("rejected", str(imp.rejected))
+        t.add_row("duplicates", str(imp.duplicates))
+        for reason, n in sorted(imp.by_reason.items()):
+            t.add_row(f"  {reason}", str(n))
+        console.print(t)
+    t = Table(title=f"Campaign {res.campaign_id}" + (" — DRY RUN, nothing sent" if res.dry_run else ""),
+              show_header=False)
+    t.add_row("gateway", ", ".join(f"{k}: {v}" for k, v in res.gateway_names.items()))
+    t.add_row("encoding", f"{d['encoding']} ({d['characters']} characters)")
+    t.add_row("segments per message", str(d["segments"]))
+    if d["ucs2_characters"]:
+        t.add_row("characters forcing UCS-2", " ".join(d["ucs2_characters"]))
+    t.add_row("recipients to send", str(d["recipients"]))
+    t.add_row("opted out", str(d["opted_out"]))
+    if d["skipped"]:
+        t.add_row("skipped", str(d["skipped"]))
+    t.add_row("already had this campaign", str(d["already_sent"]))
+    t.add_row("by carrier", ", ".join(f"{k} {v}" for k, v in d["by_carrier"].items()) or "-")
+    t.add_row("segments in all", str(d["total_segments"]))
+    t.add_row("estimated cost", f"{d['estimated_cost_vnd']:,.0f} VND")
+    if d["estimated_duration_s"] is not None:
+        t.add_row("estimated duration", f"{d['estimated_duration_s']:,.0f} s at the configured rate")
+    if res.dry_run and d["sample"]:
+        t.add_row("sample", d["sample"])
+    console.print(t)
+    if res.nothing_new:
+        console.print("[green]Nothing new to send:[/green] every recipient on the lists already "
+                      "has a delivery in this campaign (see `outreach report "
+                      f"{res.campaign_id}`).")
+    if res.report:
+        _print_report(res.report)
+
+
+def _print_report(rep: Any) -> None:
+    counts = {k: v for k, v in rep.counts.items() if v}
+    console.print(f"run #{rep.run_id}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    rec = {k: v for k, v in (rep.reconciled or {}).items() if v}
+    if rec:
+        console.print("interrupted sends reconciled: " + ", ".join(f"{k} {v}" for k, v in rec.items()))
+    if rep.stopped:
+        when = f"; the window opens again at {rep.resume_at:%Y-%m-%d %H:%M %Z}" if rep.resume_at else ""
+        console.print(f"[yellow]run stopped ({rep.stopped}):[/yellow] {rep.reason or ''}{when}")
+    elif counts.get("unknown"):
+        console.print(f"[yellow]{counts['unknown']} deliveries have an unknown outcome[/yellow]: "
+                      "see `outreach deliveries list CAMPAIGN --status unknown` and "
+                      "`outreach deliveries resolve`")
+
+
+@campaign.command("check")
+@click.argument("campaign_ref", metavar="FILE_OR_ID")
+@click.option("--gateway", help="Gateway to estimate for (default: as the launch would choose).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_ctx
+def check(c: Ctx, campaign_ref: str, gateway: str | None, fmt: str) -> None:
+    """Validate a campaign and show what a launch would send (same as launch --dry-run)."""
+    _launch(c, campaign_ref, gateway, True, False, False, fmt, False, None, False)
+
+
+@campaign.command("launch")
+@click.argument("campaign_ref", metavar="FILE_OR_ID")
+@click.option("--gateway", help="mock, outbox, twilio or zalo (default: outbox unless "
+              "credentials are configured).")
+@click.option("--dry-run", is_flag=True, help="Show recipients, segments, cost; send nothing.")
+@click.option("--override-window", is_flag=True,
+              help="Send through a real gateway even outside the campaign's send window.")
+@click.option("--accept-new-text", is_flag=True,
+              help="Allow a text different from the one this campaign already sent.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--encoding", help="Force the encoding of the list files (utf-8, utf-16, cp1258).")
+@click.option("--convert-old-prefixes", is_flag=True,
+              help="Convert pre-2018 11-digit numbers with the official table.")
+@pass_ctx
+def launch(c: Ctx, campaign_ref: str, gateway: str | None, dry_run: bool, override_window: bool,
+           accept_new_text: bool, fmt: str, no_progress: bool, encoding: str | None,
+           convert_old_prefixes: bool) -> None:
+    """Import the campaign's lists, create the run and send every eligible recipient once."""
+    _launch(c, campaign_ref, gateway, dry_run, override_window, accept_new_text, fmt,
+            not no_progress and fmt == "table", encoding, convert_old_prefixes)
+
+
+def _launch(c: Ctx, ref: str, gateway: str | None, dry_run: bool, override_window: bool,
+            accept_new_text: bool, fmt: str, show_progress: bool, encoding: str | None,
+            convert_old_prefixes: bool) -> None:
+    spec = load_spec(ref)
+    with graceful_stop() as stop, progress_bar(show_progress and not dry_run) as prog:
+        res = ops.launch(c.db, spec, gateway=gateway, dry_run=dry_run,
+                         override_window=override_window, accept_new_text=accept_new_text,
+                         operator=c.operator, progress=prog, stop_event=stop, encoding=encoding,
+                         convert_old_prefixes=convert_old_prefixes)
+    if fmt == "json":
+        click.echo(json.dumps(_plan_dict(res), ensure_ascii=False, indent=2))
+    else:
+        _print_summary(c, res)
+    if res.report and res.report.stopped in ("gateway", "error-rate"):
+        raise SystemExit(1)
+
+
+@campaign.command("resume")
+@click.argument("campaign_ref", metavar="FILE_OR_ID")
+@click.option("--run", "run_id", type=int, help="Run id (default: the unfinished run).")
+@click.option("--gateway", help="Use another gateway than the run was created with.")
+@click.option("--override-window", is_flag=True)
+@click.option("--allow-late", is_flag=True, help="Send a run that is past its lateness limit.")
+@click.option("--no-progress", is_flag=True)
+@pass_ctx
+def resume(c: Ctx, campaign_ref: str, run_id: int | None, gateway: str | None,
+           override_window: bool, allow_late: bool, no_progress: bool) -> None:
+    """Continue an unfinished run. Interrupted sends are reconciled, never resent blindly."""
+    spec = load_spec(campaign_ref)
+    with graceful_stop() as stop, progress_bar(not no_progress) as prog:
+        rep = ops.resume(c.db, spec, gateway=gateway, override_window=override_window,
+                         allow_late=allow_late, operator=c.operator, run_id=run_id,
+                         progress=prog, stop_event=stop)
+    _print_report(rep)
+    if rep.stopped in ("gateway", "error-rate"):
+        raise SystemExit(1)
+
+
+@campaign.command("pause")
+@click.argument("campaign_id")
+@pass_ctx
+def pause(c: Ctx, campaign_id: str) -> None:
+    """Pause the unfinished run: a running dispatcher stops after its current batch."""
+    run = ops.set_run_state(c.db, campaign_id, "pause", operator=c.operator)
+    console.print(f"run #{run.id} of {campaign_id} paused; `outreach campaign resume "
+                  f"{campaign_id}` continues it")
+
+
+@campaign.command("cancel")
+@click.argument("campaign_id")
+@click.confirmation_option(prompt="Cancel the run? Queued messages will not be sent.")
+@pass_ctx
+def cancel(c: Ctx, campaign_id: str) -> None:
+    """Cancel the unfinished run: queued deliveries become skipped (reason: cancelled)."""
+    run = ops.set_run_state(c.db, campaign_id, "cancel", operator=c.operator)
+    console.print(f"run #{run.id} of {campaign_id} cancelled")
+
+
+@campaign.command("resend")
+@click.argument("campaign_ref", metavar="FILE_OR_ID")
+@click.option("--failed", "failed", is_flag=True, default=True,
+              help="Recipients whose latest delivery failed or was undelivered (the default).")
+@click.option("--include-unknown", is_flag=True,
+              help="Also recipients whose outcome is unknown (risk of a double send).")
+@click.option("--gateway")
+@click.option("--override-window", is_flag=True)
+@click.option("--no-progress", is_flag=True)
+@pass_ctx
+def resend(c: Ctx, campaign_ref: str, failed: bool, include_unknown: bool, gateway: str | None,
+           override_window: bool, no_progress: bool) -> None:
+    """A new run for the recipients not reached: never anyone delivered or opted out."""
+    spec = load_spec(campaign_ref)
+    statuses = (states.FAILED, states.UNDELIVERED) + ((states.UNKNOWN,) if include_unknown else ())
+    with progress_bar(not no_progress) as prog:
+        res = ops.resend(c.db, spec, statuses=statuses, gateway=gateway, operator=c.operator,
+                         override_window=override_window, progress=prog)
+    if res.nothing_new:
+        console.print("nobody to resend to: no recipient's latest delivery failed")
+        return
+    assert res.report is not None
+    _print_report(res.report)
+
+
+@click.group()
+def runs() -> None:
+    """Runs of a campaign: launches, scheduled days, resends."""
+
+
+@runs.command("list")
+@click.argument("campaign_id", required=False)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_ctx
+def runs_list(c: Ctx, campaign_id: str | None, fmt: str) -> None:
+    """Every run with its status, reason and counts (missed days included)."""
+    from sqlalchemy import func, select
+
+    from outreach.models import Delivery, Run
+
+    with c.db.engine.connect() as conn:
+        stmt = select(Run.__table__).order_by(Run.id)
+        if campaign_id:
+            stmt = stmt.where(Run.campaign_id == campaign_id)
+        rows = conn.execute(stmt).mappings().all()
+        counts: dict[int, dict[str, int]] = {}
+        for run_id, status, n in conn.execute(
+                select(Delivery.run_id, Delivery.status, func.count()).group_by(
+                    Delivery.run_id, Delivery.status)):
+            counts.setdefault(run_id, {})[status] = n
+    data = [{"id": r["id"], "campaign": r["campaign_id"], "kind": r["kind"],
+             "run_date": r["run_date"].isoformat(), "status": r["status"],
+             "reason": r["status_reason"], "gateway": r["gateway"],
+             "created_at": r["created_at"].isoformat(), "counts": counts.get(r["id"], {})}
+            for r in rows]
+    if fmt == "json":
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    t = Table(title="Runs")
+    for col in ("id", "campaign", "kind", "date", "status", "gateway", "deliveries", "reason"):
+        t.add_column(col)
+    for d in data:
+        t.add_row(str(d["id"]), d["campaign"], d["kind"], d["run_date"], d["status"], d["gateway"],
+                  ", ".join(f"{k} {v}" for k, v in sorted(d["counts"].items())),
+                  d["reason"] or "")
+    console.print(t)

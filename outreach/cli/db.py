@@ -1,0 +1,75 @@
+"""``outreach db upgrade|current`` and ``outreach audit list``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.table import Table
+
+from outreach import config
+from outreach.cli import Ctx, console, pass_ctx
+
+
+@click.group()
+def db() -> None:
+    """Schema migrations (Alembic)."""
+
+
+@db.command("upgrade")
+@pass_ctx
+def upgrade(c: Ctx) -> None:
+    """Bring the database schema to the newest version (creates a new database)."""
+    from outreach import migrate
+
+    database = c.db  # upgrades on first use
+    console.print(f"{config.redact_url(database.url)} is at revision {migrate.current(database.engine)}")
+
+
+@db.command("current")
+@pass_ctx
+def current(c: Ctx) -> None:
+    """Show the schema revision of the database and the newest one this version knows."""
+    from outreach import migrate
+    from outreach.db import make_engine
+
+    url = config.database_url(c.db_url)
+    engine = make_engine(url)
+    try:
+        cur = migrate.current(engine)
+    finally:
+        engine.dispose()
+    console.print(f"database: {config.redact_url(url)}\ncurrent: {cur or '(empty)'}\n"
+                  f"newest:  {migrate.head()}")
+
+
+@click.group()
+def audit() -> None:
+    """The audit log of operator actions."""
+
+
+@audit.command("list")
+@click.option("--campaign", "campaign_id")
+@click.option("--action")
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_ctx
+def audit_list(c: Ctx, campaign_id: str | None, action: str | None, limit: int, fmt: str) -> None:
+    """Who did what and when, newest first, with the campaign text hash."""
+    from outreach import audit as auditmod
+
+    with c.db.engine.connect() as conn:
+        rows = auditmod.entries(conn, campaign_id=campaign_id, action=action, limit=limit)
+    data = [{"at": r.at.isoformat(), "operator": r.operator, "action": r.action,
+             "campaign": r.campaign_id, "text_sha256": r.text_sha256, "details": r.details}
+            for r in rows]
+    if fmt == "json":
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    t = Table(title="Audit log")
+    for col in ("at (UTC)", "operator", "action", "campaign", "text", "details"):
+        t.add_column(col)
+    for d in data:
+        t.add_row(d["at"][:19], d["operator"], d["action"], d["campaign"] or "",
+                  (d["text_sha256"] or "")[:12], json.dumps(d["details"], ensure_ascii=False)[:80])
+    console.print(t)

@@ -1,0 +1,194 @@
+"""`outreach gateways` commands: check a gateway's credentials, manage the Zalo OAuth tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from outreach import audit, config
+from outreach.clock import VN_TZ
+
+_META_URL = "outreach.gateways.database_url"
+#: Keys never printed, whatever a gateway's check() returns.
+_SECRET_WORDS = ("secret", "password", "auth_token", "access_token", "refresh_token", "api_key")
+
+
+def _database_url(ctx: click.Context) -> str:
+    url = ctx.meta.get(_META_URL)
+    if not url:
+        parent = ctx.find_root().obj
+        url = getattr(parent, "database_url", None) or (
+            parent.get("database_url") if isinstance(parent, dict) else None)
+    return config.database_url(url)
+
+
+def _database(ctx: click.Context) -> Any:
+    from outreach.db import Database
+
+    return Database(_database_url(ctx))
+
+
+def _fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+def _set_url(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value:
+        ctx.meta[_META_URL] = value
+    return value
+
+
+_db_option = click.option("--database-url", envvar=config.ENV_DATABASE_URL, expose_value=False,
+                          callback=_set_url, is_eager=True,
+                          help="SQLAlchemy URL (env OUTREACH_DATABASE_URL).")
+
+
+@click.group()
+@_db_option
+def gateways() -> None:
+    """Check gateways and manage their credentials."""
+
+
+def _printable(facts: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in facts.items()
+            if not any(word in k.lower() for word in _SECRET_WORDS)}
+
+
+@gateways.command("check")
+@click.argument("name")
+@_db_option
+def check(name: str) -> None:
+    """Validate gateway NAME's configuration and credentials without sending a message."""
+    from outreach.gateways import base, gateway_class
+
+    ctx = click.get_current_context()
+    console = Console()
+    try:
+        cls = gateway_class(name)
+        options: dict[str, Any] = {}
+        if "db" in inspect.signature(cls.__init__).parameters:
+            options["db"] = _database(ctx)
+        gateway = cls(**options)
+        try:
+            facts = gateway.check()
+        finally:
+            gateway.close()
+    except base.GatewayError as exc:
+        code = f" (code {exc.provider_code})" if exc.provider_code else ""
+        _fail(f"{name}: {exc.reason}{code}: {exc.detail or exc}")
+        return
+    except ImportError as exc:
+        _fail(f"{name}: the gateway cannot be loaded ({exc})")
+        return
+    except Exception as exc:  # a database without schema, an unreadable URL...
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if isinstance(exc, SQLAlchemyError):
+            _fail(f"{name}: database error ({type(exc).__name__}); is the schema created "
+                  "(`outreach db upgrade`)?")
+        raise
+    table = Table(title=f"gateway {name}", show_header=False)
+    table.add_column("fact", style="bold")
+    table.add_column("value")
+    for key, value in _printable(facts).items():
+        table.add_row(str(key), str(value))
+    console.print(table)
+
+
+@gateways.group("zalo")
+@_db_option
+def zalo() -> None:
+    """Zalo Official Account / ZNS: OAuth tokens."""
+
+
+@zalo.command("set-token")
+@click.option("--access-token", envvar="ZALO_ACCESS_TOKEN", default=None,
+              help="Access token from the OA consent (env ZALO_ACCESS_TOKEN; prompted, hidden, "
+                   "if absent; empty = refresh on first use). Prefer the env var or the prompt: "
+                   "command-line values stay in shell history.")
+@click.option("--refresh-token", envvar="ZALO_REFRESH_TOKEN", default=None,
+              help="Refresh token (env ZALO_REFRESH_TOKEN; prompted, hidden, if absent).")
+@click.option("--expires-in", type=click.IntRange(min=1), default=90000, show_default=True,
+              help="Seconds the access token is valid (Zalo gives 90000 = 25 h).")
+@click.option("--operator", default=None, help="Who is setting the token (audit log).")
+@_db_option
+def set_token(access_token: str | None, refresh_token: str | None, expires_in: int,
+              operator: str | None) -> None:
+    """Store Zalo OAuth tokens obtained by an OA administrator (never printed).
+
+    The refresh token is single-use: once stored here only this database refreshes it; do not
+    use it anywhere else.
+    """
+    from outreach.gateways.zalo_tokens import TokenStore
+
+    ctx = click.get_current_context()
+    if refresh_token is None:
+        refresh_token = click.prompt("Zalo refresh token", hide_input=True)
+    if access_token is None:
+        access_token = click.prompt("Zalo access token (Enter: refresh on first use)",
+                                    hide_input=True, default="", show_default=False)
+    refresh_token = (refresh_token or "").strip()
+    access_token = (access_token or "").strip()
+    db = _database(ctx)
+    store = TokenStore(db, "zalo")
+    try:
+        with db.engine.begin() as conn:
+            version = store.set_tokens(access_token, refresh_token, expires_in, conn=conn)
+            audit.record(conn, "token", operator=operator,
+                         details={"gateway": "zalo", "version": version,
+                                  "with_access_token": bool(access_token),
+                                  "expires_in_seconds": expires_in if access_token else 0})
+    except ValueError as exc:
+        _fail(str(exc))
+    except Exception as exc:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if isinstance(exc, SQLAlchemyError):
+            _fail(f"could not store the token: database error ({type(exc).__name__}); is the "
+                  "schema created (`outreach db upgrade`)?")
+        raise
+    finally:
+        db.dispose()
+    click.echo(f"Zalo tokens stored (version {version}).")
+
+
+@zalo.command("token-status")
+@_db_option
+def token_status() -> None:
+    """Show the Zalo token's state, version and expiry (never the tokens). Exit code 1 when no
+    usable token is stored."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from outreach.gateways.zalo_tokens import TokenStore
+
+    ctx = click.get_current_context()
+    db = _database(ctx)
+    try:
+        st = TokenStore(db, "zalo").status()
+    except SQLAlchemyError as exc:
+        _fail(f"database error ({type(exc).__name__}); is the schema created?")
+        return
+    finally:
+        db.dispose()
+    table = Table(title="Zalo token", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("value")
+    table.add_row("state", st["state"])
+    table.add_row("version", str(st["version"]) if st["version"] is not None else "-")
+    expires: dt.datetime | None = st["expires_at"]
+    if expires is not None:
+        table.add_row("expires at", f"{expires.astimezone(VN_TZ):%Y-%m-%d %H:%M:%S} "
+                                    f"Asia/Ho_Chi_Minh ({expires:%Y-%m-%d %H:%M:%S} UTC)")
+        table.add_row("expires in", f"{st['expires_in_seconds']} s")
+    if st["updated_at"] is not None:
+        table.add_row("updated at", f"{st['updated_at']:%Y-%m-%d %H:%M:%S} UTC")
+    if st["detail"]:
+        table.add_row("note", st["detail"])
+    Console().print(table)
+    if st["state"] in ("missing", "rejected", "unknown"):
+        ctx.exit(1)

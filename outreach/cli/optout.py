@@ -1,0 +1,95 @@
+"""``outreach optout add|import|remove|list``: the suppression list."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.table import Table
+
+from outreach import listfiles, phones, suppression
+from outreach.cli import Ctx, console, err_console, pass_ctx
+
+
+def _normalise_all(numbers: tuple[str, ...]) -> list[str]:
+    out = []
+    for raw in numbers:
+        res = phones.normalise(raw)
+        if not res.ok:
+            raise click.BadParameter(f"{raw!r}: {res.reason}" + (f" ({res.hint})" if res.hint else ""))
+        assert res.e164
+        out.append(res.e164)
+    return out
+
+
+@click.group()
+def optout() -> None:
+    """Numbers that must never receive a message (applied at run creation and before each send)."""
+
+
+@optout.command("add")
+@click.argument("numbers", nargs=-1, required=True)
+@click.option("--reason", default="citizen-request", show_default=True)
+@click.option("--source", default="operator", show_default=True,
+              help="Where the request came from (hotline, letter, provider...).")
+@pass_ctx
+def add(c: Ctx, numbers: tuple[str, ...], reason: str, source: str) -> None:
+    """Add numbers (any written form) to the suppression list."""
+    e164s = _normalise_all(numbers)
+    with c.db.engine.begin() as conn:
+        n = suppression.add(conn, e164s, reason=reason, source=source, operator=c.operator)
+    console.print(f"{n} number(s) added to the suppression list ({len(e164s) - n} already there)")
+
+
+@optout.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--reason", default="citizen-request", show_default=True)
+@click.option("--source", help="Default: the file name.")
+@pass_ctx
+def import_(c: Ctx, files: tuple[str, ...], reason: str, source: str | None) -> None:
+    """Import opt-outs from CSV/XLSX files (a phone column is required)."""
+    total = bad = 0
+    for f in files:
+        good: list[str] = []
+        for row in listfiles.read_list(f):
+            for cell in phones.split_cell(row.phone or ""):
+                res = phones.normalise(cell)
+                if res.ok and res.e164:
+                    good.append(res.e164)
+                else:
+                    bad += 1
+                    err_console.print(f"{row.file}:{row.line}: skipped ({res.reason})")
+        with c.db.engine.begin() as conn:
+            total += suppression.add(conn, good, reason=reason, source=source or f,
+                                     operator=c.operator)
+    console.print(f"{total} number(s) added to the suppression list; {bad} unreadable row(s)")
+
+
+@optout.command("remove")
+@click.argument("numbers", nargs=-1, required=True)
+@pass_ctx
+def remove(c: Ctx, numbers: tuple[str, ...]) -> None:
+    """Remove numbers from the suppression list (the citizen asked to receive messages again)."""
+    with c.db.engine.begin() as conn:
+        n = suppression.remove(conn, _normalise_all(numbers), operator=c.operator)
+    console.print(f"{n} number(s) removed")
+
+
+@optout.command("list")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_ctx
+def list_(c: Ctx, fmt: str) -> None:
+    """The suppression list with reason, source and time."""
+    with c.db.engine.connect() as conn:
+        rows = suppression.all_entries(conn)
+    data = [{"e164": c.phone(r.e164), "reason": r.reason, "source": r.source,
+             "created_at": r.created_at.isoformat()} for r in rows]
+    if fmt == "json":
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    t = Table(title=f"Suppression list ({len(data)})")
+    for col in ("number", "reason", "source", "since"):
+        t.add_column(col)
+    for d in data:
+        t.add_row(d["e164"], d["reason"], d["source"], d["created_at"])
+    console.print(t)

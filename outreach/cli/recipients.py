@@ -1,0 +1,126 @@
+"""``outreach recipients import|list``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from outreach import recipients as rec
+from outreach.cli import Ctx, console, pass_ctx
+
+
+@click.group()
+def recipients() -> None:
+    """Import recipient lists and see what was imported."""
+
+
+@recipients.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--list", "list_name", default="default", show_default=True,
+              help="Name of the list the recipients join.")
+@click.option("--encoding", help="Force the file encoding (utf-8, utf-8-sig, utf-16, cp1258).")
+@click.option("--district", help="District for rows without a district column.")
+@click.option("--convert-old-prefixes", is_flag=True,
+              help="Convert pre-2018 11-digit numbers with the official table instead of rejecting.")
+@click.option("--reject-file", type=click.Path(dir_okay=False, writable=True),
+              help="Write every rejected and duplicate row (file, line, masked value, reason) as CSV.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_ctx
+def import_cmd(c: Ctx, files: tuple[str, ...], list_name: str, encoding: str | None,
+               district: str | None, convert_old_prefixes: bool, reject_file: str | None,
+               fmt: str) -> None:
+    """Read CSV/TSV/XLSX lists, normalise numbers to E.164, deduplicate, report every bad row."""
+    summary = rec.import_files(c.db, list(files), list_name=list_name, encoding=encoding,
+                               convert_old_prefixes=convert_old_prefixes,
+                               default_district=district, operator=c.operator)
+    if reject_file:
+        write_issues(Path(reject_file), summary.issues)
+    if fmt == "json":
+        d = summary.to_dict()
+        d["issues"] = [i.__dict__ for i in summary.issues]
+        click.echo(json.dumps(d, ensure_ascii=False, indent=2))
+        return
+    t = Table(title=f"Import #{summary.import_id} into list {list_name!r}", show_header=False)
+    t.add_row("rows read", str(summary.rows_read))
+    if summary.extra_numbers:
+        t.add_row("extra numbers in shared cells", str(summary.extra_numbers))
+    t.add_row("imported (unique valid mobile numbers)", str(summary.imported))
+    t.add_row("  of which new recipients", str(summary.new_recipients))
+    t.add_row("rejected", str(summary.rejected))
+    t.add_row("duplicates", str(summary.duplicates))
+    t.add_row("by carrier", ", ".join(f"{k} {v}" for k, v in sorted(summary.by_carrier.items())))
+    console.print(t)
+    if summary.issues:
+        it = Table(title="Rejected and duplicate rows" + (
+            f" (first 30 of {len(summary.issues)}; all in --reject-file)" if len(summary.issues) > 30
+            else ""))
+        for col in ("where", "value", "reason", "detail"):
+            it.add_column(col)
+        for i in summary.issues[:30]:
+            it.add_row(i.where(), i.raw_masked, i.reason, i.detail or "")
+        console.print(it)
+    console.print(f"rows read {summary.rows_read}"
+                  + (f" + {summary.extra_numbers} extra numbers" if summary.extra_numbers else "")
+                  + f" = imported {summary.imported} + rejected {summary.rejected} + duplicates "
+                  f"{summary.duplicates}")
+
+
+def write_issues(path: Path, issues: list[rec.Issue]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8-sig", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["kind", "file", "line", "value_masked", "reason", "detail"])
+        for i in issues:
+            w.writerow([i.kind, i.file, i.line or "", i.raw_masked, i.reason, i.detail or ""])
+
+
+@recipients.command("list")
+@click.option("--list", "list_name", help="Only this list.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table")
+@click.option("--limit", type=int, default=0, help="At most this many rows (0: all).")
+@pass_ctx
+def list_cmd(c: Ctx, list_name: str | None, fmt: str, limit: int) -> None:
+    """What was imported: E.164 (masked unless --show-numbers), carrier, district, ward, lists."""
+    from sqlalchemy import select
+
+    from outreach.models import ListMember, Recipient, Suppression
+
+    with c.db.engine.connect() as conn:
+        stmt = select(Recipient.id, Recipient.e164, Recipient.carrier, Recipient.district,
+                      Recipient.ward).order_by(Recipient.id)
+        if list_name:
+            stmt = stmt.join(ListMember, ListMember.recipient_id == Recipient.id).where(
+                ListMember.list_name == list_name)
+        if limit:
+            stmt = stmt.limit(limit)
+        rows = conn.execute(stmt).all()
+        lists: dict[int, list[str]] = {}
+        for rid, ln in conn.execute(select(ListMember.recipient_id, ListMember.list_name)):
+            lists.setdefault(rid, []).append(ln)
+        suppressed = set(conn.execute(select(Suppression.e164)).scalars())
+    data = [{"e164": c.phone(r.e164), "carrier": r.carrier, "district": r.district, "ward": r.ward,
+             "lists": sorted(lists.get(r.id, [])),
+             "status": "opted_out" if r.e164 in suppressed else "active"} for r in rows]
+    if fmt == "json":
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["e164", "carrier", "district", "ward", "lists", "status"])
+        for d in data:
+            w.writerow([d["e164"], d["carrier"], d["district"], d["ward"], ";".join(d["lists"]),
+                        d["status"]])
+        click.echo(buf.getvalue(), nl=False)
+    else:
+        t = Table(title=f"Recipients ({len(data)})")
+        for col in ("number", "carrier", "district", "ward", "lists", "status"):
+            t.add_column(col)
+        for d in data:
+            t.add_row(d["e164"], d["carrier"] or "", d["district"] or "", d["ward"] or "",
+                      ", ".join(d["lists"]), d["status"])
+        console.print(t)

@@ -1,0 +1,66 @@
+"""`outreach webhooks` commands: serve the delivery-receipt application with waitress."""
+
+from __future__ import annotations
+
+import os
+
+import click
+from click.core import ParameterSource
+
+from outreach import config
+
+
+@click.group()
+@click.option("--database-url", envvar="OUTREACH_DATABASE_URL", default=None, metavar="URL",
+              help="SQLAlchemy URL of the database (default: the main option, "
+                   "$OUTREACH_DATABASE_URL, or SQLite in $OUTREACH_HOME).")
+@click.pass_context
+def webhooks(ctx: click.Context, database_url: str | None) -> None:
+    """Receive delivery receipts from Twilio (and Zalo) over HTTP."""
+    ctx.ensure_object(dict)
+    from_main = ctx.obj.get("db_url")
+    source = ctx.get_parameter_source("database_url")
+    # An explicit --database-url here wins; the environment does not override the main group's.
+    if database_url and (source == ParameterSource.COMMANDLINE or not from_main):
+        ctx.obj["db_url"] = database_url
+
+
+@webhooks.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (put a TLS reverse proxy in front for Twilio).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="waitress worker threads.")
+@click.option("--no-twilio", is_flag=True,
+              help="Start without the Twilio routes (TWILIO_AUTH_TOKEN not needed).")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, threads: int, no_twilio: bool) -> None:
+    """Serve POST /webhooks/twilio/status[/<delivery id>] and GET /healthz.
+
+    Reads TWILIO_AUTH_TOKEN (to verify X-Twilio-Signature) and OUTREACH_PUBLIC_BASE_URL (the
+    public https base URL Twilio calls, also given to the gateway for StatusCallback) from the
+    environment; neither is ever printed.
+    """
+    from outreach import webhooks as app_module
+    from outreach.db import Database, has_schema
+
+    token = os.environ.get("TWILIO_AUTH_TOKEN") or None
+    if no_twilio:
+        token = None
+    elif not token:
+        raise click.UsageError("TWILIO_AUTH_TOKEN is not set: Twilio callbacks could not be "
+                               "verified. Set it, or pass --no-twilio to serve without them.")
+    public = os.environ.get("OUTREACH_PUBLIC_BASE_URL") or None
+    url = config.database_url((ctx.obj or {}).get("db_url"))
+    db = Database(url)
+    if not has_schema(db.engine):
+        raise click.ClickException(f"the database {config.redact_url(url)} has no schema; run "
+                                   "`outreach db upgrade` first")
+    if token and not public:
+        click.echo("warning: OUTREACH_PUBLIC_BASE_URL is not set; signatures are checked against "
+                   "the URL this server sees, which is wrong behind a reverse proxy", err=True)
+    routes = "Twilio receipts" if token else "no Twilio routes"
+    click.echo(f"outreach webhooks on http://{host}:{port} ({routes}, {threads} threads, "
+               f"database {config.redact_url(url)})", err=True)
+    app_module.serve(db, host, port, threads=threads, twilio_auth_token=token,
+                     public_base_url=public)

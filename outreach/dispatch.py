@@ -1,0 +1,592 @@
+"""The dispatcher: claims queued deliveries, sends them through gateways, records every outcome.
+
+Crash safety comes from the order of writes: a batch is marked ``sending`` (with a lease) and
+committed *before* any request leaves; outcomes are committed after. A process killed in
+between leaves ``sending`` rows whose owner is gone: :func:`recover` turns them into
+``unknown`` and reconciles them with the gateway, and nothing ``unknown`` is ever resent
+automatically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import random
+import socket
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, and_, or_, select, update
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+from outreach import runs, states, suppression
+from outreach import text as textmod
+from outreach.campaigns import CampaignSpec
+from outreach.clock import SYSTEM_CLOCK, Clock
+from outreach.db import Database, retry_write
+from outreach.gateways import base as gw
+from outreach.models import Delivery, Run
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 300
+
+
+class RateLimiter:
+    """At most ``rate`` units (messages or segments) in any one-second window.
+
+    A sliding log of the last second's sends (not a token bucket, which allows a burst of
+    twice the rate across a window boundary). ``block_until`` holds every sender back, e.g.
+    for a provider's Retry-After. ``rate`` 0 means unlimited. Thread-safe.
+    """
+
+    def __init__(self, rate: float, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.rate = rate
+        self.clock = clock
+        self._log: deque[tuple[float, int]] = deque()
+        self._used = 0
+        self._blocked_until = 0.0
+        self._lock = threading.Lock()
+
+    def block_until(self, t: float) -> None:
+        with self._lock:
+            self._blocked_until = max(self._blocked_until, t)
+
+    def acquire(self, units: int = 1) -> None:
+        while True:
+            with self._lock:
+                now = self.clock.monotonic()
+                wait = self._blocked_until - now
+                if wait <= 0:
+                    if not self.rate:
+                        return
+                    while self._log and self._log[0][0] <= now - 1.0:
+                        self._used -= self._log.popleft()[1]
+                    units_eff = min(units, int(self.rate)) or 1
+                    if self._used + units_eff <= self.rate:
+                        self._log.append((now, units_eff))
+                        self._used += units_eff
+                        return
+                    wait = self._log[0][0] + 1.0 - now
+            self.clock.sleep(max(wait, 0.0005))
+
+
+@dataclass
+class Outcome:
+    delivery_id: int
+    kind: str  # sent | failed | opted_out | unknown | not_sent | stop
+    result: gw.SendResult | None = None
+    error: gw.GatewayError | None = None
+    attempts: int = 1
+
+
+@dataclass
+class DispatchReport:
+    """What one dispatcher call did. ``stopped`` says why it returned early (``paused``,
+    ``cancelled``, ``window``, ``late``, ``interrupted``, ``error-rate``, ``gateway``,
+    ``daily-cap``, ``awaiting-receipts``), None when the run completed."""
+
+    run_id: int
+    counts: dict[str, int] = field(default_factory=dict)
+    stopped: str | None = None
+    reason: str | None = None
+    resume_at: dt.datetime | None = None
+    reconciled: dict[str, int] = field(default_factory=dict)
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _owner_dead(owner: str | None) -> bool:
+    if not owner:
+        return True
+    try:
+        host, pid, _ = owner.split(":")
+        if host != socket.gethostname():
+            return False
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError):
+        return False
+    return int(pid) == os.getpid() and owner != _CURRENT_OWNERS.get(owner, owner)
+
+
+_CURRENT_OWNERS: dict[str, str] = {}
+
+
+class Dispatcher:
+    """Sends one run. ``gateways`` maps a channel (``sms``, ``zalo``) to a gateway instance.
+
+    Rate per channel: the channel's ``rate_per_second`` (messages or segments per second, from
+    the campaign file) or the gateway's default; ``concurrency`` requests in flight. Transient
+    errors are retried with exponential backoff and jitter, honouring Retry-After, at most
+    ``max_attempts`` times, then the delivery fails with the last reason (``rate-limited``...).
+    A :class:`~outreach.gateways.base.StopRunError` or an error rate above
+    ``error_rate_threshold`` over the last ``error_window`` results pauses the run.
+    """
+
+    def __init__(self, db: Database, spec: CampaignSpec, run_id: int,
+                 gateways: dict[str, gw.Gateway], *, clock: Clock = SYSTEM_CLOCK,
+                 batch_size: int = 500, max_attempts: int = 5, override_window: bool = False,
+                 allow_late: bool = False, error_rate_threshold: float = 0.5,
+                 error_window: int = 200, progress: Callable[[int, int], None] | None = None,
+                 stop_event: threading.Event | None = None, owner: str | None = None,
+                 limiters: dict[str, Any] | None = None, backoff_initial: float = 0.5,
+                 backoff_max: float = 30.0, shared_rate: bool = False) -> None:
+        self.db, self.spec, self.run_id, self.gateways = db, spec, run_id, gateways
+        self.clock = clock
+        self.batch_size = batch_size
+        self.max_attempts = max_attempts
+        self.override_window = override_window
+        self.allow_late = allow_late
+        self.error_rate_threshold = error_rate_threshold
+        self.error_window = error_window
+        self.progress = progress
+        self.stop_event = stop_event or threading.Event()
+        self.owner = owner or owner_id()
+        _CURRENT_OWNERS[self.owner] = self.owner
+        self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
+        self._recent: deque[bool] = deque(maxlen=error_window)
+        self._halt = threading.Event()
+        self._halt_reason: tuple[str, str] | None = None
+        self.limiters: dict[str, Any] = limiters or {}
+        self.units: dict[str, str] = {}
+        self.concurrency: dict[str, int] = {}
+        for ch in spec.channels:
+            g = gateways.get(ch.channel)
+            if g is None:
+                continue
+            # the campaign's rate and concurrency are for providers; a gateway that reaches no
+            # phone (outbox) runs at its own pace
+            configured = g.reaches_phones
+            rate = (ch.rate_per_second if configured and ch.rate_per_second is not None
+                    else g.rate_per_second)
+            self.units[ch.channel] = (ch.rate_unit if configured and ch.rate_unit else g.rate_unit)
+            self.concurrency[ch.channel] = (ch.concurrency if configured and ch.concurrency
+                                            else g.concurrency)
+            if ch.channel not in self.limiters:
+                if shared_rate and db.engine.dialect.name == "postgresql" and rate:
+                    from outreach.ratelimit import SharedRateLimiter
+
+                    self.limiters[ch.channel] = SharedRateLimiter(db, g.name, rate, clock=clock)
+                else:
+                    self.limiters[ch.channel] = RateLimiter(rate or 0, clock)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> DispatchReport:
+        report = DispatchReport(run_id=self.run_id)
+        report.reconciled = recover(self.db, self.spec, self.run_id, self.gateways, clock=self.clock)
+        with self.db.engine.begin() as conn:
+            run = runs.get_run(conn, self.run_id)
+            assert run is not None
+            if run.status in ("completed", "cancelled", "missed"):
+                report.counts = runs.remaining(conn, self.run_id)
+                report.stopped = run.status if run.status != "completed" else None
+                return report
+            late = self._lateness(run)
+            if late:
+                runs.set_status(conn, self.run_id, "expired", late, now=self.clock.now())
+                report.stopped, report.reason = "late", late
+                report.counts = runs.remaining(conn, self.run_id)
+                return report
+            runs.set_status(conn, self.run_id, "running", None, now=self.clock.now())
+        total = sum(self._counts().values())
+        done = total - self._counts().get(states.QUEUED, 0)
+        with ThreadPoolExecutor(max_workers=max(self.concurrency.values() or [1])) as pool:
+            while True:
+                stop = self._should_stop()
+                if stop:
+                    report.stopped, report.reason, report.resume_at = stop
+                    break
+                batch = self._claim()
+                if not batch:
+                    waiting = self._after_queue_empty()
+                    if waiting:
+                        report.stopped, report.reason, report.resume_at = waiting
+                        break
+                    if self._claimable():
+                        continue
+                    with self.db.engine.begin() as conn:
+                        counts = runs.remaining(conn, self.run_id)
+                        unknown = counts.get(states.UNKNOWN, 0)
+                        runs.set_status(conn, self.run_id, "completed",
+                                        f"{unknown} deliveries with unknown outcome: see "
+                                        "`outreach deliveries list --status unknown`" if unknown
+                                        else None, now=self.clock.now())
+                    break
+                outcomes = self._send_batch(pool, batch)
+                self._record(batch, outcomes)
+                done += len(batch)
+                if self.progress:
+                    self.progress(done, total)
+                if self._halt.is_set() and self._halt_reason:
+                    kind, why = self._halt_reason
+                    with self.db.engine.begin() as conn:
+                        runs.set_status(conn, self.run_id, "paused", why, now=self.clock.now())
+                    report.stopped, report.reason = kind, why
+                    break
+        with self.db.engine.begin() as conn:
+            report.counts = runs.remaining(conn, self.run_id)
+        return report
+
+    def _lateness(self, run: Run) -> str | None:
+        if self.allow_late or run.started_at is not None or run.kind != "scheduled":
+            return None
+        limit = dt.timedelta(minutes=self.spec.window.lateness_limit_minutes)
+        late_by = self.clock.now() - run.due_at
+        if late_by > limit:
+            return (f"the run was due at {run.due_at.astimezone(self.spec.window.tz):%Y-%m-%d %H:%M} "
+                    f"and is {int(late_by.total_seconds() // 60)} min late, past the lateness limit "
+                    f"of {self.spec.window.lateness_limit_minutes} min; not sent late silently "
+                    "(resume with --allow-late to send anyway)")
+        return None
+
+    def _should_stop(self) -> tuple[str, str | None, dt.datetime | None] | None:
+        now = self.clock.now()
+        if self.stop_event.is_set():
+            with self.db.engine.begin() as conn:
+                runs.set_status(conn, self.run_id, "paused", "interrupted by the operator",
+                                now=now)
+            return "interrupted", "interrupted: in-flight sends finished and were recorded", None
+        with self.db.engine.connect() as conn:
+            status, reason = conn.execute(select(Run.status, Run.status_reason)
+                                          .where(Run.id == self.run_id)).one()
+        if status in ("paused", "cancelled"):
+            return status, reason, None
+        reaches = any(g.reaches_phones for g in self.gateways.values())
+        if reaches and not self.override_window and not self.spec.window.is_open(now):
+            why = self.spec.window.closed_reason(now)
+            nxt = self.spec.window.next_open(now)
+            with self.db.engine.begin() as conn:
+                if nxt is None:
+                    runs.set_status(conn, self.run_id, "paused",
+                                    f"send window closed for good: {why}", now=now)
+                else:
+                    runs.set_status(conn, self.run_id, "waiting", f"send window closed: {why}",
+                                    now=now)
+            return "window", why, nxt
+        cap = self.spec.schedule.daily_cap
+        if cap:
+            with self.db.engine.connect() as conn:
+                if runs.sent_today(conn, self.spec.id, now) >= cap:
+                    local = now.astimezone(self.spec.window.tz)
+                    nxt = self.spec.window.next_open(dt.datetime.combine(
+                        local.date() + dt.timedelta(days=1), dt.time(0), tzinfo=self.spec.window.tz))
+                    with self.db.engine.begin() as c2:
+                        runs.set_status(c2, self.run_id, "waiting",
+                                        f"daily cap of {cap} messages reached", now=now)
+                    return "daily-cap", f"daily cap of {cap} reached", nxt
+        return None
+
+    def _after_queue_empty(self) -> tuple[str, str, dt.datetime | None] | None:
+        """With channel fallback: create fallback deliveries, or wait for receipts."""
+        if len(self.spec.channels) < 2:
+            return None
+        from outreach import fallback
+
+        now = self.clock.now()
+        names = {ch: g.name for ch, g in self.gateways.items()}
+        with self.db.engine.begin() as conn:
+            fallback.cancel_superseded(conn, self.run_id, now)
+            created = fallback.plan_fallbacks(conn, self.spec, self.run_id, now,
+                                              gateway_names=names)
+            if created:
+                return None
+            wait_until = fallback.pending_fallback(conn, self.run_id, now)
+            if wait_until is None:
+                return None
+            runs.set_status(conn, self.run_id, "waiting",
+                            f"awaiting delivery receipts before falling back, until "
+                            f"{wait_until.astimezone(self.spec.window.tz):%Y-%m-%d %H:%M}", now=now)
+        return "awaiting-receipts", "waiting for receipts before channel fallback", wait_until
+
+    def _claimable(self) -> bool:
+        with self.db.engine.connect() as conn:
+            return conn.execute(select(Delivery.id).where(
+                Delivery.run_id == self.run_id, Delivery.status == states.QUEUED).limit(1)).first() is not None
+
+    def _counts(self) -> dict[str, int]:
+        with self.db.engine.connect() as conn:
+            return runs.remaining(conn, self.run_id)
+
+    # -- claim, send, record ----------------------------------------------------------------
+    @retry_write
+    def _claim(self) -> list[dict[str, Any]]:
+        now = self.clock.now()
+        cols = (Delivery.id, Delivery.channel, Delivery.address, Delivery.body, Delivery.segments,
+                Delivery.recipient_id, Delivery.carrier)
+        with self.db.engine.begin() as conn:
+            stmt = (select(*cols).where(Delivery.run_id == self.run_id,
+                                        Delivery.status == states.QUEUED)
+                    .order_by(Delivery.id).limit(self.batch_size))
+            if conn.dialect.name == "postgresql":
+                stmt = stmt.with_for_update(skip_locked=True)
+            rows = [dict(r._mapping) for r in conn.execute(stmt)]
+            if not rows:
+                return []
+            # opt-outs are checked again just before sending
+            blocked = suppression.suppressed_among(conn, [r["address"] for r in rows])
+            changes = []
+            lease = now + dt.timedelta(seconds=LEASE_SECONDS)
+            keep = []
+            for r in rows:
+                if r["address"] in blocked:
+                    changes.append(states.Change(r["id"], states.OPTED_OUT,
+                                                 {"error_reason": "suppressed"}))
+                else:
+                    changes.append(states.Change(r["id"], states.SENDING,
+                                                 {"lease_owner": self.owner,
+                                                  "lease_expires_at": lease}))
+                    keep.append(r)
+            states.apply(conn, changes, source="dispatcher", now=now, lock=False)
+        return keep
+
+    def _message(self, row: dict[str, Any]) -> gw.OutboundMessage:
+        ch = self.spec.channel(row["channel"])
+        body = row["body"]
+        if body is None:
+            body = textmod.analyse(self.spec.text, unaccented=self.spec.unaccented or ch.unaccented,
+                                   gsm_safe=self.spec.gsm_safe or ch.gsm_safe).text
+        zalo_uid = None
+        if row["channel"] == "zalo" and not row["address"].startswith("+"):
+            zalo_uid = row["address"]
+        return gw.OutboundMessage(
+            delivery_id=row["id"], campaign_id=self.spec.id, channel=row["channel"],
+            to=row["address"], body=body, segments=row["segments"] or 1, sender=ch.sender,
+            zalo_user_id=zalo_uid, template_id=ch.template_id,
+            template_data=dict(ch.template_fields))
+
+    def _send_batch(self, pool: ThreadPoolExecutor, batch: list[dict[str, Any]]) -> list[Outcome]:
+        msgs = [self._message(r) for r in batch]
+        if all(self.concurrency.get(m.channel, 1) <= 1 for m in msgs):
+            return [self._send_one(m) for m in msgs]
+        return list(pool.map(self._send_one, msgs))
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        backoff = min(self.backoff_max, self.backoff_initial * 2 ** (state.attempt_number - 1))
+        backoff = random.uniform(backoff / 2, backoff)  # jitter
+        retry_after = getattr(exc, "retry_after", None) or 0.0
+        return max(backoff, retry_after)
+
+    def _send_one(self, msg: gw.OutboundMessage) -> Outcome:
+        if self._halt.is_set() or self.stop_event.is_set():
+            return Outcome(msg.delivery_id, "not_sent")
+        gateway = self.gateways[msg.channel]
+        limiter = self.limiters[msg.channel]
+        units = msg.segments if self.units.get(msg.channel) == "segments" else 1
+        attempts = 0
+
+        def attempt() -> gw.SendResult:
+            nonlocal attempts
+            if self._halt.is_set():
+                raise _Halted()
+            limiter.acquire(units)
+            attempts += 1
+            try:
+                return gateway.send(msg)
+            except gw.TransientError as exc:
+                if exc.retry_after:
+                    limiter.block_until(self.clock.monotonic() + exc.retry_after)
+                log.info("delivery %s: transient %s (%s), will retry", msg.delivery_id,
+                         exc.reason, exc.provider_code)
+                raise
+
+        retrying = Retrying(stop=stop_after_attempt(self.max_attempts), wait=self._wait,
+                            retry=retry_if_exception_type(gw.TransientError),
+                            sleep=self.clock.sleep, reraise=True)
+        try:
+            result = retrying(attempt)
+        except _Halted:
+            return Outcome(msg.delivery_id, "not_sent", attempts=attempts)
+        except gw.OptedOutError as exc:
+            return self._note(Outcome(msg.delivery_id, "opted_out", error=exc, attempts=attempts))
+        except gw.PermanentError as exc:
+            return self._note(Outcome(msg.delivery_id, "failed", error=exc, attempts=attempts), False)
+        except gw.TransientError as exc:
+            return self._note(Outcome(msg.delivery_id, "failed", error=exc, attempts=attempts), False)
+        except gw.OutcomeUnknownError as exc:
+            return self._note(Outcome(msg.delivery_id, "unknown", error=exc, attempts=attempts), False)
+        except gw.StopRunError as exc:
+            self._halt_with("gateway", f"{gateway.name}: {exc.reason} — {exc.detail or exc}"
+                            f"{f' (code {exc.provider_code})' if exc.provider_code else ''}; "
+                            "fix the gateway configuration, then `outreach campaign resume`")
+            return Outcome(msg.delivery_id, "not_sent", error=exc, attempts=attempts)
+        except gw.GatewayError as exc:
+            return self._note(Outcome(msg.delivery_id, "failed", error=exc, attempts=attempts), False)
+        return self._note(Outcome(msg.delivery_id, "sent", result=result, attempts=attempts))
+
+    def _note(self, outcome: Outcome, ok: bool = True) -> Outcome:
+        # an opted-out or invalid number is the recipient's fact, not the gateway's health
+        healthy = ok or isinstance(outcome.error, gw.PermanentError)
+        self._recent.append(healthy)
+        if len(self._recent) >= min(self.error_window, 20):
+            bad = self._recent.count(False) / len(self._recent)
+            if bad > self.error_rate_threshold:
+                self._halt_with("error-rate",
+                                f"{bad:.0%} of the last {len(self._recent)} sends failed "
+                                f"(threshold {self.error_rate_threshold:.0%}); the run is paused "
+                                "instead of burning through the list — check the gateway, then "
+                                "`outreach campaign resume`")
+        return outcome
+
+    def _halt_with(self, kind: str, why: str) -> None:
+        if not self._halt.is_set():
+            self._halt_reason = (kind, why)
+            self._halt.set()
+            log.error("run %s paused: %s", self.run_id, why)
+
+    @retry_write
+    def _record(self, batch: list[dict[str, Any]], outcomes: list[Outcome]) -> None:
+        now = self.clock.now()
+        changes: list[states.Change] = []
+        opted: list[str] = []
+        by_id = {r["id"]: r for r in batch}
+        for o in outcomes:
+            e = o.error
+            if o.kind == "sent":
+                assert o.result is not None
+                fields: dict[str, Any] = {"provider_message_id": o.result.provider_message_id,
+                                          "provider_status": o.result.provider_status}
+                if o.result.segments:
+                    fields["segments"] = o.result.segments
+                if o.result.price_vnd is not None:
+                    fields["cost_vnd"] = o.result.price_vnd
+                changes.append(states.Change(o.delivery_id, o.result.status
+                                             if o.result.status in (states.SENT, states.DELIVERED)
+                                             else states.SENT, fields))
+            elif o.kind == "not_sent":
+                changes.append(states.Change(o.delivery_id, states.QUEUED,
+                                             detail="not sent: run halted before this request",
+                                             backward="not-sent"))
+            else:
+                assert e is not None
+                new = {"failed": states.FAILED, "opted_out": states.OPTED_OUT,
+                       "unknown": states.UNKNOWN}[o.kind]
+                changes.append(states.Change(o.delivery_id, new,
+                                             {"error_code": e.provider_code,
+                                              "error_reason": e.reason},
+                                             detail=e.detail or str(e), error_code=e.provider_code))
+                if o.kind == "opted_out":
+                    opted.append(by_id[o.delivery_id]["address"])
+        with self.db.engine.begin() as conn:
+            states.apply(conn, changes, source="dispatcher", now=now, lock=False)
+            if opted:
+                suppression.add(conn, opted, reason="provider-opt-out",
+                                source=f"gateway:{','.join(g.name for g in self.gateways.values())}",
+                                now=now, log=False)
+            from outreach import receipts
+
+            receipts.apply_pending(conn, now=now, delivery_ids=[o.delivery_id for o in outcomes],
+                                   provider_ids=[o.result.provider_message_id for o in outcomes
+                                                 if o.result])
+
+
+class _Halted(Exception):
+    pass
+
+
+def recover(db: Database, spec: CampaignSpec, run_id: int, gateways: dict[str, gw.Gateway], *,
+            clock: Clock = SYSTEM_CLOCK) -> dict[str, int]:
+    """Turn ``sending`` rows of dead owners into ``unknown`` and reconcile every ``unknown``.
+
+    An owner is dead when its lease expired or, on this host, its process no longer exists.
+    Reconciliation asks the gateway (:meth:`Gateway.lookup`): found → ``sent``/``delivered``;
+    certainly never received → back to ``queued`` (safe to send); cannot be asked → stays
+    ``unknown`` for the operator (``outreach deliveries resolve``). Returns counts.
+    """
+    now = clock.now()
+    out = {"orphaned": 0, "found": 0, "requeued": 0, "still_unknown": 0}
+    with db.engine.begin() as conn:
+        rows = conn.execute(select(Delivery.id, Delivery.lease_owner, Delivery.lease_expires_at)
+                            .where(Delivery.run_id == run_id,
+                                   Delivery.status == states.SENDING)).all()
+        dead = [r.id for r in rows
+                if (r.lease_expires_at is not None and r.lease_expires_at < now)
+                or _owner_dead(r.lease_owner)]
+        if dead:
+            states.apply(conn, [states.Change(i, states.UNKNOWN, {"error_reason": "interrupted"},
+                                              detail="the sending process stopped before "
+                                                     "recording the outcome") for i in dead],
+                         source="reconcile", now=now)
+        out["orphaned"] = len(dead)
+        unknown = conn.execute(select(Delivery.id, Delivery.channel, Delivery.address,
+                                      Delivery.body, Delivery.segments, Delivery.recipient_id,
+                                      Delivery.carrier, Delivery.sending_at)
+                               .where(Delivery.run_id == run_id,
+                                      Delivery.status == states.UNKNOWN)).all()
+    if not unknown:
+        return out
+    d = Dispatcher.__new__(Dispatcher)
+    d.spec = spec
+    changes: list[states.Change] = []
+    for r in unknown:
+        g = gateways.get(r.channel)
+        if g is None:
+            out["still_unknown"] += 1
+            continue
+        msg = Dispatcher._message(d, dict(r._mapping))
+        since = (r.sending_at or now) - dt.timedelta(minutes=5)
+        try:
+            found = g.lookup(msg, since, now + dt.timedelta(minutes=5))
+        except gw.GatewayError as exc:
+            log.warning("reconciliation of delivery %s failed: %s", r.id, exc)
+            found = None
+        if found is None:
+            out["still_unknown"] += 1
+        elif found is False:
+            out["requeued"] += 1
+            changes.append(states.Change(r.id, states.QUEUED, backward="not-sent",
+                                         detail=f"{g.name} confirms it never received this message"))
+        else:
+            out["found"] += 1
+            changes.append(states.Change(r.id, found.status if found.status in
+                                         (states.SENT, states.DELIVERED, states.UNDELIVERED,
+                                          states.FAILED) else states.SENT,
+                                         {"provider_message_id": found.provider_message_id,
+                                          "provider_status": found.provider_status,
+                                          "error_code": found.error_code},
+                                         detail=f"reconciled with {g.name}"))
+    if changes:
+        with db.engine.begin() as conn:
+            states.apply(conn, changes, source="reconcile", now=clock.now())
+    return out
+
+
+def resolve_unknown(conn: Connection, delivery_ids: list[int], *, action: str,
+                    now: dt.datetime) -> dict[int, bool]:
+    """The operator's explicit decision on ``unknown`` deliveries: ``resend`` (back to the queue)
+    or ``sent`` (treat as sent) or ``skip``."""
+    if action == "resend":
+        changes = [states.Change(i, states.QUEUED, backward="operator",
+                                 detail="operator chose to resend") for i in delivery_ids]
+    elif action == "sent":
+        changes = [states.Change(i, states.SENT, detail="operator marked as sent")
+                   for i in delivery_ids]
+    elif action == "skip":
+        changes = [states.Change(i, states.SKIPPED, {"error_reason": "operator-skipped"},
+                                 backward="operator", detail="operator chose not to resend")
+                   for i in delivery_ids]
+    else:
+        raise ValueError(f"unknown action {action!r}")
+    return states.apply(conn, changes, source="operator", now=now)
+
+
+def stale_sending(conn: Connection, run_id: int, now: dt.datetime) -> int:
+    """How many ``sending`` rows of the run have a dead owner (crashed process)."""
+    rows = conn.execute(select(Delivery.lease_owner, Delivery.lease_expires_at).where(
+        Delivery.run_id == run_id, Delivery.status == states.SENDING)).all()
+    return sum(1 for r in rows if (r.lease_expires_at and r.lease_expires_at < now)
+               or _owner_dead(r.lease_owner))
+
+
+__all__ = ["Dispatcher", "RateLimiter", "DispatchReport", "recover", "resolve_unknown", "and_",
+           "or_", "update"]

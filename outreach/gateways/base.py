@@ -1,0 +1,203 @@
+"""The gateway contract: one message in, a provider id or a classified error out.
+
+Error tree (every failure a gateway raises is one of these; adapters map low-level
+errors to the most specific class with ``raise ... from exc``)::
+
+    GatewayError
+    ├── ConfigurationError      bad or missing options; raised by the constructor, no network touched
+    ├── TransientError          not sent; safe to try again later (``retry_after`` seconds if the provider said)
+    │   ├── ThrottledError      provider rate limit (HTTP 429, Twilio 20429, Zalo -32)
+    │   └── UnavailableError    could not connect, 5xx before acceptance, queue overflow, quota window
+    ├── PermanentError          the provider refused this message; never retried
+    │   ├── InvalidAddressError invalid, unroutable or landline number; no Zalo account
+    │   └── OptedOutError       the recipient has unsubscribed (Twilio 21610): joins the suppression list
+    ├── StopRunError            nothing more can be sent until an operator acts: the run pauses
+    │   └── AuthenticationError bad credentials or expired token that cannot be refreshed
+    └── OutcomeUnknownError     the request may have reached the provider (read timeout, connection
+                                dropped after sending): the delivery becomes ``unknown`` and is never
+                                resent automatically
+
+The difference between ``UnavailableError`` (connect failed: not sent) and
+``OutcomeUnknownError`` (read failed: maybe sent) is the difference between a safe retry and
+a possible double send; adapters must keep the two apart (httpx draws the same line between
+``ConnectError`` and ``ReadTimeout``).
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+class GatewayError(Exception):
+    """Base of every gateway failure.
+
+    Attributes:
+        reason: a short machine-readable reason (``"rate-limited"``, ``"invalid-number"``...).
+        provider_code: the provider's own error code as a string (``"21211"``, ``"-118"``), or None.
+        detail: the provider's human-readable message, never containing credentials.
+    """
+
+    reason: str = "gateway-error"
+
+    def __init__(self, detail: str = "", *, reason: str | None = None,
+                 provider_code: str | int | None = None, raw: Any = None) -> None:
+        super().__init__(detail or self.reason)
+        self.detail = detail
+        if reason:
+            self.reason = reason
+        self.provider_code = None if provider_code is None else str(provider_code)
+        self.raw = raw
+
+
+class ConfigurationError(GatewayError):
+    reason = "configuration"
+
+
+class TransientError(GatewayError):
+    """Not sent; may be retried. ``retry_after`` is in seconds (None: use backoff)."""
+
+    reason = "unavailable"
+
+    def __init__(self, detail: str = "", *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(detail, **kw)
+        self.retry_after = retry_after
+
+
+class ThrottledError(TransientError):
+    reason = "rate-limited"
+
+
+class UnavailableError(TransientError):
+    reason = "unavailable"
+
+
+class PermanentError(GatewayError):
+    reason = "rejected"
+
+
+class InvalidAddressError(PermanentError):
+    reason = "invalid-address"
+
+
+class OptedOutError(PermanentError):
+    reason = "opted-out"
+
+
+class StopRunError(GatewayError):
+    reason = "stop"
+
+
+class AuthenticationError(StopRunError):
+    reason = "authentication"
+
+
+class OutcomeUnknownError(GatewayError):
+    reason = "outcome-unknown"
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """One message to one recipient, as the dispatcher hands it to a gateway.
+
+    ``to`` is an E.164 number (``+84912345678``) for SMS and ZNS; ``zalo_user_id`` is set for
+    Official Account messages to followers. ``segments`` is the count the dispatcher computed
+    (GSM-7 / UCS-2 rules in :mod:`outreach.text`). ``delivery_id`` is our own id: adapters pass it
+    to the provider (status-callback URL, ``tracking_id``) so receipts find their delivery.
+    """
+
+    delivery_id: int
+    campaign_id: str
+    channel: str
+    to: str
+    body: str
+    segments: int = 1
+    sender: str | None = None
+    zalo_user_id: str | None = None
+    template_id: str | None = None
+    template_data: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What a provider said when it accepted a message.
+
+    ``status`` is already in our vocabulary (``sent`` or ``delivered``); ``price_vnd`` is the
+    provider's price converted to VND when it returns one.
+    """
+
+    provider_message_id: str
+    status: str = "sent"
+    provider_status: str | None = None
+    segments: int | None = None
+    price_vnd: float | None = None
+    raw: Any = None
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """A delivery receipt or polled status, from a webhook, a sync or a reconciliation.
+
+    ``status`` is ours (``sent``/``delivered``/``undelivered``/``failed``); ``delivery_id`` is set
+    when the provider echoed our own id (callback URL, ``tracking_id``).
+    """
+
+    status: str
+    provider_message_id: str | None = None
+    delivery_id: int | None = None
+    provider_status: str | None = None
+    error_code: str | None = None
+    error_reason: str | None = None
+    occurred_at: dt.datetime | None = None
+    raw: Any = None
+
+
+class Gateway(abc.ABC):
+    """A transport to phones (or, for ``outbox``, to a local file).
+
+    Class attributes state facts about the service. Constructors take keyword options,
+    validate them, raise :class:`ConfigurationError` and touch no network.
+
+    ``rate_per_second`` and ``rate_unit`` (``"messages"`` or ``"segments"``) set the default
+    throughput limit; ``concurrency`` the default number of requests in flight.
+    ``reaches_phones`` is False only for gateways that deliver nothing to a person (outbox),
+    for which the campaign send window is reported but not enforced.
+    """
+
+    name: ClassVar[str] = "base"
+    channel: ClassVar[str] = "sms"
+    reaches_phones: ClassVar[bool] = True
+    rate_per_second: ClassVar[float] = 10.0
+    rate_unit: ClassVar[str] = "messages"
+    concurrency: ClassVar[int] = 8
+
+    @abc.abstractmethod
+    def send(self, message: OutboundMessage) -> SendResult:
+        """Send one message. Returns a :class:`SendResult` or raises a :class:`GatewayError`."""
+
+    def lookup(self, message: OutboundMessage, since: dt.datetime,
+               until: dt.datetime) -> StatusUpdate | None | bool:
+        """Reconcile a delivery whose outcome is unknown.
+
+        Returns a :class:`StatusUpdate` if the provider has the message, ``False`` if the
+        provider can say for certain it never received it, and ``None`` if this gateway
+        cannot be asked (the operator decides).
+        """
+        return None
+
+    def fetch_statuses(self, provider_message_ids: list[str]) -> list[StatusUpdate]:
+        """Poll current statuses for accepted messages (for operators without a webhook URL)."""
+        return []
+
+    def check(self) -> dict[str, Any]:
+        """Validate configuration and credentials without sending a message.
+
+        Returns a dict of non-secret facts (account name, sender...). Raises
+        :class:`ConfigurationError` or :class:`AuthenticationError`.
+        """
+        return {"gateway": self.name, "ok": True}
+
+    def close(self) -> None:
+        """Release connections and files."""

@@ -1,0 +1,94 @@
+"""In-memory gateway for tests: scriptable outcomes per number, an outbox to read, reconciliation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+from outreach.gateways import base
+from outreach.gateways.base import (Gateway, OutboundMessage, SendResult, StatusUpdate)
+
+#: Scripted outcomes, by name. ``accept`` sends; ``lost`` raises OutcomeUnknown AFTER recording
+#: the message (the provider got it, the answer was lost); the others raise before recording.
+OUTCOMES: dict[str, Callable[[], base.GatewayError] | None] = {
+    "accept": None,
+    "lost": None,
+    "unavailable": lambda: base.UnavailableError("503 Service Unavailable", provider_code="503"),
+    "throttled": lambda: base.ThrottledError("429 Too Many Requests", provider_code="20429",
+                                             retry_after=2.0),
+    "invalid": lambda: base.InvalidAddressError("invalid number", provider_code="21211"),
+    "opted_out": lambda: base.OptedOutError("unsubscribed recipient", provider_code="21610"),
+    "auth": lambda: base.AuthenticationError("authenticate", provider_code="20003"),
+    "timeout_before": lambda: base.UnavailableError("connect timeout", reason="connect-failed"),
+}
+
+
+class MockGateway(Gateway):
+    """Records every accepted message in ``self.outbox`` (list of OutboundMessage).
+
+    ``script`` maps an address to a list of outcome names consumed one per attempt (then
+    ``default``); ``latency`` (seconds) simulates a provider's answer time; ``requests`` counts
+    every call of :meth:`send`, accepted or not.
+    """
+
+    name: ClassVar[str] = "mock"
+    channel: ClassVar[str] = "sms"
+    rate_per_second: ClassVar[float] = 0.0  # unlimited unless configured
+    concurrency: ClassVar[int] = 1
+
+    def __init__(self, *, script: dict[str, Iterable[str]] | None = None, default: str = "accept",
+                 latency: float = 0.0, channel: str | None = None,
+                 sleep: Callable[[float], None] = time.sleep, **_: Any) -> None:
+        if default not in OUTCOMES:
+            raise base.ConfigurationError(f"unknown mock outcome {default!r}")
+        self.script: dict[str, deque[str]] = defaultdict(deque)
+        for address, outcomes in (script or {}).items():
+            self.script[address].extend(outcomes)
+        self.default = default
+        self.latency = latency
+        self._sleep = sleep
+        if channel:
+            self.channel = channel  # type: ignore[misc]
+        self.outbox: list[OutboundMessage] = []
+        self.attempts: list[tuple[float, OutboundMessage]] = []
+        self.requests = 0
+        self._ids = itertools.count(1)
+        self._by_delivery: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        with self._lock:
+            self.requests += 1
+            self.attempts.append((time.monotonic(), message))
+            queue = self.script.get(message.to)
+            outcome = queue.popleft() if queue else self.default
+        if self.latency:
+            self._sleep(self.latency)
+        factory = OUTCOMES[outcome]
+        if factory is not None:
+            raise factory()
+        with self._lock:
+            sid = f"MOCK{next(self._ids):08d}"
+            self.outbox.append(message)
+            self._by_delivery[message.delivery_id] = sid
+        if outcome == "lost":
+            raise base.OutcomeUnknownError("connection dropped after the request was sent")
+        return SendResult(provider_message_id=sid, status="sent", provider_status="accepted",
+                          segments=message.segments)
+
+    def lookup(self, message: OutboundMessage, since: dt.datetime,
+               until: dt.datetime) -> StatusUpdate | bool | None:
+        with self._lock:
+            sid = self._by_delivery.get(message.delivery_id)
+        if sid is None:
+            return False
+        return StatusUpdate(status="sent", provider_message_id=sid, delivery_id=message.delivery_id,
+                            provider_status="accepted")
+
+    def sent_to(self) -> list[str]:
+        return [m.to for m in self.outbox]

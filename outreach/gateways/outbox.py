@@ -1,0 +1,87 @@
+"""The default gateway: each message it would send becomes one JSON line in a local file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any, ClassVar
+
+from outreach import config
+from outreach.gateways.base import (ConfigurationError, Gateway, OutboundMessage, SendResult,
+                                    StatusUpdate)
+
+
+class OutboxGateway(Gateway):
+    """Writes ``{"delivery_id", "campaign", "channel", "to", "sender", "segments", "body", "at",
+    "message_id"}`` per line to ``<dir>/<campaign id>.jsonl`` (UTF-8, body in NFC as sent).
+
+    Reaches no phone, so a campaign's send window is reported but not enforced. A line is
+    written with one ``write`` and flushed before the send returns, so after a crash
+    :meth:`lookup` can tell for certain whether a delivery was written.
+    """
+
+    name: ClassVar[str] = "outbox"
+    channel: ClassVar[str] = "sms"
+    reaches_phones: ClassVar[bool] = False
+    rate_per_second: ClassVar[float] = 0.0
+    concurrency: ClassVar[int] = 1
+
+    def __init__(self, *, directory: str | os.PathLike[str] | None = None,
+                 channel: str | None = None, **_: Any) -> None:
+        self.directory = Path(directory) if directory else config.outbox_dir()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot create outbox directory {self.directory}: {exc}") from exc
+        if channel:
+            self.channel = channel  # type: ignore[misc]
+        self._files: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def path_for(self, campaign_id: str) -> Path:
+        return self.directory / f"{campaign_id}.jsonl"
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        sid = f"outbox-{message.delivery_id}"
+        line = json.dumps({
+            "delivery_id": message.delivery_id, "campaign": message.campaign_id,
+            "channel": message.channel, "to": message.to, "sender": message.sender,
+            "segments": message.segments, "body": message.body,
+            "template_id": message.template_id, "zalo_user_id": message.zalo_user_id,
+            "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "message_id": sid,
+        }, ensure_ascii=False) + "\n"
+        with self._lock:
+            fh = self._files.get(message.campaign_id)
+            if fh is None:
+                fh = open(self.path_for(message.campaign_id), "a", encoding="utf-8")
+                self._files[message.campaign_id] = fh
+            fh.write(line)
+            fh.flush()
+        return SendResult(provider_message_id=sid, status="sent", provider_status="written",
+                          segments=message.segments)
+
+    def lookup(self, message: OutboundMessage, since: dt.datetime,
+               until: dt.datetime) -> StatusUpdate | bool | None:
+        path = self.path_for(message.campaign_id)
+        if not path.exists():
+            return False
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a crash was never a complete send
+                if rec.get("delivery_id") == message.delivery_id:
+                    return StatusUpdate(status="sent", provider_message_id=rec["message_id"],
+                                        delivery_id=message.delivery_id, provider_status="written")
+        return False
+
+    def close(self) -> None:
+        with self._lock:
+            for fh in self._files.values():
+                fh.close()
+            self._files.clear()

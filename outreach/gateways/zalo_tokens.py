@@ -1,0 +1,349 @@
+"""Zalo OAuth v4 tokens in the database: the single-use refresh token is used once, by one worker."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from outreach.clock import SYSTEM_CLOCK, Clock
+from outreach.db import Database, retry_write
+from outreach.gateways.base import AuthenticationError, UnavailableError
+from outreach.models import GatewayToken
+
+log = logging.getLogger(__name__)
+
+#: Refresh when the access token expires within this many seconds (proactive refresh).
+PROACTIVE_SECONDS = 300
+#: The access token lives 90 000 s (25 h) per Zalo's OAuth v4 answer (domain-facts, "OAuth v4").
+DEFAULT_EXPIRES_IN = 90_000
+
+SET_TOKEN_HINT = ("an administrator of the Official Account must grant access again and run "
+                  "`outreach gateways zalo set-token`")
+
+# Row states are encoded in the access_token column (Zalo tokens never start with "!"), so the
+# schema stays the one in outreach.models. The refresh_token column always holds the newest
+# refresh token Zalo gave us; it is never sent again once a call that may have consumed it failed.
+_REFRESHING = "!refreshing"
+_REJECTED = "!rejected"
+_UNKNOWN = "!unknown"
+
+
+class RefreshError(Exception):
+    """Raised by a refresher (the OAuth call). ``code`` is Zalo's error code, if any."""
+
+    def __init__(self, detail: str, *, code: str | int | None = None) -> None:
+        super().__init__(detail)
+        self.code = None if code is None else str(code)
+
+
+class RefreshNotSent(RefreshError):
+    """The OAuth request never left (connect failed): the refresh token was certainly not used."""
+
+
+class RefreshRejected(RefreshError):
+    """Zalo answered and refused the refresh (invalid, used or expired refresh token, bad app)."""
+
+
+class RefreshOutcomeUnknown(RefreshError):
+    """The request was sent but no usable answer came back: the token may have been consumed."""
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """A successful OAuth answer. ``expires_in`` in seconds (Zalo sends "90000" as a string)."""
+
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+#: ``refresher(refresh_token) -> TokenGrant``; raises a :class:`RefreshError` subclass.
+Refresher = Callable[[str], TokenGrant]
+
+
+@dataclass(frozen=True)
+class _Claim:
+    version: int  # the version our claim wrote
+    refresh_token: str
+    access_token: str
+    expires_at: dt.datetime
+
+
+def owner_tag() -> str:
+    """``host:pid`` of this process, kept with a refresh claim for diagnostics."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class TokenStore:
+    """The OAuth tokens of one gateway in table ``gateway_tokens``, shared by every worker.
+
+    ``current() -> (access_token, version)`` and ``refresh(seen_version) -> access_token``.
+
+    Zalo rules (domain-facts "OAuth v4"; cases README "Single-use Zalo refresh token"): the
+    access token lives ~25 h; the refresh token lives ~3 months but is SINGLE-USE: every refresh
+    returns a new one which must be stored, or an administrator has to grant access again.
+
+    How exactly one worker refreshes, on SQLite and PostgreSQL alike (no lock is held during
+    the network call, so webhooks and the dispatcher keep writing meanwhile):
+
+    1. **Claim** (one short committed transaction): ``UPDATE gateway_tokens SET
+       access_token='!refreshing:<host:pid>', version=version+1 WHERE gateway=? AND
+       version=<seen>``. Every change of the row bumps ``version``, so this compare-and-swap
+       succeeds for one worker only (PostgreSQL re-checks the WHERE after a concurrent commit;
+       SQLite serialises writers with BEGIN IMMEDIATE). The claim is committed BEFORE the OAuth
+       call, so a second worker or process can never send the same refresh token.
+    2. **Call** Zalo OAuth with the refresh token read in the claim transaction.
+    3. **Store** the new access + refresh tokens and ``version+1`` in one committed transaction
+       (guarded by the claimed version) BEFORE the new access token is returned to anyone.
+    4. Losers poll (``poll_interval`` seconds) until the row is ready again and use the new
+       access token; they never call OAuth.
+
+    Failures: a connect failure (request never sent) releases the claim and raises
+    :class:`UnavailableError`; Zalo refusing the refresh token marks the row ``rejected`` and a
+    request that may have reached Zalo without an answer marks it ``unknown``; both raise
+    :class:`AuthenticationError` (run paused) and are never retried automatically, since the
+    refresh token may be spent. A claim older than ``claim_timeout`` seconds (its process
+    died mid-refresh) is treated the same way. After a restart, only the stored newest refresh
+    token is ever read; ``outreach gateways zalo set-token`` resets the row.
+
+    ``clock`` gives wall-clock time for expiry (``expires_at``, aware UTC); ``sleep`` and
+    ``monotonic`` pace the polling.
+    """
+
+    def __init__(self, db: Database, gateway: str = "zalo", clock: Clock = SYSTEM_CLOCK, *,
+                 refresher: Refresher | None = None, proactive_seconds: float = PROACTIVE_SECONDS,
+                 claim_timeout: float = 90.0, poll_interval: float = 0.05,
+                 sleep: Callable[[float], None] = time.sleep,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.db = db
+        self.gateway = gateway
+        self.clock = clock
+        self.refresher = refresher
+        self.proactive_seconds = proactive_seconds
+        self.claim_timeout = claim_timeout
+        self.poll_interval = poll_interval
+        self._sleep = sleep
+        self._monotonic = monotonic
+
+    # -- reading ----------------------------------------------------------------------------
+    def _read(self) -> Any:
+        with self.db.engine.connect() as conn:
+            return conn.execute(select(GatewayToken).where(GatewayToken.gateway == self.gateway)
+                                ).first()
+
+    def status(self) -> dict[str, Any]:
+        """Non-secret facts: ``{"gateway", "state", "version", "expires_at", "expires_in_seconds",
+        "updated_at", "detail"}``. ``state`` is ``missing``, ``ready``, ``expired``,
+        ``refreshing``, ``rejected`` or ``unknown``. Never contains a token."""
+        row = self._read()
+        if row is None:
+            return {"gateway": self.gateway, "state": "missing", "version": None,
+                    "expires_at": None, "expires_in_seconds": None, "updated_at": None,
+                    "detail": f"no token stored; {SET_TOKEN_HINT}"}
+        now = self.clock.now()
+        state, detail = _state(row.access_token), None
+        if state == "ready" and row.expires_at <= now:
+            state = "expired"
+            detail = "refreshed automatically on the next send"
+        elif state == "refreshing":
+            detail = f"refresh claimed by {row.access_token.partition(':')[2] or '?'}"
+        elif state in ("rejected", "unknown"):
+            detail = _dead_message(row.access_token)
+        return {"gateway": self.gateway, "state": state, "version": row.version,
+                "expires_at": row.expires_at,
+                "expires_in_seconds": int((row.expires_at - now).total_seconds()),
+                "updated_at": row.updated_at, "detail": detail}
+
+    # -- writing by the operator --------------------------------------------------------------
+    def set_tokens(self, access_token: str | None, refresh_token: str,
+                   expires_in: float = DEFAULT_EXPIRES_IN, *, conn: Any = None) -> int:
+        """Store tokens obtained by an administrator (OAuth consent); returns the new version.
+
+        ``access_token`` may be None/empty: the first send then refreshes. ``expires_in`` in
+        seconds. Overrides any state (a stuck claim, a rejected token). Raises ValueError on an
+        empty refresh token or a value starting with "!" (reserved for row states).
+        """
+        if not refresh_token or refresh_token.startswith("!"):
+            raise ValueError("the refresh token is empty or malformed")
+        access_token = access_token or ""
+        if access_token.startswith("!"):
+            raise ValueError("the access token is malformed")
+        now = self.clock.now()
+        expires_at = now + dt.timedelta(seconds=float(expires_in)) if access_token else now
+
+        def write(c: Any) -> int:
+            row = c.execute(select(GatewayToken.version).where(
+                GatewayToken.gateway == self.gateway)).first()
+            version = (row[0] if row else 0) + 1
+            ins = (postgresql.insert if c.dialect.name == "postgresql" else sqlite.insert)(GatewayToken)
+            values = {"access_token": access_token, "refresh_token": refresh_token,
+                      "expires_at": expires_at, "version": version, "updated_at": now}
+            c.execute(ins.values(gateway=self.gateway, **values).on_conflict_do_update(
+                index_elements=["gateway"], set_={**values,
+                                                  "version": GatewayToken.__table__.c.version + 1}))
+            return c.execute(select(GatewayToken.version).where(
+                GatewayToken.gateway == self.gateway)).scalar_one()
+
+        if conn is not None:
+            return write(conn)
+        with self.db.engine.begin() as c:
+            return write(c)
+
+    # -- the worker side ----------------------------------------------------------------------
+    def current(self) -> tuple[str, int]:
+        """The access token to send with and its version; refreshes (once, across all workers)
+        when it is expired or expires within ``proactive_seconds``.
+
+        Raises :class:`AuthenticationError` (no token, refresh token refused or possibly spent)
+        or :class:`UnavailableError` (Zalo OAuth unreachable, or another worker's refresh is
+        still running after ``claim_timeout``).
+        """
+        return self._obtain(None)
+
+    def refresh(self, seen_version: int) -> str:
+        """A fresh access token after Zalo rejected the one of ``seen_version`` (-124/-216/-220).
+
+        If another worker already refreshed (stored version differs), returns its token without
+        calling OAuth. Same errors as :meth:`current`.
+        """
+        return self._obtain(seen_version)[0]
+
+    def _obtain(self, seen: int | None) -> tuple[str, int]:
+        deadline = self._monotonic() + self.claim_timeout
+        while True:
+            row = self._read()
+            if row is None:
+                raise AuthenticationError(f"no Zalo access token stored; {SET_TOKEN_HINT}",
+                                          reason="no-token")
+            state = _state(row.access_token)
+            now = self.clock.now()
+            if state in ("rejected", "unknown"):
+                raise AuthenticationError(_dead_message(row.access_token),
+                                          reason="refresh-token-unusable")
+            if state == "refreshing":
+                age = (now - row.updated_at).total_seconds()
+                if age > self.claim_timeout:
+                    raise AuthenticationError(
+                        f"a Zalo token refresh started {age:.0f} s ago by "
+                        f"{row.access_token.partition(':')[2] or '?'} never finished; its "
+                        "single-use refresh token may have been spent, so it is not used again; "
+                        f"{SET_TOKEN_HINT}", reason="refresh-interrupted")
+                if self._monotonic() > deadline:
+                    raise UnavailableError("waited too long for another worker's Zalo token "
+                                           "refresh", reason="token-refresh-pending",
+                                           retry_after=5.0)
+                self._sleep(self.poll_interval)
+                continue
+            expiring = (not row.access_token
+                        or (row.expires_at - now).total_seconds() <= self.proactive_seconds)
+            if not expiring and (seen is None or row.version != seen):
+                return row.access_token, row.version
+            claim = self._claim(row.version)
+            if claim is None:
+                continue  # another worker won; wait for its result
+            return self._do_refresh(claim)
+
+    @retry_write
+    def _claim(self, version: int) -> _Claim | None:
+        now = self.clock.now()
+        with self.db.engine.begin() as conn:
+            stmt = select(GatewayToken).where(GatewayToken.gateway == self.gateway)
+            if conn.dialect.name == "postgresql":
+                stmt = stmt.with_for_update()
+            row = conn.execute(stmt).first()
+            if row is None or row.version != version or _state(row.access_token) != "ready":
+                return None
+            res = conn.execute(update(GatewayToken).where(
+                GatewayToken.gateway == self.gateway, GatewayToken.version == version).values(
+                access_token=f"{_REFRESHING}:{owner_tag()}", version=version + 1, updated_at=now))
+            if res.rowcount != 1:
+                return None
+            return _Claim(version=version + 1, refresh_token=row.refresh_token,
+                          access_token=row.access_token, expires_at=row.expires_at)
+
+    @retry_write
+    def _finish(self, claim: _Claim, *, access_token: str, refresh_token: str,
+                expires_at: dt.datetime) -> bool:
+        with self.db.engine.begin() as conn:
+            res = conn.execute(update(GatewayToken).where(
+                GatewayToken.gateway == self.gateway, GatewayToken.version == claim.version).values(
+                access_token=access_token, refresh_token=refresh_token, expires_at=expires_at,
+                version=claim.version + 1, updated_at=self.clock.now()))
+            return res.rowcount == 1
+
+    def _do_refresh(self, claim: _Claim) -> tuple[str, int]:
+        if self.refresher is None:
+            self._finish(claim, access_token=claim.access_token, refresh_token=claim.refresh_token,
+                         expires_at=claim.expires_at)
+            raise AuthenticationError("the Zalo access token expired and this process cannot "
+                                      "refresh it (no OAuth client configured)",
+                                      reason="no-refresher")
+        log.info("refreshing the %s access token (version %d)", self.gateway, claim.version - 1)
+        try:
+            grant = self.refresher(claim.refresh_token)
+        except RefreshNotSent as exc:
+            self._finish(claim, access_token=claim.access_token, refresh_token=claim.refresh_token,
+                         expires_at=claim.expires_at)
+            raise UnavailableError(f"could not reach Zalo OAuth to refresh the token: {exc}",
+                                   reason="connect-failed") from exc
+        except RefreshRejected as exc:
+            self._finish(claim, access_token=f"{_REJECTED}:{exc.code or ''}",
+                         refresh_token=claim.refresh_token, expires_at=claim.expires_at)
+            raise AuthenticationError(
+                f"Zalo refused the refresh token ({exc}); {SET_TOKEN_HINT}",
+                reason="refresh-token-rejected", provider_code=exc.code) from exc
+        except BaseException as exc:  # sent, answer lost: the token may be spent
+            self._finish(claim, access_token=_UNKNOWN, refresh_token=claim.refresh_token,
+                         expires_at=claim.expires_at)
+            if not isinstance(exc, Exception):
+                raise
+            raise AuthenticationError(
+                f"the Zalo token refresh may have reached Zalo but no answer came back ({exc}); "
+                f"the single-use refresh token may be spent and is not used again; "
+                f"{SET_TOKEN_HINT}", reason="refresh-outcome-unknown") from exc
+        now = self.clock.now()
+        expires_at = now + dt.timedelta(seconds=grant.expires_in)
+        try:
+            stored = self._finish(claim, access_token=grant.access_token,
+                                  refresh_token=grant.refresh_token, expires_at=expires_at)
+        except Exception as exc:
+            log.critical("the new %s refresh token could NOT be stored (%s); %s",
+                         self.gateway, type(exc).__name__, SET_TOKEN_HINT)
+            raise AuthenticationError(f"the new Zalo refresh token could not be stored; "
+                                      f"{SET_TOKEN_HINT}", reason="token-store-failed") from exc
+        if not stored:
+            # an operator ran set-token meanwhile: theirs wins
+            log.warning("%s tokens were replaced during a refresh; using the stored ones",
+                        self.gateway)
+            return self._obtain(None)
+        log.info("%s access token refreshed (version %d, expires %s)", self.gateway,
+                 claim.version + 1, expires_at.isoformat(timespec="seconds"))
+        return grant.access_token, claim.version + 1
+
+
+def _state(access_token: str) -> str:
+    if access_token.startswith(_REFRESHING):
+        return "refreshing"
+    if access_token.startswith(_REJECTED):
+        return "rejected"
+    if access_token.startswith(_UNKNOWN):
+        return "unknown"
+    return "ready"
+
+
+def _dead_message(access_token: str) -> str:
+    if access_token.startswith(_REJECTED):
+        code = access_token.partition(":")[2]
+        return (f"Zalo refused the stored refresh token{f' (code {code})' if code else ''}; "
+                f"{SET_TOKEN_HINT}")
+    return ("the last Zalo token refresh may have spent the single-use refresh token without "
+            f"an answer; {SET_TOKEN_HINT}")

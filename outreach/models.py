@@ -1,0 +1,306 @@
+"""SQLAlchemy 2 typed models: campaigns, recipients, runs, deliveries and their events."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from sqlalchemy import (JSON, BigInteger, Boolean, Date, DateTime, Float, ForeignKey, Index,
+                        Integer, MetaData, String, Text, UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive values)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.timezone.utc)
+
+
+IntPK = Annotated[int, mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                     autoincrement=True)]
+Timestamp = Annotated[dt.datetime, mapped_column(UTCDateTime())]
+OptTimestamp = Annotated[dt.datetime | None, mapped_column(UTCDateTime(), nullable=True)]
+CampaignFK = Annotated[str, mapped_column(String(64), ForeignKey("campaigns.id"), index=True)]
+Str64 = Annotated[str, mapped_column(String(64))]
+OptStr = Annotated[str | None, mapped_column(String(255), nullable=True)]
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Campaign(Base):
+    """A campaign as last loaded from its file; ``text_sha256`` is the hash of the NFC text sent."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    source_ref: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    text_sha256: Mapped[str] = mapped_column(String(64))
+    file_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[Timestamp]
+    updated_at: Mapped[Timestamp]
+
+
+class Recipient(Base):
+    """One person, identified by E.164 number (or a keyed hash ``h:...`` once purged)."""
+
+    __tablename__ = "recipients"
+
+    id: Mapped[IntPK]
+    e164: Mapped[str] = mapped_column(String(80), unique=True)
+    carrier: Mapped[OptStr]
+    name: Mapped[OptStr]
+    district: Mapped[OptStr]
+    ward: Mapped[OptStr]
+    zalo_user_id: Mapped[OptStr]
+    source_file: Mapped[str | None] = mapped_column(Text, nullable=True)
+    source_line: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[Timestamp]
+
+
+class ListMember(Base):
+    """Membership of a recipient in a named list (``cantho-2024/ninh-kieu``)."""
+
+    __tablename__ = "list_members"
+    __table_args__ = (UniqueConstraint("list_name", "recipient_id"),)
+
+    id: Mapped[IntPK]
+    list_name: Mapped[str] = mapped_column(String(255), index=True)
+    recipient_id: Mapped[int] = mapped_column(ForeignKey("recipients.id"), index=True)
+    import_id: Mapped[int | None] = mapped_column(ForeignKey("imports.id"), nullable=True)
+
+
+class Import(Base):
+    """One import of one or more files; the counts always add up:
+    ``rows_read = imported + rejected + duplicates``."""
+
+    __tablename__ = "imports"
+
+    id: Mapped[IntPK]
+    list_name: Mapped[str] = mapped_column(String(255))
+    files: Mapped[list[Any]] = mapped_column(JSON)
+    rows_read: Mapped[int] = mapped_column(Integer, default=0)
+    imported: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    operator: Mapped[OptStr]
+    created_at: Mapped[Timestamp]
+
+
+class ImportIssue(Base):
+    """A rejected or duplicate row: file, line, masked raw value and a reason code."""
+
+    __tablename__ = "import_issues"
+
+    id: Mapped[IntPK]
+    import_id: Mapped[int] = mapped_column(ForeignKey("imports.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # rejected | duplicate
+    file: Mapped[str] = mapped_column(Text)
+    line: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    raw_masked: Mapped[OptStr]
+    reason: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    recipient_id: Mapped[int | None] = mapped_column(ForeignKey("recipients.id"), nullable=True)
+
+
+class Suppression(Base):
+    """The opt-out (suppression) list: numbers that must never be sent to."""
+
+    __tablename__ = "suppressions"
+
+    e164: Mapped[str] = mapped_column(String(80), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[Timestamp]
+
+
+class Run(Base):
+    """One send of a campaign: a manual launch, a scheduled daily run or a resend.
+
+    Scheduled runs are unique per (campaign, run date in Asia/Ho_Chi_Minh): two scheduler
+    processes on one database create one run.
+    """
+
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("campaign_id", "run_key"),)
+
+    id: Mapped[IntPK]
+    campaign_id: Mapped[CampaignFK]
+    run_key: Mapped[str] = mapped_column(String(64))  # "launch:<id>", "day:2024-07-30", "resend:<n>"
+    kind: Mapped[str] = mapped_column(String(16))  # launch | scheduled | resend
+    run_date: Mapped[dt.date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16), default="created", index=True)
+    status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    gateway: Mapped[str] = mapped_column(String(32))
+    text_sha256: Mapped[str] = mapped_column(String(64))
+    due_at: Mapped[Timestamp]
+    created_at: Mapped[Timestamp]
+    started_at: Mapped[OptTimestamp]
+    finished_at: Mapped[OptTimestamp]
+    operator: Mapped[OptStr]
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Delivery(Base):
+    """One message to one recipient on one channel in one run: the ledger row.
+
+    The unique key (campaign, recipient, channel, dedupe_key) is what makes a double send
+    impossible: ``dedupe_key`` is ``once`` for a once-per-campaign send, ``day:YYYY-MM-DD`` for
+    repeating campaigns and ``resend:<run id>`` for an explicit resend. Address, district, ward
+    and carrier are copied from the recipient so reports read one table.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "recipient_id", "channel", "dedupe_key"),
+        Index("ix_deliveries_run_status", "run_id", "status"),
+        Index("ix_deliveries_campaign_status", "campaign_id", "status"),
+        Index("ix_deliveries_campaign_district", "campaign_id", "district", "status"),
+        Index("ix_deliveries_address", "address"),
+    )
+
+    id: Mapped[IntPK]
+    campaign_id: Mapped[str] = mapped_column(String(64), ForeignKey("campaigns.id"))
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    recipient_id: Mapped[int] = mapped_column(ForeignKey("recipients.id"), index=True)
+    dedupe_key: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(16))
+    gateway: Mapped[str] = mapped_column(String(32))
+    address: Mapped[str] = mapped_column(String(80))
+    district: Mapped[OptStr]
+    ward: Mapped[OptStr]
+    carrier: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    body: Mapped[str | None] = mapped_column(Text, nullable=True)  # only when personalised
+    encoding: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    segments: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cost_vnd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    provider_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error_reason: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[OptTimestamp]
+    queued_at: Mapped[Timestamp]
+    sending_at: Mapped[OptTimestamp]
+    sent_at: Mapped[OptTimestamp]
+    delivered_at: Mapped[OptTimestamp]
+    final_at: Mapped[OptTimestamp]
+    updated_at: Mapped[Timestamp]
+
+
+class DeliveryEvent(Base):
+    """Append-only history of a delivery: every state change and every receipt, raw payload kept."""
+
+    __tablename__ = "delivery_events"
+
+    id: Mapped[IntPK]
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id"), index=True)
+    at: Mapped[Timestamp]
+    source: Mapped[str] = mapped_column(String(16))  # dispatcher | webhook | sync | reconcile | operator
+    old_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    new_status: Mapped[str] = mapped_column(String(16))
+    applied: Mapped[bool] = mapped_column(Boolean, default=True)
+    provider_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class PendingReceipt(Base):
+    """A receipt that arrived before its delivery row (or provider id) was stored.
+
+    Kept until the row appears; :func:`outreach.receipts.apply_pending` replays it.
+    """
+
+    __tablename__ = "pending_receipts"
+    __table_args__ = (UniqueConstraint("gateway", "event_key"),)
+
+    id: Mapped[IntPK]
+    gateway: Mapped[str] = mapped_column(String(32))
+    event_key: Mapped[str] = mapped_column(String(255))
+    provider_message_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    delivery_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    received_at: Mapped[Timestamp]
+    applied_at: Mapped[OptTimestamp]
+
+
+class GatewayToken(Base):
+    """OAuth tokens of a gateway (Zalo): the single-use refresh token is stored before use.
+
+    ``version`` increases on every refresh so concurrent workers refresh exactly once
+    (compare-and-swap on the version).
+    """
+
+    __tablename__ = "gateway_tokens"
+
+    gateway: Mapped[str] = mapped_column(String(32), primary_key=True)
+    access_token: Mapped[str] = mapped_column(Text)
+    refresh_token: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[Timestamp]
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[Timestamp]
+
+
+class RateWindow(Base):
+    """Tokens taken from a gateway's rate limit in one second, shared by all workers."""
+
+    __tablename__ = "rate_windows"
+
+    gateway: Mapped[str] = mapped_column(String(32), primary_key=True)
+    second: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    used: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Schedule(Base):
+    """A campaign's daily schedule as registered with ``outreach schedule add``."""
+
+    __tablename__ = "schedules"
+
+    campaign_id: Mapped[str] = mapped_column(String(64), ForeignKey("campaigns.id"), primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[Timestamp]
+    updated_at: Mapped[Timestamp]
+
+
+class AuditEntry(Base):
+    """An operator action: who, when, what, with the campaign text hash."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[IntPK]
+    at: Mapped[Timestamp]
+    operator: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(32), index=True)
+    campaign_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    text_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -1,0 +1,132 @@
+"""Delivery receipts (webhook, sync, reconciliation) applied to the ledger, forward only."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from outreach import states
+from outreach.gateways.base import StatusUpdate
+from outreach.models import Delivery, PendingReceipt
+
+
+@dataclass(frozen=True)
+class ReceiptOutcome:
+    """What happened to one receipt: ``matched`` (a delivery was found), ``applied`` (its state
+    moved), ``pending`` (kept until the delivery row or provider id is stored)."""
+
+    delivery_id: int | None
+    matched: bool
+    applied: bool
+    pending: bool = False
+    duplicate: bool = False
+
+
+def _find(conn: Connection, upd: StatusUpdate) -> int | None:
+    if upd.delivery_id is not None:
+        row = conn.execute(select(Delivery.id, Delivery.provider_message_id)
+                           .where(Delivery.id == upd.delivery_id)).first()
+        if row is not None:
+            return row[0]
+    if upd.provider_message_id:
+        row = conn.execute(select(Delivery.id).where(
+            Delivery.provider_message_id == upd.provider_message_id)).first()
+        if row is not None:
+            return row[0]
+    return None
+
+
+def apply_updates(conn: Connection, updates: Sequence[StatusUpdate], *, gateway: str, source: str,
+                  now: dt.datetime, event_keys: Sequence[str | None] | None = None
+                  ) -> list[ReceiptOutcome]:
+    """Apply receipts in the caller's transaction.
+
+    A receipt is matched by our delivery id (carried in the callback URL or ``tracking_id``) or
+    by the provider message id. Every receipt becomes a delivery event; the delivery's state
+    only moves forward (a late ``sent`` never undoes ``delivered``; a duplicate changes nothing).
+    A receipt that matches nothing yet is stored in ``pending_receipts`` and replayed by
+    :func:`apply_pending` once the delivery row or its provider id is stored. ``event_keys``
+    (one per update) make pending storage idempotent when the provider retries a webhook.
+    """
+    outcomes: list[ReceiptOutcome] = []
+    keys = list(event_keys) if event_keys is not None else [None] * len(updates)
+    for upd, key in zip(updates, keys):
+        did = _find(conn, upd)
+        if did is None:
+            dup = _store_pending(conn, upd, gateway=gateway, now=now, key=key)
+            outcomes.append(ReceiptOutcome(None, matched=False, applied=False, pending=True,
+                                           duplicate=dup))
+            continue
+        fields: dict[str, Any] = {"provider_status": upd.provider_status}
+        if upd.provider_message_id:
+            fields["provider_message_id"] = upd.provider_message_id
+        if upd.error_code:
+            fields["error_code"] = upd.error_code
+        if upd.error_reason:
+            fields["error_reason"] = upd.error_reason
+        change = states.Change(delivery_id=did, new_status=upd.status, fields=fields,
+                               detail=upd.raw, provider_status=upd.provider_status,
+                               error_code=upd.error_code)
+        applied = states.apply(conn, [change], source=source, now=now)[did]
+        if applied and upd.provider_message_id:
+            # a provider id learned from the receipt (callback before our own write)
+            conn.execute(update(Delivery).where(Delivery.id == did,
+                                                Delivery.provider_message_id.is_(None))
+                         .values(provider_message_id=upd.provider_message_id))
+        outcomes.append(ReceiptOutcome(did, matched=True, applied=applied))
+    return outcomes
+
+
+def _store_pending(conn: Connection, upd: StatusUpdate, *, gateway: str, now: dt.datetime,
+                   key: str | None) -> bool:
+    payload = {"status": upd.status, "provider_message_id": upd.provider_message_id,
+               "delivery_id": upd.delivery_id, "provider_status": upd.provider_status,
+               "error_code": upd.error_code, "error_reason": upd.error_reason,
+               "occurred_at": upd.occurred_at.isoformat() if upd.occurred_at else None,
+               "raw": upd.raw}
+    payload = json.loads(json.dumps(payload, default=str))
+    key = key or f"{upd.provider_message_id}:{upd.delivery_id}:{upd.status}:{upd.provider_status}"
+    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(PendingReceipt)
+    res = conn.execute(ins.on_conflict_do_nothing().values(
+        gateway=gateway, event_key=key[:255], provider_message_id=upd.provider_message_id,
+        delivery_id=upd.delivery_id, payload=payload, received_at=now))
+    return res.rowcount == 0
+
+
+def apply_pending(conn: Connection, *, now: dt.datetime, delivery_ids: Sequence[int] | None = None,
+                  provider_ids: Sequence[str] | None = None) -> int:
+    """Replay stored receipts whose delivery can now be found; returns how many were applied."""
+    t = PendingReceipt.__table__
+    stmt = select(t).where(t.c.applied_at.is_(None))
+    conds = []
+    if delivery_ids:
+        conds.append(t.c.delivery_id.in_(list(delivery_ids)))
+    if provider_ids:
+        conds.append(t.c.provider_message_id.in_(list(provider_ids)))
+    if conds:
+        from sqlalchemy import or_
+
+        stmt = stmt.where(or_(*conds))
+    elif delivery_ids is not None or provider_ids is not None:
+        return 0
+    rows = conn.execute(stmt.order_by(t.c.id)).mappings().all()
+    n = 0
+    for pending in rows:
+        p = pending["payload"]
+        upd = StatusUpdate(status=p["status"], provider_message_id=p.get("provider_message_id"),
+                           delivery_id=p.get("delivery_id"), provider_status=p.get("provider_status"),
+                           error_code=p.get("error_code"), error_reason=p.get("error_reason"),
+                           raw=p.get("raw"))
+        if _find(conn, upd) is None:
+            continue
+        apply_updates(conn, [upd], gateway=pending["gateway"], source="webhook", now=now)
+        conn.execute(update(PendingReceipt).where(PendingReceipt.id == pending["id"])
+                     .values(applied_at=now))
+        n += 1
+    return n

@@ -1,0 +1,311 @@
+"""Tests for outreach.listfiles: Excel exports in every encoding, delimiters, headers, XLSX, errors."""
+
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from outreach.listfiles import ListFileError, RawRow, read_list
+from outreach.phones import normalise
+
+IMPORT = Path(__file__).parent / "data" / "import"
+
+
+def rows(path: Path, **kwargs: str) -> list[RawRow]:
+    return list(read_list(path, **kwargs))
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+# --- the field cases -------------------------------------------------------------------------
+
+
+def test_excel_csv_utf8_with_bom() -> None:
+    got = rows(IMPORT / "excel-utf8-bom.csv")
+    assert [(r.line, r.phone, r.name) for r in got] == [
+        (2, "0912345001", "Nguyễn Văn An"),
+        (3, "0912345002", "Trần Thị Bình"),
+    ]
+    assert all(unicodedata.is_normalized("NFC", r.name or "") for r in got)
+    assert got[0].file == str(IMPORT / "excel-utf8-bom.csv")
+
+
+def test_excel_unicode_text_utf16_tab_separated() -> None:
+    raw = (IMPORT / "excel-unicode-text.txt").read_bytes()
+    assert raw.startswith(b"\xff\xfe") and "\u0300".encode("utf-16-le") in raw  # combining grave
+    [row] = rows(IMPORT / "excel-unicode-text.txt")
+    assert (row.line, row.phone, row.name) == (2, "0912345001", "Nguyễn Văn An")
+    assert row.name == unicodedata.normalize("NFC", "Nguyễn Văn An")
+    assert "\u0300" not in row.name
+
+
+def test_same_person_many_forms() -> None:
+    got = rows(IMPORT / "same-person-many-forms.csv")
+    assert [r.line for r in got] == [2, 3, 4, 5, 6]
+    assert [r.phone for r in got] == ["0912345001", "+84 91 234 5001", "84912345001", "091.234.5001",
+                                      "+84 (0) 912 345 001"]
+    assert [r.extra for r in got] == [{"list": "A"}] + [{"list": "B"}] * 4
+    assert {normalise(r.phone).e164 for r in got} == {"+84912345001"}
+
+
+# --- delimiters and encodings ----------------------------------------------------------------
+
+
+def test_semicolon_csv_with_vietnamese_headers(tmp_path: Path) -> None:
+    text = ("Họ và tên;SĐT;Quận/Huyện;Phường/Xã;Ghi chú\r\n"
+            "Lê Văn Cường;0381234567;Ninh Kiều;An Hòa;ưu tiên\r\n"
+            "Phạm Thị Dung;0912 345 678;Cái Răng;Lê Bình;\r\n")
+    got = rows(write(tmp_path, "ds.csv", text.encode("utf-8")))
+    assert got == [
+        RawRow(str(tmp_path / "ds.csv"), 2, "0381234567", "Lê Văn Cường", "Ninh Kiều", "An Hòa", None,
+               {"Ghi chú": "ưu tiên"}),
+        RawRow(str(tmp_path / "ds.csv"), 3, "0912 345 678", "Phạm Thị Dung", "Cái Răng", "Lê Bình", None,
+               {"Ghi chú": ""}),
+    ]
+
+
+def test_comma_csv_with_quoted_commas(tmp_path: Path) -> None:
+    text = 'phone,name,address\n0912345678,"Nguyễn, Văn An","12 Lý Tự Trọng, Ninh Kiều"\n'
+    [row] = rows(write(tmp_path, "a.csv", text.encode()))
+    assert (row.phone, row.name, row.extra) == ("0912345678", "Nguyễn, Văn An",
+                                               {"address": "12 Lý Tự Trọng, Ninh Kiều"})
+
+
+def test_tab_separated_utf8(tmp_path: Path) -> None:
+    text = "phone\tname\tward\n0912345678\tAn\tXuân Khánh\n"
+    [row] = rows(write(tmp_path, "a.tsv", text.encode()))
+    assert (row.phone, row.name, row.ward) == ("0912345678", "An", "Xuân Khánh")
+
+
+def test_utf16_big_endian_with_bom(tmp_path: Path) -> None:
+    data = "phone\tname\r\n0912345678\tĐặng Thu Hà\r\n".encode("utf-16-be")
+    [row] = rows(write(tmp_path, "u.txt", b"\xfe\xff" + data))
+    assert (row.line, row.phone, row.name) == (2, "0912345678", "Đặng Thu Hà")
+
+
+# "Nguyễn Văn An" / "Trần Thị Bình" as Windows-1258 writes them: precomposed base letters
+# (ê, ă, â) and separate combining tone marks (0xDE tilde, 0xCC grave, 0xF2 dot below).
+CP1258_NAMES = [("Nguy\u00ea\u0303n V\u0103n An", "Nguyễn Văn An"),
+                ("Tr\u00e2\u0300n Thi\u0323 Bi\u0300nh", "Trần Thị Bình")]
+
+
+def test_windows_1258_with_combining_tone_marks_ends_nfc(tmp_path: Path) -> None:
+    header = "S\u00f4\u0301 \u0111i\u00ea\u0323n tho\u00e4i,Ho\u0323 t\u00ean".replace("\u00e4", "a\u0323")
+    text = header + "\r\n" + "".join(f"09123450{i:02d},{decomposed}\r\n"
+                                      for i, (decomposed, _) in enumerate(CP1258_NAMES))
+    data = text.encode("cp1258")
+    assert b"\xde" in data and b"\xcc" in data and b"\xf2" in data
+    got = rows(write(tmp_path, "cp1258.csv", data))
+    assert [(r.line, r.phone, r.name) for r in got] == [
+        (2, "0912345000", "Nguyễn Văn An"),
+        (3, "0912345001", "Trần Thị Bình"),
+    ]
+    assert all(unicodedata.is_normalized("NFC", r.name or "") for r in got)
+
+
+def test_forced_encoding(tmp_path: Path) -> None:
+    path = write(tmp_path, "f.csv", "phone,name\n0912345678,L\u00ea Thi\u0323 H\u00f4\u0300ng\n".encode("cp1258"))
+    [row] = rows(path, encoding="windows-1258")
+    assert row.name == "Lê Thị Hồng"
+
+
+def test_undecodable_file_names_the_line(tmp_path: Path) -> None:
+    # Not UTF-8 (0xFF) and not Windows-1258 either (0x81 is unassigned there).
+    path = write(tmp_path, "bad.csv", b"phone,name\n0912345001,An\n0912345002,B\x81\xff\n")
+    with pytest.raises(ListFileError) as info:
+        rows(path)
+    err = info.value
+    assert (err.file, err.line) == (str(path), 3)
+    assert str(err).startswith(f"{path}:3: cannot decode as utf-8")
+
+
+def test_late_undecodable_byte_found_while_streaming(tmp_path: Path) -> None:
+    lines = [b"phone,name\n"] + [b"09123%05d,Nguyen Van An\n" % i for i in range(9000)]
+    lines[7000] = b"0912345678,Nguy\xe1n\n"  # beyond the sniffed prefix, invalid UTF-8
+    path = write(tmp_path, "late.csv", b"".join(lines))
+    seen: list[int] = []
+    with pytest.raises(ListFileError) as info:
+        for row in read_list(path):
+            seen.append(row.line)
+    assert info.value.line == 7001
+    assert seen == list(range(2, 7001))  # every row before the bad one was delivered
+
+
+def test_forced_encoding_error_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "x.csv", b"phone\n0912345678\n\x81\n")
+    with pytest.raises(ListFileError) as info:
+        rows(path, encoding="cp1258")
+    assert info.value.line == 3
+
+
+def test_replacement_character_is_never_stored(tmp_path: Path) -> None:
+    path = write(tmp_path, "fffd.csv", "phone,name\n0912345678,Nguy\ufffdn\n".encode())
+    with pytest.raises(ListFileError) as info:
+        rows(path)
+    assert info.value.line == 2 and "U+FFFD" in info.value.reason
+
+
+def test_unknown_encoding(tmp_path: Path) -> None:
+    with pytest.raises(ListFileError, match="unknown encoding"):
+        rows(write(tmp_path, "a.csv", b"phone\n1\n"), encoding="vni-nonsense")
+
+
+# --- headers, rows, line numbers --------------------------------------------------------------
+
+
+def test_header_aliases_ignore_case_diacritics_and_punctuation(tmp_path: Path) -> None:
+    text = "HỌ VÀ TÊN,SỐ ĐIỆN THOẠI,quận / huyện,Phường-Xã,Zalo ID,Số nhà\n" \
+           "Võ Thị Lan,0901234567,Bình Thủy,Trà Nóc,zl-123,5\n"
+    [row] = rows(write(tmp_path, "h.csv", text.encode()))
+    assert row == RawRow(str(tmp_path / "h.csv"), 2, "0901234567", "Võ Thị Lan", "Bình Thủy", "Trà Nóc",
+                         "zl-123", {"Số nhà": "5"})
+
+
+@pytest.mark.parametrize("header", ["sđt", "SDT", "Điện thoại", "di động", "Số di động", "Phone",
+                                    "MOBILE", "Phone Number", "msisdn", "Tel", "Tel.", "so dien thoai"])
+def test_phone_header_variants(tmp_path: Path, header: str) -> None:
+    [row] = rows(write(tmp_path, "p.csv", f"{header},x\n0912345678,y\n".encode()))
+    assert row.phone == "0912345678"
+
+
+def test_header_names_in_nfd_are_recognised(tmp_path: Path) -> None:
+    header = unicodedata.normalize("NFD", "Số điện thoại,Họ tên")
+    [row] = rows(write(tmp_path, "nfd.csv", f"{header}\n0912345678,An\n".encode()))
+    assert (row.phone, row.name) == ("0912345678", "An")
+
+
+def test_no_phone_column_lists_headers(tmp_path: Path) -> None:
+    path = write(tmp_path, "np.csv", "Họ tên,Địa chỉ\nAn,Cần Thơ\n".encode())
+    with pytest.raises(ListFileError) as info:
+        rows(path)
+    assert info.value.line == 1
+    assert "no phone column" in info.value.reason
+    assert "'Họ tên', 'Địa chỉ'" in info.value.reason
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    with pytest.raises(ListFileError, match="empty file"):
+        rows(write(tmp_path, "e.csv", b""))
+
+
+def test_title_rows_above_header_are_skipped(tmp_path: Path) -> None:
+    text = "DANH SÁCH NGƯỜI NHẬN,,\n,,\nSTT,Họ tên,SĐT\n1,An,0912345678\n"
+    [row] = rows(write(tmp_path, "t.csv", text.encode()))
+    assert (row.line, row.phone, row.name, row.extra) == (4, "0912345678", "An", {"STT": "1"})
+
+
+def test_blank_rows_skipped_short_rows_padded_long_rows_kept(tmp_path: Path) -> None:
+    text = "phone,name,ward\n\n,,\n0912345678\n0987654321,Bình,Xuân Khánh,extra cell\n  ,  ,  \n"
+    got = rows(write(tmp_path, "b.csv", text.encode()))
+    assert [(r.line, r.phone, r.name, r.ward, r.extra) for r in got] == [
+        (4, "0912345678", None, None, {}),
+        (5, "0987654321", "Bình", "Xuân Khánh", {"column 4": "extra cell"}),
+    ]
+
+
+def test_line_numbers_are_physical_with_multiline_quoted_fields(tmp_path: Path) -> None:
+    text = 'phone,note\n0912345678,"line one\nline two\nline three"\n0987654321,ok\n'
+    got = rows(write(tmp_path, "m.csv", text.encode()))
+    assert [(r.line, r.phone) for r in got] == [(2, "0912345678"), (5, "0987654321")]
+    assert got[0].extra == {"note": "line one\nline two\nline three"}
+
+
+def test_crlf_and_classic_mac_line_ends(tmp_path: Path) -> None:
+    for name, newline in (("crlf.csv", "\r\n"), ("cr.csv", "\r")):
+        text = newline.join(["phone,name", "0912345678,An", "0987654321,Bình"]) + newline
+        got = rows(write(tmp_path, name, text.encode()))
+        assert [(r.line, r.phone, r.name) for r in got] == [(2, "0912345678", "An"), (3, "0987654321", "Bình")]
+
+
+def test_cells_are_stripped_and_nfc(tmp_path: Path) -> None:
+    name = unicodedata.normalize("NFD", "  Hồ Thị Ánh  ")
+    [row] = rows(write(tmp_path, "s.csv", f"phone,name\n 0912345678 ,{name}\n".encode()))
+    assert (row.phone, row.name) == ("0912345678", "Hồ Thị Ánh")
+
+
+@pytest.mark.parametrize("rest", [1, 20_000])
+def test_unclosed_quote_is_a_list_file_error(tmp_path: Path, rest: int) -> None:
+    body = 'phone,name\n0912345678,An\n0912345679,"Bình\n' + "0987654321,x\n" * rest
+    got: list[int] = []
+    with pytest.raises(ListFileError) as info:
+        got.extend(r.line for r in read_list(write(tmp_path, "q.csv", body.encode())))
+    assert got == [2]
+    assert info.value.line == 3 and "malformed CSV" in info.value.reason
+
+
+def test_read_list_is_lazy(tmp_path: Path) -> None:
+    path = write(tmp_path, "big.csv", b"phone\n" + b"0912345678\n" * 200_000)
+    it = read_list(path)
+    assert next(it).line == 2
+    assert sum(1 for _ in it) == 199_999
+
+
+# --- XLSX --------------------------------------------------------------------------------------
+
+
+def test_xlsx_with_numeric_phone_cells(tmp_path: Path) -> None:
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "Danh sách"
+    ws.append(["DANH SÁCH GỬI TIN"])
+    ws.append([])
+    ws.append(["STT", "Số điện thoại", "Họ và tên", "Phường"])
+    ws.append([1, 912345678, "Nguyễn Văn An", "An Hòa"])
+    ws.append([2, 912345004.0, unicodedata.normalize("NFD", "Trần Thị Bình"), None])
+    ws.append([3, "0912 345 678", "Lê Văn C", "Cái Khế"])
+    ws.append([None, None, None, None])
+    ws.append([5, 1.2345678901234567e19, "Mất số", None])
+    ws.append([6, 84912345678, "Quốc tế", None])
+    path = tmp_path / "ds.xlsx"
+    wb.save(path)
+
+    got = rows(path)
+    assert [(r.line, r.phone, r.name, r.ward, r.extra) for r in got] == [
+        (4, "912345678", "Nguyễn Văn An", "An Hòa", {"STT": "1"}),
+        (5, "912345004", "Trần Thị Bình", None, {"STT": "2"}),
+        (6, "0912 345 678", "Lê Văn C", "Cái Khế", {"STT": "3"}),
+        (8, "1.23457E+19", "Mất số", None, {"STT": "5"}),
+        (9, "84912345678", "Quốc tế", None, {"STT": "6"}),
+    ]
+    assert [normalise(r.phone).e164 for r in got] == [
+        "+84912345678", "+84912345004", "+84912345678", None, "+84912345678"]
+    assert normalise(got[3].phone).reason == "scientific-notation"
+
+
+def test_xlsx_sheet_choice(tmp_path: Path) -> None:
+    wb = openpyxl.Workbook()
+    wb.active.append(["nothing here"])
+    other = wb.create_sheet("Quận Ninh Kiều")
+    other.append(["phone", "name"])
+    other.append([987654321, "B"])
+    path = tmp_path / "two.xlsx"
+    wb.save(path)
+    [row] = rows(path, sheet="Quận Ninh Kiều")
+    assert (row.line, row.phone, row.name) == (2, "987654321", "B")
+    with pytest.raises(ListFileError, match="no sheet 'Khác'; sheets: 'Sheet', 'Quận Ninh Kiều'"):
+        rows(path, sheet="Khác")
+
+
+def test_xlsx_detected_by_content(tmp_path: Path) -> None:
+    wb = openpyxl.Workbook()
+    wb.active.append(["SĐT"])
+    wb.active.append(["0912345678"])
+    path = tmp_path / "export.dat"
+    wb.save(path)
+    assert [r.phone for r in rows(path)] == ["0912345678"]
+
+
+def test_legacy_xls_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ListFileError, match=r"\.xls\) is not supported"):
+        rows(write(tmp_path, "old.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 100))
+    with pytest.raises(ListFileError, match="cannot open") as info:
+        rows(tmp_path / "missing.csv")
+    assert info.value.line is None
+    assert str(info.value) == f"{tmp_path / 'missing.csv'}: {info.value.reason}"
