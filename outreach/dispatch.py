@@ -156,6 +156,9 @@ class Dispatcher:
         self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
         self._recent: deque[bool] = deque(maxlen=error_window)
         self._halt = threading.Event()
+        self._window_shut = threading.Event()
+        self._enforce_window = (not override_window
+                                and any(g.reaches_phones for g in gateways.values()))
         self._halt_reason: tuple[str, str] | None = None
         self.limiters: dict[str, Any] = limiters or {}
         self.units: dict[str, str] = {}
@@ -224,6 +227,7 @@ class Dispatcher:
                     break
                 outcomes = self._send_batch(pool, batch)
                 self._record(batch, outcomes)
+                self._window_shut.clear()
                 done += len(batch)
                 if self.progress:
                     self.progress(done, total)
@@ -261,8 +265,7 @@ class Dispatcher:
                                           .where(Run.id == self.run_id)).one()
         if status in ("paused", "cancelled"):
             return status, reason, None
-        reaches = any(g.reaches_phones for g in self.gateways.values())
-        if reaches and not self.override_window and not self.spec.window.is_open(now):
+        if self._enforce_window and not self.spec.window.is_open(now):
             why = self.spec.window.closed_reason(now)
             nxt = self.spec.window.next_open(now)
             with self.db.engine.begin() as conn:
@@ -378,7 +381,7 @@ class Dispatcher:
         return max(backoff, retry_after)
 
     def _send_one(self, msg: gw.OutboundMessage) -> Outcome:
-        if self._halt.is_set() or self.stop_event.is_set():
+        if self._halt.is_set() or self.stop_event.is_set() or self._window_shut.is_set():
             return Outcome(msg.delivery_id, "not_sent")
         gateway = self.gateways[msg.channel]
         limiter = self.limiters[msg.channel]
@@ -387,9 +390,14 @@ class Dispatcher:
 
         def attempt() -> gw.SendResult:
             nonlocal attempts
-            if self._halt.is_set():
+            if self._halt.is_set() or self._window_shut.is_set():
                 raise _Halted()
             limiter.acquire(units)
+            if self._enforce_window and not self.spec.window.is_open(self.clock.now()):
+                # the window closed while this batch was under way: the rest waits for the
+                # next window (the loop records the run as waiting)
+                self._window_shut.set()
+                raise _Halted()
             attempts += 1
             try:
                 return gateway.send(msg)

@@ -286,7 +286,8 @@ def _csv_records(file: str, lines: Iterator[str]) -> Iterator[tuple[int, list[st
         except StopIteration:
             return
         except csv.Error as exc:
-            raise ListFileError(file, start, f"malformed CSV in the row starting here ({exc}): check its quotes") from None
+            reason = f"malformed CSV in the row starting here ({exc}): check its quotes"
+            raise ListFileError(file, start, reason) from None
         yield start, cells
         start = reader.line_num + 1
 

@@ -5,7 +5,7 @@ Reason codes (``PhoneResult.reason``; stable strings, safe to store, count and s
 =====================  ================================================================
 code                   meaning
 =====================  ================================================================
-empty                  blank cell
+empty                  blank cell, or a placeholder such as "-", "nan", "#N/A"
 scientific-notation    ``9.12345E+08``: a spreadsheet rounded the number, digits are lost
 not-a-number           letters or other text where a number should be
 too-short              fewer digits than any Vietnamese number of that kind
@@ -17,7 +17,7 @@ premium-rate           1900 number
 toll-free              1800 number
 voip                   VoIP/VSAT number (672…)
 not-mobile             any other valid non-mobile type (UAN, shared cost, pager…)
-foreign                valid number of another country (``hint`` holds its E.164)
+foreign                valid number of another country (``hint`` names it)
 invalid                none of the above: no Vietnamese number has this shape
 =====================  ================================================================
 """
@@ -33,10 +33,10 @@ from typing import Final, NamedTuple
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType, carrier as pn_carrier
 
-__all__ = ["PhoneResult", "REASONS", "mask", "normalise", "split_cell"]
+__all__ = ["REASONS", "PhoneResult", "mask", "normalise", "split_cell"]
 
 REASONS: Final[dict[str, str]] = {
-    "empty": "blank cell",
+    "empty": "blank cell or placeholder",
     "scientific-notation": "spreadsheet scientific notation: digits lost",
     "not-a-number": "text, not a phone number",
     "too-short": "too few digits",
@@ -54,11 +54,13 @@ REASONS: Final[dict[str, str]] = {
 _CC: Final = 84
 _REGION: Final = "VN"
 _META = phonenumbers.PhoneMetadata.metadata_for_region(_REGION)
-assert _META is not None and _META.general_desc.national_number_pattern is not None
+_GENERAL = _META.general_desc if _META is not None else None
+if _GENERAL is None or not _GENERAL.national_number_pattern or not _GENERAL.possible_length:
+    raise RuntimeError("phonenumbers has no metadata for VN")
 # Used only to mirror phonenumbers' own "does this start with the country code?" decision
 # (_maybe_extract_country_code) on the fast path; the pattern comes from its metadata.
-_GENERAL_DESC: Final = re.compile(_META.general_desc.national_number_pattern)
-_MAX_POSSIBLE_LENGTH: Final = max(_META.general_desc.possible_length)
+_GENERAL_DESC: Final = re.compile(_GENERAL.national_number_pattern)
+_POSSIBLE_LENGTHS: Final = tuple(sorted(_GENERAL.possible_length))  # (7, 8, 9, 10)
 
 _TYPE_REASONS: Final[dict[int, str]] = {
     PhoneNumberType.FIXED_LINE: "landline",
@@ -108,8 +110,9 @@ class PhoneResult:
 
     ``e164`` is set (``"+84912345678"``) exactly when the number can receive SMS; otherwise
     ``reason`` is one of the codes in :data:`REASONS`. ``carrier`` is the original network
-    from the numbering plan (portability is not visible here). ``hint`` is free text for the
-    operator: the new number for an old prefix, the E.164 form of a valid non-mobile number.
+    from the numbering plan (portability is not visible here). ``hint`` is for the operator:
+    the new E.164 number for an old prefix (the only hint starting with "+"), the conversion
+    made under ``convert_old_prefixes``, the country of a foreign number.
     """
 
     raw: str
@@ -132,15 +135,17 @@ class _Class(NamedTuple):
 
 _TRANSLATION: Final = str.maketrans(
     {
-        **{0xFF10 + i: str(i) for i in range(10)},  # full-width digits
+        **{chr(0xFF10 + i): str(i) for i in range(10)},  # full-width digits
         "\uff0b": "+", "\uff08": "(", "\uff09": ")", "\uff0e": ".", "\uff0d": "-",
-        **{c: "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2015\u2212"},
-        **{c: " " for c in "\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
-                           "\u2008\u2009\u200a\u202f\u205f\u3000\t\r\n"},
-        **{c: None for c in "\u200b\u200c\u200d\u2060\ufeff\u00ad"},
+        **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", "-"),
+        **dict.fromkeys("\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+                        "\u2008\u2009\u200a\u202f\u205f\u3000\t\r\n", " "),
+        **dict.fromkeys("\u200b\u200c\u200d\u2060\ufeff\u00ad"),  # invisible: dropped
     }
 )
 _QUOTES: Final = "'\u2018\u2019`"
+# What people and tools put in a cell that has no number: pandas' nan, Excel's #N/A, a dash.
+_BLANK_MARKERS: Final = frozenset({"-", "--", "—", ".", "nan", "none", "null", "n/a", "#n/a", "x"})
 _EXCEL_TEXT_FORMULA: Final = re.compile(r'=\s*"(.*)"')  # ="0912345678", a CSV trick to keep the 0
 _SCIENTIFIC: Final = re.compile(r"[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+")
 # A numeric cell written with a decimal part: "912345004.0". Eight or more digits before the
@@ -195,7 +200,7 @@ def _fast_national(text: str) -> str | None:
         national = digits[2:]
         if national[:1] == "0":
             national = national[1:]
-        if not (len(digits) > _MAX_POSSIBLE_LENGTH
+        if not (len(digits) > _POSSIBLE_LENGTHS[-1]
                 or (_GENERAL_DESC.fullmatch(digits) is None
                     and _GENERAL_DESC.fullmatch(national) is not None)):
             national = digits
@@ -232,20 +237,14 @@ def _classify(national: str) -> _Class:
 def _invalid_reason(national: str) -> str:
     # A number is "too short" when padding it would make a valid VN number, "too long" when
     # cutting it would: the lengths come from phonenumbers' metadata, not from us.
-    lengths = sorted(_META.general_desc.possible_length)
-    if len(national) < lengths[-1] and any(
-        phonenumbers.is_valid_number(_number(national.ljust(n, "0")))
-        for n in lengths if n > len(national)
-    ):
+    lengths, size = _POSSIBLE_LENGTHS, len(national)
+    if any(phonenumbers.is_valid_number(_number(national.ljust(n, "0"))) for n in lengths if n > size):
         return "too-short"
-    if len(national) > lengths[0] and any(
-        phonenumbers.is_valid_number(_number(national[:n]))
-        for n in lengths if n < len(national)
-    ):
+    if any(phonenumbers.is_valid_number(_number(national[:n])) for n in lengths if n < size):
         return "too-long"
-    if len(national) < lengths[0]:
+    if size < lengths[0]:
         return "too-short"
-    if len(national) > lengths[-1]:
+    if size > lengths[-1]:
         return "too-long"
     return "invalid"
 
@@ -264,11 +263,11 @@ _CLASS_CACHE: dict[tuple[str, int], _Class] = {}
 
 
 def _classify_cached(national: str) -> _Class:
-    key = (national[:4], len(national))
-    found = _CLASS_CACHE.get(key)
-    if found is None:
-        found = _CLASS_CACHE[key] = _classify(national)
-    return found
+    try:
+        return _CLASS_CACHE[national[:4], len(national)]
+    except KeyError:
+        found = _CLASS_CACHE[national[:4], len(national)] = _classify(national)
+        return found
 
 
 def _result(raw: str, national: str, convert: bool, cached: bool) -> PhoneResult:
@@ -287,9 +286,7 @@ def _result(raw: str, national: str, convert: bool, cached: bool) -> PhoneResult
                                    hint=f"converted from old number 0{national}")
             return PhoneResult(raw, None, cls.carrier, "old-prefix", f"+84{new_national}")
         return PhoneResult(raw, None, None, "invalid")
-    if cls.reason in ("too-short", "too-long", "invalid"):
-        return PhoneResult(raw, None, None, cls.reason)
-    return PhoneResult(raw, None, None, cls.reason, f"+84{national}")
+    return PhoneResult(raw, None, None, cls.reason)
 
 
 _PARSE_ERRORS: Final[dict[int, str]] = {
@@ -303,7 +300,7 @@ _PARSE_ERRORS: Final[dict[int, str]] = {
 
 def _normalise(raw: str, convert: bool, fast: bool) -> PhoneResult:
     text = _clean(raw)
-    if not text:
+    if not text or (len(text) <= 4 and text.lower() in _BLANK_MARKERS):
         return PhoneResult(raw, None, reason="empty")
     if ("E" in text or "e" in text) and _SCIENTIFIC.fullmatch(text):
         return PhoneResult(raw, None, reason="scientific-notation")
@@ -317,8 +314,8 @@ def _normalise(raw: str, convert: bool, fast: bool) -> PhoneResult:
         return PhoneResult(raw, None, reason=_PARSE_ERRORS.get(exc.error_type, "invalid"))
     if num.country_code != _CC:
         if phonenumbers.is_valid_number(num):
-            e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
-            return PhoneResult(raw, None, reason="foreign", hint=e164)
+            region = phonenumbers.region_code_for_number(num)
+            return PhoneResult(raw, None, reason="foreign", hint=f"country code {num.country_code} ({region})")
         return PhoneResult(raw, None, reason="invalid")
     return _result(raw, phonenumbers.national_significant_number(num), convert, cached=fast)
 
@@ -336,7 +333,7 @@ def normalise(raw: str, *, convert_old_prefixes: bool = False) -> PhoneResult:
     Old 11-digit numbers (01688123456) are rejected as ``old-prefix`` with the new E.164 in
     ``hint``; with ``convert_old_prefixes=True`` they are converted instead (``hint`` notes
     it). Conversion table: Ministry of Information and Communications, Decision
-    798/QĐ-BTTTT of 25 May 2018 (11→10 digit conversion, 15 Sep 2018 – 30 Jun 2019).
+    798/QĐ-BTTTT of 25 May 2018 (11→10 digit conversion, 15 Sep 2018 to 30 Jun 2019).
     """
     return _normalise(raw, convert_old_prefixes, fast=True)
 
@@ -369,7 +366,8 @@ def _split_on_whitespace(part: str) -> list[str]:
             if prefix is None:
                 continue
             group = " ".join(tokens[start:end]).strip(" -.")
-            if _plausible(group) and (best[end] is None or len(prefix) + 1 < len(best[end])):
+            current = best[end]
+            if (current is None or len(prefix) + 1 < len(current)) and _plausible(group):
                 best[end] = [*prefix, group]
     found = best[n]
     return [g for g in found if g] if found else [part]
@@ -382,6 +380,8 @@ def split_cell(raw: str) -> list[str]:
     complete number by itself, so ``"+84 91 234 5678"`` and ``"091 234 5678"`` stay whole
     while ``"0912345678 0987654321"`` gives two. Pieces are stripped; empty ones are dropped.
     """
+    if "," in raw and _NUMERIC_CELL.fullmatch(raw.strip()):  # "912345004,0": a decimal comma
+        return [raw.strip()]
     pieces: list[str] = []
     for part in _HARD_SEPARATORS.split(raw):
         part = part.translate(_TRANSLATION).strip()

@@ -137,16 +137,21 @@ def create_run(conn: Connection, spec: CampaignSpec, *, kind: str, gateway_names
     existing = select(Delivery.id).where(Delivery.campaign_id == spec.id,
                                          Delivery.recipient_id == Recipient.id)
     if resend_statuses:
-        latest = (select(func.max(Delivery.id)).where(Delivery.campaign_id == spec.id,
-                                                      Delivery.recipient_id == Recipient.id)
-                  .scalar_subquery())
-        reached = select(Delivery.id).where(
-            Delivery.campaign_id == spec.id, Delivery.recipient_id == Recipient.id,
-            Delivery.status.in_((states.DELIVERED, states.OPTED_OUT, states.SENT,
-                                 states.SENDING, states.QUEUED, states.UNKNOWN)))
-        members = members.where(
-            select(Delivery.status).where(Delivery.id == latest).scalar_subquery().in_(resend_statuses),
-            ~reached.exists())
+        from sqlalchemy.orm import aliased
+
+        d_last, d_max, d_any = aliased(Delivery), aliased(Delivery), aliased(Delivery)
+        latest_id = (select(func.max(d_max.id)).where(d_max.campaign_id == spec.id,
+                                                      d_max.recipient_id == Recipient.id)
+                     .correlate(Recipient).scalar_subquery())
+        latest_status = (select(d_last.status).where(d_last.id == latest_id)
+                         .correlate(Recipient).scalar_subquery())
+        reached = select(d_any.id).where(
+            d_any.campaign_id == spec.id, d_any.recipient_id == Recipient.id,
+            d_any.status.in_((states.DELIVERED, states.OPTED_OUT, states.SENT,
+                              states.SENDING, states.QUEUED) + (
+                                  () if states.UNKNOWN in resend_statuses else (states.UNKNOWN,)))
+        ).correlate(Recipient)
+        members = members.where(latest_status.in_(resend_statuses), ~reached.exists())
     elif dedupe == "once":
         members = members.where(~existing.where(Delivery.dedupe_key == "once").exists())
     else:

@@ -43,10 +43,11 @@ _FORWARD: dict[str, frozenset[str]] = {
 }
 #: The only backward moves, each needing a reason: a request known not to have left
 #: (connect failed) goes back to the queue; an operator may requeue an ``unknown``.
-_BACKWARD: dict[tuple[str, str], str] = {
-    (SENDING, QUEUED): "not-sent",
-    (UNKNOWN, QUEUED): "operator",
-    (UNKNOWN, SKIPPED): "operator",
+_BACKWARD: dict[tuple[str, str], frozenset[str]] = {
+    (SENDING, QUEUED): frozenset({"not-sent"}),
+    # reconciliation proved the provider never got it, or the operator decided to resend
+    (UNKNOWN, QUEUED): frozenset({"not-sent", "operator"}),
+    (UNKNOWN, SKIPPED): frozenset({"operator"}),
 }
 
 _TIMESTAMP = {SENDING: "sending_at", SENT: "sent_at", DELIVERED: "delivered_at"}
@@ -58,11 +59,11 @@ def may_move(old: str, new: str, *, backward: str | None = None) -> bool:
     """True if a delivery in ``old`` may move to ``new``.
 
     ``backward`` names the reason for one of the two allowed backward moves
-    (``"not-sent"`` or ``"operator"``).
+    (``"not-sent"``: the provider certainly never got it; ``"operator"``: an explicit decision).
     """
     if new in _FORWARD and old in _FORWARD[new]:
         return True
-    return backward is not None and _BACKWARD.get((old, new)) == backward
+    return backward is not None and backward in _BACKWARD.get((old, new), frozenset())
 
 
 @dataclass

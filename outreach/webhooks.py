@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import threading
 from collections.abc import Iterator
@@ -86,7 +87,7 @@ def create_app(db: Database, *, twilio_auth_token: str | None = None,
 
 def _register_zalo(app: Flask) -> None:
     try:
-        from outreach.gateways import zalo_webhook  # type: ignore[attr-defined]
+        zalo_webhook = importlib.import_module("outreach.gateways.zalo_webhook")
     except ImportError as exc:
         if getattr(exc, "name", None) != "outreach.gateways.zalo_webhook":
             log.warning("Zalo webhook not available: %s", exc)

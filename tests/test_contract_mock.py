@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from contract import GatewayContract, Make, ProviderRecord, Script
+from tests.contract import GatewayContract, Make, ProviderRecord, Script
 
 from outreach.gateways.mock import OUTCOMES, MockGateway
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from contract import GatewayContract, Make, ProviderRecord, Script
-from fakes.twilio_server import AUTH_TOKEN, FakeTwilio, twilio_server  # noqa: F401 (fixture)
+from tests.contract import GatewayContract, Make, ProviderRecord, Script
+from tests.fakes.twilio_server import AUTH_TOKEN, FakeTwilio, twilio_server  # noqa: F401 (fixture)
 
 from outreach.gateways.twilio import TwilioGateway
 

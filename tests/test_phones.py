@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import phonenumbers
@@ -25,7 +26,9 @@ CASE_REASONS = {
     "091234567": "too-short",
     "09123456789": "too-long",
 }
-VN = phonenumbers.PhoneMetadata.metadata_for_region("VN")
+_VN = phonenumbers.PhoneMetadata.metadata_for_region("VN")
+assert _VN is not None and _VN.general_desc is not None
+VN, VN_LENGTHS = _VN, set(_VN.general_desc.possible_length)
 
 
 def e164(national: str) -> str:
@@ -46,12 +49,14 @@ MOBILE_PREFIXES = sorted(p for p in map(str, range(100, 1000)) if is_mobile(p + 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["raw"] for c in CASES])
 def test_field_case(case: dict[str, str | None]) -> None:
-    result = normalise(case["raw"])
-    assert result.raw == case["raw"]
+    raw = case["raw"]
+    assert raw is not None
+    result = normalise(raw)
+    assert result.raw == raw
     assert result.e164 == case["e164"]
     if case["e164"] is None:
         assert not result.ok
-        assert result.reason == CASE_REASONS[case["raw"]]
+        assert result.reason == CASE_REASONS[raw]
     else:
         assert result.ok and result.reason is None
 
@@ -105,6 +110,9 @@ def test_damage_is_repaired(raw: str, expected: str | None) -> None:
     ("   ", "empty"),
     ("\u00a0", "empty"),
     ("'", "empty"),
+    ("-", "empty"),
+    ("nan", "empty"),
+    ("#N/A", "empty"),
     ("9.12345E+08", "scientific-notation"),
     ("9,12345E+08", "scientific-notation"),
     ("8.4912E+10", "scientific-notation"),
@@ -136,14 +144,16 @@ def test_rejections_have_reasons(raw: str, reason: str) -> None:
     assert result.reason in REASONS
 
 
-def test_rejected_valid_numbers_carry_their_e164_in_hint() -> None:
-    assert normalise("0292 3820 123").hint == "+842923820123"
-    assert normalise("19001234").hint == "+8419001234"
-    assert normalise("+12025550123").hint == "+12025550123"
+def test_only_old_prefixes_get_a_number_as_hint() -> None:
+    assert normalise("0292 3820 123").hint is None
+    assert normalise("19001234").hint is None
+    assert normalise("+12025550123").hint == "country code 1 (US)"
+    assert normalise("01688123456").hint == "+84388123456"
 
 
 def test_decimal_part_never_becomes_a_digit() -> None:
     assert normalise("912345004.0").e164 == "+84912345004"
+    assert normalise("912345004,0").e164 == "+84912345004"  # Vietnamese decimal comma
     assert normalise("912345004.5").e164 is None  # a real fraction: not a repairable cell
 
 
@@ -214,7 +224,7 @@ def test_rejected_numbers_have_no_carrier_except_old_prefix() -> None:
 
 # --- property: any valid mobile in any accepted form ------------------------------------------
 
-FORMS = [
+FORMS: list[Callable[[str], str]] = [
     lambda n: "0" + n,
     lambda n: n,
     lambda n: "84" + n,
@@ -239,7 +249,8 @@ FORMS = [
 @settings(max_examples=500, deadline=None)
 @given(prefix=st.sampled_from(MOBILE_PREFIXES), rest=st.text("0123456789", min_size=6, max_size=6),
        form=st.sampled_from(FORMS))
-def test_valid_mobile_in_any_form_normalises_like_phonenumbers(prefix: str, rest: str, form) -> None:
+def test_valid_mobile_in_any_form_normalises_like_phonenumbers(
+        prefix: str, rest: str, form: Callable[[str], str]) -> None:
     national = prefix + rest
     assume(is_mobile(national))
     result = normalise(form(national))
@@ -296,9 +307,9 @@ def test_cache_key_is_exact_for_vn_metadata() -> None:
     descs = [d for d in (VN.general_desc, VN.fixed_line, VN.mobile, VN.toll_free, VN.premium_rate,
                          VN.shared_cost, VN.personal_number, VN.voip, VN.pager, VN.uan, VN.voicemail)
              if d is not None and d.national_number_pattern]
-    lengths = set(VN.general_desc.possible_length)
+    lengths = VN_LENGTHS
     assert all(set(d.possible_length) <= lengths for d in descs)
-    patterns = [re.compile(d.national_number_pattern) for d in descs]
+    patterns = [re.compile(d.national_number_pattern or "") for d in descs]
     rng = random.Random(4)
     for length in sorted(lengths):
         for p in range(10_000):
@@ -333,6 +344,7 @@ def test_cache_key_is_exact_for_vn_metadata() -> None:
     ("  ", []),
     ("", []),
     ("0912345678 ;; ", ["0912345678"]),
+    ("912345004,0", ["912345004,0"]),  # a decimal comma, not two numbers
     ("hỏi con", ["hỏi con"]),
 ])
 def test_split_cell(raw: str, parts: list[str]) -> None:

@@ -54,7 +54,8 @@ _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 # (https://help.twilio.com/articles/223181348). Vietnamese operators require a registered
 # brandname of at most 11 characters without diacritics.
 _ALPHA_SENDER = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
-_PHONE_IN_TEXT = re.compile(r"\+?\d[\d .-]{7,}\d")
+# "+84912345678", URL-encoded "%2B84912345678", or a national "0912345678".
+_PHONE_IN_TEXT = re.compile(r"(?<![\w%])(?:(?:\+|%2B)\d{8,15}|0\d{9,10})(?!\d)")
 
 #: Twilio message status -> ours. ``None``: not an outbound status (inbound messages).
 STATUS_MAP: dict[str, str | None] = {
@@ -164,7 +165,24 @@ def scrub(text: str | None, *secrets: str | None) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
-    return _PHONE_IN_TEXT.sub(lambda m: _mask_number(re.sub(r"[ .-]", "", m.group(0))), text)
+    return _PHONE_IN_TEXT.sub(lambda m: _mask_number(m.group(0).replace("%2B", "+")), text)
+
+
+class _MaskNumbersFilter(logging.Filter):
+    """Masks phone numbers in records of urllib3's connection pool, which logs request lines
+    (``GET ...Messages.json?To=%2B849...``) at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        masked = scrub(text)
+        if masked != text:
+            record.msg, record.args = masked, None
+        return True
+
+
+_URLLIB3_LOG = logging.getLogger("urllib3.connectionpool")
+if not any(isinstance(f, _MaskNumbersFilter) for f in _URLLIB3_LOG.filters):
+    _URLLIB3_LOG.addFilter(_MaskNumbersFilter())
 
 
 # ---------------------------------------------------------------------------------------------

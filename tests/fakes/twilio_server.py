@@ -208,7 +208,7 @@ class FakeTwilio:
         server.server_bind()
         server.server_activate()
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
                                         name="fake-twilio", daemon=True)
         self._thread.start()
         return self
@@ -238,9 +238,10 @@ class FakeTwilio:
     def gateway_options(self, **overrides: Any) -> dict[str, Any]:
         """Keyword options for TwilioGateway aimed at this server."""
         opts: dict[str, Any] = {"account_sid": self.account_sid, "auth_token": self.auth_token,
-                                "sender": "SYTECANTHO", "api_url": self.base_url,
-                                "environ": {}}
+                                "sender": "SYTECANTHO", "environ": {}}
         opts.update(overrides)
+        if "api_url" not in opts:
+            opts["api_url"] = self.base_url
         return opts
 
     # -- scripting ---------------------------------------------------------------------------
@@ -566,7 +567,7 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-# -- pytest fixtures (import them into a test module: ``from fakes.twilio_server import ...``) --
+# -- pytest fixtures (import them into a test module: ``from tests.fakes.twilio_server import ...``) --
 
 _ENV_TO_CLEAR = ("TWILIO_EDGE", "TWILIO_REGION", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
                  "http_proxy", "https_proxy", "all_proxy", "TWILIO_ACCOUNT_SID",

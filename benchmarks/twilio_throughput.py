@@ -1,0 +1,89 @@
+"""Messages per second through TwilioGateway.send to the loopback fake answering in 100 ms.
+
+Run by hand (never a timed test)::
+
+    .venv/bin/python benchmarks/twilio_throughput.py                 # 3000 messages, 64 threads
+    .venv/bin/python benchmarks/twilio_throughput.py --threads 16 --pool-size 10
+
+Goal: >= 500 messages/s with 64 requests in flight. The bound is threads / latency
+(64 / 0.1 s = 640/s); the HTTP connection pool must hold one connection per thread, or
+urllib3 opens and discards a connection per request ("pool is full") and time goes to TCP
+set-up. TwilioGateway mounts an adapter with ``pool_size`` connections (default 64) for
+http and https; the SDK's own default is min(32, cpus + 4), https only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from outreach.gateways.base import GatewayError, OutboundMessage  # noqa: E402
+from outreach.gateways.twilio import TwilioGateway  # noqa: E402
+from tests.fakes.twilio_server import FakeTwilio  # noqa: E402
+
+TEXT = "Thông báo: Cần Thơ tổ chức tiêm chủng mở rộng ngày 30/7 tại trạm y tế phường."
+
+
+def run(messages: int, threads: int, latency: float, pool_size: int) -> dict[str, float]:
+    with FakeTwilio(latency=latency) as server:
+        gw = TwilioGateway(**server.gateway_options(pool_size=pool_size, timeout=30,
+                                                    status_callback_base="https://hooks.example.vn",
+                                                    validity_period=3600))
+        # warm the pool so connection set-up is not counted
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda i: gw.send(OutboundMessage(i, "bench", "sms",
+                                                            f"+8491{i:07d}", TEXT)),
+                          range(threads)))
+        durations: list[float] = []
+        errors = 0
+
+        def one(i: int) -> None:
+            nonlocal errors
+            t = time.perf_counter()
+            try:
+                gw.send(OutboundMessage(i, "bench", "sms", f"+8498{i:07d}", TEXT))
+            except GatewayError:
+                errors += 1
+            durations.append(time.perf_counter() - t)
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, range(messages)))
+        elapsed = time.perf_counter() - started
+        gw.close()
+        accepted = len(server.messages) - threads
+    durations.sort()
+    return {"messages": messages, "accepted": accepted, "errors": errors, "seconds": elapsed,
+            "rate": messages / elapsed, "p50_ms": statistics.median(durations) * 1000,
+            "p95_ms": durations[int(len(durations) * 0.95)] * 1000,
+            "bound": threads / latency}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--threads", type=int, default=64)
+    parser.add_argument("--latency", type=float, default=0.1, help="fake answer time, seconds")
+    parser.add_argument("--pool-size", type=int, default=None,
+                        help="HTTP connections kept (default: --threads)")
+    args = parser.parse_args()
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+    pool = args.pool_size or args.threads
+    r = run(args.messages, args.threads, args.latency, pool)
+    print(f"twilio send: {r['messages']} messages, {args.threads} threads, pool {pool}, "
+          f"fake latency {args.latency * 1000:.0f} ms")
+    print(f"  {r['rate']:.0f} messages/s in {r['seconds']:.2f} s "
+          f"(bound threads/latency = {r['bound']:.0f}/s; goal >= 500/s)")
+    print(f"  per send: p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms; "
+          f"accepted {r['accepted']}, errors {r['errors']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Shared fixtures: every test gets its own data directory and never leaves 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CAMPAIGN_FILE = ROOT / "campaigns" / "cantho-2024-pcmbn.toml"
+PLAN_TEXT = ("Toàn dân tích cực tham gia phòng, chống mua bán người. Khi phát hiện dấu hiệu liên "
+             "quan đến mua bán người hãy thông báo ngay cho cơ quan Công an nơi gần nhất hoặc Tổng "
+             "đài quốc gia 111 để được tư vấn, hỗ trợ, hướng dẫn kịp thời")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("OUTREACH_HOME", str(home))
+    monkeypatch.delenv("OUTREACH_DATABASE_URL", raising=False)
+    monkeypatch.delenv("OUTREACH_OUTBOX_DIR", raising=False)
+    for var in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_API_KEY", "TWILIO_API_SECRET",
+                "ZALO_APP_ID", "ZALO_SECRET_KEY", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy",
+                "https_proxy", "TWILIO_EDGE", "TWILIO_REGION"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def home() -> Path:
+    return Path(os.environ["OUTREACH_HOME"])

@@ -1,0 +1,117 @@
+"""Builders for small campaigns and databases used across tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from outreach import campaigns
+from outreach import text as textmod
+from outreach.db import Database
+
+SMALL_TEXT = "Toàn dân tích cực tham gia phòng, chống mua bán người."
+
+
+def numbers(n: int, start: int = 0) -> list[str]:
+    """``n`` distinct synthetic Viettel numbers in E.164 (+8496555xxxx)."""
+    return [f"+849655{start + i:05d}" for i in range(n)]
+
+
+def write_campaign(tmp: Path, *, phones: list[str] | None = None, n: int = 6,
+                   text: str = SMALL_TEXT, start: str = "2024-07-01", end: str = "2024-09-30",
+                   daily_start: str = "07:00", daily_end: str = "22:00", rate: float = 0,
+                   cid: str = "test-campaign", extra: str = "", channels: str | None = None,
+                   lateness: int = 120, schedule: str = "") -> Path:
+    """A campaign TOML plus its CSV list in ``tmp``; returns the TOML path."""
+    phones = phones if phones is not None else numbers(n)
+    lst = tmp / f"{cid}-list.csv"
+    rows = ["phone,name,district,ward"]
+    for i, p in enumerate(phones):
+        rows.append(f"{p},Người {i},Ninh Kiều,An Hòa" if i % 2 == 0 else f"{p},Người {i},Cái Răng,Lê Bình")
+    lst.write_text("\r\n".join(rows) + "\r\n", encoding="utf-8")
+    sha = textmod.text_sha256(text)
+    channels = channels or f"""
+[[channels]]
+channel = "sms"
+sender = "TEST"
+rate_per_second = {rate}
+concurrency = 4
+"""
+    body = f"""
+id = "{cid}"
+name = "Chiến dịch thử"
+theme = "thử"
+{extra}
+[source]
+document = "126/KH-UBND"
+issuer = "Ủy ban nhân dân thành phố Cần Thơ"
+date = 2024-06-25
+section = "II.6.b"
+
+[message]
+text = {json.dumps(text, ensure_ascii=False)}
+sha256 = "{sha}"
+
+[window]
+start_date = {start}
+end_date = {end}
+daily_start = "{daily_start}"
+daily_end = "{daily_end}"
+lateness_limit_minutes = {lateness}
+{schedule}
+{channels}
+[recipients]
+list_name = "{cid}"
+lists = ["{lst.name}"]
+
+[pricing.sms]
+default = 800
+"""
+    path = tmp / f"{cid}.toml"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def load(path: Path) -> campaigns.CampaignSpec:
+    return campaigns.load(path)
+
+
+def fresh_db(tmp: Path, name: str = "t.db") -> Database:
+    db = Database(f"sqlite:///{tmp / name}")
+    db.upgrade()
+    return db
+
+
+def in_window() -> dt.datetime:
+    """An instant inside the 2024 campaign window: 30 July 2024, 09:00 in Vietnam."""
+    from outreach.clock import VN_TZ
+
+    return dt.datetime(2024, 7, 30, 9, 0, tzinfo=VN_TZ)
+
+
+def statuses(db: Database, campaign_id: str = "test-campaign") -> dict[str, str]:
+    """address -> status of every delivery (asserts one delivery per address)."""
+    from sqlalchemy import select
+
+    from outreach.models import Delivery
+
+    with db.engine.connect() as conn:
+        rows = conn.execute(select(Delivery.address, Delivery.status)
+                            .where(Delivery.campaign_id == campaign_id)).all()
+    out: dict[str, str] = {}
+    for addr, st in rows:
+        assert addr not in out, f"two deliveries for {addr}"
+        out[addr] = st
+    return out
+
+
+def events(db: Database) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    from outreach.models import DeliveryEvent
+
+    with db.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(select(DeliveryEvent.__table__)
+                                                       .order_by(DeliveryEvent.id))]

@@ -1,0 +1,358 @@
+"""The dispatcher: exactly once, faults classified, retries, windows, lateness, pause, rate."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from outreach import ops, runs, states
+from outreach.clock import VN_TZ, FakeClock
+from outreach.dispatch import RateLimiter
+from outreach.gateways import base as gw
+from outreach.gateways.mock import MockGateway
+from outreach.models import Delivery, Run, Suppression
+from tests.helpers import events, fresh_db, in_window, load, numbers, statuses, write_campaign
+
+
+def setup(tmp_path: Path, **kw):  # type: ignore[no-untyped-def]
+    spec = load(write_campaign(tmp_path, **kw))
+    return spec, fresh_db(tmp_path)
+
+
+def test_resume_after_a_dropped_gateway_sends_each_number_once(tmp_path: Path) -> None:
+    """Cases: six recipients; the gateway accepts three, then the connection drops."""
+    spec, db = setup(tmp_path, n=6)
+    phones = numbers(6)
+    clock = FakeClock(in_window())
+    # the 4th request reached the provider, then the connection dropped; after that the
+    # provider is unreachable
+    mock = MockGateway(script={phones[3]: ["lost"], phones[4]: ["timeout_before"] * 10,
+                               phones[5]: ["timeout_before"] * 10})
+    res = ops.launch(db, spec, gateways={"sms": mock}, clock=clock)
+    assert res.report is not None
+    first = statuses(db)
+    assert [first[p] for p in phones[:3]] == ["sent"] * 3
+    assert first[phones[3]] == "unknown"
+    assert mock.requests == 3 + 1 + 5 + 5  # 4 accepted/lost, 2 numbers × 5 attempts not sent
+    assert first[phones[4]] == first[phones[5]] == "failed"
+    # the operator resends the ones that failed; the unknown one is reconciled, not resent
+    healthy = MockGateway()
+    healthy._by_delivery = dict(mock._by_delivery)  # same provider, asked about the lost one
+    healthy.outbox = list(mock.outbox)
+    res2 = ops.resend(db, spec, gateways={"sms": healthy}, clock=clock)
+    assert res2.report is not None
+    accepted = [m.to for m in healthy.outbox]
+    assert sorted(accepted) == sorted(phones)  # six numbers, once each, over both runs
+    assert len(accepted) == 6
+
+
+def test_interrupted_batch_is_reconciled_not_resent(tmp_path: Path) -> None:
+    """A process that died after marking a batch `sending`: resume asks the gateway first."""
+    spec, db = setup(tmp_path, n=6)
+    clock = FakeClock(in_window())
+    mock = MockGateway()
+    with db.engine.begin() as conn:
+        runs.sync_campaign(conn, spec, now=clock.now())
+    from outreach import recipients
+
+    recipients.import_files(db, spec.list_files(), list_name=spec.list_name, now=clock.now())
+    with db.engine.begin() as conn:
+        plan = runs.create_run(conn, spec, kind="launch", gateway_names={"sms": "mock"},
+                               now=clock.now())
+    from outreach.dispatch import Dispatcher
+
+    d = Dispatcher(db, spec, plan.run_id, {"sms": mock}, clock=clock, batch_size=4,
+                   owner="ghost-host:1:dead")
+    batch = d._claim()
+    # two of the four reached the provider before the "crash"
+    for row in batch[:2]:
+        mock.send(d._message(row))
+    with db.engine.begin() as conn:  # the lease of the dead owner has expired
+        conn.execute(Delivery.__table__.update().where(Delivery.status == "sending")
+                     .values(lease_expires_at=clock.now() - dt.timedelta(seconds=1)))
+    rep = ops.resume(db, spec, gateways={"sms": mock}, clock=clock)
+    assert rep.reconciled == {"orphaned": 4, "found": 2, "requeued": 2, "still_unknown": 0}
+    assert sorted(mock.sent_to()) == sorted(numbers(6))
+    assert set(statuses(db).values()) == {"sent"}
+    evs = [e for e in events(db) if e["source"] == "reconcile"]
+    assert {e["new_status"] for e in evs} == {"unknown", "sent", "queued"}
+
+
+def test_throttled_by_the_provider_waits_for_retry_after(tmp_path: Path) -> None:
+    """Cases: 429 with Retry-After: 2 twice, then accepted: sent once, ≥ 4 s later, not failed."""
+    spec, db = setup(tmp_path, n=3)
+    phones = numbers(3)
+    clock = FakeClock(in_window())
+    mock = MockGateway(script={phones[1]: ["throttled", "throttled"]}, sleep=clock.sleep)
+    ops.launch(db, spec, gateways={"sms": mock}, clock=clock)
+    st = statuses(db)
+    assert st == {p: "sent" for p in phones}
+    attempts = [m for _, m in mock.attempts if m.to == phones[1]]
+    assert len(attempts) == 3 and mock.sent_to().count(phones[1]) == 1
+    # the dispatcher slept at least the provider's Retry-After twice
+    assert sum(s for s in clock.sleeps if s >= 2.0) >= 4.0
+    assert not [e for e in events(db) if e["new_status"] == "failed"]
+
+
+def test_retry_after_holds_every_sender_back(tmp_path: Path) -> None:
+    clock = FakeClock(in_window())
+    limiter = RateLimiter(0, clock)
+    limiter.block_until(clock.monotonic() + 2.0)
+    t0 = clock.monotonic()
+    limiter.acquire()
+    assert clock.monotonic() - t0 >= 2.0
+
+
+def test_past_the_retry_cap_the_delivery_fails_rate_limited_and_the_run_goes_on(tmp_path: Path) -> None:
+    spec, db = setup(tmp_path, n=3)
+    phones = numbers(3)
+    clock = FakeClock(in_window())
+    mock = MockGateway(script={phones[0]: ["throttled"] * 20}, sleep=clock.sleep)
+    rep = ops.launch(db, spec, gateways={"sms": mock}, clock=clock).report
+    assert rep is not None and rep.stopped is None
+    st = statuses(db)
+    assert st[phones[0]] == "failed" and st[phones[1]] == st[phones[2]] == "sent"
+    with db.engine.connect() as conn:
+        reason, code, attempts = conn.execute(select(Delivery.error_reason, Delivery.error_code,
+                                                     Delivery.attempts)
+                                              .where(Delivery.address == phones[0])).one()
+    assert (reason, code) == ("rate-limited", "20429")
+    assert len([1 for _, m in mock.attempts if m.to == phones[0]]) == 5
+
+
+def test_permanent_errors_fail_with_code_and_opt_out_joins_the_suppression_list(tmp_path: Path) -> None:
+    spec, db = setup(tmp_path, n=4)
+    phones = numbers(4)
+    mock = MockGateway(script={phones[0]: ["invalid"], phones[1]: ["opted_out"]})
+    ops.launch(db, spec, gateways={"sms": mock}, clock=FakeClock(in_window()))
+    st = statuses(db)
+    assert st == {phones[0]: "failed", phones[1]: "opted_out", phones[2]: "sent", phones[3]: "sent"}
+    assert mock.requests == 4  # permanent errors are never retried
+    with db.engine.connect() as conn:
+        assert conn.execute(select(Delivery.error_code).where(Delivery.address == phones[0])).scalar() == "21211"
+        supp = conn.execute(select(Suppression.e164, Suppression.reason)).all()
+    assert supp == [(phones[1], "provider-opt-out")]
+
+
+def test_authentication_error_pauses_the_run_and_sends_nothing_more(tmp_path: Path) -> None:
+    spec, db = setup(tmp_path, n=10)
+    mock = MockGateway(default="auth")
+    rep = ops.launch(db, spec, gateways={"sms": mock}, clock=FakeClock(in_window())).report
+    assert rep is not None and rep.stopped == "gateway"
+    assert "authentication" in (rep.reason or "")
+    assert mock.requests == 1
+    assert set(statuses(db).values()) == {"queued"}
+    with db.engine.connect() as conn:
+        assert conn.execute(select(Run.status)).scalar() == "paused"
+    # fixed credentials: resume sends everyone exactly once
+    good = MockGateway()
+    ops.resume(db, spec, gateways={"sms": good}, clock=FakeClock(in_window()))
+    assert sorted(good.sent_to()) == sorted(numbers(10))
+
+
+def test_error_rate_above_threshold_pauses_instead_of_burning_the_list(tmp_path: Path) -> None:
+    spec, db = setup(tmp_path, n=60)
+    clock = FakeClock(in_window())
+    mock = MockGateway(default="unavailable", sleep=clock.sleep)
+    rep = ops.launch(db, spec, gateways={"sms": mock}, clock=clock).report
+    assert rep is not None and rep.stopped == "error-rate"
+    counts = rep.counts
+    assert counts.get("queued", 0) > 0  # the rest of the list was not burnt
+    assert counts.get("failed", 0) <= 30
+
+
+def test_timeout_after_the_request_went_out_is_unknown_and_not_retried(tmp_path: Path) -> None:
+    spec, db = setup(tmp_path, n=2)
+    phones = numbers(2)
+
+    class SlowThenTimeout(MockGateway):
+        def send(self, message: gw.OutboundMessage) -> gw.SendResult:
+            if message.to == phones[0]:
+                self.requests += 1
+                self.outbox.append(message)
+                raise gw.OutcomeUnknownError("read timeout after 10 s")
+            return super().send(message)
+
+    mock = SlowThenTimeout()
+    rep = ops.launch(db, spec, gateways={"sms": mock}, clock=FakeClock(in_window())).report
+    assert statuses(db) == {phones[0]: "unknown", phones[1]: "sent"}
+    assert mock.requests == 2
+    assert rep is not None and rep.counts == {"unknown": 1, "sent": 1}
+
+
+def test_states_only_move_forward() -> None:
+    assert states.may_move("queued", "sending")
+    assert states.may_move("sent", "delivered")
+    assert not states.may_move("delivered", "sent")
+    assert not states.may_move("failed", "sent")
+    assert not states.may_move("unknown", "queued")
+    assert states.may_move("unknown", "queued", backward="operator")
+    assert not states.may_move("sent", "queued", backward="not-sent")
+
+
+def test_window_end_pauses_and_the_next_window_continues(tmp_path: Path) -> None:
+    spec, db = setup(tmp_path, n=5, rate=1)
+    spec = dataclasses.replace(spec, channels=(dataclasses.replace(spec.channels[0],
+                                                                    concurrency=1),))
+    # 21:59:57 in Vietnam: three seconds of window left at 1 message/s
+    clock = FakeClock(dt.datetime(2024, 7, 30, 21, 59, 57, tzinfo=VN_TZ))
+    mock = MockGateway(sleep=clock.sleep)
+    res = ops.launch(db, spec, gateways={"sms": mock}, clock=clock, gateway=None)
+    rep = res.report
+    assert rep is not None and rep.stopped == "window"
+    assert rep.resume_at == dt.datetime(2024, 7, 31, 7, 0, tzinfo=VN_TZ)
+    sent_first = len(mock.outbox)
+    assert 1 <= sent_first < 5
+    for _, m in mock.attempts:
+        pass
+    with db.engine.connect() as conn:
+        assert conn.execute(select(Run.status)).scalar() == "waiting"
+    clock.set(dt.datetime(2024, 7, 31, 7, 0, 1, tzinfo=VN_TZ))
+    ops.resume(db, spec, gateways={"sms": mock}, clock=clock)
+    assert sorted(mock.sent_to()) == sorted(numbers(5))
+    with db.engine.connect() as conn:
+        times = conn.execute(select(Delivery.sending_at)).scalars().all()
+    for t in times:  # nothing went out while the window was closed
+        local = t.astimezone(VN_TZ).time()
+        assert dt.time(7) <= local < dt.time(22)
+
+
+def test_late_scheduled_run_is_not_sent_silently(tmp_path: Path) -> None:
+    spec, db = setup(tmp_path, n=3, lateness=60)
+    clock = FakeClock(in_window())
+    with db.engine.begin() as conn:
+        runs.sync_campaign(conn, spec, now=clock.now())
+    from outreach import recipients
+
+    recipients.import_files(db, spec.list_files(), list_name=spec.list_name, now=clock.now())
+    with db.engine.begin() as conn:
+        plan = runs.create_run(conn, spec, kind="scheduled", gateway_names={"sms": "mock"},
+                               now=clock.now(), due_at=clock.now() - dt.timedelta(minutes=90),
+                               run_key="day:2024-07-30")
+    mock = MockGateway()
+    from outreach.dispatch import Dispatcher
+
+    rep = Dispatcher(db, spec, plan.run_id, {"sms": mock}, clock=clock).run()
+    assert rep.stopped == "late" and "90 min late" in (rep.reason or "")
+    assert mock.requests == 0
+    with db.engine.connect() as conn:
+        assert conn.execute(select(Run.status)).scalar() == "expired"
+    rep2 = ops.resume(db, spec, gateways={"sms": mock}, clock=clock, allow_late=True)
+    assert rep2.counts == {"sent": 3}
+
+
+def test_pause_from_another_process_stops_after_the_current_batch(tmp_path: Path) -> None:
+    spec, db = setup(tmp_path, n=30)
+    clock = FakeClock(in_window())
+    calls = []
+
+    class Pausing(MockGateway):
+        def send(self, message: gw.OutboundMessage) -> gw.SendResult:
+            calls.append(message.to)
+            if len(calls) == 5:
+                ops.set_run_state(db, spec.id, "pause", operator="tester")
+            return super().send(message)
+
+    mock = Pausing()
+    from outreach.dispatch import Dispatcher
+
+    with db.engine.begin() as conn:
+        runs.sync_campaign(conn, spec, now=clock.now())
+    from outreach import recipients
+
+    recipients.import_files(db, spec.list_files(), list_name=spec.list_name, now=clock.now())
+    with db.engine.begin() as conn:
+        plan = runs.create_run(conn, spec, kind="launch", gateway_names={"sms": "mock"},
+                               now=clock.now())
+    rep = Dispatcher(db, spec, plan.run_id, {"sms": mock}, clock=clock, batch_size=10).run()
+    assert rep.stopped == "paused"
+    assert rep.counts == {"sent": 10, "queued": 20}
+    rep2 = ops.resume(db, spec, gateways={"sms": mock}, clock=clock)
+    assert rep2.counts == {"sent": 30}
+    assert len(mock.outbox) == 30
+
+
+def test_stop_event_finishes_in_flight_and_requeues_the_rest(tmp_path: Path) -> None:
+    spec, db = setup(tmp_path, n=20)
+    stop = threading.Event()
+
+    class Interrupting(MockGateway):
+        def send(self, message: gw.OutboundMessage) -> gw.SendResult:
+            r = super().send(message)
+            if len(self.outbox) == 3:
+                stop.set()
+            return r
+
+    mock = Interrupting()
+    rep = ops.launch(db, spec, gateways={"sms": mock}, clock=FakeClock(in_window()),
+                     stop_event=stop).report
+    assert rep is not None and rep.stopped == "interrupted"
+    assert rep.counts == {"sent": 3, "queued": 17}
+    assert not [1 for e in events(db) if e["new_status"] == "sending" and e["applied"]
+                and False]
+
+
+def test_rate_limit_is_never_exceeded_in_any_one_second_window() -> None:
+    clock = FakeClock(in_window())
+    limiter = RateLimiter(50, clock)
+    stamps = []
+    for _ in range(500):
+        limiter.acquire()
+        stamps.append(clock.monotonic())
+    j = 0
+    worst = 0
+    for i, t in enumerate(stamps):
+        while stamps[j] <= t - 1.0:
+            j += 1
+        worst = max(worst, i - j + 1)
+    assert worst == 50
+    assert stamps[-1] - stamps[0] >= 9.0  # 500 messages at 50/s take at least 9 s
+
+
+def test_segment_rate_counts_segments() -> None:
+    clock = FakeClock(in_window())
+    limiter = RateLimiter(10, clock)
+    for _ in range(5):
+        limiter.acquire(4)  # a 4-segment message
+    # 10 segments per second: two 4-segment messages fit per second
+    assert clock.monotonic() >= 2.0
+
+
+def test_suppression_is_checked_again_just_before_sending(tmp_path: Path) -> None:
+    spec, db = setup(tmp_path, n=4)
+    phones = numbers(4)
+    clock = FakeClock(in_window())
+    with db.engine.begin() as conn:
+        runs.sync_campaign(conn, spec, now=clock.now())
+    from outreach import recipients, suppression
+
+    recipients.import_files(db, spec.list_files(), list_name=spec.list_name, now=clock.now())
+    with db.engine.begin() as conn:
+        plan = runs.create_run(conn, spec, kind="launch", gateway_names={"sms": "mock"},
+                               now=clock.now())
+        suppression.add(conn, [phones[2]], reason="citizen-request", source="hotline")
+    mock = MockGateway()
+    from outreach.dispatch import Dispatcher
+
+    Dispatcher(db, spec, plan.run_id, {"sms": mock}, clock=clock).run()
+    assert phones[2] not in mock.sent_to()
+    assert statuses(db)[phones[2]] == "opted_out"
+
+
+def test_unknown_deliveries_need_an_explicit_operator_decision(tmp_path: Path) -> None:
+    spec, db = setup(tmp_path, n=2)
+    phones = numbers(2)
+    mock = MockGateway(script={phones[0]: ["lost"]})
+    ops.launch(db, spec, gateways={"sms": mock}, clock=FakeClock(in_window()))
+    with db.engine.connect() as conn:
+        did = conn.execute(select(Delivery.id).where(Delivery.address == phones[0])).scalar_one()
+    from outreach.dispatch import resolve_unknown
+
+    with db.engine.begin() as conn:
+        assert resolve_unknown(conn, [did], action="sent", now=in_window()) == {did: True}
+    assert statuses(db)[phones[0]] == "sent"

@@ -1,0 +1,410 @@
+"""Receipts into the ledger: signed Twilio callbacks (webhook app, CLI) and the status sync."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import threading
+import types
+from typing import Any
+
+import pytest
+import requests
+from click.testing import CliRunner
+from tests.fakes.twilio_server import AUTH_TOKEN, FakeTwilio, twilio_server  # noqa: F401 (fixture)
+from flask import Blueprint, current_app
+from sqlalchemy import insert, select, update
+from twilio.request_validator import RequestValidator
+
+from outreach import receipts
+from outreach.cli.webhooks import webhooks as webhooks_cli
+from outreach.clock import FakeClock
+from outreach.db import Database
+from outreach.gateways.base import OutboundMessage
+from outreach.gateways.twilio import TwilioGateway
+from outreach.models import (Base, Campaign, Delivery, DeliveryEvent, PendingReceipt, Recipient,
+                             Run)
+from outreach.sync import sync_campaign
+from outreach.webhooks import create_app
+
+PUBLIC = "https://hooks.example.vn"
+T0 = dt.datetime(2024, 7, 30, 1, 0, tzinfo=dt.timezone.utc)  # 08:00 in Cần Thơ
+
+
+# -- a ledger in a fresh SQLite database -------------------------------------------------------
+
+
+@pytest.fixture
+def db(tmp_path: Any) -> Database:
+    database = Database(f"sqlite:///{tmp_path / 'outreach.db'}")
+    Base.metadata.create_all(database.engine)
+    with database.engine.begin() as conn:
+        conn.execute(insert(Campaign).values(
+            id="tiem-chung-2024", name="Tiêm chủng mở rộng", source_ref="test", text="Thông báo",
+            text_sha256="0" * 64, definition={}, status="active", created_at=T0, updated_at=T0))
+        conn.execute(insert(Run).values(
+            id=1, campaign_id="tiem-chung-2024", run_key="launch:1", kind="launch",
+            run_date=T0.date(), status="running", gateway="twilio", text_sha256="0" * 64,
+            due_at=T0, created_at=T0, options={}))
+    yield database
+    database.dispose()
+
+
+def add_delivery(db: Database, number: str, *, status: str = "sent", sid: str | None = None,
+                 gateway: str = "twilio") -> int:
+    with db.engine.begin() as conn:
+        rid = conn.execute(insert(Recipient).values(e164=number, created_at=T0)).inserted_primary_key[0]
+        return conn.execute(insert(Delivery).values(
+            campaign_id="tiem-chung-2024", run_id=1, recipient_id=rid, dedupe_key="once",
+            channel="sms", gateway=gateway, address=number, status=status,
+            provider_message_id=sid, provider_status="queued" if sid else None, attempts=1,
+            queued_at=T0, sending_at=T0, sent_at=T0 if status == "sent" else None,
+            updated_at=T0)).inserted_primary_key[0]
+
+
+def delivery(db: Database, did: int) -> Any:
+    with db.engine.connect() as conn:
+        return conn.execute(select(Delivery).where(Delivery.id == did)).one()
+
+
+def events(db: Database, did: int | None = None) -> list[Any]:
+    stmt = select(DeliveryEvent).order_by(DeliveryEvent.id)
+    if did is not None:
+        stmt = stmt.where(DeliveryEvent.delivery_id == did)
+    with db.engine.connect() as conn:
+        return conn.execute(stmt).all()
+
+
+# -- signed callbacks --------------------------------------------------------------------------
+
+
+class Twilio:
+    """Posts status callbacks the way Twilio does: form body, X-Twilio-Signature over the
+    public URL and the sorted parameters."""
+
+    def __init__(self, client: Any, token: str = AUTH_TOKEN) -> None:
+        self.client = client
+        self.validator = RequestValidator(token)
+
+    def post(self, path: str, params: dict[str, str], *, signature: str | None = "sign",
+             signed_url: str | None = None) -> Any:
+        headers = {}
+        if signature == "sign":
+            signature = self.validator.compute_signature(signed_url or PUBLIC + path, params)
+        if signature is not None:
+            headers["X-Twilio-Signature"] = signature
+        return self.client.post(path, data=params, headers=headers)
+
+
+def callback(sid: str, status: str, error_code: str | None = None,
+             to: str = "+84912345001") -> dict[str, str]:
+    params = {"MessageSid": sid, "SmsSid": sid, "MessageStatus": status, "SmsStatus": status,
+              "AccountSid": "AC0123456789abcdef0123456789abcdef", "From": "SYTECANTHO",
+              "To": to, "ApiVersion": "2010-04-01"}
+    if error_code:
+        params["ErrorCode"] = error_code
+    return params
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
+
+
+@pytest.fixture
+def twilio(db: Database, clock: FakeClock) -> Twilio:
+    app = create_app(db, twilio_auth_token=AUTH_TOKEN, public_base_url=PUBLIC + "/", clock=clock)
+    return Twilio(app.test_client())
+
+
+SID_A = "SM" + "a" * 32
+SID_B = "SM" + "b" * 32
+
+
+class TestTwilioCallbacks:
+    def test_healthz(self, twilio: Twilio) -> None:
+        answer = twilio.client.get("/healthz")
+        assert (answer.status_code, answer.get_json()) == (200, {"ok": True})
+
+    def test_signed_delivered_callback_moves_the_row(self, db: Database, twilio: Twilio,
+                                                     clock: FakeClock) -> None:
+        did = add_delivery(db, "+84912345001", sid=SID_A)
+        clock.advance(90)
+        answer = twilio.post(f"/webhooks/twilio/status/{did}", callback(SID_A, "delivered"))
+        assert answer.status_code == 204
+        row = delivery(db, did)
+        assert (row.status, row.provider_status, row.delivered_at, row.final_at) == (
+            "delivered", "delivered", T0 + dt.timedelta(seconds=90),
+            T0 + dt.timedelta(seconds=90))
+        (event,) = events(db, did)
+        assert (event.source, event.old_status, event.new_status, event.applied) == (
+            "webhook", "sent", "delivered", True)
+        assert "+84912345001" not in event.detail and "091****001" in event.detail
+
+    @pytest.mark.parametrize("how", ["missing", "forged", "wrong-token", "internal-url",
+                                     "tampered"])
+    def test_bad_signature_is_403_and_changes_nothing(self, db: Database, twilio: Twilio,
+                                                      how: str) -> None:
+        did = add_delivery(db, "+84912345001", sid=SID_A)
+        path = f"/webhooks/twilio/status/{did}"
+        params = callback(SID_A, "failed", "30007")
+        if how == "missing":
+            answer = twilio.post(path, params, signature=None)
+        elif how == "forged":
+            answer = twilio.post(path, params, signature="bm90IGEgc2lnbmF0dXJl")
+        elif how == "wrong-token":
+            answer = Twilio(twilio.client, token="another-token").post(path, params)
+        elif how == "internal-url":  # what a proxy forwards to, not what Twilio called
+            answer = twilio.post(path, params, signed_url="http://localhost" + path)
+        else:
+            signature = twilio.validator.compute_signature(PUBLIC + path, params)
+            answer = twilio.post(path, {**params, "MessageStatus": "delivered"},
+                                 signature=signature)
+        assert answer.status_code == 403
+        assert delivery(db, did).status == "sent"
+        assert events(db) == []
+        with db.engine.connect() as conn:
+            assert conn.execute(select(PendingReceipt)).all() == []
+
+    def test_receipts_out_of_order_and_twice(self, db: Database, twilio: Twilio,
+                                             clock: FakeClock) -> None:
+        """cases/README.md "Receipts out of order and twice"."""
+        a = add_delivery(db, "+84912345001", sid=SID_A)
+        b = add_delivery(db, "+84912345002", sid=SID_B)
+        script = [(a, SID_A, "queued", None), (a, SID_A, "delivered", None),
+                  (b, SID_B, "sent", None), (a, SID_A, "sent", None),
+                  (b, SID_B, "failed", "30003"), (a, SID_A, "delivered", None),
+                  (b, SID_B, "sent", None)]
+        first_delivered = None
+        for did, sid, status, code in script:
+            clock.advance(10)
+            if did == a and status == "delivered" and first_delivered is None:
+                first_delivered = clock.now()
+            answer = twilio.post(f"/webhooks/twilio/status/{did}", callback(sid, status, code))
+            assert 200 <= answer.status_code < 300
+        row_a, row_b = delivery(db, a), delivery(db, b)
+        assert (row_a.status, row_a.delivered_at) == ("delivered", first_delivered)
+        assert (row_b.status, row_b.error_code, row_b.error_reason) == (
+            "failed", "30003", "unreachable")
+        assert row_b.delivered_at is None
+        kept = events(db)
+        assert len(kept) == 7
+        assert [(e.delivery_id, e.provider_status, e.new_status, e.applied) for e in kept] == [
+            (a, "queued", "sent", False), (a, "delivered", "delivered", True),
+            (b, "sent", "sent", False), (a, "sent", "sent", False),
+            (b, "failed", "failed", True), (a, "delivered", "delivered", False),
+            (b, "sent", "sent", False)]
+        assert sum(1 for e in kept if e.new_status == "delivered" and e.applied) == 1
+
+    def test_callback_before_the_sid_is_stored_finds_the_delivery_by_url(
+            self, db: Database, twilio: Twilio) -> None:
+        did = add_delivery(db, "+84912345001", status="sending", sid=None)
+        answer = twilio.post(f"/webhooks/twilio/status/{did}", callback(SID_A, "sent"))
+        assert answer.status_code == 204
+        row = delivery(db, did)
+        assert (row.status, row.provider_message_id, row.provider_status) == (
+            "sent", SID_A, "sent")
+
+    def test_unknown_sid_without_id_is_pending_then_applied(self, db: Database, twilio: Twilio,
+                                                            clock: FakeClock) -> None:
+        for _ in range(2):  # Twilio may repeat a callback: kept once
+            answer = twilio.post("/webhooks/twilio/status", callback(SID_B, "delivered"))
+            assert answer.status_code == 204
+        with db.engine.connect() as conn:
+            (pending,) = conn.execute(select(PendingReceipt)).all()
+        assert (pending.provider_message_id, pending.delivery_id, pending.applied_at) == (
+            SID_B, None, None)
+        assert "+84912345001" not in str(pending.payload)
+        did = add_delivery(db, "+84912345002", status="sending")
+        clock.advance(5)
+        with db.engine.begin() as conn:  # the dispatcher stores the SID, then replays
+            conn.execute(update(Delivery).where(Delivery.id == did)
+                         .values(provider_message_id=SID_B, status="sent"))
+            assert receipts.apply_pending(conn, now=clock.now(), provider_ids=[SID_B]) == 1
+        row = delivery(db, did)
+        assert (row.status, row.delivered_at) == ("delivered", clock.now())
+        with db.engine.connect() as conn:
+            assert conn.execute(select(PendingReceipt.applied_at)).scalar_one() == clock.now()
+
+    def test_callback_without_id_matches_by_sid(self, db: Database, twilio: Twilio) -> None:
+        did = add_delivery(db, "+84912345001", sid=SID_A)
+        assert twilio.post("/webhooks/twilio/status",
+                           callback(SID_A, "undelivered", "30005")).status_code == 204
+        row = delivery(db, did)
+        assert (row.status, row.error_code, row.error_reason) == (
+            "undelivered", "30005", "unknown-handset")
+
+    def test_inbound_and_malformed(self, db: Database, twilio: Twilio) -> None:
+        did = add_delivery(db, "+84912345001", sid=SID_A)
+        assert twilio.post(f"/webhooks/twilio/status/{did}",
+                           callback(SID_A, "received")).status_code == 204
+        assert twilio.post(f"/webhooks/twilio/status/{did}",
+                           {"MessageSid": SID_A}).status_code == 400
+        assert events(db) == []
+
+    def test_without_a_token_the_twilio_routes_are_off(self, db: Database) -> None:
+        client = create_app(db).test_client()
+        assert client.post("/webhooks/twilio/status/1", data={}).status_code == 404
+        assert client.get("/healthz").status_code == 200
+
+    def test_zalo_blueprint_is_registered_with_the_db(self, db: Database,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+        blueprint = Blueprint("zalo_test", __name__)
+
+        @blueprint.post("/webhooks/zalo-test")
+        def zalo() -> Any:
+            return {"same_db": current_app.config["OUTREACH_DB"] is db}
+
+        module = types.ModuleType("outreach.gateways.zalo_webhook")
+        module.blueprint = blueprint  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "outreach.gateways.zalo_webhook", module)
+        client = create_app(db, twilio_auth_token=AUTH_TOKEN).test_client()
+        assert client.post("/webhooks/zalo-test").get_json() == {"same_db": True}
+
+    def test_the_real_zalo_blueprint_when_it_exists(self, db: Database) -> None:
+        module = pytest.importorskip("outreach.gateways.zalo_webhook")
+        app = create_app(db, twilio_auth_token=AUTH_TOKEN)
+        assert module.blueprint.name in app.blueprints
+        assert app.config["OUTREACH_DB"] is db
+
+    def test_over_real_http_with_waitress_and_many_threads(self, db: Database) -> None:
+        import waitress
+        from waitress import wasyncore
+
+        dids = [add_delivery(db, f"+849123450{i:02d}", sid=f"SM{i:032x}") for i in range(40)]
+        app = create_app(db, twilio_auth_token=AUTH_TOKEN, public_base_url=PUBLIC)
+        server = waitress.create_server(app, host="127.0.0.1", port=0, threads=8)
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.is_set():
+                wasyncore.loop(timeout=0.05, map=server._map, count=1)
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        validator = RequestValidator(AUTH_TOKEN)
+        base = f"http://127.0.0.1:{server.effective_port}"
+        codes: list[int] = []
+
+        def post(did: int) -> None:
+            with requests.Session() as session:
+                for status in ("sent", "delivered", "delivered"):
+                    path = f"/webhooks/twilio/status/{did}"
+                    params = callback(f"SM{did - dids[0]:032x}", status)
+                    signature = validator.compute_signature(PUBLIC + path, params)
+                    codes.append(session.post(base + path, data=params, timeout=10,
+                                              headers={"X-Twilio-Signature": signature}
+                                              ).status_code)
+
+        try:
+            workers = [threading.Thread(target=post, args=(d,)) for d in dids]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+        finally:
+            stop.set()
+            thread.join()
+            server.close()
+        assert codes == [204] * 120
+        with db.engine.connect() as conn:
+            assert conn.execute(select(Delivery.status)).scalars().all() == ["delivered"] * 40
+        assert len(events(db)) == 120
+
+
+# -- status sync -------------------------------------------------------------------------------
+
+
+class TestSync:
+    def test_sync_applies_final_statuses_in_batches(self, db: Database,
+                                                    twilio_server: FakeTwilio) -> None:  # noqa: F811,E501
+        gw = TwilioGateway(**twilio_server.gateway_options())
+        plan = [("delivered", None), ("failed", 30007), ("queued", None), ("undelivered", 30003),
+                ("sent", None)]
+        dids = []
+        for i, (status, code) in enumerate(plan):
+            number = f"+8491234500{i}"
+            sid = gw.send(OutboundMessage(i + 1, "tiem-chung-2024", "sms", number, "Thông báo")
+                          ).provider_message_id
+            twilio_server.set_status(sid, status, error_code=code)
+            dids.append(add_delivery(db, number, sid=sid))
+        add_delivery(db, "+84912345999", status="sent", sid="SM" + "f" * 32, gateway="mock")
+        add_delivery(db, "+84912345998", status="sending")  # no SID: not asked about
+        counts = sync_campaign(db, "tiem-chung-2024", gw, batch_size=2, now=T0)
+        assert counts == {"campaign": "tiem-chung-2024", "gateway": "twilio", "checked": 5,
+                          "fetched": 5, "missing": 0, "unchanged": 2, "applied": 3,
+                          "delivered": 1, "undelivered": 1, "failed": 1, "batches": 3}
+        rows = [delivery(db, d) for d in dids]
+        assert [(r.status, r.error_code, r.error_reason) for r in rows] == [
+            ("delivered", None, None), ("failed", "30007", "carrier-filtered"), ("sent", None, None),
+            ("undelivered", "30003", "unreachable"), ("sent", None, None)]
+        assert [(e.source, e.new_status) for e in events(db)] == [
+            ("sync", "delivered"), ("sync", "failed"), ("sync", "undelivered")]
+        fetches = [r for r in twilio_server.requests if r.route == "fetch"]
+        assert len(fetches) == 5
+
+        twilio_server.set_status(rows[2].provider_message_id, "delivered")
+        again = sync_campaign(db, "tiem-chung-2024", gw, now=T0)
+        assert (again["checked"], again["applied"], again["delivered"], again["unchanged"]) == (
+            2, 1, 1, 1)
+        assert len(events(db)) == 4
+
+    def test_sync_counts_ids_the_provider_does_not_know(self, db: Database,
+                                                        twilio_server: FakeTwilio) -> None:  # noqa: F811,E501
+        gw = TwilioGateway(**twilio_server.gateway_options())
+        add_delivery(db, "+84912345001", sid="SM" + "0" * 32)
+        counts = sync_campaign(db, "tiem-chung-2024", gw, now=T0)
+        assert (counts["checked"], counts["fetched"], counts["missing"]) == (1, 0, 1)
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+
+
+class TestCli:
+    @pytest.fixture
+    def served(self, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+        calls: list[dict[str, Any]] = []
+
+        def fake_serve(db: Database, host: str, port: int, **kw: Any) -> None:
+            calls.append({"db": db, "host": host, "port": port, **kw})
+
+        monkeypatch.setattr("outreach.webhooks.serve", fake_serve)
+        return calls
+
+    def test_refuses_without_token(self, db: Database, served: list,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("TWILIO_AUTH_TOKEN", raising=False)
+        result = CliRunner().invoke(webhooks_cli, ["--database-url", db.url, "serve"])
+        assert result.exit_code == 2
+        assert "TWILIO_AUTH_TOKEN is not set" in result.output
+        assert served == []
+
+    def test_serves_with_token_never_printing_it(self, db: Database, served: list,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+        monkeypatch.setenv("OUTREACH_PUBLIC_BASE_URL", PUBLIC)
+        monkeypatch.setenv("OUTREACH_DATABASE_URL", db.url)
+        result = CliRunner().invoke(webhooks_cli, ["serve", "--port", "9090", "--threads", "4"])
+        assert result.exit_code == 0, result.output
+        assert AUTH_TOKEN not in result.output
+        assert "127.0.0.1:9090" in result.output
+        (call,) = served
+        assert (call["host"], call["port"], call["threads"], call["twilio_auth_token"],
+                call["public_base_url"], call["db"].url) == (
+            "127.0.0.1", 9090, 4, AUTH_TOKEN, PUBLIC, db.url)
+
+    def test_main_group_database_wins_over_environment(self, db: Database, served: list,
+                                                       tmp_path: Any,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("OUTREACH_DATABASE_URL", f"sqlite:///{tmp_path / 'other.db'}")
+        result = CliRunner().invoke(webhooks_cli, ["serve", "--no-twilio"],
+                                    obj={"db_url": db.url})
+        assert result.exit_code == 0, result.output
+        assert served[0]["db"].url == db.url and served[0]["twilio_auth_token"] is None
+
+    def test_database_without_schema(self, tmp_path: Any, served: list,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+        url = f"sqlite:///{tmp_path / 'empty.db'}"
+        result = CliRunner().invoke(webhooks_cli, ["--database-url", url, "serve", "--no-twilio"])
+        assert result.exit_code == 1
+        assert "has no schema" in result.output and served == []
