@@ -4,6 +4,11 @@ Run by hand (never a timed test)::
 
     .venv/bin/python benchmarks/twilio_throughput.py                 # 3000 messages, 64 threads
     .venv/bin/python benchmarks/twilio_throughput.py --threads 16 --pool-size 10
+    .venv/bin/python benchmarks/twilio_throughput.py --same-process  # fake shares our GIL
+
+The fake runs in a child process by default, as Twilio runs on other machines: in the same
+process its 64 handler threads compete with the senders for the GIL and the figure measures
+the fake as much as the gateway.
 
 Goal: >= 500 messages/s with 64 requests in flight. The bound is threads / latency
 (64 / 0.1 s = 640/s); the HTTP connection pool must hold one connection per thread, or
@@ -15,12 +20,16 @@ http and https; the SDK's own default is min(32, cpus + 4), https only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import multiprocessing as mp
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -31,11 +40,43 @@ from tests.fakes.twilio_server import FakeTwilio  # noqa: E402
 TEXT = "Thông báo: Cần Thơ tổ chức tiêm chủng mở rộng ngày 30/7 tại trạm y tế phường."
 
 
-def run(messages: int, threads: int, latency: float, pool_size: int) -> dict[str, float]:
+def _child(conn: Any, latency: float) -> None:
     with FakeTwilio(latency=latency) as server:
-        gw = TwilioGateway(**server.gateway_options(pool_size=pool_size, timeout=30,
-                                                    status_callback_base="https://hooks.example.vn",
-                                                    validity_period=3600))
+        conn.send(server.gateway_options())
+        conn.recv()  # wait for "stop"
+        conn.send(len(server.messages))
+
+
+@contextlib.contextmanager
+def fake(latency: float, same_process: bool) -> Iterator[tuple[dict[str, Any], Any]]:
+    """Yields (gateway options, a function returning the count of accepted messages)."""
+    if same_process:
+        with FakeTwilio(latency=latency) as server:
+            yield server.gateway_options(), lambda: len(server.messages)
+        return
+    parent, child = mp.Pipe()
+    proc = mp.Process(target=_child, args=(child, latency), daemon=True)
+    proc.start()
+    options = parent.recv()
+
+    def count() -> int:
+        parent.send("stop")
+        return parent.recv()
+
+    try:
+        yield options, count
+    finally:
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.terminate()
+
+
+def run(messages: int, threads: int, latency: float, pool_size: int,
+        same_process: bool = False) -> dict[str, float]:
+    with fake(latency, same_process) as (options, count):
+        gw = TwilioGateway(**{**options, "pool_size": pool_size, "timeout": 30,
+                              "status_callback_base": "https://hooks.example.vn",
+                              "validity_period": 3600})
         # warm the pool so connection set-up is not counted
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(lambda i: gw.send(OutboundMessage(i, "bench", "sms",
@@ -58,7 +99,7 @@ def run(messages: int, threads: int, latency: float, pool_size: int) -> dict[str
             list(pool.map(one, range(messages)))
         elapsed = time.perf_counter() - started
         gw.close()
-        accepted = len(server.messages) - threads
+        accepted = count() - threads
     durations.sort()
     return {"messages": messages, "accepted": accepted, "errors": errors, "seconds": elapsed,
             "rate": messages / elapsed, "p50_ms": statistics.median(durations) * 1000,
@@ -73,12 +114,15 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.1, help="fake answer time, seconds")
     parser.add_argument("--pool-size", type=int, default=None,
                         help="HTTP connections kept (default: --threads)")
+    parser.add_argument("--same-process", action="store_true",
+                        help="run the fake in this process (it then competes for the GIL)")
     args = parser.parse_args()
     logging.getLogger("urllib3").setLevel(logging.ERROR)
     pool = args.pool_size or args.threads
-    r = run(args.messages, args.threads, args.latency, pool)
+    r = run(args.messages, args.threads, args.latency, pool, args.same_process)
+    where = "same process" if args.same_process else "child process"
     print(f"twilio send: {r['messages']} messages, {args.threads} threads, pool {pool}, "
-          f"fake latency {args.latency * 1000:.0f} ms")
+          f"fake latency {args.latency * 1000:.0f} ms ({where})")
     print(f"  {r['rate']:.0f} messages/s in {r['seconds']:.2f} s "
           f"(bound threads/latency = {r['bound']:.0f}/s; goal >= 500/s)")
     print(f"  per send: p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms; "

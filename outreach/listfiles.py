@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Final
 
-__all__ = ["ListFileError", "RawRow", "read_list"]
+__all__ = ["HEADER_ALIASES", "ListFileError", "RawRow", "read_list"]
 
 
 @dataclass(slots=True)
@@ -54,7 +54,8 @@ class ListFileError(Exception):
 
 # --- headers ---------------------------------------------------------------------------------
 
-_FIELD_ALIASES: Final[dict[str, tuple[str, ...]]] = {
+# RawRow field → header names it is read from (compared without case, accents or punctuation).
+HEADER_ALIASES: Final[dict[str, tuple[str, ...]]] = {
     "phone": ("số điện thoại", "sđt", "sdt", "số đt", "điện thoại", "điện thoại di động", "di động",
               "số di động", "phone", "mobile", "phone number", "mobile number", "msisdn", "tel"),
     "name": ("họ tên", "họ và tên", "tên", "name", "full name"),
@@ -73,8 +74,11 @@ def _header_key(label: str) -> str:
 
 
 _HEADER_FIELDS: Final[dict[str, str]] = {
-    _header_key(alias): name for name, aliases in _FIELD_ALIASES.items() for alias in aliases
+    _header_key(alias): name for name, aliases in HEADER_ALIASES.items() for alias in aliases
 }
+# Without an exact phone header, the first one that starts with a phone alias word for word
+# ("SĐT liên hệ", "Số điện thoại (Zalo)") is taken; only for phone: "Tên đơn vị" is no name.
+_PHONE_PREFIXES: Final = tuple(_header_key(a) + " " for a in HEADER_ALIASES["phone"])
 _HEADER_SEARCH_ROWS: Final = 10  # title rows ("DANH SÁCH …") allowed above the header
 
 
@@ -96,6 +100,12 @@ class _Columns:
                 label = f"{label} ({i + 1})"
             seen.add(label)
             self.extra.append((i, label))
+        if "phone" not in self.fields:
+            for k, (i, _) in enumerate(self.extra):
+                if _header_key(labels[i]).startswith(_PHONE_PREFIXES):
+                    self.fields["phone"] = i
+                    del self.extra[k]
+                    break
 
         # Index of each RawRow field; -1 reads the "" sentinel that row() appends.
         self.phone, self.name, self.district, self.ward, self.zalo_user_id = (
@@ -333,7 +343,7 @@ def _xlsx_records(f: BinaryIO, file: str, sheet: str | None) -> Iterator[tuple[i
     try:
         f.seek(0)  # a file object, not the path: openpyxl refuses unknown extensions
         workbook = openpyxl.load_workbook(f, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError) as exc:
+    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError) as exc:
         raise ListFileError(file, None, f"not a readable .xlsx workbook ({exc})") from None
     try:
         if sheet is None:
@@ -369,8 +379,9 @@ def read_list(path: str | os.PathLike[str], *, encoding: str | None = None,
     Text encodings: UTF-8 with or without BOM, UTF-16 with BOM (Excel "Unicode Text"),
     Windows-1258 (recognised when the text is not UTF-8 and reads cleanly as 1258; its
     combining tone marks come out NFC); ``encoding`` forces one. Headers are matched in
-    Vietnamese or English ignoring case and diacritics (see ``_FIELD_ALIASES``); rows whose
-    cells are all empty are skipped. The file is read in bounded chunks, never whole.
+    Vietnamese or English ignoring case and diacritics (:data:`HEADER_ALIASES`); title rows
+    above the header and rows whose cells are all empty are skipped. The file is read in
+    bounded chunks, never whole.
 
     Raises ListFileError (with the line when known) for an unreadable file, undecodable
     bytes, malformed CSV quoting, or no phone column (listing the headers seen); rows before

@@ -145,7 +145,7 @@ _TRANSLATION: Final = str.maketrans(
 )
 _QUOTES: Final = "'\u2018\u2019`"
 # What people and tools put in a cell that has no number: pandas' nan, Excel's #N/A, a dash.
-_BLANK_MARKERS: Final = frozenset({"-", "--", "—", ".", "nan", "none", "null", "n/a", "#n/a", "x"})
+_BLANK_MARKERS: Final = frozenset({"-", "--", "—", ".", "nan", "none", "null", "n/a", "#n/a"})
 _EXCEL_TEXT_FORMULA: Final = re.compile(r'=\s*"(.*)"')  # ="0912345678", a CSV trick to keep the 0
 _SCIENTIFIC: Final = re.compile(r"[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+")
 # A numeric cell written with a decimal part: "912345004.0". Eight or more digits before the

@@ -46,8 +46,8 @@ def test_random_kills_then_resume_send_everyone_exactly_once(tmp_path: Path) -> 
         args = ("campaign", "resume", str(campaign)) if has_run else (
             "campaign", "launch", str(campaign))
         proc = _cli(tmp_path, *args)
-        if kills < 8:
-            time.sleep(rng.uniform(0.3, 1.6))
+        if kills < 10:
+            time.sleep(rng.uniform(1.0, 3.5))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 kills += 1

@@ -175,6 +175,12 @@ def test_phone_header_variants(tmp_path: Path, header: str) -> None:
     assert row.phone == "0912345678"
 
 
+@pytest.mark.parametrize("header", ["SĐT liên hệ", "Số điện thoại (Zalo)", "Điện thoại di động chính"])
+def test_phone_header_with_trailing_words(tmp_path: Path, header: str) -> None:
+    [row] = rows(write(tmp_path, "p.csv", f"Tên đơn vị,{header}\nUBND,0912345678\n".encode()))
+    assert (row.phone, row.name, row.extra) == ("0912345678", None, {"Tên đơn vị": "UBND"})
+
+
 def test_header_names_in_nfd_are_recognised(tmp_path: Path) -> None:
     header = unicodedata.normalize("NFD", "Số điện thoại,Họ tên")
     [row] = rows(write(tmp_path, "nfd.csv", f"{header}\n0912345678,An\n".encode()))
