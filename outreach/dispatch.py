@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, and_, func, or_, select, update
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from outreach import runs, states, suppression
@@ -31,7 +31,7 @@ from outreach.campaigns import CampaignSpec
 from outreach.clock import SYSTEM_CLOCK, Clock
 from outreach.db import Database, retry_write
 from outreach.gateways import base as gw
-from outreach.models import Delivery, Run
+from outreach.models import Delivery, Run, Suppression
 
 log = logging.getLogger(__name__)
 
@@ -100,26 +100,51 @@ class DispatchReport:
     reconciled: dict[str, int] = field(default_factory=dict)
 
 
+def node_name() -> str:
+    """This machine as lease owners name it: the host name plus the PID namespace.
+
+    Containers that share a host name (host networking) have separate PID namespaces, where a
+    process id means nothing; qualifying the node keeps :func:`lease_orphaned` from judging a
+    living process of another container dead.
+    """
+    host = socket.gethostname()
+    try:
+        return f"{host}~{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:  # no /proc (not Linux)
+        return host
+
+
 def owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """``<node>:<pid>:<random>``: who holds a delivery's lease (``deliveries.lease_owner``)."""
+    return f"{node_name()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def _owner_dead(owner: str | None) -> bool:
+def lease_orphaned(owner: str | None, expires_at: dt.datetime | None, now: dt.datetime) -> bool:
+    """True when the owner of a ``sending`` row can no longer record its outcome.
+
+    On this node (same host and PID namespace) the process id decides at once: a dead process
+    is orphaned whatever its lease says, a living one never is (a worker renews its lease while
+    it sends; an in-process dispatcher may take longer than its lease on a slow gateway). Owners
+    in this very process, and on other nodes, are orphaned only once their lease has expired
+    (``expires_at`` before ``now``, both aware UTC). A row without an owner is orphaned.
+    """
+    expired = expires_at is None or expires_at < now
     if not owner:
         return True
     try:
-        host, pid, _ = owner.split(":")
-        if host != socket.gethostname():
-            return False
-        os.kill(int(pid), 0)
+        node, pid_text, _ = owner.split(":")
+        pid = int(pid_text)
+    except ValueError:
+        return expired
+    if node != node_name() or pid == os.getpid():
+        return expired
+    try:
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    except (ValueError, PermissionError):
+    except PermissionError:  # alive, another user's process
         return False
-    return int(pid) == os.getpid() and owner != _CURRENT_OWNERS.get(owner, owner)
-
-
-_CURRENT_OWNERS: dict[str, str] = {}
+    return False
 
 
 class Dispatcher:
@@ -140,7 +165,8 @@ class Dispatcher:
                  error_window: int = 200, progress: Callable[[int, int], None] | None = None,
                  stop_event: threading.Event | None = None, owner: str | None = None,
                  limiters: dict[str, Any] | None = None, backoff_initial: float = 0.5,
-                 backoff_max: float = 30.0, shared_rate: bool = False) -> None:
+                 backoff_max: float = 30.0, shared_rate: bool = False,
+                 lease_seconds: float = LEASE_SECONDS) -> None:
         self.db, self.spec, self.run_id, self.gateways = db, spec, run_id, gateways
         self.clock = clock
         self.batch_size = batch_size
@@ -152,7 +178,7 @@ class Dispatcher:
         self.progress = progress
         self.stop_event = stop_event or threading.Event()
         self.owner = owner or owner_id()
-        _CURRENT_OWNERS[self.owner] = self.owner
+        self.lease_seconds = lease_seconds
         self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
         self._recent: deque[bool] = deque(maxlen=error_window)
         self._halt = threading.Event()
@@ -217,13 +243,7 @@ class Dispatcher:
                         break
                     if self._claimable():
                         continue
-                    with self.db.engine.begin() as conn:
-                        counts = runs.remaining(conn, self.run_id)
-                        unknown = counts.get(states.UNKNOWN, 0)
-                        runs.set_status(conn, self.run_id, "completed",
-                                        f"{unknown} deliveries with unknown outcome: see "
-                                        "`outreach deliveries list --status unknown`" if unknown
-                                        else None, now=self.clock.now())
+                    complete_if_done(self.db, self.run_id, now=self.clock.now())
                     break
                 outcomes = self._send_batch(pool, batch)
                 self._record(batch, outcomes)
@@ -260,6 +280,11 @@ class Dispatcher:
                 runs.set_status(conn, self.run_id, "paused", "interrupted by the operator",
                                 now=now)
             return "interrupted", "interrupted: in-flight sends finished and were recorded", None
+        return self._check_run(now)
+
+    def _check_run(self, now: dt.datetime) -> tuple[str, str | None, dt.datetime | None] | None:
+        """Paused or cancelled by the operator, window closed, daily cap reached: (kind, reason,
+        resume at) and the run's status updated; None when the run may go on."""
         with self.db.engine.connect() as conn:
             status, reason = conn.execute(select(Run.status, Run.status_reason)
                                           .where(Run.id == self.run_id)).one()
@@ -324,40 +349,28 @@ class Dispatcher:
     @retry_write
     def _claim(self) -> list[dict[str, Any]]:
         now = self.clock.now()
-        cols = (Delivery.id, Delivery.channel, Delivery.address, Delivery.body, Delivery.segments,
-                Delivery.recipient_id, Delivery.carrier)
+        lease = now + dt.timedelta(seconds=LEASE_SECONDS)
         with self.db.engine.begin() as conn:
-            stmt = (select(*cols).where(Delivery.run_id == self.run_id,
-                                        Delivery.status == states.QUEUED)
-                    .order_by(Delivery.id).limit(self.batch_size))
-            if conn.dialect.name == "postgresql":
-                stmt = stmt.with_for_update(skip_locked=True)
-            rows = [dict(r._mapping) for r in conn.execute(stmt)]
-            if not rows:
-                return []
-            # opt-outs are checked again just before sending
-            blocked = suppression.suppressed_among(conn, [r["address"] for r in rows])
-            changes = []
-            lease = now + dt.timedelta(seconds=LEASE_SECONDS)
-            keep = []
-            for r in rows:
-                if r["address"] in blocked:
-                    changes.append(states.Change(r["id"], states.OPTED_OUT,
-                                                 {"error_reason": "suppressed"}))
-                else:
-                    changes.append(states.Change(r["id"], states.SENDING,
-                                                 {"lease_owner": self.owner,
-                                                  "lease_expires_at": lease}))
-                    keep.append(r)
-            states.apply(conn, changes, source="dispatcher", now=now, lock=False)
-        return keep
+            # opt-outs are checked again just before sending: queued rows whose number joined
+            # the suppression list since the run was created become opted_out
+            blocked = conn.execute(
+                select(Delivery.id).where(Delivery.run_id == self.run_id,
+                                          Delivery.status == states.QUEUED,
+                                          Delivery.address.in_(select(Suppression.e164)))
+                .limit(self.batch_size)).scalars().all()
+            if blocked:
+                states.apply(conn, [states.Change(i, states.OPTED_OUT,
+                                                  {"error_reason": "suppressed"})
+                                    for i in blocked], source="dispatcher", now=now)
+            return states.claim(conn, self.run_id, limit=self.batch_size, owner=self.owner,
+                                lease_expires=lease, now=now)
 
     def _message(self, row: dict[str, Any]) -> gw.OutboundMessage:
         ch = self.spec.channel(row["channel"])
         body = row["body"]
         if body is None:
             body = textmod.analyse(self.spec.text, unaccented=self.spec.unaccented or ch.unaccented,
-                                   gsm_safe=self.spec.gsm_safe or ch.gsm_safe).text
+                                   gsm_safe=self.spec.gsm_safe or ch.gsm_safe).text  # cached
         zalo_uid = None
         if row["channel"] == "zalo" and not row["address"].startswith("+"):
             zalo_uid = row["address"]
@@ -373,12 +386,20 @@ class Dispatcher:
             return [self._send_one(m) for m in msgs]
         return list(pool.map(self._send_one, msgs))
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        backoff = min(self.backoff_max, self.backoff_initial * 2 ** (state.attempt_number - 1))
-        backoff = random.uniform(backoff / 2, backoff)  # jitter
+    def _backoff(self, attempt_number: int, exc: BaseException | None) -> float:
+        """Exponential backoff with jitter (seconds), never shorter than the provider's
+        Retry-After."""
+        backoff = min(self.backoff_max, self.backoff_initial * 2 ** (attempt_number - 1))
+        backoff = random.uniform(backoff / 2, backoff)
         retry_after = getattr(exc, "retry_after", None) or 0.0
         return max(backoff, retry_after)
+
+    def _wait_after(self, first: BaseException) -> Callable[[RetryCallState], float]:
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            return self._backoff(state.attempt_number + 1, exc or first)
+
+        return wait
 
     def _send_one(self, msg: gw.OutboundMessage) -> Outcome:
         if self._halt.is_set() or self.stop_event.is_set() or self._window_shut.is_set():
@@ -408,11 +429,18 @@ class Dispatcher:
                          exc.reason, exc.provider_code)
                 raise
 
-        retrying = Retrying(stop=stop_after_attempt(self.max_attempts), wait=self._wait,
-                            retry=retry_if_exception_type(gw.TransientError),
-                            sleep=self.clock.sleep, reraise=True)
         try:
-            result = retrying(attempt)
+            try:
+                result = attempt()  # the common case, without the retry machinery
+            except gw.TransientError as first:
+                if self.max_attempts <= 1:
+                    raise
+                retrying = Retrying(stop=stop_after_attempt(self.max_attempts - 1),
+                                    wait=self._wait_after(first),
+                                    retry=retry_if_exception_type(gw.TransientError),
+                                    sleep=self.clock.sleep, reraise=True)
+                self.clock.sleep(self._backoff(1, first))
+                result = retrying(attempt)
         except _Halted:
             return Outcome(msg.delivery_id, "not_sent", attempts=attempts)
         except gw.OptedOutError as exc:
@@ -492,10 +520,13 @@ class Dispatcher:
                                 source=f"gateway:{','.join(g.name for g in self.gateways.values())}",
                                 now=now, log=False)
             from outreach import receipts
+            from outreach.models import PendingReceipt
 
-            receipts.apply_pending(conn, now=now, delivery_ids=[o.delivery_id for o in outcomes],
-                                   provider_ids=[o.result.provider_message_id for o in outcomes
-                                                 if o.result])
+            if conn.execute(select(PendingReceipt.id).where(
+                    PendingReceipt.applied_at.is_(None)).limit(1)).first() is not None:
+                receipts.apply_pending(
+                    conn, now=now, delivery_ids=[o.delivery_id for o in outcomes],
+                    provider_ids=[o.result.provider_message_id for o in outcomes if o.result])
 
 
 class _Halted(Exception):
@@ -506,20 +537,27 @@ def recover(db: Database, spec: CampaignSpec, run_id: int, gateways: dict[str, g
             clock: Clock = SYSTEM_CLOCK) -> dict[str, int]:
     """Turn ``sending`` rows of dead owners into ``unknown`` and reconcile every ``unknown``.
 
-    An owner is dead when its lease expired or, on this host, its process no longer exists.
-    Reconciliation asks the gateway (:meth:`Gateway.lookup`): found → ``sent``/``delivered``;
-    certainly never received → back to ``queued`` (safe to send); cannot be asked → stays
-    ``unknown`` for the operator (``outreach deliveries resolve``). Returns counts.
+    An owner is dead as :func:`lease_orphaned` says: on this host when its process no longer
+    exists, elsewhere when its lease expired. Reconciliation asks the gateway
+    (:meth:`Gateway.lookup`): found → ``sent``/``delivered``; certainly never received → back
+    to ``queued`` (safe to send); cannot be asked → stays ``unknown`` for the operator
+    (``outreach deliveries resolve``). Safe with several workers recovering the same run at
+    once: each decision is re-checked on the locked row before it is applied. Returns counts.
     """
     now = clock.now()
     out = {"orphaned": 0, "found": 0, "requeued": 0, "still_unknown": 0}
     with db.engine.begin() as conn:
-        rows = conn.execute(select(Delivery.id, Delivery.lease_owner, Delivery.lease_expires_at)
-                            .where(Delivery.run_id == run_id,
-                                   Delivery.status == states.SENDING)).all()
-        dead = [r.id for r in rows
-                if (r.lease_expires_at is not None and r.lease_expires_at < now)
-                or _owner_dead(r.lease_owner)]
+        cols = (Delivery.id, Delivery.lease_owner, Delivery.lease_expires_at)
+        rows = conn.execute(select(*cols).where(Delivery.run_id == run_id,
+                                                Delivery.status == states.SENDING)).all()
+        dead = [r.id for r in rows if lease_orphaned(r.lease_owner, r.lease_expires_at, now)]
+        if dead and conn.dialect.name == "postgresql":
+            # decide again on the locked rows: a lease renewed or an outcome recorded since
+            # the first read wins; rows locked by a living owner's record are skipped
+            locked = conn.execute(select(*cols).where(Delivery.id.in_(dead),
+                                                      Delivery.status == states.SENDING)
+                                  .order_by(Delivery.id).with_for_update(skip_locked=True)).all()
+            dead = [r.id for r in locked if lease_orphaned(r.lease_owner, r.lease_expires_at, now)]
         if dead:
             states.apply(conn, [states.Change(i, states.UNKNOWN, {"error_reason": "interrupted"},
                                               detail="the sending process stopped before "
@@ -551,11 +589,9 @@ def recover(db: Database, spec: CampaignSpec, run_id: int, gateways: dict[str, g
         if found is None:
             out["still_unknown"] += 1
         elif found is False:
-            out["requeued"] += 1
             changes.append(states.Change(r.id, states.QUEUED, backward="not-sent",
                                          detail=f"{g.name} confirms it never received this message"))
         else:
-            out["found"] += 1
             changes.append(states.Change(r.id, found.status if found.status in
                                          (states.SENT, states.DELIVERED, states.UNDELIVERED,
                                           states.FAILED) else states.SENT,
@@ -565,7 +601,17 @@ def recover(db: Database, spec: CampaignSpec, run_id: int, gateways: dict[str, g
                                          detail=f"reconciled with {g.name}"))
     if changes:
         with db.engine.begin() as conn:
+            # another worker may have reconciled (and requeued, and a third claimed) a row
+            # meanwhile: only rows still unknown, locked until this commits, are changed
+            stmt = select(Delivery.id).where(Delivery.id.in_([c.delivery_id for c in changes]),
+                                             Delivery.status == states.UNKNOWN)
+            if conn.dialect.name == "postgresql":
+                stmt = stmt.with_for_update()
+            still = set(conn.execute(stmt).scalars())
+            changes = [c for c in changes if c.delivery_id in still]
             states.apply(conn, changes, source="reconcile", now=clock.now())
+        for c in changes:
+            out["requeued" if c.new_status == states.QUEUED else "found"] += 1
     return out
 
 
@@ -589,11 +635,32 @@ def resolve_unknown(conn: Connection, delivery_ids: list[int], *, action: str,
 
 
 def stale_sending(conn: Connection, run_id: int, now: dt.datetime) -> int:
-    """How many ``sending`` rows of the run have a dead owner (crashed process)."""
+    """How many ``sending`` rows of the run have a dead owner (:func:`lease_orphaned`)."""
     rows = conn.execute(select(Delivery.lease_owner, Delivery.lease_expires_at).where(
         Delivery.run_id == run_id, Delivery.status == states.SENDING)).all()
-    return sum(1 for r in rows if (r.lease_expires_at and r.lease_expires_at < now)
-               or _owner_dead(r.lease_owner))
+    return sum(1 for r in rows if lease_orphaned(r.lease_owner, r.lease_expires_at, now))
+
+
+def complete_if_done(db: Database, run_id: int, *, now: dt.datetime) -> bool:
+    """Mark the run ``completed`` if it is still going and none of its deliveries is ``queued``
+    or ``sending``; True if this call completed it.
+
+    One conditional UPDATE, so several workers finishing the same run at once complete it
+    exactly once (the others match no row), and a run paused or cancelled meanwhile is left
+    alone. ``unknown`` deliveries do not hold a run open; the reason says how many there are.
+    """
+    open_rows = select(Delivery.id).where(Delivery.run_id == run_id,
+                                          Delivery.status.in_((states.QUEUED, states.SENDING)))
+    with db.engine.begin() as conn:
+        unknown = conn.execute(select(func.count()).select_from(Delivery).where(
+            Delivery.run_id == run_id, Delivery.status == states.UNKNOWN)).scalar_one()
+        reason = (f"{unknown} deliveries with unknown outcome: see "
+                  "`outreach deliveries list --status unknown`" if unknown else None)
+        done = conn.execute(update(Run).where(
+            Run.id == run_id, Run.status.in_(("created", "running", "waiting")),
+            ~open_rows.exists()).values(status="completed", status_reason=reason,
+                                        finished_at=now)).rowcount
+    return bool(done)
 
 
 __all__ = ["Dispatcher", "RateLimiter", "DispatchReport", "recover", "resolve_unknown", "and_",

@@ -21,9 +21,16 @@ def alembic_config(engine: Engine | None = None) -> Config:
     return cfg
 
 
+#: PostgreSQL advisory lock key held while migrating, so workers starting together on a new
+#: database migrate it once (the others wait, then find it at head).
+MIGRATION_LOCK_KEY = 0x6F757472  # "outr"
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Apply migrations up to ``revision`` (default: the newest)."""
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         cfg = alembic_config()
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)

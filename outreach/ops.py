@@ -103,8 +103,11 @@ def launch(db: Database, spec: CampaignSpec, *, gateway: str | None = None, dry_
            import_progress: Callable[[int], None] | None = None,
            stop_event: threading.Event | None = None, encoding: str | None = None,
            convert_old_prefixes: bool = False, gateways: dict[str, gwbase.Gateway] | None = None,
-           ) -> LaunchResult:
+           dispatch: bool = True) -> LaunchResult:
     """Validate, import the campaign's lists, create the run and send it.
+
+    With ``dispatch=False`` the run is only created (status ``created``, ``report`` None) and
+    ``outreach worker`` processes send it.
 
     A dry run does all of it but the sending inside one transaction that is rolled back, so
     its figures are exactly those a real launch would store; only an audit entry is written.
@@ -171,6 +174,8 @@ def launch(db: Database, spec: CampaignSpec, *, gateway: str | None = None, dry_
     result = LaunchResult(spec.id, names, False, note, summary, plan, message=analysis.to_dict())
     if plan.run_id is None:
         result.nothing_new = True
+        return result
+    if not dispatch:
         return result
     result.report = Dispatcher(db, spec, plan.run_id, gateways, clock=clock,
                                override_window=override_window, progress=progress,

@@ -341,7 +341,12 @@ def normalise(raw: str, *, convert_old_prefixes: bool = False) -> PhoneResult:
 # --- cells holding several numbers ----------------------------------------------------------
 
 _HARD_SEPARATORS: Final = re.compile(r"[/;,|\n\r\uff0f\uff1b\uff0c\uff5c]+")
+_ANY_SEPARATOR: Final = re.compile(r"[/;,|\s\uff0f\uff1b\uff0c\uff5c]")
 _WHITESPACE: Final = re.compile(r"\s+")
+_NON_DIGITS: Final = re.compile(r"\D+")
+# Two complete numbers need at least twice the shortest possible length (2 x 7 digits), so a
+# piece with fewer digits is one number however it is spaced, and costs no normalise() call.
+_MIN_DIGITS_FOR_TWO: Final = 2 * _POSSIBLE_LENGTHS[0]
 _NOT_A_FULL_NUMBER: Final = frozenset({"empty", "not-a-number", "scientific-notation",
                                        "too-short", "too-long", "invalid"})
 
@@ -352,7 +357,8 @@ def _plausible(text: str) -> bool:
 
 def _split_on_whitespace(part: str) -> list[str]:
     tokens = _WHITESPACE.split(part)
-    if len(tokens) == 1 or _plausible(part):
+    if (len(tokens) == 1 or len(_NON_DIGITS.sub("", part)) < _MIN_DIGITS_FOR_TWO
+            or _plausible(part)):
         return [part]
     # Fewest groups of consecutive tokens such that every group is a complete number of its
     # own; "+84 91 234 5678" never gets here (it is plausible whole), "0912345678 0987654321"
@@ -380,8 +386,11 @@ def split_cell(raw: str) -> list[str]:
     complete number by itself, so ``"+84 91 234 5678"`` and ``"091 234 5678"`` stay whole
     while ``"0912345678 0987654321"`` gives two. Pieces are stripped; empty ones are dropped.
     """
-    if "," in raw and _NUMERIC_CELL.fullmatch(raw.strip()):  # "912345004,0": a decimal comma
-        return [raw.strip()]
+    text = raw.strip()
+    if _ANY_SEPARATOR.search(text) is None:  # the usual cell: one number, nothing to split
+        return [text] if text else []
+    if "," in text and _NUMERIC_CELL.fullmatch(text):  # "912345004,0": a decimal comma
+        return [text]
     pieces: list[str] = []
     for part in _HARD_SEPARATORS.split(raw):
         part = part.translate(_TRANSLATION).strip()

@@ -9,9 +9,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, select
 
-from outreach.models import Delivery, DeliveryEvent
+from outreach.models import Delivery
 
 QUEUED = "queued"
 SENDING = "sending"
@@ -83,6 +83,18 @@ class Change:
     error_code: str | None = None
 
 
+def db_time(conn: Connection, when: dt.datetime) -> Any:
+    """``when`` as the driver stores it in a :class:`~outreach.models.UTCDateTime` column.
+
+    The hot path binds values with plain SQL (no per-row type processing): naive UTC, and on
+    SQLite the ISO text SQLAlchemy's DateTime type writes.
+    """
+    naive = when.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    if conn.dialect.name == "sqlite":
+        return naive.isoformat(sep=" ", timespec="microseconds")
+    return naive
+
+
 def apply(conn: Connection, changes: Sequence[Change], *, source: str, now: dt.datetime,
           lock: bool = True) -> dict[int, bool]:
     """Apply state changes in the caller's transaction; returns delivery id -> applied.
@@ -91,63 +103,69 @@ def apply(conn: Connection, changes: Sequence[Change], *, source: str, now: dt.d
     allowed: a late ``sent`` after ``delivered``, a duplicate receipt). The delivery row is
     updated only for allowed moves, guarded by its current status so a concurrent writer can
     never be overwritten. ``source`` is ``dispatcher``, ``webhook``, ``sync``, ``reconcile`` or
-    ``operator``.
+    ``operator``. On PostgreSQL the rows are locked (``FOR UPDATE``) while deciding unless
+    ``lock`` is False (the caller already holds them through its lease).
+
+    Raises KeyError for a delivery id that does not exist.
     """
     if not changes:
         return {}
     ids = sorted({c.delivery_id for c in changes})
     current: dict[int, str] = {}
+    pg = conn.dialect.name == "postgresql"
     for chunk_start in range(0, len(ids), 900):
         chunk = ids[chunk_start:chunk_start + 900]
         stmt = select(Delivery.id, Delivery.status).where(Delivery.id.in_(chunk))
-        if lock and conn.dialect.name == "postgresql":
+        if lock and pg:
             stmt = stmt.with_for_update()
         current.update(dict(conn.execute(stmt).all()))
 
+    ts = db_time(conn, now)
     result: dict[int, bool] = {}
-    updates: dict[tuple[str, str, frozenset[str]], list[dict[str, Any]]] = defaultdict(list)
+    updates: dict[tuple[str, str, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(list)
     events: list[dict[str, Any]] = []
     for c in changes:
         old = current.get(c.delivery_id)
         if old is None:
             raise KeyError(f"delivery {c.delivery_id} does not exist")
-        ok = may_move(old, c.new_status, backward=c.backward)
+        new = c.new_status
+        ok = may_move(old, new, backward=c.backward)
         result[c.delivery_id] = ok
+        f = c.fields
         events.append({
-            "delivery_id": c.delivery_id, "at": now, "source": source, "old_status": old,
-            "new_status": c.new_status, "applied": ok,
-            "provider_status": c.provider_status or c.fields.get("provider_status"),
-            "error_code": c.error_code or c.fields.get("error_code"),
-            "detail": _detail(c.detail),
-        })
+            "d": c.delivery_id, "at": ts, "src": source, "old": old, "new": new, "ok": ok,
+            "ps": c.provider_status or f.get("provider_status"),
+            "ec": c.error_code or f.get("error_code"), "det": _detail(c.detail)})
         if not ok:
             continue
-        current[c.delivery_id] = c.new_status  # a second change in the same call sees the first
-        values = {k: v for k, v in c.fields.items() if k in _FIELDS and v is not None}
-        if c.new_status == SENDING:
-            values["attempts_inc"] = 1
-        updates[(old, c.new_status, frozenset(values))].append({"b_id": c.delivery_id, **values})
+        current[c.delivery_id] = new  # a second change in the same call sees the first
+        values = {k: v for k, v in f.items() if v is not None and k in _FIELDS}
+        if "lease_expires_at" in values:
+            values["lease_expires_at"] = db_time(conn, values["lease_expires_at"])
+        values["b_id"] = c.delivery_id
+        updates[(old, new, tuple(sorted(values)))].append(values)
 
+    ph = "?" if conn.dialect.name == "sqlite" else "%s"
     for (old, new, keys), rows in updates.items():
-        values: dict[str, Any] = {"status": new, "updated_at": now}
-        for k in keys:
-            if k == "attempts_inc":
-                values["attempts"] = Delivery.attempts + 1
-            else:
-                values[k] = bindparam(k)
-        if new in _TIMESTAMP:
-            values[_TIMESTAMP[new]] = now
-        if new in FINAL_STATES:
-            values["final_at"] = now
-            values["lease_owner"] = None
-        if new in (QUEUED, UNKNOWN):
-            values["lease_owner"] = None
-        stmt = (update(Delivery).where(Delivery.id == bindparam("b_id"), Delivery.status == old)
-                .values(**values))
-        for row in rows:
-            row.pop("attempts_inc", None)
-        conn.execute(stmt.execution_options(synchronize_session=False), rows)
-    conn.execute(insert(DeliveryEvent), events)
+        cols = [k for k in keys if k != "b_id"]
+        sets = [f"status = {ph}", f"updated_at = {ph}"] + [f"{k} = {ph}" for k in cols]
+        if new == SENDING:
+            sets.append("attempts = attempts + 1")
+        stamps = ([_TIMESTAMP[new]] if new in _TIMESTAMP else []) + (
+            ["final_at"] if new in FINAL_STATES else [])
+        sets += [f"{col} = {ph}" for col in stamps]
+        if (new in FINAL_STATES or new in (QUEUED, UNKNOWN)) and "lease_owner" not in keys:
+            sets.append("lease_owner = NULL")
+        # plain driver SQL: the column names come from the fixed whitelist _FIELDS
+        sql = f"UPDATE deliveries SET {', '.join(sets)} WHERE id = {ph} AND status = {ph}"
+        tail = (ts,) * len(stamps)
+        conn.exec_driver_sql(sql, [(new, ts, *(r[k] for k in cols), *tail, r["b_id"], old)
+                                   for r in rows])
+    conn.exec_driver_sql(
+        "INSERT INTO delivery_events (delivery_id, at, source, old_status, new_status, applied, "
+        f"provider_status, error_code, detail) VALUES ({', '.join([ph] * 9)})",
+        [(e["d"], e["at"], e["src"], e["old"], e["new"], e["ok"], e["ps"], e["ec"], e["det"])
+         for e in events])
     return result
 
 
@@ -173,3 +191,34 @@ def group_by_status(rows: Iterable[tuple[str, int]]) -> dict[str, int]:
     for status, n in rows:
         out[status] = out.get(status, 0) + n
     return out
+
+
+def claim(conn: Connection, run_id: int, *, limit: int, owner: str, lease_expires: dt.datetime,
+          now: dt.datetime) -> list[dict[str, Any]]:
+    """Move up to ``limit`` queued deliveries of a run to ``sending`` under a lease, set-based.
+
+    The same rules as :func:`apply` (``queued → sending`` only, one event per move), written as
+    one UPDATE … RETURNING and one INSERT … SELECT so a large batch costs a few statements.
+    Suppressed numbers are skipped here; the caller moves them to ``opted_out``. On PostgreSQL
+    the rows are taken with ``FOR UPDATE SKIP LOCKED`` so workers never claim the same row.
+    Returns the claimed rows (id, channel, address, body, segments, recipient_id, carrier).
+    """
+    ph = "?" if conn.dialect.name == "sqlite" else "%s"
+    lock = " FOR UPDATE SKIP LOCKED" if conn.dialect.name == "postgresql" else ""
+    ts, lease = db_time(conn, now), db_time(conn, lease_expires)
+    rows = conn.exec_driver_sql(
+        f"UPDATE deliveries SET status = 'sending', updated_at = {ph}, sending_at = {ph}, "
+        f"lease_owner = {ph}, lease_expires_at = {ph}, attempts = attempts + 1 "
+        f"WHERE id IN (SELECT id FROM deliveries WHERE run_id = {ph} AND status = 'queued' "
+        f"AND address NOT IN (SELECT e164 FROM suppressions) ORDER BY id LIMIT {ph}{lock}) "
+        "RETURNING id, channel, address, body, segments, recipient_id, carrier",
+        (ts, ts, owner, lease, run_id, limit)).mappings().all()
+    if rows:
+        ids = [r["id"] for r in rows]
+        for i in range(0, len(ids), 900):
+            chunk = ids[i:i + 900]
+            conn.exec_driver_sql(
+                "INSERT INTO delivery_events (delivery_id, at, source, old_status, new_status, "
+                f"applied) SELECT id, {ph}, 'dispatcher', 'queued', 'sending', {ph} FROM deliveries "
+                f"WHERE id IN ({', '.join([ph] * len(chunk))})", (ts, True, *chunk))
+    return sorted((dict(r) for r in rows), key=lambda r: r["id"])

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
+import datetime as dt
 import importlib
 import logging
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
@@ -50,10 +49,10 @@ def create_app(db: Database, *, twilio_auth_token: str | None = None,
     signature answers 403 and changes nothing. Without ``twilio_auth_token`` the Twilio routes
     are not registered (404). Source: https://www.twilio.com/docs/usage/security#validating-requests
 
-    Each receipt is one short write transaction (``receipts.apply_updates``, ``source="webhook"``):
-    every receipt is kept as a delivery event and states only move forward, so duplicated and
-    out-of-order callbacks are harmless. Answers 204. On SQLite the writes of this process are
-    serialised by a lock, so threads queue in memory instead of sleeping in SQLite's busy handler.
+    Each receipt is applied with ``receipts.apply_updates`` (``source="webhook"``) in a short write
+    transaction committed before the 204 answer: every receipt is kept as a delivery event and
+    states only move forward, so duplicated and out-of-order callbacks are harmless. Concurrent
+    receipts share one transaction (:class:`ReceiptWriter`, group commit).
 
     ``app.config["OUTREACH_DB"]`` holds ``db`` for blueprints (``outreach.gateways.zalo_webhook``
     is registered when that module exists and exposes ``blueprint``).
@@ -63,7 +62,7 @@ def create_app(db: Database, *, twilio_auth_token: str | None = None,
     app.config["OUTREACH_CLOCK"] = clock or SYSTEM_CLOCK
     app.config["OUTREACH_PUBLIC_BASE_URL"] = public_base_url.rstrip("/") if public_base_url else None
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
-    app.extensions["outreach_write_lock"] = threading.Lock() if db.is_sqlite else None
+    app.extensions["outreach_receipts"] = ReceiptWriter(db)
 
     @app.get("/healthz")
     def healthz() -> Any:
@@ -106,17 +105,6 @@ def public_url() -> str:
     return base + request.path + (f"?{query}" if query else "")
 
 
-@contextlib.contextmanager
-def write_lock() -> Iterator[None]:
-    """The process-wide SQLite write lock of this app (no-op on PostgreSQL)."""
-    lock = current_app.extensions.get("outreach_write_lock")
-    if lock is None:
-        yield
-        return
-    with lock:
-        yield
-
-
 def _twilio_status(validator: RequestValidator, delivery_id: int | None) -> Response:
     signature = request.headers.get(SIGNATURE_HEADER)
     params = request.form
@@ -148,16 +136,79 @@ def _twilio_status(validator: RequestValidator, delivery_id: int | None) -> Resp
                           provider_status=twilio_status, error_code=code,
                           error_reason=error_reason(code), occurred_at=now, raw=raw)
     key = f"{sid}:{twilio_status}:{code or ''}"
-    db: Database = current_app.config["OUTREACH_DB"]
-    _record(db, update, key, now)
+    current_app.extensions["outreach_receipts"].write(update, key, now)
     return Response(status=204)
 
 
-@retry_write
-def _record(db: Database, update: StatusUpdate, key: str, now: Any) -> None:
-    with write_lock(), db.engine.begin() as conn:
-        receipts.apply_updates(conn, [update], gateway="twilio", source="webhook", now=now,
-                               event_keys=[key])
+class _Item:
+    __slots__ = ("update", "key", "now", "done", "error")
+
+    def __init__(self, update: StatusUpdate, key: str, now: dt.datetime) -> None:
+        self.update, self.key, self.now = update, key, now
+        self.done = False
+        self.error: BaseException | None = None
+
+
+class ReceiptWriter:
+    """Group commit for receipts: every caller waits until its receipt is committed, but the
+    receipts that arrive while a transaction is running are applied together in the next one.
+
+    SQLite has one writer at a time; instead of each waitress thread opening its own
+    ``BEGIN IMMEDIATE`` (and sleeping in SQLite's busy handler), the thread holding the write
+    lock applies everything queued so far (at most ``max_batch``), in arrival order, in one
+    transaction whose events are stamped with the batch's last arrival time (milliseconds
+    apart). If that transaction fails, its receipts are retried one per transaction so a
+    single bad receipt fails alone. ``gateway`` is the name stored on pending receipts.
+    """
+
+    def __init__(self, db: Database, *, gateway: str = "twilio", max_batch: int = 256) -> None:
+        self.db = db
+        self.gateway = gateway
+        self.max_batch = max_batch
+        self._queue: list[_Item] = []
+        self._queue_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self.transactions = 0  # for tests and benchmarks
+
+    def write(self, update: StatusUpdate, key: str, now: dt.datetime) -> None:
+        """Apply one receipt; returns once it is committed. Raises what the database raised."""
+        item = _Item(update, key, now)
+        with self._queue_lock:
+            self._queue.append(item)
+        while not item.done:
+            with self._write_lock:
+                if item.done:
+                    break
+                with self._queue_lock:
+                    batch = self._queue[:self.max_batch]
+                    del self._queue[:self.max_batch]
+                self._apply(batch)
+        if item.error is not None:
+            raise item.error
+
+    def _apply(self, batch: list[_Item]) -> None:
+        try:
+            self._transaction(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+            else:
+                for item in batch:
+                    try:
+                        self._transaction([item])
+                    except Exception as exc:
+                        item.error = exc
+        finally:
+            for item in batch:
+                item.done = True
+
+    @retry_write
+    def _transaction(self, batch: list[_Item]) -> None:
+        with self.db.engine.begin() as conn:
+            receipts.apply_updates(conn, [i.update for i in batch], gateway=self.gateway,
+                                   source="webhook", now=batch[-1].now,
+                                   event_keys=[i.key for i in batch])
+        self.transactions += 1
 
 
 def serve(db: Database, host: str = "127.0.0.1", port: int = 8080, threads: int = 8, *,

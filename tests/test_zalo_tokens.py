@@ -197,7 +197,7 @@ def test_a_worker_that_died_mid_refresh_blocks_reuse_of_its_token(db: Database) 
     with pytest.raises(base.AuthenticationError, match="never finished"):
         survivor.current()
     assert oauth.calls == []  # RT-1 is never sent a second time
-    assert survivor.status()["state"] == "refreshing"
+    assert survivor.status()["state"] == "interrupted"
 
 
 def test_waiting_for_a_live_refresh_gives_up_as_transient(db: Database) -> None:
@@ -446,3 +446,40 @@ def test_cli_set_token_refuses_an_empty_refresh_token(db: Database) -> None:
     result = CliRunner().invoke(gateways, ["zalo", "set-token", "--database-url", str(db.url),
                                            "--refresh-token", " ", "--access-token", "AT"])
     assert result.exit_code == 1 and "refresh token" in result.output
+
+
+@pytest.mark.postgres
+def test_threads_refresh_exactly_once_on_postgresql() -> None:
+    url = os.environ.get("OUTREACH_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("set OUTREACH_TEST_POSTGRES_URL (postgresql+psycopg://user:pw@127.0.0.1/db)")
+    import uuid
+
+    gateway = f"zalo-test-{uuid.uuid4().hex[:8]}"
+    db = Database(url)
+    Base.metadata.create_all(db.engine)
+    oauth = Refresher(delay=0.3)
+    TokenStore(db, gateway, refresher=oauth).set_tokens("AT-1", "RT-1", 90000)
+    results: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def worker() -> None:
+        local = Database(url)
+        store = TokenStore(local, gateway, refresher=oauth, poll_interval=0.01)
+        _, seen = store.current()
+        barrier.wait()
+        results.append(store.refresh(seen))
+        local.dispose()
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    try:
+        assert results == ["AT-2"] * 6
+        assert oauth.calls == ["RT-1"]
+    finally:
+        with db.engine.begin() as conn:
+            conn.execute(GatewayToken.__table__.delete().where(GatewayToken.gateway == gateway))
+        db.dispose()

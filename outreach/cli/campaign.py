@@ -97,6 +97,8 @@ def _plan_dict(res: ops.LaunchResult) -> dict[str, Any]:
     }
     if imp:
         out["import"] = imp.to_dict()
+    if plan and not res.dry_run:
+        out["run_id"] = plan.run_id
     if res.report:
         out["run_id"] = res.report.run_id
         out["result"] = res.report.counts
@@ -190,28 +192,37 @@ def check(c: Ctx, campaign_ref: str, gateway: str | None, fmt: str) -> None:
 @click.option("--encoding", help="Force the encoding of the list files (utf-8, utf-16, cp1258).")
 @click.option("--convert-old-prefixes", is_flag=True,
               help="Convert pre-2018 11-digit numbers with the official table.")
+@click.option("--enqueue-only", is_flag=True,
+              help="Only create the run; `outreach worker` processes send it.")
 @pass_ctx
 def launch(c: Ctx, campaign_ref: str, gateway: str | None, dry_run: bool, override_window: bool,
            accept_new_text: bool, fmt: str, no_progress: bool, encoding: str | None,
-           convert_old_prefixes: bool) -> None:
+           convert_old_prefixes: bool, enqueue_only: bool) -> None:
     """Import the campaign's lists, create the run and send every eligible recipient once."""
+    if enqueue_only and override_window:
+        raise click.UsageError("--override-window needs the launch to send; workers always "
+                               "keep the campaign's send window")
     _launch(c, campaign_ref, gateway, dry_run, override_window, accept_new_text, fmt,
-            not no_progress and fmt == "table", encoding, convert_old_prefixes)
+            not no_progress and fmt == "table", encoding, convert_old_prefixes,
+            dispatch=not enqueue_only)
 
 
 def _launch(c: Ctx, ref: str, gateway: str | None, dry_run: bool, override_window: bool,
             accept_new_text: bool, fmt: str, show_progress: bool, encoding: str | None,
-            convert_old_prefixes: bool) -> None:
+            convert_old_prefixes: bool, dispatch: bool = True) -> None:
     spec = load_spec(ref)
-    with graceful_stop() as stop, progress_bar(show_progress and not dry_run) as prog:
+    with graceful_stop() as stop, progress_bar(show_progress and not dry_run and dispatch) as prog:
         res = ops.launch(c.db, spec, gateway=gateway, dry_run=dry_run,
                          override_window=override_window, accept_new_text=accept_new_text,
                          operator=c.operator, progress=prog, stop_event=stop, encoding=encoding,
-                         convert_old_prefixes=convert_old_prefixes)
+                         convert_old_prefixes=convert_old_prefixes, dispatch=dispatch)
     if fmt == "json":
         click.echo(json.dumps(_plan_dict(res), ensure_ascii=False, indent=2))
     else:
         _print_summary(c, res)
+        if not dispatch and not res.dry_run and res.plan and res.plan.run_id is not None:
+            console.print(f"run #{res.plan.run_id} created, nothing sent yet: `outreach worker` "
+                          "processes send it")
     if res.report and res.report.stopped in ("gateway", "error-rate"):
         raise SystemExit(1)
 

@@ -68,11 +68,12 @@ def check(name: str) -> None:
 
     ctx = click.get_current_context()
     console = Console()
+    db = None
     try:
         cls = gateway_class(name)
         options: dict[str, Any] = {}
         if "db" in inspect.signature(cls.__init__).parameters:
-            options["db"] = _database(ctx)
+            db = options["db"] = _database(ctx)
         gateway = cls(**options)
         try:
             facts = gateway.check()
@@ -92,6 +93,9 @@ def check(name: str) -> None:
             _fail(f"{name}: database error ({type(exc).__name__}); is the schema created "
                   "(`outreach db upgrade`)?")
         raise
+    finally:
+        if db is not None:
+            db.dispose()
     table = Table(title=f"gateway {name}", show_header=False)
     table.add_column("fact", style="bold")
     table.add_column("value")
@@ -190,5 +194,5 @@ def token_status() -> None:
     if st["detail"]:
         table.add_row("note", st["detail"])
     Console().print(table)
-    if st["state"] in ("missing", "rejected", "unknown"):
+    if st["state"] in ("missing", "rejected", "unknown", "interrupted"):
         ctx.exit(1)

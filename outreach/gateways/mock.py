@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
+import os
 import threading
 import time
 from collections import defaultdict, deque
@@ -34,6 +36,12 @@ class MockGateway(Gateway):
     ``script`` maps an address to a list of outcome names consumed one per attempt (then
     ``default``); ``latency`` (seconds) simulates a provider's answer time; ``requests`` counts
     every call of :meth:`send`, accepted or not.
+
+    ``record`` (a file path) shares the mock between processes, for tests with several
+    workers: every accepted message is appended as one JSON line ``{"delivery_id", "to",
+    "message_id", "t" (epoch seconds when the request arrived), "pid"}`` in a single
+    ``O_APPEND`` write, and :meth:`lookup` searches the file, so a killed worker's sends can be
+    reconciled by another process. Message ids then carry the process id (``MOCK<pid>-<n>``).
     """
 
     name: ClassVar[str] = "mock"
@@ -43,7 +51,8 @@ class MockGateway(Gateway):
 
     def __init__(self, *, script: dict[str, Iterable[str]] | None = None, default: str = "accept",
                  latency: float = 0.0, channel: str | None = None,
-                 sleep: Callable[[float], None] = time.sleep, **_: Any) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 record: str | os.PathLike[str] | None = None, **_: Any) -> None:
         if default not in OUTCOMES:
             raise base.ConfigurationError(f"unknown mock outcome {default!r}")
         self.script: dict[str, deque[str]] = defaultdict(deque)
@@ -60,8 +69,12 @@ class MockGateway(Gateway):
         self._ids = itertools.count(1)
         self._by_delivery: dict[int, str] = {}
         self._lock = threading.Lock()
+        self.record = os.fspath(record) if record else None
+        self._record_fd: int | None = None
+        self._record_offset = 0  # how far lookup has indexed the record file
 
     def send(self, message: OutboundMessage) -> SendResult:
+        arrived = time.time()
         with self._lock:
             self.requests += 1
             self.attempts.append((time.monotonic(), message))
@@ -73,9 +86,17 @@ class MockGateway(Gateway):
         if factory is not None:
             raise factory()
         with self._lock:
-            sid = f"MOCK{next(self._ids):08d}"
+            sid = (f"MOCK{os.getpid()}-{next(self._ids):08d}" if self.record
+                   else f"MOCK{next(self._ids):08d}")
             self.outbox.append(message)
             self._by_delivery[message.delivery_id] = sid
+            if self.record:
+                if self._record_fd is None:
+                    self._record_fd = os.open(self.record, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                                              0o644)
+                os.write(self._record_fd, (json.dumps(
+                    {"delivery_id": message.delivery_id, "to": message.to, "message_id": sid,
+                     "t": arrived, "pid": os.getpid()}) + "\n").encode())
         if outcome == "lost":
             raise base.OutcomeUnknownError("connection dropped after the request was sent")
         return SendResult(provider_message_id=sid, status="sent", provider_status="accepted",
@@ -85,10 +106,34 @@ class MockGateway(Gateway):
                until: dt.datetime) -> StatusUpdate | bool | None:
         with self._lock:
             sid = self._by_delivery.get(message.delivery_id)
+            if sid is None and self.record:
+                self._read_record()
+                sid = self._by_delivery.get(message.delivery_id)
         if sid is None:
             return False
         return StatusUpdate(status="sent", provider_message_id=sid, delivery_id=message.delivery_id,
                             provider_status="accepted")
 
+    def _read_record(self) -> None:
+        """Index the record file's lines written since the last call (other processes' too)."""
+        assert self.record is not None
+        try:
+            with open(self.record, "rb") as fh:
+                fh.seek(self._record_offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return
+        end = data.rfind(b"\n") + 1  # a line still being written is read next time
+        for line in data[:end].splitlines():
+            rec = json.loads(line)
+            self._by_delivery.setdefault(rec["delivery_id"], rec["message_id"])
+        self._record_offset += end
+
     def sent_to(self) -> list[str]:
         return [m.to for m in self.outbox]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._record_fd is not None:
+                os.close(self._record_fd)
+                self._record_fd = None

@@ -23,7 +23,6 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util.retry import Retry
 
 from outreach.clock import SYSTEM_CLOCK, Clock
-from outreach.gateways import base
 from outreach.gateways.base import (AuthenticationError, ConfigurationError, Gateway,
                                     InvalidAddressError, OutboundMessage, OutcomeUnknownError,
                                     PermanentError, SendResult, StatusUpdate, StopRunError,
@@ -507,6 +506,9 @@ class ZaloGateway(Gateway):
                 "token_version": st["version"],
                 "token_expires_at": st["expires_at"].isoformat() if st["expires_at"] else None}
 
+    def __repr__(self) -> str:
+        return f"ZaloGateway(app_id={self.app_id!r}, zns_api_url={self.zns_api_url!r})"
+
     def close(self) -> None:
         self.session.close()
 
@@ -559,4 +561,4 @@ def night_retry_after(now: dt.datetime, night: Mapping[str, Any]) -> float:
 
 
 __all__ = ["ZaloGateway", "ZaloOAuth", "error_table", "epoch_ms", "night_retry_after",
-           "seconds_until_local", "base"]
+           "seconds_until_local"]

@@ -143,7 +143,8 @@ class TokenStore:
     def status(self) -> dict[str, Any]:
         """Non-secret facts: ``{"gateway", "state", "version", "expires_at", "expires_in_seconds",
         "updated_at", "detail"}``. ``state`` is ``missing``, ``ready``, ``expired``,
-        ``refreshing``, ``rejected`` or ``unknown``. Never contains a token."""
+        ``refreshing``, ``interrupted`` (a refresh whose process died), ``rejected`` or ``unknown``.
+        Never contains a token."""
         row = self._read()
         if row is None:
             return {"gateway": self.gateway, "state": "missing", "version": None,
@@ -155,7 +156,14 @@ class TokenStore:
             state = "expired"
             detail = "refreshed automatically on the next send"
         elif state == "refreshing":
-            detail = f"refresh claimed by {row.access_token.partition(':')[2] or '?'}"
+            owner = row.access_token.partition(":")[2] or "?"
+            age = (now - row.updated_at).total_seconds()
+            if age > self.claim_timeout:
+                state = "interrupted"
+                detail = (f"a refresh by {owner} started {age:.0f} s ago never finished; "
+                          f"{SET_TOKEN_HINT}")
+            else:
+                detail = f"refresh in progress ({owner})"
         elif state in ("rejected", "unknown"):
             detail = _dead_message(row.access_token)
         return {"gateway": self.gateway, "state": state, "version": row.version,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -133,7 +134,7 @@ def apply_event(conn: Connection, event: Mapping[str, Any], *, now: dt.datetime)
         return counts
     for upd, key in zip(updates, keys):
         upd = _trusted(conn, upd)
-        did = receipts._find(conn, upd)  # noqa: SLF001 - same matching rule as every receipt
+        did = _find(conn, upd)  # the same rule receipts.apply_updates uses
         if did is not None:
             stmt = select(Delivery.id).where(Delivery.id == did)
             if conn.dialect.name == "postgresql":
@@ -162,15 +163,35 @@ def apply_event(conn: Connection, event: Mapping[str, Any], *, now: dt.datetime)
 
 
 def _trusted(conn: Connection, upd: StatusUpdate) -> StatusUpdate:
-    if upd.delivery_id is None or not upd.provider_message_id:
+    """Drop the ``tracking_id`` match unless it names one of our Zalo deliveries whose msg_id
+    is unknown yet or the same: another system sharing the OA may use small numbers too."""
+    if upd.delivery_id is None:
         return upd
-    stored = conn.execute(select(Delivery.provider_message_id).where(
+    stored = conn.execute(select(Delivery.provider_message_id, Delivery.channel).where(
         Delivery.id == upd.delivery_id)).first()
-    if stored is not None and stored[0] and stored[0] != upd.provider_message_id:
-        return StatusUpdate(status=upd.status, provider_message_id=upd.provider_message_id,
-                            provider_status=upd.provider_status, occurred_at=upd.occurred_at,
-                            raw=upd.raw)
-    return upd
+    if stored is None:
+        return upd  # kept pending under our id until the row appears
+    msg_id, channel = stored
+    if channel == "zalo" and (not msg_id or not upd.provider_message_id
+                              or msg_id == upd.provider_message_id):
+        return upd
+    return StatusUpdate(status=upd.status, provider_message_id=upd.provider_message_id,
+                        provider_status=upd.provider_status, occurred_at=upd.occurred_at,
+                        raw=upd.raw)
+
+
+def _find(conn: Connection, upd: StatusUpdate) -> int | None:
+    """Our delivery id (from ``tracking_id``) first, then the provider's msg_id."""
+    if upd.delivery_id is not None:
+        found = conn.execute(select(Delivery.id).where(Delivery.id == upd.delivery_id)).first()
+        if found is not None:
+            return found[0]
+    if upd.provider_message_id:
+        found = conn.execute(select(Delivery.id).where(
+            Delivery.provider_message_id == upd.provider_message_id)).first()
+        if found is not None:
+            return found[0]
+    return None
 
 
 def _mark_pending_done(conn: Connection, key: str, now: dt.datetime) -> None:
@@ -208,7 +229,9 @@ def zalo_event() -> Response | tuple[str, int]:
         return "ok", 200
     db = current_app.config["OUTREACH_DB"]
     clock = current_app.config.get("OUTREACH_CLOCK", SYSTEM_CLOCK)
-    with db.engine.begin() as conn:
+    # outreach.webhooks.create_app serialises this process's SQLite writes with one lock
+    lock = current_app.extensions.get("outreach_write_lock") or contextlib.nullcontext()
+    with lock, db.engine.begin() as conn:
         counts = apply_event(conn, event, now=clock.now())
     log.info("zalo webhook %s: %s", name, counts)
     return "ok", 200

@@ -40,7 +40,6 @@ consumed, answer lost), ``http:<status>``, ``reject`` (error answer), ``slow:<se
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import itertools
 import json
 import socket
@@ -148,8 +147,8 @@ class FakeZalo:
         handler = type("Handler", (_Handler,), {"fake": self})
         self._server = _Server(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="fake-zalo")
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,),
+                                        daemon=True, name="fake-zalo")
         self._thread.start()
         return self
 

@@ -1,0 +1,176 @@
+"""Delivery receipts per second through the webhook application on SQLite.
+
+Run by hand (never a timed test)::
+
+    .venv/bin/python benchmarks/webhook_receipts.py                    # 5000 deliveries
+    .venv/bin/python benchmarks/webhook_receipts.py --deliveries 20000 --threads 16
+
+Each delivery gets two signed Twilio callbacks (``sent`` then ``delivered``), so the figure
+counts every receipt: signature check, one write transaction (find the delivery, move its state
+forward, append the event) and the 204. Two measures: the Flask test client in one thread
+(the handler's own cost), and waitress over real HTTP with ``--threads`` workers and as many
+client threads (the serving path Twilio meets). Goal: >= 1,000 receipts/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import multiprocessing as mp
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import requests  # noqa: E402
+from sqlalchemy import func, insert, select  # noqa: E402
+from twilio.request_validator import RequestValidator  # noqa: E402
+
+from outreach.db import Database  # noqa: E402
+from outreach.models import Base, Campaign, Delivery, DeliveryEvent, Recipient, Run  # noqa: E402
+from outreach.webhooks import create_app  # noqa: E402
+
+TOKEN = "bench-auth-token-0123456789abcdef"
+PUBLIC = "https://hooks.example.vn"
+T0 = dt.datetime(2024, 7, 30, 1, 0, tzinfo=dt.timezone.utc)
+
+
+def ledger(path: Path, n: int) -> Database:
+    db = Database(f"sqlite:///{path}")
+    Base.metadata.create_all(db.engine)
+    with db.engine.begin() as conn:
+        conn.execute(insert(Campaign).values(
+            id="bench", name="Benchmark", source_ref="bench", text="x", text_sha256="0" * 64,
+            definition={}, created_at=T0, updated_at=T0))
+        conn.execute(insert(Run).values(
+            id=1, campaign_id="bench", run_key="launch:1", kind="launch", run_date=T0.date(),
+            gateway="twilio", text_sha256="0" * 64, due_at=T0, created_at=T0, options={}))
+        conn.execute(insert(Recipient), [{"id": i + 1, "e164": f"+8491{i:07d}", "created_at": T0}
+                                         for i in range(n)])
+        conn.execute(insert(Delivery), [{
+            "id": i + 1, "campaign_id": "bench", "run_id": 1, "recipient_id": i + 1,
+            "dedupe_key": "once", "channel": "sms", "gateway": "twilio",
+            "address": f"+8491{i:07d}", "status": "sent", "provider_message_id": f"SM{i:032x}",
+            "attempts": 1, "queued_at": T0, "sent_at": T0, "updated_at": T0} for i in range(n)])
+    return db
+
+
+def callbacks(n: int, first: int = 1) -> list[tuple[str, dict[str, str], str]]:
+    """(path, form, signature) for ``sent`` then ``delivered`` of deliveries first..first+n-1."""
+    validator = RequestValidator(TOKEN)
+    out = []
+    for status in ("sent", "delivered"):
+        for i in range(first - 1, first - 1 + n):
+            path = f"/webhooks/twilio/status/{i + 1}"
+            form = {"MessageSid": f"SM{i:032x}", "MessageStatus": status, "SmsStatus": status,
+                    "AccountSid": "AC" + "0" * 32, "From": "SYTECANTHO", "To": f"+8491{i:07d}",
+                    "ApiVersion": "2010-04-01"}
+            out.append((path, form, validator.compute_signature(PUBLIC + path, form)))
+    return out
+
+
+def counts(db: Database) -> tuple[int, int]:
+    with db.engine.connect() as conn:
+        delivered = conn.execute(select(func.count()).where(Delivery.status == "delivered")
+                                 ).scalar_one()
+        events = conn.execute(select(func.count()).select_from(DeliveryEvent)).scalar_one()
+    return delivered, events
+
+
+def with_test_client(db: Database, n: int) -> float:
+    client = create_app(db, twilio_auth_token=TOKEN, public_base_url=PUBLIC).test_client()
+    work = callbacks(n)
+    started = time.perf_counter()
+    for path, form, sig in work:
+        answer = client.post(path, data=form, headers={"X-Twilio-Signature": sig})
+        assert answer.status_code == 204, answer.status_code
+    return len(work) / (time.perf_counter() - started)
+
+
+def _client(base: str, work: list[tuple[str, dict[str, str], str]], threads: int,
+            conn: Any) -> None:
+    """Posts ``work`` with ``threads`` keep-alive sessions; sends back the status codes."""
+    local = threading.local()
+
+    def post(item: tuple[str, dict[str, str], str]) -> int:
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+            session.trust_env = False
+        path, form, sig = item
+        return session.post(base + path, data=form, headers={"X-Twilio-Signature": sig},
+                            timeout=30).status_code
+
+    conn.recv()  # go
+    with ThreadPoolExecutor(threads) as pool:
+        half = len(work) // 2  # all "sent" before any "delivered" of the same delivery
+        codes = list(pool.map(post, work[:half])) + list(pool.map(post, work[half:]))
+    conn.send(codes)
+
+
+def with_waitress(db: Database, n: int, threads: int) -> tuple[float, float]:
+    """Receipts/s through waitress, the HTTP client in a child process (as Twilio is remote);
+    returns (rate, mean receipts per write transaction)."""
+    import waitress
+    from waitress import wasyncore
+
+    app = create_app(db, twilio_auth_token=TOKEN, public_base_url=PUBLIC)
+    writer = app.extensions["outreach_receipts"]
+    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=threads)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            wasyncore.loop(timeout=0.05, map=server._map, count=1)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.effective_port}"
+    work = callbacks(n, first=n + 1)
+    parent, child = mp.Pipe()
+    proc = mp.Process(target=_client, args=(base, work, threads, child), daemon=True)
+    proc.start()
+    try:
+        started = time.perf_counter()
+        parent.send("go")
+        codes = parent.recv()
+        rate = len(work) / (time.perf_counter() - started)
+    finally:
+        proc.join(timeout=10)
+        stop.set()
+        thread.join()
+        server.close()
+    assert codes == [204] * len(work), set(codes)
+    return rate, len(work) / max(writer.transactions, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deliveries", type=int, default=5000,
+                        help="deliveries per measure (two receipts each)")
+    parser.add_argument("--threads", type=int, default=8, help="waitress threads and clients")
+    args = parser.parse_args()
+    logging.getLogger("waitress").setLevel(logging.ERROR)
+    n = args.deliveries
+    with tempfile.TemporaryDirectory() as tmp:
+        db = ledger(Path(tmp) / "bench.db", 2 * n)
+        single = with_test_client(db, n)
+        served, per_txn = with_waitress(db, n, args.threads)
+        delivered, events = counts(db)
+        db.dispose()
+    print(f"webhook receipts on SQLite (WAL): {2 * n} deliveries, {4 * n} signed callbacks")
+    print(f"  Flask test client, 1 thread:      {single:,.0f} receipts/s")
+    print(f"  waitress over HTTP, {args.threads} threads:  {served:,.0f} receipts/s "
+          f"(goal >= 1,000/s; {per_txn:.1f} receipts per transaction)")
+    print(f"  ledger after: {delivered} delivered, {events} events "
+          f"(expected {2 * n} and {4 * n})")
+
+
+if __name__ == "__main__":
+    main()

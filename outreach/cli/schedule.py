@@ -1,0 +1,299 @@
+"""``outreach schedule ...`` (registered daily sends) and ``outreach scheduler run`` (the process)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import signal
+import threading
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import click
+from rich.markup import escape
+from rich.table import Table
+from sqlalchemy import select
+
+from outreach import campaigns, scheduling
+from outreach.cli import Ctx, console, err_console, pass_ctx
+from outreach.clock import UTC, VN_TZ
+from outreach.models import Schedule
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+def _vn(when: dt.datetime | None) -> str:
+    return f"{when.astimezone(VN_TZ):%Y-%m-%d %H:%M} +07" if when else "-"
+
+
+def _utc(when: dt.datetime | None) -> str:
+    return f"{when.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if when else "-"
+
+
+def _stamp() -> str:
+    return f"[{dt.datetime.now(VN_TZ):%Y-%m-%d %H:%M:%S} +07]"
+
+
+@click.group()
+def schedule() -> None:
+    """Register campaigns for daily sends at their send time in Asia/Ho_Chi_Minh."""
+
+
+@schedule.command("add")
+@click.argument("campaign_ref", metavar="CAMPAIGN_FILE_OR_ID")
+@pass_ctx
+def add(c: Ctx, campaign_ref: str) -> None:
+    """Validate the campaign file and register its daily schedule (send time, window dates,
+    lateness limit and daily cap come from the file, which is read again at every firing)."""
+    path = scheduling.resolve_campaign_file(c.db, campaign_ref)
+    spec = campaigns.load(path)
+    now = dt.datetime.now(UTC)
+    action, first = scheduling.register(c.db, spec, operator=c.operator, now=now)
+    w, s = spec.window, spec.schedule
+    console.print(f"[green]schedule {action}:[/green] {spec.id} daily at "
+                  f"{s.send_time:%H:%M} {w.timezone}, {w.start_date.isoformat()} – "
+                  f"{w.end_date.isoformat()}")
+    console.print(f"file: {path}")
+    who = ("every recipient once" if s.mode == "once"
+           else f"each recipient every {s.repeat_every_days} days")
+    cap = f", at most {s.daily_cap} messages a day" if s.daily_cap else ""
+    console.print(f"sends: {who}{cap}; lateness limit {w.lateness_limit_minutes} min; "
+                  f"daily window {w.daily_start:%H:%M}–{w.daily_end:%H:%M}")
+    if first is not None:
+        note = ""
+        if first.at <= now:
+            note = " (already passed, within the lateness limit: sent at the scheduler's next check)"
+        console.print(f"first firing: {_vn(first.at)} = {_utc(first.at)}{note}")
+    if action == "updated":
+        with c.db.engine.connect() as conn:
+            paused = conn.execute(select(Schedule.paused).where(
+                Schedule.campaign_id == spec.id)).scalar()
+        if paused:
+            console.print(f"[yellow]the schedule is paused[/yellow]: `outreach schedule resume "
+                          f"{spec.id}` to send again")
+    console.print("runs are sent by `outreach scheduler run` (keep one running, e.g. as a "
+                  "systemd service)")
+
+
+@schedule.command("list")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_ctx
+def list_(c: Ctx, fmt: str) -> None:
+    """Registered schedules: next firing in Vietnam's time and UTC, paused, last run."""
+    infos = scheduling.list_schedules(c.db)
+    if fmt == "json":
+        data = [{"campaign": i.campaign_id, "name": i.name, "paused": i.paused,
+                 "send_time": i.send_time.strftime("%H:%M") if i.send_time else None,
+                 "timezone": i.timezone,
+                 "start_date": i.start_date.isoformat() if i.start_date else None,
+                 "end_date": i.end_date.isoformat() if i.end_date else None,
+                 "next_fire_utc": i.next_fire.isoformat() if i.next_fire else None,
+                 "next_fire_local": (i.next_fire.astimezone(VN_TZ).isoformat()
+                                     if i.next_fire else None),
+                 "active_since": i.active_since.isoformat(), "file": i.file,
+                 "last_run": ({**i.last_run, "run_date": i.last_run["run_date"].isoformat()}
+                              if i.last_run else None),
+                 "error": i.error} for i in infos]
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    if not infos:
+        console.print("no schedules: `outreach schedule add CAMPAIGN_FILE` registers one")
+        return
+    t = Table(title="Schedules")
+    for col in ("campaign", "daily at", "dates", "next firing (VN)", "next firing (UTC)",
+                "paused", "last run"):
+        t.add_column(col)
+    for i in infos:
+        last = "-"
+        if i.last_run:
+            lr = i.last_run
+            last = f"#{lr['id']} {lr['run_date'].isoformat()} {lr['status']}"
+            if lr["status_reason"] and lr["status"] in ("missed", "waiting", "paused", "expired"):
+                last += f": {lr['status_reason']}"
+        if i.error:
+            t.add_row(i.campaign_id, "-", "-", f"[red]{escape(i.error)}[/red]", "-",
+                      "yes" if i.paused else "no", last)
+            continue
+        nxt = _vn(i.next_fire) if i.next_fire else "campaign ended"
+        dates = f"{i.start_date.isoformat()} – {i.end_date.isoformat()}" if i.start_date else "-"
+        t.add_row(i.campaign_id, f"{i.send_time:%H:%M} {i.timezone}", dates, nxt,
+                  _utc(i.next_fire), "yes" if i.paused else "no", last)
+    console.print(t)
+
+
+@schedule.command("pause")
+@click.argument("campaign_id")
+@pass_ctx
+def pause(c: Ctx, campaign_id: str) -> None:
+    """Stop the daily sends of a campaign (runs already going on are not touched; use
+    `outreach campaign pause` for those). Paused days are not recorded as missed."""
+    changed = scheduling.set_paused(c.db, campaign_id, True, operator=c.operator)
+    console.print(f"schedule of {campaign_id} " + ("paused" if changed else "was already paused"))
+
+
+@schedule.command("resume")
+@click.argument("campaign_id")
+@pass_ctx
+def resume(c: Ctx, campaign_id: str) -> None:
+    """Send daily again from now on (today's firing too, if within the lateness limit)."""
+    changed = scheduling.set_paused(c.db, campaign_id, False, operator=c.operator)
+    console.print(f"schedule of {campaign_id} " + ("resumed" if changed else "was not paused"))
+
+
+@schedule.command("remove")
+@click.argument("campaign_id")
+@pass_ctx
+def remove(c: Ctx, campaign_id: str) -> None:
+    """Delete the schedule of a campaign; its runs and deliveries stay."""
+    scheduling.remove(c.db, campaign_id, operator=c.operator)
+    console.print(f"schedule of {campaign_id} removed")
+
+
+# -- the scheduler process ----------------------------------------------------------------------
+@click.group()
+def scheduler() -> None:
+    """The scheduler process that sends registered campaigns at their daily time."""
+
+
+def _print_results(results: list[scheduling.TickResult]) -> None:
+    for r in results:
+        style = {"error": "red", "missed": "yellow", "created": "green",
+                 "continued": "green"}.get(r.action)
+        line = escape(r.describe())
+        console.print(f"{_stamp()} " + (f"[{style}]{line}[/{style}]" if style else line),
+                      soft_wrap=True)
+
+
+@scheduler.command("run")
+@click.option("--gateway", help="Gateway for every channel (mock, outbox, twilio, zalo); "
+              "default: each campaign's own, as a launch chooses.")
+@click.option("--once", is_flag=True, help="Do one check (create/continue/record what is due) "
+              "and exit: for tests and for cron users.")
+@click.option("--poll", type=click.FloatRange(min=1.0), default=60.0, show_default=True,
+              metavar="SECONDS", help="Seconds between checks of the database.")
+@pass_ctx
+def run(c: Ctx, gateway: str | None, once: bool, poll: float) -> None:
+    """Run in the foreground until SIGTERM/SIGINT, firing each registered campaign at its send
+    time (Asia/Ho_Chi_Minh, whatever the server's time zone) and checking the database every
+    --poll seconds. Safe to restart and to run twice: the database decides what is due."""
+    db = c.db
+    if once:
+        from outreach.cli.campaign import graceful_stop
+
+        with graceful_stop() as stop:
+            results = scheduling.tick(db, gateway=gateway, operator=c.operator, stop_event=stop)
+        _print_results(results)
+        if not results:
+            console.print(f"{_stamp()} nothing due")
+        if any(r.action == "error" for r in results):
+            raise SystemExit(1)
+        return
+    _run_forever(c, gateway, poll)
+
+
+def _run_forever(c: Ctx, gateway: str | None, poll: float) -> None:
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.schedulers.blocking import BlockingScheduler
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    if logging.getLogger().getEffectiveLevel() >= logging.WARNING:
+        # "skipped: maximum number of running instances reached" while a long run is sending
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    db = c.db
+    stop = threading.Event()
+    jobs_lock = threading.Lock()  # held while jobs are changed, so shutdown never waits on it
+    cron: dict[str, tuple[Any, ...]] = {}
+    sched = BlockingScheduler(
+        timezone=SCHEDULER_TZ, executors={"default": ThreadPoolExecutor(1)},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": int(poll)})
+
+    def do_tick(trigger: str, campaign_id: str | None = None) -> None:
+        if stop.is_set():
+            return
+        if campaign_id:
+            console.print(f"{_stamp()} firing {campaign_id} ({trigger})")
+        try:
+            results = scheduling.tick(db, gateway=gateway, operator=c.operator, stop_event=stop,
+                                      campaign_ids={campaign_id} if campaign_id else None)
+        except Exception as exc:  # never let one bad check stop the process
+            log.debug("tick failed", exc_info=True)
+            err_console.print(f"{_stamp()} [red]error:[/red] {type(exc).__name__}: "
+                              f"{escape(str(exc))}")
+            return
+        _print_results(results)
+        sync_jobs()
+
+    def sync_jobs() -> None:
+        """One CronTrigger per active schedule, in the campaign's time zone (explicit)."""
+        try:
+            infos = [i for i in scheduling.list_schedules(db) if not i.paused and not i.error]
+            specs = {i.campaign_id: scheduling.load_scheduled_spec(db, i.campaign_id)
+                     for i in infos if i.next_fire is not None}
+        except Exception as exc:
+            err_console.print(f"{_stamp()} [red]error reading schedules:[/red] "
+                              f"{escape(str(exc))}")
+            return
+        with jobs_lock:
+            if stop.is_set():
+                return
+            for cid in list(cron):
+                if cid not in specs:
+                    sched.remove_job(f"fire:{cid}")
+                    del cron[cid]
+            for cid, spec in specs.items():
+                shape = (spec.schedule.send_time, spec.window.timezone, spec.window.start_date,
+                         spec.window.end_date, spec.window.lateness_limit_minutes)
+                if cron.get(cid) == shape:
+                    continue
+                sched.add_job(do_tick, scheduling.cron_trigger(spec), args=["daily send time", cid],
+                              id=f"fire:{cid}", name=f"fire {cid}", replace_existing=True,
+                              misfire_grace_time=max(spec.window.lateness_limit_minutes * 60, 1))
+                cron[cid] = shape
+                nxt = scheduling.next_firing(spec, dt.datetime.now(UTC))
+                console.print(f"{_stamp()} {cid}: daily at {spec.schedule.send_time:%H:%M} "
+                              f"{spec.window.timezone}; next firing {_vn(nxt.at if nxt else None)}"
+                              f" = {_utc(nxt.at if nxt else None)}")
+
+    def shut_down() -> None:
+        with jobs_lock:
+            stop.set()
+        if not sched.running:
+            return  # signalled before start(): the main thread sees ``stop`` and returns
+        try:
+            sched.pause()
+            sched.shutdown(wait=True)  # the running check finishes its in-flight sends first
+        except Exception:  # already stopped
+            log.debug("scheduler shutdown", exc_info=True)
+
+    stopper: list[threading.Thread] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stopper:
+            raise KeyboardInterrupt
+        err_console.print(f"{_stamp()} {signal.Signals(signum).name}: stopping; sends in flight "
+                          "finish and are recorded, the run continues at the next start")
+        # shutdown(wait=True) waits for the running job, so it must not run in the signal
+        # handler: the interrupted main thread may hold a lock that job needs
+        t = threading.Thread(target=shut_down, name="scheduler-shutdown")
+        stopper.append(t)
+        t.start()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        sync_jobs()
+        sched.add_job(do_tick, IntervalTrigger(seconds=poll, timezone=SCHEDULER_TZ),
+                      args=["poll"], id="tick", name="check the database",
+                      next_run_time=dt.datetime.now(SCHEDULER_TZ))
+        console.print(f"{_stamp()} scheduler started (time zone {SCHEDULER_TZ.key}, "
+                      f"checks every {poll:g} s, {len(cron)} active schedules)")
+        if not stop.is_set():
+            sched.start()
+        for t in stopper:
+            t.join()
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+    console.print(f"{_stamp()} scheduler stopped")

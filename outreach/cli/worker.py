@@ -1,0 +1,117 @@
+"""``outreach worker``: one sending process among many, on any machine, sharing the database."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from outreach import config
+from outreach.cli import Ctx, err_console, pass_ctx
+
+
+def parse_gateway_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``("latency=0.01", "record=/tmp/x.jsonl")`` → ``{"latency": 0.01, "record": "/tmp/x.jsonl"}``:
+    each VALUE is read as JSON when it parses (numbers, true/false), else kept as text.
+    Raises click.BadParameter for an item without ``=``."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--gateway-option")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM/SIGINT set an event: sends not started go back to the queue, those in flight are
+    recorded, then the worker exits 0. A second signal aborts at once (the rows it leaves
+    ``sending`` are reconciled by the other workers)."""
+    event = threading.Event()
+    previous = {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        if event.is_set():
+            raise KeyboardInterrupt
+        err_console.print(f"{signal.Signals(signum).name}: finishing the sends in flight, then "
+                          "stopping (again to abort)")
+        event.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (tests)
+            pass
+    try:
+        yield event
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+
+@click.command()
+@click.option("--campaign", "campaign_id", metavar="ID",
+              help="Send only this campaign's runs (default: every campaign).")
+@click.option("--concurrency", type=click.IntRange(1, 256),
+              help="Requests in flight per run (default: the campaign's, else the gateway's).")
+@click.option("--gateway", help="Send every run through this gateway (mock, outbox, twilio, "
+              "zalo) instead of the gateways the runs were created with.")
+@click.option("--gateway-option", "-o", "gateway_option", multiple=True, metavar="KEY=VALUE",
+              help="Constructor option of the --gateway (repeatable; VALUE read as JSON when "
+                   "it parses, e.g. latency=0.01).")
+@click.option("--batch-size", type=click.IntRange(1, 10_000), default=200, show_default=True,
+              help="Deliveries claimed at a time.")
+@click.option("--lease", "lease", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              metavar="SECONDS", help="How long a claimed batch stays this worker's; renewed "
+              "every quarter while it is in flight. Rows of a worker that died on another "
+              "machine are reclaimed after it.")
+@click.option("--idle", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              metavar="SECONDS", help="Pause between polls when there is nothing to send.")
+@click.option("--exit-when-done", is_flag=True,
+              help="Exit once no created or running run is left (batch jobs, tests).")
+@pass_ctx
+def worker(c: Ctx, campaign_id: str | None, concurrency: int | None, gateway: str | None,
+           gateway_option: tuple[str, ...], batch_size: int, lease: float, idle: float,
+           exit_when_done: bool) -> None:
+    """Send the queued deliveries of active runs, next to any number of other workers.
+
+    Claims batches with SELECT … FOR UPDATE SKIP LOCKED (PostgreSQL) under a lease, so no two
+    workers send the same delivery; a worker that dies leaves its batch to the others, who ask
+    the gateway what went out (never resent blindly). The campaign's rate limit holds for all
+    workers together. Runs come from `outreach campaign launch --enqueue-only` or the
+    scheduler. Stops cleanly on SIGTERM; exit status 75 means it lost its lease or could not
+    record outcomes and should be restarted.
+    """
+    from outreach.worker import Worker
+
+    options = parse_gateway_options(gateway_option)
+    if options and not gateway:
+        raise click.UsageError("--gateway-option needs --gateway")
+    database = c.db
+    with stop_on_signals() as stop:
+        w = Worker(database, campaign_id=campaign_id, gateway=gateway,
+                   gateway_options={gateway: options} if gateway else None,
+                   concurrency=concurrency, batch_size=batch_size, lease_seconds=lease,
+                   idle_seconds=idle, exit_when_done=exit_when_done, stop_event=stop,
+                   on_run_done=lambda run_id, what: err_console.print(f"run #{run_id}: {what}"))
+        err_console.print(f"worker {w.owner} on {config.redact_url(database.url)}: "
+                          f"{'campaign ' + campaign_id if campaign_id else 'every campaign'}, "
+                          f"batches of {batch_size}, lease {lease:g} s")
+        rep = w.run()
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(rep.outcomes.items()) if v) or "nothing"
+    rate = rep.sent / rep.seconds if rep.seconds else 0.0
+    rec = {k: v for k, v in rep.reconciled.items() if v}
+    err_console.print(f"worker {rep.owner}: {kinds} in {rep.seconds:.1f} s ({rate:.0f} msg/s)"
+                      + (f"; reconciled {json.dumps(rec)}" if rec else "")
+                      + f"; {rep.reason}")
+    if rep.exit_status:
+        raise SystemExit(rep.exit_status)
