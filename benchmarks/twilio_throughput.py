@@ -94,17 +94,18 @@ def run(messages: int, threads: int, latency: float, pool_size: int,
                 errors += 1
             durations.append(time.perf_counter() - t)
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(one, range(messages)))
         elapsed = time.perf_counter() - started
+        cpu_ms = (time.process_time() - cpu) / messages * 1000
         gw.close()
         accepted = count() - threads
     durations.sort()
     return {"messages": messages, "accepted": accepted, "errors": errors, "seconds": elapsed,
             "rate": messages / elapsed, "p50_ms": statistics.median(durations) * 1000,
             "p95_ms": durations[int(len(durations) * 0.95)] * 1000,
-            "bound": threads / latency}
+            "bound": threads / latency, "cpu_ms": cpu_ms}
 
 
 def main() -> None:
@@ -127,6 +128,8 @@ def main() -> None:
           f"(bound threads/latency = {r['bound']:.0f}/s; goal >= 500/s)")
     print(f"  per send: p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms; "
           f"accepted {r['accepted']}, errors {r['errors']}")
+    print(f"  sender CPU {r['cpu_ms']:.2f} ms per send (one GIL: at most "
+          f"{1000 / r['cpu_ms']:,.0f}/s from this process)")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,14 @@ ACTIONS = ("import", "launch", "dry-run", "pause", "resume", "cancel", "resend",
 def record(conn: Connection, action: str, *, operator: str | None = None,
            campaign_id: str | None = None, text_sha256: str | None = None,
            details: dict[str, Any] | None = None, now: dt.datetime | None = None) -> None:
-    """Append one entry in the caller's transaction. ``operator`` defaults to the OS user."""
+    """Append one entry in the caller's transaction. ``operator`` defaults to the OS user;
+    ``text_sha256`` defaults to the campaign's stored text hash when ``campaign_id`` is given
+    (so pause and cancel, which do not load the campaign file, still record it)."""
+    if campaign_id and text_sha256 is None:
+        from outreach.models import Campaign
+
+        text_sha256 = conn.execute(select(Campaign.text_sha256)
+                                   .where(Campaign.id == campaign_id)).scalar()
     conn.execute(insert(AuditEntry).values(
         at=now or dt.datetime.now(dt.timezone.utc), operator=operator or config.default_operator(),
         action=action, campaign_id=campaign_id, text_sha256=text_sha256, details=details or {}))

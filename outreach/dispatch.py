@@ -303,15 +303,18 @@ class Dispatcher:
             return "window", why, nxt
         cap = self.spec.schedule.daily_cap
         if cap:
+            # read, close, then write: on SQLite every transaction is BEGIN IMMEDIATE, so a
+            # write opened while this read is open waits for itself until "database is locked"
             with self.db.engine.connect() as conn:
-                if runs.sent_today(conn, self.spec.id, now) >= cap:
-                    local = now.astimezone(self.spec.window.tz)
-                    nxt = self.spec.window.next_open(dt.datetime.combine(
-                        local.date() + dt.timedelta(days=1), dt.time(0), tzinfo=self.spec.window.tz))
-                    with self.db.engine.begin() as c2:
-                        runs.set_status(c2, self.run_id, "waiting",
-                                        f"daily cap of {cap} messages reached", now=now)
-                    return "daily-cap", f"daily cap of {cap} reached", nxt
+                reached = runs.sent_today(conn, self.spec.id, now) >= cap
+            if reached:
+                local = now.astimezone(self.spec.window.tz)
+                nxt = self.spec.window.next_open(dt.datetime.combine(
+                    local.date() + dt.timedelta(days=1), dt.time(0), tzinfo=self.spec.window.tz))
+                with self.db.engine.begin() as c2:
+                    runs.set_status(c2, self.run_id, "waiting",
+                                    f"daily cap of {cap} messages reached", now=now)
+                return "daily-cap", f"daily cap of {cap} reached", nxt
         return None
 
     def _after_queue_empty(self) -> tuple[str, str, dt.datetime | None] | None:
@@ -606,7 +609,7 @@ def recover(db: Database, spec: CampaignSpec, run_id: int, gateways: dict[str, g
             stmt = select(Delivery.id).where(Delivery.id.in_([c.delivery_id for c in changes]),
                                              Delivery.status == states.UNKNOWN)
             if conn.dialect.name == "postgresql":
-                stmt = stmt.with_for_update()
+                stmt = stmt.order_by(Delivery.id).with_for_update()
             still = set(conn.execute(stmt).scalars())
             changes = [c for c in changes if c.delivery_id in still]
             states.apply(conn, changes, source="reconcile", now=clock.now())
@@ -631,7 +634,15 @@ def resolve_unknown(conn: Connection, delivery_ids: list[int], *, action: str,
                    for i in delivery_ids]
     else:
         raise ValueError(f"unknown action {action!r}")
-    return states.apply(conn, changes, source="operator", now=now)
+    result = states.apply(conn, changes, source="operator", now=now)
+    if action == "resend":
+        # a finished run with requeued deliveries is open again for `campaign resume`
+        run_ids = conn.execute(select(Delivery.run_id).where(
+            Delivery.id.in_([i for i, ok in result.items() if ok])).distinct()).scalars().all()
+        conn.execute(update(Run).where(Run.id.in_(run_ids), Run.status == "completed")
+                     .values(status="paused", status_reason="deliveries requeued by the operator",
+                             finished_at=None))
+    return result
 
 
 def stale_sending(conn: Connection, run_id: int, now: dt.datetime) -> int:

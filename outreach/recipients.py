@@ -156,7 +156,8 @@ def import_into(conn: Connection, paths: Sequence[str | Path], *, list_name: str
 def _import(conn: Connection, summary: ImportSummary, files: list[str], encoding: str | None,
             convert: bool, default_district: str | None, district_by_file: dict[str, str],
             progress: Callable[[int], None] | None, now: dt.datetime) -> None:
-    first_seen: dict[str, tuple[int, int]] = {}  # E.164 -> (file index, line)
+    # E.164 digits as an int -> file index << 32 | line: ints keep a million entries small
+    first_seen: dict[int, int] = {}
     pending: list[dict[str, Any]] = []
     issues: list[dict[str, Any]] = []
     before = conn.execute(select(func.count()).select_from(Recipient)).scalar_one()
@@ -164,13 +165,13 @@ def _import(conn: Connection, summary: ImportSummary, files: list[str], encoding
     def flush() -> None:
         if pending:
             _upsert_ignore(conn, Recipient.__table__, pending)
-            conn.execute(
-                ListMember.__table__.insert().from_select(
-                    ["list_name", "recipient_id", "import_id"],
-                    select(_literal(summary.list_name), Recipient.id, _literal(summary.import_id))
-                    .where(Recipient.e164.in_([r["e164"] for r in pending]))
-                    .where(~Recipient.id.in_(select(ListMember.recipient_id).where(
-                        ListMember.list_name == summary.list_name)))))
+            ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
+                ListMember)
+            conn.execute(ins.from_select(
+                ["list_name", "recipient_id", "import_id"],
+                select(_literal(summary.list_name), Recipient.id, _literal(summary.import_id))
+                .where(Recipient.e164.in_([r["e164"] for r in pending])))
+                .on_conflict_do_nothing())
             pending.clear()
         if issues:
             conn.execute(insert(ImportIssue), issues)
@@ -199,14 +200,15 @@ def _import(conn: Connection, summary: ImportSummary, files: list[str], encoding
                     continue
                 e164 = res.e164
                 assert e164 is not None
-                seen = first_seen.get(e164)
+                key = int(e164[1:])
+                seen = first_seen.get(key)
                 if seen is not None:
                     summary.duplicates += 1
                     summary.by_reason["duplicate"] += 1
                     issue("duplicate", row, cell, "duplicate",
-                          f"first seen at {files[seen[0]]}:{seen[1]}")
+                          f"first seen at {files[seen >> 32]}:{seen & 0xFFFFFFFF}")
                     continue
-                first_seen[e164] = (file_index, row.line)
+                first_seen[key] = (file_index << 32) | row.line
                 summary.imported += 1
                 summary.by_carrier[res.carrier or "unknown"] += 1
                 pending.append({"e164": e164, "carrier": res.carrier, "name": row.name,

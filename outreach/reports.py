@@ -6,10 +6,10 @@ Definitions (the same in the table, JSON, CSV, XLSX and the official report):
   has more than one); **recipients**: distinct recipients with at least one delivery;
   **reached**: distinct recipients with at least one ``delivered`` delivery.
 - Outcome groups, a partition of the states (so they add up to ``deliveries``):
-  ``delivered``; ``failed`` = failed + undelivered (the provider or the carrier said it did not
+  ``delivered``; ``failures`` = failed + undelivered (the provider or the carrier said it did not
   arrive); ``awaiting`` = sending + sent + unknown (outcome not known yet, or never: see
   ``outreach deliveries resolve``); ``not_sent`` = queued + skipped + opted_out.
-  ``attempted`` = delivered + failed + awaiting (handed to a gateway);
+  ``attempted`` = delivered + failures + awaiting (handed to a gateway);
   ``delivery_rate`` = delivered / attempted (None when nothing was attempted).
   ``sent`` keeps its historical meaning: accepted by a provider (sent + delivered + undelivered,
   :data:`outreach.states.ACCEPTED_STATES`).
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, select
@@ -53,14 +53,14 @@ NOT_SENT_STATES = (states.QUEUED, states.SKIPPED, states.OPTED_OUT)
 #: States listed in the failure-reasons table (everything final or stuck that is not delivered).
 REASON_STATES = (states.FAILED, states.UNDELIVERED, states.UNKNOWN, states.SKIPPED,
                  states.OPTED_OUT)
-#: Breakdowns by one column of the ledger, in report order: name -> (column, label).
-DIMENSIONS = ("district", "ward", "carrier", "channel", "gateway", "day")
+#: The breakdowns, in report order (names accepted by :func:`breakdown_rows`).
+DIMENSIONS = ("status", "district", "ward", "carrier", "channel", "gateway", "day")
 
 
 def outcome(by_status: Mapping[str, int]) -> dict[str, Any]:
     """The outcome groups of a status -> count mapping (see the module docstring).
 
-    Returns ``{"deliveries", "attempted", "delivered", "failed", "awaiting", "not_sent",
+    Returns ``{"deliveries", "attempted", "delivered", "failures", "awaiting", "not_sent",
     "delivery_rate"}``; the rate is a float in [0, 1] rounded to 4 places, or None.
     """
     n = lambda group: sum(by_status.get(s, 0) for s in group)  # noqa: E731
@@ -69,7 +69,7 @@ def outcome(by_status: Mapping[str, int]) -> dict[str, Any]:
     total = sum(by_status.values())
     attempted = delivered + failed + awaiting
     return {"deliveries": total, "attempted": attempted, "delivered": delivered,
-            "failed": failed, "awaiting": awaiting, "not_sent": total - attempted,
+            "failures": failed, "awaiting": awaiting, "not_sent": total - attempted,
             "delivery_rate": round(delivered / attempted, 4) if attempted else None}
 
 
@@ -165,11 +165,13 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
             row[status] = row.get(status, 0) + n
         wrow = by_ward.setdefault(district, {}).setdefault(ward or UNKNOWN_VALUE, {})
         wrow[status] = wrow.get(status, 0) + n
-        if status in states.ACCEPTED_STATES:
+        billed = status in states.ACCEPTED_STATES
+        if billed:
             segments_total += int(segs or 0)
             cost_total += float(vnd or 0.0)
-            for dim, key in keys.items():
-                c = cost[dim].setdefault(key, {"segments": 0, "cost_vnd": 0.0})
+        for dim, key in keys.items():
+            c = cost[dim].setdefault(key, {"segments": 0, "cost_vnd": 0.0})
+            if billed:
                 c["segments"] += int(segs or 0)
                 c["cost_vnd"] += float(vnd or 0.0)
 
@@ -270,41 +272,144 @@ def _by_day(conn: Connection, conds: list[Any], present: Iterable[str],
     return {d: dict(v) for d, v in sorted(out.items())}, first, last
 
 
-def breakdown_rows(data: Mapping[str, Any], dimension: str) -> list[dict[str, Any]]:
-    """Rows of one breakdown for tables and files: the key column(s), one column per state, the
-    outcome groups, segments and cost_vnd (not for ``status`` and ``day``: '' there).
+def breakdown_rows(data: Mapping[str, Any], dimension: str, *,
+                   total_label: str = "TOTAL") -> list[dict[str, Any]]:
+    """Rows of one breakdown for tables and files, the total last (key ``total_label``).
 
-    ``dimension`` is ``status``, ``district``, ``ward`` (two key columns: district, ward),
-    ``carrier``, ``channel``, ``gateway`` or ``day``. The last row is the total (key ``TỔNG``).
+    ``dimension`` is one of :data:`DIMENSIONS`. Each row: ``key`` (district, carrier, day...;
+    the state for ``status``), ``subkey`` (the ward for ``ward``, else ''), one count per state,
+    the outcome groups of :func:`outcome` and ``segments``/``cost_vnd`` (VND; '' where the
+    breakdown has no cost: status, ward, day).
     """
-    rows: list[dict[str, Any]] = []
-    cost = data.get("cost", {}).get(dimension, {})
+    if dimension not in DIMENSIONS:
+        raise ValueError(f"unknown breakdown {dimension!r} (one of {', '.join(DIMENSIONS)})")
+    cost = data.get("cost", {}).get(dimension)
 
-    def make(keys: dict[str, str], counts: Mapping[str, int], c: Mapping[str, Any] | None) -> dict:
-        row: dict[str, Any] = dict(keys)
+    def make(key: str, subkey: str, counts: Mapping[str, int],
+             c: Mapping[str, Any] | None) -> dict[str, Any]:
+        row: dict[str, Any] = {"key": key, "subkey": subkey}
         row.update({s: counts.get(s, 0) for s in states.ALL_STATES})
         row.update(outcome(counts))
         row["segments"] = c["segments"] if c else ""
         row["cost_vnd"] = c["cost_vnd"] if c else ""
         return row
 
+    rows: list[dict[str, Any]] = []
     if dimension == "status":
-        return [{"status": s, "count": n} for s, n in data["by_status"].items()] + [
-            {"status": "TỔNG", "count": data["deliveries"]}]
-    if dimension == "ward":
-        for district, wards in data["by_ward"].items():
-            for ward, counts in wards.items():
-                rows.append(make({"district": district, "ward": ward}, counts, None))
-        total_keys = {"district": "TỔNG", "ward": ""}
+        rows = [make(s, "", {s: n}, None) for s, n in data["by_status"].items()]
+    elif dimension == "ward":
+        rows = [make(d, w, counts, None) for d, wards in data["by_ward"].items()
+                for w, counts in wards.items()]
     else:
-        for key, counts in data[f"by_{dimension}"].items():
-            rows.append(make({dimension: key}, counts, cost.get(key) if cost else None))
-        total_keys = {dimension: "TỔNG"}
-    with_cost = dimension in data.get("cost", {})
-    rows.append(make(total_keys, data["by_status"],
+        rows = [make(k, "", counts, cost.get(k) if cost is not None else None)
+                for k, counts in data[f"by_{dimension}"].items()]
+    rows.append(make(total_label, "", data["by_status"],
                      {"segments": data["segments"], "cost_vnd": data["cost_vnd"]}
-                     if with_cost else None))
+                     if cost is not None else None))
     return rows
+
+
+#: Columns of :func:`breakdown_rows` rows, in file order.
+ROW_COLUMNS = ("key", "subkey", *states.ALL_STATES, "deliveries", "attempted", "failures",
+               "awaiting", "not_sent", "delivery_rate", "segments", "cost_vnd")
+#: Headline figures, in order, for the summary sheet and table.
+SUMMARY_KEYS = ("campaign", "name", "source", "text_sha256", "since", "until", "generated_at",
+                "recipients", "reached", "not_reached", "reach_rate", "deliveries", "attempted",
+                "delivered", "failures", "awaiting", "not_sent", "delivery_rate", "sent",
+                "segments", "cost_vnd", "first_send", "last_send")
+REASON_COLUMNS = ("status", "gateway", "error_code", "error_reason", "count")
+
+
+def to_csv(data: Mapping[str, Any], breakdowns: Sequence[str] = ("district",)) -> str:
+    """The report as CSV text.
+
+    One breakdown (default ``district``) gives a flat table: the key column(s) (``district``;
+    ``district,ward`` for ``ward``), one column per state, ``total``, the outcome groups,
+    ``delivery_rate``, ``segments``, ``cost_vnd``; the last row is ``TOTAL``. ``reasons`` gives
+    the failure reasons (:data:`REASON_COLUMNS`). Several breakdowns give one long table:
+    ``breakdown`` + :data:`ROW_COLUMNS`, the failure reasons as ``breakdown=failure_reason``
+    rows (``key`` the gateway, ``subkey`` ``error_code: error_reason``, the count in its state's
+    column).
+    """
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    if len(breakdowns) == 1 and breakdowns[0] == "reasons":
+        w.writerow(REASON_COLUMNS)
+        for r in data["failure_reasons"]:
+            w.writerow([_cell(r[c]) for c in REASON_COLUMNS])
+        return buf.getvalue()
+    values = ROW_COLUMNS[2:]
+    if len(breakdowns) == 1:
+        dim = breakdowns[0]
+        keys = ["district", "ward"] if dim == "ward" else [dim]
+        w.writerow([*keys, *("total" if c == "deliveries" else c for c in values)])
+        for row in breakdown_rows(data, dim):
+            w.writerow([row["key"], *([row["subkey"]] if dim == "ward" else []),
+                        *(_cell(row[c]) for c in values)])
+        return buf.getvalue()
+    w.writerow(["breakdown", *ROW_COLUMNS])
+    for dim in breakdowns:
+        if dim == "reasons":
+            continue
+        for row in breakdown_rows(data, dim):
+            w.writerow([dim, *(_cell(row[c]) for c in ROW_COLUMNS)])
+    if "reasons" in breakdowns:
+        for r in data["failure_reasons"]:
+            row = {c: "" for c in ROW_COLUMNS}
+            row.update({s: 0 for s in states.ALL_STATES})
+            row.update(outcome({r["status"]: r["count"]}))
+            row[r["status"]] = r["count"]
+            row["key"] = r["gateway"] or ""
+            row["subkey"] = ": ".join(x for x in (r["error_code"], r["error_reason"]) if x)
+            w.writerow(["failure_reason", *(_cell(row[c]) for c in ROW_COLUMNS)])
+    return buf.getvalue()
+
+
+def _cell(v: Any) -> Any:
+    return "" if v is None else v
+
+
+def write_xlsx(data: Mapping[str, Any], path: str | Any) -> None:
+    """An Excel workbook: sheet ``summary`` (figure, value), one sheet per breakdown of
+    :data:`DIMENSIONS` (columns :data:`ROW_COLUMNS`, total last) and ``failure_reasons``
+    (:data:`REASON_COLUMNS`). Rates are numbers formatted as percentages, cost in VND."""
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "summary"
+    ws.append(["figure", "value"])
+    for k in SUMMARY_KEYS:
+        ws.append([k, data.get(k)])
+        if k.endswith("rate"):
+            ws.cell(ws.max_row, 2).number_format = "0.00%"
+    ws.append(["text", data.get("text")])
+    ws.column_dimensions["A"].width = 16
+    ws.column_dimensions["B"].width = 70
+    for dim in DIMENSIONS:
+        sh = wb.create_sheet(dim)
+        sh.append(list(ROW_COLUMNS))
+        rate_col = ROW_COLUMNS.index("delivery_rate") + 1
+        for row in breakdown_rows(data, dim):
+            sh.append([_cell(row[c]) for c in ROW_COLUMNS])
+            sh.cell(sh.max_row, rate_col).number_format = "0.00%"
+        for cell in sh[sh.max_row]:
+            cell.font = Font(bold=True)
+        sh.column_dimensions["A"].width = 22
+        sh.column_dimensions["B"].width = 18
+        sh.freeze_panes = "C2"
+    sh = wb.create_sheet("failure_reasons")
+    sh.append(list(REASON_COLUMNS))
+    for r in data["failure_reasons"]:
+        sh.append([_cell(r[c]) for c in REASON_COLUMNS])
+    for sheet in wb.worksheets:
+        for cell in sheet[1]:
+            cell.font = Font(bold=True)
+    wb.save(path)
 
 
 def explain_sql(conn: Connection, campaign_id: str) -> str:

@@ -38,7 +38,6 @@ from outreach.clock import SYSTEM_CLOCK, UTC, VN_TZ, Clock
 from outreach.db import Database, is_locked_error, retry_write
 from outreach.dispatch import LEASE_SECONDS, DispatchReport, Dispatcher, owner_id, stale_sending
 from outreach.gateways import base as gwbase
-from outreach.gateways import gateway_class
 from outreach.listfiles import ListFileError
 from outreach.models import AuditEntry, Campaign, Delivery, Run, Schedule
 from outreach.ops import OperatorError, build_gateways, gateway_names_for
@@ -594,7 +593,8 @@ def _continue_earlier(db: Database, clock: Clock, now: dt.datetime, spec: Campai
         names = dict((run.options or {}).get("gateways") or gateway_names_for(spec, gateway))
         if gateway:
             names = {ch: gateway for ch in names}
-        reaches = any(gateway_class(n).reaches_phones for n in names.values())
+        gws = gateways_for(names)
+        reaches = any(g.reaches_phones for g in gws.values())
         with db.engine.connect() as conn:
             ok = _continuable(conn, spec, run, now, reaches)
         if not ok:
@@ -610,8 +610,7 @@ def _continue_earlier(db: Database, clock: Clock, now: dt.datetime, spec: Campai
             if closed is not None:
                 out.append(TickResult(spec.id, "closed", run.run_date, run.id, detail=closed))
             continue
-        rep = _claim_and_dispatch(db, clock, now, spec, run.id, run.status, gateways_for(names),
-                                  stop_event)
+        rep = _claim_and_dispatch(db, clock, now, spec, run.id, run.status, gws, stop_event)
         if rep is not None:
             out.append(TickResult(spec.id, "continued", run.run_date, run.id, report=rep))
     return out

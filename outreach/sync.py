@@ -1,4 +1,4 @@
-"""Status sync: poll the provider for deliveries still ``sent`` (for operators without a webhook URL)."""
+"""Status sync: poll the provider for deliveries still ``sent`` (when no webhook URL is set)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The webhook application: Twilio delivery receipts (signed) into the ledger, plus Zalo's blueprint."""
+"""The webhook application: signed Twilio delivery receipts into the ledger, plus Zalo's."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from outreach.clock import SYSTEM_CLOCK, Clock
 from outreach.db import Database, retry_write
 from outreach.gateways.base import StatusUpdate
 from outreach.gateways.twilio import error_reason, map_status
+from outreach.phones import mask
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,8 @@ def create_app(db: Database, *, twilio_auth_token: str | None = None,
     app = Flask("outreach.webhooks")
     app.config["OUTREACH_DB"] = db
     app.config["OUTREACH_CLOCK"] = clock or SYSTEM_CLOCK
-    app.config["OUTREACH_PUBLIC_BASE_URL"] = public_base_url.rstrip("/") if public_base_url else None
+    app.config["OUTREACH_PUBLIC_BASE_URL"] = (public_base_url.rstrip("/") if public_base_url
+                                              else None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     app.extensions["outreach_receipts"] = ReceiptWriter(db)
 
@@ -126,10 +128,8 @@ def _twilio_status(validator: RequestValidator, delivery_id: int | None) -> Resp
     if code == "0":
         code = None
     raw = {k: params.get(k) for k in params}
-    for name in _MASKED_FIELDS:
+    for name in _MASKED_FIELDS:  # the ledger already has the number; events need not repeat it
         if raw.get(name) and raw[name].startswith("+"):
-            from outreach.phones import mask
-
             raw[name] = mask(raw[name])
     now = current_app.config["OUTREACH_CLOCK"].now()
     update = StatusUpdate(status=status, provider_message_id=sid, delivery_id=delivery_id,

@@ -49,8 +49,8 @@ Make = Callable[[Script], tuple[Gateway, Observer]]
 class GatewayContract:
     """Behaviour every gateway must show. Not collected by itself (no ``Test`` prefix).
 
-    To run it against a gateway, subclass it in a test module, ``class TestXContract(
-    GatewayContract)``, and provide:
+    To run it against a gateway, subclass it in a test module (``from tests.contract import
+    GatewayContract``; ``class TestXContract(GatewayContract)``) and provide:
 
     - a pytest fixture named ``make`` returning a callable ``make(script) -> (gateway,
       observer)``. ``script`` maps an E.164 number to outcome names from :data:`OUTCOMES`,
@@ -79,6 +79,9 @@ class GatewayContract:
 
     Numbers: :data:`NUMBER` (one per outcome) are Vietnamese mobile numbers in E.164; a
     gateway converts them to its provider's form (``84...`` for Zalo) itself.
+
+    Examples: ``tests/test_contract_mock.py`` (in memory) and ``tests/test_contract_twilio.py``
+    (the real SDK against ``tests/fakes/twilio_server.py``).
     """
 
     secrets: ClassVar[Sequence[str]] = ()

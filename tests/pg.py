@@ -141,12 +141,12 @@ concurrency = {concurrency}
             INSERT INTO recipients (e164, carrier, name, district, ward, created_at)
             SELECT '+849655' || lpad(i::text, 5, '0'), 'Viettel', 'Người ' || i,
                    CASE WHEN i % 2 = 0 THEN 'Ninh Kiều' ELSE 'Cái Răng' END, 'An Hòa', :now
-            FROM generate_series(:first, :last) AS i"""), params)
+            FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS i"""), params)
         conn.execute(text("""
             INSERT INTO list_members (list_name, recipient_id)
             SELECT :list, id FROM recipients
-            WHERE e164 BETWEEN '+849655' || lpad(:first::text, 5, '0')
-                           AND '+849655' || lpad(:last::text, 5, '0')"""), params)
+            WHERE e164 BETWEEN '+849655' || lpad(CAST(:first AS text), 5, '0')
+                           AND '+849655' || lpad(CAST(:last AS text), 5, '0')"""), params)
         created = conn.execute(text("""
             INSERT INTO deliveries (campaign_id, run_id, recipient_id, dedupe_key, channel, gateway,
                                     address, district, ward, carrier, status, encoding, segments,

@@ -14,7 +14,7 @@ class TestTwilioContract(GatewayContract):
     retry_after = 2.0  # the fake's 429 carries Retry-After: 2
 
     @pytest.fixture
-    def make(self, twilio_server: FakeTwilio) -> Make:  # noqa: F811
+    def make(self, twilio_server: FakeTwilio) -> Make:
         gateways: list[TwilioGateway] = []
 
         def build(script: Script) -> tuple[TwilioGateway, object]:

@@ -30,7 +30,7 @@ def msg(to: str = TO, body: str = TEXT, delivery_id: int = 42, sender: str | Non
 
 
 @pytest.fixture
-def gw(twilio_server: FakeTwilio) -> TwilioGateway:  # noqa: F811
+def gw(twilio_server: FakeTwilio) -> TwilioGateway:
     gateway = TwilioGateway(**twilio_server.gateway_options(
         status_callback_base="https://hooks.example.vn/", validity_period=600, timeout=2))
     yield gateway
@@ -45,7 +45,7 @@ def creates(server: FakeTwilio) -> list[dict[str, str]]:
 
 
 class TestConfiguration:
-    def test_registry_builds_it(self, twilio_server: FakeTwilio) -> None:  # noqa: F811
+    def test_registry_builds_it(self, twilio_server: FakeTwilio) -> None:
         gw = make_gateway("twilio", **twilio_server.gateway_options())
         assert isinstance(gw, TwilioGateway)
         assert (gw.name, gw.channel, gw.rate_per_second, gw.rate_unit, gw.concurrency) == (
@@ -70,7 +70,7 @@ class TestConfiguration:
         ({"price_vnd_per_usd": -1}, "bad-option"),
     ])
     def test_bad_options_raise_configuration_error_without_network(
-            self, twilio_server: FakeTwilio, overrides: dict, reason: str) -> None:  # noqa: F811
+            self, twilio_server: FakeTwilio, overrides: dict, reason: str) -> None:
         opts = twilio_server.gateway_options(**overrides)
         with pytest.raises(base.ConfigurationError) as info:
             TwilioGateway(**opts)
@@ -79,10 +79,10 @@ class TestConfiguration:
         assert twilio_server.requests == []
 
     @pytest.mark.parametrize("sender", ["SYTECANTHO", "UBND Q NK", "+84901234567"])
-    def test_good_senders(self, twilio_server: FakeTwilio, sender: str) -> None:  # noqa: F811
+    def test_good_senders(self, twilio_server: FakeTwilio, sender: str) -> None:
         assert TwilioGateway(**twilio_server.gateway_options(sender=sender)).sender == sender
 
-    def test_options_from_the_environment_with_api_key(self, twilio_server: FakeTwilio) -> None:  # noqa: F811,E501
+    def test_options_from_the_environment_with_api_key(self, twilio_server: FakeTwilio) -> None:
         env = {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_API_KEY": API_KEY,
                "TWILIO_API_SECRET": API_SECRET, "TWILIO_MESSAGING_SERVICE_SID": SERVICE_SID,
                "TWILIO_VALIDITY_PERIOD": "3600", "TWILIO_PRICE_VND_PER_USD": "24000",
@@ -111,7 +111,7 @@ class TestConfiguration:
 
 class TestSend:
     def test_create_params_are_exactly_what_we_mean(self, gw: TwilioGateway,
-                                                    twilio_server: FakeTwilio) -> None:  # noqa: F811,E501
+                                                    twilio_server: FakeTwilio) -> None:
         result = gw.send(msg())
         (req,) = twilio_server.creates()
         assert req.method == "POST"
@@ -128,7 +128,7 @@ class TestSend:
         assert result.price_vnd is None  # Twilio returns no price at creation
 
     def test_message_sender_overrides_default_and_service_is_kept(
-            self, twilio_server: FakeTwilio) -> None:  # noqa: F811
+            self, twilio_server: FakeTwilio) -> None:
         gw = TwilioGateway(**twilio_server.gateway_options(messaging_service_sid=SERVICE_SID))
         gw.send(msg(sender="UBNDNINHKIEU"[:11]))
         (params,) = creates(twilio_server)
@@ -136,11 +136,11 @@ class TestSend:
         assert params["MessagingServiceSid"] == SERVICE_SID
         assert "StatusCallback" not in params and "ValidityPeriod" not in params
 
-    def test_nfd_text_is_sent_as_nfc(self, gw: TwilioGateway, twilio_server: FakeTwilio) -> None:  # noqa: F811,E501
+    def test_nfd_text_is_sent_as_nfc(self, gw: TwilioGateway, twilio_server: FakeTwilio) -> None:
         gw.send(msg(body=unicodedata.normalize("NFD", TEXT)))
         assert creates(twilio_server)[0]["Body"] == TEXT
 
-    def test_segments_and_price_in_vnd(self, twilio_server: FakeTwilio) -> None:  # noqa: F811
+    def test_segments_and_price_in_vnd(self, twilio_server: FakeTwilio) -> None:
         twilio_server.price = "-0.0450"
         gw = TwilioGateway(**twilio_server.gateway_options(price_vnd_per_usd=24000))
         long_text = TEXT * 2  # UCS-2, 96 units -> 2 segments
@@ -150,7 +150,8 @@ class TestSend:
         twilio_server.price_unit = "EUR"
         assert gw.send(msg(delivery_id=43)).price_vnd is None  # only USD is converted
 
-    def test_not_e164_is_refused_locally(self, gw: TwilioGateway, twilio_server: FakeTwilio) -> None:  # noqa: F811,E501
+    def test_not_e164_is_refused_locally(self, gw: TwilioGateway,
+                                         twilio_server: FakeTwilio) -> None:
         with pytest.raises(base.InvalidAddressError) as info:
             gw.send(msg(to="0912345678"))
         assert info.value.reason == "invalid-number"
@@ -191,7 +192,7 @@ class TestErrors:
                              ids=[f"{c}-{s}" for (c, s), _, _ in ERROR_CASES])
     def test_error_bodies_are_mapped_by_the_table(self, gw: TwilioGateway,
                                                   twilio_server: FakeTwilio, answer: tuple,
-                                                  cls: type, reason: str) -> None:  # noqa: F811
+                                                  cls: type, reason: str) -> None:
         code, status = answer
         twilio_server.script(TO, Fault.error(code, status=status,
                                              message=f"Twilio says no to {TO}"))
@@ -209,7 +210,7 @@ class TestErrors:
         assert err.__cause__ is not None
 
     def test_429_retry_after_seconds_parsed(self, gw: TwilioGateway,
-                                            twilio_server: FakeTwilio) -> None:  # noqa: F811
+                                            twilio_server: FakeTwilio) -> None:
         twilio_server.script(TO, Fault.error(20429, status=429, retry_after=7), "accept")
         with pytest.raises(base.ThrottledError) as info:
             gw.send(msg())
@@ -218,7 +219,7 @@ class TestErrors:
         assert len(twilio_server.creates()) == 2 and len(twilio_server.messages) == 1
 
     def test_429_retry_after_http_date_and_absent(self, gw: TwilioGateway,
-                                                  twilio_server: FakeTwilio) -> None:  # noqa: F811
+                                                  twilio_server: FakeTwilio) -> None:
         later = email.utils.format_datetime(
             dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=30), usegmt=True)
         twilio_server.script(TO, Fault.error(20429, status=429, retry_after=later),
@@ -230,14 +231,14 @@ class TestErrors:
             gw.send(msg())
         assert info.value.retry_after is None
 
-    def test_503_retry_after_is_kept(self, gw: TwilioGateway, twilio_server: FakeTwilio) -> None:  # noqa: F811,E501
+    def test_503_retry_after_is_kept(self, gw: TwilioGateway, twilio_server: FakeTwilio) -> None:
         twilio_server.script(TO, Fault.error(20503, status=503, retry_after=3))
         with pytest.raises(base.UnavailableError) as info:
             gw.send(msg())
         assert info.value.retry_after == 3.0
 
     def test_slow_reply_beyond_timeout_is_outcome_unknown_and_was_accepted(
-            self, twilio_server: FakeTwilio) -> None:  # noqa: F811
+            self, twilio_server: FakeTwilio) -> None:
         gw = TwilioGateway(**twilio_server.gateway_options(timeout=0.3))
         twilio_server.script(TO, "slow:1.5")
         started = time.monotonic()
@@ -248,12 +249,12 @@ class TestErrors:
         assert [m["to"] for m in twilio_server.messages] == [TO]
 
     def test_slow_reply_within_timeout_is_a_success(self, gw: TwilioGateway,
-                                                    twilio_server: FakeTwilio) -> None:  # noqa: F811,E501
+                                                    twilio_server: FakeTwilio) -> None:
         twilio_server.script(TO, "slow:0.2")
         assert gw.send(msg()).provider_message_id == twilio_server.messages[0]["sid"]
 
     def test_dropped_after_acceptance_is_outcome_unknown(self, gw: TwilioGateway,
-                                                         twilio_server: FakeTwilio) -> None:  # noqa: F811,E501
+                                                         twilio_server: FakeTwilio) -> None:
         twilio_server.script(TO, "drop_after")
         with pytest.raises(base.OutcomeUnknownError) as info:
             gw.send(msg())
@@ -266,7 +267,7 @@ class TestErrors:
         assert found.delivery_id == 42
 
     def test_dropped_before_acceptance_is_unknown_too_and_lookup_says_never_received(
-            self, gw: TwilioGateway, twilio_server: FakeTwilio) -> None:  # noqa: F811
+            self, gw: TwilioGateway, twilio_server: FakeTwilio) -> None:
         """Once the request bytes are written, a dropped connection looks the same to the client
         whether or not the server read them: it must not be called "not sent" (that would risk a
         double send). Reconciliation settles it: the listing has no such message -> False."""
@@ -293,7 +294,23 @@ class TestErrors:
                 gw.send(msg())
         assert info.value.reason == "connect-failed"
 
-    def test_wrong_credentials_are_an_authentication_error(self, twilio_server: FakeTwilio) -> None:  # noqa: F811,E501
+    def test_unreadable_success_is_outcome_unknown(self, gw: TwilioGateway,
+                                                   twilio_server: FakeTwilio) -> None:
+        twilio_server.script(TO, "garbage")
+        with pytest.raises(base.OutcomeUnknownError) as info:
+            gw.send(msg())
+        assert info.value.reason == "bad-answer"
+        assert len(twilio_server.messages) == 1
+
+    def test_rfc9457_error_body_is_mapped_too(self, gw: TwilioGateway,
+                                              twilio_server: FakeTwilio) -> None:
+        twilio_server.script(TO, Fault.problem(21610))
+        with pytest.raises(base.OptedOutError) as info:
+            gw.send(msg())
+        assert info.value.provider_code == "21610"
+        assert TO not in str(info.value.__cause__) + repr(info.value.__cause__)
+
+    def test_wrong_credentials_are_an_authentication_error(self, twilio_server: FakeTwilio) -> None:
         gw = TwilioGateway(**twilio_server.gateway_options(auth_token="wrong-token-123"))
         with pytest.raises(base.AuthenticationError) as info:
             gw.send(msg())
@@ -301,7 +318,7 @@ class TestErrors:
         assert "wrong-token-123" not in str(info.value) + repr(info.value.__cause__)
         assert twilio_server.messages == []
 
-    def test_logs_carry_no_number_and_no_secret(self, gw: TwilioGateway, twilio_server: FakeTwilio,  # noqa: F811,E501
+    def test_logs_carry_no_number_and_no_secret(self, gw: TwilioGateway, twilio_server: FakeTwilio,
                                                 caplog: pytest.LogCaptureFixture) -> None:
         caplog.set_level(logging.DEBUG)
         twilio_server.script(TO, "invalid")
@@ -327,7 +344,7 @@ class TestLookup:
         return now - dt.timedelta(minutes=2), now + dt.timedelta(minutes=2)
 
     def test_lists_by_number_and_matches_the_body(self, gw: TwilioGateway,
-                                                  twilio_server: FakeTwilio) -> None:  # noqa: F811
+                                                  twilio_server: FakeTwilio) -> None:
         other = twilio_server.add_message(TO, "Tin khác")
         sent = gw.send(msg())
         twilio_server.add_message("+84912000000", TEXT)
@@ -342,25 +359,25 @@ class TestLookup:
         assert listing.params["To"] == TO
 
     def test_outside_the_window_is_not_a_match(self, gw: TwilioGateway,
-                                               twilio_server: FakeTwilio) -> None:  # noqa: F811
+                                               twilio_server: FakeTwilio) -> None:
         twilio_server.add_message(TO, TEXT, created=dt.datetime.now(dt.timezone.utc)
                                   - dt.timedelta(hours=3))
         assert gw.lookup(msg(), *self.window()) is False
 
     def test_two_identical_messages_are_ambiguous(self, gw: TwilioGateway,
-                                                  twilio_server: FakeTwilio) -> None:  # noqa: F811
+                                                  twilio_server: FakeTwilio) -> None:
         gw.send(msg())
         gw.send(msg())
         assert gw.lookup(msg(), *self.window()) is None
 
     def test_listing_error_means_cannot_tell(self, gw: TwilioGateway,
-                                             twilio_server: FakeTwilio) -> None:  # noqa: F811
+                                             twilio_server: FakeTwilio) -> None:
         twilio_server.queue("unavailable", route="list")
         assert gw.lookup(msg(), *self.window()) is None
         assert twilio_server.unused() == []
 
     def test_long_listings_are_paged_then_give_up(self, gw: TwilioGateway,
-                                                  twilio_server: FakeTwilio) -> None:  # noqa: F811
+                                                  twilio_server: FakeTwilio) -> None:
         from outreach.gateways import twilio as module
 
         for i in range(5):
@@ -378,7 +395,7 @@ class TestLookup:
 
 class TestFetchStatuses:
     def test_statuses_are_mapped_with_error_codes(self, gw: TwilioGateway,
-                                                  twilio_server: FakeTwilio) -> None:  # noqa: F811
+                                                  twilio_server: FakeTwilio) -> None:
         cases = [("queued", None, "sent"), ("sending", None, "sent"), ("sent", None, "sent"),
                  ("delivered", None, "delivered"), ("read", None, "delivered"),
                  ("undelivered", 30003, "undelivered"), ("failed", 30007, "failed"),
@@ -394,7 +411,7 @@ class TestFetchStatuses:
                                       for sid, (st, code, ours) in zip(sids, cases)]
         assert [u.error_reason for u in updates][5:7] == ["unreachable", "carrier-filtered"]
 
-    def test_429_is_waited_out_once(self, twilio_server: FakeTwilio) -> None:  # noqa: F811
+    def test_429_is_waited_out_once(self, twilio_server: FakeTwilio) -> None:
         slept: list[float] = []
         gw = TwilioGateway(**twilio_server.gateway_options(), sleep=slept.append)
         sid = gw.send(msg()).provider_message_id
@@ -403,7 +420,7 @@ class TestFetchStatuses:
         assert update.provider_message_id == sid and slept == [4.0]
 
     def test_authentication_error_is_raised(self, gw: TwilioGateway,
-                                            twilio_server: FakeTwilio) -> None:  # noqa: F811
+                                            twilio_server: FakeTwilio) -> None:
         sid = gw.send(msg()).provider_message_id
         twilio_server.queue("auth", route="fetch")
         with pytest.raises(base.AuthenticationError):
@@ -411,7 +428,7 @@ class TestFetchStatuses:
 
 
 class TestCheck:
-    def test_good_credentials(self, gw: TwilioGateway, twilio_server: FakeTwilio) -> None:  # noqa: F811,E501
+    def test_good_credentials(self, gw: TwilioGateway, twilio_server: FakeTwilio) -> None:
         facts = gw.check()
         assert facts == {
             "gateway": "twilio", "ok": True, "account": "AC…cdef",
@@ -424,14 +441,14 @@ class TestCheck:
         assert [r.route for r in twilio_server.requests] == ["account"]
         assert twilio_server.messages == []
 
-    def test_bad_credentials(self, twilio_server: FakeTwilio) -> None:  # noqa: F811
+    def test_bad_credentials(self, twilio_server: FakeTwilio) -> None:
         gw = TwilioGateway(**twilio_server.gateway_options(auth_token="not-the-token-42"))
         with pytest.raises(base.AuthenticationError) as info:
             gw.check()
         for text in (str(info.value), repr(info.value), str(info.value.__cause__), repr(gw)):
             assert "not-the-token-42" not in text
 
-    def test_suspended_account(self, twilio_server: FakeTwilio) -> None:  # noqa: F811
+    def test_suspended_account(self, twilio_server: FakeTwilio) -> None:
         twilio_server.account_status = "suspended"
         with pytest.raises(base.AuthenticationError) as info:
             TwilioGateway(**twilio_server.gateway_options()).check()

@@ -53,7 +53,8 @@ def db(tmp_path: Any) -> Database:
 def add_delivery(db: Database, number: str, *, status: str = "sent", sid: str | None = None,
                  gateway: str = "twilio") -> int:
     with db.engine.begin() as conn:
-        rid = conn.execute(insert(Recipient).values(e164=number, created_at=T0)).inserted_primary_key[0]
+        rid = conn.execute(insert(Recipient).values(e164=number, created_at=T0)
+                           ).inserted_primary_key[0]
         return conn.execute(insert(Delivery).values(
             campaign_id="tiem-chung-2024", run_id=1, recipient_id=rid, dedupe_key="once",
             channel="sms", gateway=gateway, address=number, status=status,
@@ -312,12 +313,63 @@ class TestTwilioCallbacks:
         assert len(events(db)) == 120
 
 
+def test_group_commit_isolates_a_failing_receipt(db: Database,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from outreach import webhooks as module
+    from outreach.gateways.base import StatusUpdate
+
+    a = add_delivery(db, "+84912345001", sid=SID_A)
+    b = add_delivery(db, "+84912345002", sid=SID_B)
+    real = receipts.apply_updates
+
+    def poisoned(conn: Any, updates: Any, **kw: Any) -> Any:
+        if any(u.provider_message_id == "SMpoison" for u in updates):
+            raise RuntimeError("boom")
+        return real(conn, updates, **kw)
+
+    monkeypatch.setattr(module.receipts, "apply_updates", poisoned)
+    writer = module.ReceiptWriter(db)
+    batch = [module._Item(StatusUpdate("delivered", SID_A, a, "delivered"), "k1", T0),
+             module._Item(StatusUpdate("delivered", "SMpoison", None, "delivered"), "k2", T0),
+             module._Item(StatusUpdate("failed", SID_B, b, "failed", error_code="30007"), "k3",
+                          T0)]
+    writer._apply(batch)
+    assert [i.done for i in batch] == [True, True, True]
+    assert [type(i.error).__name__ for i in batch] == ["NoneType", "RuntimeError", "NoneType"]
+    assert (delivery(db, a).status, delivery(db, b).status) == ("delivered", "failed")
+    assert writer.transactions == 2  # the batch failed, then two of three alone succeeded
+
+
+def test_group_commit_under_concurrency(db: Database) -> None:
+    from outreach import webhooks as module
+    from outreach.gateways.base import StatusUpdate
+
+    dids = [add_delivery(db, f"+849123451{i:02d}", sid=f"SM{i:032x}") for i in range(32)]
+    writer = module.ReceiptWriter(db)
+    start = threading.Barrier(32)
+
+    def receipt(i: int) -> None:
+        start.wait()
+        for status in ("sent", "delivered"):
+            writer.write(StatusUpdate(status, f"SM{i:032x}", dids[i], status), f"k{i}{status}", T0)
+
+    workers = [threading.Thread(target=receipt, args=(i,)) for i in range(32)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    with db.engine.connect() as conn:
+        assert conn.execute(select(Delivery.status)).scalars().all() == ["delivered"] * 32
+    assert len(events(db)) == 64
+    assert 1 <= writer.transactions <= 64
+
+
 # -- status sync -------------------------------------------------------------------------------
 
 
 class TestSync:
     def test_sync_applies_final_statuses_in_batches(self, db: Database,
-                                                    twilio_server: FakeTwilio) -> None:  # noqa: F811,E501
+                                                    twilio_server: FakeTwilio) -> None:
         gw = TwilioGateway(**twilio_server.gateway_options())
         plan = [("delivered", None), ("failed", 30007), ("queued", None), ("undelivered", 30003),
                 ("sent", None)]
@@ -336,7 +388,8 @@ class TestSync:
                           "delivered": 1, "undelivered": 1, "failed": 1, "batches": 3}
         rows = [delivery(db, d) for d in dids]
         assert [(r.status, r.error_code, r.error_reason) for r in rows] == [
-            ("delivered", None, None), ("failed", "30007", "carrier-filtered"), ("sent", None, None),
+            ("delivered", None, None), ("failed", "30007", "carrier-filtered"),
+            ("sent", None, None),
             ("undelivered", "30003", "unreachable"), ("sent", None, None)]
         assert [(e.source, e.new_status) for e in events(db)] == [
             ("sync", "delivered"), ("sync", "failed"), ("sync", "undelivered")]
@@ -350,7 +403,7 @@ class TestSync:
         assert len(events(db)) == 4
 
     def test_sync_counts_ids_the_provider_does_not_know(self, db: Database,
-                                                        twilio_server: FakeTwilio) -> None:  # noqa: F811,E501
+                                                        twilio_server: FakeTwilio) -> None:
         gw = TwilioGateway(**twilio_server.gateway_options())
         add_delivery(db, "+84912345001", sid="SM" + "0" * 32)
         counts = sync_campaign(db, "tiem-chung-2024", gw, now=T0)
@@ -408,3 +461,16 @@ class TestCli:
         result = CliRunner().invoke(webhooks_cli, ["--database-url", url, "serve", "--no-twilio"])
         assert result.exit_code == 1
         assert "has no schema" in result.output and served == []
+
+
+def test_registered_under_the_main_cli(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through ``outreach --database-url URL webhooks serve`` (the main group's Ctx object)."""
+    main = pytest.importorskip("outreach.cli").main
+    if "webhooks" not in main.commands:
+        pytest.skip("webhooks group not registered in outreach.cli yet")
+    calls: list[Any] = []
+    monkeypatch.setattr("outreach.webhooks.serve", lambda db, host, port, **kw: calls.append(db))
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+    result = CliRunner().invoke(main, ["--database-url", db.url, "webhooks", "serve"])
+    assert result.exit_code == 0, result.output
+    assert calls[0].url == db.url

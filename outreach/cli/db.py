@@ -49,25 +49,50 @@ def audit() -> None:
 
 
 @audit.command("list")
-@click.option("--campaign", "campaign_id")
-@click.option("--action")
+@click.option("--campaign", "campaign_id", help="Only this campaign's entries.")
+@click.option("--action", "actions", multiple=True,
+              help="Only these actions (repeatable): import, launch, dry-run, pause, resume, "
+                   "cancel, resend, optout-add, optout-import, optout-remove, resolve-unknown, "
+                   "purge...")
+@click.option("--operator", "who", help="Only entries by this operator.")
+@click.option("--since", help="Entries from this date/time (Asia/Ho_Chi_Minh).")
+@click.option("--until", help="Entries before this date/time; a bare date includes that day.")
 @click.option("--limit", type=int, default=100, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @pass_ctx
-def audit_list(c: Ctx, campaign_id: str | None, action: str | None, limit: int, fmt: str) -> None:
-    """Who did what and when, newest first, with the campaign text hash."""
-    from outreach import audit as auditmod
+def audit_list(c: Ctx, campaign_id: str | None, actions: tuple[str, ...], who: str | None,
+               since: str | None, until: str | None, limit: int, fmt: str) -> None:
+    """Who did what and when, newest first, with the campaign text hash.
 
-    with c.db.engine.connect() as conn:
-        rows = auditmod.entries(conn, campaign_id=campaign_id, action=action, limit=limit)
-    data = [{"at": r.at.isoformat(), "operator": r.operator, "action": r.action,
-             "campaign": r.campaign_id, "text_sha256": r.text_sha256, "details": r.details}
-            for r in rows]
+    Times are shown in Asia/Ho_Chi_Minh.
+    """
+    from sqlalchemy import select
+
+    from outreach.cli.report import parse_when
+    from outreach.clock import VN_TZ
+    from outreach.models import AuditEntry
+
+    stmt = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    if campaign_id:
+        stmt = stmt.where(AuditEntry.campaign_id == campaign_id)
+    if actions:
+        stmt = stmt.where(AuditEntry.action.in_(actions))
+    if who:
+        stmt = stmt.where(AuditEntry.operator == who)
+    if since:
+        stmt = stmt.where(AuditEntry.at >= parse_when(since))
+    if until:
+        stmt = stmt.where(AuditEntry.at < parse_when(until, end=True))
+    with c.db.session() as s:
+        rows = list(s.scalars(stmt))
+        data = [{"id": r.id, "at": r.at.astimezone(VN_TZ).isoformat(timespec="seconds"),
+                 "operator": r.operator, "action": r.action, "campaign": r.campaign_id,
+                 "text_sha256": r.text_sha256, "details": r.details} for r in rows]
     if fmt == "json":
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
-    t = Table(title="Audit log")
-    for col in ("at (UTC)", "operator", "action", "campaign", "text", "details"):
+    t = Table(title=f"Audit log: {len(data)} entries")
+    for col in ("at (Asia/Ho_Chi_Minh)", "operator", "action", "campaign", "text", "details"):
         t.add_column(col)
     for d in data:
         t.add_row(d["at"][:19], d["operator"], d["action"], d["campaign"] or "",

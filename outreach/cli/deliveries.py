@@ -6,10 +6,11 @@ import csv
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
-from sqlalchemy import select
+from sqlalchemy import case, select
 
 from outreach import states
 from outreach.cli import Ctx, console, pass_ctx
@@ -21,78 +22,166 @@ def deliveries() -> None:
     """The delivery ledger: one row per message."""
 
 
+#: Latest states that make a recipient "not reached" in the export (opted_out excluded: the
+#: person asked not to be contacted; queued/sending/sent excluded: the outcome is still coming).
+NOT_REACHED_STATES = (states.FAILED, states.UNDELIVERED, states.UNKNOWN, states.SKIPPED)
+
+
 @deliveries.command("list")
 @click.argument("campaign_id")
 @click.option("--status", "statuses", multiple=True,
               type=click.Choice(list(states.ALL_STATES) + ["not-reached"]),
-              help="Filter by status (repeatable); not-reached = every status but delivered.")
+              help="Deliveries in these states (repeatable); not-reached = the same as "
+                   "--not-reached.")
+@click.option("--not-reached", is_flag=True,
+              help="One row per recipient never delivered in this campaign whose latest delivery "
+                   "failed, was undelivered, is unknown or was skipped; opted-out and suppressed "
+                   "numbers are left out.")
 @click.option("--export", "export", type=click.Path(dir_okay=False, writable=True),
-              help="Write the selected deliveries as CSV (numbers whole: for the resend list).")
+              help="Write the rows to this CSV file (UTF-8 with BOM) with whole phone numbers: "
+                   "for a resend list. The screen always masks them.")
 @click.option("--limit", type=int, default=50, show_default=True, help="Rows shown on screen.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @pass_ctx
-def list_(c: Ctx, campaign_id: str, statuses: tuple[str, ...], export: str | None, limit: int,
-          fmt: str) -> None:
-    """Deliveries of a campaign, optionally by status; --export writes them to CSV."""
+def list_(c: Ctx, campaign_id: str, statuses: tuple[str, ...], not_reached: bool,
+          export: str | None, limit: int, fmt: str) -> None:
+    """Deliveries of a campaign by status, or the recipients not reached; --export writes CSV."""
     wanted = set(statuses)
     if "not-reached" in wanted:
         wanted.discard("not-reached")
-        wanted.update(s for s in states.ALL_STATES if s != states.DELIVERED)
+        not_reached = True
+    if not_reached and wanted:
+        raise click.UsageError("--not-reached lists recipients; do not combine it with --status")
     with c.db.engine.connect() as conn:
-        stmt = (select(Delivery.id, Delivery.run_id, Delivery.address, Delivery.channel,
-                       Delivery.gateway, Delivery.status, Delivery.district, Delivery.ward,
-                       Delivery.carrier, Delivery.error_code, Delivery.error_reason,
-                       Delivery.provider_message_id, Delivery.updated_at)
-                .where(Delivery.campaign_id == campaign_id).order_by(Delivery.id))
-        if wanted:
-            stmt = stmt.where(Delivery.status.in_(sorted(wanted)))
-        rows = conn.execute(stmt).all()
+        from outreach.models import Campaign
+
+        if conn.execute(select(Campaign.id).where(Campaign.id == campaign_id)).first() is None:
+            raise click.ClickException(f"no campaign {campaign_id!r} in the database")
+        if not_reached:
+            rows = [dict(r._mapping) for r in conn.execute(not_reached_query(campaign_id))]
+        else:
+            stmt = (select(Delivery.id.label("delivery_id"), Delivery.run_id,
+                           Delivery.recipient_id, Delivery.address.label("phone"),
+                           Delivery.channel, Delivery.gateway, Delivery.status, Delivery.district,
+                           Delivery.ward, Delivery.carrier, Delivery.error_code,
+                           Delivery.error_reason, Delivery.provider_message_id,
+                           Delivery.updated_at)
+                    .where(Delivery.campaign_id == campaign_id).order_by(Delivery.id))
+            if wanted:
+                stmt = stmt.where(Delivery.status.in_(sorted(wanted)))
+            rows = [dict(r._mapping) for r in conn.execute(stmt)]
+    columns = NOT_REACHED_COLUMNS if not_reached else DELIVERY_COLUMNS
     if export:
         path = Path(export)
         with open(path, "w", encoding="utf-8-sig", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["delivery_id", "run_id", "phone", "channel", "status", "district", "ward",
-                        "carrier", "error_code", "error_reason"])
+            w.writerow(columns)
             for r in rows:
-                w.writerow([r.id, r.run_id, r.address, r.channel, r.status, r.district or "",
-                            r.ward or "", r.carrier or "", r.error_code or "", r.error_reason or ""])
-        console.print(f"{len(rows)} deliveries written to {path}")
+                w.writerow([_csv_value(r.get(col)) for col in columns])
+        what = "recipients not reached" if not_reached else "deliveries"
+        console.print(f"{len(rows)} {what} written to {path} (whole phone numbers: keep the file "
+                      "safe and delete it after use)")
         return
-    data = [{"id": r.id, "run": r.run_id, "phone": c.phone(r.address), "channel": r.channel,
-             "gateway": r.gateway, "status": r.status, "district": r.district, "ward": r.ward,
-             "carrier": r.carrier, "error_code": r.error_code, "error_reason": r.error_reason,
-             "provider_message_id": r.provider_message_id} for r in rows]
+    data = [{col: _json_value(c.phone(r[col]) if col == "phone" else r.get(col))
+             for col in columns} for r in rows]
     if fmt == "json":
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
-    t = Table(title=f"Deliveries of {campaign_id}: {len(data)}" + (
+    title = "Recipients not reached" if not_reached else "Deliveries"
+    t = Table(title=f"{title} of {campaign_id}: {len(data)}" + (
         f" (first {limit})" if len(data) > limit else ""))
-    for col in ("id", "run", "phone", "channel", "status", "district", "error"):
+    shown = (("recipient_id", "phone", "district", "status", "channel", "deliveries")
+             if not_reached else ("delivery_id", "run_id", "phone", "channel", "status", "district"))
+    for col in shown + ("error",):
         t.add_column(col)
     for d in data[:limit]:
-        t.add_row(str(d["id"]), str(d["run"]), d["phone"], d["channel"], d["status"],
-                  d["district"] or "", " ".join(x for x in (d["error_code"], d["error_reason"]) if x))
+        t.add_row(*(str(d[col]) if d[col] is not None else "" for col in shown),
+                  " ".join(x for x in (d["error_code"], d["error_reason"]) if x))
     console.print(t)
+
+
+DELIVERY_COLUMNS = ("delivery_id", "run_id", "recipient_id", "phone", "channel", "gateway",
+                    "status", "district", "ward", "carrier", "error_code", "error_reason",
+                    "provider_message_id", "updated_at")
+NOT_REACHED_COLUMNS = ("recipient_id", "phone", "district", "ward", "carrier", "status",
+                       "channel", "gateway", "error_code", "error_reason", "deliveries",
+                       "last_attempt_at", "delivery_id")
+
+
+def not_reached_query(campaign_id: str) -> Any:
+    """Recipients of ``campaign_id`` never delivered, one row each with their latest delivery
+    (highest id) in :data:`NOT_REACHED_STATES`, numbers on the suppression list left out.
+
+    Columns: :data:`NOT_REACHED_COLUMNS` (``phone`` whole E.164; ``last_attempt_at`` the latest
+    ``sending_at``, else ``queued_at``, UTC).
+    """
+    from sqlalchemy import func
+
+    from outreach.models import Suppression
+
+    per = (select(Delivery.recipient_id.label("rid"), func.max(Delivery.id).label("last_id"),
+                  func.count().label("n"),
+                  func.max(func.coalesce(Delivery.sending_at, Delivery.queued_at)).label("last_at"),
+                  func.max(case((Delivery.status == states.DELIVERED, 1), else_=0)).label("hit"))
+           .where(Delivery.campaign_id == campaign_id).group_by(Delivery.recipient_id).subquery())
+    return (select(per.c.rid.label("recipient_id"), Delivery.address.label("phone"),
+                   Delivery.district, Delivery.ward, Delivery.carrier, Delivery.status,
+                   Delivery.channel, Delivery.gateway, Delivery.error_code, Delivery.error_reason,
+                   per.c.n.label("deliveries"), per.c.last_at.label("last_attempt_at"),
+                   Delivery.id.label("delivery_id"))
+            .join(Delivery, Delivery.id == per.c.last_id)
+            .where(per.c.hit == 0, Delivery.status.in_(NOT_REACHED_STATES),
+                   ~select(Suppression.e164).where(Suppression.e164 == Delivery.address).exists())
+            .order_by(Delivery.district, Delivery.ward, per.c.rid))
+
+
+def _csv_value(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, dt.datetime):
+        return v.isoformat(timespec="seconds")
+    return v
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, dt.datetime):
+        return v.isoformat(timespec="seconds")
+    return v
 
 
 @deliveries.command("lookup")
 @click.argument("phone")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--key-env", metavar="VAR",
+              help="Also find deliveries purged by `outreach privacy purge` (numbers replaced "
+                   "by keyed hashes): the name of the variable holding the purge key.")
 @pass_ctx
-def lookup(c: Ctx, phone: str, fmt: str) -> None:
-    """Delivery history of one number across campaigns (for a citizen's complaint)."""
+def lookup(c: Ctx, phone: str, fmt: str, key_env: str | None) -> None:
+    """Delivery history of one number across campaigns (for a citizen's complaint).
+
+    The number is masked on screen unless --show-numbers is given before the command.
+    """
     from outreach import phones
     from outreach.models import DeliveryEvent
 
     res = phones.normalise(phone)
     if not res.ok or not res.e164:
         raise click.BadParameter(f"{phone!r} is not a mobile number ({res.reason})")
+    addresses = [res.e164]
+    if key_env:
+        from outreach import privacy
+
+        try:
+            key = privacy.key_from_env(key_env)
+        except privacy.PrivacyError as exc:
+            raise click.ClickException(str(exc)) from None
+        addresses.append(privacy.hash_number(key, res.e164))
     with c.db.engine.connect() as conn:
         rows = conn.execute(select(Delivery.id, Delivery.campaign_id, Delivery.run_id,
                                    Delivery.channel, Delivery.status, Delivery.queued_at,
                                    Delivery.sent_at, Delivery.delivered_at, Delivery.error_code,
-                                   Delivery.error_reason)
-                            .where(Delivery.address == res.e164).order_by(Delivery.id)).all()
+                                   Delivery.error_reason, Delivery.address)
+                            .where(Delivery.address.in_(addresses)).order_by(Delivery.id)).all()
         events = conn.execute(select(DeliveryEvent.delivery_id, DeliveryEvent.at,
                                      DeliveryEvent.source, DeliveryEvent.new_status,
                                      DeliveryEvent.applied)
@@ -103,7 +192,7 @@ def lookup(c: Ctx, phone: str, fmt: str) -> None:
         {"id": r.id, "campaign": r.campaign_id, "run": r.run_id, "channel": r.channel,
          "status": r.status, "queued_at": iso(r.queued_at), "sent_at": iso(r.sent_at),
          "delivered_at": iso(r.delivered_at), "error_code": r.error_code,
-         "error_reason": r.error_reason,
+         "error_reason": r.error_reason, "purged": r.address != res.e164,
          "events": [{"at": iso(e.at), "source": e.source, "status": e.new_status,
                      "applied": e.applied} for e in events if e.delivery_id == r.id]}
         for r in rows]}
@@ -114,7 +203,7 @@ def lookup(c: Ctx, phone: str, fmt: str) -> None:
     for d in data["deliveries"]:
         console.print(f"- {d['campaign']} run #{d['run']} {d['channel']}: [bold]{d['status']}[/bold]"
                       + (f" ({d['error_code'] or ''} {d['error_reason'] or ''})" if d["error_reason"]
-                         else ""))
+                         else "") + (" (number purged)" if d["purged"] else ""))
         for e in d["events"]:
             console.print(f"    {e['at'][:19]} {e['source']:<10} → {e['status']}"
                           + ("" if e["applied"] else " (ignored: late or duplicate)"))
@@ -149,11 +238,24 @@ def resolve(c: Ctx, delivery_ids: tuple[int, ...], action: str | None) -> None:
 
     if not action:
         raise click.UsageError("choose --resend, --mark-sent or --skip")
+    from outreach.models import Campaign
+
     now = dt.datetime.now(dt.timezone.utc)
     with c.db.engine.begin() as conn:
+        owners = conn.execute(select(Delivery.id, Delivery.campaign_id, Campaign.text_sha256)
+                              .join(Campaign, Campaign.id == Delivery.campaign_id)
+                              .where(Delivery.id.in_(delivery_ids))).all()
+        missing = sorted(set(delivery_ids) - {r.id for r in owners})
+        if missing:
+            raise click.ClickException(f"no delivery {', '.join(map(str, missing))}")
         res = resolve_unknown(conn, list(delivery_ids), action=action, now=now)
-        audit.record(conn, "resolve-unknown", operator=c.operator, now=now,
-                     details={"deliveries": list(delivery_ids), "action": action})
+        # one entry per campaign, with the text hash of the message concerned
+        for campaign_id, text_sha256 in sorted({(r.campaign_id, r.text_sha256) for r in owners}):
+            ids = [r.id for r in owners if r.campaign_id == campaign_id]
+            audit.record(conn, "resolve-unknown", operator=c.operator, now=now,
+                         campaign_id=campaign_id, text_sha256=text_sha256,
+                         details={"deliveries": ids, "action": action,
+                                  "changed": [i for i in ids if res.get(i)]})
     ok = [i for i, v in res.items() if v]
     bad = [i for i, v in res.items() if not v]
     console.print(f"{len(ok)} deliveries {action}" + (

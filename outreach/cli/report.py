@@ -1,21 +1,27 @@
-"""``outreach report CAMPAIGN_ID``."""
+"""``outreach report CAMPAIGN_ID``: the delivery report, and the official results report."""
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import json
+from pathlib import Path
 from typing import Any
 
 import click
+from rich import box
 from rich.table import Table
 
-from outreach import reports, states
+from outreach import reports
 from outreach.cli import Ctx, console, pass_ctx
 
+#: Breakdowns the table shows unless --by says otherwise (wards are long: ask for them).
+DEFAULT_TABLES = ("status", "district", "carrier", "channel", "gateway", "day", "reasons")
 
-def _parse_when(value: str | None) -> dt.datetime | None:
+
+def parse_when(value: str | None, *, end: bool = False) -> dt.datetime | None:
+    """``YYYY-MM-DD`` or ``YYYY-MM-DD[T ]HH:MM[:SS]`` (Asia/Ho_Chi_Minh unless an offset is
+    given) -> aware datetime. With ``end`` a bare date means the end of that day (the next
+    midnight), so ``--until 2024-08-02`` includes 2 August."""
     if not value:
         return None
     from outreach.clock import VN_TZ
@@ -24,53 +30,161 @@ def _parse_when(value: str | None) -> dt.datetime | None:
         d = dt.datetime.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a date or date-time (YYYY-MM-DD[THH:MM])")
+    if end and len(value.strip()) == 10:
+        d += dt.timedelta(days=1)
     return d if d.tzinfo else d.replace(tzinfo=VN_TZ)
 
 
 @click.command()
 @click.argument("campaign_id")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table")
-@click.option("--since", help="Only deliveries queued from this date/time (Asia/Ho_Chi_Minh).")
-@click.option("--until", help="Only deliveries queued before this date/time.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "xlsx"]),
+              default="table", show_default=True)
+@click.option("--out", "out", type=click.Path(dir_okay=False, writable=True),
+              help="Write to this file (required for xlsx and --official; .html or .pdf there).")
+@click.option("--since", help="Deliveries sent (or, never sent, queued) from this date/time "
+              "(Asia/Ho_Chi_Minh).")
+@click.option("--until", help="...before this date/time; a bare date includes that whole day.")
+@click.option("--by", "by", multiple=True,
+              type=click.Choice([*reports.DIMENSIONS, "reasons", "all"]),
+              help="Breakdowns to show (repeatable). Table: default all but ward. CSV: default "
+                   "district (one flat table); several, or all, give one long table.")
+@click.option("--official", is_flag=True,
+              help="The results report for the city, in Vietnamese (A4 HTML, or PDF with "
+                   "WeasyPrint): --out FILE.html|FILE.pdf.")
+@click.option("--org", envvar="OUTREACH_ORG",
+              help="Official report: the reporting body's name (e.g. 'Sở Thông tin và Truyền "
+                   "thông'); left as a blank to fill in when not given.")
+@click.option("--place", envvar="OUTREACH_PLACE", help="Official report: place on the date line.")
 @pass_ctx
-def report(c: Ctx, campaign_id: str, fmt: str, since: str | None, until: str | None) -> None:
-    """Counts by status and by district for a campaign."""
-    with c.db.engine.connect() as conn:
-        data = reports.campaign_report(conn, campaign_id, since=_parse_when(since),
-                                       until=_parse_when(until))
-    if fmt == "json":
-        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
-    elif fmt == "csv":
-        click.echo(_csv(data), nl=False)
+def report(c: Ctx, campaign_id: str, fmt: str, out: str | None, since: str | None,
+           until: str | None, by: tuple[str, ...], official: bool, org: str | None,
+           place: str | None) -> None:
+    """Who got the message and who did not: totals by status; breakdowns by district and ward,
+    carrier, channel, gateway and day; delivery rate; failure reasons with provider codes;
+    segments and cost (VND).
+
+    Every delivery is counted once in every breakdown. Days are Vietnamese calendar days of the
+    send attempt (of the queueing for a message never sent). Recipients are people; deliveries
+    are messages (a resend or a fallback channel adds messages, not people); reached = people
+    with at least one delivered message.
+    """
+    since_at, until_at = parse_when(since), parse_when(until, end=True)
+    if official:
+        _official(c, campaign_id, out, since_at, until_at, org, place)
+        return
+    if fmt == "xlsx" and not out:
+        raise click.UsageError("--format xlsx needs --out FILE.xlsx")
+    with reports.report_connection(c.db.engine) as conn:
+        data = reports.campaign_report(conn, campaign_id, since=since_at, until=until_at)
+    if fmt == "xlsx":
+        assert out is not None
+        reports.write_xlsx(data, out)
+        console.print(f"report of {campaign_id} written to {out}")
+    elif fmt in ("json", "csv"):
+        if fmt == "json":
+            body = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+        else:
+            dims = ([*reports.DIMENSIONS, "reasons"] if "all" in by
+                    else list(dict.fromkeys(by)) or ["district"])
+            body = reports.to_csv(data, dims)
+        if out:
+            # utf-8-sig: Excel opens a CSV with a BOM as UTF-8 (Vietnamese diacritics intact)
+            Path(out).write_text(body, encoding="utf-8-sig" if fmt == "csv" else "utf-8")
+            console.print(f"report of {campaign_id} written to {out}")
+        else:
+            click.echo(body, nl=False)
     else:
-        _table(data)
+        wanted = set(by) or set(DEFAULT_TABLES)
+        if "all" in wanted:
+            wanted = set(reports.DIMENSIONS) | {"reasons"}
+        _table(data, wanted)
 
 
-def _csv(data: dict[str, Any]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["district", *states.ALL_STATES, "total"])
-    for district, counts in data["by_district"].items():
-        w.writerow([district, *(counts.get(s, 0) for s in states.ALL_STATES), sum(counts.values())])
-    w.writerow(["TOTAL", *(data["by_status"][s] for s in states.ALL_STATES), data["deliveries"]])
-    return buf.getvalue()
+def _official(c: Ctx, campaign_id: str, out: str | None, since: dt.datetime | None,
+              until: dt.datetime | None, org: str | None, place: str | None) -> None:
+    from outreach import official
+
+    if not out:
+        raise click.UsageError("--official needs --out FILE.html (or FILE.pdf)")
+    if Path(out).suffix.lower() not in (".html", ".htm", ".pdf"):
+        raise click.UsageError("--official writes .html or .pdf: give --out FILE.html")
+    with reports.report_connection(c.db.engine) as conn:
+        data = reports.campaign_report(conn, campaign_id, since=since, until=until)
+    html = official.render(data, org=org, place=place)
+    try:
+        path = official.write(html, out)
+    except official.OfficialReportError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"official report of {campaign_id} written to {path} "
+                  f"({data['deliveries']} deliveries, {data['recipients']} recipients)")
 
 
-def _table(data: dict[str, Any]) -> None:
+_SHORT = {"deliveries": "total", "attempted": "tried", "delivered": "deliv", "failures": "fail",
+          "awaiting": "wait", "not_sent": "unsent", "rate": "rate", "segments": "segs",
+          "cost_vnd": "VND"}
+_CAPTION = ("tried = handed to a gateway; fail = failed or undelivered; wait = sending, sent or "
+            "unknown; unsent = queued, skipped or opted out; rate = deliv / tried")
+
+
+def _fmt_rate(rate: float | None) -> str:
+    return "–" if rate is None else f"{rate:.1%}"
+
+
+def _table(data: dict[str, Any], wanted: set[str]) -> None:
     console.print(f"[bold]{data['name']}[/bold] ({data['campaign']})")
     console.print(f"source: {data['source']}")
-    shown = [s for s in states.ALL_STATES if data["by_status"][s]] or ["queued"]
-    t = Table(title="Deliveries by district")
-    t.add_column("district")
-    for s in shown:
-        t.add_column(s, justify="right")
-    t.add_column("total", justify="right")
-    for district, counts in data["by_district"].items():
-        t.add_row(district, *(str(counts.get(s, 0)) for s in shown), str(sum(counts.values())))
-    t.add_row("[bold]total[/bold]", *(f"[bold]{data['by_status'][s]}[/bold]" for s in shown),
-              f"[bold]{data['deliveries']}[/bold]")
-    console.print(t)
-    rate = data["delivery_rate"]
-    console.print(f"recipients {data['recipients']}, sent {data['sent']}, delivered "
-                  f"{data['delivered']}" + (f" ({rate:.1%} of sent)" if rate is not None else "")
-                  + f", segments {data['segments']}, cost {data['cost_vnd']:,.0f} VND")
+    if data["since"] or data["until"]:
+        console.print(f"period: {data['since'] or '…'} – {data['until'] or '…'}")
+    console.print(
+        f"recipients {data['recipients']:,} (reached {data['reached']:,}, "
+        f"{_fmt_rate(data['reach_rate'])}; not reached {data['not_reached']:,}); deliveries "
+        f"{data['deliveries']:,}: attempted {data['attempted']:,}, delivered "
+        f"{data['delivered']:,} ({_fmt_rate(data['delivery_rate'])} of attempted), failures "
+        f"{data['failures']:,}, awaiting {data['awaiting']:,}, not sent {data['not_sent']:,}")
+    console.print(f"segments {data['segments']:,}, cost {data['cost_vnd']:,.0f} VND; first send "
+                  f"{data['first_send'] or '–'}, last send {data['last_send'] or '–'}")
+    for dim in reports.DIMENSIONS:
+        if dim not in wanted:
+            continue
+        rows = reports.breakdown_rows(data, dim)
+        if dim == "status":
+            t = Table(title="Deliveries by status")
+            t.add_column("status")
+            t.add_column("deliveries", justify="right")
+            for r in rows:
+                n = r["deliveries"]
+                if n or r["key"] == "TOTAL":
+                    t.add_row(r["key"], f"{n:,}")
+            console.print(t)
+            continue
+        t = Table(title=f"Deliveries by {dim}", caption=_CAPTION if dim == "district" else None,
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        t.add_column("district" if dim == "ward" else dim, no_wrap=True)
+        if dim == "ward":
+            t.add_column("ward", no_wrap=True)
+        cols = ["deliveries", "attempted", "delivered", "failures", "awaiting", "not_sent"]
+        for col in (_SHORT[c] for c in cols + ["rate"] + (["segments", "cost_vnd"]
+                                                          if dim in data["cost"] else [])):
+            t.add_column(col, justify="right", no_wrap=True)
+        for r in rows:
+            cells = [r["key"]] + ([r["subkey"]] if dim == "ward" else [])
+            cells += [f"{r[c]:,}" for c in cols] + [_fmt_rate(r["delivery_rate"])]
+            if dim in data["cost"]:
+                cells += [f"{r['segments']:,}", f"{r['cost_vnd']:,.0f}"]
+            if r["key"] == "TOTAL":
+                cells = [f"[bold]{x}[/bold]" for x in cells]
+            t.add_row(*cells)
+        console.print(t)
+    if "reasons" in wanted:
+        t = Table(title="Failure reasons (failed, undelivered, unknown, skipped, opted out)")
+        for col in ("status", "gateway", "code", "reason"):
+            t.add_column(col)
+        t.add_column("deliveries", justify="right")
+        for r in data["failure_reasons"]:
+            t.add_row(r["status"], r["gateway"] or "", r["error_code"] or "",
+                      r["error_reason"] or "", f"{r['count']:,}")
+        if not data["failure_reasons"]:
+            t.add_row("–", "", "", "none", "0")
+        console.print(t)
+    if not data["deliveries"]:
+        console.print("no delivery yet")

@@ -102,25 +102,30 @@ def list_(c: Ctx, fmt: str) -> None:
     if not infos:
         console.print("no schedules: `outreach schedule add CAMPAIGN_FILE` registers one")
         return
-    t = Table(title="Schedules")
-    for col in ("campaign", "daily at", "dates", "next firing (VN)", "next firing (UTC)",
-                "paused", "last run"):
-        t.add_column(col)
+    t = Table(title="Schedules", show_lines=True)
+    t.add_column("campaign", overflow="fold")
+    t.add_column("daily at, dates", no_wrap=True)
+    t.add_column("next firing", no_wrap=True)
+    t.add_column("last run", min_width=14)
     for i in infos:
         last = "-"
         if i.last_run:
             lr = i.last_run
-            last = f"#{lr['id']} {lr['run_date'].isoformat()} {lr['status']}"
+            last = f"{lr['run_date'].isoformat()}\n#{lr['id']} {lr['status']}"
             if lr["status_reason"] and lr["status"] in ("missed", "waiting", "paused", "expired"):
                 last += f": {lr['status_reason']}"
         if i.error:
-            t.add_row(i.campaign_id, "-", "-", f"[red]{escape(i.error)}[/red]", "-",
-                      "yes" if i.paused else "no", last)
+            t.add_row(i.campaign_id, "-", "[yellow]paused[/yellow]" if i.paused else "-",
+                      escape(last))
+            t.add_row("", f"[red]{escape(i.error)}[/red]", "", "")
             continue
-        nxt = _vn(i.next_fire) if i.next_fire else "campaign ended"
-        dates = f"{i.start_date.isoformat()} – {i.end_date.isoformat()}" if i.start_date else "-"
-        t.add_row(i.campaign_id, f"{i.send_time:%H:%M} {i.timezone}", dates, nxt,
-                  _utc(i.next_fire), "yes" if i.paused else "no", last)
+        zone = "+07" if i.timezone == "Asia/Ho_Chi_Minh" else i.timezone
+        nxt = f"{_vn(i.next_fire)}\n{_utc(i.next_fire)}" if i.next_fire else "campaign ended"
+        if i.paused:
+            nxt = "[yellow]paused[/yellow]\n" + nxt
+        t.add_row(i.campaign_id,
+                  f"{i.send_time:%H:%M} {zone}\n{i.start_date.isoformat()}\n{i.end_date.isoformat()}",
+                  nxt, escape(last))
     console.print(t)
 
 

@@ -17,12 +17,25 @@ from outreach import config
 @click.pass_context
 def webhooks(ctx: click.Context, database_url: str | None) -> None:
     """Receive delivery receipts from Twilio (and Zalo) over HTTP."""
-    ctx.ensure_object(dict)
-    from_main = ctx.obj.get("db_url")
+    from_main = _main_db_url(ctx)
     source = ctx.get_parameter_source("database_url")
     # An explicit --database-url here wins; the environment does not override the main group's.
     if database_url and (source == ParameterSource.COMMANDLINE or not from_main):
-        ctx.obj["db_url"] = database_url
+        ctx.meta[_DB_URL] = database_url
+    else:
+        ctx.meta[_DB_URL] = from_main
+
+
+_DB_URL = "outreach.webhooks.db_url"
+
+
+def _main_db_url(ctx: click.Context) -> str | None:
+    """The main group's database URL: ``ctx.obj.db_url`` (the CLI's Ctx) or
+    ``ctx.obj["db_url"]``."""
+    obj = ctx.obj
+    if isinstance(obj, dict):
+        return obj.get("db_url")
+    return getattr(obj, "db_url", None)
 
 
 @webhooks.command()
@@ -51,7 +64,7 @@ def serve(ctx: click.Context, host: str, port: int, threads: int, no_twilio: boo
         raise click.UsageError("TWILIO_AUTH_TOKEN is not set: Twilio callbacks could not be "
                                "verified. Set it, or pass --no-twilio to serve without them.")
     public = os.environ.get("OUTREACH_PUBLIC_BASE_URL") or None
-    url = config.database_url((ctx.obj or {}).get("db_url"))
+    url = config.database_url(ctx.meta.get(_DB_URL))
     db = Database(url)
     if not has_schema(db.engine):
         raise click.ClickException(f"the database {config.redact_url(url)} has no schema; run "

@@ -43,7 +43,7 @@ def stop_on_signals() -> Iterator[threading.Event]:
         if event.is_set():
             raise KeyboardInterrupt
         err_console.print(f"{signal.Signals(signum).name}: finishing the sends in flight, then "
-                          "stopping (again to abort)")
+                          "stopping (again to abort)", soft_wrap=True)
         event.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -102,16 +102,17 @@ def worker(c: Ctx, campaign_id: str | None, concurrency: int | None, gateway: st
                    gateway_options={gateway: options} if gateway else None,
                    concurrency=concurrency, batch_size=batch_size, lease_seconds=lease,
                    idle_seconds=idle, exit_when_done=exit_when_done, stop_event=stop,
-                   on_run_done=lambda run_id, what: err_console.print(f"run #{run_id}: {what}"))
+                   on_run_done=lambda run_id, what: err_console.print(f"run #{run_id}: {what}",
+                                                                      soft_wrap=True))
         err_console.print(f"worker {w.owner} on {config.redact_url(database.url)}: "
                           f"{'campaign ' + campaign_id if campaign_id else 'every campaign'}, "
-                          f"batches of {batch_size}, lease {lease:g} s")
+                          f"batches of {batch_size}, lease {lease:g} s", soft_wrap=True)
         rep = w.run()
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(rep.outcomes.items()) if v) or "nothing"
     rate = rep.sent / rep.seconds if rep.seconds else 0.0
     rec = {k: v for k, v in rep.reconciled.items() if v}
     err_console.print(f"worker {rep.owner}: {kinds} in {rep.seconds:.1f} s ({rate:.0f} msg/s)"
                       + (f"; reconciled {json.dumps(rec)}" if rec else "")
-                      + f"; {rep.reason}")
+                      + f"; {rep.reason}", soft_wrap=True)
     if rep.exit_status:
         raise SystemExit(rep.exit_status)

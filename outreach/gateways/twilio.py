@@ -1,4 +1,4 @@
-"""Twilio Programmable Messaging over the official SDK, errors classified from ``twilio_errors.json``."""
+"""Twilio Messaging over the official SDK; errors classified by ``twilio_errors.json``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.base.exceptions import (TwilioException, TwilioRestException,
+                                     TwilioServiceException)
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
@@ -30,6 +31,8 @@ from outreach.gateways.base import (ConfigurationError, Gateway, OutboundMessage
                                     StatusUpdate)
 
 log = logging.getLogger(__name__)
+#: What the SDK raises for an answer with an error status (legacy and RFC 9457 bodies).
+_ERROR_ANSWERS = (TwilioRestException, TwilioServiceException)
 
 DEFAULT_API_URL = "https://api.twilio.com"
 #: VND per USD used to convert Twilio's ``price`` (USD) to ``SendResult.price_vnd``; override with
@@ -334,9 +337,11 @@ class TwilioGateway(Gateway):
                                      "(TWILIO_MESSAGING_SERVICE_SID)", reason="missing-sender")
 
         self.validity_period = self._int_option(options, env, "validity_period",
-                                                "TWILIO_VALIDITY_PERIOD", VALIDITY_MIN, VALIDITY_MAX)
+                                                "TWILIO_VALIDITY_PERIOD", VALIDITY_MIN,
+                                                VALIDITY_MAX)
         base_url = _opt(options, "status_callback_base", env, "OUTREACH_PUBLIC_BASE_URL")
-        self.status_callback_base = self._url(base_url, "status_callback_base") if base_url else None
+        self.status_callback_base = (self._url(base_url, "status_callback_base") if base_url
+                                     else None)
         api_url = _opt(options, "api_url", env, "OUTREACH_TWILIO_API_URL") or DEFAULT_API_URL
         self.api_url = self._url(api_url, "api_url")
         self.price_vnd_per_usd = self._float_option(options, env, "price_vnd_per_usd",
@@ -447,12 +452,13 @@ class TwilioGateway(Gateway):
             params["validity_period"] = self.validity_period
         try:
             msg = self.client.messages.create(**params)
-        except TwilioRestException as exc:
-            raise self._rest_error(exc, to=message.to) from exc
+        except _ERROR_ANSWERS as exc:
+            raise self._rest_error(exc) from exc
         except requests.RequestException as exc:
             raise self._network_error(exc, sending=True) from exc
-        except TwilioException as exc:
-            # The SDK could not parse an answer it got: Twilio may have created the message.
+        except (TwilioException, ValueError) as exc:
+            # A 2xx the SDK could not read (not JSON: a proxy's page?): Twilio may have
+            # created the message.
             raise base.OutcomeUnknownError("unreadable answer from Twilio",
                                            reason="bad-answer") from exc
         status = getattr(msg, "status", None)
@@ -471,14 +477,16 @@ class TwilioGateway(Gateway):
         except (TypeError, ValueError):
             return None
 
-    def _rest_error(self, exc: TwilioRestException, *, to: str | None = None) -> base.GatewayError:
+    def _rest_error(self, exc: TwilioRestException | TwilioServiceException) -> base.GatewayError:
+        """An error answer (4xx/5xx with Twilio's JSON body) -> our class from the table."""
         code = exc.code if exc.code not in (None, exc.status) else None
         cls, reason, _description = classify(code, exc.status)
         # Twilio's messages quote the number ("The 'To' number +84... is not valid"): mask it,
         # and mask it in the chained SDK exception too, which tracebacks print.
-        raw = exc.msg
+        field = "msg" if isinstance(exc, TwilioRestException) else "detail"
+        raw = getattr(exc, field, None) or getattr(exc, "title", None)
         detail = scrub(str(raw or ""), self._secret)
-        exc.msg = detail
+        setattr(exc, field, detail)
         exc.args = tuple(detail if a == raw else a for a in exc.args)
         provider_code = str(code) if code is not None else str(exc.status)
         if issubclass(cls, base.TransientError):
@@ -529,7 +537,7 @@ class TwilioGateway(Gateway):
         try:
             records = self.client.messages.list(to=message.to, limit=LOOKUP_LIMIT + 1,
                                                 page_size=min(LOOKUP_LIMIT + 1, 1000))
-        except (TwilioException, requests.RequestException) as exc:
+        except (TwilioException, requests.RequestException, ValueError) as exc:
             log.warning("twilio lookup for delivery %s failed: %s", message.delivery_id,
                         type(exc).__name__)
             return None
@@ -563,7 +571,7 @@ class TwilioGateway(Gateway):
             for attempt in (1, 2):
                 try:
                     rec = self.client.messages(sid).fetch()
-                except TwilioRestException as exc:
+                except _ERROR_ANSWERS as exc:
                     err = self._rest_error(exc)
                     if isinstance(err, base.StopRunError):
                         raise err from exc
@@ -572,7 +580,7 @@ class TwilioGateway(Gateway):
                         continue
                     log.warning("twilio status of %s not fetched: %s", sid, err.reason)
                     break
-                except (TwilioException, requests.RequestException) as exc:
+                except (TwilioException, requests.RequestException, ValueError) as exc:
                     log.warning("twilio status of %s not fetched: %s", sid, type(exc).__name__)
                     break
                 update = self._update_from(rec)
@@ -595,7 +603,7 @@ class TwilioGateway(Gateway):
                                  "price_unit": rec.price_unit})
 
     def check(self) -> dict[str, Any]:
-        """Fetch the account (``GET Accounts/{sid}.json``) to prove the credentials, sending nothing.
+        """Fetch the account (``GET Accounts/{sid}.json``) to check the credentials; sends nothing.
 
         Returns ``{"gateway", "ok", "account", "account_name", "account_status", "auth",
         "sender", "messaging_service_sid", "api_url", "status_callback_base",
@@ -604,11 +612,11 @@ class TwilioGateway(Gateway):
         """
         try:
             account = self.client.api.v2010.accounts(self.account_sid).fetch()
-        except TwilioRestException as exc:
+        except _ERROR_ANSWERS as exc:
             raise self._rest_error(exc) from exc
         except requests.RequestException as exc:
             raise self._network_error(exc, sending=False) from exc
-        except TwilioException as exc:
+        except (TwilioException, ValueError) as exc:
             raise base.UnavailableError("unreadable answer from Twilio", reason="bad-answer"
                                         ) from exc
         status = getattr(account, "status", None)

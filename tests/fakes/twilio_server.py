@@ -23,11 +23,21 @@ Outcome names (a string, or a :class:`Fault`):
 ``unavailable``    503, code 20503; nothing recorded
 ``server_error``   500, code 20500; nothing recorded
 ``auth``           401, code 20003 (also the answer to wrong credentials, always)
-``drop_before``    request read, NOT recorded, connection closed without an answer
-``drop_after``     message recorded (accepted), connection closed without an answer
+``drop_before``    request read, NOT recorded, connection reset without an answer
+``drop_after``     message recorded (accepted), connection reset without an answer
 ``lost``           same as ``drop_after``
 ``slow:N``         message recorded, answer sent after N seconds (float)
+``garbage``        message recorded, 201 with an HTML body (a proxy's page, not JSON)
 =================  ===========================================================================
+
+``Fault.error(code, status, message, retry_after)`` gives any error answer in Twilio's legacy
+body ``{"code", "message", "more_info", "status"}``; ``Fault.problem(code, status)`` the
+RFC 9457 body (``type``, ``title``, ``status``, ``code``) some newer Twilio APIs use.
+
+Once the request bytes are written, a client cannot tell ``drop_before`` from ``drop_after``
+(urllib3 even swallows a reset while sending, to read an early answer): both are "outcome
+unknown", settled by a lookup. The "not sent" cases are a refused connection
+(:func:`closed_port`) and a connect timeout (:func:`blackhole`).
 
 Routes (HTTP Basic auth: account SID + auth token, or API key SID + secret):
 ``POST /2010-04-01/Accounts/{sid}/Messages.json``, ``GET .../Messages/{sid}.json``,
@@ -68,7 +78,8 @@ API_VERSION = "2010-04-01"
 
 @dataclass(frozen=True)
 class Fault:
-    """One scripted answer. ``kind``: accept | error | drop_before | drop_after | slow."""
+    """One scripted answer. ``kind``: accept | error | problem | drop_before | drop_after |
+    slow | garbage."""
 
     kind: str
     status: int = 201
@@ -83,6 +94,10 @@ class Fault:
         return cls("error", status=status, code=code, message=message,
                    retry_after=None if retry_after is None else f"{retry_after:g}"
                    if isinstance(retry_after, (int, float)) else str(retry_after))
+
+    @classmethod
+    def problem(cls, code: int, status: int = 400, title: str = "Bad request") -> Fault:
+        return cls("problem", status=status, code=code, message=title)
 
     @classmethod
     def slow(cls, seconds: float) -> Fault:
@@ -104,6 +119,7 @@ NAMED: dict[str, Fault] = {
     "drop_before": Fault("drop_before"),
     "drop_after": Fault("drop_after"),
     "lost": Fault("drop_after"),
+    "garbage": Fault("garbage"),
 }
 
 
@@ -441,7 +457,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, 20404, f"The requested resource {parts.path} was not found")
 
         f = fake._take(route, params.get("To"))
-        rec.outcome = f.kind if f.kind != "error" else f"error:{f.code}"
+        rec.outcome = f.kind if f.kind not in ("error", "problem") else f"{f.kind}:{f.code}"
         if f.kind == "drop_before":
             return self._drop()
         if f.kind == "error":
@@ -449,11 +465,18 @@ class _Handler(BaseHTTPRequestHandler):
             message = f.message.format(to=params.get("To", ""))
             headers = {"Retry-After": f.retry_after} if f.retry_after is not None else {}
             return self._error(f.status, f.code, message, headers)
+        if f.kind == "problem":
+            return self._json(f.status, {"type": f"https://www.twilio.com/docs/errors/{f.code}",
+                                         "title": f.message, "status": f.status, "code": f.code,
+                                         "detail": f"{f.message} for {params.get('To', '')}"})
 
         if route == "create":
             sid = fake._store(params, dt.datetime.now(dt.timezone.utc))
             if f.kind == "drop_after":
                 return self._drop()
+            if f.kind == "garbage":
+                return self._raw(201, b"<html><body>Welcome to the proxy</body></html>",
+                                 "text/html")
             self._delay(f.seconds if f.kind == "slow" else 0.0)
             self._delay(fake.latency)
             with fake._lock:
@@ -468,7 +491,8 @@ class _Handler(BaseHTTPRequestHandler):
         if route == "account":
             return self._json(200, {
                 "sid": fake.account_sid, "friendly_name": fake.friendly_name,
-                "status": fake.account_status, "type": "Full", "owner_account_sid": fake.account_sid,
+                "status": fake.account_status, "type": "Full",
+                "owner_account_sid": fake.account_sid,
                 # Twilio returns the auth token in the Account resource: check() must not repeat it.
                 "auth_token": fake.auth_token,
                 "date_created": _rfc2822(dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)),
@@ -508,9 +532,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake._stopping.wait(seconds)
 
     def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(payload).encode("utf-8")
+        self._raw(status, json.dumps(payload).encode("utf-8"), "application/json; charset=utf-8",
+                  headers)
+
+    def _raw(self, status: int, data: bytes, content_type: str,
+             headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
@@ -567,7 +595,8 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-# -- pytest fixtures (import them into a test module: ``from tests.fakes.twilio_server import ...``) --
+# -- pytest fixtures: import them into a test module
+#    (``from tests.fakes.twilio_server import twilio_server``)
 
 _ENV_TO_CLEAR = ("TWILIO_EDGE", "TWILIO_REGION", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
                  "http_proxy", "https_proxy", "all_proxy", "TWILIO_ACCOUNT_SID",

@@ -1,0 +1,322 @@
+"""Personal-data retention: replace the phone numbers of finished campaigns with keyed hashes.
+
+Phone numbers (with names) are basic personal data under Decree 13/2023/NĐ-CP, superseded from
+1 January 2026 by the Personal Data Protection Law 91/2025/QH15: keep them no longer than the
+purpose needs. Once a campaign is finished and its report delivered, the purpose is spent, so
+:func:`purge` replaces every number of that campaign with ``h:`` + HMAC-SHA256(key, E.164)
+(hex, first 32 digits = 128 bits) and clears names and Zalo user ids. The key comes from the
+environment and is never stored: without it nobody can test a guessed number against the hashes
+(there are only about 10^9 Vietnamese mobile numbers, so a plain hash would be reversible); with
+it, ``outreach deliveries lookup PHONE --key-env OUTREACH_PURGE_KEY`` still finds a number's
+history for a citizen's complaint.
+
+Counts and reports are untouched: reports count rows and distinct ``recipient_id``, never the
+number. The suppression (opt-out) list is NOT purged: it must keep matching the plain number so
+the person is never messaged again, which is the purpose the citizen gave it for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, select, true, update
+
+from outreach import audit, states
+from outreach.clock import vn_today
+from outreach.db import Database
+from outreach.models import (Campaign, Delivery, DeliveryEvent, ListMember, PendingReceipt,
+                             Recipient, Run, Schedule)
+from outreach.ops import OperatorError
+
+DEFAULT_KEY_ENV = "OUTREACH_PURGE_KEY"
+HASH_PREFIX = "h:"
+HASH_HEX_DIGITS = 32
+MIN_KEY_BYTES = 16
+#: Deliveries in these states may still be sent or need an operator's decision: their campaign
+#: is not finished.
+OPEN_DELIVERY_STATES = (states.QUEUED, states.SENDING, states.UNKNOWN)
+
+
+class PrivacyError(OperatorError):
+    """A refused purge (no key, key too short): shown to the operator as one line."""
+
+
+def key_from_env(var: str = DEFAULT_KEY_ENV) -> bytes:
+    """The purge key from environment variable ``var`` (UTF-8 bytes).
+
+    Raises PrivacyError when it is unset or shorter than :data:`MIN_KEY_BYTES` bytes (a short
+    key can be guessed, and then every hash with it).
+    """
+    value = os.environ.get(var)
+    if not value:
+        raise PrivacyError(
+            f"no purge key: set {var} to a secret of at least {MIN_KEY_BYTES} characters (for "
+            "example `export " + var + "=$(openssl rand -hex 32)`) and keep it in the "
+            "Department's password safe; the same key must be used for every purge")
+    key = value.encode("utf-8")
+    if len(key) < MIN_KEY_BYTES:
+        raise PrivacyError(f"the purge key in {var} is {len(key)} bytes; at least "
+                           f"{MIN_KEY_BYTES} are needed")
+    return key
+
+
+def hash_number(key: bytes, e164: str) -> str:
+    """``h:`` + the first 32 hex digits of HMAC-SHA256(key, e164) (34 characters)."""
+    digest = hmac.new(key, e164.encode("utf-8"), hashlib.sha256).hexdigest()
+    return HASH_PREFIX + digest[:HASH_HEX_DIGITS]
+
+
+def key_id(key: bytes) -> str:
+    """A short fingerprint of the key for the audit log (tells keys apart, reveals nothing)."""
+    return hmac.new(key, b"outreach purge key id", hashlib.sha256).hexdigest()[:12]
+
+
+def is_hashed(value: str | None) -> bool:
+    return bool(value) and value.startswith(HASH_PREFIX)  # type: ignore[union-attr]
+
+
+def number_variants(e164: str) -> list[str]:
+    """The ways a Vietnamese E.164 number appears in raw provider payloads, longest first:
+    ``+84…``, URL-encoded ``%2B84…``, ``84…`` (Zalo), ``0…`` (national)."""
+    if not e164.startswith("+84"):
+        return [e164]
+    digits = e164[1:]
+    return [f"%2B{digits}", e164, digits, "0" + digits[2:]]
+
+
+@dataclass
+class PurgeResult:
+    """What a purge did (or, with ``dry_run``, would do). Counts are rows."""
+
+    dry_run: bool
+    older_than_days: int
+    campaigns: list[str] = field(default_factory=list)
+    not_eligible: dict[str, str] = field(default_factory=dict)
+    deliveries: int = 0
+    recipients: int = 0
+    recipients_kept: int = 0
+    list_memberships: int = 0
+    events_scrubbed: int = 0
+    receipts_scrubbed: int = 0
+    key_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def campaign_eligibility(conn: Connection, older_than_days: int, now: dt.datetime,
+                         ) -> tuple[list[str], dict[str, str]]:
+    """Campaigns whose numbers may be purged, and the others with the reason why not.
+
+    Eligible: no run in an active state (created, running, paused, waiting, expired); no
+    delivery queued, sending or unknown; no unpaused schedule while the campaign's window has
+    not ended; and the last activity (delivery update, run end, campaign update) older than
+    ``older_than_days`` days before ``now``.
+    """
+    from outreach.runs import ACTIVE_RUN_STATES
+
+    cutoff = now - dt.timedelta(days=older_than_days)
+    today = vn_today(now)
+    eligible: list[str] = []
+    refused: dict[str, str] = {}
+    camps = conn.execute(select(Campaign.id, Campaign.updated_at, Campaign.definition)
+                         .order_by(Campaign.id)).all()
+    for cid, updated_at, definition in camps:
+        active = conn.execute(select(Run.id, Run.status).where(
+            Run.campaign_id == cid, Run.status.in_(ACTIVE_RUN_STATES))).first()
+        if active:
+            refused[cid] = f"run #{active.id} is {active.status}"
+            continue
+        open_n = conn.execute(select(func.count()).select_from(Delivery).where(
+            Delivery.campaign_id == cid, Delivery.status.in_(OPEN_DELIVERY_STATES))).scalar_one()
+        if open_n:
+            refused[cid] = (f"{open_n} deliveries are still queued, sending or unknown "
+                            "(send, cancel or resolve them first)")
+            continue
+        sched = conn.execute(select(Schedule.paused).where(Schedule.campaign_id == cid)).first()
+        end = ((definition or {}).get("window") or {}).get("end_date")
+        if sched is not None and not sched.paused and end and dt.date.fromisoformat(end) >= today:
+            refused[cid] = f"scheduled daily sends until {end}"
+            continue
+        last = max(x for x in (
+            updated_at,
+            _aware(conn.execute(select(func.max(Delivery.updated_at))
+                                .where(Delivery.campaign_id == cid)).scalar()),
+            _aware(conn.execute(select(func.max(func.coalesce(Run.finished_at, Run.created_at)))
+                                .where(Run.campaign_id == cid)).scalar()),
+        ) if x is not None)
+        if last >= cutoff:
+            refused[cid] = (f"last activity {last.isoformat(timespec='seconds')} is less than "
+                            f"{older_than_days} days ago")
+            continue
+        eligible.append(cid)
+    return eligible, refused
+
+
+def _aware(value: Any) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def _list_names(conn: Connection, campaign_ids: Iterable[str]) -> set[str]:
+    ids = list(campaign_ids)
+    if not ids:
+        return set()
+    return {(d or {}).get("list_name") for d in conn.execute(
+        select(Campaign.definition).where(Campaign.id.in_(ids))).scalars()} - {None}
+
+
+def _chunks(seq: Sequence[Any], n: int = 900) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+def purge(db: Database, *, older_than_days: int, key: bytes | None, dry_run: bool = False,
+          operator: str | None = None, now: dt.datetime | None = None) -> PurgeResult:
+    """Replace the phone numbers of finished campaigns with keyed hashes, in one transaction.
+
+    For every eligible campaign (:func:`campaign_eligibility`): each delivery's ``address`` becomes
+    :func:`hash_number` of it and its personalised ``body`` is cleared; the number is scrubbed
+    from its events' raw payloads and from matched pending receipts. Each recipient of those
+    campaigns (a delivery in one, or a member of one's list) who is in no other campaign (no
+    delivery in, and no membership of the list of, a campaign that is not eligible) gets the
+    hashed ``e164``, no name and no Zalo user id, and leaves its lists so no later campaign can
+    address a hash. Counts, statuses, districts, carriers, costs and recipient ids are
+    untouched, so every report is the same before and after. One ``purge`` audit entry per
+    campaign and one summary entry.
+
+    ``key`` is required unless ``dry_run`` (PrivacyError otherwise); ``older_than_days`` >= 0.
+    """
+    if older_than_days < 0:
+        raise PrivacyError("--older-than must be 0 days or more")
+    if key is None and not dry_run:
+        raise PrivacyError("a purge needs a key (see --key-env)")
+    now = now or dt.datetime.now(dt.timezone.utc)
+    res = PurgeResult(dry_run=dry_run, older_than_days=older_than_days,
+                      key_id=key_id(key) if key else None)
+    with db.engine.begin() as conn:
+        eligible, refused = campaign_eligibility(conn, older_than_days, now)
+        res.not_eligible = refused
+        res.campaigns = eligible
+        if not eligible:
+            if not dry_run:
+                audit.record(conn, "purge", operator=operator, now=now, details=res.to_dict())
+            return res
+        all_ids = [c for c in conn.execute(select(Campaign.id)).scalars()]
+        others = [c for c in all_ids if c not in eligible]
+        purge_lists = _list_names(conn, eligible) - _list_names(conn, others)
+
+        # recipients: candidates minus those still in another campaign or another list
+        candidates = set(conn.execute(select(Delivery.recipient_id).where(
+            Delivery.campaign_id.in_(eligible)).distinct()).scalars())
+        if purge_lists:
+            candidates |= set(conn.execute(select(ListMember.recipient_id).where(
+                ListMember.list_name.in_(purge_lists))).scalars())
+        protected = set(conn.execute(select(Delivery.recipient_id).where(
+            Delivery.campaign_id.in_(others)).distinct()).scalars()) if others else set()
+        protected |= set(conn.execute(select(ListMember.recipient_id).where(
+            ListMember.list_name.not_in(purge_lists) if purge_lists else true())).scalars())
+        to_purge = sorted(candidates - protected)
+        rec_rows = []
+        for chunk in _chunks(to_purge):
+            rec_rows += conn.execute(select(Recipient.id, Recipient.e164).where(
+                Recipient.id.in_(chunk))).all()
+        rec_rows = [r for r in rec_rows if not is_hashed(r.e164)]
+        res.recipients = len(rec_rows)
+        res.recipients_kept = len(candidates & protected)
+
+        # deliveries: distinct plain addresses of the eligible campaigns
+        addresses = [a for a in conn.execute(select(Delivery.address).where(
+            Delivery.campaign_id.in_(eligible), ~Delivery.address.startswith(HASH_PREFIX))
+            .distinct()).scalars()]
+        res.deliveries = conn.execute(select(func.count()).select_from(Delivery).where(
+            Delivery.campaign_id.in_(eligible),
+            ~Delivery.address.startswith(HASH_PREFIX))).scalar_one()
+        ids_by_addr: dict[str, list[int]] = {}
+        for did, addr in conn.execute(select(Delivery.id, Delivery.address).where(
+                Delivery.campaign_id.in_(eligible), ~Delivery.address.startswith(HASH_PREFIX))):
+            ids_by_addr.setdefault(addr, []).append(did)
+        if rec_rows:
+            res.list_memberships = sum(conn.execute(select(func.count()).select_from(ListMember)
+                                                    .where(ListMember.recipient_id.in_(chunk)))
+                                       .scalar_one() for chunk in _chunks([r.id for r in rec_rows]))
+        if dry_run:
+            return res
+        assert key is not None
+
+        for addr in addresses:
+            conn.execute(update(Delivery).where(Delivery.campaign_id.in_(eligible),
+                                                Delivery.address == addr)
+                         .values(address=hash_number(key, addr), body=None)
+                         .execution_options(synchronize_session=False))
+        res.events_scrubbed, res.receipts_scrubbed = _scrub_payloads(conn, ids_by_addr, key)
+
+        taken = set()
+        for r in rec_rows:
+            h = hash_number(key, r.e164)
+            clash = conn.execute(select(Recipient.id).where(Recipient.e164 == h)).first()
+            if clash is not None or h in taken:
+                h = f"{h}:{r.id}"  # the same number purged before under another recipient row
+            taken.add(h)
+            conn.execute(update(Recipient).where(Recipient.id == r.id)
+                         .values(e164=h, name=None, zalo_user_id=None))
+        for chunk in _chunks([r.id for r in rec_rows]):
+            conn.execute(delete(ListMember).where(ListMember.recipient_id.in_(chunk)))
+        conn.execute(update(Campaign).where(Campaign.id.in_(eligible))
+                     .values(status="purged", updated_at=now))
+        for cid in eligible:
+            n = conn.execute(select(func.count()).select_from(Delivery)
+                             .where(Delivery.campaign_id == cid)).scalar_one()
+            audit.record(conn, "purge", operator=operator, campaign_id=cid, now=now,
+                         details={"older_than_days": older_than_days, "deliveries": n,
+                                  "key_id": res.key_id})
+        audit.record(conn, "purge", operator=operator, now=now, details=res.to_dict())
+    return res
+
+
+def _scrub_payloads(conn: Connection, ids_by_addr: dict[str, list[int]],
+                    key: bytes) -> tuple[int, int]:
+    """Replace the number in the raw payloads kept with events and pending receipts of the
+    purged deliveries; returns (events changed, receipts changed)."""
+    addr_of: dict[int, str] = {i: a for a, ids in ids_by_addr.items() for i in ids}
+    ids = sorted(addr_of)
+    events = receipts = 0
+    for chunk in _chunks(ids):
+        for eid, did, detail in conn.execute(select(DeliveryEvent.id, DeliveryEvent.delivery_id,
+                                                    DeliveryEvent.detail)
+                                             .where(DeliveryEvent.delivery_id.in_(chunk),
+                                                    DeliveryEvent.detail.is_not(None))).all():
+            new = _scrub(detail, addr_of[did], key)
+            if new != detail:
+                conn.execute(update(DeliveryEvent).where(DeliveryEvent.id == eid)
+                             .values(detail=new))
+                events += 1
+        for pid, did, payload in conn.execute(select(PendingReceipt.id, PendingReceipt.delivery_id,
+                                                     PendingReceipt.payload)
+                                              .where(PendingReceipt.delivery_id.in_(chunk))).all():
+            raw = json.dumps(payload, ensure_ascii=False)
+            new = _scrub(raw, addr_of[did], key)
+            if new != raw:
+                conn.execute(update(PendingReceipt).where(PendingReceipt.id == pid)
+                             .values(payload=json.loads(new)))
+                receipts += 1
+    return events, receipts
+
+
+def _scrub(text: str, e164: str, key: bytes) -> str:
+    h = hash_number(key, e164)
+    for v in number_variants(e164):
+        text = text.replace(v, h)
+    return text
