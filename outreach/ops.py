@@ -50,7 +50,8 @@ def gateway_names_for(spec: CampaignSpec, override: str | None) -> dict[str, str
     return out
 
 
-def build_gateways(names: dict[str, str], db: Database, **options: Any) -> dict[str, gwbase.Gateway]:
+def build_gateways(names: dict[str, str], db: Database, clock: Clock = SYSTEM_CLOCK,
+                   **options: Any) -> dict[str, gwbase.Gateway]:
     """Instantiate each channel's gateway (raises ConfigurationError, no network)."""
     built: dict[str, gwbase.Gateway] = {}
     for channel, name in names.items():
@@ -59,6 +60,7 @@ def build_gateways(names: dict[str, str], db: Database, **options: Any) -> dict[
             opts.setdefault("channel", channel)
         if name == "zalo":
             opts.setdefault("db", db)
+            opts.setdefault("clock", clock)
         built[channel] = make_gateway(name, **opts)
     return built
 
@@ -117,7 +119,7 @@ def launch(db: Database, spec: CampaignSpec, *, gateway: str | None = None, dry_
     now = clock.now()
     names = gateway_names_for(spec, gateway)
     if gateways is None:
-        gateways = build_gateways(names, db, **(gateway_options or {}))
+        gateways = build_gateways(names, db, clock, **(gateway_options or {}))
     analysis = textmod.analyse(spec.text, unaccented=spec.unaccented or spec.channels[0].unaccented,
                                gsm_safe=spec.gsm_safe or spec.channels[0].gsm_safe)
     if dry_run:
@@ -222,7 +224,7 @@ def resume(db: Database, spec: CampaignSpec, *, gateway: str | None = None,
     if gateway:
         names = {ch: gateway for ch in names}
     if gateways is None:
-        gateways = build_gateways(names, db, **(gateway_options or {}))
+        gateways = build_gateways(names, db, clock, **(gateway_options or {}))
     now = clock.now()
     with db.engine.begin() as conn:
         runs.set_status(conn, run.id, "running" if run.started_at else "created", None, now=now)
@@ -270,7 +272,7 @@ def resend(db: Database, spec: CampaignSpec, *, statuses: tuple[str, ...] = (sta
     now = clock.now()
     names = gateway_names_for(spec, gateway)
     if gateways is None:
-        gateways = build_gateways(names, db, **(gateway_options or {}))
+        gateways = build_gateways(names, db, clock, **(gateway_options or {}))
     note = check_window(spec, gateways, now, override_window)
     with db.engine.begin() as conn:
         runs.sync_campaign(conn, spec, now=now)

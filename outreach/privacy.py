@@ -245,9 +245,12 @@ def purge(db: Database, *, older_than_days: int, key: bytes | None, dry_run: boo
             Delivery.campaign_id.in_(eligible),
             ~Delivery.address.startswith(HASH_PREFIX))).scalar_one()
         ids_by_addr: dict[str, list[int]] = {}
-        for did, addr in conn.execute(select(Delivery.id, Delivery.address).where(
+        per_campaign: dict[str, int] = {}
+        for did, cid, addr in conn.execute(select(Delivery.id, Delivery.campaign_id,
+                                                  Delivery.address).where(
                 Delivery.campaign_id.in_(eligible), ~Delivery.address.startswith(HASH_PREFIX))):
             ids_by_addr.setdefault(addr, []).append(did)
+            per_campaign[cid] = per_campaign.get(cid, 0) + 1
         if rec_rows:
             res.list_memberships = sum(conn.execute(select(func.count()).select_from(ListMember)
                                                     .where(ListMember.recipient_id.in_(chunk)))
@@ -274,14 +277,13 @@ def purge(db: Database, *, older_than_days: int, key: bytes | None, dry_run: boo
                          .values(e164=h, name=None, zalo_user_id=None))
         for chunk in _chunks([r.id for r in rec_rows]):
             conn.execute(delete(ListMember).where(ListMember.recipient_id.in_(chunk)))
-        conn.execute(update(Campaign).where(Campaign.id.in_(eligible))
-                     .values(status="purged", updated_at=now))
+        # not updated_at: a purge is not campaign activity (a later purge must still see it old)
+        conn.execute(update(Campaign).where(Campaign.id.in_(eligible)).values(status="purged"))
         for cid in eligible:
-            n = conn.execute(select(func.count()).select_from(Delivery)
-                             .where(Delivery.campaign_id == cid)).scalar_one()
-            audit.record(conn, "purge", operator=operator, campaign_id=cid, now=now,
-                         details={"older_than_days": older_than_days, "deliveries": n,
-                                  "key_id": res.key_id})
+            if per_campaign.get(cid):
+                audit.record(conn, "purge", operator=operator, campaign_id=cid, now=now,
+                             details={"older_than_days": older_than_days,
+                                      "deliveries": per_campaign[cid], "key_id": res.key_id})
         audit.record(conn, "purge", operator=operator, now=now, details=res.to_dict())
     return res
 

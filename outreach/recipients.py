@@ -161,10 +161,20 @@ def _import(conn: Connection, summary: ImportSummary, files: list[str], encoding
     pending: list[dict[str, Any]] = []
     issues: list[dict[str, Any]] = []
     before = conn.execute(select(func.count()).select_from(Recipient)).scalar_one()
+    from outreach.states import db_time
+
+    ts = db_time(conn, now)
 
     def flush() -> None:
         if pending:
-            _upsert_ignore(conn, Recipient.__table__, pending)
+            # plain driver SQL: no per-row type processing on the hot path of a large import
+            ph = "?" if conn.dialect.name == "sqlite" else "%s"
+            conn.exec_driver_sql(
+                "INSERT INTO recipients (e164, carrier, name, district, ward, zalo_user_id, "
+                f"source_file, source_line, created_at) VALUES ({', '.join([ph] * 9)}) "
+                "ON CONFLICT (e164) DO NOTHING",
+                [(r["e164"], r["carrier"], r["name"], r["district"], r["ward"],
+                  r["zalo_user_id"], r["source_file"], r["source_line"], ts) for r in pending])
             ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
                 ListMember)
             conn.execute(ins.from_select(

@@ -316,12 +316,14 @@ class Worker:
             return list(conn.execute(stmt))
 
     def _open_runs(self) -> int:
-        stmt = select(func.count()).select_from(Run).where(
-            Run.status.in_(("created", "running")), Run.due_at <= self.clock.now())
+        """Runs of the selection still created or running that this worker can send."""
+        stmt = select(Run.id).where(Run.status.in_(("created", "running")),
+                                    Run.due_at <= self.clock.now())
         if self.campaign_id:
             stmt = stmt.where(Run.campaign_id == self.campaign_id)
         with self.db.engine.connect() as conn:
-            return conn.execute(stmt).scalar_one()
+            ids = set(conn.execute(stmt).scalars())
+        return len(ids - set(self._skip_until))
 
     # -- one run --------------------------------------------------------------------------------
     def _serve(self, run: Any, now: dt.datetime) -> bool:

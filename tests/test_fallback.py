@@ -274,3 +274,58 @@ def test_every_recipient_ends_reached_by_exactly_one_channel(db: Database,
         assert fallback.pending_fallback(conn, 1, later) is None
     assert reached == [("+84961000001", "zalo"), ("+84961000002", "sms"),
                        ("+84961000003", "zalo"), ("+84961000004", "sms")]
+
+
+# -- end to end: the dispatcher with the Zalo gateway (fake server) and an SMS mock -------------
+
+def test_dispatcher_zalo_then_sms_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                             ) -> None:
+    from outreach import ops
+    from outreach.clock import FakeClock
+    from outreach.gateways.mock import MockGateway
+    from outreach.gateways.zalo import ZaloGateway
+    from outreach.gateways.zalo_webhook import apply_event
+    from tests.fakes.zalo_server import FakeZalo, isolate
+    from tests.helpers import fresh_db, in_window, load, numbers, write_campaign
+
+    isolate(monkeypatch)
+    channels = """
+[[channels]]
+channel = "zalo"
+template_id = "301234"
+fallback_after_minutes = 60
+
+[[channels]]
+channel = "sms"
+sender = "TEST"
+"""
+    spec = load(write_campaign(tmp_path, n=3, channels=channels))
+    db = fresh_db(tmp_path)
+    no_zalo, receipt, silent = numbers(3)
+    clock = FakeClock(in_window())
+    with FakeZalo() as z:
+        z.script(no_zalo, "no_zalo")
+        zalo = ZaloGateway(db=db, clock=clock, **z.gateway_options())
+        z.seed(zalo.tokens)
+        sms = MockGateway(channel="sms")
+        first = ops.launch(db, spec, gateways={"zalo": zalo, "sms": sms}, clock=clock).report
+        assert first is not None and first.stopped == "awaiting-receipts"
+        assert first.resume_at == clock.now() + dt.timedelta(minutes=60)
+        assert sms.sent_to() == [no_zalo]  # -118: SMS at once
+        [zns_receipt] = [s for s in z.zns() if s.phone == receipt[1:]]
+        with db.engine.begin() as conn:  # Zalo's webhook for one of the two others
+            apply_event(conn, {"event_name": "user_received_message", "timestamp": "1",
+                               "message": {"msg_id": zns_receipt.msg_id,
+                                           "tracking_id": zns_receipt.tracking_id,
+                                           "delivery_time": "1722304980000"}}, now=clock.now())
+        clock.set(first.resume_at)
+        second = ops.resume(db, spec, gateways={"zalo": zalo, "sms": sms}, clock=clock)
+        assert second.stopped is None, second
+        assert sms.sent_to() == [no_zalo, silent]  # the silent one after 60 minutes
+        assert len(z.zns()) == 2 and len(z.send_requests()) == 3  # Zalo: each number once
+    with db.engine.connect() as conn:
+        rows = conn.execute(select(Delivery.address, Delivery.channel, Delivery.status)
+                            .order_by(Delivery.address, Delivery.channel)).all()
+    assert rows == [(no_zalo, "sms", "sent"), (no_zalo, "zalo", "failed"),
+                    (receipt, "zalo", "delivered"),
+                    (silent, "sms", "sent"), (silent, "zalo", "sent")]

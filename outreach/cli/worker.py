@@ -97,6 +97,13 @@ def worker(c: Ctx, campaign_id: str | None, concurrency: int | None, gateway: st
     if options and not gateway:
         raise click.UsageError("--gateway-option needs --gateway")
     database = c.db
+    if gateway:  # a wrong name or option is refused now, not found run after run
+        from outreach.gateways import gateway_class
+        from outreach.ops import build_gateways
+
+        for g in build_gateways({gateway_class(gateway).channel: gateway}, database,
+                                **{gateway: options}).values():
+            g.close()
     with stop_on_signals() as stop:
         w = Worker(database, campaign_id=campaign_id, gateway=gateway,
                    gateway_options={gateway: options} if gateway else None,

@@ -212,8 +212,12 @@ class ZaloGateway(Gateway):
     reports errors as HTTP 200 with ``error != 0``; codes map to errors via
     ``zalo_errors.json``. Connect failures raise ``UnavailableError`` (reason
     ``connect-failed``, not sent); read timeouts and dropped connections after sending raise
-    ``OutcomeUnknownError``. The adapter never retries a request by itself, except one retry
-    after refreshing a rejected access token (which Zalo refused before sending anything).
+    ``OutcomeUnknownError``. HTTP 429 → ``ThrottledError`` (Retry-After, else 60 s); 500/502/503
+    → ``UnavailableError``; 504 on a send → ``OutcomeUnknownError`` (a proxy gave up waiting for
+    Zalo, which may have accepted it); 401/403 → ``AuthenticationError``; 404/405 →
+    ``StopRunError`` (wrong URL). The adapter never retries a request by itself, except one
+    retry after refreshing a rejected access token (which Zalo refused before sending anything).
+    ``clock`` sets "now" for token expiry and the night-window ``retry_after``.
     """
 
     name: ClassVar[str] = "zalo"
