@@ -167,7 +167,7 @@ def time_report(path: str, repeat: int = 5) -> float:
     assert data is not None
     print(f"  deliveries {data['deliveries']:,}, recipients {data['recipients']:,}, reached "
           f"{data['reached']:,}, delivery rate {data['delivery_rate']:.2%}, "
-          f"{len(data['by_day'])} days, {len(data['by_ward'])} wards, "
+          f"{len(data['by_day'])} days, {sum(len(w) for w in data['by_ward'].values())} wards, "
           f"{len(data['failure_reasons'])} failure reasons, cost {data['cost_vnd']:,.0f} VND")
     from outreach import official
 

@@ -517,7 +517,16 @@ class Dispatcher:
                 if o.kind == "opted_out":
                     opted.append(by_id[o.delivery_id]["address"])
         with self.db.engine.begin() as conn:
-            states.apply(conn, changes, source="dispatcher", now=now, lock=False)
+            applied = states.apply(conn, changes, source="dispatcher", now=now, lock=False)
+            late_ids = [(o.result.provider_message_id, o.delivery_id) for o in outcomes
+                        if o.kind == "sent" and o.result and not applied.get(o.delivery_id)]
+            if late_ids:
+                # a receipt overtook us (delivered before we stored the provider id): keep the
+                # id so later receipts and syncs still match this delivery
+                conn.execute(update(Delivery).where(
+                    Delivery.id == bindparam("b_id"), Delivery.provider_message_id.is_(None))
+                    .values(provider_message_id=bindparam("b_sid")),
+                    [{"b_id": i, "b_sid": sid} for sid, i in late_ids])
             if opted:
                 suppression.add(conn, opted, reason="provider-opt-out",
                                 source=f"gateway:{','.join(g.name for g in self.gateways.values())}",

@@ -83,25 +83,6 @@ def mask_raw(raw: str) -> str:
     return "".join("*" if i in hide else ch for i, ch in enumerate(raw))[:40]
 
 
-def _upsert_ignore(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    dialect = conn.dialect.name
-    if dialect == "sqlite":
-        stmt = sqlite.insert(table).on_conflict_do_nothing()
-    elif dialect == "postgresql":
-        stmt = postgresql.insert(table).on_conflict_do_nothing()
-    else:  # pragma: no cover - other backends insert one by one
-        for row in rows:
-            try:
-                with conn.begin_nested():
-                    conn.execute(insert(table), row)
-            except Exception:
-                pass
-        return
-    conn.execute(stmt, rows)
-
-
 def import_files(db: Database, paths: Sequence[str | Path], *, list_name: str,
                  encoding: str | None = None, convert_old_prefixes: bool = False,
                  default_district: str | None = None,

@@ -175,7 +175,6 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
                 c["segments"] += int(segs or 0)
                 c["cost_vnd"] += float(vnd or 0.0)
 
-    present = sorted(s for s, n in by_status.items() if n)
     # 2. distinct recipients (unique key, ordered by recipient) and reached (status index)
     recipients = conn.execute(select(func.count()).select_from(
         select(Delivery.recipient_id).where(*conds).group_by(Delivery.recipient_id).subquery())
@@ -183,7 +182,7 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
     reached = conn.execute(select(func.count(func.distinct(Delivery.recipient_id)))
                            .where(*conds, Delivery.status == states.DELIVERED)).scalar_one()
     # 3. days, and first and last send
-    by_day, first_send, last_send = _by_day(conn, conds, present)
+    by_day, first_send, last_send = _by_day(conn, conds, by_status)
     # 4. failure reasons (failure rows only, from ix_deliveries_campaign_status_time)
     reasons = [{"status": s, "gateway": g, "error_code": code, "error_reason": why, "count": n}
                for s, g, code, why, n in conn.execute(
@@ -227,48 +226,57 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
     }
 
 
-def _by_day(conn: Connection, conds: list[Any], present: Iterable[str],
+def _by_day(conn: Connection, conds: list[Any], by_status: Mapping[str, int],
             ) -> tuple[dict[str, dict[str, int]], dt.datetime | None, dt.datetime | None]:
     """Day -> status -> count, plus the first and last ``sending_at``.
 
-    Rows with a ``sending_at`` are counted per status and day with range counts on
-    ``(campaign_id, status, sending_at)`` (no per-row function, no sort); rows without one are
-    grouped by ``queued_at``, which has one value per run.
+    Rows without a ``sending_at`` are grouped by ``queued_at`` (one value per run). Rows with
+    one are counted per status and Vietnamese day with index range counts on
+    ``(campaign_id, status, sending_at)`` (no per-row date function, no sort), except the first
+    day of each status, which is what remains of that status's total (``by_status``, read in
+    the same snapshot): a status sent on one day costs no count at all.
     """
-    present = list(present)
     out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    present = sorted(s for s, n in by_status.items() if n)
     if not present:
         return {}, None, None
+    unsent: dict[str, int] = defaultdict(int)
+    for s, queued_at, n in conn.execute(
+            select(Delivery.status, Delivery.queued_at, func.count())
+            .where(*conds, Delivery.status.in_(present), Delivery.sending_at.is_(None))
+            .group_by(Delivery.status, Delivery.queued_at)):
+        out[vn_day(_aware(queued_at)).isoformat()][s] += n  # type: ignore[arg-type]
+        unsent[s] += n
+    sent = [s for s in present if by_status[s] > unsent[s]]
+    first = last = None
+    if not sent:
+        return {d: dict(v) for d, v in sorted(out.items())}, first, last
     bounds_q = []
-    for s in present:
+    for s in sent:
         where = and_(*conds, Delivery.status == s, Delivery.sending_at.is_not(None))
         bounds_q += [select(func.min(Delivery.sending_at)).where(where).scalar_subquery(),
                      select(func.max(Delivery.sending_at)).where(where).scalar_subquery()]
     row = conn.execute(select(*bounds_q)).one()
-    first = last = None
-    for i, s in enumerate(present):
+    for i, s in enumerate(sent):
         lo, hi = _aware(row[2 * i]), _aware(row[2 * i + 1])
-        if lo is None or hi is None:
-            continue
+        assert lo is not None and hi is not None
         first = lo if first is None or lo < first else first
         last = hi if last is None or hi > last else last
         days = [vn_day(lo) + dt.timedelta(days=k) for k in range((vn_day(hi) - vn_day(lo)).days + 1)]
+        remaining = by_status[s] - unsent[s]
         counts = []
-        for d in days:
+        for d in days[1:]:
             start, end = _day_start(d), _day_start(d + dt.timedelta(days=1))
             counts.append(select(func.count()).where(
                 *conds, Delivery.status == s, Delivery.sending_at >= start,
                 Delivery.sending_at < end).scalar_subquery())
         for start_i in range(0, len(counts), 500):  # SQLite allows 2000 result columns
             values = conn.execute(select(*counts[start_i:start_i + 500])).one()
-            for d, n in zip(days[start_i:start_i + 500], values):
+            for d, n in zip(days[1 + start_i:1 + start_i + 500], values):
                 if n:
                     out[d.isoformat()][s] += n
-    for s, queued_at, n in conn.execute(
-            select(Delivery.status, Delivery.queued_at, func.count())
-            .where(*conds, Delivery.status.in_(present), Delivery.sending_at.is_(None))
-            .group_by(Delivery.status, Delivery.queued_at)):
-        out[vn_day(_aware(queued_at)).isoformat()][s] += n  # type: ignore[arg-type]
+                    remaining -= n
+        out[days[0].isoformat()][s] += remaining
     return {d: dict(v) for d, v in sorted(out.items())}, first, last
 
 

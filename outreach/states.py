@@ -111,6 +111,20 @@ def apply(conn: Connection, changes: Sequence[Change], *, source: str, now: dt.d
     if not changes:
         return {}
     ids = sorted({c.delivery_id for c in changes})
+    if len(ids) < len(changes):
+        # several changes for one delivery: apply them in order, in rounds of distinct ids
+        out: dict[int, bool] = {}
+        pending = list(changes)
+        while pending:
+            seen: set[int] = set()
+            rnd, rest = [], []
+            for c in pending:
+                (rest if c.delivery_id in seen else rnd).append(c)
+                seen.add(c.delivery_id)
+            for k, v in apply(conn, rnd, source=source, now=now, lock=lock).items():
+                out[k] = out.get(k, False) or v
+            pending = rest
+        return out
     current: dict[int, str] = {}
     pg = conn.dialect.name == "postgresql"
     for chunk_start in range(0, len(ids), 900):

@@ -356,3 +356,20 @@ def test_unknown_deliveries_need_an_explicit_operator_decision(tmp_path: Path) -
     with db.engine.begin() as conn:
         assert resolve_unknown(conn, [did], action="sent", now=in_window()) == {did: True}
     assert statuses(db)[phones[0]] == "sent"
+
+
+def test_several_changes_for_one_delivery_in_one_call_apply_in_order(tmp_path: Path) -> None:
+    spec, db = setup(tmp_path, n=1)
+    mock = MockGateway(script={numbers(1)[0]: ["lost"]})
+    ops.launch(db, spec, gateways={"sms": mock}, clock=FakeClock(in_window()))
+    with db.engine.connect() as conn:
+        did = conn.execute(select(Delivery.id)).scalar_one()
+    with db.engine.begin() as conn:
+        res = states.apply(conn, [states.Change(did, "sent"), states.Change(did, "delivered"),
+                                  states.Change(did, "sent")], source="webhook", now=in_window())
+    assert res == {did: True}
+    assert statuses(db) == {numbers(1)[0]: "delivered"}
+    evs = [(e["old_status"], e["new_status"], e["applied"]) for e in events(db)
+           if e["source"] == "webhook"]
+    assert evs == [("unknown", "sent", True), ("sent", "delivered", True),
+                   ("delivered", "sent", False)]
