@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from outreach import states
@@ -45,41 +45,62 @@ def _find(conn: Connection, upd: StatusUpdate) -> int | None:
 def apply_updates(conn: Connection, updates: Sequence[StatusUpdate], *, gateway: str, source: str,
                   now: dt.datetime, event_keys: Sequence[str | None] | None = None
                   ) -> list[ReceiptOutcome]:
-    """Apply receipts in the caller's transaction.
+    """Apply receipts in the caller's transaction, as a batch (a few statements for many).
 
     A receipt is matched by our delivery id (carried in the callback URL or ``tracking_id``) or
     by the provider message id. Every receipt becomes a delivery event; the delivery's state
     only moves forward (a late ``sent`` never undoes ``delivered``; a duplicate changes nothing).
-    A receipt that matches nothing yet is stored in ``pending_receipts`` and replayed by
-    :func:`apply_pending` once the delivery row or its provider id is stored. ``event_keys``
-    (one per update) make pending storage idempotent when the provider retries a webhook.
+    Several receipts for one delivery in a batch are applied in their order. A receipt that
+    matches nothing yet is stored in ``pending_receipts`` and replayed by :func:`apply_pending`
+    once the delivery row or its provider id is stored. ``event_keys`` (one per update) make
+    pending storage idempotent when the provider retries a webhook.
     """
-    outcomes: list[ReceiptOutcome] = []
     keys = list(event_keys) if event_keys is not None else [None] * len(updates)
-    for upd, key in zip(updates, keys):
-        did = _find(conn, upd)
+    by_id: set[int] = set()
+    want_ids = [u.delivery_id for u in updates if u.delivery_id is not None]
+    for i in range(0, len(want_ids), 900):
+        by_id.update(conn.execute(select(Delivery.id).where(
+            Delivery.id.in_(want_ids[i:i + 900]))).scalars())
+    want_sids = [u.provider_message_id for u in updates
+                 if u.provider_message_id and (u.delivery_id is None or u.delivery_id not in by_id)]
+    by_sid: dict[str, int] = {}
+    for i in range(0, len(want_sids), 900):
+        for sid, did in conn.execute(select(Delivery.provider_message_id, Delivery.id).where(
+                Delivery.provider_message_id.in_(want_sids[i:i + 900]))).all():
+            by_sid[sid] = did
+
+    changes: list[states.Change] = []
+    matched: list[int | None] = []
+    for upd in updates:
+        did = upd.delivery_id if upd.delivery_id in by_id else by_sid.get(
+            upd.provider_message_id or "")
+        matched.append(did)
         if did is None:
-            dup = _store_pending(conn, upd, gateway=gateway, now=now, key=key)
-            outcomes.append(ReceiptOutcome(None, matched=False, applied=False, pending=True,
-                                           duplicate=dup))
             continue
         fields: dict[str, Any] = {"provider_status": upd.provider_status}
-        if upd.provider_message_id:
-            fields["provider_message_id"] = upd.provider_message_id
         if upd.error_code:
             fields["error_code"] = upd.error_code
         if upd.error_reason:
             fields["error_reason"] = upd.error_reason
-        change = states.Change(delivery_id=did, new_status=upd.status, fields=fields,
-                               detail=upd.raw, provider_status=upd.provider_status,
-                               error_code=upd.error_code)
-        applied = states.apply(conn, [change], source=source, now=now)[did]
-        if applied and upd.provider_message_id:
-            # a provider id learned from the receipt (callback before our own write)
-            conn.execute(update(Delivery).where(Delivery.id == did,
-                                                Delivery.provider_message_id.is_(None))
-                         .values(provider_message_id=upd.provider_message_id))
-        outcomes.append(ReceiptOutcome(did, matched=True, applied=applied))
+        changes.append(states.Change(delivery_id=did, new_status=upd.status, fields=fields,
+                                     detail=upd.raw, provider_status=upd.provider_status,
+                                     error_code=upd.error_code))
+    applied = states.apply(conn, changes, source=source, now=now) if changes else {}
+    sids = [{"b_id": did, "b_sid": upd.provider_message_id}
+            for upd, did in zip(updates, matched) if did is not None and upd.provider_message_id]
+    if sids:
+        # a provider id learned from the receipt (callback before our own write)
+        conn.execute(update(Delivery).where(Delivery.id == bindparam("b_id"),
+                                            Delivery.provider_message_id.is_(None))
+                     .values(provider_message_id=bindparam("b_sid")), sids)
+    outcomes: list[ReceiptOutcome] = []
+    for upd, key, did in zip(updates, keys, matched):
+        if did is None:
+            dup = _store_pending(conn, upd, gateway=gateway, now=now, key=key)
+            outcomes.append(ReceiptOutcome(None, matched=False, applied=False, pending=True,
+                                           duplicate=dup))
+        else:
+            outcomes.append(ReceiptOutcome(did, matched=True, applied=applied.get(did, False)))
     return outcomes
 
 
