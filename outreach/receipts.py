@@ -42,6 +42,16 @@ def _find(conn: Connection, upd: StatusUpdate) -> int | None:
     return None
 
 
+# built once: a webhook applies one receipt per request, so statement construction would cost
+# more than the statements themselves
+_SEL_IDS = select(Delivery.id).where(Delivery.id.in_(bindparam("ids", expanding=True)))
+_SEL_SIDS = select(Delivery.provider_message_id, Delivery.id).where(
+    Delivery.provider_message_id.in_(bindparam("sids", expanding=True)))
+_UPD_SID = (update(Delivery).where(Delivery.id == bindparam("b_id"),
+                                   Delivery.provider_message_id.is_(None))
+            .values(provider_message_id=bindparam("b_sid")))
+
+
 def apply_updates(conn: Connection, updates: Sequence[StatusUpdate], *, gateway: str, source: str,
                   now: dt.datetime, event_keys: Sequence[str | None] | None = None
                   ) -> list[ReceiptOutcome]:
@@ -59,14 +69,12 @@ def apply_updates(conn: Connection, updates: Sequence[StatusUpdate], *, gateway:
     by_id: set[int] = set()
     want_ids = [u.delivery_id for u in updates if u.delivery_id is not None]
     for i in range(0, len(want_ids), 900):
-        by_id.update(conn.execute(select(Delivery.id).where(
-            Delivery.id.in_(want_ids[i:i + 900]))).scalars())
+        by_id.update(conn.execute(_SEL_IDS, {"ids": want_ids[i:i + 900]}).scalars())
     want_sids = [u.provider_message_id for u in updates
                  if u.provider_message_id and (u.delivery_id is None or u.delivery_id not in by_id)]
     by_sid: dict[str, int] = {}
     for i in range(0, len(want_sids), 900):
-        for sid, did in conn.execute(select(Delivery.provider_message_id, Delivery.id).where(
-                Delivery.provider_message_id.in_(want_sids[i:i + 900]))).all():
+        for sid, did in conn.execute(_SEL_SIDS, {"sids": want_sids[i:i + 900]}).all():
             by_sid[sid] = did
 
     changes: list[states.Change] = []
@@ -90,9 +98,7 @@ def apply_updates(conn: Connection, updates: Sequence[StatusUpdate], *, gateway:
             for upd, did in zip(updates, matched) if did is not None and upd.provider_message_id]
     if sids:
         # a provider id learned from the receipt (callback before our own write)
-        conn.execute(update(Delivery).where(Delivery.id == bindparam("b_id"),
-                                            Delivery.provider_message_id.is_(None))
-                     .values(provider_message_id=bindparam("b_sid")), sids)
+        conn.execute(_UPD_SID, sids)
     outcomes: list[ReceiptOutcome] = []
     for upd, key, did in zip(updates, keys, matched):
         if did is None:

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from outreach.models import Delivery
 
@@ -83,6 +83,11 @@ class Change:
     error_code: str | None = None
 
 
+_SEL_STATUS = select(Delivery.id, Delivery.status).where(
+    Delivery.id.in_(bindparam("ids", expanding=True)))
+_SEL_STATUS_LOCKED = _SEL_STATUS.with_for_update()
+
+
 def db_time(conn: Connection, when: dt.datetime) -> Any:
     """``when`` as the driver stores it in a :class:`~outreach.models.UTCDateTime` column.
 
@@ -127,12 +132,9 @@ def apply(conn: Connection, changes: Sequence[Change], *, source: str, now: dt.d
         return out
     current: dict[int, str] = {}
     pg = conn.dialect.name == "postgresql"
+    stmt = _SEL_STATUS_LOCKED if (lock and pg) else _SEL_STATUS
     for chunk_start in range(0, len(ids), 900):
-        chunk = ids[chunk_start:chunk_start + 900]
-        stmt = select(Delivery.id, Delivery.status).where(Delivery.id.in_(chunk))
-        if lock and pg:
-            stmt = stmt.with_for_update()
-        current.update(dict(conn.execute(stmt).all()))
+        current.update(dict(conn.execute(stmt, {"ids": ids[chunk_start:chunk_start + 900]}).all()))
 
     ts = db_time(conn, now)
     result: dict[int, bool] = {}
