@@ -46,6 +46,11 @@ class RateLimiter:
     for a provider's Retry-After. ``rate`` 0 means unlimited. Thread-safe.
     """
 
+    #: The window is a little longer than one second: a thread may be descheduled between
+    #: taking its slot and its request leaving, so without a margin two requests that were a
+    #: second apart here could arrive less than a second apart at the provider.
+    WINDOW = 1.05
+
     def __init__(self, rate: float, clock: Clock = SYSTEM_CLOCK) -> None:
         self.rate = rate
         self.clock = clock
@@ -66,14 +71,14 @@ class RateLimiter:
                 if wait <= 0:
                     if not self.rate:
                         return
-                    while self._log and self._log[0][0] <= now - 1.0:
+                    while self._log and self._log[0][0] <= now - self.WINDOW:
                         self._used -= self._log.popleft()[1]
                     units_eff = min(units, int(self.rate)) or 1
                     if self._used + units_eff <= self.rate:
                         self._log.append((now, units_eff))
                         self._used += units_eff
                         return
-                    wait = self._log[0][0] + 1.0 - now
+                    wait = self._log[0][0] + self.WINDOW - now
             self.clock.sleep(max(wait, 0.0005))
 
 

@@ -311,8 +311,8 @@ def tick(db: Database, clock: Clock = SYSTEM_CLOCK, *, gateways_factory: Gateway
             for gws in built.values():
                 for g in gws.values():
                     g.close()
-    for r in results:
-        (log.error if r.action == "error" else log.info)("scheduler: %s", r.describe())
+    for r in results:  # INFO: the command line prints each result for the operator itself
+        log.info("scheduler: %s", r.describe())
     return results
 
 
@@ -364,7 +364,7 @@ def load_scheduled_spec(db: Database, campaign_id: str) -> CampaignSpec:
     candidates = [p for p in (stored, registered) if p]
     for p in candidates:
         if Path(p).is_file():
-            spec = campaigns.load(p)
+            spec = campaigns.load(Path(p).resolve())  # stored absolute by the next sync
             if spec.id != campaign_id:
                 raise CampaignError(p, "id", f"now defines campaign {spec.id!r}, but the "
                                     f"schedule is for {campaign_id!r}")
@@ -590,6 +590,8 @@ def _continue_earlier(db: Database, clock: Clock, now: dt.datetime, spec: Campai
     for run in active:
         if stop_event is not None and stop_event.is_set():
             break
+        if run.status == "paused" and run.status_reason != INTERRUPTED_REASON:
+            continue  # paused by the operator or by a gateway error: theirs to resume
         names = dict((run.options or {}).get("gateways") or gateway_names_for(spec, gateway))
         if gateway:
             names = {ch: gateway for ch in names}

@@ -331,11 +331,29 @@ def test_daily_cap_spreads_the_list_over_days_nobody_twice(db: Database, tmp_pat
     assert s.runs()[-1].status_reason.startswith("nothing to send")
 
 
-def test_two_ticks_at_the_same_instant_create_one_run(db: Database, tmp_path: Path,
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def any_db(request: pytest.FixtureRequest, tmp_path: Path):
+    """The same test on SQLite and on PostgreSQL (skipped when no server answers)."""
+    if request.param == "sqlite":
+        d = Database(f"sqlite:///{tmp_path / 'sched.db'}")
+        d.upgrade()
+        yield d
+        d.dispose()
+        return
+    pg = pytest.importorskip("tests.pg")
+    with pg.temp_schema("outreach_sched") as url:
+        d = Database(url)
+        d.upgrade()
+        yield d
+        d.dispose()
+
+
+def test_two_ticks_at_the_same_instant_create_one_run(any_db: Database, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    db = any_db
     s = Setup(db, write_campaign(tmp_path), vn(2024, 7, 29, 15, 0))
     s.clock.set(vn(2024, 7, 30, 8, 0, 1))
-    dbs = [Database(str(db.url)) for _ in range(2)]  # two engines, as two processes have
+    dbs = [Database(db.url) for _ in range(2)]  # two engines, as two processes have
     # both processes decide the day is due before either creates the run: the worst case
     decided = threading.Barrier(2, timeout=20)
     original = scheduling.due_runs

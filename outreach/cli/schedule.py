@@ -163,13 +163,30 @@ def scheduler() -> None:
     """The scheduler process that sends registered campaigns at their daily time."""
 
 
-def _print_results(results: list[scheduling.TickResult]) -> None:
+def _say(msg: str, err: bool = False) -> None:
+    """One timestamped line (rich markup), never wrapped: under systemd each line is one
+    journal entry."""
+    (err_console if err else console).print(f"{_stamp()} {msg}", soft_wrap=True)
+
+
+def _print_results(results: list[scheduling.TickResult],
+                   last_errors: dict[str, str] | None = None) -> None:
+    """One line per result. With ``last_errors`` (the foreground loop), an error repeated at
+    every poll is printed once, and its end is announced."""
+    if last_errors is not None:
+        failing = {r.campaign_id for r in results if r.action == "error"}
+        for cid in [c for c in last_errors if c not in failing]:
+            _say(f"{cid}: the error is gone")
+            del last_errors[cid]
     for r in results:
+        if last_errors is not None and r.action == "error":
+            if last_errors.get(r.campaign_id) == r.detail:
+                continue
+            last_errors[r.campaign_id] = r.detail or ""
         style = {"error": "red", "missed": "yellow", "created": "green",
                  "continued": "green"}.get(r.action)
         line = escape(r.describe())
-        console.print(f"{_stamp()} " + (f"[{style}]{line}[/{style}]" if style else line),
-                      soft_wrap=True)
+        _say(f"[{style}]{line}[/{style}]" if style else line)
 
 
 @scheduler.command("run")
@@ -192,7 +209,7 @@ def run(c: Ctx, gateway: str | None, once: bool, poll: float) -> None:
             results = scheduling.tick(db, gateway=gateway, operator=c.operator, stop_event=stop)
         _print_results(results)
         if not results:
-            console.print(f"{_stamp()} nothing due")
+            _say("nothing due")
         if any(r.action == "error" for r in results):
             raise SystemExit(1)
         return
@@ -211,24 +228,28 @@ def _run_forever(c: Ctx, gateway: str | None, poll: float) -> None:
     stop = threading.Event()
     jobs_lock = threading.Lock()  # held while jobs are changed, so shutdown never waits on it
     cron: dict[str, tuple[Any, ...]] = {}
+    last_errors: dict[str, str] = {}
     sched = BlockingScheduler(
         timezone=SCHEDULER_TZ, executors={"default": ThreadPoolExecutor(1)},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": int(poll)})
 
     def do_tick(trigger: str, campaign_id: str | None = None) -> None:
-        if stop.is_set():
+        if stop.is_set():  # a signal that came before start() had nothing to shut down
+            threading.Thread(target=stop_scheduler, name="scheduler-shutdown").start()
             return
         if campaign_id:
-            console.print(f"{_stamp()} firing {campaign_id} ({trigger})")
+            _say(f"firing {campaign_id} ({trigger})")
         try:
             results = scheduling.tick(db, gateway=gateway, operator=c.operator, stop_event=stop,
                                       campaign_ids={campaign_id} if campaign_id else None)
         except Exception as exc:  # never let one bad check stop the process
             log.debug("tick failed", exc_info=True)
-            err_console.print(f"{_stamp()} [red]error:[/red] {type(exc).__name__}: "
-                              f"{escape(str(exc))}")
+            _say(f"[red]error:[/red] {type(exc).__name__}: {escape(str(exc))}", err=True)
             return
-        _print_results(results)
+        if campaign_id is None:
+            _print_results(results, last_errors)
+        else:
+            _print_results(results)
         sync_jobs()
 
     def sync_jobs() -> None:
@@ -238,8 +259,7 @@ def _run_forever(c: Ctx, gateway: str | None, poll: float) -> None:
             specs = {i.campaign_id: scheduling.load_scheduled_spec(db, i.campaign_id)
                      for i in infos if i.next_fire is not None}
         except Exception as exc:
-            err_console.print(f"{_stamp()} [red]error reading schedules:[/red] "
-                              f"{escape(str(exc))}")
+            _say(f"[red]error reading schedules:[/red] {escape(str(exc))}", err=True)
             return
         with jobs_lock:
             if stop.is_set():
@@ -258,28 +278,30 @@ def _run_forever(c: Ctx, gateway: str | None, poll: float) -> None:
                               misfire_grace_time=max(spec.window.lateness_limit_minutes * 60, 1))
                 cron[cid] = shape
                 nxt = scheduling.next_firing(spec, dt.datetime.now(UTC))
-                console.print(f"{_stamp()} {cid}: daily at {spec.schedule.send_time:%H:%M} "
-                              f"{spec.window.timezone}; next firing {_vn(nxt.at if nxt else None)}"
-                              f" = {_utc(nxt.at if nxt else None)}")
+                _say(f"{cid}: daily at {spec.schedule.send_time:%H:%M} {spec.window.timezone}; "
+                     f"next firing {_vn(nxt.at if nxt else None)} = "
+                     f"{_utc(nxt.at if nxt else None)}")
+
+    def stop_scheduler() -> None:
+        try:
+            sched.pause()  # no new job starts
+            sched.shutdown(wait=True)  # the running check finishes its in-flight sends first
+        except Exception:  # not started yet, or already stopped
+            log.debug("scheduler shutdown", exc_info=True)
 
     def shut_down() -> None:
         with jobs_lock:
             stop.set()
-        if not sched.running:
-            return  # signalled before start(): the main thread sees ``stop`` and returns
-        try:
-            sched.pause()
-            sched.shutdown(wait=True)  # the running check finishes its in-flight sends first
-        except Exception:  # already stopped
-            log.debug("scheduler shutdown", exc_info=True)
+        if sched.running:
+            stop_scheduler()
 
     stopper: list[threading.Thread] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
         if stopper:
             raise KeyboardInterrupt
-        err_console.print(f"{_stamp()} {signal.Signals(signum).name}: stopping; sends in flight "
-                          "finish and are recorded, the run continues at the next start")
+        _say(f"{signal.Signals(signum).name}: stopping; sends in flight finish and are "
+             "recorded, the run continues at the next start", err=True)
         # shutdown(wait=True) waits for the running job, so it must not run in the signal
         # handler: the interrupted main thread may hold a lock that job needs
         t = threading.Thread(target=shut_down, name="scheduler-shutdown")
@@ -292,8 +314,8 @@ def _run_forever(c: Ctx, gateway: str | None, poll: float) -> None:
         sched.add_job(do_tick, IntervalTrigger(seconds=poll, timezone=SCHEDULER_TZ),
                       args=["poll"], id="tick", name="check the database",
                       next_run_time=dt.datetime.now(SCHEDULER_TZ))
-        console.print(f"{_stamp()} scheduler started (time zone {SCHEDULER_TZ.key}, "
-                      f"checks every {poll:g} s, {len(cron)} active schedules)")
+        _say(f"scheduler started (time zone {SCHEDULER_TZ.key}, checks every {poll:g} s, "
+             f"{len(cron)} active schedules)")
         if not stop.is_set():
             sched.start()
         for t in stopper:
@@ -301,4 +323,4 @@ def _run_forever(c: Ctx, gateway: str | None, poll: float) -> None:
     finally:
         for sig, h in previous.items():
             signal.signal(sig, h)
-    console.print(f"{_stamp()} scheduler stopped")
+    _say("scheduler stopped")
