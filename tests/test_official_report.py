@@ -14,7 +14,7 @@ import pytest
 from outreach import official, reports
 from outreach.db import Database
 from tests.conftest import PLAN_TEXT
-from tests.test_reports import CID, cli, db, seed, seeded  # noqa: F401  (fixtures)
+from tests.test_reports import CID, cli, db, seeded  # noqa: F401  (fixtures)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

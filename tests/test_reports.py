@@ -421,6 +421,11 @@ def test_export_of_recipients_not_reached(seeded: Database, tmp_path: Path) -> N
     assert got[7]["district"] == NK and got[7]["ward"] == "An Khánh"
     assert got[15]["status"] == "skipped" and got[15]["deliveries"] == "1"
     assert got[8]["last_attempt_at"].startswith("2024-07-29T23:30:00")
+    with seeded.engine.connect() as conn:
+        export = conn.execute(select(AuditEntry.campaign_id, AuditEntry.details)
+                              .where(AuditEntry.action == "export")).one()
+    assert export.campaign_id == CID and export.details["rows"] == 5
+    assert export.details["what"] == "not-reached" and "+849" not in json.dumps(export.details)
     code, out, _ = cli(seeded, "deliveries", "list", CID, "--status", "not-reached", "--format",
                        "json")
     shown = json.loads(out)
@@ -449,6 +454,12 @@ def test_lookup_history_across_campaigns(seeded: Database) -> None:
     assert "+84905550005" not in out and "090****005" in out
     code, _, err = cli(seeded, "deliveries", "lookup", "02923555123")
     assert code == 2 and "not a mobile number" in err
+    with seeded.engine.connect() as conn:  # every lookup is audited, the number masked
+        looked = [d for (d,) in conn.execute(select(AuditEntry.details)
+                                             .where(AuditEntry.action == "lookup"))]
+    assert len(looked) == 3 and looked[0] == {"phone": "090****005", "deliveries": 2,
+                                              "with_key": False, "shown_whole": False}
+    assert looked[1]["shown_whole"] is True
 
 
 # --- resend selection -----------------------------------------------------------------------------

@@ -79,6 +79,13 @@ def list_(c: Ctx, campaign_id: str, statuses: tuple[str, ...], not_reached: bool
             for r in rows:
                 w.writerow([_csv_value(r.get(col)) for col in columns])
         what = "recipients not reached" if not_reached else "deliveries"
+        from outreach import audit
+
+        with c.db.engine.begin() as conn:  # whole numbers left the database: say who and why
+            audit.record(conn, "export", operator=c.operator, campaign_id=campaign_id,
+                         details={"what": "not-reached" if not_reached else "deliveries",
+                                  "statuses": sorted(wanted), "rows": len(rows),
+                                  "file": str(path.resolve())})
         console.print(f"{len(rows)} {what} written to {path} (whole phone numbers: keep the file "
                       "safe and delete it after use)")
         return
@@ -161,7 +168,7 @@ def lookup(c: Ctx, phone: str, fmt: str, key_env: str | None) -> None:
 
     The number is masked on screen unless --show-numbers is given before the command.
     """
-    from outreach import phones
+    from outreach import audit, phones
     from outreach.models import DeliveryEvent
 
     res = phones.normalise(phone)
@@ -187,6 +194,10 @@ def lookup(c: Ctx, phone: str, fmt: str, key_env: str | None) -> None:
                                      DeliveryEvent.applied)
                               .where(DeliveryEvent.delivery_id.in_([r.id for r in rows]))
                               .order_by(DeliveryEvent.id)).all()
+    with c.db.engine.begin() as conn:  # who looked at whose history (the number masked)
+        audit.record(conn, "lookup", operator=c.operator,
+                     details={"phone": phones.mask(res.e164), "deliveries": len(rows),
+                              "with_key": bool(key_env), "shown_whole": c.show_numbers})
     iso = lambda v: v.isoformat() if isinstance(v, dt.datetime) else None  # noqa: E731
     data = {"phone": c.phone(res.e164), "deliveries": [
         {"id": r.id, "campaign": r.campaign_id, "run": r.run_id, "channel": r.channel,

@@ -186,7 +186,7 @@ def _print_results(results: list[scheduling.TickResult],
         style = {"error": "red", "missed": "yellow", "created": "green",
                  "continued": "green"}.get(r.action)
         line = escape(r.describe())
-        _say(f"[{style}]{line}[/{style}]" if style else line)
+        _say(f"[{style}]{line}[/{style}]" if style else line, err=r.action == "error")
 
 
 @scheduler.command("run")

@@ -1,0 +1,98 @@
+"""The main job on PostgreSQL: launch → report through the CLI, and launch → workers → report."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from outreach.cli import main
+from outreach.db import Database
+from outreach.models import Delivery, Run
+from tests.conftest import ROOT
+from tests.pg import pg_db, pg_url  # noqa: F401
+
+pytestmark = pytest.mark.postgres
+
+EXPECTED = json.loads((ROOT / "recipients" / "cantho-2024" / "EXPECTED.json").read_text("utf-8"))
+CID = "cantho-2024-pcmbn"
+DISTRICTS = {f["district"] for f in EXPECTED["files"].values()}
+
+
+def cli(url: str, *args: str) -> tuple[int, str, str]:
+    r = CliRunner().invoke(main, ["--database-url", url, *args], catch_exceptions=False)
+    return r.exit_code, r.stdout, r.stderr
+
+
+def outbox(home: Path) -> list[dict]:
+    path = home / "outbox" / f"{CID}.jsonl"
+    return [json.loads(x) for x in path.read_text("utf-8").splitlines()] if path.exists() else []
+
+
+def check_report(url: str, db: Database, home: Path) -> None:
+    """The JSON report agrees with EXPECTED.json, the database and the outbox."""
+    distinct = EXPECTED["distinct_valid_e164"]
+    code, out, err = cli(url, "report", CID, "--format", "json")
+    assert code == 0, err
+    rep = json.loads(out)
+    assert rep["recipients"] == rep["sent"] == distinct == 2098
+    assert rep["by_status"]["sent"] == sum(rep["by_status"].values()) == distinct
+    per_district = {d: sum(c.values()) for d, c in rep["by_district"].items()}
+    assert set(per_district) == DISTRICTS
+    assert all(unicodedata.is_normalized("NFC", d) for d in per_district)
+    lines = outbox(home)
+    with db.engine.connect() as conn:
+        db_counts = dict(conn.execute(select(Delivery.district, func.count())
+                                      .group_by(Delivery.district)).all())
+        sent_ids = set(conn.execute(select(Delivery.id).where(Delivery.status == "sent")).scalars())
+    assert per_district == db_counts
+    assert {x["delivery_id"] for x in lines} == sent_ids and len(lines) == distinct
+    assert len({x["to"] for x in lines}) == distinct
+    assert rep["segments"] == 4 * distinct
+
+
+def test_launch_then_report_on_postgres(pg_db: Database, pg_url: str, home: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    code, out, err = cli(pg_url, "campaign", "launch", CID, "--format", "json", "--no-progress")
+    assert code == 0, err
+    launched = json.loads(out)
+    assert launched["result"] == {"sent": 2098}
+    assert launched["import"]["imported"] == 2098
+    check_report(pg_url, pg_db, home)
+    # the second launch of a once-per-campaign send finds nobody new
+    code, out, err = cli(pg_url, "campaign", "launch", CID, "--format", "json", "--no-progress")
+    assert code == 0, err
+    assert json.loads(out)["nothing_new"] is True
+    assert len(outbox(home)) == 2098
+
+
+def test_launch_enqueue_only_then_a_worker_sends_it_on_postgres(
+        pg_db: Database, pg_url: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    code, out, err = cli(pg_url, "campaign", "launch", CID, "--enqueue-only", "--format", "json")
+    assert code == 0, err
+    launched = json.loads(out)
+    assert "result" not in launched and launched["recipients"] == 2098
+    assert outbox(home) == []
+    with pg_db.engine.connect() as conn:
+        assert conn.execute(select(Run.id, Run.status)).one() == (launched["run_id"], "created")
+    code, _out, err = cli(pg_url, "worker", "--campaign", CID, "--exit-when-done", "--idle", "0.1")
+    assert code == 0, err
+    assert f"run #{launched['run_id']}: completed" in err and "sent 2098" in err
+    check_report(pg_url, pg_db, home)
+    with pg_db.engine.connect() as conn:
+        status, started, finished = conn.execute(select(Run.status, Run.started_at,
+                                                        Run.finished_at)).one()
+    assert status == "completed" and started <= finished
+
+
+def test_enqueue_only_refuses_override_window(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    r = CliRunner().invoke(main, ["--database-url", pg_url, "campaign", "launch", CID,
+                                  "--enqueue-only", "--override-window"])
+    assert r.exit_code == 2 and "workers always keep the campaign's send window" in r.output
