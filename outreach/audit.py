@@ -12,7 +12,7 @@ from outreach.models import AuditEntry
 
 ACTIONS = ("import", "launch", "dry-run", "pause", "resume", "cancel", "resend", "optout-add",
            "optout-import", "optout-remove", "resolve-unknown", "schedule", "purge", "sync",
-           "token", "scheduled-run")
+           "token", "scheduled-run", "export", "lookup")
 
 
 def record(conn: Connection, action: str, *, operator: str | None = None,

@@ -160,7 +160,7 @@ def launch(db: Database, spec: CampaignSpec, *, gateway: str | None = None, dry_
                                       "segments": plan.segments, "cost_vnd": plan.cost_vnd})
                 trans.commit()
                 res = LaunchResult(spec.id, names, True, note, summary, plan,
-                                   message=analysis.to_dict())
+                                   message=analysis.to_dict(), nothing_new=plan.run_id is None)
                 res.duration_s = estimate_seconds(spec, gateways, plan)
                 return res
             audit.record(conn, "launch", operator=operator, campaign_id=spec.id,

@@ -255,3 +255,16 @@ def test_console_script_runs_the_readme_command(tmp_path: Path) -> None:
     assert "run #1: sent 2098" in r.stdout
     lines = (tmp_path / "h" / "outbox" / f"{CID}.jsonl").read_text("utf-8").splitlines()
     assert len(lines) == 2098
+
+
+def test_launch_writes_the_reject_file(home: Path, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    rejects = tmp_path / "launch-rejects.csv"
+    code, out, err = run("campaign", "launch", CID, "--no-progress", "--reject-file", str(rejects))
+    assert code == 0, err
+    rows = rejects.read_text("utf-8-sig").splitlines()[1:]
+    assert len(rows) == 91 + 72
+    kinds = Counter(r.split(",")[0] for r in rows)
+    assert kinds == {"rejected": 91, "duplicate": 72}
+    assert "sending" not in err  # no progress bar when asked for none

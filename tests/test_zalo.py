@@ -149,7 +149,7 @@ def test_every_code_in_the_table_raises_its_class(gw: ZaloGateway, zalo_server: 
     ("error:-108", base.InvalidAddressError, "invalid-phone"),
     ("error:-114", base.PermanentError, "user-refuses"),
     ("error:-141", base.PermanentError, "user-refuses"),
-    ("error:-131", base.PermanentError, "template-not-approved"),
+    ("error:-131", base.StopRunError, "template-not-approved"),
     ("error:-1122", base.PermanentError, "template-params-invalid"),
     ("error:-213", base.PermanentError, "not-a-follower"),
     ("error:-232", base.PermanentError, "no-recent-interaction"),

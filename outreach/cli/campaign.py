@@ -54,26 +54,32 @@ def graceful_stop() -> Iterator[threading.Event]:
 
 @contextmanager
 def progress_bar(enabled: bool) -> Iterator[Any]:
+    """A rich progress bar (rate and ETA) that appears with the first message sent."""
     if not enabled:
         yield None
         return
-    with Progress(TextColumn("[bold]sending"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]:.0f} msg/s"), TimeElapsedColumn(),
-                  TextColumn("ETA"), TimeRemainingColumn(), console=err_console,
-                  transient=False) as prog:
-        task = prog.add_task("send", total=None, rate=0.0)
-        import time
+    import time
 
-        start = time.monotonic()
-        first: list[int] = []
+    state: dict[str, Any] = {}
 
-        def update(done: int, total: int) -> None:
-            if not first:
-                first.append(done)
-            elapsed = max(time.monotonic() - start, 1e-6)
-            prog.update(task, completed=done, total=total, rate=(done - first[0]) / elapsed)
+    def update(done: int, total: int) -> None:
+        if "prog" not in state:
+            prog = Progress(TextColumn("[bold]sending"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]:.0f} msg/s"), TimeElapsedColumn(),
+                            TextColumn("ETA"), TimeRemainingColumn(), console=err_console,
+                            transient=False)
+            prog.start()
+            state.update(prog=prog, task=prog.add_task("send", total=total, rate=0.0),
+                         start=time.monotonic(), first=done)
+        elapsed = max(time.monotonic() - state["start"], 1e-6)
+        state["prog"].update(state["task"], completed=done, total=total,
+                             rate=(done - state["first"]) / elapsed)
 
+    try:
         yield update
+    finally:
+        if "prog" in state:
+            state["prog"].stop()
 
 
 def _plan_dict(res: ops.LaunchResult) -> dict[str, Any]:
@@ -123,7 +129,8 @@ def _print_summary(c: Ctx, res: ops.LaunchResult) -> None:
         t.add_row("rejected", str(imp.rejected))
         t.add_row("duplicates", str(imp.duplicates))
         for reason, n in sorted(imp.by_reason.items()):
-            t.add_row(f"  {reason}", str(n))
+            if reason != "duplicate":
+                t.add_row(f"  rejected: {reason}", str(n))
         console.print(t)
     t = Table(title=f"Campaign {res.campaign_id}" + (" — DRY RUN, nothing sent" if res.dry_run else ""),
               show_header=False)
@@ -194,32 +201,44 @@ def check(c: Ctx, campaign_ref: str, gateway: str | None, fmt: str) -> None:
               help="Convert pre-2018 11-digit numbers with the official table.")
 @click.option("--enqueue-only", is_flag=True,
               help="Only create the run; `outreach worker` processes send it.")
+@click.option("--reject-file", type=click.Path(dir_okay=False, writable=True),
+              help="Write every rejected and duplicate row (file, line, masked value, reason) as CSV.")
 @pass_ctx
 def launch(c: Ctx, campaign_ref: str, gateway: str | None, dry_run: bool, override_window: bool,
            accept_new_text: bool, fmt: str, no_progress: bool, encoding: str | None,
-           convert_old_prefixes: bool, enqueue_only: bool) -> None:
+           convert_old_prefixes: bool, enqueue_only: bool, reject_file: str | None) -> None:
     """Import the campaign's lists, create the run and send every eligible recipient once."""
     if enqueue_only and override_window:
         raise click.UsageError("--override-window needs the launch to send; workers always "
                                "keep the campaign's send window")
     _launch(c, campaign_ref, gateway, dry_run, override_window, accept_new_text, fmt,
             not no_progress and fmt == "table", encoding, convert_old_prefixes,
-            dispatch=not enqueue_only)
+            dispatch=not enqueue_only, reject_file=reject_file)
 
 
 def _launch(c: Ctx, ref: str, gateway: str | None, dry_run: bool, override_window: bool,
             accept_new_text: bool, fmt: str, show_progress: bool, encoding: str | None,
-            convert_old_prefixes: bool, dispatch: bool = True) -> None:
+            convert_old_prefixes: bool, dispatch: bool = True,
+            reject_file: str | None = None) -> None:
     spec = load_spec(ref)
     with graceful_stop() as stop, progress_bar(show_progress and not dry_run and dispatch) as prog:
         res = ops.launch(c.db, spec, gateway=gateway, dry_run=dry_run,
                          override_window=override_window, accept_new_text=accept_new_text,
                          operator=c.operator, progress=prog, stop_event=stop, encoding=encoding,
                          convert_old_prefixes=convert_old_prefixes, dispatch=dispatch)
+    if reject_file and res.import_summary is not None:
+        from pathlib import Path
+
+        from outreach.cli.recipients import write_issues
+
+        write_issues(Path(reject_file), res.import_summary.issues)
     if fmt == "json":
         click.echo(json.dumps(_plan_dict(res), ensure_ascii=False, indent=2))
     else:
         _print_summary(c, res)
+        if res.import_summary and res.import_summary.issues and not reject_file:
+            console.print(f"{len(res.import_summary.issues)} rejected or duplicate rows: add "
+                          "--reject-file FILE.csv to get each one with its file, line and reason")
         if not dispatch and not res.dry_run and res.plan and res.plan.run_id is not None:
             console.print(f"run #{res.plan.run_id} created, nothing sent yet: `outreach worker` "
                           "processes send it")
@@ -260,10 +279,14 @@ def pause(c: Ctx, campaign_id: str) -> None:
 
 @campaign.command("cancel")
 @click.argument("campaign_id")
-@click.confirmation_option(prompt="Cancel the run? Queued messages will not be sent.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_ctx
-def cancel(c: Ctx, campaign_id: str) -> None:
+def cancel(c: Ctx, campaign_id: str, yes: bool) -> None:
     """Cancel the unfinished run: queued deliveries become skipped (reason: cancelled)."""
+    run = ops.find_run(c.db, campaign_id)
+    if not yes:
+        click.confirm(f"Cancel run #{run.id} of {campaign_id}? Queued messages will not be sent.",
+                      abort=True)
     run = ops.set_run_state(c.db, campaign_id, "cancel", operator=c.operator)
     console.print(f"run #{run.id} of {campaign_id} cancelled")
 

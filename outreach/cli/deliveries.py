@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich import box
 from rich.table import Table
 from sqlalchemy import case, select
 
@@ -96,11 +97,15 @@ def list_(c: Ctx, campaign_id: str, statuses: tuple[str, ...], not_reached: bool
         return
     title = "Recipients not reached" if not_reached else "Deliveries"
     t = Table(title=f"{title} of {campaign_id}: {len(data)}" + (
-        f" (first {limit})" if len(data) > limit else ""))
+        f" (first {limit})" if len(data) > limit else ""), box=box.SIMPLE_HEAD, pad_edge=False,
+        collapse_padding=True)
     shown = (("recipient_id", "phone", "district", "status", "channel", "deliveries")
              if not_reached else ("delivery_id", "run_id", "phone", "channel", "status", "district"))
-    for col in shown + ("error",):
-        t.add_column(col)
+    heads = {"recipient_id": "recipient", "delivery_id": "id", "run_id": "run",
+             "deliveries": "msgs"}
+    for col in shown:
+        t.add_column(heads.get(col, col), no_wrap=col != "district")
+    t.add_column("error")
     for d in data[:limit]:
         t.add_row(*(str(d[col]) if d[col] is not None else "" for col in shown),
                   " ".join(x for x in (d["error_code"], d["error_reason"]) if x))
