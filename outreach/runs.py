@@ -55,6 +55,10 @@ def sync_campaign(conn: Connection, spec: CampaignSpec, *, now: dt.datetime,
     if row is None:
         conn.execute(insert(Campaign).values(id=spec.id, status="active", created_at=now, **values))
         return
+    if row.status == "purged":
+        raise RunError(
+            f"campaign {spec.id} was purged (its numbers replaced by keyed hashes): sending it "
+            "again would message everyone anew; create a new campaign id for a new send")
     if row.text_sha256 != spec.text_sha256:
         sent = conn.execute(select(func.count()).select_from(Delivery).where(
             Delivery.campaign_id == spec.id)).scalar_one()

@@ -13,7 +13,8 @@ from outreach.models import Suppression
 
 
 def add(conn: Connection, numbers: Iterable[str], *, reason: str, source: str,
-        operator: str | None = None, now: dt.datetime | None = None, log: bool = True) -> int:
+        operator: str | None = None, now: dt.datetime | None = None, log: bool = True,
+        action: str = "optout-add") -> int:
     """Suppress E.164 numbers; returns how many were new. Already suppressed numbers keep their
     first reason and source."""
     now = now or dt.datetime.now(dt.timezone.utc)
@@ -26,7 +27,7 @@ def add(conn: Connection, numbers: Iterable[str], *, reason: str, source: str,
     conn.execute(ins.on_conflict_do_nothing(), rows)
     added = count(conn) - before
     if log:
-        audit.record(conn, "optout-add", operator=operator, now=now,
+        audit.record(conn, action, operator=operator, now=now,
                      details={"numbers": len(rows), "added": added, "reason": reason,
                               "source": source})
     return added

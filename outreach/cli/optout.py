@@ -61,7 +61,7 @@ def import_(c: Ctx, files: tuple[str, ...], reason: str, source: str | None) -> 
                     err_console.print(f"{row.file}:{row.line}: skipped ({res.reason})")
         with c.db.engine.begin() as conn:
             total += suppression.add(conn, good, reason=reason, source=source or f,
-                                     operator=c.operator)
+                                     operator=c.operator, action="optout-import")
     console.print(f"{total} number(s) added to the suppression list; {bad} unreadable row(s)")
 
 
