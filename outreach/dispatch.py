@@ -10,6 +10,7 @@ automatically.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import os
 import random
@@ -105,18 +106,29 @@ class DispatchReport:
     reconciled: dict[str, int] = field(default_factory=dict)
 
 
+#: Inode of Linux's initial PID namespace (``PROC_PID_INIT_INO`` in the kernel).
+_INIT_PID_NS = 0xEFFFFFFC
+
+
 def node_name() -> str:
-    """This machine as lease owners name it: the host name plus the PID namespace.
+    """This machine as lease owners name it: the host name, plus ``~<PID namespace>`` inside a
+    container.
 
     Containers that share a host name (host networking) have separate PID namespaces, where a
     process id means nothing; qualifying the node keeps :func:`lease_orphaned` from judging a
-    living process of another container dead.
+    living process of another container dead. At most 40 characters (a long host name is cut
+    and a hash of the whole added), so an owner id fits ``deliveries.lease_owner`` (64).
     """
-    host = socket.gethostname()
+    name = socket.gethostname()
     try:
-        return f"{host}~{os.stat('/proc/self/ns/pid').st_ino}"
+        ns = os.stat("/proc/self/ns/pid").st_ino
     except OSError:  # no /proc (not Linux)
-        return host
+        ns = _INIT_PID_NS
+    if ns != _INIT_PID_NS:
+        name = f"{name}~{ns}"
+    if len(name) > 40:
+        name = f"{name[:27]}~{hashlib.sha1(name.encode()).hexdigest()[:12]}"
+    return name
 
 
 def owner_id() -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import socket
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -36,7 +35,8 @@ from outreach import audit, campaigns, recipients, runs, states
 from outreach.campaigns import CampaignError, CampaignSpec
 from outreach.clock import SYSTEM_CLOCK, UTC, VN_TZ, Clock
 from outreach.db import Database, is_locked_error, retry_write
-from outreach.dispatch import LEASE_SECONDS, DispatchReport, Dispatcher, owner_id, stale_sending
+from outreach.dispatch import (LEASE_SECONDS, DispatchReport, Dispatcher, node_name, owner_id,
+                               stale_sending)
 from outreach.gateways import base as gwbase
 from outreach.listfiles import ListFileError
 from outreach.models import AuditEntry, Campaign, Delivery, Run, Schedule
@@ -514,7 +514,7 @@ def _skip_already_sent_today(conn: Connection, campaign_id: str, run_id: int,
 
 # -- continuing earlier runs --------------------------------------------------------------------
 def _process_alive(owner: str | None) -> bool:
-    """True only when ``owner`` (``host:pid:nonce``) is provably a live process: on this host,
+    """True only when ``owner`` (``node:pid:nonce``) is provably a live process: on this node,
     the pid exists, and if it is this process's pid, the owner id was made by this process
     (a restarted container reuses pids)."""
     if not owner:
@@ -524,7 +524,7 @@ def _process_alive(owner: str | None) -> bool:
         pid = int(pid_s)
     except ValueError:
         return False
-    if host != socket.gethostname():
+    if host != node_name():
         return False
     if pid == os.getpid():
         with _MY_OWNERS_LOCK:

@@ -249,7 +249,8 @@ class Worker:
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> WorkerReport:
-        """Work until ``stop_event`` is set (or, with ``exit_when_done``, nothing is left).
+        """Work until ``stop_event`` is set (or, with ``exit_when_done``, nothing is left);
+        call it once per Worker.
 
         Returns the report; ``exit_status`` is ``EXIT_LEASE_LOST`` when the worker stopped
         because it lost its lease or could not record outcomes (its rows are then left to
@@ -323,7 +324,8 @@ class Worker:
             stmt = stmt.where(Run.campaign_id == self.campaign_id)
         with self.db.engine.connect() as conn:
             ids = set(conn.execute(stmt).scalars())
-        return len(ids - set(self._skip_until))
+        mono = time.monotonic()
+        return len(ids - {i for i, until in self._skip_until.items() if until > mono})
 
     # -- one run --------------------------------------------------------------------------------
     def _serve(self, run: Any, now: dt.datetime) -> bool:

@@ -440,11 +440,22 @@ def test_shared_limiter_under_real_threads_never_exceeds_the_limit(pg_db: Databa
     for t in threads:
         t.join()
     usage = limiters[0].usage()
-    assert sum(usage.values()) == 240 and max(usage.values()) <= 50
-    assert len(usage) >= 5  # 240 at 50 a second cannot take fewer than five windows
+    assert max(usage.values()) <= 50
+    assert sum(usage.values()) >= 240  # (a token granted too late in its second is given up)
+    per_second = Counter(math.floor(t) for t in taken)
+    assert len(taken) == 240 and max(per_second.values()) <= 50
+    assert len(per_second) >= 5  # 240 at 50 a second cannot take fewer than five windows
 
 
 def test_a_worker_rebuilds_the_campaign_from_its_stored_definition(tmp_path: Path) -> None:
     spec = load(write_campaign(tmp_path, n=3, rate=12.5))
     spec = dataclasses.replace(spec, district_by_file={"a.csv": "Ninh Kiều"})
     assert spec_from_definition(json.loads(json.dumps(spec.to_json()))) == spec
+
+
+def test_an_owner_id_fits_the_lease_column_whatever_the_host_name(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "a-very-long-kubernetes-pod-name-" + "x" * 31)
+    owner = dispatch.owner_id()
+    assert len(owner) <= Delivery.__table__.c.lease_owner.type.length
+    assert owner.split(":")[0] == dispatch.node_name()  # the same node name every time
