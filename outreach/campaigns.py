@@ -154,6 +154,12 @@ class CampaignSpec:
                 raise CampaignError(self.file or "<campaign>", "recipients.lists",
                                     f"no file matches {pattern!r}")
             out.extend(matches)
+        names = {p.name for p in out}
+        for key in self.district_by_file:
+            if key not in names:
+                raise CampaignError(self.file or "<campaign>", f'recipients.district_by_file."{key}"',
+                                    f"no list file is named {key!r} (files: "
+                                    f"{', '.join(sorted(names))})")
         return out
 
     def price_per_segment(self, channel: str, carrier: str | None) -> float:
@@ -292,7 +298,8 @@ def parse(raw: dict[str, Any], *, file: str = "<campaign>") -> CampaignSpec:
             channel=name, sender=sender, gateway=r.str("gateway", ch, where, default="") or None,
             unaccented=r.bool("unaccented", ch, where, default=False),
             gsm_safe=r.bool("gsm_safe", ch, where, default=False),
-            rate_per_second=r.float("rate_per_second", ch, where, default=None),
+            rate_per_second=_positive(r, r.float("rate_per_second", ch, where, default=None),
+                                      f"{where}.rate_per_second"),
             rate_unit=unit, concurrency=r.int("concurrency", ch, where, default=None, minimum=1),
             template_id=r.str("template_id", ch, where, default="") or None,
             template_fields={k: textmod.nfc(v) for k, v in tfields.items()},
@@ -328,6 +335,11 @@ def parse(raw: dict[str, Any], *, file: str = "<campaign>") -> CampaignSpec:
     for key in raw:
         if key not in known:
             r.fail(key, f"unknown field (known: {', '.join(sorted(known))})")
+    # a mistyped key inside a table (unacented = true) must not be ignored silently
+    for table, keys in _TABLE_KEYS.items():
+        _known(r, raw.get(table, {}), table, keys)
+    for i, ch in enumerate(chans_raw):
+        _known(r, ch, f"channels[{i}]", _CHANNEL_KEYS)
     return CampaignSpec(
         id=cid, name=textmod.nfc(r.str("name")), theme=textmod.nfc(r.str("theme", default="")),
         source=source, text=text, text_sha256=actual,
@@ -336,6 +348,27 @@ def parse(raw: dict[str, Any], *, file: str = "<campaign>") -> CampaignSpec:
         schedule=schedule, channels=tuple(channels), lists=tuple(lists),
         list_name=r.str("list_name", rec, "recipients", default=cid), pricing=pricing,
         district_by_file={k: textmod.nfc(v) for k, v in dmap.items()}, file=file)
+
+
+_TABLE_KEYS = {
+    "source": {"document", "issuer", "date", "section", "title"},
+    "message": {"text", "sha256", "unaccented", "gsm_safe"},
+    "window": {"timezone", "start_date", "end_date", "key_dates", "daily_start", "daily_end",
+               "lateness_limit_minutes"},
+    "schedule": {"send_time", "mode", "repeat_every_days", "daily_cap"},
+    "recipients": {"lists", "list_name", "district_by_file"},
+}
+_CHANNEL_KEYS = {"channel", "sender", "gateway", "unaccented", "gsm_safe", "rate_per_second",
+                 "rate_unit", "concurrency", "template_id", "template_fields",
+                 "fallback_after_minutes"}
+
+
+def _known(r: "_Reader", table: Any, prefix: str, keys: set[str]) -> None:
+    if not isinstance(table, dict):
+        return
+    for key in table:
+        if key not in keys:
+            r.fail(f"{prefix}.{key}", f"unknown field (known: {', '.join(sorted(keys))})")
 
 
 class _Reader:
@@ -445,3 +478,10 @@ class _Reader:
 
 
 _MISSING = object()
+
+
+def _positive(r: _Reader, value: float | None, name: str) -> float | None:
+    if value is not None and value <= 0:
+        r.fail(name, "must be more than 0 messages (or segments) per second; leave it out to use "
+               "the gateway's own limit")
+    return value

@@ -22,6 +22,10 @@ T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 
 
+class DatabaseLocationError(OSError):
+    """A SQLite URL whose folder does not exist (never created silently)."""
+
+
 class Database:
     """An engine plus a session factory. ``url`` is any SQLAlchemy URL.
 
@@ -59,7 +63,15 @@ class Database:
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     if url.startswith("sqlite"):
         if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(url[len("sqlite:///"):]).parent
+            if not folder.exists():
+                default = (config.home_dir().resolve() == folder.resolve())
+                if not default:
+                    raise DatabaseLocationError(
+                        f"the folder {folder} of the SQLite database does not exist: check "
+                        "--database-url / OUTREACH_DATABASE_URL (a mistyped path would start an "
+                        "empty ledger and send everyone again)")
+                folder.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, echo=echo,
                                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
                                              "check_same_thread": False})

@@ -49,8 +49,11 @@ def sync_campaign(conn: Connection, spec: CampaignSpec, *, now: dt.datetime,
     one this campaign already sent with, unless ``accept_new_text``."""
     row = conn.execute(select(Campaign.text_sha256, Campaign.status)
                        .where(Campaign.id == spec.id)).first()
+    from pathlib import Path
+
+    file_path = str(Path(spec.file).resolve()) if spec.file else None
     values = dict(name=spec.name, source_ref=spec.source.reference(), text=spec.text,
-                  text_sha256=spec.text_sha256, file_path=spec.file, definition=spec.to_json(),
+                  text_sha256=spec.text_sha256, file_path=file_path, definition=spec.to_json(),
                   updated_at=now)
     if row is None:
         conn.execute(insert(Campaign).values(id=spec.id, status="active", created_at=now, **values))

@@ -268,3 +268,46 @@ def test_launch_writes_the_reject_file(home: Path, tmp_path: Path,
     kinds = Counter(r.split(",")[0] for r in rows)
     assert kinds == {"rejected": 91, "duplicate": 72}
     assert "sending" not in err  # no progress bar when asked for none
+
+
+@pytest.mark.parametrize("edit, field", [
+    (("unaccented = false", "unacented = true"), "message.unacented"),
+    (("rate_per_second = 10", "rate_per_second = 0"), "channels[0].rate_per_second"),
+    (("concurrency = 8", "concurrency = 8\nsenderid = \"X\""), "channels[0].senderid"),
+    (('"phong-dien.csv" = "Phong Điền"', '"phong-dienn.csv" = "Phong Điền"'),
+     'recipients.district_by_file."phong-dienn.csv"'),
+])
+def test_mistyped_keys_and_values_inside_tables_are_refused(tmp_path: Path, edit: tuple[str, str],
+                                                            field: str) -> None:
+    import shutil
+
+    text = CAMPAIGN_FILE.read_text("utf-8")
+    assert edit[0] in text
+    (tmp_path / "recipients").mkdir()
+    shutil.copytree(ROOT / "recipients" / "cantho-2024", tmp_path / "recipients" / "cantho-2024")
+    (tmp_path / "campaigns").mkdir()
+    bad = tmp_path / "campaigns" / "bad.toml"
+    bad.write_text(text.replace(edit[0], edit[1], 1), encoding="utf-8")
+    code, out, err = run("campaign", "check", str(bad))
+    assert code == 1, out
+    assert f"field '{field}'" in err.replace("\n", "")
+
+
+def test_a_mistyped_database_folder_is_refused_not_created(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    url = f"sqlite:///{tmp_path / 'typo' / 'sub' / 'outreach.db'}"
+    code, out, err = run("--database-url", url, "campaign", "launch", CID, "--no-progress")
+    assert code == 1
+    assert "does not exist" in err and not (tmp_path / "typo").exists()
+
+
+def test_resume_by_id_works_from_another_folder(home: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    code, _, err = run("campaign", "launch", CID, "--no-progress")
+    assert code == 0, err
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run("campaign", "resend", CID, "--no-progress")
+    assert code == 0, err
+    assert "nobody to resend to" in out

@@ -80,7 +80,6 @@ daily_cap = {cap}
 [[channels]]
 channel = "sms"
 sender = "TEST"
-rate_per_second = 0
 
 [recipients]
 list_name = "{cid}"

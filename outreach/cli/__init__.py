@@ -30,10 +30,16 @@ class Ctx:
     @property
     def db(self) -> Any:
         if self._db is None:
+            from outreach import config
             from outreach.db import Database
 
-            self._db = Database(self.db_url)
+            url = config.database_url(self.db_url)
+            path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
+            fresh = path is not None and path != ":memory:" and not os.path.exists(path)
+            self._db = Database(url)
             self._db.upgrade()
+            if fresh:
+                err_console.print(f"note: created a new, empty database at {path}")
         return self._db
 
     def phone(self, e164: str | None) -> str:
@@ -79,6 +85,10 @@ class OutreachGroup(click.Group):
             if debug:
                 raise
             expected = _expected_errors()
+            if isinstance(exc, ModuleNotFoundError):
+                err_console.print(f"[red]error:[/red] a required module is not installed: "
+                                  f"{exc.name} (for this database URL or gateway)", markup=True)
+                raise SystemExit(1) from None
             if isinstance(exc, expected):
                 msg = str(exc)
                 from sqlalchemy.exc import SQLAlchemyError

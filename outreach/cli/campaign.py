@@ -18,8 +18,23 @@ from outreach import campaigns, ops, states
 from outreach.cli import Ctx, console, err_console, pass_ctx
 
 
-def load_spec(ref: str) -> campaigns.CampaignSpec:
-    return campaigns.load(campaigns.resolve(ref))
+def load_spec(ref: str, c: Ctx | None = None) -> campaigns.CampaignSpec:
+    """The campaign from a file path, ``campaigns/<id>.toml``, or (for a campaign already in
+    the database) the file it was last loaded from."""
+    try:
+        return campaigns.load(campaigns.resolve(ref))
+    except campaigns.CampaignError:
+        if c is None or ref.endswith(".toml") or "/" in ref:
+            raise
+        from sqlalchemy import select
+
+        from outreach.models import Campaign
+
+        with c.db.engine.connect() as conn:
+            stored = conn.execute(select(Campaign.file_path).where(Campaign.id == ref)).scalar()
+        if not stored:
+            raise
+        return campaigns.load(stored)
 
 
 @click.group()
@@ -220,7 +235,7 @@ def _launch(c: Ctx, ref: str, gateway: str | None, dry_run: bool, override_windo
             accept_new_text: bool, fmt: str, show_progress: bool, encoding: str | None,
             convert_old_prefixes: bool, dispatch: bool = True,
             reject_file: str | None = None) -> None:
-    spec = load_spec(ref)
+    spec = load_spec(ref, c)
     with graceful_stop() as stop, progress_bar(show_progress and not dry_run and dispatch) as prog:
         res = ops.launch(c.db, spec, gateway=gateway, dry_run=dry_run,
                          override_window=override_window, accept_new_text=accept_new_text,
@@ -257,7 +272,7 @@ def _launch(c: Ctx, ref: str, gateway: str | None, dry_run: bool, override_windo
 def resume(c: Ctx, campaign_ref: str, run_id: int | None, gateway: str | None,
            override_window: bool, allow_late: bool, no_progress: bool) -> None:
     """Continue an unfinished run. Interrupted sends are reconciled, never resent blindly."""
-    spec = load_spec(campaign_ref)
+    spec = load_spec(campaign_ref, c)
     with graceful_stop() as stop, progress_bar(not no_progress) as prog:
         rep = ops.resume(c.db, spec, gateway=gateway, override_window=override_window,
                          allow_late=allow_late, operator=c.operator, run_id=run_id,
@@ -304,7 +319,7 @@ def cancel(c: Ctx, campaign_id: str, yes: bool) -> None:
 def resend(c: Ctx, campaign_ref: str, failed: bool, include_unknown: bool, gateway: str | None,
            override_window: bool, no_progress: bool) -> None:
     """A new run for the recipients not reached: never anyone delivered or opted out."""
-    spec = load_spec(campaign_ref)
+    spec = load_spec(campaign_ref, c)
     statuses = (states.FAILED, states.UNDELIVERED) + ((states.UNKNOWN,) if include_unknown else ())
     with progress_bar(not no_progress) as prog:
         res = ops.resend(c.db, spec, statuses=statuses, gateway=gateway, operator=c.operator,

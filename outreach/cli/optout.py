@@ -12,11 +12,14 @@ from outreach.cli import Ctx, console, err_console, pass_ctx
 
 
 def _normalise_all(numbers: tuple[str, ...]) -> list[str]:
+    """E.164 of every number; an old 11-digit number is converted (an opt-out written the old
+    way must still stop the converted number). Any unreadable number refuses the whole command."""
     out = []
     for raw in numbers:
-        res = phones.normalise(raw)
+        res = phones.normalise(raw, convert_old_prefixes=True)
         if not res.ok:
-            raise click.BadParameter(f"{raw!r}: {res.reason}" + (f" ({res.hint})" if res.hint else ""))
+            raise click.ClickException(f"{raw!r} is not a mobile number ({res.reason}); nothing "
+                                       "was changed")
         assert res.e164
         out.append(res.e164)
     return out
@@ -53,7 +56,7 @@ def import_(c: Ctx, files: tuple[str, ...], reason: str, source: str | None) -> 
         good: list[str] = []
         for row in listfiles.read_list(f):
             for cell in phones.split_cell(row.phone or ""):
-                res = phones.normalise(cell)
+                res = phones.normalise(cell, convert_old_prefixes=True)
                 if res.ok and res.e164:
                     good.append(res.e164)
                 else:

@@ -27,8 +27,32 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+
+_SECRET_ENV = ("TWILIO_AUTH_TOKEN", "TWILIO_API_SECRET", "TWILIO_API_KEY", "ZALO_SECRET_KEY",
+               "ZALO_OA_SECRET_KEY", "ZALO_ACCESS_TOKEN", "ZALO_REFRESH_TOKEN")
+_SID = re.compile(r"\b(AC|SK|MG|PN)([0-9a-fA-F]{28})([0-9a-fA-F]{4})\b")
+_BASIC = re.compile(r"(Basic|Bearer)\s+[A-Za-z0-9+/=._-]{8,}")
+
+
+def redact(text: str) -> str:
+    """``text`` with credentials removed: account/key SIDs shortened to their last 4 characters,
+    Basic/Bearer authorisation values and the values of credential environment variables
+    replaced by ``****``. Applied to every gateway error, so provider messages that echo a
+    request (a 401 body, a URL with the account SID) never print or store a secret."""
+    if not text:
+        return text
+    text = _SID.sub(lambda m: f"{m.group(1)}…{m.group(3)}", text)
+    text = _BASIC.sub(lambda m: f"{m.group(1)} ****", text)
+    for var in _SECRET_ENV:
+        value = os.environ.get(var)
+        if value and len(value) >= 6:
+            text = text.replace(value, "****")
+    return text
 
 
 class GatewayError(Exception):
@@ -44,6 +68,7 @@ class GatewayError(Exception):
 
     def __init__(self, detail: str = "", *, reason: str | None = None,
                  provider_code: str | int | None = None, raw: Any = None) -> None:
+        detail = redact(detail)
         super().__init__(detail or self.reason)
         self.detail = detail
         if reason:
