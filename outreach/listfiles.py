@@ -226,7 +226,11 @@ def _choose_encoding(file: str, head: bytes, forced: str | None) -> tuple[str, i
     try:
         codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) < _PREFIX_BYTES)
     except UnicodeDecodeError as exc:
-        if _looks_like_cp1258(head):
+        # Vietnamese text in Windows-1258 practically never forms valid UTF-8 sequences: a file
+        # whose first part is UTF-8 with accents and then has a bad byte is a damaged UTF-8
+        # file, and decoding it as Windows-1258 would garble every name
+        utf8_before = not head[: exc.start].isascii()
+        if not utf8_before and _looks_like_cp1258(head):
             return "cp1258", 0
         line = head[: exc.start].count(b"\n") + 1
         raise ListFileError(file, line, _undecodable("utf-8", exc)) from None

@@ -315,3 +315,16 @@ def test_legacy_xls_and_missing_file(tmp_path: Path) -> None:
         rows(tmp_path / "missing.csv")
     assert info.value.line is None
     assert str(info.value) == f"{tmp_path / 'missing.csv'}: {info.value.reason}"
+
+
+def test_utf8_file_with_one_bad_byte_names_the_line_instead_of_garbling(tmp_path):
+    from outreach.listfiles import ListFileError, read_list
+
+    p = tmp_path / "mixed.csv"
+    p.write_bytes("phone,name\r\n0912345001,Nguyễn Văn An\r\n".encode("utf-8")
+                  + b"0912345002,Tr\xe2n \xff\r\n")
+    import pytest
+
+    with pytest.raises(ListFileError) as err:
+        list(read_list(p))
+    assert err.value.line == 3
