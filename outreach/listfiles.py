@@ -351,7 +351,15 @@ def _xlsx_records(f: BinaryIO, file: str, sheet: str | None) -> Iterator[tuple[i
         raise ListFileError(file, None, f"not a readable .xlsx workbook ({exc})") from None
     try:
         if sheet is None:
+            # the active sheet, unless it is empty and another sheet holds the list
             worksheet = workbook.active
+            if worksheet is not None and not any(
+                    any(v not in (None, "") for v in row)
+                    for row in worksheet.iter_rows(max_row=20, values_only=True)):
+                worksheet = next(
+                    (ws for ws in workbook.worksheets
+                     if any(any(v not in (None, "") for v in row)
+                            for row in ws.iter_rows(max_row=20, values_only=True))), worksheet)
         elif sheet in workbook.sheetnames:
             worksheet = workbook[sheet]
         else:

@@ -328,3 +328,19 @@ def test_utf8_file_with_one_bad_byte_names_the_line_instead_of_garbling(tmp_path
     with pytest.raises(ListFileError) as err:
         list(read_list(p))
     assert err.value.line == 3
+
+
+def test_xlsx_with_an_empty_first_sheet_reads_the_sheet_with_the_list(tmp_path):
+    import openpyxl
+
+    from outreach.listfiles import read_list
+
+    wb = openpyxl.Workbook()
+    wb.active.title = "Trống"
+    ws = wb.create_sheet("Danh sách")
+    ws.append(["Họ tên", "Số điện thoại"])
+    ws.append(["Nguyễn Văn An", 912345001])
+    p = tmp_path / "two-sheets.xlsx"
+    wb.save(p)
+    rows = list(read_list(p))
+    assert [(r.line, r.phone, r.name) for r in rows] == [(2, "912345001", "Nguyễn Văn An")]
