@@ -22,7 +22,7 @@ KEEP_SECONDS = 600
 #: How often (seconds) one limiter prunes old windows.
 PRUNE_EVERY_SECONDS = 60.0
 #: A token is only used if it was granted at least this long (seconds) before its window ends.
-GRANT_MARGIN_SECONDS = 0.02
+GRANT_MARGIN_SECONDS = 0.05
 
 _UPSERT = """
 ON CONFLICT (gateway, second) DO UPDATE SET used = rate_windows.used + :n
@@ -90,11 +90,11 @@ class SharedRateLimiter:
             if wait > 0:
                 self.clock.sleep(wait)
                 continue
+            self._maybe_prune()  # now, not between the grant and the send
             now = self.clock.now().timestamp()
             second = math.floor(now)
             if now < second + 1 - GRANT_MARGIN_SECONDS and self._take(second, n):
                 if self.clock.now().timestamp() < second + 1 - GRANT_MARGIN_SECONDS:
-                    self._maybe_prune(second)
                     return
                 # granted too late to go out within its second: the token is given up rather
                 # than spent in the next window, which may be full
@@ -131,16 +131,16 @@ class SharedRateLimiter:
             conn.execute(stmt)
 
     # -- housekeeping -----------------------------------------------------------------------
-    def _maybe_prune(self, second: int) -> None:
+    def _maybe_prune(self) -> None:
         mono = self.clock.monotonic()
         with self._lock:
             if mono < self._next_prune:
                 return
             self._next_prune = mono + PRUNE_EVERY_SECONDS
+        oldest = math.floor(self.clock.now().timestamp()) - KEEP_SECONDS
         with self.db.engine.begin() as conn:
             gone = conn.execute(delete(RateWindow).where(
-                RateWindow.gateway == self.gateway,
-                RateWindow.second < second - KEEP_SECONDS)).rowcount
+                RateWindow.gateway == self.gateway, RateWindow.second < oldest)).rowcount
         if gone:
             log.debug("pruned %d rate windows of %s", gone, self.gateway)
 

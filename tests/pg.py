@@ -109,7 +109,8 @@ def seed_run(db: Database, tmp: Path, n: int, *, rate: float = 0, concurrency: i
     The recipients, list members and delivery rows are written by three ``INSERT … SELECT
     generate_series`` statements (20,000 in well under a second) with the values
     :func:`outreach.runs.create_run` would store (once-per-campaign key, segments, encoding,
-    cost). The send window is all day (00:00–23:59:59) from 2024 to 2099. Returns
+    cost). ``rate`` is the channel's ``rate_per_second`` (0: the gateway's own, unlimited for
+    the mock). The send window is all day (00:00–23:59:59) from 2024 to 2099. Returns
     (spec, run id).
     """
     path = write_campaign(tmp, n=0, phones=[], cid=cid, start="2024-07-01", end="2099-12-31",
@@ -117,7 +118,7 @@ def seed_run(db: Database, tmp: Path, n: int, *, rate: float = 0, concurrency: i
 [[channels]]
 channel = "sms"
 sender = "TEST"
-rate_per_second = {rate}
+{f"rate_per_second = {rate}" if rate else ""}
 concurrency = {concurrency}
 """)
     # a TOML time, so the window closes for one second a day rather than one minute

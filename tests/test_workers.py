@@ -162,10 +162,9 @@ def test_the_rate_limit_holds_for_four_workers_together(pg_db: Database, pg_url:
     assert len({r["pid"] for r in lines}) == 4
     per_second = Counter(math.floor(r["t"]) for r in lines)
     assert max(per_second.values()) <= limit, sorted(per_second.items())
-    # the limit was what held them back: full windows, and the whole took n / limit seconds
+    # the limit was what held them back: full windows, at least n / limit of them
     assert sorted(per_second.values())[-3] >= 0.9 * limit
-    span = max(r["t"] for r in lines) - min(r["t"] for r in lines)
-    assert span >= n / limit - 1.0
+    assert len(per_second) >= n / limit
     with pg_db.engine.connect() as conn:
         used = conn.execute(select(RateWindow.second, RateWindow.used)
                             .where(RateWindow.gateway == "mock")).all()
