@@ -52,8 +52,9 @@ class SharedRateLimiter:
     milliseconds of jitter so the workers do not all retry at the same instant) and tries
     again. A token granted within ``GRANT_MARGIN_SECONDS`` of its window's end (a slow round
     trip) is given up and the message waits for the next window, so that a message counted in
-    one second does not reach the provider in the next. Like :class:`outreach.dispatch.RateLimiter` a message larger than the whole limit
-    takes the whole limit, so it still goes out alone in its second.
+    one second does not reach the provider in the next. Like
+    :class:`outreach.dispatch.RateLimiter`, a message larger than the whole limit takes the
+    whole limit, so it still goes out alone in its second.
 
     Fixed one-second windows, not a sliding log: a one-second span that straddles a window
     boundary can see up to twice ``rate`` (the end of one window, the start of the next).
