@@ -20,7 +20,8 @@ from outreach.models import Delivery, DeliveryEvent, Run
 from tests.helpers import numbers, write_campaign
 
 pytestmark = pytest.mark.slow
-N = 10000
+N = 8000
+KILLS = 8
 
 
 def _cli(tmp: Path, *args: str) -> subprocess.Popen[str]:
@@ -30,11 +31,23 @@ def _cli(tmp: Path, *args: str) -> subprocess.Popen[str]:
                             text=True)
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+LINE_BYTES = 330  # about one outbox line for this campaign
+
 def test_random_kills_then_resume_send_everyone_exactly_once(tmp_path: Path) -> None:
+    """Each process is killed (SIGKILL) while it is sending: after a random number of further
+    messages reached the outbox, i.e. at a random point inside a batch."""
     rng = random.Random(126)
     campaign = write_campaign(tmp_path, n=N, start="2024-07-01", end="2099-12-31",
                               daily_start="00:00", daily_end="23:59")
     db = Database(f"sqlite:///{tmp_path / 'home' / 'outreach.db'}")
+    outbox = tmp_path / "home" / "outbox" / "test-campaign.jsonl"
     kills = 0
     finished = False
     for attempt in range(40):
@@ -46,8 +59,11 @@ def test_random_kills_then_resume_send_everyone_exactly_once(tmp_path: Path) -> 
         args = ("campaign", "resume", str(campaign)) if has_run else (
             "campaign", "launch", str(campaign))
         proc = _cli(tmp_path, *args)
-        if kills < 12:
-            time.sleep(rng.uniform(1.2, 4.0))
+        if kills < KILLS:
+            target = _size(outbox) + rng.randint(50, 1200) * LINE_BYTES
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and _size(outbox) < target and time.monotonic() < deadline:
+                time.sleep(0.002)
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 kills += 1
@@ -61,10 +77,9 @@ def test_random_kills_then_resume_send_everyone_exactly_once(tmp_path: Path) -> 
         if "sent" in out:
             finished = True
             break
-    assert kills >= 5, "the dispatcher finished before it could be killed enough times"
+    assert kills == KILLS
     assert finished
-    lines = [json.loads(x) for x in (tmp_path / "home" / "outbox" / "test-campaign.jsonl")
-             .read_text("utf-8").splitlines() if x.strip().endswith("}")]
+    lines = [json.loads(x) for x in outbox.read_text("utf-8").splitlines() if x.strip().endswith("}")]
     per_number = Counter(line["to"] for line in lines)
     assert len(per_number) == N, "lost recipients"
     assert max(per_number.values()) == 1, "a recipient got the message twice"
@@ -75,5 +90,5 @@ def test_random_kills_then_resume_send_everyone_exactly_once(tmp_path: Path) -> 
         reconciled = conn.execute(select(func.count()).select_from(DeliveryEvent).where(
             DeliveryEvent.source == "reconcile")).scalar_one()
     assert st == {"sent": N}
-    assert reconciled > 0, "no kill landed between marking a batch sending and recording it"
     assert max(ids.values()) == 1
+    assert reconciled > 0, "no kill landed between marking a batch sending and recording it"
