@@ -104,7 +104,17 @@ def test_four_workers_send_20000_once_each_and_a_killed_one_is_recovered_after_i
         assert victim.poll() is None, logs[0].read_text()
         assert time.monotonic() < deadline, "the victim never got going"
         time.sleep(0.05)
-    time.sleep(random.uniform(0.1, 0.6))
+    # kill it while it holds a batch in flight (a random moment inside that batch)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with pg_db.engine.connect() as conn:
+            holding = conn.execute(select(func.count()).select_from(Delivery).where(
+                Delivery.status == states.SENDING,
+                Delivery.lease_owner.like("other-node%"))).scalar_one()
+        if holding:
+            break
+        time.sleep(0.01)
+    time.sleep(random.uniform(0.05, 0.3))
     victim.send_signal(signal.SIGKILL)
     killed_at = dt.datetime.now(dt.timezone.utc)
     victim.wait()
