@@ -311,3 +311,21 @@ def test_resume_by_id_works_from_another_folder(home: Path, tmp_path: Path,
     code, out, err = run("campaign", "resend", CID, "--no-progress")
     assert code == 0, err
     assert "nobody to resend to" in out
+
+
+def test_dry_run_unaccented_is_gsm7_in_two_segments(tmp_path: Path) -> None:
+    import shutil
+
+    (tmp_path / "recipients").mkdir()
+    shutil.copytree(ROOT / "recipients" / "cantho-2024", tmp_path / "recipients" / "cantho-2024")
+    (tmp_path / "campaigns").mkdir()
+    f = tmp_path / "campaigns" / "unaccented.toml"
+    f.write_text(CAMPAIGN_FILE.read_text("utf-8").replace("unaccented = false", "unaccented = true", 1),
+                 encoding="utf-8")
+    code, out, err = run("campaign", "launch", str(f), "--dry-run", "--format", "json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert (d["encoding"], d["segments"], d["ucs2_characters"]) == ("GSM-7", 2, [])
+    assert d["total_segments"] == 2 * 2098
+    assert d["sample"].startswith("Toan dan tich cuc tham gia phong, chong mua ban nguoi.")
+    assert "đ" not in d["sample"] and "Tong dai quoc gia 111 de duoc tu van" in d["sample"]
