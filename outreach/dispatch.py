@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from outreach import runs, states, suppression

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from outreach import audit, listfiles, phones
 from outreach.db import Database, retry_write
-from outreach.models import Import, ImportIssue, ListMember, Recipient
+from outreach.models import Import, ListMember, Recipient
 
 CHUNK = 5000
 _DIGITS = re.compile(r"\d")

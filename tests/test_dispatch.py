@@ -373,3 +373,26 @@ def test_several_changes_for_one_delivery_in_one_call_apply_in_order(tmp_path: P
            if e["source"] == "webhook"]
     assert evs == [("unknown", "sent", True), ("sent", "delivered", True),
                    ("delivered", "sent", False)]
+
+
+def test_a_receipt_that_overtook_the_dispatcher_keeps_the_provider_id(tmp_path: Path) -> None:
+    """delivered arrives (by delivery id) before the dispatcher records `sent` with the SID."""
+    spec, db = setup(tmp_path, n=1)
+    phone = numbers(1)[0]
+    from outreach import receipts
+    from outreach.gateways.base import StatusUpdate
+
+    class Overtaken(MockGateway):
+        def send(self, message: gw.OutboundMessage) -> gw.SendResult:
+            r = super().send(message)
+            with db.engine.begin() as conn:
+                receipts.apply_updates(conn, [StatusUpdate(status="delivered",
+                                                           delivery_id=message.delivery_id)],
+                                       gateway="mock", source="webhook", now=in_window())
+            return r
+
+    ops.launch(db, spec, gateways={"sms": Overtaken()}, clock=FakeClock(in_window()))
+    assert statuses(db) == {phone: "delivered"}
+    with db.engine.connect() as conn:
+        sid = conn.execute(select(Delivery.provider_message_id)).scalar_one()
+    assert sid == "MOCK00000001"

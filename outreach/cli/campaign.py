@@ -43,8 +43,9 @@ def campaign() -> None:
 
 
 @contextmanager
-def graceful_stop() -> Iterator[threading.Event]:
-    """SIGINT/SIGTERM set an event: in-flight sends finish and are recorded, then the run pauses."""
+def graceful_stop(then: str = "pausing") -> Iterator[threading.Event]:
+    """SIGINT/SIGTERM set an event: in-flight sends finish and are recorded, then the run pauses
+    (or, for a worker, the process stops); a second signal aborts at once."""
     event = threading.Event()
     previous = {}
 
@@ -52,7 +53,7 @@ def graceful_stop() -> Iterator[threading.Event]:
         if event.is_set():
             raise KeyboardInterrupt
         err_console.print(f"\n{signal.Signals(signum).name}: finishing the sends in flight, "
-                          "then pausing (press again to abort)")
+                          f"then {then} (press again to abort)", soft_wrap=True)
         event.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -31,31 +27,13 @@ def parse_gateway_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-@contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
+def stop_on_signals() -> Any:
     """SIGTERM/SIGINT set an event: sends not started go back to the queue, those in flight are
     recorded, then the worker exits 0. A second signal aborts at once (the rows it leaves
     ``sending`` are reconciled by the other workers)."""
-    event = threading.Event()
-    previous = {}
+    from outreach.cli.campaign import graceful_stop
 
-    def handler(signum: int, _frame: Any) -> None:
-        if event.is_set():
-            raise KeyboardInterrupt
-        err_console.print(f"{signal.Signals(signum).name}: finishing the sends in flight, then "
-                          "stopping (again to abort)", soft_wrap=True)
-        event.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread (tests)
-            pass
-    try:
-        yield event
-    finally:
-        for sig, h in previous.items():
-            signal.signal(sig, h)
+    return graceful_stop("stopping")
 
 
 @click.command()
