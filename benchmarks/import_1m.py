@@ -63,9 +63,11 @@ def main() -> None:
         s = recipients.import_files(db, [csv_path], list_name="bench")
         el = time.perf_counter() - t0
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(f"imported {s.rows_read:,} rows in {el:.1f} s = {s.rows_read / el:,.0f} rows/s; "
-              f"peak memory {peak:.0f} MB; imported {s.imported:,}, rejected {s.rejected:,}, "
-              f"duplicates {s.duplicates:,}; balanced={s.balanced}")
+              f"peak memory {peak:.0f} MB (reader process {child:.0f} MB); imported "
+              f"{s.imported:,}, rejected {s.rejected:,}, duplicates {s.duplicates:,}; "
+              f"balanced={s.balanced}")
         return
     d = Path(args.keep or tempfile.mkdtemp())
     d.mkdir(parents=True, exist_ok=True)
