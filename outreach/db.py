@@ -84,7 +84,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA cache_size=-65536")  # 64 MB: the ledger indexes stay hot
+            cur.execute("PRAGMA cache_size=-16384")  # 16 MB: enough for the hot index pages; memory stays low
             cur.execute("PRAGMA temp_store=MEMORY")
             cur.close()
 
