@@ -116,3 +116,18 @@ def events(db: Database) -> list[dict[str, Any]]:
     with db.engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(select(DeliveryEvent.__table__)
                                                        .order_by(DeliveryEvent.id))]
+
+
+def seed_run(db: Database, spec: campaigns.CampaignSpec, now: dt.datetime, *,
+             kind: str = "launch", **create: Any) -> int:
+    """Sync the campaign, import its lists and create a run (no sending); returns the run id."""
+    from outreach import recipients, runs
+
+    with db.engine.begin() as conn:
+        runs.sync_campaign(conn, spec, now=now)
+    recipients.import_files(db, spec.list_files(), list_name=spec.list_name, now=now)
+    with db.engine.begin() as conn:
+        plan = runs.create_run(conn, spec, kind=kind, gateway_names={"sms": "mock"}, now=now,
+                               **create)
+    assert plan.run_id is not None
+    return plan.run_id

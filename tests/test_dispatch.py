@@ -7,16 +7,16 @@ import datetime as dt
 import threading
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
-from outreach import ops, runs, states
+from outreach import ops, states
 from outreach.clock import VN_TZ, FakeClock
 from outreach.dispatch import RateLimiter
 from outreach.gateways import base as gw
 from outreach.gateways.mock import MockGateway
 from outreach.models import Delivery, Run, Suppression
-from tests.helpers import events, fresh_db, in_window, load, numbers, statuses, write_campaign
+from tests.helpers import (events, fresh_db, in_window, load, numbers, seed_run, statuses,
+                           write_campaign)
 
 
 def setup(tmp_path: Path, **kw):  # type: ignore[no-untyped-def]
@@ -56,17 +56,10 @@ def test_interrupted_batch_is_reconciled_not_resent(tmp_path: Path) -> None:
     spec, db = setup(tmp_path, n=6)
     clock = FakeClock(in_window())
     mock = MockGateway()
-    with db.engine.begin() as conn:
-        runs.sync_campaign(conn, spec, now=clock.now())
-    from outreach import recipients
-
-    recipients.import_files(db, spec.list_files(), list_name=spec.list_name, now=clock.now())
-    with db.engine.begin() as conn:
-        plan = runs.create_run(conn, spec, kind="launch", gateway_names={"sms": "mock"},
-                               now=clock.now())
+    run_id = seed_run(db, spec, clock.now())
     from outreach.dispatch import Dispatcher
 
-    d = Dispatcher(db, spec, plan.run_id, {"sms": mock}, clock=clock, batch_size=4,
+    d = Dispatcher(db, spec, run_id, {"sms": mock}, clock=clock, batch_size=4,
                    owner="ghost-host:1:dead")
     batch = d._claim()
     # two of the four reached the provider before the "crash"
@@ -225,19 +218,12 @@ def test_window_end_pauses_and_the_next_window_continues(tmp_path: Path) -> None
 def test_late_scheduled_run_is_not_sent_silently(tmp_path: Path) -> None:
     spec, db = setup(tmp_path, n=3, lateness=60)
     clock = FakeClock(in_window())
-    with db.engine.begin() as conn:
-        runs.sync_campaign(conn, spec, now=clock.now())
-    from outreach import recipients
-
-    recipients.import_files(db, spec.list_files(), list_name=spec.list_name, now=clock.now())
-    with db.engine.begin() as conn:
-        plan = runs.create_run(conn, spec, kind="scheduled", gateway_names={"sms": "mock"},
-                               now=clock.now(), due_at=clock.now() - dt.timedelta(minutes=90),
-                               run_key="day:2024-07-30")
+    run_id = seed_run(db, spec, clock.now(), kind="scheduled", run_key="day:2024-07-30",
+                      due_at=clock.now() - dt.timedelta(minutes=90))
     mock = MockGateway()
     from outreach.dispatch import Dispatcher
 
-    rep = Dispatcher(db, spec, plan.run_id, {"sms": mock}, clock=clock).run()
+    rep = Dispatcher(db, spec, run_id, {"sms": mock}, clock=clock).run()
     assert rep.stopped == "late" and "90 min late" in (rep.reason or "")
     assert mock.requests == 0
     with db.engine.connect() as conn:
@@ -261,15 +247,8 @@ def test_pause_from_another_process_stops_after_the_current_batch(tmp_path: Path
     mock = Pausing()
     from outreach.dispatch import Dispatcher
 
-    with db.engine.begin() as conn:
-        runs.sync_campaign(conn, spec, now=clock.now())
-    from outreach import recipients
-
-    recipients.import_files(db, spec.list_files(), list_name=spec.list_name, now=clock.now())
-    with db.engine.begin() as conn:
-        plan = runs.create_run(conn, spec, kind="launch", gateway_names={"sms": "mock"},
-                               now=clock.now())
-    rep = Dispatcher(db, spec, plan.run_id, {"sms": mock}, clock=clock, batch_size=10).run()
+    run_id = seed_run(db, spec, clock.now())
+    rep = Dispatcher(db, spec, run_id, {"sms": mock}, clock=clock, batch_size=10).run()
     assert rep.stopped == "paused"
     assert rep.counts == {"sent": 10, "queued": 20}
     rep2 = ops.resume(db, spec, gateways={"sms": mock}, clock=clock)
@@ -327,19 +306,15 @@ def test_suppression_is_checked_again_just_before_sending(tmp_path: Path) -> Non
     spec, db = setup(tmp_path, n=4)
     phones = numbers(4)
     clock = FakeClock(in_window())
-    with db.engine.begin() as conn:
-        runs.sync_campaign(conn, spec, now=clock.now())
-    from outreach import recipients, suppression
+    run_id = seed_run(db, spec, clock.now())
+    from outreach import suppression
 
-    recipients.import_files(db, spec.list_files(), list_name=spec.list_name, now=clock.now())
     with db.engine.begin() as conn:
-        plan = runs.create_run(conn, spec, kind="launch", gateway_names={"sms": "mock"},
-                               now=clock.now())
         suppression.add(conn, [phones[2]], reason="citizen-request", source="hotline")
     mock = MockGateway()
     from outreach.dispatch import Dispatcher
 
-    Dispatcher(db, spec, plan.run_id, {"sms": mock}, clock=clock).run()
+    Dispatcher(db, spec, run_id, {"sms": mock}, clock=clock).run()
     assert phones[2] not in mock.sent_to()
     assert statuses(db)[phones[2]] == "opted_out"
 
