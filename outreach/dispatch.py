@@ -148,20 +148,32 @@ def lease_orphaned(owner: str | None, expires_at: dt.datetime | None, now: dt.da
     expired = expires_at is None or expires_at < now
     if not owner:
         return True
+    pid = local_pid(owner)
+    if pid is None or pid == os.getpid():
+        return expired
+    return not pid_alive(pid)
+
+
+def local_pid(owner: str) -> int | None:
+    """The process id in an owner id ``node:pid:nonce`` when the owner is on this node (same
+    host and PID namespace), else None (another node, or not an owner id)."""
     try:
         node, pid_text, _ = owner.split(":")
         pid = int(pid_text)
     except ValueError:
-        return expired
-    if node != node_name() or pid == os.getpid():
-        return expired
+        return None
+    return pid if node == node_name() else None
+
+
+def pid_alive(pid: int) -> bool:
+    """True if process ``pid`` exists on this node (another user's process counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's process
         return False
-    return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Dispatcher:

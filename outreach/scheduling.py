@@ -35,8 +35,8 @@ from outreach import audit, campaigns, recipients, runs, states
 from outreach.campaigns import CampaignError, CampaignSpec
 from outreach.clock import SYSTEM_CLOCK, UTC, VN_TZ, Clock
 from outreach.db import Database, is_locked_error, retry_write
-from outreach.dispatch import (LEASE_SECONDS, DispatchReport, Dispatcher, node_name, owner_id,
-                               stale_sending)
+from outreach.dispatch import (LEASE_SECONDS, DispatchReport, Dispatcher, local_pid, owner_id,
+                               pid_alive, stale_sending)
 from outreach.gateways import base as gwbase
 from outreach.listfiles import ListFileError
 from outreach.models import AuditEntry, Campaign, Delivery, Run, Schedule
@@ -519,23 +519,13 @@ def _process_alive(owner: str | None) -> bool:
     (a restarted container reuses pids)."""
     if not owner:
         return False
-    try:
-        host, pid_s, _ = owner.split(":")
-        pid = int(pid_s)
-    except ValueError:
-        return False
-    if host != node_name():
+    pid = local_pid(owner)
+    if pid is None:
         return False
     if pid == os.getpid():
         with _MY_OWNERS_LOCK:
             return owner in _MY_OWNERS
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def _abandoned(conn: Connection, run: Any, now: dt.datetime) -> bool:

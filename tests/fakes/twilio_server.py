@@ -68,6 +68,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
+from tests.fakes import isolate as _isolate
+
 ACCOUNT_SID = "AC0123456789abcdef0123456789abcdef"
 AUTH_TOKEN = "tok3n-d0-not-leak-0123456789abcd"
 API_KEY = "SK00112233445566778899aabbccddeeff"
@@ -606,20 +608,9 @@ _ENV_TO_CLEAR = ("TWILIO_EDGE", "TWILIO_REGION", "HTTP_PROXY", "HTTPS_PROXY", "A
 
 
 def isolate(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Refuse any TCP connection not aimed at 127.0.0.1 / ::1, and clear the environment
-    variables (edge, region, proxies, credentials) that could aim the SDK elsewhere."""
-    for name in _ENV_TO_CLEAR:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    real_connect = socket.socket.connect
-
-    def connect(sock: socket.socket, address: Any) -> Any:
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in (
-                "127.0.0.1", "::1", "localhost"):
-            raise AssertionError(f"test tried to leave 127.0.0.1: {address[0]}")
-        return real_connect(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
+    """Loopback only, and the environment variables that could aim the client elsewhere
+    (edge, region, proxies, credentials) cleared."""
+    _isolate(monkeypatch, _ENV_TO_CLEAR)
 
 
 @pytest.fixture

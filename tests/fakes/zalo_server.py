@@ -56,6 +56,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.fakes import isolate as _isolate
+
 APP_ID = "3962172718436219112"
 SECRET_KEY = "zalo-app-s3cret-d0-not-leak"
 FIRST_ACCESS_TOKEN = "AT-zalo-0001-d0-not-leak"
@@ -472,20 +474,9 @@ _ENV_TO_CLEAR = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_
 
 
 def isolate(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Refuse any TCP connection not aimed at 127.0.0.1 / ::1 and clear the environment
-    variables (proxies, Zalo settings) that could aim the gateway elsewhere."""
-    for name in _ENV_TO_CLEAR:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    real_connect = socket.socket.connect
-
-    def connect(sock: socket.socket, address: Any) -> Any:
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in (
-                "127.0.0.1", "::1", "localhost"):
-            raise AssertionError(f"test tried to leave 127.0.0.1: {address[0]}")
-        return real_connect(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
+    """Loopback only, and the environment variables that could aim the client elsewhere
+    (Zalo settings) cleared."""
+    _isolate(monkeypatch, _ENV_TO_CLEAR)
 
 
 @pytest.fixture
