@@ -58,6 +58,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("case", choices=["mock", "latency", "rate"])
     ap.add_argument("-n", type=int)
+    ap.add_argument("--concurrency", type=int, default=1,
+                    help="(a) only: requests in flight (default 1: the mock answers at once, so "
+                         "more threads only add switching)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -74,6 +77,8 @@ def main() -> None:
             from outreach.db import Database
 
             spec = load(tmp / "test-campaign.toml")
+            spec = dataclasses.replace(spec, channels=(dataclasses.replace(
+                spec.channels[0], concurrency=args.concurrency),))
             db = Database(f"sqlite:///{tmp / 't.db'}")
             clock = Fixed()
             run_id = 1
@@ -82,7 +87,8 @@ def main() -> None:
             t0 = time.perf_counter()
             rep = Dispatcher(db, spec, run_id, {"sms": gw}, clock=clock, batch_size=2000).run()
             el = time.perf_counter() - t0
-            print(f"(a) mock gateway, SQLite log: {n} messages in {el:.2f} s = {n / el:,.0f} msg/s; "
+            print(f"(a) mock gateway ({args.concurrency} in flight), SQLite log: {n} messages in "
+                  f"{el:.2f} s = {n / el:,.0f} msg/s; "
                   f"peak RSS {peak_mb():.0f} MB (before dispatch {before:.0f} MB); {rep.counts}")
         elif args.case == "latency":
             n = args.n or 5000

@@ -13,13 +13,15 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import itertools
 import random
 import socket
+import sys
 import threading
 import uuid
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,6 +212,10 @@ class Dispatcher:
         self.lease_seconds = lease_seconds
         self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
         self._recent: deque[bool] = deque(maxlen=error_window)
+        self._recent_bad = 0
+        self._recent_lock = threading.Lock()
+        self._parts: dict[str, tuple[str, str | None, str | None, dict[str, str]]] = {}
+        self._window_closes: dt.datetime | None = None
         self._halt = threading.Event()
         self._window_shut = threading.Event()
         self._enforce_window = (not override_window
@@ -258,34 +264,68 @@ class Dispatcher:
             runs.set_status(conn, self.run_id, "running", None, now=self.clock.now())
         total = sum(self._counts().values())
         done = total - self._counts().get(states.QUEUED, 0)
-        with ThreadPoolExecutor(max_workers=max(self.concurrency.values() or [1])) as pool:
-            while True:
-                stop = self._should_stop()
-                if stop:
-                    report.stopped, report.reason, report.resume_at = stop
-                    break
-                batch = self._claim()
-                if not batch:
-                    waiting = self._after_queue_empty()
-                    if waiting:
-                        report.stopped, report.reason, report.resume_at = waiting
+        # The outcomes of batch i are written by a writer thread while batch i+1 is being sent
+        # (the next claim waits for that write: SQLite has one writer, and waiting here is
+        # cheaper than its busy handler). Whatever stops the loop writes what is still pending.
+        pending: tuple[list[dict[str, Any]], list[Outcome]] | None = None
+        recording: Future[None] | None = None
+
+        def settle() -> None:
+            nonlocal recording
+            if recording is not None:
+                f, recording = recording, None
+                f.result()
+
+        # The writer thread spends its time in SQLite with the GIL released, and needs it back
+        # after each statement; with Python's default 5 ms switch interval it waits up to 5 ms
+        # each time behind the sending threads. 1 ms while sending (restored after).
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch, 0.001))
+        with ThreadPoolExecutor(max_workers=max(self.concurrency.values() or [1])) as pool, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="outreach-record") as writer:
+            try:
+                while True:
+                    settle()  # on SQLite even a read transaction waits for the writer
+                    stop = self._should_stop()
+                    if stop:
+                        report.stopped, report.reason, report.resume_at = stop
                         break
-                    if self._claimable():
-                        continue
-                    complete_if_done(self.db, self.run_id, now=self.clock.now())
-                    break
-                outcomes = self._send_batch(pool, batch)
-                self._record(batch, outcomes)
-                self._window_shut.clear()
-                done += len(batch)
-                if self.progress:
-                    self.progress(done, total)
-                if self._halt.is_set() and self._halt_reason:
-                    kind, why = self._halt_reason
-                    with self.db.engine.begin() as conn:
-                        runs.set_status(conn, self.run_id, "paused", why, now=self.clock.now())
-                    report.stopped, report.reason = kind, why
-                    break
+                    batch = self._claim()
+                    if pending is not None:
+                        recording = writer.submit(self._record, *pending)
+                        pending = None
+                    if not batch:
+                        settle()
+                        waiting = self._after_queue_empty()
+                        if waiting:
+                            report.stopped, report.reason, report.resume_at = waiting
+                            break
+                        if self._claimable():
+                            continue
+                        complete_if_done(self.db, self.run_id, now=self.clock.now())
+                        break
+                    outcomes = self._send_batch(pool, batch)
+                    pending = (batch, outcomes)
+                    self._window_shut.clear()
+                    done += len(batch)
+                    if self.progress:
+                        self.progress(done, total)
+                    if self._halt.is_set() and self._halt_reason:
+                        settle()
+                        self._record(*pending)
+                        pending = None
+                        kind, why = self._halt_reason
+                        with self.db.engine.begin() as conn:
+                            runs.set_status(conn, self.run_id, "paused", why, now=self.clock.now())
+                        report.stopped, report.reason = kind, why
+                        break
+            finally:
+                sys.setswitchinterval(switch)
+                try:
+                    settle()
+                finally:
+                    if pending is not None:
+                        self._record(*pending)
         with self.db.engine.begin() as conn:
             report.counts = runs.remaining(conn, self.run_id)
         return report
@@ -380,16 +420,22 @@ class Dispatcher:
     # -- claim, send, record ----------------------------------------------------------------
     @retry_write
     def _claim(self) -> list[dict[str, Any]]:
+        """Claim the next batch: ``sending`` under this owner's lease."""
         now = self.clock.now()
         lease = now + dt.timedelta(seconds=LEASE_SECONDS)
         with self.db.engine.begin() as conn:
             # opt-outs are checked again just before sending: queued rows whose number joined
-            # the suppression list since the run was created become opted_out
+            # the suppression list since the run was created become opted_out. Only the head of
+            # the queue (the next batch_size rows in id order) is looked at, so the check costs
+            # the same for the millionth batch as for the first; the claim below skips suppressed
+            # numbers further on, and each is moved once it reaches the head.
+            head = (select(Delivery.id).where(Delivery.run_id == self.run_id,
+                                              Delivery.status == states.QUEUED)
+                    .order_by(Delivery.id).limit(self.batch_size))
             blocked = conn.execute(
-                select(Delivery.id).where(Delivery.run_id == self.run_id,
-                                          Delivery.status == states.QUEUED,
+                select(Delivery.id).where(Delivery.id.in_(head.scalar_subquery()),
                                           Delivery.address.in_(select(Suppression.e164)))
-                .limit(self.batch_size)).scalars().all()
+            ).scalars().all()
             if blocked:
                 states.apply(conn, [states.Change(i, states.OPTED_OUT,
                                                   {"error_reason": "suppressed"})
@@ -397,26 +443,64 @@ class Dispatcher:
             return states.claim(conn, self.run_id, limit=self.batch_size, owner=self.owner,
                                 lease_expires=lease, now=now)
 
-    def _message(self, row: dict[str, Any]) -> gw.OutboundMessage:
-        ch = self.spec.channel(row["channel"])
-        body = row["body"]
-        if body is None:
+    def _channel_parts(self, channel: str) -> tuple[str, str | None, str | None, dict[str, str]]:
+        """(body, sender, template id, template data) of a channel, computed once."""
+        parts = self._parts.get(channel)
+        if parts is None:
+            ch = self.spec.channel(channel)
             body = textmod.analyse(self.spec.text, unaccented=self.spec.unaccented or ch.unaccented,
-                                   gsm_safe=self.spec.gsm_safe or ch.gsm_safe).text  # cached
+                                   gsm_safe=self.spec.gsm_safe or ch.gsm_safe).text
+            parts = self._parts[channel] = (body, ch.sender, ch.template_id,
+                                            dict(ch.template_fields))
+        return parts
+
+    def _message(self, row: dict[str, Any]) -> gw.OutboundMessage:
+        channel, address = row["channel"], row["address"]
+        body, sender, template_id, template_data = self._channel_parts(channel)
+        if row["body"] is not None:
+            body = row["body"]  # personalised
         zalo_uid = None
-        if row["channel"] == "zalo" and not row["address"].startswith("+"):
-            zalo_uid = row["address"]
+        if channel == "zalo" and not address.startswith("+"):
+            zalo_uid = address
         return gw.OutboundMessage(
-            delivery_id=row["id"], campaign_id=self.spec.id, channel=row["channel"],
-            to=row["address"], body=body, segments=row["segments"] or 1, sender=ch.sender,
-            zalo_user_id=zalo_uid, template_id=ch.template_id,
-            template_data=dict(ch.template_fields))
+            delivery_id=row["id"], campaign_id=self.spec.id, channel=channel, to=address,
+            body=body, segments=row["segments"] or 1, sender=sender, zalo_user_id=zalo_uid,
+            template_id=template_id, template_data=dict(template_data))
 
     def _send_batch(self, pool: ThreadPoolExecutor, batch: list[dict[str, Any]]) -> list[Outcome]:
+        """Send a batch: with concurrency ``k`` > 1, ``k`` threads take the messages in order
+        from one shared counter (no future per message). Outcomes in the batch's order."""
         msgs = [self._message(r) for r in batch]
-        if all(self.concurrency.get(m.channel, 1) <= 1 for m in msgs):
+        self._window_closes = self._window_close(self.clock.now())
+        width = min(len(msgs), max((self.concurrency.get(m.channel, 1) for m in msgs), default=1))
+        if width <= 1:
             return [self._send_one(m) for m in msgs]
-        return list(pool.map(self._send_one, msgs))
+        out: list[Outcome | None] = [None] * len(msgs)
+        counter = itertools.count()  # next() on it is atomic under the GIL
+        n = len(msgs)
+        send_one = self._send_one
+
+        def work() -> None:
+            while True:
+                i = next(counter)
+                if i >= n:
+                    return
+                out[i] = send_one(msgs[i])
+
+        for f in [pool.submit(work) for _ in range(width)]:
+            f.result()
+        return out  # type: ignore[return-value]
+
+    def _window_close(self, now: dt.datetime) -> dt.datetime | None:
+        """When the send window open at ``now`` closes (the day's end or the campaign's last
+        day), so each send compares one instant; None when no window applies."""
+        if not self._enforce_window:
+            return None
+        w = self.spec.window
+        if not w.is_open(now):
+            return now  # closed already: every send of the batch stops
+        local = now.astimezone(w.tz)
+        return dt.datetime.combine(local.date(), w.daily_end, tzinfo=w.tz)
 
     def _backoff(self, attempt_number: int, exc: BaseException | None) -> float:
         """Exponential backoff with jitter (seconds), never shorter than the provider's
@@ -446,7 +530,8 @@ class Dispatcher:
             if self._halt.is_set() or self._window_shut.is_set():
                 raise _Halted()
             limiter.acquire(units)
-            if self._enforce_window and not self.spec.window.is_open(self.clock.now()):
+            closes = self._window_closes
+            if closes is not None and self.clock.now() >= closes:
                 # the window closed while this batch was under way: the rest waits for the
                 # next window (the loop records the run as waiting)
                 self._window_shut.set()
@@ -495,15 +580,22 @@ class Dispatcher:
     def _note(self, outcome: Outcome, ok: bool = True) -> Outcome:
         # an opted-out or invalid number is the recipient's fact, not the gateway's health
         healthy = ok or isinstance(outcome.error, gw.PermanentError)
-        self._recent.append(healthy)
-        if len(self._recent) >= min(self.error_window, 20):
-            bad = self._recent.count(False) / len(self._recent)
-            if bad > self.error_rate_threshold:
-                self._halt_with("error-rate",
-                                f"{bad:.0%} of the last {len(self._recent)} sends failed "
-                                f"(threshold {self.error_rate_threshold:.0%}); the run is paused "
-                                "instead of burning through the list — check the gateway, then "
-                                "`outreach campaign resume`")
+        with self._recent_lock:
+            recent = self._recent
+            if len(recent) == recent.maxlen and not recent[0]:
+                self._recent_bad -= 1
+            recent.append(healthy)
+            if not healthy:
+                self._recent_bad += 1
+            if len(recent) < min(self.error_window, 20):
+                return outcome
+            bad = self._recent_bad / len(recent)
+        if bad > self.error_rate_threshold:
+            self._halt_with("error-rate",
+                            f"{bad:.0%} of the last {len(self._recent)} sends failed "
+                            f"(threshold {self.error_rate_threshold:.0%}); the run is paused "
+                            "instead of burning through the list — check the gateway, then "
+                            "`outreach campaign resume`")
         return outcome
 
     def _halt_with(self, kind: str, why: str) -> None:
@@ -514,23 +606,29 @@ class Dispatcher:
 
     @retry_write
     def _record(self, batch: list[dict[str, Any]], outcomes: list[Outcome]) -> None:
+        """Write the outcomes of a batch in their own transaction."""
+        with self.db.engine.begin() as conn:
+            self._write_outcomes(conn, batch, outcomes)
+
+    def _write_outcomes(self, conn: Connection, batch: list[dict[str, Any]],
+                        outcomes: list[Outcome]) -> None:
+        """Move every delivery of a sent batch to its outcome, in the caller's transaction:
+        accepted sends through :func:`states.record_accepted`, the rest through
+        :func:`states.apply`; provider opt-outs join the suppression list."""
         now = self.clock.now()
+        accepted: list[states.Accepted] = []
         changes: list[states.Change] = []
         opted: list[str] = []
         by_id = {r["id"]: r for r in batch}
         for o in outcomes:
             e = o.error
             if o.kind == "sent":
-                assert o.result is not None
-                fields: dict[str, Any] = {"provider_message_id": o.result.provider_message_id,
-                                          "provider_status": o.result.provider_status}
-                if o.result.segments:
-                    fields["segments"] = o.result.segments
-                if o.result.price_vnd is not None:
-                    fields["cost_vnd"] = o.result.price_vnd
-                changes.append(states.Change(o.delivery_id, o.result.status
-                                             if o.result.status in (states.SENT, states.DELIVERED)
-                                             else states.SENT, fields))
+                r = o.result
+                assert r is not None
+                accepted.append((o.delivery_id, r.status if r.status in
+                                 (states.SENT, states.DELIVERED) else states.SENT,
+                                 r.provider_message_id, r.provider_status, r.segments or None,
+                                 r.price_vnd))
             elif o.kind == "not_sent":
                 changes.append(states.Change(o.delivery_id, states.QUEUED,
                                              detail="not sent: run halted before this request",
@@ -545,29 +643,28 @@ class Dispatcher:
                                              detail=e.detail or str(e), error_code=e.provider_code))
                 if o.kind == "opted_out":
                     opted.append(by_id[o.delivery_id]["address"])
-        with self.db.engine.begin() as conn:
-            applied = states.apply(conn, changes, source="dispatcher", now=now, lock=False)
-            late_ids = [(o.result.provider_message_id, o.delivery_id) for o in outcomes
-                        if o.kind == "sent" and o.result and not applied.get(o.delivery_id)]
-            if late_ids:
-                # a receipt overtook us (delivered before we stored the provider id): keep the
-                # id so later receipts and syncs still match this delivery
-                conn.execute(update(Delivery).where(
-                    Delivery.id == bindparam("b_id"), Delivery.provider_message_id.is_(None))
-                    .values(provider_message_id=bindparam("b_sid")),
-                    [{"b_id": i, "b_sid": sid} for sid, i in late_ids])
-            if opted:
-                suppression.add(conn, opted, reason="provider-opt-out",
-                                source=f"gateway:{','.join(g.name for g in self.gateways.values())}",
-                                now=now, log=False)
-            from outreach import receipts
-            from outreach.models import PendingReceipt
+        applied = states.record_accepted(conn, accepted, source="dispatcher", now=now)
+        states.apply(conn, changes, source="dispatcher", now=now, lock=False)
+        late_ids = [(a[2], a[0]) for a in accepted if not applied[a[0]]]
+        if late_ids:
+            # a receipt overtook us (delivered before we stored the provider id): keep the
+            # id so later receipts and syncs still match this delivery
+            conn.execute(update(Delivery).where(
+                Delivery.id == bindparam("b_id"), Delivery.provider_message_id.is_(None))
+                .values(provider_message_id=bindparam("b_sid")),
+                [{"b_id": i, "b_sid": sid} for sid, i in late_ids])
+        if opted:
+            suppression.add(conn, opted, reason="provider-opt-out",
+                            source=f"gateway:{','.join(g.name for g in self.gateways.values())}",
+                            now=now, log=False)
+        from outreach import receipts
+        from outreach.models import PendingReceipt
 
-            if conn.execute(select(PendingReceipt.id).where(
-                    PendingReceipt.applied_at.is_(None)).limit(1)).first() is not None:
-                receipts.apply_pending(
-                    conn, now=now, delivery_ids=[o.delivery_id for o in outcomes],
-                    provider_ids=[o.result.provider_message_id for o in outcomes if o.result])
+        if conn.execute(select(PendingReceipt.id).where(
+                PendingReceipt.applied_at.is_(None)).limit(1)).first() is not None:
+            receipts.apply_pending(
+                conn, now=now, delivery_ids=[o.delivery_id for o in outcomes],
+                provider_ids=[o.result.provider_message_id for o in outcomes if o.result])
 
 
 class _Halted(Exception):
@@ -614,6 +711,7 @@ def recover(db: Database, spec: CampaignSpec, run_id: int, gateways: dict[str, g
         return out
     d = Dispatcher.__new__(Dispatcher)
     d.spec = spec
+    d._parts = {}
     changes: list[states.Change] = []
     for r in unknown:
         g = gateways.get(r.channel)

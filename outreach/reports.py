@@ -23,13 +23,19 @@ Definitions (the same in the table, JSON, CSV, XLSX and the official report):
   ``since <= t < until``.
 
 Speed: without ``since``/``until`` the report reads covering indexes only, each in the order of
-its GROUP BY (no table row, no sort): ``ix_deliveries_report`` (every breakdown but the day),
-the unique key (distinct recipients), ``ix_deliveries_campaign_status_recipient`` (reached),
-``ix_deliveries_campaign_status_time`` (days) and ``ix_deliveries_campaign_status_reason``
-(failure reasons). Days are counted with index range counts (one per status and day but the
-first), not with a date function over every row, which in SQLite costs more than the rest of the
-report. ``benchmarks/report_1m.py`` times it over 1,000,000 deliveries. With ``since``/``until``
-the rows are read too (slower, still one pass per query).
+its GROUP BY (no table row, no sort). They are partial (``outreach/models.py``): they hold the
+deliveries that have left the queue (``SETTLED_SQL``: neither queued nor sending), so that the
+dispatcher's moves touch none of them until a send has an outcome; each query here repeats
+the index's predicate word for word, which is what lets SQLite use it.
+``ix_deliveries_report`` (every breakdown but the day), the unique key (distinct recipients),
+``ix_deliveries_reached``, ``ix_deliveries_campaign_status_time`` (days) and
+``ix_deliveries_campaign_status_reason`` (failure reasons). Queued and in-flight deliveries are
+read through ``ix_deliveries_run_status`` and their rows (few once a campaign has sent; all of
+them right after an enqueue-only launch, when the report reads every queued row). Days are
+counted with index range counts (one per status and day but the first), not with a date
+function over every row, which in SQLite costs more than the rest of the report.
+``benchmarks/report_1m.py`` times it over 1,000,000 deliveries. With ``since``/``until`` the
+rows are read too (slower, still one pass per query).
 """
 
 from __future__ import annotations
@@ -40,10 +46,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, select
+from sqlalchemy import text as sql_text
 
 from outreach import states
 from outreach.clock import VN_TZ
-from outreach.models import Campaign, Delivery, Import
+from outreach.models import REACHED_SQL, REASON_SQL, SETTLED_SQL, Campaign, Delivery, Import, Run
 
 UNKNOWN_DISTRICT = "(không rõ)"
 UNKNOWN_VALUE = "(không rõ)"
@@ -53,9 +60,12 @@ DELIVERED_STATES = (states.DELIVERED,)
 FAILED_STATES = (states.FAILED, states.UNDELIVERED)
 AWAITING_STATES = (states.SENDING, states.SENT, states.UNKNOWN)
 NOT_SENT_STATES = (states.QUEUED, states.SKIPPED, states.OPTED_OUT)
-#: States listed in the failure-reasons table (everything final or stuck that is not delivered).
+#: States listed in the failure-reasons table (everything final or stuck that is not delivered);
+#: the states of ``outreach.models.REASON_SQL``.
 REASON_STATES = (states.FAILED, states.UNDELIVERED, states.UNKNOWN, states.SKIPPED,
                  states.OPTED_OUT)
+#: States not covered by the partial report indexes (``outreach.models.SETTLED_SQL``).
+IN_FLIGHT_STATES = (states.QUEUED, states.SENDING)
 #: The breakdowns, in report order (names accepted by :func:`breakdown_rows`).
 DIMENSIONS = ("status", "district", "ward", "carrier", "channel", "gateway", "day")
 
@@ -146,7 +156,23 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
         raise OperatorError(f"no campaign {campaign_id!r} in the database (launch it first)")
     conds = _conds(campaign_id, since, until)
 
-    # 1. one scan of ix_deliveries_report: every breakdown but the day, with segments and cost
+    # 1. settled rows: one scan of ix_deliveries_report, every breakdown but the day, with
+    #    segments and cost; queued and in-flight rows through the run index, with their day
+    cols = (Delivery.district, Delivery.ward, Delivery.carrier, Delivery.channel, Delivery.gateway,
+            Delivery.status)
+    sums = (func.count(), func.coalesce(func.sum(Delivery.segments), 0),
+            func.coalesce(func.sum(Delivery.cost_vnd), 0.0))
+    settled_rows = conn.execute(select(*cols, *sums).where(*conds, sql_text(SETTLED_SQL))
+                                .group_by(*cols)).all()
+    at = func.coalesce(Delivery.sending_at, Delivery.queued_at)
+    open_rows = conn.execute(
+        select(*cols, *sums, at).where(
+            Delivery.run_id.in_(select(Run.id).where(Run.campaign_id == campaign_id)),
+            Delivery.status.in_(IN_FLIGHT_STATES), *conds)
+        .group_by(*cols, at)).all()
+    in_flight_days: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for row in open_rows:
+        in_flight_days[vn_day(_aware(row[-1])).isoformat()][row[5]] += row[6]  # type: ignore[arg-type]
     by_status: dict[str, int] = defaultdict(int)
     dims: dict[str, dict[str, dict[str, int]]] = {d: {} for d in
                                                   ("district", "carrier", "channel", "gateway")}
@@ -154,12 +180,8 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
     cost: dict[str, dict[str, dict[str, float]]] = {d: {} for d in
                                                     ("district", "carrier", "channel", "gateway")}
     segments_total, cost_total = 0, 0.0
-    cols = (Delivery.district, Delivery.ward, Delivery.carrier, Delivery.channel, Delivery.gateway,
-            Delivery.status)
-    for district, ward, carrier, channel, gateway, status, n, segs, vnd in conn.execute(
-            select(*cols, func.count(), func.coalesce(func.sum(Delivery.segments), 0),
-                   func.coalesce(func.sum(Delivery.cost_vnd), 0.0))
-            .where(*conds).group_by(*cols)):
+    for district, ward, carrier, channel, gateway, status, n, segs, vnd, *_ in (
+            *settled_rows, *open_rows):
         district = district or UNKNOWN_DISTRICT
         keys = {"district": district, "carrier": carrier or UNKNOWN_VALUE,
                 "channel": channel or UNKNOWN_VALUE, "gateway": gateway or UNKNOWN_VALUE}
@@ -185,15 +207,24 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
     recipients = conn.execute(select(func.count()).select_from(
         select(Delivery.recipient_id).where(*conds).distinct().subquery())).scalar_one()
     reached = conn.execute(select(func.count(func.distinct(Delivery.recipient_id)))
-                           .where(*conds, Delivery.status == states.DELIVERED)).scalar_one()
-    # 3. days, and first and last send
-    by_day, first_send, last_send = _by_day(conn, conds, by_status)
+                           .where(*conds, sql_text(REACHED_SQL))).scalar_one()
+    # 3. days, and first and last send (settled rows; in-flight rows were counted above)
+    by_day, first_send, last_send = _by_day(
+        conn, conds, {s: n for s, n in by_status.items() if s not in IN_FLIGHT_STATES})
+    for day, counts in in_flight_days.items():
+        for s, n in counts.items():
+            by_day.setdefault(day, {})[s] = by_day.get(day, {}).get(s, 0) + n
+    by_day = dict(sorted(by_day.items()))
+    sending_at = [_aware(r[-1]) for r in open_rows if r[5] == states.SENDING]
+    if sending_at:
+        first_send = min(filter(None, [first_send, *sending_at]))
+        last_send = max(filter(None, [last_send, *sending_at]))
     # 4. failure reasons (failure rows only, in ix_deliveries_campaign_status_reason order)
     reasons = [{"status": s, "gateway": g, "error_code": code, "error_reason": why, "count": n}
                for s, g, code, why, n in conn.execute(
                    select(Delivery.status, Delivery.gateway, Delivery.error_code,
                           Delivery.error_reason, func.count())
-                   .where(*conds, Delivery.status.in_(REASON_STATES))
+                   .where(*conds, sql_text(REASON_SQL))
                    .group_by(Delivery.status, Delivery.gateway, Delivery.error_code,
                              Delivery.error_reason))]
     reasons.sort(key=lambda r: (-r["count"], r["status"], r["gateway"] or "",
@@ -233,7 +264,8 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
 
 def _by_day(conn: Connection, conds: list[Any], by_status: Mapping[str, int],
             ) -> tuple[dict[str, dict[str, int]], dt.datetime | None, dt.datetime | None]:
-    """Day -> status -> count, plus the first and last ``sending_at``.
+    """Day -> status -> count of settled deliveries (``SETTLED_SQL``; ``by_status`` holds only
+    settled states), plus their first and last ``sending_at``.
 
     Rows without a ``sending_at`` are grouped by ``queued_at`` (one value per run). Rows with
     one are counted per status and Vietnamese day with index range counts on
@@ -248,7 +280,8 @@ def _by_day(conn: Connection, conds: list[Any], by_status: Mapping[str, int],
     unsent: dict[str, int] = defaultdict(int)
     for s, queued_at, n in conn.execute(
             select(Delivery.status, Delivery.queued_at, func.count())
-            .where(*conds, Delivery.status.in_(present), Delivery.sending_at.is_(None))
+            .where(*conds, sql_text(SETTLED_SQL), Delivery.status.in_(present),
+                   Delivery.sending_at.is_(None))
             .group_by(Delivery.status, Delivery.queued_at)):
         out[vn_day(_aware(queued_at)).isoformat()][s] += n  # type: ignore[arg-type]
         unsent[s] += n
@@ -258,7 +291,8 @@ def _by_day(conn: Connection, conds: list[Any], by_status: Mapping[str, int],
         return {d: dict(v) for d, v in sorted(out.items())}, first, last
     bounds_q = []
     for s in sent:
-        where = and_(*conds, Delivery.status == s, Delivery.sending_at.is_not(None))
+        where = and_(*conds, sql_text(SETTLED_SQL), Delivery.status == s,
+                     Delivery.sending_at.is_not(None))
         bounds_q += [select(func.min(Delivery.sending_at)).where(where).scalar_subquery(),
                      select(func.max(Delivery.sending_at)).where(where).scalar_subquery()]
     row = conn.execute(select(*bounds_q)).one()
@@ -273,7 +307,7 @@ def _by_day(conn: Connection, conds: list[Any], by_status: Mapping[str, int],
         for d in days[1:]:
             start, end = _day_start(d), _day_start(d + dt.timedelta(days=1))
             counts.append(select(func.count()).where(
-                *conds, Delivery.status == s, Delivery.sending_at >= start,
+                *conds, sql_text(SETTLED_SQL), Delivery.status == s, Delivery.sending_at >= start,
                 Delivery.sending_at < end).scalar_subquery())
         for start_i in range(0, len(counts), 500):  # SQLite allows 2000 result columns
             values = conn.execute(select(*counts[start_i:start_i + 500])).one()
@@ -430,7 +464,7 @@ def explain_sql(conn: Connection, campaign_id: str) -> str:
     cols = (Delivery.district, Delivery.ward, Delivery.carrier, Delivery.channel, Delivery.gateway,
             Delivery.status)
     stmt = (select(*cols, func.count(), func.sum(Delivery.segments), func.sum(Delivery.cost_vnd))
-            .where(Delivery.campaign_id == campaign_id).group_by(*cols))
+            .where(Delivery.campaign_id == campaign_id, sql_text(SETTLED_SQL)).group_by(*cols))
     return str(stmt.compile(conn, compile_kwargs={"literal_binds": True}))
 
 

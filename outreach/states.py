@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -228,13 +229,152 @@ def claim(conn: Connection, run_id: int, *, limit: int, owner: str, lease_expire
         f"WHERE id IN (SELECT id FROM deliveries WHERE run_id = {ph} AND status = 'queued' "
         f"AND address NOT IN (SELECT e164 FROM suppressions) ORDER BY id LIMIT {ph}{lock}) "
         "RETURNING id, channel, address, body, segments, recipient_id, carrier",
-        (ts, ts, owner, lease, run_id, limit)).mappings().all()
+        (ts, ts, owner, lease, run_id, limit)).all()
     if rows:
-        ids = [r["id"] for r in rows]
-        for i in range(0, len(ids), 900):
-            chunk = ids[i:i + 900]
+        ids = [r[0] for r in rows]
+        # one event per claimed row (the ids just returned: no need to read the rows again)
+        if conn.dialect.name == "sqlite" and SQLITE_SET_BASED:
             conn.exec_driver_sql(
                 "INSERT INTO delivery_events (delivery_id, at, source, old_status, new_status, "
-                f"applied) SELECT id, {ph}, 'dispatcher', 'queued', 'sending', {ph} FROM deliveries "
-                f"WHERE id IN ({', '.join([ph] * len(chunk))})", (ts, True, *chunk))
-    return sorted((dict(r) for r in rows), key=lambda r: r["id"])
+                "applied) SELECT value, ?, 'dispatcher', 'queued', 'sending', 1 "
+                "FROM json_each(?)", (ts, json.dumps(ids)))
+        elif conn.dialect.name == "sqlite":
+            for i in range(0, len(ids), 900):
+                chunk = ids[i:i + 900]
+                conn.exec_driver_sql(
+                    "INSERT INTO delivery_events (delivery_id, at, source, old_status, "
+                    "new_status, applied) SELECT id, ?, 'dispatcher', 'queued', 'sending', 1 "
+                    f"FROM deliveries WHERE id IN ({', '.join('?' * len(chunk))})", (ts, *chunk))
+        else:
+            conn.exec_driver_sql(
+                "INSERT INTO delivery_events (delivery_id, at, source, old_status, new_status, "
+                "applied) SELECT unnest(%s::bigint[]), %s, 'dispatcher', 'queued', 'sending', true",
+                (ids, ts))
+    rows.sort(key=lambda r: r[0])
+    return [dict(zip(_CLAIMED, r)) for r in rows]
+
+
+_CLAIMED = ("id", "channel", "address", "body", "segments", "recipient_id", "carrier")
+
+
+#: ``(delivery_id, new_status, provider_message_id, provider_status, segments, cost_vnd)``: a
+#: send the provider accepted, as :func:`record_accepted` takes it.
+Accepted = tuple[int, str, str, "str | None", "int | None", "float | None"]
+
+
+def record_accepted(conn: Connection, accepted: Sequence[Accepted], *, source: str,
+                    now: dt.datetime) -> dict[int, bool]:
+    """Record sends a provider accepted (``sent``, or ``delivered`` when it says so at once),
+    in the caller's transaction; returns delivery id -> applied.
+
+    The dispatcher's hot path: the same rules and rows as :func:`apply` with
+    ``Change(id, new_status, {provider_message_id, provider_status, segments, cost_vnd})``
+    (forward moves only, guarded by the current status, one event per delivery, ``segments``
+    and ``cost_vnd`` kept when the provider gave none), without building a change object per
+    message: one read of the current states, one UPDATE per target state and one INSERT of
+    the events, each with every row of the batch. On PostgreSQL the rows are locked while
+    deciding, so a receipt arriving at the same moment waits and then sees the move.
+    ``delivery_id`` values must be distinct. Raises KeyError for an id that does not exist.
+    """
+    if not accepted:
+        return {}
+    ids = [a[0] for a in accepted]
+    if len(set(ids)) != len(ids):
+        raise ValueError("record_accepted takes each delivery once")
+    bad = {a[1] for a in accepted} - {SENT, DELIVERED}
+    if bad:
+        raise ValueError(f"record_accepted records sent or delivered, not {sorted(bad)}")
+    ts = db_time(conn, now)
+    if conn.dialect.name == "sqlite" and SQLITE_SET_BASED:
+        return _record_accepted_sqlite(conn, accepted, source=source, ts=ts)
+    return _record_accepted_rows(conn, accepted, source=source, ts=ts)
+
+
+def _record_accepted_rows(conn: Connection, accepted: Sequence[Accepted], *, source: str,
+                          ts: Any) -> dict[int, bool]:
+    """:func:`record_accepted` row by row: read the states, decide in Python, write."""
+    ids = [a[0] for a in accepted]
+    sqlite = conn.dialect.name == "sqlite"
+    if sqlite:
+        current = dict(conn.exec_driver_sql(
+            "SELECT id, status FROM deliveries WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(ids),)).all())
+    else:
+        current = dict(conn.exec_driver_sql(
+            "SELECT id, status FROM deliveries WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+            (sorted(ids),)).all())
+    ph = "?" if sqlite else "%s"
+    result: dict[int, bool] = {}
+    updates: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
+    events: list[tuple[Any, ...]] = []
+    for delivery_id, new, sid, provider_status, segments, cost in accepted:
+        old = current.get(delivery_id)
+        if old is None:
+            raise KeyError(f"delivery {delivery_id} does not exist")
+        ok = old in _FORWARD[new]
+        result[delivery_id] = ok
+        events.append((delivery_id, ts, source, old, new, ok, provider_status))
+        if ok:
+            updates[(old, new)].append((new, ts, sid, provider_status, segments, cost,
+                                        delivery_id, old))
+    for (old, new), rows in updates.items():
+        stamps = _accepted_stamps(new)
+        sets = "".join(f", {col} = {ph}" for col in stamps)
+        if new in FINAL_STATES:
+            sets += ", lease_owner = NULL"
+        conn.exec_driver_sql(
+            f"UPDATE deliveries SET status = {ph}, updated_at = {ph}, provider_message_id = {ph}, "
+            f"provider_status = COALESCE({ph}, provider_status), "
+            f"segments = COALESCE({ph}, segments), cost_vnd = COALESCE({ph}, cost_vnd){sets} "
+            f"WHERE id = {ph} AND status = {ph}",
+            [(*r[:6], *(ts,) * len(stamps), *r[6:]) for r in rows])
+    conn.exec_driver_sql(
+        "INSERT INTO delivery_events (delivery_id, at, source, old_status, new_status, applied, "
+        f"provider_status) VALUES ({', '.join([ph] * 7)})", events)
+    return result
+
+
+#: Use the set-based statements of :func:`_record_accepted_sqlite` (SQLite 3.38 or newer: JSON
+#: functions built in, ``->>``, UPDATE ... FROM, RETURNING). Tests switch it off to check the
+#: row-by-row path, which PostgreSQL and older SQLite take, writes the same rows.
+SQLITE_SET_BASED = sqlite3.sqlite_version_info >= (3, 38)
+
+
+def _accepted_stamps(new: str) -> list[str]:
+    return [_TIMESTAMP[new]] + (["final_at"] if new in FINAL_STATES else [])
+
+
+def _record_accepted_sqlite(conn: Connection, accepted: Sequence[Accepted], *, source: str,
+                            ts: Any) -> dict[int, bool]:
+    """:func:`record_accepted` on SQLite in two statements over the whole batch, passed as one
+    JSON array, for the usual case where every delivery is still ``sending``: one UPDATE ...
+    FROM guarded by that state, then the events. If the UPDATE moved fewer rows than given (a
+    receipt or a recovery got there first), it is rolled back to a savepoint and the batch
+    takes the row-by-row path, which reads each state first. The caller's transaction holds
+    SQLite's write lock, so nothing changes in between. Few statements also mean the GIL is
+    released for the whole of each (the dispatcher records a batch in a writer thread while
+    the next one is being sent)."""
+    payload = json.dumps(accepted)
+    conn.exec_driver_sql("SAVEPOINT record_accepted")
+    moved = conn.exec_driver_sql(
+        "UPDATE deliveries SET status = j.new, updated_at = ?, provider_message_id = j.sid, "
+        "provider_status = COALESCE(j.ps, provider_status), segments = COALESCE(j.seg, segments), "
+        "cost_vnd = COALESCE(j.cost, cost_vnd), "
+        f"sent_at = CASE WHEN j.new = '{SENT}' THEN ? ELSE sent_at END, "
+        f"delivered_at = CASE WHEN j.new = '{DELIVERED}' THEN ? ELSE delivered_at END, "
+        f"final_at = CASE WHEN j.new = '{DELIVERED}' THEN ? ELSE final_at END, "
+        f"lease_owner = CASE WHEN j.new = '{DELIVERED}' THEN NULL ELSE lease_owner END "
+        "FROM (SELECT value ->> 0 AS id, value ->> 1 AS new, value ->> 2 AS sid, "
+        "value ->> 3 AS ps, value ->> 4 AS seg, value ->> 5 AS cost FROM json_each(?)) AS j "
+        f"WHERE deliveries.id = j.id AND deliveries.status = '{SENDING}'",
+        (ts, ts, ts, ts, payload)).rowcount
+    if moved != len(accepted):
+        conn.exec_driver_sql("ROLLBACK TO record_accepted")
+        conn.exec_driver_sql("RELEASE record_accepted")
+        return _record_accepted_rows(conn, accepted, source=source, ts=ts)
+    conn.exec_driver_sql("RELEASE record_accepted")
+    conn.exec_driver_sql(
+        "INSERT INTO delivery_events (delivery_id, at, source, old_status, new_status, applied, "
+        f"provider_status) SELECT value ->> 0, ?, ?, '{SENDING}', value ->> 1, 1, value ->> 3 "
+        "FROM json_each(?)", (ts, source, payload))
+    return dict.fromkeys((a[0] for a in accepted), True)
