@@ -587,3 +587,55 @@ def test_default_operator_is_the_os_user(seeded: Database, monkeypatch: pytest.M
     with seeded.engine.connect() as conn:
         who = conn.execute(select(AuditEntry.operator)).scalar_one()
     assert who == getpass.getuser()
+
+
+def test_queued_and_in_flight_rows_are_counted_outside_the_partial_indexes(
+        seeded: Database) -> None:
+    """The report indexes hold settled rows only (models.SETTLED_SQL): rows queued or being sent
+    are read through the run index, and still land in every breakdown, day and send bound."""
+    with seeded.engine.begin() as conn:
+        ids = conn.execute(select(Delivery.id).where(Delivery.status == "delivered")
+                           .order_by(Delivery.id).limit(2)).scalars().all()
+        conn.execute(update(Delivery).where(Delivery.id.in_(ids))
+                     .values(status="sending", sending_at=vn(31, 10, 15), delivered_at=None,
+                             final_at=None))
+        raw = conn.execute(select(Delivery.district, Delivery.status)).all()
+    rep = report_of(seeded)
+    expected_status = dict(EXPECTED_BY_STATUS, delivered=6, sending=2)
+    assert rep["by_status"] == expected_status
+    by_district: dict[str, dict[str, int]] = {}
+    for district, status in raw:  # recomputed from the rows themselves
+        row = by_district.setdefault(district or "(không rõ)", {})
+        row[status] = row.get(status, 0) + 1
+    assert rep["by_district"] == by_district
+    assert rep["by_day"]["2024-07-31"].get("sending") == 2
+    assert rep["last_send"] == "2024-07-31T10:15:00+07:00"  # an in-flight row sent last
+    assert rep["awaiting"] == 3 + 2 and rep["reached"] == 6
+    for key in ("by_district", "by_carrier", "by_channel", "by_gateway", "by_day"):
+        assert sum(sum(c.values()) for c in rep[key].values()) == 20, key
+
+
+def test_report_queries_use_the_partial_indexes(seeded: Database) -> None:
+    """SQLite uses a partial index only if the query repeats its predicate: the plans say so."""
+    from sqlalchemy import func
+    from sqlalchemy import text as sql_text
+
+    from outreach.models import REACHED_SQL, REASON_SQL, SETTLED_SQL
+
+    def plan(stmt: Any) -> str:
+        sql = str(stmt.compile(seeded.engine, compile_kwargs={"literal_binds": True}))
+        with seeded.engine.connect() as conn:
+            return " | ".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+
+    cols = (Delivery.district, Delivery.ward, Delivery.carrier, Delivery.channel,
+            Delivery.gateway, Delivery.status)
+    main_scan = plan(select(*cols, func.count()).where(Delivery.campaign_id == CID,
+                                                       sql_text(SETTLED_SQL)).group_by(*cols))
+    assert "COVERING INDEX ix_deliveries_report" in main_scan
+    reached = plan(select(func.count(func.distinct(Delivery.recipient_id)))
+                   .where(Delivery.campaign_id == CID, sql_text(REACHED_SQL)))
+    assert "ix_deliveries_reached" in reached
+    reasons = plan(select(Delivery.status, Delivery.error_code, func.count())
+                   .where(Delivery.campaign_id == CID, sql_text(REASON_SQL))
+                   .group_by(Delivery.status, Delivery.error_code))
+    assert "ix_deliveries_campaign_status_reason" in reasons

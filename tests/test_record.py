@@ -1,0 +1,177 @@
+"""The dispatcher's hot path: recording accepted sends set-based, in a writer thread, and the
+suppression check on the head of the queue. Same rules and rows as the general path."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from outreach import states, suppression
+from outreach.clock import FakeClock
+from outreach.db import Database
+from outreach.dispatch import Dispatcher
+from outreach.gateways.mock import MockGateway
+from outreach.models import Delivery, DeliveryEvent, Run
+from tests.helpers import fresh_db, in_window, load, numbers, seed_run, statuses, write_campaign
+
+T0 = in_window()
+
+
+def ledger(tmp_path: Path, n: int = 8) -> tuple[Database, list[int]]:
+    """n deliveries claimed (``sending``) at T0; returns the database and their ids."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    spec = load(write_campaign(tmp_path, n=n))
+    db = fresh_db(tmp_path)
+    run_id = seed_run(db, spec, T0)
+    with db.engine.begin() as conn:
+        rows = states.claim(conn, run_id, limit=n, owner="test:1:x",
+                            lease_expires=T0 + dt.timedelta(minutes=5), now=T0)
+    return db, [r["id"] for r in rows]
+
+
+def snapshot(db: Database) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
+    """Every delivery row (all columns) and every event but its id."""
+    with db.engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(select(Delivery.__table__)
+                                                       .order_by(Delivery.id))]
+        evs = [tuple(r) for r in conn.execute(
+            select(DeliveryEvent.delivery_id, DeliveryEvent.at, DeliveryEvent.source,
+                   DeliveryEvent.old_status, DeliveryEvent.new_status, DeliveryEvent.applied,
+                   DeliveryEvent.provider_status, DeliveryEvent.error_code, DeliveryEvent.detail)
+            .order_by(DeliveryEvent.id))]
+    return rows, evs
+
+
+def outcomes(ids: list[int]) -> list[states.Accepted]:
+    """A mix: plain sent, sent without segments/price/status (old values kept), and delivered
+    at once (as some providers answer)."""
+    out: list[states.Accepted] = []
+    for k, i in enumerate(ids):
+        if k % 3 == 0:
+            out.append((i, states.SENT, f"SM{i:032d}", "queued", 4, 3200.0))
+        elif k % 3 == 1:
+            out.append((i, states.SENT, f"SM{i:032d}", None, None, None))
+        else:
+            out.append((i, states.DELIVERED, f"SM{i:032d}", "delivered", 2, 1600.0))
+    return out
+
+
+def record(db: Database, accepted: list[states.Accepted], how: str,
+           monkeypatch: pytest.MonkeyPatch) -> dict[int, bool]:
+    at = T0 + dt.timedelta(seconds=2)
+    with db.engine.begin() as conn:
+        if how == "apply":  # the general path, as the reference
+            changes = [states.Change(i, new, {k: v for k, v in
+                                              {"provider_message_id": sid,
+                                               "provider_status": ps, "segments": seg,
+                                               "cost_vnd": cost}.items() if v is not None})
+                       for i, new, sid, ps, seg, cost in accepted]
+            return states.apply(conn, changes, source="dispatcher", now=at)
+        monkeypatch.setattr(states, "SQLITE_SET_BASED", how == "set-based")
+        return states.record_accepted(conn, accepted, source="dispatcher", now=at)
+
+
+def overtake(db: Database, delivery_id: int) -> None:
+    """A receipt got there first: the delivery is already delivered."""
+    with db.engine.begin() as conn:
+        states.apply(conn, [states.Change(delivery_id, states.DELIVERED,
+                                          {"provider_message_id": "SM-receipt"})],
+                     source="webhook", now=T0 + dt.timedelta(seconds=1))
+
+
+@pytest.mark.parametrize("race", [False, True], ids=["all-sending", "receipt-first"])
+def test_record_accepted_writes_what_apply_writes(tmp_path: Path, race: bool,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    results = {}
+    for how in ("apply", "rows", "set-based"):
+        db, ids = ledger(tmp_path / how)
+        if race:
+            overtake(db, ids[4])
+        results[how] = (record(db, outcomes(ids), how, monkeypatch), snapshot(db))
+        db.dispose()
+    applied, (rows, evs) = results["apply"]
+    assert applied == {i: not (race and k == 4) for k, i in enumerate(ids)}
+    by_id = {r["id"]: r for r in rows}
+    first, second, third = ids[0], ids[1], ids[2]
+    assert (by_id[first]["status"], by_id[first]["provider_message_id"],
+            by_id[first]["provider_status"], by_id[first]["cost_vnd"]) == (
+        "sent", f"SM{first:032d}", "queued", 3200.0)
+    assert by_id[first]["sent_at"] is not None and by_id[first]["final_at"] is None
+    # no segments/price from the provider: the counted segments and price stay
+    assert (by_id[first]["segments"], by_id[second]["segments"]) == (4, 1)  # 1: counted at launch
+    assert by_id[second]["cost_vnd"] == 800.0 and by_id[second]["provider_status"] is None
+    assert by_id[third]["status"] == "delivered" and by_id[third]["lease_owner"] is None
+    assert by_id[third]["delivered_at"] == by_id[third]["final_at"] is not None
+    if race:
+        assert by_id[ids[4]]["provider_message_id"] == "SM-receipt"
+        assert ("sending", "delivered") in {(e[3], e[4]) for e in evs if e[0] == ids[4]}
+        assert (ids[4], "delivered", "sent", False) in {(e[0], e[3], e[4], e[5]) for e in evs}
+    for how in ("rows", "set-based"):
+        assert results[how][0] == applied, how
+        assert results[how][1][0] == rows, how  # every column of every delivery
+        assert sorted(results[how][1][1], key=repr) == sorted(evs, key=repr), how
+
+
+@pytest.mark.parametrize("how", ["rows", "set-based"])
+def test_record_accepted_refuses_an_unknown_delivery_and_writes_nothing(
+        tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    db, ids = ledger(tmp_path, n=3)
+    before = snapshot(db)
+    with pytest.raises(KeyError, match="delivery 999999 does not exist"):
+        record(db, outcomes(ids) + [(999999, states.SENT, "SMx", None, None, None)], how,
+               monkeypatch)
+    assert snapshot(db) == before  # the transaction rolled back
+
+
+def test_a_failed_write_of_outcomes_leaves_the_batch_to_reconciliation(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer thread fails on the second batch: the run stops with the error, nothing of
+    that batch is lost or resent; resuming reconciles it with the gateway."""
+    spec = load(write_campaign(tmp_path, n=12))
+    db = fresh_db(tmp_path)
+    run_id = seed_run(db, spec, T0)
+    mock = MockGateway()
+    real = states.record_accepted
+    calls = {"n": 0}
+
+    def flaky(*a: Any, **kw: Any) -> dict[int, bool]:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("disk full")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(states, "record_accepted", flaky)
+    with pytest.raises(RuntimeError, match="disk full"):
+        Dispatcher(db, spec, run_id, {"sms": mock}, clock=FakeClock(T0), batch_size=4).run()
+    monkeypatch.setattr(states, "record_accepted", real)
+    after_crash = statuses(db)
+    # batch 1 recorded; batch 2 sent but its write failed; batch 3 was being sent meanwhile
+    # and is recorded on the way out; batch 4 never claimed
+    assert sorted(after_crash.values()) == ["sending"] * 4 + ["sent"] * 8
+    assert len(mock.outbox) == 12
+    later = FakeClock(T0 + dt.timedelta(minutes=10))  # past the lease of the failed dispatcher
+    rep = Dispatcher(db, spec, run_id, {"sms": mock}, clock=later, batch_size=4).run()
+    assert rep.reconciled["orphaned"] == 4 and rep.reconciled["found"] == 4
+    assert set(statuses(db).values()) == {"sent"}
+    assert sorted(mock.sent_to()) == sorted(numbers(12))  # each number exactly once
+
+
+def test_a_number_suppressed_deep_in_the_queue_is_opted_out_when_it_reaches_the_head(
+        tmp_path: Path) -> None:
+    spec = load(write_campaign(tmp_path, n=30))
+    db = fresh_db(tmp_path)
+    run_id = seed_run(db, spec, T0)
+    phones = numbers(30)
+    with db.engine.begin() as conn:  # after the run was created: only the dispatcher can see it
+        suppression.add(conn, [phones[27], phones[1]], reason="citizen-request", source="hotline")
+    mock = MockGateway()
+    Dispatcher(db, spec, run_id, {"sms": mock}, clock=FakeClock(T0), batch_size=4).run()
+    final = statuses(db)
+    assert final[phones[27]] == final[phones[1]] == "opted_out"
+    assert sorted(mock.sent_to()) == sorted(set(phones) - {phones[27], phones[1]})
+    with db.engine.connect() as conn:
+        assert conn.execute(select(Run.status).where(Run.id == run_id)).scalar_one() == "completed"
