@@ -50,12 +50,20 @@ def add(c: Ctx, numbers: tuple[str, ...], reason: str, source: str) -> None:
 @click.option("--source", help="Default: the file name.")
 @pass_ctx
 def import_(c: Ctx, files: tuple[str, ...], reason: str, source: str | None) -> None:
-    """Import opt-outs from CSV/XLSX files (a phone column is required)."""
-    total = bad = 0
+    """Import opt-outs from CSV/XLSX files (a phone column is required).
+
+    Every number in a cell is read, old 11-digit forms converted (an opt-out must block the
+    number as it is dialled today). Prints, per file, the rows read and the numbers suppressed
+    (new, or already on the list); unreadable rows are named by file and line on stderr. Each
+    file is added in one transaction, after it has been read in full.
+    """
+    sums = {"rows": 0, "numbers": 0, "added": 0, "bad": 0}
     for f in files:
         good: list[str] = []
+        rows = bad = 0
         for row in listfiles.read_list(f):
-            for cell in phones.split_cell(row.phone or ""):
+            rows += 1
+            for cell in phones.split_cell(row.phone or "") or [""]:
                 res = phones.normalise(cell, convert_old_prefixes=True)
                 if res.ok and res.e164:
                     good.append(res.e164)
@@ -63,9 +71,16 @@ def import_(c: Ctx, files: tuple[str, ...], reason: str, source: str | None) -> 
                     bad += 1
                     err_console.print(f"{row.file}:{row.line}: skipped ({res.reason})")
         with c.db.engine.begin() as conn:
-            total += suppression.add(conn, good, reason=reason, source=source or f,
-                                     operator=c.operator, action="optout-import")
-    console.print(f"{total} number(s) added to the suppression list; {bad} unreadable row(s)")
+            added = suppression.add(conn, good, reason=reason, source=source or f,
+                                    operator=c.operator, action="optout-import")
+        unique = len(set(good))
+        console.print(f"{f}: {rows} row(s) read; {unique} number(s): {added} added to the "
+                      f"suppression list, {unique - added} already on it; {bad} unreadable")
+        for key, value in (("rows", rows), ("numbers", unique), ("added", added), ("bad", bad)):
+            sums[key] += value
+    if len(files) > 1:
+        console.print(f"total: {sums['rows']} row(s) read; {sums['numbers']} number(s): "
+                      f"{sums['added']} added; {sums['bad']} unreadable")
 
 
 @optout.command("remove")
