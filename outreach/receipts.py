@@ -66,16 +66,12 @@ def apply_updates(conn: Connection, updates: Sequence[StatusUpdate], *, gateway:
     pending storage idempotent when the provider retries a webhook.
     """
     keys = list(event_keys) if event_keys is not None else [None] * len(updates)
-    by_id: set[int] = set()
-    want_ids = [u.delivery_id for u in updates if u.delivery_id is not None]
-    for i in range(0, len(want_ids), 900):
-        by_id.update(conn.execute(_SEL_IDS, {"ids": want_ids[i:i + 900]}).scalars())
-    want_sids = [u.provider_message_id for u in updates
-                 if u.provider_message_id and (u.delivery_id is None or u.delivery_id not in by_id)]
-    by_sid: dict[str, int] = {}
-    for i in range(0, len(want_sids), 900):
-        for sid, did in conn.execute(_SEL_SIDS, {"sids": want_sids[i:i + 900]}).all():
-            by_sid[sid] = did
+    current: dict[int, str] | None = None  # delivery id -> status, when read here
+    no_sid: set[int] = set()  # matched deliveries without a provider id (SQLite path)
+    if conn.dialect.name == "sqlite" and states.SQLITE_SET_BASED:
+        by_id, by_sid, current, no_sid = _match_sqlite(conn, updates)
+    else:
+        by_id, by_sid = _match(conn, updates)
 
     changes: list[states.Change] = []
     matched: list[int | None] = []
@@ -93,9 +89,11 @@ def apply_updates(conn: Connection, updates: Sequence[StatusUpdate], *, gateway:
         changes.append(states.Change(delivery_id=did, new_status=upd.status, fields=fields,
                                      detail=upd.raw, provider_status=upd.provider_status,
                                      error_code=upd.error_code))
-    applied = states.apply(conn, changes, source=source, now=now) if changes else {}
+    applied = (states.apply(conn, changes, source=source, now=now, current=current)
+               if changes else {})
     sids = [{"b_id": did, "b_sid": upd.provider_message_id}
-            for upd, did in zip(updates, matched) if did is not None and upd.provider_message_id]
+            for upd, did in zip(updates, matched) if did is not None and upd.provider_message_id
+            and (current is None or did in no_sid)]
     if sids:
         # a provider id learned from the receipt (callback before our own write)
         conn.execute(_UPD_SID, sids)
@@ -108,6 +106,51 @@ def apply_updates(conn: Connection, updates: Sequence[StatusUpdate], *, gateway:
         else:
             outcomes.append(ReceiptOutcome(did, matched=True, applied=applied.get(did, False)))
     return outcomes
+
+
+def _match(conn: Connection, updates: Sequence[StatusUpdate]
+           ) -> tuple[set[int], dict[str, int]]:
+    """(delivery ids that exist, provider id -> delivery id) for the receipts' references."""
+    by_id: set[int] = set()
+    want_ids = [u.delivery_id for u in updates if u.delivery_id is not None]
+    for i in range(0, len(want_ids), 900):
+        by_id.update(conn.execute(_SEL_IDS, {"ids": want_ids[i:i + 900]}).scalars())
+    want_sids = [u.provider_message_id for u in updates
+                 if u.provider_message_id and (u.delivery_id is None or u.delivery_id not in by_id)]
+    by_sid: dict[str, int] = {}
+    for i in range(0, len(want_sids), 900):
+        for sid, did in conn.execute(_SEL_SIDS, {"sids": want_sids[i:i + 900]}).all():
+            by_sid[sid] = did
+    return by_id, by_sid
+
+
+#: One read for a whole batch of receipts on SQLite: the deliveries named by id or by provider
+#: id (both lists passed as JSON arrays, each side using its index), with their states.
+_SQLITE_MATCH = (
+    "SELECT id, status, provider_message_id FROM deliveries "
+    "WHERE id IN (SELECT value FROM json_each(?)) "
+    "UNION SELECT id, status, provider_message_id FROM deliveries "
+    "WHERE provider_message_id IN (SELECT value FROM json_each(?))")
+
+
+def _match_sqlite(conn: Connection, updates: Sequence[StatusUpdate]
+                  ) -> tuple[set[int], dict[str, int], dict[int, str], set[int]]:
+    """:func:`_match` on SQLite in one statement that also returns each delivery's state and
+    whether it lacks a provider id, so :func:`states.apply` need not read them again and the
+    provider id is only written where it is missing. Valid because SQLite transactions here
+    begin with ``BEGIN IMMEDIATE`` (:mod:`outreach.db`): the caller holds the write lock, so
+    nothing changes between this read and the writes. Returns (ids that exist, provider id ->
+    delivery id, delivery id -> status, ids without a provider id)."""
+    want_ids = [u.delivery_id for u in updates if u.delivery_id is not None]
+    want_sids = {u.provider_message_id for u in updates if u.provider_message_id}
+    rows = conn.exec_driver_sql(_SQLITE_MATCH, (json.dumps(want_ids),
+                                                json.dumps(sorted(want_sids)))).all()
+    wanted = set(want_ids)
+    by_id = {did for did, _, _ in rows if did in wanted}
+    by_sid = {sid: did for did, _, sid in rows if sid in want_sids}
+    current = {did: status for did, status, _ in rows}
+    no_sid = {did for did, _, sid in rows if sid is None}
+    return by_id, by_sid, current, no_sid
 
 
 def _store_pending(conn: Connection, upd: StatusUpdate, *, gateway: str, now: dt.datetime,

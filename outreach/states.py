@@ -102,7 +102,7 @@ def db_time(conn: Connection, when: dt.datetime) -> Any:
 
 
 def apply(conn: Connection, changes: Sequence[Change], *, source: str, now: dt.datetime,
-          lock: bool = True) -> dict[int, bool]:
+          lock: bool = True, current: dict[int, str] | None = None) -> dict[int, bool]:
     """Apply state changes in the caller's transaction; returns delivery id -> applied.
 
     Every change appends a :class:`DeliveryEvent` (``applied`` False when the move was not
@@ -111,6 +111,11 @@ def apply(conn: Connection, changes: Sequence[Change], *, source: str, now: dt.d
     never be overwritten. ``source`` is ``dispatcher``, ``webhook``, ``sync``, ``reconcile`` or
     ``operator``. On PostgreSQL the rows are locked (``FOR UPDATE``) while deciding unless
     ``lock`` is False (the caller already holds them through its lease).
+
+    ``current`` (delivery id -> status) saves the read of the states when the caller has just
+    read them in the same transaction *and* nobody else can write them until it commits (on
+    SQLite: the transaction began with ``BEGIN IMMEDIATE``, so it holds the write lock). It must
+    hold every id in ``changes``; it is updated in place as the moves are applied.
 
     Raises KeyError for a delivery id that does not exist.
     """
@@ -127,15 +132,18 @@ def apply(conn: Connection, changes: Sequence[Change], *, source: str, now: dt.d
             for c in pending:
                 (rest if c.delivery_id in seen else rnd).append(c)
                 seen.add(c.delivery_id)
-            for k, v in apply(conn, rnd, source=source, now=now, lock=lock).items():
+            for k, v in apply(conn, rnd, source=source, now=now, lock=lock,
+                              current=current).items():
                 out[k] = out.get(k, False) or v
             pending = rest
         return out
-    current: dict[int, str] = {}
-    pg = conn.dialect.name == "postgresql"
-    stmt = _SEL_STATUS_LOCKED if (lock and pg) else _SEL_STATUS
-    for chunk_start in range(0, len(ids), 900):
-        current.update(dict(conn.execute(stmt, {"ids": ids[chunk_start:chunk_start + 900]}).all()))
+    if current is None:
+        current = {}
+        pg = conn.dialect.name == "postgresql"
+        stmt = _SEL_STATUS_LOCKED if (lock and pg) else _SEL_STATUS
+        for chunk_start in range(0, len(ids), 900):
+            current.update(dict(conn.execute(stmt, {"ids": ids[chunk_start:chunk_start + 900]}
+                                             ).all()))
 
     ts = db_time(conn, now)
     result: dict[int, bool] = {}

@@ -364,6 +364,223 @@ def test_group_commit_under_concurrency(db: Database) -> None:
     assert 1 <= writer.transactions <= 64
 
 
+def _row_and_events(db: Database, did: int) -> tuple[Any, list[Any]]:
+    row = delivery(db, did)
+    return ((row.status, row.provider_message_id, row.provider_status, row.error_code,
+             row.error_reason, row.sent_at, row.delivered_at, row.final_at, row.updated_at),
+            [(e.at, e.source, e.old_status, e.new_status, e.applied, e.provider_status,
+              e.error_code, e.detail) for e in events(db, did)])
+
+
+class TestStatusCallbacksMiddleware:
+    """The WSGI fast path (form POSTs to the status routes with a public base URL) and the Flask
+    route behind it write the same rows and answer the same codes."""
+
+    SCRIPT = [("sent", None), ("delivered", None), ("delivered", None), ("sent", None)]
+
+    def test_fast_path_writes_what_the_flask_route_writes(self, db: Database,
+                                                          clock: FakeClock) -> None:
+        fast_app = create_app(db, twilio_auth_token=AUTH_TOKEN, public_base_url=PUBLIC,
+                              clock=clock)
+        flask_app = create_app(db, twilio_auth_token=AUTH_TOKEN, clock=clock)  # request.url
+        fast, slow = Twilio(fast_app.test_client()), Twilio(flask_app.test_client())
+        a = add_delivery(db, "+84912345001", status="sending", sid=None)
+        b = add_delivery(db, "+84912345002", status="sending", sid=None)
+        c = add_delivery(db, "+84912345003", sid=SID_A)
+        d = add_delivery(db, "+84912345004", sid=SID_B)
+        for status, code in self.SCRIPT + [("undelivered", "30005")]:
+            clock.advance(7)
+            assert fast.post(f"/webhooks/twilio/status/{a}",
+                             callback(SID_A[:-1] + "1", status, code)).status_code == 204
+            assert slow.post(f"/webhooks/twilio/status/{b}", callback(
+                SID_A[:-1] + "2", status, code), signed_url=f"http://localhost/webhooks/"
+                f"twilio/status/{b}").status_code == 204
+        for status, code in [("failed", "30007"), ("delivered", None)]:  # matched by SID
+            clock.advance(7)
+            assert fast.post("/webhooks/twilio/status",
+                             callback(SID_A, status, code)).status_code == 204
+            assert slow.post("/webhooks/twilio/status", callback(SID_B, status, code),
+                             signed_url="http://localhost/webhooks/twilio/status"
+                             ).status_code == 204
+        assert fast_app.wsgi_app.handled == 7
+        assert flask_app.wsgi_app.handled == 0  # no public base URL: Flask answered
+        row_a, events_a = _row_and_events(db, a)
+        row_b, events_b = _row_and_events(db, b)
+        assert row_a[0] == "delivered" and row_a[1] == SID_A[:-1] + "1"
+        assert (row_a[2:], len(events_a)) == (row_b[2:], 5)
+        assert [e[:5] for e in events_a] == [
+            (T0 + dt.timedelta(seconds=7), "webhook", "sending", "sent", True),
+            (T0 + dt.timedelta(seconds=14), "webhook", "sent", "delivered", True),
+            (T0 + dt.timedelta(seconds=21), "webhook", "delivered", "delivered", False),
+            (T0 + dt.timedelta(seconds=28), "webhook", "delivered", "sent", False),
+            (T0 + dt.timedelta(seconds=35), "webhook", "delivered", "undelivered", False)]
+        assert [e[:7] for e in events_a] == [e[:7] for e in events_b]
+        assert [e[7].replace(SID_A[:-1] + "1", SID_A[:-1] + "2") for e in events_a] == [
+            e[7] for e in events_b]  # the same raw receipt kept, the number masked
+        row_c, events_c = _row_and_events(db, c)
+        row_d, events_d = _row_and_events(db, d)
+        assert row_c[0] == "failed" and row_c[3:5] == ("30007", "carrier-filtered")
+        assert (row_c[2:], [e[:7] for e in events_c]) == (row_d[2:], [e[:7] for e in events_d])
+
+    def test_query_string_is_part_of_the_signed_url(self, db: Database, twilio: Twilio) -> None:
+        did = add_delivery(db, "+84912345001", sid=SID_A)
+        path = f"/webhooks/twilio/status/{did}?campaign=tiem-chung-2024"
+        assert twilio.post(path, callback(SID_A, "delivered")).status_code == 204
+        assert delivery(db, did).status == "delivered"
+
+    def test_refusals_match_the_flask_route(self, db: Database, twilio: Twilio) -> None:
+        did = add_delivery(db, "+84912345001", sid=SID_A)
+        path = f"/webhooks/twilio/status/{did}"
+        middleware = twilio.client.application.wsgi_app
+        forged = twilio.post(path, callback(SID_A, "failed"), signature="bm90IGEgc2lnbmF0dXJl")
+        assert (forged.status_code, forged.get_data(as_text=True)) == (403, "invalid signature")
+        assert forged.content_type == "text/plain; charset=utf-8"
+        incomplete = twilio.post(path, {"MessageSid": SID_A})
+        assert (incomplete.status_code, incomplete.get_data(as_text=True)) == (
+            400, "MessageSid and MessageStatus are required")
+        assert twilio.post(path, callback(SID_A, "received")).status_code == 204  # inbound
+        assert middleware.handled == 3
+        # other shapes go to Flask, which routes and answers them
+        assert twilio.client.get(path).status_code == 405
+        assert twilio.post(path + "/", callback(SID_A, "failed")).status_code == 404
+        assert twilio.post("/webhooks/twilio/status/x", callback(SID_A, "failed")
+                           ).status_code == 404
+        big = callback(SID_A, "failed")
+        big["Body"] = "x" * (70 * 1024)
+        assert twilio.post(path, big).status_code == 413
+        assert middleware.handled == 3
+        assert events(db) == [] and delivery(db, did).status == "sent"
+
+    def test_multipart_form_goes_to_the_flask_route(self, db: Database, twilio: Twilio) -> None:
+        did = add_delivery(db, "+84912345001", sid=SID_A)
+        path = f"/webhooks/twilio/status/{did}"
+        params = callback(SID_A, "delivered")
+        signature = twilio.validator.compute_signature(PUBLIC + path, params)
+        answer = twilio.client.post(path, data=params, content_type="multipart/form-data",
+                                    headers={"X-Twilio-Signature": signature})
+        assert answer.status_code == 204
+        assert twilio.client.application.wsgi_app.handled == 0
+        assert delivery(db, did).status == "delivered"
+
+
+def test_group_commit_applies_a_whole_batch_in_one_transaction(db: Database) -> None:
+    from outreach import webhooks as module
+    from outreach.gateways.base import StatusUpdate
+
+    dids = [add_delivery(db, f"+849123452{i:02d}", sid=f"SM{i:032x}") for i in range(40)]
+    late = add_delivery(db, "+84912345300", status="sending", sid=None)
+    batch = [module._Item(StatusUpdate(status, f"SM{i:032x}", did, status), f"k{i}{status}",
+                          T0 + dt.timedelta(milliseconds=i))
+             for status in ("sent", "delivered", "delivered") for i, did in enumerate(dids)]
+    batch.append(module._Item(StatusUpdate("sent", "SMlate", late, "sent"), "late", T0))
+    batch.append(module._Item(StatusUpdate("delivered", "SMnobody", None, "delivered"), "nobody",
+                              T0))
+    writer = module.ReceiptWriter(db)
+    writer._apply(batch)
+    assert writer.transactions == 1
+    assert all(i.done and i.error is None for i in batch)
+    with db.engine.connect() as conn:
+        statuses = dict(conn.execute(select(Delivery.id, Delivery.status)).all())
+        pending = conn.execute(select(PendingReceipt.provider_message_id)).scalars().all()
+    assert [statuses[d] for d in dids] == ["delivered"] * 40
+    assert (statuses[late], delivery(db, late).provider_message_id) == ("sent", "SMlate")
+    assert pending == ["SMnobody"]
+    kept = events(db)
+    assert len(kept) == 121  # one per matched receipt; the unmatched one is pending
+    assert [(e.old_status, e.new_status, e.applied) for e in events(db, dids[7])] == [
+        ("sent", "sent", False), ("sent", "delivered", True),
+        ("delivered", "delivered", False)]
+
+
+def test_group_commit_under_concurrency_with_small_batches_and_a_bad_receipt(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    from outreach import webhooks as module
+    from outreach.gateways.base import StatusUpdate
+
+    dids = [add_delivery(db, f"+849123453{i:02d}", sid=f"SM{i:032x}") for i in range(24)]
+    real = receipts.apply_updates
+
+    def poisoned(conn: Any, updates: Any, **kw: Any) -> Any:
+        if any(u.provider_message_id == "SMpoison" for u in updates):
+            raise RuntimeError("boom")
+        return real(conn, updates, **kw)
+
+    monkeypatch.setattr(module.receipts, "apply_updates", poisoned)
+    writer = module.ReceiptWriter(db, max_batch=3)
+    start = threading.Barrier(25)
+    errors: dict[int, str] = {}
+
+    def receipt(i: int) -> None:
+        start.wait()
+        for status in ("sent", "delivered"):
+            sid = "SMpoison" if i == 24 else f"SM{i:032x}"
+            try:
+                writer.write(StatusUpdate(status, sid, None if i == 24 else dids[i], status),
+                             f"k{i}{status}", T0)
+            except RuntimeError as exc:
+                errors[i] = str(exc)
+
+    workers = [threading.Thread(target=receipt, args=(i,)) for i in range(25)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=60)
+    assert not any(w.is_alive() for w in workers)
+    assert errors == {24: "boom"}  # only the caller of the bad receipt saw it fail
+    with db.engine.connect() as conn:
+        assert conn.execute(select(Delivery.status)).scalars().all() == ["delivered"] * 24
+        assert conn.execute(select(PendingReceipt)).all() == []
+    assert len(events(db)) == 48
+    assert 16 <= writer.transactions <= 48  # batches of at most 3 receipts
+
+
+def test_sqlite_one_read_matching_writes_what_the_generic_matching_writes(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """receipts.apply_updates on SQLite reads ids, provider ids and states in one statement;
+    the generic path (PostgreSQL, old SQLite) must leave the same rows, events and pending
+    receipts."""
+    from outreach import states
+    from outreach.gateways.base import StatusUpdate
+
+    def scenario(tag: str) -> tuple[list[Any], list[Any], list[Any]]:
+        sent = add_delivery(db, f"+8491234{tag}01", sid=f"SM{tag}a")
+        sending = add_delivery(db, f"+8491234{tag}02", status="sending", sid=None)
+        by_sid = add_delivery(db, f"+8491234{tag}03", sid=f"SM{tag}c")
+        updates = [StatusUpdate("delivered", f"SM{tag}a", sent, "delivered"),
+                   StatusUpdate("sent", f"SM{tag}a", sent, "sent"),
+                   StatusUpdate("sent", f"SM{tag}b", sending, "sent"),
+                   StatusUpdate("undelivered", f"SM{tag}b", sending, "undelivered",
+                                error_code="30005", error_reason="unknown-handset"),
+                   StatusUpdate("failed", f"SM{tag}c", None, "failed", error_code="30007"),
+                   StatusUpdate("failed", f"SM{tag}c", 999_999, "failed"),  # wrong id, SID wins
+                   StatusUpdate("delivered", f"SM{tag}z", None, "delivered"),  # pending
+                   StatusUpdate("delivered", f"SM{tag}z", None, "delivered")]  # same key
+        with db.engine.begin() as conn:
+            outcomes = receipts.apply_updates(conn, updates, gateway="twilio", source="webhook",
+                                              now=T0, event_keys=[f"{tag}{i}" for i in
+                                                                  range(7)] + [f"{tag}6"])
+        rows = [_row_and_events(db, d) for d in (sent, sending, by_sid)]
+        with db.engine.connect() as conn:
+            pending = conn.execute(select(PendingReceipt.provider_message_id)
+                                   .where(PendingReceipt.event_key.like(f"{tag}%"))).all()
+        shape = [(o.matched, o.applied, o.pending, o.duplicate) for o in outcomes]
+        return shape, rows, [p[0].replace(tag, "") for p in pending]
+
+    assert states.SQLITE_SET_BASED  # the default on this SQLite
+    fast = scenario("11")
+    monkeypatch.setattr(states, "SQLITE_SET_BASED", False)
+    generic = scenario("22")
+    # "applied" is per delivery: whether any of its receipts in the batch moved it
+    assert fast[0] == generic[0] == [(True, True, False, False)] * 6 + [
+        (False, False, True, False), (False, False, True, True)]
+    assert fast[2] == generic[2] == ["SMz"]
+    for (row_f, events_f), (row_g, events_g) in zip(fast[1], generic[1]):
+        assert row_f[0] == row_g[0] and row_f[2:] == row_g[2:]
+        assert [e[:7] for e in events_f] == [e[:7] for e in events_g]
+    assert [r[0][0] for r in fast[1]] == ["delivered", "undelivered", "failed"]
+    assert fast[1][1][0][1] == "SM11b"  # the provider id learned from the receipt
+
+
 # -- status sync -------------------------------------------------------------------------------
 
 
