@@ -342,6 +342,7 @@ class Dispatcher:
                     "(resume with --allow-late to send anyway)")
         return None
 
+    @retry_write  # between batches: another process's long write must not stop the run
     def _should_stop(self) -> tuple[str, str | None, dt.datetime | None] | None:
         now = self.clock.now()
         if self.stop_event.is_set():
@@ -408,11 +409,13 @@ class Dispatcher:
                             f"{wait_until.astimezone(self.spec.window.tz):%Y-%m-%d %H:%M}", now=now)
         return "awaiting-receipts", "waiting for receipts before channel fallback", wait_until
 
+    @retry_write
     def _claimable(self) -> bool:
         with self.db.engine.connect() as conn:
             return conn.execute(select(Delivery.id).where(
                 Delivery.run_id == self.run_id, Delivery.status == states.QUEUED).limit(1)).first() is not None
 
+    @retry_write
     def _counts(self) -> dict[str, int]:
         with self.db.engine.connect() as conn:
             return runs.remaining(conn, self.run_id)
@@ -788,6 +791,7 @@ def stale_sending(conn: Connection, run_id: int, now: dt.datetime) -> int:
     return sum(1 for r in rows if lease_orphaned(r.lease_owner, r.lease_expires_at, now))
 
 
+@retry_write
 def complete_if_done(db: Database, run_id: int, *, now: dt.datetime) -> bool:
     """Mark the run ``completed`` if it is still going and none of its deliveries is ``queued``
     or ``sending``; True if this call completed it.

@@ -373,6 +373,9 @@ class Worker:
         try:
             try:
                 outcomes = d._send_batch(st.pool, batch)
+                # as Dispatcher.run does: a window that shut during this batch must not stop
+                # the batches sent once it has opened again (the run waits meanwhile)
+                d._window_shut.clear()
             except LeaseLost:
                 raise
             except Exception as exc:
