@@ -443,7 +443,15 @@ class Dispatcher:
                 states.apply(conn, [states.Change(i, states.OPTED_OUT,
                                                   {"error_reason": "suppressed"})
                                     for i in blocked], source="dispatcher", now=now)
-            return states.claim(conn, self.run_id, limit=self.batch_size, owner=self.owner,
+            limit = self.batch_size
+            cap = self.spec.schedule.daily_cap
+            if cap:
+                # never claim past the day's cap (checked between batches, it let a whole
+                # batch through); none left: the next check stops the run until tomorrow
+                limit = min(limit, cap - runs.sent_today(conn, self.spec.id, now))
+                if limit <= 0:
+                    return []
+            return states.claim(conn, self.run_id, limit=limit, owner=self.owner,
                                 lease_expires=lease, now=now)
 
     def _channel_parts(self, channel: str) -> tuple[str, str | None, str | None, dict[str, str]]:

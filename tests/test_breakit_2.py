@@ -101,3 +101,23 @@ def test_a_long_write_lock_held_by_another_process_between_batches_is_waited_out
     assert sent_events == 10
     assert Delivery is not None
 
+
+def test_a_launch_never_sends_more_than_the_daily_cap_in_one_day(tmp_path: Path) -> None:
+    """A campaign with ``daily_cap = 3`` launched by hand with ten recipients: three go out
+    today, the run waits for tomorrow, the rest go then (the cap was only checked between
+    batches, so the first batch of up to 500 went out whole)."""
+    from outreach import ops
+
+    spec = load(write_campaign(tmp_path, n=10,
+                               schedule='[schedule]\nsend_time = "08:00"\ndaily_cap = 3\n'))
+    db = fresh_db(tmp_path)
+    clock = FakeClock(in_window())
+    mock = MockGateway()
+    rep = ops.launch(db, spec, gateways={"sms": mock}, clock=clock).report
+    assert rep is not None and rep.stopped == "daily-cap"
+    assert len(mock.outbox) == 3
+    assert rep.counts == {"sent": 3, "queued": 7}
+    clock.set(dt.datetime(2024, 7, 31, 9, 0, tzinfo=VN_TZ))
+    ops.resume(db, spec, gateways={"sms": mock}, clock=clock)
+    assert len(mock.outbox) == 6
+    assert len(set(mock.sent_to())) == 6
