@@ -178,6 +178,28 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+_switching_lock = threading.Lock()
+_switching_users = 0
+_switching_saved = 0.005
+
+
+def _fast_switching(on: bool) -> None:
+    """A 1 ms GIL switch interval while at least one dispatcher in this process is sending
+    (see :meth:`Dispatcher.run`); the interval found before the first is restored after the
+    last, so dispatchers running side by side (the scheduler) never leave it lowered."""
+    global _switching_users, _switching_saved
+    with _switching_lock:
+        if on:
+            if _switching_users == 0:
+                _switching_saved = sys.getswitchinterval()
+                sys.setswitchinterval(min(_switching_saved, 0.001))
+            _switching_users += 1
+        else:
+            _switching_users -= 1
+            if _switching_users == 0:
+                sys.setswitchinterval(_switching_saved)
+
+
 class Dispatcher:
     """Sends one run. ``gateways`` maps a channel (``sms``, ``zalo``) to a gateway instance.
 
@@ -215,6 +237,7 @@ class Dispatcher:
         self._recent_bad = 0
         self._recent_lock = threading.Lock()
         self._parts: dict[str, tuple[str, str | None, str | None, dict[str, str]]] = {}
+        self._opted_now: set[str] = set()  # addresses a provider reported opted out in this run
         self._window_closes: dt.datetime | None = None
         self._halt = threading.Event()
         self._window_shut = threading.Event()
@@ -247,21 +270,10 @@ class Dispatcher:
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> DispatchReport:
         report = DispatchReport(run_id=self.run_id)
-        report.reconciled = recover(self.db, self.spec, self.run_id, self.gateways, clock=self.clock)
-        with self.db.engine.begin() as conn:
-            run = runs.get_run(conn, self.run_id)
-            assert run is not None
-            if run.status in ("completed", "cancelled", "missed"):
-                report.counts = runs.remaining(conn, self.run_id)
-                report.stopped = run.status if run.status != "completed" else None
-                return report
-            late = self._lateness(run)
-            if late:
-                runs.set_status(conn, self.run_id, "expired", late, now=self.clock.now())
-                report.stopped, report.reason = "late", late
-                report.counts = runs.remaining(conn, self.run_id)
-                return report
-            runs.set_status(conn, self.run_id, "running", None, now=self.clock.now())
+        report.reconciled = retry_write(recover)(self.db, self.spec, self.run_id, self.gateways,
+                                                 clock=self.clock)
+        if self._start(report):
+            return report
         total = sum(self._counts().values())
         done = total - self._counts().get(states.QUEUED, 0)
         # The outcomes of batch i are written by a writer thread while batch i+1 is being sent
@@ -279,8 +291,7 @@ class Dispatcher:
         # The writer thread spends its time in SQLite with the GIL released, and needs it back
         # after each statement; with Python's default 5 ms switch interval it waits up to 5 ms
         # each time behind the sending threads. 1 ms while sending (restored after).
-        switch = sys.getswitchinterval()
-        sys.setswitchinterval(min(switch, 0.001))
+        _fast_switching(True)
         with ThreadPoolExecutor(max_workers=max(self.concurrency.values() or [1])) as pool, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="outreach-record") as writer:
             try:
@@ -320,15 +331,34 @@ class Dispatcher:
                         report.stopped, report.reason = kind, why
                         break
             finally:
-                sys.setswitchinterval(switch)
+                _fast_switching(False)
                 try:
                     settle()
                 finally:
                     if pending is not None:
                         self._record(*pending)
-        with self.db.engine.begin() as conn:
-            report.counts = runs.remaining(conn, self.run_id)
+        report.counts = self._counts()
         return report
+
+    @retry_write
+    def _start(self, report: DispatchReport) -> bool:
+        """Mark the run running; True (and ``report`` filled) if it must not be sent: finished,
+        cancelled, or a scheduled run past its lateness limit."""
+        with self.db.engine.begin() as conn:
+            run = runs.get_run(conn, self.run_id)
+            assert run is not None
+            if run.status in ("completed", "cancelled", "missed"):
+                report.counts = runs.remaining(conn, self.run_id)
+                report.stopped = run.status if run.status != "completed" else None
+                return True
+            late = self._lateness(run)
+            if late:
+                runs.set_status(conn, self.run_id, "expired", late, now=self.clock.now())
+                report.stopped, report.reason = "late", late
+                report.counts = runs.remaining(conn, self.run_id)
+                return True
+            runs.set_status(conn, self.run_id, "running", None, now=self.clock.now())
+        return False
 
     def _lateness(self, run: Run) -> str | None:
         if self.allow_late or run.started_at is not None or run.kind != "scheduled":
@@ -531,6 +561,11 @@ class Dispatcher:
     def _send_one(self, msg: gw.OutboundMessage) -> Outcome:
         if self._halt.is_set() or self.stop_event.is_set() or self._window_shut.is_set():
             return Outcome(msg.delivery_id, "not_sent")
+        if msg.to in self._opted_now:
+            # a provider said this number opted out earlier in this run; the suppression list
+            # gets it when that batch is written, which may be after this batch was claimed
+            return Outcome(msg.delivery_id, "opted_out", error=gw.OptedOutError(
+                "opted out earlier in this run", reason="suppressed"))
         gateway = self.gateways[msg.channel]
         limiter = self.limiters[msg.channel]
         units = msg.segments if self.units.get(msg.channel) == "segments" else 1
@@ -572,6 +607,7 @@ class Dispatcher:
         except _Halted:
             return Outcome(msg.delivery_id, "not_sent", attempts=attempts)
         except gw.OptedOutError as exc:
+            self._opted_now.add(msg.to)
             return self._note(Outcome(msg.delivery_id, "opted_out", error=exc, attempts=attempts))
         except gw.PermanentError as exc:
             return self._note(Outcome(msg.delivery_id, "failed", error=exc, attempts=attempts), False)
@@ -586,6 +622,20 @@ class Dispatcher:
             return Outcome(msg.delivery_id, "not_sent", error=exc, attempts=attempts)
         except gw.GatewayError as exc:
             return self._note(Outcome(msg.delivery_id, "failed", error=exc, attempts=attempts), False)
+        except AbortBatch:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a defect in an adapter, not a provider's answer
+            # The request may have left before the adapter failed: unknown (never resent
+            # automatically), and the run pauses rather than meeting the same defect for
+            # every recipient.
+            log.exception("delivery %s: %s.send raised %s", msg.delivery_id, gateway.name,
+                          type(exc).__name__)
+            self._halt_with("gateway", f"{gateway.name}: unexpected {type(exc).__name__} in the "
+                            f"gateway adapter ({exc}); the delivery is recorded as unknown — see "
+                            "the log, then `outreach campaign resume`")
+            return Outcome(msg.delivery_id, "unknown", attempts=attempts,
+                           error=gw.OutcomeUnknownError(f"{type(exc).__name__}: {exc}",
+                                                        reason="adapter-error"))
         return self._note(Outcome(msg.delivery_id, "sent", result=result, attempts=attempts))
 
     def _note(self, outcome: Outcome, ok: bool = True) -> Outcome:
@@ -654,6 +704,12 @@ class Dispatcher:
                                              detail=e.detail or str(e), error_code=e.provider_code))
                 if o.kind == "opted_out":
                     opted.append(by_id[o.delivery_id]["address"])
+        if any(c.new_status == states.QUEUED for c in changes) and conn.execute(
+                select(Run.status).where(Run.id == self.run_id)).scalar_one() == "cancelled":
+            # the operator cancelled the run while this batch was out: what was not sent is
+            # skipped like the rest of the queue was (ops.cancel), not left queued
+            changes += [states.Change(c.delivery_id, states.SKIPPED, {"error_reason": "cancelled"})
+                        for c in changes if c.new_status == states.QUEUED]
         applied = states.record_accepted(conn, accepted, source="dispatcher", now=now)
         states.apply(conn, changes, source="dispatcher", now=now, lock=False)
         late_ids = [(a[2], a[0]) for a in accepted if not applied[a[0]]]
@@ -680,6 +736,13 @@ class Dispatcher:
 
 class _Halted(Exception):
     pass
+
+
+class AbortBatch(Exception):  # noqa: N818 - a control signal, not an error of a message
+    """Raised through a gateway to abandon the whole batch at once, leaving its rows as a crash
+    would (``sending``, for reconciliation): e.g. a worker that can no longer renew its lease
+    (:class:`outreach.worker.LeaseLost`). Any other unexpected exception from a gateway makes
+    that one delivery ``unknown`` and pauses the run."""
 
 
 def recover(db: Database, spec: CampaignSpec, run_id: int, gateways: dict[str, gw.Gateway], *,
@@ -822,5 +885,5 @@ def complete_if_done(db: Database, run_id: int, *, now: dt.datetime) -> bool:
     return bool(done)
 
 
-__all__ = ["Dispatcher", "RateLimiter", "DispatchReport", "recover", "resolve_unknown", "and_",
-           "or_", "update"]
+__all__ = ["Dispatcher", "RateLimiter", "DispatchReport", "AbortBatch", "recover",
+           "resolve_unknown", "and_", "or_", "update"]

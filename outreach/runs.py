@@ -96,12 +96,18 @@ def _run_obj(r: Any) -> Run | None:
 
 def set_status(conn: Connection, run_id: int, status: str, reason: str | None = None, *,
                now: dt.datetime) -> None:
+    """Set a run's status and reason. A cancelled run stays cancelled: a dispatcher that
+    finishes its batch after the operator cancelled (and then pauses, waits or completes) does
+    not undo the operator's decision."""
     values: dict[str, Any] = {"status": status, "status_reason": reason}
     if status == "running":
         values["started_at"] = func.coalesce(Run.started_at, now)
     if status in ("completed", "cancelled", "missed"):
         values["finished_at"] = now
-    conn.execute(update(Run).where(Run.id == run_id).values(**values))
+    stmt = update(Run).where(Run.id == run_id)
+    if status != "cancelled":
+        stmt = stmt.where(Run.status != "cancelled")
+    conn.execute(stmt.values(**values))
 
 
 def create_run(conn: Connection, spec: CampaignSpec, *, kind: str, gateway_names: dict[str, str],

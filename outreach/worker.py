@@ -37,7 +37,7 @@ RECHECK_SECONDS = 30.0
 EXIT_LEASE_LOST = 75
 
 
-class LeaseLost(Exception):
+class LeaseLost(dispatch.AbortBatch):
     """The worker could not renew its lease in time: it must stop sending and exit, leaving
     its ``sending`` rows to be reconciled by the others as if it had crashed."""
 

@@ -3,6 +3,7 @@ suppression check on the head of the queue. Same rules and rows as the general p
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from outreach.clock import FakeClock
 from outreach.db import Database
 from outreach.dispatch import Dispatcher
 from outreach.gateways.mock import MockGateway
-from outreach.models import Delivery, DeliveryEvent, Run
+from outreach.models import Delivery, DeliveryEvent, Run, Suppression
 from tests.helpers import fresh_db, in_window, load, numbers, seed_run, statuses, write_campaign
 
 T0 = in_window()
@@ -175,3 +176,122 @@ def test_a_number_suppressed_deep_in_the_queue_is_opted_out_when_it_reaches_the_
     assert sorted(mock.sent_to()) == sorted(set(phones) - {phones[27], phones[1]})
     with db.engine.connect() as conn:
         assert conn.execute(select(Run.status).where(Run.id == run_id)).scalar_one() == "completed"
+
+
+class Broken(MockGateway):
+    """An adapter with a defect: the third request raises something no adapter should."""
+
+    def send(self, message):  # type: ignore[no-untyped-def]
+        if self.requests == 2:
+            self.requests += 1
+            raise RuntimeError("adapter bug")
+        return super().send(message)
+
+
+def test_an_unexpected_exception_in_an_adapter_is_unknown_and_pauses_the_run(
+        tmp_path: Path) -> None:
+    spec = load(write_campaign(tmp_path, n=8))
+    spec = dataclasses.replace(spec, channels=(dataclasses.replace(spec.channels[0],
+                                                                   concurrency=1),))
+    db = fresh_db(tmp_path)
+    run_id = seed_run(db, spec, T0)
+    mock = Broken()
+    rep = Dispatcher(db, spec, run_id, {"sms": mock}, clock=FakeClock(T0), batch_size=8).run()
+    assert rep.stopped == "gateway" and "RuntimeError in the gateway adapter" in (rep.reason or "")
+    phones = numbers(8)
+    final = statuses(db)
+    assert [final[p] for p in phones] == ["sent", "sent", "unknown"] + ["queued"] * 5
+    assert mock.requests == 3  # nothing more after the defect
+    with db.engine.connect() as conn:
+        assert conn.execute(select(Delivery.error_reason).where(
+            Delivery.address == phones[2])).scalar_one() == "adapter-error"
+        assert conn.execute(select(Run.status).where(Run.id == run_id)).scalar_one() == "paused"
+
+
+def test_a_number_opted_out_in_this_run_is_not_sent_again_in_the_same_batch(
+        tmp_path: Path) -> None:
+    """Two deliveries of one run to the same number (as two channels by phone would give): the
+    provider's opt-out on the first stops the second before the suppression list is written."""
+    from sqlalchemy import insert
+
+    spec = load(write_campaign(tmp_path, n=3))
+    db = fresh_db(tmp_path)
+    run_id = seed_run(db, spec, T0)
+    phones = numbers(3)
+    with db.engine.begin() as conn:
+        first = dict(conn.execute(select(Delivery.__table__).where(
+            Delivery.address == phones[0])).one()._mapping)
+        conn.execute(insert(Delivery), [{**{k: v for k, v in first.items() if k != "id"},
+                                         "dedupe_key": "resend:test"}])
+    mock = MockGateway(script={phones[0]: ["opted_out"]})
+    Dispatcher(db, spec, run_id, {"sms": mock}, clock=FakeClock(T0), batch_size=10).run()
+    assert mock.requests == 3  # phones[0] once, phones[1], phones[2]
+    with db.engine.connect() as conn:
+        rows = conn.execute(select(Delivery.status).where(Delivery.address == phones[0])).all()
+        suppressed = conn.execute(select(Suppression.e164)).scalars().all()
+    assert [r.status for r in rows] == ["opted_out", "opted_out"]
+    assert suppressed == [phones[0]]
+
+
+def test_a_run_cancelled_while_its_batch_is_out_stays_cancelled_with_nothing_queued(
+        tmp_path: Path) -> None:
+    from outreach import ops
+    from outreach.gateways import base as gw
+
+    spec = load(write_campaign(tmp_path, n=6))
+    spec = dataclasses.replace(spec, channels=(dataclasses.replace(spec.channels[0],
+                                                                   concurrency=1),))
+    db = fresh_db(tmp_path)
+    run_id = seed_run(db, spec, T0)
+
+    class CancelledMeanwhile(MockGateway):
+        def send(self, message: gw.OutboundMessage) -> gw.SendResult:
+            if self.requests == 1:  # the operator cancels, then the provider refuses the key
+                ops.set_run_state(db, spec.id, "cancel", operator="lan.tran", now=T0)
+                self.requests += 1
+                raise gw.AuthenticationError("authenticate", provider_code="20003")
+            return super().send(message)
+
+    rep = Dispatcher(db, spec, run_id, {"sms": CancelledMeanwhile()}, clock=FakeClock(T0),
+                     batch_size=6).run()
+    assert rep.stopped == "gateway"
+    final = statuses(db)
+    assert sorted(final.values()) == ["sent"] + ["skipped"] * 5
+    with db.engine.connect() as conn:
+        assert conn.execute(select(Run.status).where(Run.id == run_id)).scalar_one() == "cancelled"
+        reasons = set(conn.execute(select(Delivery.error_reason).where(
+            Delivery.status == "skipped")).scalars())
+    assert reasons == {"cancelled"}
+
+
+def test_dispatchers_side_by_side_restore_the_switch_interval(tmp_path: Path) -> None:
+    import sys
+    import threading
+
+    before = sys.getswitchinterval()
+    spec = load(write_campaign(tmp_path, n=40))
+    db = fresh_db(tmp_path)
+    run_id = seed_run(db, spec, T0)
+    seen: list[float] = []
+    go = threading.Event()
+
+    class Slow(MockGateway):
+        def send(self, message):  # type: ignore[no-untyped-def]
+            seen.append(sys.getswitchinterval())
+            go.wait(5)
+            return super().send(message)
+
+    a = threading.Thread(target=Dispatcher(db, spec, run_id, {"sms": Slow()},
+                                           clock=FakeClock(T0), batch_size=5).run)
+    a.start()
+    while not seen:
+        threading.Event().wait(0.01)
+    from outreach.dispatch import _fast_switching
+
+    _fast_switching(True)  # a second dispatcher starts while the first runs
+    go.set()
+    a.join(30)
+    assert sys.getswitchinterval() == min(before, 0.001)  # the second still runs
+    _fast_switching(False)
+    assert seen[0] == min(before, 0.001)
+    assert sys.getswitchinterval() == before
