@@ -178,6 +178,16 @@ def test_a_number_suppressed_deep_in_the_queue_is_opted_out_when_it_reaches_the_
         assert conn.execute(select(Run.status).where(Run.id == run_id)).scalar_one() == "completed"
 
 
+def one_at_a_time(tmp_path: Path, n: int) -> tuple[Any, Database, int]:
+    """A launched run of n recipients whose channel sends one request at a time (so the
+    order of sends, and what a test gateway does on the k-th, is fixed)."""
+    spec = load(write_campaign(tmp_path, n=n))
+    spec = dataclasses.replace(spec, channels=(dataclasses.replace(spec.channels[0],
+                                                                   concurrency=1),))
+    db = fresh_db(tmp_path)
+    return spec, db, seed_run(db, spec, T0)
+
+
 class Broken(MockGateway):
     """An adapter with a defect: the third request raises something no adapter should."""
 
@@ -190,11 +200,7 @@ class Broken(MockGateway):
 
 def test_an_unexpected_exception_in_an_adapter_is_unknown_and_pauses_the_run(
         tmp_path: Path) -> None:
-    spec = load(write_campaign(tmp_path, n=8))
-    spec = dataclasses.replace(spec, channels=(dataclasses.replace(spec.channels[0],
-                                                                   concurrency=1),))
-    db = fresh_db(tmp_path)
-    run_id = seed_run(db, spec, T0)
+    spec, db, run_id = one_at_a_time(tmp_path, 8)
     mock = Broken()
     rep = Dispatcher(db, spec, run_id, {"sms": mock}, clock=FakeClock(T0), batch_size=8).run()
     assert rep.stopped == "gateway" and "RuntimeError in the gateway adapter" in (rep.reason or "")
@@ -238,11 +244,7 @@ def test_a_run_cancelled_while_its_batch_is_out_stays_cancelled_with_nothing_que
     from outreach import ops
     from outreach.gateways import base as gw
 
-    spec = load(write_campaign(tmp_path, n=6))
-    spec = dataclasses.replace(spec, channels=(dataclasses.replace(spec.channels[0],
-                                                                   concurrency=1),))
-    db = fresh_db(tmp_path)
-    run_id = seed_run(db, spec, T0)
+    spec, db, run_id = one_at_a_time(tmp_path, 6)
 
     class CancelledMeanwhile(MockGateway):
         def send(self, message: gw.OutboundMessage) -> gw.SendResult:

@@ -50,6 +50,18 @@ def db(tmp_path: Any) -> Database:
     database.dispose()
 
 
+def poison_receipts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any batch holding a receipt for message SID ``SMpoison`` fail to apply."""
+    real = receipts.apply_updates
+
+    def poisoned(conn: Any, updates: Any, **kw: Any) -> Any:
+        if any(u.provider_message_id == "SMpoison" for u in updates):
+            raise RuntimeError("boom")
+        return real(conn, updates, **kw)
+
+    monkeypatch.setattr(receipts, "apply_updates", poisoned)
+
+
 def add_delivery(db: Database, number: str, *, status: str = "sent", sid: str | None = None,
                  gateway: str = "twilio") -> int:
     with db.engine.begin() as conn:
@@ -320,14 +332,7 @@ def test_group_commit_isolates_a_failing_receipt(db: Database,
 
     a = add_delivery(db, "+84912345001", sid=SID_A)
     b = add_delivery(db, "+84912345002", sid=SID_B)
-    real = receipts.apply_updates
-
-    def poisoned(conn: Any, updates: Any, **kw: Any) -> Any:
-        if any(u.provider_message_id == "SMpoison" for u in updates):
-            raise RuntimeError("boom")
-        return real(conn, updates, **kw)
-
-    monkeypatch.setattr(module.receipts, "apply_updates", poisoned)
+    poison_receipts(monkeypatch)
     writer = module.ReceiptWriter(db)
     batch = [module._Item(StatusUpdate("delivered", SID_A, a, "delivered"), "k1", T0),
              module._Item(StatusUpdate("delivered", "SMpoison", None, "delivered"), "k2", T0),
@@ -498,14 +503,7 @@ def test_group_commit_under_concurrency_with_small_batches_and_a_bad_receipt(
     from outreach.gateways.base import StatusUpdate
 
     dids = [add_delivery(db, f"+849123453{i:02d}", sid=f"SM{i:032x}") for i in range(24)]
-    real = receipts.apply_updates
-
-    def poisoned(conn: Any, updates: Any, **kw: Any) -> Any:
-        if any(u.provider_message_id == "SMpoison" for u in updates):
-            raise RuntimeError("boom")
-        return real(conn, updates, **kw)
-
-    monkeypatch.setattr(module.receipts, "apply_updates", poisoned)
+    poison_receipts(monkeypatch)
     writer = module.ReceiptWriter(db, max_batch=3)
     start = threading.Barrier(25)
     errors: dict[int, str] = {}
