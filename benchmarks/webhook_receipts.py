@@ -255,7 +255,8 @@ def main() -> None:
                                                     args.clients or args.threads)
         delivered, events = counts(db)
         db.dispose()
-    print(f"webhook receipts on SQLite (WAL): {2 * n} deliveries, {4 * n} signed callbacks")
+    print(f"webhook receipts on SQLite (WAL): two measures of {n:,} deliveries x 2 signed "
+          f"callbacks ({4 * n:,} callbacks in all)")
     print(f"  Flask test client, 1 thread:    {single:,.0f} receipts/s "
           f"({single_cpu:.2f} ms CPU each: at most {1000 / single_cpu:,.0f}/s on an idle core)")
     print(f"  waitress over HTTP, {args.threads} threads, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import glob
+import os
 import re
 import tomllib
 import unicodedata
@@ -149,7 +150,8 @@ class CampaignSpec:
         for pattern in self.lists:
             p = Path(pattern)
             full = p if p.is_absolute() else base / p
-            matches = sorted(Path(m) for m in glob.glob(str(full)))
+            # normpath: "campaigns/../recipients/x.csv" is named "recipients/x.csv" in messages
+            matches = sorted(Path(os.path.normpath(m)) for m in glob.glob(str(full)))
             if not matches:
                 raise CampaignError(self.file or "<campaign>", "recipients.lists",
                                     f"no file matches {pattern!r}")

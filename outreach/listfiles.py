@@ -59,8 +59,11 @@ HEADER_ALIASES: Final[dict[str, tuple[str, ...]]] = {
     "phone": ("số điện thoại", "sđt", "sdt", "số đt", "điện thoại", "điện thoại di động", "di động",
               "số di động", "phone", "mobile", "phone number", "mobile number", "msisdn", "tel"),
     "name": ("họ tên", "họ và tên", "tên", "name", "full name"),
-    "district": ("quận/huyện", "quận", "huyện", "district"),
-    "ward": ("phường/xã", "phường", "xã", "ward", "commune"),
+    "district": ("quận/huyện", "huyện/quận", "quận/huyện/thị xã", "quận", "huyện", "thị xã",
+                 "district"),
+    # communal level: ward (phường), commune (xã), township (thị trấn), in any order
+    "ward": ("phường/xã", "xã/phường", "phường", "xã", "thị trấn", "xã/thị trấn",
+             "phường/thị trấn", "phường/xã/thị trấn", "xã/phường/thị trấn", "ward", "commune"),
     "zalo_user_id": ("zalo user id", "zalo id", "zalo_user_id"),
 }
 _NON_WORD: Final = re.compile(r"[\W_]+")

@@ -141,7 +141,8 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
     count (states with a count only), ``by_ward``: district -> ward -> status -> count (missing
     values shown as ``(không rõ)``); ``cost``: dimension -> key -> {"segments", "cost_vnd"};
     ``failure_reasons``: list of {"status", "gateway", "error_code", "error_reason", "count"},
-    largest first, covering every failed, undelivered, unknown, skipped and opted-out delivery.
+    largest first, covering every failed, undelivered, unknown, skipped and opted-out delivery;
+    ``local_gateways``: the gateways used that reach no phone (``["outbox"]`` for a trial run).
 
     The sum over every breakdown equals ``deliveries`` provided every statement reads one
     snapshot: pass a connection from :func:`report_connection` (SQLite: the connection's one
@@ -259,7 +260,17 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
         "cost": {d: {k: {"segments": v["segments"], "cost_vnd": round(v["cost_vnd"], 2)}
                      for k, v in sorted(cost[d].items())} for d in cost},
         "failure_reasons": reasons,
+        "local_gateways": local_gateways(dims["gateway"]),
     }
+
+
+def local_gateways(names: Any) -> list[str]:
+    """The gateways among ``names`` that reach no phone (``outbox``: a local file for trials);
+    deliveries through them are a test, never a result to report. Unknown names count as
+    reaching phones."""
+    from outreach.gateways import REGISTRY, gateway_class
+
+    return sorted(n for n in names if n in REGISTRY and not gateway_class(n).reaches_phones)
 
 
 def _by_day(conn: Connection, conds: list[Any], by_status: Mapping[str, int],

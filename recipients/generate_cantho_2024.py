@@ -58,7 +58,7 @@ DISTRICTS: dict[str, tuple[str, list[str]]] = {
         "Trường Xuân A", "Trường Xuân B"]),
     "vinh-thanh": ("Vĩnh Thạnh", [
         "Thị trấn Thạnh An", "Thị trấn Vĩnh Thạnh", "Thạnh Mỹ", "Vĩnh Trinh", "Thạnh An",
-        "Thạnh Tiến", "Thạnh Thắng", "Thạnh Lợi", "Thạnh Qưới", "Thạnh Lộc", "Vĩnh Bình"]),
+        "Thạnh Tiến", "Thạnh Thắng", "Thạnh Lợi", "Thạnh Quới", "Thạnh Lộc", "Vĩnh Bình"]),
 }
 
 # --------------------------------------------------------------------------------------------

@@ -181,6 +181,24 @@ def test_phone_header_with_trailing_words(tmp_path: Path, header: str) -> None:
     assert (row.phone, row.name, row.extra) == ("0912345678", None, {"Tên đơn vị": "UBND"})
 
 
+@pytest.mark.parametrize("header", ["xa phuong", "XÃ/THỊ TRẤN", "Xã/Thị trấn", "Thị trấn",
+                                    "Phường/Xã/Thị trấn", "Xã - Phường"])
+def test_communal_level_headers_fill_the_ward(tmp_path: Path, header: str) -> None:
+    """Headers seen in real district exports (three of the nine Cần Thơ lists use them)."""
+    [row] = rows(write(tmp_path, "w.csv",
+                       f"SĐT,Huyện/Quận,{header}\n0912345678,Cờ Đỏ,Thới Hưng\n".encode()))
+    assert (row.district, row.ward, row.extra) == ("Cờ Đỏ", "Thới Hưng", {})
+
+
+def test_every_synthetic_cantho_list_has_its_wards(tmp_path: Path) -> None:
+    from pathlib import Path as P
+
+    folder = P(__file__).resolve().parent.parent / "recipients" / "cantho-2024"
+    for f in sorted(folder.glob("*.csv")):
+        got = list(read_list(f))
+        assert sum(1 for r in got if r.ward) > len(got) * 0.9, f.name
+
+
 def test_header_names_in_nfd_are_recognised(tmp_path: Path) -> None:
     header = unicodedata.normalize("NFD", "Số điện thoại,Họ tên")
     [row] = rows(write(tmp_path, "nfd.csv", f"{header}\n0912345678,An\n".encode()))

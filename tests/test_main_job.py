@@ -147,6 +147,17 @@ def test_report_json_matches_outbox_and_database(home: Path, launched: dict) -> 
     lines = out.splitlines()
     assert lines[0].startswith("district,queued,sending,sent")
     assert lines[-1].startswith("TOTAL,0,0,2098")
+    # a trial through the outbox: every ward read (three lists head it Xã/Thị trấn...),
+    # nothing billed, and every report says nothing reached a phone
+    assert all("(không rõ)" not in wards for wards in rep["by_ward"].values())
+    assert rep["local_gateways"] == ["outbox"] and rep["cost_vnd"] == 0.0
+    assert rep["segments"] == 4 * 2098
+    code, out, _ = run("report", CID)
+    assert "2,098 deliveries went to the outbox gateway" in " ".join(out.split())
+    official = home / "ket-qua.html"
+    code, _, err = run("report", CID, "--official", "--out", str(official))
+    assert code == 0, err
+    assert "BẢN CHẠY THỬ — KHÔNG DÙNG ĐỂ BÁO CÁO" in official.read_text(encoding="utf-8")
 
 
 def test_dry_run_sends_and_writes_nothing_but_an_audit_entry(home: Path,
@@ -329,3 +340,15 @@ def test_dry_run_unaccented_is_gsm7_in_two_segments(tmp_path: Path) -> None:
     assert d["total_segments"] == 2 * 2098
     assert d["sample"].startswith("Toan dan tich cuc tham gia phong, chong mua ban nguoi.")
     assert "đ" not in d["sample"] and "Tong dai quoc gia 111 de duoc tu van" in d["sample"]
+
+
+def test_a_launch_in_table_form_says_where_the_outbox_is(home: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    code, out, err = run("campaign", "launch", CID, "--no-progress")
+    assert code == 0, err
+    flat = " ".join(out.split())
+    assert "run #1: sent 2098" in flat
+    said = f"outbox (a local file, nothing reached a phone): {home / 'outbox' / CID}.jsonl"
+    assert "".join(said.split()) in "".join(out.split())  # rich wraps the long path anywhere
+    assert len(outbox_lines(home)) == 2098

@@ -72,6 +72,7 @@ def test_html_has_the_reference_text_period_and_figures(seeded: Database, tmp_pa
     assert ("Kế hoạch số 126/KH-UBND ngày 25/6/2024 của Ủy ban nhân dân thành phố Cần Thơ, "
             "mục II.6.b") in html
     assert f"“{PLAN_TEXT}”" in html  # the message exactly
+    assert "BẢN CHẠY THỬ" not in html  # sent through real gateways: no trial banner
     assert "3f1ad8e529e297499cb7cadb031244e2f8697386f2100868261d727bb7d709e2" in html
     assert "từ ngày 1/7/2024 đến ngày 30/9/2024" in html
     assert "Tin nhắn đầu tiên được gửi lúc 08:00 ngày 29/7/2024" in html

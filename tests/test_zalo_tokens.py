@@ -29,6 +29,7 @@ from tests.fakes.zalo_server import (FIRST_ACCESS_TOKEN, FIRST_REFRESH_TOKEN, Fa
                                      zalo_server)  # noqa: F401 - fixture
 
 T0 = dt.datetime(2024, 7, 30, 2, 0, tzinfo=dt.timezone.utc)
+from tests.pg import pg_db, pg_url  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
@@ -449,22 +450,17 @@ def test_cli_set_token_refuses_an_empty_refresh_token(db: Database) -> None:
 
 
 @pytest.mark.postgres
-def test_threads_refresh_exactly_once_on_postgresql() -> None:
-    url = os.environ.get("OUTREACH_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("set OUTREACH_TEST_POSTGRES_URL (postgresql+psycopg://user:pw@127.0.0.1/db)")
-    import uuid
-
-    gateway = f"zalo-test-{uuid.uuid4().hex[:8]}"
-    db = Database(url)
-    Base.metadata.create_all(db.engine)
+def test_threads_refresh_exactly_once_on_postgresql(pg_db: Database, pg_url: str) -> None:
+    """Six threads, each with its own engine on the session's PostgreSQL schema (tests/pg.py:
+    the server of OUTREACH_TEST_POSTGRES_URL or the local default; never skipped in CI)."""
+    gateway = "zalo-test"
     oauth = Refresher(delay=0.3)
-    TokenStore(db, gateway, refresher=oauth).set_tokens("AT-1", "RT-1", 90000)
+    TokenStore(pg_db, gateway, refresher=oauth).set_tokens("AT-1", "RT-1", 90000)
     results: list[str] = []
     barrier = threading.Barrier(6)
 
     def worker() -> None:
-        local = Database(url)
+        local = Database(pg_url)
         store = TokenStore(local, gateway, refresher=oauth, poll_interval=0.01)
         _, seen = store.current()
         barrier.wait()
@@ -476,10 +472,5 @@ def test_threads_refresh_exactly_once_on_postgresql() -> None:
         t.start()
     for t in threads:
         t.join(30)
-    try:
-        assert results == ["AT-2"] * 6
-        assert oauth.calls == ["RT-1"]
-    finally:
-        with db.engine.begin() as conn:
-            conn.execute(GatewayToken.__table__.delete().where(GatewayToken.gateway == gateway))
-        db.dispose()
+    assert results == ["AT-2"] * 6
+    assert oauth.calls == ["RT-1"]

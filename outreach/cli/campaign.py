@@ -174,6 +174,11 @@ def _print_summary(c: Ctx, res: ops.LaunchResult) -> None:
                       f"{res.campaign_id}`).")
     if res.report:
         _print_report(res.report)
+        if "outbox" in res.gateway_names.values():
+            from outreach import config
+
+            path = config.outbox_dir() / f"{res.campaign_id}.jsonl"
+            console.print(f"outbox (a local file, nothing reached a phone): {path}")
 
 
 def _print_report(rep: Any) -> None:

@@ -143,6 +143,10 @@ def _table(data: dict[str, Any], wanted: set[str]) -> None:
         f"{data['failures']:,}, awaiting {data['awaiting']:,}, not sent {data['not_sent']:,}")
     console.print(f"segments {data['segments']:,}, cost {data['cost_vnd']:,.0f} VND; first send "
                   f"{data['first_send'] or '–'}, last send {data['last_send'] or '–'}")
+    for g in data.get("local_gateways") or []:
+        n = sum((data["by_gateway"].get(g) or {}).values())
+        console.print(f"[yellow]note: {n:,} deliveries went to the {g} gateway (a local file): "
+                      "none reached a phone and none is billed[/yellow]")
     for dim in reports.DIMENSIONS:
         if dim not in wanted:
             continue

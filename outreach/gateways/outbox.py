@@ -61,8 +61,9 @@ class OutboxGateway(Gateway):
                 self._files[message.campaign_id] = fh
             fh.write(line)
             fh.flush()
+        # a local file bills nothing: the ledger's cost of this delivery becomes 0 VND
         return SendResult(provider_message_id=sid, status="sent", provider_status="written",
-                          segments=message.segments)
+                          segments=message.segments, price_vnd=0.0)
 
     def lookup(self, message: OutboundMessage, since: dt.datetime,
                until: dt.datetime) -> StatusUpdate | bool | None:
