@@ -14,6 +14,21 @@ from outreach.db import Database
 SMALL_TEXT = "Toàn dân tích cực tham gia phòng, chống mua bán người."
 
 
+def source_and_message(text: str) -> str:
+    """The [source] (plan 126/KH-UBND, section II.6.b) and [message] tables of a test campaign,
+    with the text's SHA-256."""
+    return f"""[source]
+document = "126/KH-UBND"
+issuer = "Ủy ban nhân dân thành phố Cần Thơ"
+date = 2024-06-25
+section = "II.6.b"
+
+[message]
+text = {json.dumps(text, ensure_ascii=False)}
+sha256 = "{textmod.text_sha256(text)}"
+"""
+
+
 def numbers(n: int, start: int = 0) -> list[str]:
     """``n`` distinct synthetic Viettel numbers in E.164 (+8496555xxxx)."""
     return [f"+849655{start + i:05d}" for i in range(n)]
@@ -31,7 +46,6 @@ def write_campaign(tmp: Path, *, phones: list[str] | None = None, n: int = 6,
     for i, p in enumerate(phones):
         rows.append(f"{p},Người {i},Ninh Kiều,An Hòa" if i % 2 == 0 else f"{p},Người {i},Cái Răng,Lê Bình")
     lst.write_text("\r\n".join(rows) + "\r\n", encoding="utf-8")
-    sha = textmod.text_sha256(text)
     rate_line = f"rate_per_second = {rate}" if rate else ""  # none: the gateway's own limit
     channels = channels or f"""
 [[channels]]
@@ -45,16 +59,7 @@ id = "{cid}"
 name = "Chiến dịch thử"
 theme = "thử"
 {extra}
-[source]
-document = "126/KH-UBND"
-issuer = "Ủy ban nhân dân thành phố Cần Thơ"
-date = 2024-06-25
-section = "II.6.b"
-
-[message]
-text = {json.dumps(text, ensure_ascii=False)}
-sha256 = "{sha}"
-
+{source_and_message(text)}
 [window]
 start_date = {start}
 end_date = {end}
@@ -72,6 +77,50 @@ default = 800
 """
     path = tmp / f"{cid}.toml"
     path.write_text(body, encoding="utf-8")
+    return path
+
+
+def write_daily_campaign(tmp: Path, *, cid: str = "lich-hang-ngay",
+                         numbers: list[str] | None = None, start: str = "2024-07-01",
+                         end: str = "2024-09-30", send_time: str = "08:00",
+                         daily_start: str = "07:00", daily_end: str = "22:00", lateness: int = 120,
+                         mode: str = "once", every: int = 0, cap: int = 0,
+                         key_dates: str = "[2024-07-30]") -> Path:
+    """A scheduled (daily) campaign TOML and its own CSV list in ``tmp``; rate 0 (unlimited), one
+    SMS channel; ``key_dates`` is TOML (``"[]"`` for none)."""
+    numbers = [f"09655500{i:02d}" for i in range(1, 4)] if numbers is None else numbers
+    lst = tmp / f"{cid}.csv"
+    lst.write_text("phone,name\n" + "".join(f"{p},Người {i}\n" for i, p in enumerate(numbers)),
+                   encoding="utf-8")
+    path = tmp / f"{cid}.toml"
+    path.write_text(f"""
+id = "{cid}"
+name = "Nhắn tin hằng ngày"
+
+{source_and_message(SMALL_TEXT)}
+[window]
+timezone = "Asia/Ho_Chi_Minh"
+start_date = {start}
+end_date = {end}
+key_dates = {key_dates}
+daily_start = "{daily_start}"
+daily_end = "{daily_end}"
+lateness_limit_minutes = {lateness}
+
+[schedule]
+send_time = "{send_time}"
+mode = "{mode}"
+repeat_every_days = {every}
+daily_cap = {cap}
+
+[[channels]]
+channel = "sms"
+sender = "TEST"
+
+[recipients]
+list_name = "{cid}"
+lists = ["{lst.name}"]
+""", encoding="utf-8")
     return path
 
 

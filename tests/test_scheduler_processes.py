@@ -21,12 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from outreach import text as textmod
 from outreach.clock import VN_TZ
+from tests.helpers import write_daily_campaign
 
 pytestmark = pytest.mark.slow
 
-TEXT = "Toàn dân tích cực tham gia phòng, chống mua bán người."
 NUMBERS = ["0965550101", "0965550102", "0965550103"]
 E164 = sorted("+84" + n[1:] for n in NUMBERS)
 CID = "hai-tien-trinh"
@@ -36,42 +35,10 @@ def _campaign(tmp: Path) -> Path:
     """Due now: the window covers today in Vietnam, open all day, sent at 00:00 with a lateness
     limit of a whole day."""
     today = dt.datetime.now(VN_TZ).date()
-    (tmp / "list.csv").write_text("phone,name\n" + "".join(f"{n},Người {i}\n" for i, n in
-                                                             enumerate(NUMBERS)), encoding="utf-8")
-    path = tmp / f"{CID}.toml"
-    path.write_text(f"""
-id = "{CID}"
-name = "Hai tiến trình lập lịch"
-
-[source]
-document = "126/KH-UBND"
-issuer = "Ủy ban nhân dân thành phố Cần Thơ"
-date = 2024-06-25
-section = "II.6.b"
-
-[message]
-text = {json.dumps(TEXT, ensure_ascii=False)}
-sha256 = "{textmod.text_sha256(TEXT)}"
-
-[window]
-start_date = {today.isoformat()}
-end_date = {(today + dt.timedelta(days=2)).isoformat()}
-daily_start = "00:00"
-daily_end = "23:59"
-lateness_limit_minutes = 1440
-
-[schedule]
-send_time = "00:00"
-
-[[channels]]
-channel = "sms"
-sender = "TEST"
-
-[recipients]
-list_name = "{CID}"
-lists = ["list.csv"]
-""", encoding="utf-8")
-    return path
+    return write_daily_campaign(tmp, cid=CID, numbers=NUMBERS, start=today.isoformat(),
+                                end=(today + dt.timedelta(days=2)).isoformat(),
+                                send_time="00:00", daily_start="00:00", daily_end="23:59",
+                                lateness=1440, key_dates="[]")
 
 
 @pytest.fixture

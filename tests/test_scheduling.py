@@ -22,6 +22,7 @@ from outreach.clock import UTC, VN_TZ, FakeClock
 from outreach.db import Database
 from outreach.gateways.mock import MockGateway
 from outreach.models import AuditEntry, Delivery, Run, Schedule
+from tests.helpers import write_daily_campaign as write_campaign
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = "Toàn dân tích cực tham gia phòng, chống mua bán người."
@@ -37,55 +38,6 @@ def e164(national: str) -> str:
     return "+84" + national[1:]
 
 
-def write_campaign(tmp: Path, *, cid: str = "lich-hang-ngay", numbers: list[str] | None = None,
-                   start: str = "2024-07-01", end: str = "2024-09-30", send_time: str = "08:00",
-                   daily_start: str = "07:00", daily_end: str = "22:00", lateness: int = 120,
-                   mode: str = "once", every: int = 0, cap: int = 0,
-                   key_dates: str = "[2024-07-30]") -> Path:
-    """A campaign TOML and its own CSV list in ``tmp``; rate 0 (unlimited), one SMS channel."""
-    numbers = phones(3) if numbers is None else numbers
-    lst = tmp / f"{cid}.csv"
-    lst.write_text("phone,name\n" + "".join(f"{p},Người {i}\n" for i, p in enumerate(numbers)),
-                   encoding="utf-8")
-    path = tmp / f"{cid}.toml"
-    path.write_text(f"""
-id = "{cid}"
-name = "Nhắn tin hằng ngày"
-
-[source]
-document = "126/KH-UBND"
-issuer = "Ủy ban nhân dân thành phố Cần Thơ"
-date = 2024-06-25
-section = "II.6.b"
-
-[message]
-text = {json.dumps(TEXT, ensure_ascii=False)}
-sha256 = "{textmod.text_sha256(TEXT)}"
-
-[window]
-timezone = "Asia/Ho_Chi_Minh"
-start_date = {start}
-end_date = {end}
-key_dates = {key_dates}
-daily_start = "{daily_start}"
-daily_end = "{daily_end}"
-lateness_limit_minutes = {lateness}
-
-[schedule]
-send_time = "{send_time}"
-mode = "{mode}"
-repeat_every_days = {every}
-daily_cap = {cap}
-
-[[channels]]
-channel = "sms"
-sender = "TEST"
-
-[recipients]
-list_name = "{cid}"
-lists = ["{lst.name}"]
-""", encoding="utf-8")
-    return path
 
 
 def vn(y: int, m: int, d: int, hh: int = 0, mm: int = 0, ss: int = 0) -> dt.datetime:
