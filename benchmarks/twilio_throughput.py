@@ -119,7 +119,7 @@ def run_dispatcher(messages: int, threads: int, latency: float) -> dict[str, flo
     Twilio gateway to the fake (child process), outcomes in a temporary SQLite ledger."""
     import tempfile
 
-    from dispatch_throughput import Fixed, prepare  # type: ignore[import-not-found]
+    from dispatch_throughput import prepare  # type: ignore[import-not-found]
 
     from outreach.dispatch import Dispatcher
 

@@ -37,7 +37,6 @@ import selectors
 import socket
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ from twilio.request_validator import RequestValidator  # noqa: E402
 from outreach.db import Database  # noqa: E402
 from outreach.models import Base, Campaign, Delivery, DeliveryEvent, Recipient, Run  # noqa: E402
 from outreach.webhooks import create_app  # noqa: E402
+from tests.fakes import waitress_on_loopback  # noqa: E402
 
 TOKEN = "bench-auth-token-0123456789abcdef"
 PUBLIC = "https://hooks.example.vn"
@@ -204,36 +204,22 @@ def with_waitress(db: Database, n: int, threads: int, clients: int
                   ) -> tuple[float, float, float]:
     """Receipts/s through waitress, the HTTP client in a child process (as Twilio is remote);
     returns (rate, mean receipts per write transaction, server CPU ms per receipt)."""
-    import waitress
-    from waitress import wasyncore
-
     app = create_app(db, twilio_auth_token=TOKEN, public_base_url=PUBLIC)
     writer = app.extensions["outreach_receipts"]
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=threads)
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            wasyncore.loop(timeout=0.05, map=server._map, count=1)
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    address = ("127.0.0.1", server.effective_port)
     work = callbacks(n, first=n + 1)
-    parent, child = mp.Pipe()
-    proc = mp.Process(target=_client, args=(address, work, clients, child), daemon=True)
-    proc.start()
-    try:
-        started, cpu = time.perf_counter(), time.process_time()
-        parent.send("go")
-        codes = parent.recv()
-        rate = len(work) / (time.perf_counter() - started)
-        cpu_ms = (time.process_time() - cpu) / len(work) * 1000
-    finally:
-        proc.join(timeout=10)
-        stop.set()
-        thread.join()
-        server.close()
+    with waitress_on_loopback(app, threads=threads) as port:
+        parent, child = mp.Pipe()
+        proc = mp.Process(target=_client, args=(("127.0.0.1", port), work, clients, child),
+                          daemon=True)
+        proc.start()
+        try:
+            started, cpu = time.perf_counter(), time.process_time()
+            parent.send("go")
+            codes = parent.recv()
+            rate = len(work) / (time.perf_counter() - started)
+            cpu_ms = (time.process_time() - cpu) / len(work) * 1000
+        finally:
+            proc.join(timeout=10)
     assert codes == [204] * len(work), set(codes)
     return rate, len(work) / max(writer.transactions, 1), cpu_ms
 

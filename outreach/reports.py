@@ -77,8 +77,7 @@ def outcome(by_status: Mapping[str, int]) -> dict[str, Any]:
     "delivery_rate"}``; the rate is a float in [0, 1] rounded to 4 places, or None.
     """
     n = lambda group: sum(by_status.get(s, 0) for s in group)  # noqa: E731
-    delivered, failed, awaiting, not_sent = (n(DELIVERED_STATES), n(FAILED_STATES),
-                                             n(AWAITING_STATES), n(NOT_SENT_STATES))
+    delivered, failed, awaiting = n(DELIVERED_STATES), n(FAILED_STATES), n(AWAITING_STATES)
     total = sum(by_status.values())
     attempted = delivered + failed + awaiting
     return {"deliveries": total, "attempted": attempted, "delivered": delivered,

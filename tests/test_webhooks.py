@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import requests
 from click.testing import CliRunner
+from tests.fakes import waitress_on_loopback
 from tests.fakes.twilio_server import AUTH_TOKEN, FakeTwilio, twilio_server  # noqa: F401 (fixture)
 from flask import Blueprint, current_app
 from sqlalchemy import insert, select, update
@@ -281,25 +282,12 @@ class TestTwilioCallbacks:
         assert app.config["OUTREACH_DB"] is db
 
     def test_over_real_http_with_waitress_and_many_threads(self, db: Database) -> None:
-        import waitress
-        from waitress import wasyncore
-
         dids = [add_delivery(db, f"+849123450{i:02d}", sid=f"SM{i:032x}") for i in range(40)]
         app = create_app(db, twilio_auth_token=AUTH_TOKEN, public_base_url=PUBLIC)
-        server = waitress.create_server(app, host="127.0.0.1", port=0, threads=8)
-        stop = threading.Event()
-
-        def loop() -> None:
-            while not stop.is_set():
-                wasyncore.loop(timeout=0.05, map=server._map, count=1)
-
-        thread = threading.Thread(target=loop, daemon=True)
-        thread.start()
         validator = RequestValidator(AUTH_TOKEN)
-        base = f"http://127.0.0.1:{server.effective_port}"
         codes: list[int] = []
 
-        def post(did: int) -> None:
+        def post(base: str, did: int) -> None:
             with requests.Session() as session:
                 for status in ("sent", "delivered", "delivered"):
                     path = f"/webhooks/twilio/status/{did}"
@@ -309,16 +297,13 @@ class TestTwilioCallbacks:
                                               headers={"X-Twilio-Signature": signature}
                                               ).status_code)
 
-        try:
-            workers = [threading.Thread(target=post, args=(d,)) for d in dids]
+        with waitress_on_loopback(app, threads=8) as port:
+            workers = [threading.Thread(target=post, args=(f"http://127.0.0.1:{port}", d))
+                       for d in dids]
             for w in workers:
                 w.start()
             for w in workers:
                 w.join()
-        finally:
-            stop.set()
-            thread.join()
-            server.close()
         assert codes == [204] * 120
         with db.engine.connect() as conn:
             assert conn.execute(select(Delivery.status)).scalars().all() == ["delivered"] * 40

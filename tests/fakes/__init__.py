@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -25,3 +27,27 @@ def isolate(monkeypatch: pytest.MonkeyPatch, env: Iterable[str] = ()) -> None:
         return real_connect(sock, address)
 
     monkeypatch.setattr(socket.socket, "connect", connect)
+
+
+@contextlib.contextmanager
+def waitress_on_loopback(app: Any, *, threads: int) -> Iterator[int]:
+    """Serve the WSGI ``app`` with waitress (``threads`` workers) on 127.0.0.1 from a
+    background thread; yields the port, and stops and closes the server on exit."""
+    import waitress
+    from waitress import wasyncore
+
+    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=threads)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            wasyncore.loop(timeout=0.05, map=server._map, count=1)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield server.effective_port
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
