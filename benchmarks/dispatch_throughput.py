@@ -1,4 +1,4 @@
-"""Dispatcher throughput, printed (run by hand; never a timed assertion in tests).
+"""Send engine throughput, printed (run by hand; never a timed assertion in tests).
 
   (a) python benchmarks/dispatch_throughput.py mock      100,000 recipients, mock gateway, SQLite log
   (b) python benchmarks/dispatch_throughput.py latency   gateway answering in 100 ms, 64 in flight
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from outreach import recipients, runs  # noqa: E402
 from outreach.clock import VN_TZ, Clock  # noqa: E402
-from outreach.dispatch import Dispatcher  # noqa: E402
+from outreach.engine import send_run  # noqa: E402
 from outreach.gateways.mock import MockGateway  # noqa: E402
 from tests.helpers import fresh_db, load, write_campaign  # noqa: E402
 
@@ -85,7 +85,7 @@ def main() -> None:
             gw = MockGateway()
             before = peak_mb()
             t0 = time.perf_counter()
-            rep = Dispatcher(db, spec, run_id, {"sms": gw}, clock=clock, batch_size=2000).run()
+            rep = send_run(db, spec, run_id, {"sms": gw}, clock=clock, batch_size=2000)
             el = time.perf_counter() - t0
             print(f"(a) mock gateway ({args.concurrency} in flight), SQLite log: {n} messages in "
                   f"{el:.2f} s = {n / el:,.0f} msg/s; "
@@ -95,7 +95,7 @@ def main() -> None:
             spec, db, clock, run_id = prepare(tmp, n, 0, 64)
             gw = MockGateway(latency=0.1)
             t0 = time.perf_counter()
-            rep = Dispatcher(db, spec, run_id, {"sms": gw}, clock=clock, batch_size=1000).run()
+            rep = send_run(db, spec, run_id, {"sms": gw}, clock=clock, batch_size=1000)
             el = time.perf_counter() - t0
             print(f"(b) gateway answering in 100 ms, 64 in flight: {n} messages in {el:.2f} s = "
                   f"{n / el:,.0f} msg/s; {rep.counts}")
@@ -104,7 +104,7 @@ def main() -> None:
             spec, db, clock, run_id = prepare(tmp, n, 50, 8)
             gw = MockGateway()
             t0 = time.perf_counter()
-            rep = Dispatcher(db, spec, run_id, {"sms": gw}, clock=clock, batch_size=100).run()
+            rep = send_run(db, spec, run_id, {"sms": gw}, clock=clock, batch_size=100)
             el = time.perf_counter() - t0
             stamps = sorted(t for t, _ in gw.attempts)
             j = worst = 0

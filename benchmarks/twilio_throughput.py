@@ -7,7 +7,7 @@ Run by hand (never a timed test)::
     .venv/bin/python benchmarks/twilio_throughput.py --same-process  # fake shares our GIL
     .venv/bin/python benchmarks/twilio_throughput.py --dispatcher    # whole send path, SQLite
 
-``--dispatcher`` sends a run through :class:`outreach.dispatch.Dispatcher` (claim, rate limiter,
+``--dispatcher`` sends a run through :func:`outreach.engine.send_run` (claim, rate limiter,
 window check, retries, outcomes recorded in a SQLite ledger) with the Twilio gateway and
 ``--threads`` in flight, instead of calling ``send`` from a bare thread pool.
 
@@ -121,7 +121,7 @@ def run_dispatcher(messages: int, threads: int, latency: float) -> dict[str, flo
 
     from dispatch_throughput import prepare  # type: ignore[import-not-found]
 
-    from outreach.dispatch import Dispatcher
+    from outreach.engine import send_run
 
     with fake(latency, False) as (options, count), tempfile.TemporaryDirectory() as d:
         spec, db, clock, run_id = prepare(Path(d), messages, 0, threads)
@@ -129,7 +129,7 @@ def run_dispatcher(messages: int, threads: int, latency: float) -> dict[str, flo
                               "status_callback_base": "https://hooks.example.vn",
                               "validity_period": 3600})
         started, cpu = time.perf_counter(), time.process_time()
-        rep = Dispatcher(db, spec, run_id, {"sms": gw}, clock=clock, batch_size=1000).run()
+        rep = send_run(db, spec, run_id, {"sms": gw}, clock=clock, batch_size=1000)
         elapsed = time.perf_counter() - started
         cpu_ms = (time.process_time() - cpu) / messages * 1000
         gw.close()
@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--same-process", action="store_true",
                         help="run the fake in this process (it then competes for the GIL)")
     parser.add_argument("--dispatcher", action="store_true",
-                        help="send a run through the Dispatcher with a SQLite ledger")
+                        help="send a run through the send engine with a SQLite ledger")
     args = parser.parse_args()
     logging.getLogger("urllib3").setLevel(logging.ERROR)
     if args.dispatcher:

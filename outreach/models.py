@@ -304,14 +304,14 @@ class GatewayToken(Base):
     updated_at: Mapped[Timestamp]
 
 
-class RateWindow(Base):
-    """Tokens taken from a gateway's rate limit in one second, shared by all workers."""
+class RateLimit(Base):
+    """A gateway's rate limit shared by all workers: the theoretical arrival time of its next
+    free slot (GCRA, :class:`outreach.ratelimit.SharedRateLimiter`), epoch microseconds."""
 
-    __tablename__ = "rate_windows"
+    __tablename__ = "rate_limits"
 
     gateway: Mapped[str] = mapped_column(String(32), primary_key=True)
-    second: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    used: Mapped[int] = mapped_column(Integer, default=0)
+    tat_us: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class Schedule(Base):

@@ -10,15 +10,16 @@ from typing import Any
 
 from sqlalchemy import select
 
-from outreach import audit, recipients, runs, states
+from outreach import audit, engine, recipients, runs, runstates, states
 from outreach import text as textmod
 from outreach.campaigns import CampaignSpec
 from outreach.clock import SYSTEM_CLOCK, Clock, vn_today
 from outreach.db import Database, retry_write
-from outreach.dispatch import DispatchReport, Dispatcher, stale_sending
+from outreach.engine import RunReport
 from outreach.gateways import base as gwbase
-from outreach.gateways import default_gateway_name, make_gateway
+from outreach.gateways import build_gateways, gateway_names_for, run_gateway_names
 from outreach.models import Delivery, Run
+from outreach.reconcile import stale_sending
 
 
 class OperatorError(Exception):
@@ -35,34 +36,10 @@ class LaunchResult:
     window_note: str | None
     import_summary: recipients.ImportSummary | None
     plan: runs.RunPlan | None
-    report: DispatchReport | None = None
+    report: RunReport | None = None
     nothing_new: bool = False
     message: dict[str, Any] = field(default_factory=dict)
     duration_s: float | None = None
-
-
-def gateway_names_for(spec: CampaignSpec, override: str | None) -> dict[str, str]:
-    """Channel -> gateway name: ``--gateway`` (applies to every channel), else the channel's
-    ``gateway`` in the campaign file, else the default for that channel."""
-    out = {}
-    for ch in spec.channels:
-        out[ch.channel] = override or ch.gateway or default_gateway_name(ch.channel)
-    return out
-
-
-def build_gateways(names: dict[str, str], db: Database, clock: Clock = SYSTEM_CLOCK,
-                   **options: Any) -> dict[str, gwbase.Gateway]:
-    """Instantiate each channel's gateway (raises ConfigurationError, no network)."""
-    built: dict[str, gwbase.Gateway] = {}
-    for channel, name in names.items():
-        opts = dict(options.get(name, {}))
-        if name in ("mock", "outbox"):
-            opts.setdefault("channel", channel)
-        if name == "zalo":
-            opts.setdefault("db", db)
-            opts.setdefault("clock", clock)
-        built[channel] = make_gateway(name, **opts)
-    return built
 
 
 def check_window(spec: CampaignSpec, gateways: dict[str, gwbase.Gateway], now: dt.datetime,
@@ -179,9 +156,9 @@ def launch(db: Database, spec: CampaignSpec, *, gateway: str | None = None, dry_
         return result
     if not dispatch:
         return result
-    result.report = Dispatcher(db, spec, plan.run_id, gateways, clock=clock,
-                               override_window=override_window, progress=progress,
-                               stop_event=stop_event).run()
+    result.report = engine.send_run(db, spec, plan.run_id, gateways, clock=clock,
+                                    override_window=override_window, progress=progress,
+                                    stop_event=stop_event)
     return result
 
 
@@ -213,27 +190,24 @@ def resume(db: Database, spec: CampaignSpec, *, gateway: str | None = None,
            gateway_options: dict[str, Any] | None = None,
            progress: Callable[[int, int], None] | None = None,
            stop_event: threading.Event | None = None,
-           gateways: dict[str, gwbase.Gateway] | None = None) -> DispatchReport:
+           gateways: dict[str, gwbase.Gateway] | None = None) -> RunReport:
     """Continue an unfinished run: interrupted sends are reconciled first, never resent blindly."""
     run = find_run(db, spec.id, run_id)
-    if run.text_sha256 != spec.text_sha256:
-        raise OperatorError(f"run #{run.id} was created with another text "
-                            f"({run.text_sha256[:12]}…) than the campaign file now has "
-                            f"({spec.text_sha256[:12]}…); refusing to send a different message")
-    names = dict((run.options or {}).get("gateways") or gateway_names_for(spec, gateway))
-    if gateway:
-        names = {ch: gateway for ch in names}
+    engine.check_text(run, spec)
+    names = run_gateway_names(run.options, spec, gateway)
     if gateways is None:
         gateways = build_gateways(names, db, clock, **(gateway_options or {}))
     now = clock.now()
     with db.engine.begin() as conn:
-        runs.set_status(conn, run.id, "running" if run.started_at else "created", None, now=now)
+        runstates.move(conn, run.id, runstates.RUNNING if run.started_at else runstates.CREATED,
+                       None, now=now)
         audit.record(conn, "resume", operator=operator, campaign_id=spec.id,
                      text_sha256=spec.text_sha256, now=now,
                      details={"run_id": run.id, "override_window": override_window,
                               "allow_late": allow_late})
-    return Dispatcher(db, spec, run.id, gateways, clock=clock, override_window=override_window,
-                      allow_late=allow_late, progress=progress, stop_event=stop_event).run()
+    return engine.send_run(db, spec, run.id, gateways, clock=clock,
+                           override_window=override_window, allow_late=allow_late,
+                           progress=progress, stop_event=stop_event)
 
 
 @retry_write
@@ -245,15 +219,15 @@ def set_run_state(db: Database, campaign_id: str, action: str, *, operator: str 
     run = find_run(db, campaign_id)
     with db.engine.begin() as conn:
         if action == "pause":
-            runs.set_status(conn, run.id, "paused", f"paused by {operator or 'the operator'}",
-                            now=now)
+            runstates.move(conn, run.id, runstates.PAUSED,
+                           f"paused by {operator or 'the operator'}", now=now)
         elif action == "cancel":
             ids = conn.execute(select(Delivery.id).where(Delivery.run_id == run.id,
                                                          Delivery.status == states.QUEUED)).scalars().all()
             states.apply(conn, [states.Change(i, states.SKIPPED, {"error_reason": "cancelled"})
                                 for i in ids], source="operator", now=now)
-            runs.set_status(conn, run.id, "cancelled", f"cancelled by {operator or 'the operator'}",
-                            now=now)
+            runstates.move(conn, run.id, runstates.CANCELLED,
+                           f"cancelled by {operator or 'the operator'}", now=now)
         else:
             raise ValueError(action)
         audit.record(conn, action, operator=operator, campaign_id=campaign_id,
@@ -291,8 +265,8 @@ def resend(db: Database, spec: CampaignSpec, *, statuses: tuple[str, ...] = (sta
     if plan.run_id is None:
         result.nothing_new = True
         return result
-    result.report = Dispatcher(db, spec, plan.run_id, gateways, clock=clock,
-                               override_window=override_window, progress=progress).run()
+    result.report = engine.send_run(db, spec, plan.run_id, gateways, clock=clock,
+                                    override_window=override_window, progress=progress)
     return result
 
 

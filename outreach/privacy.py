@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, select, true, update
 
-from outreach import audit, states
+from outreach import audit, runstates, states
 from outreach.clock import vn_today
 from outreach.db import Database
 from outreach.models import (Campaign, Delivery, DeliveryEvent, ListMember, PendingReceipt,
@@ -122,7 +122,6 @@ def campaign_eligibility(conn: Connection, older_than_days: int, now: dt.datetim
     not ended; and the last activity (delivery update, run end, campaign update) older than
     ``older_than_days`` days before ``now``.
     """
-    from outreach.runs import ACTIVE_RUN_STATES
 
     cutoff = now - dt.timedelta(days=older_than_days)
     today = vn_today(now)
@@ -132,7 +131,7 @@ def campaign_eligibility(conn: Connection, older_than_days: int, now: dt.datetim
                          .order_by(Campaign.id)).all()
     for cid, updated_at, definition in camps:
         active = conn.execute(select(Run.id, Run.status).where(
-            Run.campaign_id == cid, Run.status.in_(ACTIVE_RUN_STATES))).first()
+            Run.campaign_id == cid, Run.status.in_(runstates.ACTIVE))).first()
         if active:
             refused[cid] = f"run #{active.id} is {active.status}"
             continue

@@ -1,70 +1,117 @@
-"""A gateway's rate limit shared by every worker on one database (``rate_windows`` table)."""
+"""Rate limits: one process's sliding log, and a gateway's limit shared by every worker on one
+database (GCRA in the ``rate_limits`` table)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
-import math
 import random
 import threading
+from collections import deque
+from typing import Any
 
-from sqlalchemy import delete, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select, text
 
 from outreach.clock import SYSTEM_CLOCK, Clock
 from outreach.db import Database
-from outreach.models import RateWindow
-
-log = logging.getLogger(__name__)
-
-#: Windows older than this many seconds are deleted (they only serve inspection).
-KEEP_SECONDS = 600
-#: How often (seconds) one limiter prunes old windows.
-PRUNE_EVERY_SECONDS = 60.0
-#: A token is only used if it was granted at least this long (seconds) before its window ends.
-GRANT_MARGIN_SECONDS = 0.05
+from outreach.models import RateLimit
 
 _UPSERT = """
-ON CONFLICT (gateway, second) DO UPDATE SET used = rate_windows.used + :n
-WHERE rate_windows.used + :n <= :limit
-RETURNING used"""
-_TAKE = text("INSERT INTO rate_windows (gateway, second, used) VALUES (:g, :s, :n)" + _UPSERT)
-_TAKE_PG = text("INSERT INTO rate_windows (gateway, second, used) SELECT :g, :s, :n "
-                "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed" + _UPSERT)
+ON CONFLICT (gateway) DO UPDATE SET tat_us = {greatest}(rate_limits.tat_us, :now) + :t
+WHERE rate_limits.tat_us <= :now + :ahead
+RETURNING tat_us"""
+_TAKE = text("INSERT INTO rate_limits (gateway, tat_us) VALUES (:g, :now + :t)"
+             + _UPSERT.format(greatest="max"))
+_TAKE_PG = text("INSERT INTO rate_limits (gateway, tat_us) SELECT :g, :now + :t "
+                "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed"
+                + _UPSERT.format(greatest="GREATEST"))
+_BLOCK_SQL = ("INSERT INTO rate_limits (gateway, tat_us) VALUES (:g, :until) ON CONFLICT (gateway) "
+              "DO UPDATE SET tat_us = {greatest}(rate_limits.tat_us, :until)")
+_BLOCK = text(_BLOCK_SQL.format(greatest="max"))
+_BLOCK_PG = text(_BLOCK_SQL.format(greatest="GREATEST"))
+
+
+class RateLimiter:
+    """At most ``rate`` units (messages or segments) in any one-second window.
+
+    A sliding log of the last second's sends (not a token bucket, which allows a burst of
+    twice the rate across a window boundary). ``block_until`` holds every sender back, e.g.
+    for a provider's Retry-After. ``rate`` 0 means unlimited. Thread-safe.
+    """
+
+    #: The window is a little longer than one second: a thread may be descheduled between
+    #: taking its slot and its request leaving, so without a margin two requests that were a
+    #: second apart here could arrive less than a second apart at the provider.
+    WINDOW = 1.05
+
+    def __init__(self, rate: float, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.rate = rate
+        self.clock = clock
+        self._log: deque[tuple[float, int]] = deque()
+        self._used = 0
+        self._blocked_until = 0.0
+        self._lock = threading.Lock()
+
+    def block_until(self, t: float) -> None:
+        with self._lock:
+            self._blocked_until = max(self._blocked_until, t)
+
+    def acquire(self, units: int = 1) -> None:
+        while True:
+            with self._lock:
+                now = self.clock.monotonic()
+                wait = self._blocked_until - now
+                if wait <= 0:
+                    if not self.rate:
+                        return
+                    while self._log and self._log[0][0] <= now - self.WINDOW:
+                        self._used -= self._log.popleft()[1]
+                    units_eff = min(units, int(self.rate)) or 1
+                    if self._used + units_eff <= self.rate:
+                        self._log.append((now, units_eff))
+                        self._used += units_eff
+                        return
+                    wait = self._log[0][0] + self.WINDOW - now
+            self.clock.sleep(max(wait, 0.0005))
+
+
+#: how late (µs) after its slot began a send may still use it (see SharedRateLimiter)
+LATE_SECONDS_US = 40_000
 
 
 class SharedRateLimiter:
-    """At most ``rate`` units (messages or segments) per gateway in each one-second window,
-    counted for all processes and machines together in the ``rate_windows`` table.
+    """At most ``rate`` units (messages or segments) per gateway in every sliding second, for
+    all processes and machines together: GCRA (the generic cell rate algorithm, virtual
+    scheduling; ITU-T I.371 annex A) kept in the ``rate_limits`` table.
 
-    Window ``s`` is the epoch second ``floor(clock.now().timestamp())``; the hosts' clocks are
-    assumed NTP-synchronised (the leases make the same assumption). Taking ``units`` is one
-    atomic statement, so two workers can never both take the last token::
+    The table holds, per gateway, the theoretical arrival time (TAT, epoch microseconds) of
+    the next free slot. Taking ``units`` reserves the next ``units × interval`` of it in one
+    atomic statement, so two workers can never take the same slot::
 
-        INSERT INTO rate_windows (gateway, second, used) VALUES (:g, :s, :n)
-        ON CONFLICT (gateway, second) DO UPDATE SET used = rate_windows.used + :n
-          WHERE rate_windows.used + :n <= :limit
-        RETURNING used
+        INSERT INTO rate_limits (gateway, tat_us) VALUES (:g, :now + :t)
+        ON CONFLICT (gateway) DO UPDATE SET tat_us = max(rate_limits.tat_us, :now) + :t
+          WHERE rate_limits.tat_us <= :now + :ahead
+        RETURNING tat_us
 
-    On PostgreSQL the statement runs on its own (autocommit) with ``synchronous_commit`` off
-    for that one transaction: one round trip, no wait for the WAL flush. No row returned
-    means the window is full: the caller sleeps until the next second (plus a few
-    milliseconds of jitter so the workers do not all retry at the same instant) and tries
-    again. A token granted within ``GRANT_MARGIN_SECONDS`` of its window's end (a slow round
-    trip) is given up and the message waits for the next window, so that a message counted in
-    one second does not reach the provider in the next. Like
-    :class:`outreach.dispatch.RateLimiter`, a message larger than the whole limit takes the
-    whole limit, so it still goes out alone in its second.
+    The caller then sleeps until its slot begins and sends; a caller that wakes (or hears from
+    the database) more than 40 ms after its slot began gives the slot up and takes another, so
+    a stalled thread cannot crowd the slots after its own. ``interval`` is
+    ``WINDOW / rate`` seconds with the same 5 % margin as :class:`RateLimiter`, so the starts
+    of consecutive sends are at least that far apart and any one-second span at the provider
+    holds at most ``rate`` of them (``floor(rate / 1.05) + 1 ≤ rate``), across a window
+    boundary too — unlike counting fixed one-second windows, which let up to twice the rate
+    through. A slot is reserved at most ``AHEAD_SECONDS`` ahead; a caller further back sleeps
+    and asks again. A message larger than the whole limit takes one second of slots, so it
+    still goes out alone in its second.
 
-    Fixed one-second windows, not a sliding log: a one-second span that straddles a window
-    boundary can see up to twice ``rate`` (the end of one window, the start of the next).
-
-    ``block_until(t)`` (``t`` on ``clock.monotonic()``, seconds) holds back this process and,
-    through the table, every other one: the seconds up to ``t`` are filled to the limit, which
-    is how a provider's Retry-After reaches all workers. ``rate`` must be > 0 (0 means
-    unlimited and needs no limiter). Works on PostgreSQL and SQLite ≥ 3.35. Database errors
-    propagate (SQLAlchemy exceptions). Thread-safe: each call uses its own connection.
+    ``block_until(t)`` (``t`` on ``clock.monotonic()``, seconds) moves the TAT to ``t`` for this
+    process and, through the table, every other one: how a provider's Retry-After reaches all
+    workers. Times come from ``clock.now()``: the hosts' clocks are assumed NTP-synchronised
+    (the leases make the same assumption). ``rate`` must be > 0. Works on PostgreSQL and
+    SQLite ≥ 3.35. Database errors propagate (SQLAlchemy exceptions). Thread-safe.
     """
+
+    #: how far ahead (seconds) a slot may be reserved; a caller sleeps at most this long
+    AHEAD_SECONDS = 0.25
 
     def __init__(self, db: Database, gateway: str, rate: float, *,
                  clock: Clock = SYSTEM_CLOCK) -> None:
@@ -75,83 +122,89 @@ class SharedRateLimiter:
         self.rate = rate
         self.limit = max(int(rate), 1)
         self.clock = clock
+        self.interval_us = int(RateLimiter.WINDOW / rate * 1_000_000)
+        # a slot is used only this close to its start (µs): with every send at most D late,
+        # a one-second span holds sends of slots within 1 + D s, at most (1 + D) / interval =
+        # (1 + D) × rate / 1.05, fewer than ``rate`` while D < 0.05 s (10 ms kept for the send)
+        self.late_us = LATE_SECONDS_US
         self._blocked_until = 0.0
-        self._next_prune = 0.0
         self._lock = threading.Lock()
         self._postgresql = db.engine.dialect.name == "postgresql"
-        self._insert = postgresql.insert if self._postgresql else sqlite.insert
+        self._take_sql = _TAKE_PG if self._postgresql else _TAKE
 
-    # -- taking tokens ----------------------------------------------------------------------
     def acquire(self, units: int = 1) -> None:
-        """Block until ``units`` fit into the current window of this gateway, then take them."""
+        """Block until a slot of ``units`` is this caller's, then return at its start."""
         n = min(max(units, 1), self.limit)
+        t = n * self.interval_us
+        ahead = int(self.AHEAD_SECONDS * 1_000_000)
         while True:
             with self._lock:
                 wait = self._blocked_until - self.clock.monotonic()
             if wait > 0:
                 self.clock.sleep(wait)
                 continue
-            self._maybe_prune()  # now, not between the grant and the send
-            now = self.clock.now().timestamp()
-            second = math.floor(now)
-            if now < second + 1 - GRANT_MARGIN_SECONDS and self._take(second, n):
-                if self.clock.now().timestamp() < second + 1 - GRANT_MARGIN_SECONDS:
+            now = _us(self.clock.now())
+            tat = self._take(now, t, ahead)
+            if tat is not None:
+                start = tat - t  # this slot begins here
+                if start > now:
+                    self.clock.sleep((start - now) / 1_000_000)
+                if _us(self.clock.now()) - start <= self.late_us:
                     return
-                # granted too late to go out within its second: the token is given up rather
-                # than spent in the next window, which may be full
+                # woken (or answered) too late for this slot: sending now would crowd the
+                # slots after it, so the slot is given up and another one taken
                 continue
-            self.clock.sleep(second + 1 - now + random.uniform(0.0005, 0.005))
+            current = self._tat()
+            self.clock.sleep(max((current - ahead - now) / 1_000_000, 0.0005)
+                             + random.uniform(0, 0.002))
 
-    def _take(self, second: int, n: int) -> bool:
-        params = {"g": self.gateway, "s": second, "n": n, "limit": self.limit}
+    def _take(self, now: int, t: int, ahead: int) -> int | None:
+        params = {"g": self.gateway, "now": now, "t": t, "ahead": ahead}
         if self._postgresql:
-            # one round trip, committed by itself without waiting for the WAL flush: a token
-            # count lost in a server crash is harmless, and the flush cost 4× the statement
+            # one round trip, committed by itself without waiting for the WAL flush: a slot
+            # lost in a server crash only makes the next sender wait a little less
             with self.db.engine.connect() as conn:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-                return conn.execute(_TAKE_PG, params).first() is not None
-        with self.db.engine.begin() as conn:
-            return conn.execute(_TAKE, params).first() is not None
+                row = conn.execute(self._take_sql, params).first()
+        else:
+            with self.db.engine.begin() as conn:
+                row = conn.execute(self._take_sql, params).first()
+        return None if row is None else int(row[0])
 
-    # -- holding every worker back ------------------------------------------------------------
+    def _tat(self) -> int:
+        with self.db.engine.connect() as conn:
+            return int(conn.execute(select(RateLimit.tat_us).where(
+                RateLimit.gateway == self.gateway)).scalar() or 0)
+
     def block_until(self, t: float) -> None:
         """Send nothing through this gateway before monotonic time ``t`` (seconds), here and in
-        every other worker (the windows up to then are marked full)."""
+        every other worker (the TAT is moved there)."""
         with self._lock:
             self._blocked_until = max(self._blocked_until, t)
-        now = self.clock.now().timestamp()
-        until = now + max(t - self.clock.monotonic(), 0.0)
-        seconds = range(math.floor(now), math.ceil(until))
-        if not seconds:
-            return
-        stmt = self._insert(RateWindow).values(
-            [{"gateway": self.gateway, "second": s, "used": self.limit} for s in seconds])
-        stmt = stmt.on_conflict_do_update(index_elements=[RateWindow.gateway, RateWindow.second],
-                                          set_={"used": self.limit})
+        until = _us(self.clock.now()) + round(max(t - self.clock.monotonic(), 0.0) * 1_000_000)
+        params = {"g": self.gateway, "until": until}
         with self.db.engine.begin() as conn:
-            conn.execute(stmt)
+            conn.execute(_BLOCK_PG if self._postgresql else _BLOCK, params)
 
-    # -- housekeeping -----------------------------------------------------------------------
-    def _maybe_prune(self) -> None:
-        mono = self.clock.monotonic()
-        with self._lock:
-            if mono < self._next_prune:
-                return
-            self._next_prune = mono + PRUNE_EVERY_SECONDS
-        oldest = math.floor(self.clock.now().timestamp()) - KEEP_SECONDS
-        with self.db.engine.begin() as conn:
-            gone = conn.execute(delete(RateWindow).where(
-                RateWindow.gateway == self.gateway, RateWindow.second < oldest)).rowcount
-        if gone:
-            log.debug("pruned %d rate windows of %s", gone, self.gateway)
-
-    def usage(self, since: dt.datetime | None = None) -> dict[int, int]:
-        """Epoch second -> units taken, for this gateway (inspection and tests)."""
-        stmt = select(RateWindow.second, RateWindow.used).where(RateWindow.gateway == self.gateway)
-        if since is not None:
-            stmt = stmt.where(RateWindow.second >= math.floor(since.timestamp()))
-        with self.db.engine.connect() as conn:
-            return {s: u for s, u in conn.execute(stmt.order_by(RateWindow.second))}
+    def next_slot(self) -> dt.datetime | None:
+        """When the next slot of this gateway begins (aware UTC), None before the first send
+        (inspection and tests)."""
+        tat = self._tat()
+        return dt.datetime.fromtimestamp(tat / 1_000_000, dt.timezone.utc) if tat else None
 
 
-__all__ = ["SharedRateLimiter", "KEEP_SECONDS"]
+def _us(when: dt.datetime) -> int:
+    return round(when.timestamp() * 1_000_000)
+
+
+def limiter_for(db: Database, gateway: str, rate: float | None, *, shared: bool,
+                clock: Clock = SYSTEM_CLOCK) -> Any:
+    """The limiter a sending process uses for one gateway: shared through the database
+    (:class:`SharedRateLimiter`) when ``shared`` and the database is PostgreSQL and a rate is
+    set, else this process's own :class:`RateLimiter` (``rate`` None or 0: unlimited)."""
+    if shared and rate and db.engine.dialect.name == "postgresql":
+        return SharedRateLimiter(db, gateway, rate, clock=clock)
+    return RateLimiter(rate or 0, clock)
+
+
+__all__ = ["RateLimiter", "SharedRateLimiter", "limiter_for"]

@@ -10,14 +10,12 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from outreach import states, suppression
+from outreach import runstates, states, suppression
 from outreach import text as textmod
 from outreach.campaigns import CampaignSpec
 from outreach.clock import vn_today
 from outreach.models import Campaign, Delivery, ListMember, Recipient, Run
 
-ACTIVE_RUN_STATES = ("created", "running", "paused", "waiting", "expired")
-RUN_STATES = ACTIVE_RUN_STATES + ("completed", "cancelled", "missed")
 
 
 class RunError(Exception):
@@ -76,7 +74,7 @@ def sync_campaign(conn: Connection, spec: CampaignSpec, *, now: dt.datetime,
 
 def active_run(conn: Connection, campaign_id: str) -> Run | None:
     r = conn.execute(select(Run.__table__).where(Run.campaign_id == campaign_id,
-                                                 Run.status.in_(ACTIVE_RUN_STATES))
+                                                 Run.status.in_(runstates.ACTIVE))
                      .order_by(Run.id.desc())).mappings().first()
     return _run_obj(r)
 
@@ -92,22 +90,6 @@ def _run_obj(r: Any) -> Run | None:
     for k, v in r.items():
         setattr(run, k, v)
     return run
-
-
-def set_status(conn: Connection, run_id: int, status: str, reason: str | None = None, *,
-               now: dt.datetime) -> None:
-    """Set a run's status and reason. A cancelled run stays cancelled: a dispatcher that
-    finishes its batch after the operator cancelled (and then pauses, waits or completes) does
-    not undo the operator's decision."""
-    values: dict[str, Any] = {"status": status, "status_reason": reason}
-    if status == "running":
-        values["started_at"] = func.coalesce(Run.started_at, now)
-    if status in ("completed", "cancelled", "missed"):
-        values["finished_at"] = now
-    stmt = update(Run).where(Run.id == run_id)
-    if status != "cancelled":
-        stmt = stmt.where(Run.status != "cancelled")
-    conn.execute(stmt.values(**values))
 
 
 def create_run(conn: Connection, spec: CampaignSpec, *, kind: str, gateway_names: dict[str, str],
@@ -133,7 +115,7 @@ def create_run(conn: Connection, spec: CampaignSpec, *, kind: str, gateway_names
     gw = gateway_names[first.channel]
     run_id = conn.execute(insert(Run).values(
         campaign_id=spec.id, run_key=run_key or f"{kind}:{now.isoformat()}", kind=kind,
-        run_date=run_date, status="created", gateway=gw, text_sha256=spec.text_sha256,
+        run_date=run_date, status=runstates.CREATED, gateway=gw, text_sha256=spec.text_sha256,
         due_at=due_at or now, created_at=now, operator=operator,
         options={"gateways": gateway_names})).inserted_primary_key[0]
     if resend_statuses:

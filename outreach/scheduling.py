@@ -8,7 +8,7 @@ the same database changes nothing:
 * :func:`due_runs`: which firings are owed at an instant, and which are missed (pure).
 * :func:`tick`: the one function a scheduler process calls (every poll and at each firing):
   continues earlier runs, records missed days, creates today's run exactly once and sends it
-  with the same :class:`~outreach.dispatch.Dispatcher` as a manual launch.
+  with the same send engine as a manual launch (:func:`outreach.engine.send_run`).
 * :func:`register`, :func:`set_paused`, :func:`remove`, :func:`list_schedules`: the
   ``outreach schedule`` commands.
 
@@ -31,33 +31,27 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from outreach import audit, campaigns, recipients, runs, states
+from outreach import audit, campaigns, engine, leases, recipients, runs, runstates, states
 from outreach.campaigns import CampaignError, CampaignSpec
 from outreach.clock import SYSTEM_CLOCK, UTC, VN_TZ, Clock
 from outreach.db import Database, is_locked_error, retry_write
-from outreach.dispatch import (LEASE_SECONDS, DispatchReport, Dispatcher, local_pid, owner_id,
-                               pid_alive, stale_sending)
+from outreach.engine import INTERRUPTED_REASON, RunReport
+from outreach.gateways import GatewayCache, gateway_names_for, run_gateway_names
 from outreach.gateways import base as gwbase
 from outreach.listfiles import ListFileError
 from outreach.models import AuditEntry, Campaign, Delivery, Run, Schedule
-from outreach.ops import OperatorError, build_gateways, gateway_names_for
+from outreach.ops import OperatorError
+from outreach.reconcile import stale_sending
 
 log = logging.getLogger(__name__)
 
-#: The reason :class:`~outreach.dispatch.Dispatcher` records when its stop event is set
-#: (SIGTERM, Ctrl-C): such a run is continued by the next scheduler tick. A run paused with any
-#: other reason (``outreach campaign pause``, a gateway error) waits for the operator.
-INTERRUPTED_REASON = "interrupted by the operator"
-
-#: A ``running`` run with no live dispatcher and no delivery activity for this long (seconds) was
-#: left by a crashed process and is continued; the same length as a delivery lease.
-ABANDONED_AFTER_SECONDS = LEASE_SECONDS
+#: A ``running`` run with no live sender and no delivery activity for this long (seconds) was
+#: left by a crashed process and is continued: five delivery leases, so a sender on another
+#: host that is only slow (a long Retry-After) is never taken for dead.
+ABANDONED_AFTER_SECONDS = 5 * leases.LEASE_SECONDS
 
 #: ``gateways_factory(names)``: channel -> gateway name in, channel -> gateway instance out.
 GatewaysFactory = Callable[[dict[str, str]], dict[str, gwbase.Gateway]]
-
-_MY_OWNERS: set[str] = set()  # dispatcher owner ids created by this process
-_MY_OWNERS_LOCK = threading.Lock()
 
 
 # -- fire times (pure) -----------------------------------------------------------------------
@@ -215,7 +209,7 @@ class TickResult:
     action: str
     day: dt.date | None = None
     run_id: int | None = None
-    report: DispatchReport | None = None
+    report: RunReport | None = None
     detail: str | None = None
 
     def describe(self) -> str:
@@ -265,7 +259,7 @@ def tick(db: Database, clock: Clock = SYSTEM_CLOCK, *, gateways_factory: Gateway
 
     ``now`` (aware, default ``clock.now()``) is the instant decisions are made at; the
     dispatcher keeps time with ``clock``. ``gateways_factory`` builds the gateways (default:
-    :func:`outreach.ops.build_gateways`); ``gateway`` overrides every channel's gateway name;
+    :func:`outreach.gateways.build_gateways`); ``gateway`` overrides every channel's gateway name;
     ``stop_event`` stops between campaigns and inside a dispatch (in-flight sends finish and are
     recorded). Errors of one campaign (file, list, text changed, gateway configuration, busy
     database) become a ``TickResult`` with action ``error``; other campaigns go on.
@@ -276,14 +270,8 @@ def tick(db: Database, clock: Clock = SYSTEM_CLOCK, *, gateways_factory: Gateway
         scheds = conn.execute(select(Schedule.campaign_id, Schedule.paused, Schedule.updated_at)
                               .order_by(Schedule.campaign_id)).all()
     results: list[TickResult] = []
-    built: dict[tuple[tuple[str, str], ...], dict[str, gwbase.Gateway]] = {}
-
-    def gateways_for(names: dict[str, str]) -> dict[str, gwbase.Gateway]:
-        key = tuple(sorted(names.items()))
-        if key not in built:
-            built[key] = (gateways_factory(names) if gateways_factory
-                          else build_gateways(names, db))
-        return built[key]
+    cache = GatewayCache(db, factory=gateways_factory)
+    gateways_for = cache.get
 
     try:
         for s in scheds:
@@ -307,10 +295,7 @@ def tick(db: Database, clock: Clock = SYSTEM_CLOCK, *, gateways_factory: Gateway
                 results.append(TickResult(s.campaign_id, "error",
                                           detail=f"internal error: {type(exc).__name__}: {exc}"))
     finally:
-        if gateways_factory is None:
-            for gws in built.values():
-                for g in gws.values():
-                    g.close()
+        cache.close()
     for r in results:  # INFO: the command line prints each result for the operator itself
         log.info("scheduler: %s", r.describe())
     return results
@@ -335,7 +320,7 @@ def _tick_campaign(db: Database, clock: Clock, now: dt.datetime, cid: str,
         res = _create_day_run(db, spec, due, names, now, operator)
         out.append(res)
         if res.action == "created" and res.run_id is not None:
-            res.report = _claim_and_dispatch(db, clock, now, spec, res.run_id, "created",
+            res.report = _claim_and_dispatch(db, clock, now, spec, res.run_id, runstates.CREATED,
                                              gateways_for(names), stop_event)
             if res.report is None:
                 res.detail = "sent by another scheduler process"
@@ -390,7 +375,7 @@ def _record_missed(db: Database, spec: CampaignSpec, due: Due, names: dict[str, 
                 return TickResult(spec.id, "taken", f.day)
             run_id = conn.execute(insert(Run).values(
                 campaign_id=spec.id, run_key=f.run_key, kind="scheduled", run_date=f.day,
-                status="missed", status_reason=due.reason, gateway=names[spec.channels[0].channel],
+                status=runstates.MISSED, status_reason=due.reason, gateway=names[spec.channels[0].channel],
                 text_sha256=spec.text_sha256, due_at=f.at, created_at=now, finished_at=now,
                 operator=operator, options={"gateways": names})).inserted_primary_key[0]
             audit.record(conn, "scheduled-run", operator=operator, campaign_id=spec.id,
@@ -451,7 +436,7 @@ def _create_day_run(db: Database, spec: CampaignSpec, due: Due, names: dict[str,
                 # its record (and its unique key, so no other process tries again)
                 run_id = conn.execute(insert(Run).values(
                     campaign_id=spec.id, run_key=f.run_key, kind="scheduled", run_date=f.day,
-                    status="completed", status_reason=reason,
+                    status=runstates.COMPLETED, status_reason=reason,
                     gateway=names[spec.channels[0].channel], text_sha256=spec.text_sha256,
                     due_at=f.at, created_at=now, started_at=now, finished_at=now,
                     operator=operator, options={"gateways": names})).inserted_primary_key[0]
@@ -480,7 +465,7 @@ def _queued_elsewhere(conn: Connection, campaign_id: str) -> tuple[int, list[int
     rows = conn.execute(select(Delivery.run_id, func.count()).join(Run, Run.id == Delivery.run_id)
                         .where(Delivery.campaign_id == campaign_id,
                                Delivery.status == states.QUEUED,
-                               Run.status.in_(("created", "running", "waiting")))
+                               Run.status.in_(runstates.WORKABLE))
                         .group_by(Delivery.run_id).order_by(Delivery.run_id)).all()
     return sum(n for _, n in rows), [r for r, _ in rows]
 
@@ -513,27 +498,12 @@ def _skip_already_sent_today(conn: Connection, campaign_id: str, run_id: int,
 
 
 # -- continuing earlier runs --------------------------------------------------------------------
-def _process_alive(owner: str | None) -> bool:
-    """True only when ``owner`` (``node:pid:nonce``) is provably a live process: on this node,
-    the pid exists, and if it is this process's pid, the owner id was made by this process
-    (a restarted container reuses pids)."""
-    if not owner:
-        return False
-    pid = local_pid(owner)
-    if pid is None:
-        return False
-    if pid == os.getpid():
-        with _MY_OWNERS_LOCK:
-            return owner in _MY_OWNERS
-    return pid_alive(pid)
-
-
 def _abandoned(conn: Connection, run: Any, now: dt.datetime) -> bool:
     """A ``running`` run nobody is sending: its claiming scheduler is not a live process, none
     of its ``sending`` deliveries has a live owner, and nothing happened to it for
     :data:`ABANDONED_AFTER_SECONDS` (a manual ``campaign resume`` on another host stays safe)."""
     marker = (run.options or {}).get("dispatcher") or {}
-    if _process_alive(marker.get("owner")):
+    if leases.alive(marker.get("owner")):
         return False
     sending = conn.execute(select(func.count()).select_from(Delivery).where(
         Delivery.run_id == run.id, Delivery.status == states.SENDING)).scalar_one()
@@ -551,18 +521,18 @@ def _abandoned(conn: Connection, run: Any, now: dt.datetime) -> bool:
 
 def _continuable(conn: Connection, spec: CampaignSpec, run: Any, now: dt.datetime,
                  reaches_phones: bool) -> bool:
-    if run.status == "created":
+    if run.status == runstates.CREATED:
         return True
-    if run.status == "paused":
+    if run.status == runstates.PAUSED:
         return run.status_reason == INTERRUPTED_REASON
-    if run.status == "waiting":
+    if run.status == runstates.WAITING:
         if (run.status_reason or "").startswith("awaiting delivery receipts"):
             return True  # the dispatcher knows when the fallback wait ends
         if reaches_phones and not spec.window.is_open(now):
             return False
         cap = spec.schedule.daily_cap
         return not (cap and runs.sent_today(conn, spec.id, now) >= cap)
-    if run.status == "running":
+    if run.status == runstates.RUNNING:
         return _abandoned(conn, run, now)
     return False
 
@@ -575,27 +545,23 @@ def _continue_earlier(db: Database, clock: Clock, now: dt.datetime, spec: Campai
     with db.engine.connect() as conn:
         active = conn.execute(select(Run.__table__).where(
             Run.campaign_id == spec.id, Run.kind == "scheduled",
-            Run.status.in_(("created", "running", "waiting", "paused")))
+            Run.status.in_(runstates.WORKABLE + (runstates.PAUSED,)))
             .order_by(Run.id)).all()
     for run in active:
         if stop_event is not None and stop_event.is_set():
             break
-        if run.status == "paused" and run.status_reason != INTERRUPTED_REASON:
+        if run.status == runstates.PAUSED and run.status_reason != INTERRUPTED_REASON:
             continue  # paused by the operator or by a gateway error: theirs to resume
-        names = dict((run.options or {}).get("gateways") or gateway_names_for(spec, gateway))
-        if gateway:
-            names = {ch: gateway for ch in names}
-        gws = gateways_for(names)
+        gws = gateways_for(run_gateway_names(run.options, spec, gateway))
         reaches = any(g.reaches_phones for g in gws.values())
         with db.engine.connect() as conn:
             ok = _continuable(conn, spec, run, now, reaches)
         if not ok:
             continue
-        if run.text_sha256 != spec.text_sha256:
-            out.append(TickResult(spec.id, "error", run.run_date, run.id, detail=(
-                f"run #{run.id} was created with another text ({run.text_sha256[:12]}…) than "
-                f"the campaign file now has ({spec.text_sha256[:12]}…); refusing to send a "
-                "different message")))
+        try:
+            engine.check_text(run, spec)
+        except runs.RunError as exc:
+            out.append(TickResult(spec.id, "error", run.run_date, run.id, detail=str(exc)))
             continue
         if spec.schedule.mode == "repeat" and run.run_date < today:
             closed = _close_past_repeat_run(db, spec, run, now)
@@ -615,9 +581,8 @@ def _close_past_repeat_run(db: Database, spec: CampaignSpec, run: Any,
     reason = (f"closed: its day {run.run_date.isoformat()} has passed; a repeat campaign sends "
               "each day's run on its own day only")
     with db.engine.begin() as conn:
-        moved = conn.execute(update(Run).where(Run.id == run.id, Run.status == run.status)
-                             .values(status="completed", status_reason=reason,
-                                     finished_at=now)).rowcount
+        moved = runstates.move(conn, run.id, runstates.COMPLETED, reason, now=now,
+                               only_from=(run.status,))
         if not moved:
             return None
         ids = conn.execute(select(Delivery.id).where(Delivery.run_id == run.id,
@@ -641,40 +606,37 @@ def _claim(db: Database, run_id: int, expected: str, owner: str, now: dt.datetim
         cur = conn.execute(stmt).first()
         if cur is None or cur.status != expected:
             return False
-        if expected == "paused" and cur.status_reason != INTERRUPTED_REASON:
+        if expected == runstates.PAUSED and cur.status_reason != INTERRUPTED_REASON:
             return False  # the operator paused it meanwhile
-        if expected == "running":
+        if expected == runstates.RUNNING:
             row = conn.execute(select(Run.__table__).where(Run.id == run_id)).first()
             if not _abandoned(conn, row, now):
                 return False
         opts = dict(cur.options or {})
         opts["dispatcher"] = {"owner": owner, "claimed_at": now.isoformat()}
-        done = conn.execute(update(Run).where(Run.id == run_id, Run.status == expected).values(
-            status="running", status_reason=f"dispatching ({owner})", options=opts)).rowcount
-        return done == 1
+        return runstates.move(conn, run_id, runstates.RUNNING, f"dispatching ({owner})",
+                              now=now, only_from=(expected,), values={"options": opts})
 
 
 def _claim_and_dispatch(db: Database, clock: Clock, now: dt.datetime, spec: CampaignSpec,
                         run_id: int, expected: str, gws: dict[str, gwbase.Gateway],
-                        stop_event: threading.Event | None) -> DispatchReport | None:
-    """Claim the run (None if another process has it) and send it with the Dispatcher."""
-    owner = owner_id()
-    with _MY_OWNERS_LOCK:
-        _MY_OWNERS.add(owner)
+                        stop_event: threading.Event | None) -> RunReport | None:
+    """Claim the run (None if another process has it) and send it with the send engine."""
+    lease = leases.Lease(db, clock=clock)
     try:
-        if not _claim(db, run_id, expected, owner, now):
+        if not _claim(db, run_id, expected, lease.owner, now):
             return None
         try:
-            rep = Dispatcher(db, spec, run_id, gws, clock=clock, stop_event=stop_event,
-                             owner=owner).run()
+            rep = engine.send_run(db, spec, run_id, gws, clock=clock, stop_event=stop_event,
+                                  lease=lease)
         except BaseException as exc:
             _pause_after_error(db, run_id, exc, clock.now())
             raise
         _complete_if_drained(db, spec, rep, clock.now())
         return rep
     finally:
-        with _MY_OWNERS_LOCK:
-            _MY_OWNERS.discard(owner)
+        lease.stop()
+        leases.release_owner(lease.owner)
 
 
 def _pause_after_error(db: Database, run_id: int, exc: BaseException, now: dt.datetime) -> None:
@@ -682,15 +644,14 @@ def _pause_after_error(db: Database, run_id: int, exc: BaseException, now: dt.da
     for the operator, instead of ``running`` with nobody behind it."""
     try:
         with db.engine.begin() as conn:
-            conn.execute(update(Run).where(Run.id == run_id, Run.status == "running").values(
-                status="paused", status_reason=(
-                    f"scheduler error: {type(exc).__name__}: {exc}; fix the cause, then "
-                    "`outreach campaign resume`")))
+            runstates.move(conn, run_id, runstates.PAUSED, (
+                f"scheduler error: {type(exc).__name__}: {exc}; fix the cause, then "
+                "`outreach campaign resume`"), now=now, only_from=(runstates.RUNNING,))
     except Exception:  # the original error is the one to report
         log.debug("could not record the error on run %s", run_id, exc_info=True)
 
 
-def _complete_if_drained(db: Database, spec: CampaignSpec, rep: DispatchReport,
+def _complete_if_drained(db: Database, spec: CampaignSpec, rep: RunReport,
                          now: dt.datetime) -> None:
     """The dispatcher checks the daily cap before looking at the queue, so a day's run whose
     last delivery reached the cap is left ``waiting``; with nothing queued (and no fallback
@@ -701,11 +662,8 @@ def _complete_if_drained(db: Database, spec: CampaignSpec, rep: DispatchReport,
         counts = runs.remaining(conn, rep.run_id)
         if counts.get(states.QUEUED) or counts.get(states.SENDING):
             return
-        unknown = counts.get(states.UNKNOWN, 0)
-        runs.set_status(conn, rep.run_id, "completed",
-                        f"{unknown} deliveries with unknown outcome: see "
-                        "`outreach deliveries list --status unknown`" if unknown else None,
-                        now=now)
+        runstates.move(conn, rep.run_id, runstates.COMPLETED,
+                       runstates.unknown_reason(counts.get(states.UNKNOWN, 0)), now=now)
     rep.stopped = rep.reason = rep.resume_at = None
 
 

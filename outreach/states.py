@@ -202,14 +202,6 @@ def _detail(detail: Any) -> str | None:
     return json.dumps(detail, ensure_ascii=False, default=str, sort_keys=True)
 
 
-def final(status: str) -> bool:
-    return status in FINAL_STATES
-
-
-def counts_as_reached(status: str) -> bool:
-    return status == DELIVERED
-
-
 def group_by_status(rows: Iterable[tuple[str, int]]) -> dict[str, int]:
     """Status -> count with every state present (zeros included), in lifecycle order."""
     out = {s: 0 for s in ALL_STATES}
@@ -222,6 +214,9 @@ def claim(conn: Connection, run_id: int, *, limit: int, owner: str, lease_expire
           now: dt.datetime) -> list[dict[str, Any]]:
     """Move up to ``limit`` queued deliveries of a run to ``sending`` under a lease, set-based.
 
+    ``sending_at`` is cleared: it is set by :func:`mark_started` when the request is about to
+    leave, so a claimed row without it certainly never reached a provider.
+
     The same rules as :func:`apply` (``queued → sending`` only, one event per move), written as
     one UPDATE … RETURNING and one INSERT … SELECT so a large batch costs a few statements.
     Suppressed numbers are skipped here; the caller moves them to ``opted_out``. On PostgreSQL
@@ -232,12 +227,12 @@ def claim(conn: Connection, run_id: int, *, limit: int, owner: str, lease_expire
     lock = " FOR UPDATE SKIP LOCKED" if conn.dialect.name == "postgresql" else ""
     ts, lease = db_time(conn, now), db_time(conn, lease_expires)
     rows = conn.exec_driver_sql(
-        f"UPDATE deliveries SET status = 'sending', updated_at = {ph}, sending_at = {ph}, "
+        f"UPDATE deliveries SET status = 'sending', updated_at = {ph}, sending_at = NULL, "
         f"lease_owner = {ph}, lease_expires_at = {ph}, attempts = attempts + 1 "
         f"WHERE id IN (SELECT id FROM deliveries WHERE run_id = {ph} AND status = 'queued' "
         f"AND address NOT IN (SELECT e164 FROM suppressions) ORDER BY id LIMIT {ph}{lock}) "
         "RETURNING id, channel, address, body, segments, recipient_id, carrier",
-        (ts, ts, owner, lease, run_id, limit)).all()
+        (ts, owner, lease, run_id, limit)).all()
     if rows:
         ids = [r[0] for r in rows]
         # one event per claimed row (the ids just returned: no need to read the rows again)
@@ -263,6 +258,34 @@ def claim(conn: Connection, run_id: int, *, limit: int, owner: str, lease_expire
 
 
 _CLAIMED = ("id", "channel", "address", "body", "segments", "recipient_id", "carrier")
+
+
+def mark_started(conn: Connection, delivery_ids: Sequence[int], *, owner: str,
+                 now: dt.datetime) -> int:
+    """Record that the requests of these claimed deliveries are about to leave: ``sending_at``
+    = ``now`` on rows still ``sending`` under ``owner``'s lease, in the caller's transaction;
+    returns how many rows. Not a state move (no event): the row stays ``sending``; what the
+    mark decides is what a crash leaves behind — a claimed row without it is put back in the
+    queue, one with it is ``unknown`` until reconciled."""
+    if not delivery_ids:
+        return 0
+    ts = db_time(conn, now)
+    if conn.dialect.name == "sqlite" and SQLITE_SET_BASED:
+        return conn.exec_driver_sql(
+            "UPDATE deliveries SET sending_at = ? WHERE id IN (SELECT value FROM json_each(?)) "
+            "AND status = 'sending' AND lease_owner = ?",
+            (ts, json.dumps(list(delivery_ids)), owner)).rowcount
+    if conn.dialect.name == "sqlite":
+        n = 0
+        for i in range(0, len(delivery_ids), 900):
+            chunk = list(delivery_ids[i:i + 900])
+            n += conn.exec_driver_sql(
+                f"UPDATE deliveries SET sending_at = ? WHERE id IN ({', '.join('?' * len(chunk))}) "
+                "AND status = 'sending' AND lease_owner = ?", (ts, *chunk, owner)).rowcount
+        return n
+    return conn.exec_driver_sql(
+        "UPDATE deliveries SET sending_at = %s WHERE id = ANY(%s::bigint[]) "
+        "AND status = 'sending' AND lease_owner = %s", (ts, list(delivery_ids), owner)).rowcount
 
 
 #: ``(delivery_id, new_status, provider_message_id, provider_status, segments, cost_vnd)``: a

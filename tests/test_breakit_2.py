@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from outreach import worker as worker_mod
 from outreach.clock import VN_TZ, FakeClock
-from outreach.dispatch import Dispatcher
+from outreach.engine import send_run
 from outreach.gateways import base as gw
 from outreach.gateways.mock import MockGateway
 from outreach.models import Delivery, DeliveryEvent, Run
@@ -27,7 +27,7 @@ def test_a_worker_sends_again_when_the_window_reopens_after_closing_mid_batch(
     """The send window closes while a worker's batch is under way: the rest of the batch goes
     back to the queue and the run waits. When the window opens again the worker must send the
     rest, not hand every claimed row straight back to the queue forever (the dispatcher's
-    "window shut" flag was never cleared in the worker, only in ``Dispatcher.run``)."""
+    "window shut" flag was never cleared in the worker, only in the launch loop)."""
     monkeypatch.setattr(worker_mod, "RECHECK_SECONDS", 0.0)
     spec = load(write_campaign(tmp_path, n=10))
     db = fresh_db(tmp_path)
@@ -89,7 +89,7 @@ def test_a_long_write_lock_held_by_another_process_between_batches_is_waited_out
             return result
 
     mock = LockedDuringSend()
-    rep = Dispatcher(db, spec, run_id, {"sms": mock}, clock=clock, batch_size=5).run()
+    rep = send_run(db, spec, run_id, {"sms": mock}, clock=clock, batch_size=5)
     assert released.is_set()
     assert rep.stopped is None
     assert rep.counts == {"sent": 10}

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from outreach import ops, states
 from outreach.clock import VN_TZ, FakeClock
-from outreach.dispatch import RateLimiter
+from outreach.ratelimit import RateLimiter
 from outreach.gateways import base as gw
 from outreach.gateways.mock import MockGateway
 from outreach.models import Delivery, Run, Suppression
@@ -57,19 +57,26 @@ def test_interrupted_batch_is_reconciled_not_resent(tmp_path: Path) -> None:
     clock = FakeClock(in_window())
     mock = MockGateway()
     run_id = seed_run(db, spec, clock.now())
-    from outreach.dispatch import Dispatcher
+    from outreach import outbound
+    from outreach.engine import RunEngine, SendSettings
+    from outreach.leases import Lease
 
-    d = Dispatcher(db, spec, run_id, {"sms": mock}, clock=clock, batch_size=4,
-                   owner="ghost-host:1:dead")
-    batch = d._claim()
-    # two of the four reached the provider before the "crash"
+    d = RunEngine(db, spec, run_id, {"sms": mock}, clock=clock,
+                  settings=SendSettings(batch_size=4),
+                  lease=Lease(db, "ghost-host:1:dead", clock=clock))
+    batch = d.claim()
+    with db.engine.begin() as conn:  # all four requests had started ...
+        assert states.mark_started(conn, [r["id"] for r in batch], owner="ghost-host:1:dead",
+                                   now=clock.now()) == 4
+    # ... and two of them reached the provider before the "crash"
     for row in batch[:2]:
-        mock.send(d._message(row))
+        mock.send(outbound.message(spec, row))
     with db.engine.begin() as conn:  # the lease of the dead owner has expired
         conn.execute(Delivery.__table__.update().where(Delivery.status == "sending")
                      .values(lease_expires_at=clock.now() - dt.timedelta(seconds=1)))
     rep = ops.resume(db, spec, gateways={"sms": mock}, clock=clock)
-    assert rep.reconciled == {"orphaned": 4, "found": 2, "requeued": 2, "still_unknown": 0}
+    assert rep.reconciled == {"orphaned": 4, "found": 2, "requeued": 2, "still_unknown": 0,
+                              "deferred": 0}
     assert sorted(mock.sent_to()) == sorted(numbers(6))
     assert set(statuses(db).values()) == {"sent"}
     evs = [e for e in events(db) if e["source"] == "reconcile"]
@@ -221,9 +228,9 @@ def test_late_scheduled_run_is_not_sent_silently(tmp_path: Path) -> None:
     run_id = seed_run(db, spec, clock.now(), kind="scheduled", run_key="day:2024-07-30",
                       due_at=clock.now() - dt.timedelta(minutes=90))
     mock = MockGateway()
-    from outreach.dispatch import Dispatcher
+    from outreach.engine import send_run
 
-    rep = Dispatcher(db, spec, run_id, {"sms": mock}, clock=clock).run()
+    rep = send_run(db, spec, run_id, {"sms": mock}, clock=clock)
     assert rep.stopped == "late" and "90 min late" in (rep.reason or "")
     assert mock.requests == 0
     with db.engine.connect() as conn:
@@ -245,10 +252,10 @@ def test_pause_from_another_process_stops_after_the_current_batch(tmp_path: Path
             return super().send(message)
 
     mock = Pausing()
-    from outreach.dispatch import Dispatcher
+    from outreach.engine import send_run
 
     run_id = seed_run(db, spec, clock.now())
-    rep = Dispatcher(db, spec, run_id, {"sms": mock}, clock=clock, batch_size=10).run()
+    rep = send_run(db, spec, run_id, {"sms": mock}, clock=clock, batch_size=10)
     assert rep.stopped == "paused"
     assert rep.counts == {"sent": 10, "queued": 20}
     rep2 = ops.resume(db, spec, gateways={"sms": mock}, clock=clock)
@@ -312,9 +319,9 @@ def test_suppression_is_checked_again_just_before_sending(tmp_path: Path) -> Non
     with db.engine.begin() as conn:
         suppression.add(conn, [phones[2]], reason="citizen-request", source="hotline")
     mock = MockGateway()
-    from outreach.dispatch import Dispatcher
+    from outreach.engine import send_run
 
-    Dispatcher(db, spec, run_id, {"sms": mock}, clock=clock).run()
+    send_run(db, spec, run_id, {"sms": mock}, clock=clock)
     assert phones[2] not in mock.sent_to()
     assert statuses(db)[phones[2]] == "opted_out"
 
@@ -326,7 +333,7 @@ def test_unknown_deliveries_need_an_explicit_operator_decision(tmp_path: Path) -
     ops.launch(db, spec, gateways={"sms": mock}, clock=FakeClock(in_window()))
     with db.engine.connect() as conn:
         did = conn.execute(select(Delivery.id).where(Delivery.address == phones[0])).scalar_one()
-    from outreach.dispatch import resolve_unknown
+    from outreach.reconcile import resolve_unknown
 
     with db.engine.begin() as conn:
         assert resolve_unknown(conn, [did], action="sent", now=in_window()) == {did: True}

@@ -250,7 +250,7 @@ def sync(c: Ctx, campaign_id: str, gateway: str, batch_size: int) -> None:
 def resolve(c: Ctx, delivery_ids: tuple[int, ...], action: str | None) -> None:
     """The operator's explicit decision on deliveries whose outcome is unknown."""
     from outreach import audit
-    from outreach.dispatch import resolve_unknown
+    from outreach.reconcile import resolve_unknown
 
     if not action:
         raise click.UsageError("choose --resend, --mark-sent or --skip")

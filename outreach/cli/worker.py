@@ -77,7 +77,7 @@ def worker(c: Ctx, campaign_id: str | None, concurrency: int | None, gateway: st
     database = c.db
     if gateway:  # a wrong name or option is refused now, not found run after run
         from outreach.gateways import gateway_class
-        from outreach.ops import build_gateways
+        from outreach.gateways import build_gateways
 
         for g in build_gateways({gateway_class(gateway).channel: gateway}, database,
                                 **{gateway: options}).values():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from outreach.gateways.base import ConfigurationError, Gateway
@@ -41,3 +42,66 @@ def default_gateway_name(channel: str = "sms") -> str:
     if channel == "zalo" and os.environ.get("ZALO_APP_ID"):
         return "zalo"
     return "outbox"
+
+
+def gateway_names_for(spec: Any, override: str | None) -> dict[str, str]:
+    """Channel -> gateway name for a campaign: ``--gateway`` (applies to every channel), else the
+    channel's ``gateway`` in the campaign file, else :func:`default_gateway_name`."""
+    return {ch.channel: override or ch.gateway or default_gateway_name(ch.channel)
+            for ch in spec.channels}
+
+
+def run_gateway_names(options: Mapping[str, Any] | None, spec: Any,
+                      override: str | None = None) -> dict[str, str]:
+    """Channel -> gateway name for an existing run: the names it was created with (stored in
+    ``runs.options["gateways"]``), else the campaign's; ``override`` replaces every one."""
+    names = dict((options or {}).get("gateways") or gateway_names_for(spec, override))
+    if override:
+        names = {ch: override for ch in names}
+    return names
+
+
+def build_gateways(names: Mapping[str, str], db: Any, clock: Any = None,
+                   **options: Any) -> dict[str, Gateway]:
+    """Instantiate each channel's gateway (``options`` maps gateway name -> constructor
+    options). Raises ConfigurationError; touches no network."""
+    built: dict[str, Gateway] = {}
+    for channel, name in names.items():
+        opts = dict(options.get(name, {}))
+        if name in ("mock", "outbox"):
+            opts.setdefault("channel", channel)
+        if name == "zalo":
+            opts.setdefault("db", db)
+            if clock is not None:
+                opts.setdefault("clock", clock)
+        built[channel] = make_gateway(name, **opts)
+    return built
+
+
+class GatewayCache:
+    """Gateways built once per set of (channel, name) and closed together: a sending process
+    that serves many runs (the scheduler, a worker) builds each provider client once.
+    ``factory(names) -> gateways`` replaces :func:`build_gateways` (tests)."""
+
+    def __init__(self, db: Any, *, factory: Callable[[dict[str, str]], dict[str, Gateway]] | None
+                 = None, clock: Any = None, options: Mapping[str, Any] | None = None,
+                 owned: bool = True) -> None:
+        self.db, self.factory, self.clock = db, factory, clock
+        self.options = dict(options or {})
+        self.owned = owned if factory is None else False
+        self._built: dict[tuple[tuple[str, str], ...], dict[str, Gateway]] = {}
+
+    def get(self, names: Mapping[str, str]) -> dict[str, Gateway]:
+        key = tuple(sorted(names.items()))
+        if key not in self._built:
+            self._built[key] = (self.factory(dict(names)) if self.factory is not None else
+                                build_gateways(names, self.db, self.clock, **self.options))
+        return self._built[key]
+
+    def close(self) -> None:
+        """Close every gateway built here (not those a factory lent)."""
+        if self.owned:
+            for gws in self._built.values():
+                for g in gws.values():
+                    g.close()
+        self._built.clear()

@@ -188,7 +188,8 @@ class Gateway(abc.ABC):
     ``rate_per_second`` and ``rate_unit`` (``"messages"`` or ``"segments"``) set the default
     throughput limit; ``concurrency`` the default number of requests in flight.
     ``reaches_phones`` is False only for gateways that deliver nothing to a person (outbox),
-    for which the campaign send window is reported but not enforced.
+    for which the campaign send window is reported but not enforced. ``can_confirm`` and
+    :attr:`lookup_horizon_seconds` say what reconciliation may conclude from :meth:`lookup`.
     """
 
     name: ClassVar[str] = "base"
@@ -197,6 +198,17 @@ class Gateway(abc.ABC):
     rate_per_second: ClassVar[float] = 10.0
     rate_unit: ClassVar[str] = "messages"
     concurrency: ClassVar[int] = 8
+    #: True when :meth:`lookup` can say for certain that the provider never received a message
+    #: (``False``), once :attr:`lookup_horizon_seconds` have passed since its request started
+    can_confirm: ClassVar[bool] = False
+
+    @property
+    def lookup_horizon_seconds(self) -> float:
+        """How long after a request started (seconds) a :meth:`lookup` that does not find the
+        message proves it was never received: the client's timeout plus the time the provider
+        may take to list a message it is still creating. Before that, "not listed yet" proves
+        nothing and reconciliation waits. 0 for a gateway that records synchronously."""
+        return 0.0
 
     @abc.abstractmethod
     def send(self, message: OutboundMessage) -> SendResult:

@@ -48,6 +48,7 @@ class MockGateway(Gateway):
     channel: ClassVar[str] = "sms"
     rate_per_second: ClassVar[float] = 0.0  # unlimited unless configured
     concurrency: ClassVar[int] = 1
+    can_confirm: ClassVar[bool] = True
 
     def __init__(self, *, script: dict[str, Iterable[str]] | None = None, default: str = "accept",
                  latency: float = 0.0, channel: str | None = None,

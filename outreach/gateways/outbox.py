@@ -28,6 +28,7 @@ class OutboxGateway(Gateway):
     reaches_phones: ClassVar[bool] = False
     rate_per_second: ClassVar[float] = 0.0
     concurrency: ClassVar[int] = 1
+    can_confirm: ClassVar[bool] = True
 
     def __init__(self, *, directory: str | os.PathLike[str] | None = None,
                  channel: str | None = None, **_: Any) -> None:

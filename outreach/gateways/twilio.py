@@ -39,6 +39,8 @@ DEFAULT_API_URL = "https://api.twilio.com"
 #: ``price_vnd_per_usd=`` / ``TWILIO_PRICE_VND_PER_USD``. An estimate for reports, not accounting.
 DEFAULT_VND_PER_USD = 25_000.0
 DEFAULT_TIMEOUT = 15.0
+#: seconds Twilio may take to list a message it accepted (see lookup_horizon_seconds)
+DEFAULT_LISTING_MARGIN = 60.0
 #: Connections kept per host by the HTTP session: must be >= the requests in flight, or threads
 #: wait for a connection (the SDK's default is min(32, cpu+4), and only for https).
 DEFAULT_POOL_SIZE = 64
@@ -271,6 +273,9 @@ class TwilioGateway(Gateway):
     ``api_url``                 ``OUTREACH_TWILIO_API_URL``         default https://api.twilio.com
     ``price_vnd_per_usd``       ``TWILIO_PRICE_VND_PER_USD``        default 25000
     ``timeout``                 ``OUTREACH_TWILIO_TIMEOUT``         seconds per HTTP request, 15
+    ``listing_margin``          ``OUTREACH_TWILIO_LISTING_MARGIN``  seconds Twilio may take to
+                                                                    list a message it accepted
+                                                                    (reconciliation), 60
     ``pool_size``               --                                  HTTP connections kept, 64
     ``edge``/``region``         ``TWILIO_EDGE``/``TWILIO_REGION``   Twilio edge/region; ignored
                                                                     when ``api_url`` is set
@@ -289,6 +294,7 @@ class TwilioGateway(Gateway):
     rate_per_second: ClassVar[float] = 10.0  # alphanumeric sender default: 10 segments/s
     rate_unit: ClassVar[str] = "segments"
     concurrency: ClassVar[int] = 16
+    can_confirm: ClassVar[bool] = True
 
     def __init__(self, *, environ: Mapping[str, str] | None = None,
                  sleep: Callable[[float], None] = time.sleep, **options: Any) -> None:
@@ -348,6 +354,9 @@ class TwilioGateway(Gateway):
                                                     "TWILIO_PRICE_VND_PER_USD", DEFAULT_VND_PER_USD)
         self.timeout = self._float_option(options, env, "timeout", "OUTREACH_TWILIO_TIMEOUT",
                                           DEFAULT_TIMEOUT)
+        self.listing_margin = self._float_option(options, env, "listing_margin",
+                                                 "OUTREACH_TWILIO_LISTING_MARGIN",
+                                                 DEFAULT_LISTING_MARGIN)
         pool_size = int(options.get("pool_size") or DEFAULT_POOL_SIZE)
         if pool_size < 1:
             raise ConfigurationError("pool_size must be >= 1", reason="bad-option")
@@ -518,6 +527,13 @@ class TwilioGateway(Gateway):
             reason="connection-lost")
 
     # -- reconciliation, polling, checks -----------------------------------------------------
+
+    @property
+    def lookup_horizon_seconds(self) -> float:
+        """The request timeout plus ``listing_margin``: a message Twilio was still creating
+        when the sender died (Twilio sometimes takes seconds) is listed only later, so a
+        listing without it proves nothing before then."""
+        return self.timeout + self.listing_margin
 
     def lookup(self, message: OutboundMessage, since: dt.datetime,
                until: dt.datetime) -> StatusUpdate | None | bool:
