@@ -301,6 +301,7 @@ def new_session(*, pool_size: int = DEFAULT_POOL_SIZE, pool_connections: int = 4
 
     * never retries by itself (urllib3 ``Retry`` with every count 0 / False: a retried POST
       could be a second message; the dispatcher decides retries from the mapped error);
+      callers pass ``allow_redirects=False`` (a followed 307 would repeat the POST);
     * keeps ``pool_size`` connections per host (>= the requests in flight, or urllib3 opens and
       drops one per request) for ``pool_connections`` hosts, on http and https;
     * ``trust_env``: as requests (proxy and CA-bundle variables read on every request); with
