@@ -538,3 +538,29 @@ class TestZaloOnTheTransport:
                            match="OUTREACH_ZALO_ZNS_API_URL must not carry credentials"):
             ZaloGateway(db=db, app_id="1", secret_key="s", environ={},
                         zns_api_url="https://u:pw@business.openapi.zalo.me")
+
+
+def test_twilio_reads_proxy_variables_once_for_its_api_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    gw = TwilioGateway(**FakeTwilio().gateway_options(api_url="https://api.twilio.com"))
+    session = gw.client.http_client.session
+    assert (session.trust_env, session.proxies) == (False, {"https": "http://127.0.0.1:3128"})
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    gw = TwilioGateway(**FakeTwilio().gateway_options(api_url="http://127.0.0.1:9"))
+    assert gw.client.http_client.session.proxies == {}
+
+
+def test_twilio_and_zalo_sessions_come_from_the_factory(tmp_path: Path) -> None:
+    gw = TwilioGateway(**FakeTwilio().gateway_options(api_url="http://127.0.0.1:9", pool_size=24))
+    adapter = gw.client.http_client.session.get_adapter("http://127.0.0.1")
+    assert isinstance(adapter, type(http.new_session().get_adapter("http://x")))
+    assert adapter.poolmanager.connection_pool_kw["maxsize"] == 24
+    database = Database(f"sqlite:///{tmp_path / 'z.db'}")
+    Base.metadata.create_all(database.engine)
+    try:
+        z = zalo(database, "http://127.0.0.1:9")
+        assert z.session.get_adapter("https://x").poolmanager.connection_pool_kw["maxsize"] == 16
+        assert z.session.get_adapter("https://x").max_retries.total == 0
+    finally:
+        database.dispose()
