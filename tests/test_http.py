@@ -564,3 +564,16 @@ def test_twilio_and_zalo_sessions_come_from_the_factory(tmp_path: Path) -> None:
         assert z.session.get_adapter("https://x").max_retries.total == 0
     finally:
         database.dispose()
+
+
+def test_zalo_refresh_refused_by_loopback_only_is_not_sent(db: Database) -> None:
+    """The refused OAuth call never left: the single-use refresh token is kept, not marked
+    spent."""
+    gw = ZaloGateway(db=db, app_id="1234567890", secret_key="app-secret-xyz", environ={},
+                     trust_env=False, loopback_only=True)
+    gw.tokens.set_tokens("access-tok", "refresh-tok", 60)  # inside the 5-minute margin
+    with pytest.raises(base.UnavailableError, match="loopback_only") as info:
+        gw.tokens.current()
+    assert info.value.reason == "connect-failed"
+    with pytest.raises(base.UnavailableError, match="loopback_only"):
+        gw.tokens.current()  # tried again, not "refresh token may be spent"

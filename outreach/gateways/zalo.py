@@ -114,6 +114,8 @@ class ZaloOAuth:
             if http.certainly_not_sent(exc):
                 raise RefreshNotSent(f"connect failed: {type(exc).__name__}") from exc
             raise RefreshOutcomeUnknown(f"no answer: {type(exc).__name__}") from exc
+        except ConfigurationError as exc:  # a loopback_only session refused the host
+            raise RefreshNotSent(str(exc)) from exc
         if resp.status_code >= 500:
             raise RefreshOutcomeUnknown(f"HTTP {resp.status_code}")
         try:
