@@ -39,7 +39,8 @@ STATUS_COLOURS: dict[str, str] = {
 CHART_ORDER = (states.DELIVERED, states.SENT, states.SENDING, states.UNKNOWN, states.UNDELIVERED,
                states.FAILED, states.OPTED_OUT, states.SKIPPED, states.QUEUED)
 #: Vietnamese wording of the stable reason codes stored in ``deliveries.error_reason``
-#: (outreach.gateways.base, twilio_errors.json, zalo_errors.json, runs.py); others are shown as is.
+#: (outreach.gateways.base and .http, twilio_errors.json, zalo_errors.json, runs.py); others are
+#: shown as is.
 REASON_VI: dict[str, str] = {
     "invalid-number": "Số điện thoại không hợp lệ",
     "invalid-address": "Số điện thoại không hợp lệ",
@@ -55,6 +56,10 @@ REASON_VI: dict[str, str] = {
     "cancelled": "Đợt gửi bị hủy",
     "operator-skipped": "Cán bộ vận hành quyết định không gửi lại",
     "outcome-unknown": "Không xác định được tin đã gửi hay chưa",
+    "read-timeout": "Không nhận được trả lời sau khi gửi; không xác định được tin đã gửi hay chưa",
+    "connection-lost": "Mất kết nối sau khi gửi; không xác định được tin đã gửi hay chưa",
+    "connect-failed": "Không kết nối được tới nhà cung cấp; tin chưa được gửi",
+    "bad-request": "Yêu cầu gửi tin không hợp lệ; tin chưa được gửi",
     "validity-expired": "Quá thời hạn hiệu lực, tin không được gửi",
     "no-zalo-account": "Số điện thoại chưa đăng ký Zalo",
     "carrier-unknown-error": "Lỗi không xác định từ nhà mạng",

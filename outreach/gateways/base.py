@@ -20,7 +20,8 @@ errors to the most specific class with ``raise ... from exc``)::
 The difference between ``UnavailableError`` (connect failed: not sent) and
 ``OutcomeUnknownError`` (read failed: maybe sent) is the difference between a safe retry and
 a possible double send; adapters must keep the two apart (httpx draws the same line between
-``ConnectError`` and ``ReadTimeout``).
+``ConnectError`` and ``ReadTimeout``). For adapters over HTTP the line is drawn once, in
+:func:`outreach.gateways.http.map_error`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import json
 import logging
 import os
@@ -18,15 +17,12 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from twilio.base.exceptions import (TwilioException, TwilioRestException,
                                      TwilioServiceException)
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
-from urllib3.util.retry import Retry
 
-from outreach.gateways import base
+from outreach.gateways import base, http
 from outreach.gateways.base import (ConfigurationError, Gateway, OutboundMessage, SendResult,
                                     StatusUpdate)
 
@@ -133,25 +129,8 @@ def error_reason(code: int | str | None) -> str | None:
     return entry["reason"] if entry else None
 
 
-def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> float | None:
-    """``Retry-After`` (delta-seconds or HTTP-date, RFC 9110 §10.2.3) -> seconds >= 0, or None."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    now = now or dt.datetime.now(dt.timezone.utc)
-    return max((when - now).total_seconds(), 0.0)
+#: Re-exported: ``Retry-After`` parsing lives in :mod:`outreach.gateways.http`.
+parse_retry_after = http.parse_retry_after
 
 
 def _mask_number(number: str) -> str:
@@ -195,26 +174,17 @@ if not any(isinstance(f, _MaskNumbersFilter) for f in _URLLIB3_LOG.filters):
 
 
 class _HttpClient(TwilioHttpClient):
-    """The SDK's requests-based client, with a pool sized for our concurrency on http and https,
-    no automatic retries (a retried POST could send twice), the last response kept per thread
+    """The SDK's requests-based client over :func:`outreach.gateways.http.new_session` (a pool
+    sized for our concurrency on http and https, no automatic retries: a retried POST could
+    send twice; proxy and CA-bundle variables read once), the last response kept per thread
     (Retry-After of a 429 is only in the headers) and request logging without phone numbers."""
 
-    def __init__(self, *, timeout: float, pool_size: int, api_url: str) -> None:
-        super().__init__(pool_connections=True, timeout=timeout,
+    def __init__(self, *, timeout: float, pool_size: int, api_url: str,
+                 loopback_only: bool = False) -> None:
+        super().__init__(pool_connections=False, timeout=timeout,
                          logger=logging.getLogger("outreach.gateways.twilio.http"))
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size,
-                              max_retries=Retry(total=0, connect=0, read=False, redirect=0,
-                                                status=0, other=0))
-        assert self.session is not None
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
-        # Proxy and CA-bundle variables are read once here, not on every request: requests
-        # scans the whole environment twice per request otherwise (~1 ms of CPU per send).
-        self.proxy = requests.utils.get_environ_proxies(api_url)
-        self.session.trust_env = False
-        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        if ca_bundle:
-            self.session.verify = ca_bundle
+        self.session = http.new_session(pool_size=pool_size, environment_for=api_url,
+                                        loopback_only=loopback_only)
         self._local = threading.local()
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
@@ -277,6 +247,8 @@ class TwilioGateway(Gateway):
                                                                     list a message it accepted
                                                                     (reconciliation), 60
     ``pool_size``               --                                  HTTP connections kept, 64
+    ``loopback_only``           --                                  tests: refuse any host but
+                                                                    127.0.0.1 (never connects)
     ``edge``/``region``         ``TWILIO_EDGE``/``TWILIO_REGION``   Twilio edge/region; ignored
                                                                     when ``api_url`` is set
     --                          ``HTTPS_PROXY``/``NO_PROXY``,       read once, when the gateway
@@ -346,10 +318,13 @@ class TwilioGateway(Gateway):
                                                 "TWILIO_VALIDITY_PERIOD", VALIDITY_MIN,
                                                 VALIDITY_MAX)
         base_url = _opt(options, "status_callback_base", env, "OUTREACH_PUBLIC_BASE_URL")
-        self.status_callback_base = (self._url(base_url, "status_callback_base") if base_url
-                                     else None)
+        self.status_callback_base = (
+            http.check_url(base_url, "status_callback_base (OUTREACH_PUBLIC_BASE_URL)")
+            if base_url else None)
         api_url = _opt(options, "api_url", env, "OUTREACH_TWILIO_API_URL") or DEFAULT_API_URL
-        self.api_url = self._url(api_url, "api_url")
+        # the auth token travels in every request: plain http only for a local fake
+        self.api_url = http.check_url(api_url, "api_url (OUTREACH_TWILIO_API_URL)",
+                                      carries_secret=True)
         self.price_vnd_per_usd = self._float_option(options, env, "price_vnd_per_usd",
                                                     "TWILIO_PRICE_VND_PER_USD", DEFAULT_VND_PER_USD)
         self.timeout = self._float_option(options, env, "timeout", "OUTREACH_TWILIO_TIMEOUT",
@@ -365,7 +340,8 @@ class TwilioGateway(Gateway):
         self.edge = None if explicit_url else _opt(options, "edge", env, "TWILIO_EDGE")
         self.region = None if explicit_url else _opt(options, "region", env, "TWILIO_REGION")
 
-        self._http = _HttpClient(timeout=self.timeout, pool_size=pool_size, api_url=self.api_url)
+        self._http = _HttpClient(timeout=self.timeout, pool_size=pool_size, api_url=self.api_url,
+                                 loopback_only=bool(options.get("loopback_only")))
         self.client = Client(self._username, self._secret, self.account_sid,
                              region=self.region, edge=self.edge, http_client=self._http)
         # ClientBase falls back to os.environ for these; ours were resolved above.
@@ -375,16 +351,6 @@ class TwilioGateway(Gateway):
         self.client.api.base_url = self.api_url
 
     # -- options -----------------------------------------------------------------------------
-
-    @staticmethod
-    def _url(value: Any, what: str) -> str:
-        url = str(value).strip().rstrip("/")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigurationError(f"{what} must be an http(s) URL", reason="bad-url")
-        if parts.username or parts.password:
-            raise ConfigurationError(f"{what} must not carry credentials", reason="bad-url")
-        return url
 
     @staticmethod
     def _int_option(options: Mapping[str, Any], env: Mapping[str, str], key: str, env_name: str,
@@ -464,7 +430,8 @@ class TwilioGateway(Gateway):
         except _ERROR_ANSWERS as exc:
             raise self._rest_error(exc) from exc
         except requests.RequestException as exc:
-            raise self._network_error(exc, sending=True) from exc
+            raise http.map_error(exc, provider="Twilio", sending=True,
+                                 read_timeout=self.timeout) from exc
         except (TwilioException, ValueError) as exc:
             # A 2xx the SDK could not read (not JSON: a proxy's page?): Twilio may have
             # created the message.
@@ -501,30 +468,9 @@ class TwilioGateway(Gateway):
         if issubclass(cls, base.TransientError):
             response = self._http.last_response
             headers = getattr(response, "headers", None) or {}
-            retry_after = parse_retry_after(headers.get("Retry-After"))
+            retry_after = http.parse_retry_after(headers.get("Retry-After"))
             return cls(detail, reason=reason, provider_code=provider_code, retry_after=retry_after)
         return cls(detail, reason=reason, provider_code=provider_code)
-
-    def _network_error(self, exc: requests.RequestException, *, sending: bool) -> base.GatewayError:
-        """Connect failures are "not sent"; anything after the request may have left is unknown.
-
-        requests raises ``ConnectTimeout`` or ``ConnectionError(MaxRetryError(NewConnectionError
-        | ConnectTimeoutError))`` when no connection was made (retries are off, so urllib3 wraps
-        connect errors in MaxRetryError and re-raises read errors as they are:
-        ``ProtocolError('Connection aborted.', RemoteDisconnected)``), and ``ReadTimeout`` when the
-        request went out and no answer came.
-        """
-        if _connect_failed(exc):
-            return base.UnavailableError("could not connect to Twilio", reason="connect-failed")
-        if not sending:
-            return base.UnavailableError(f"request to Twilio failed: {type(exc).__name__}",
-                                         reason="network")
-        if isinstance(exc, requests.ReadTimeout):
-            return base.OutcomeUnknownError(f"no answer from Twilio within {self.timeout:g} s",
-                                            reason="read-timeout")
-        return base.OutcomeUnknownError(
-            f"connection to Twilio lost after the request was sent ({type(exc).__name__})",
-            reason="connection-lost")
 
     # -- reconciliation, polling, checks -----------------------------------------------------
 
@@ -631,7 +577,7 @@ class TwilioGateway(Gateway):
         except _ERROR_ANSWERS as exc:
             raise self._rest_error(exc) from exc
         except requests.RequestException as exc:
-            raise self._network_error(exc, sending=False) from exc
+            raise http.map_error(exc, provider="Twilio", sending=False) from exc
         except (TwilioException, ValueError) as exc:
             raise base.UnavailableError("unreadable answer from Twilio", reason="bad-answer"
                                         ) from exc
@@ -649,16 +595,6 @@ class TwilioGateway(Gateway):
     def close(self) -> None:
         if self._http.session is not None:
             self._http.session.close()
-
-
-def _connect_failed(exc: BaseException) -> bool:
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    if isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.ReadTimeout):
-        inner = exc.args[0] if exc.args else None
-        if isinstance(inner, MaxRetryError) and isinstance(inner.reason, ConnectTimeoutError):
-            return True  # NewConnectionError (refused, DNS) is a ConnectTimeoutError subclass
-    return False
 
 
 def _positive_int(value: Any) -> int | None:

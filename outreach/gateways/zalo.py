@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import json
 import logging
 import os
@@ -18,11 +17,9 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
-from urllib3.util.retry import Retry
 
 from outreach.clock import SYSTEM_CLOCK, Clock
+from outreach.gateways import http
 from outreach.gateways.base import (AuthenticationError, ConfigurationError, Gateway,
                                     InvalidAddressError, OutboundMessage, OutcomeUnknownError,
                                     PermanentError, SendResult, StatusUpdate, StopRunError,
@@ -72,47 +69,9 @@ class _TokenRejected(Exception):
         self.code, self.reason, self.detail = str(code), reason, detail
 
 
-def _is_connect_failure(exc: BaseException) -> bool:
-    """True when the request certainly never left: connection refused, DNS, connect timeout,
-    TLS handshake. A dropped connection or a read timeout is not (the request may have arrived)."""
-    if isinstance(exc, (requests.ConnectTimeout, requests.exceptions.SSLError,
-                        requests.exceptions.InvalidURL)):
-        return True
-    seen: set[int] = set()
-    stack: list[BaseException] = [exc]
-    while stack:
-        e = stack.pop()
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, (NewConnectionError, ConnectTimeoutError, ConnectionRefusedError)):
-            return True
-        for nxt in (getattr(e, "reason", None), e.__cause__, e.__context__, *e.args):
-            if isinstance(nxt, BaseException):
-                stack.append(nxt)
-    return False
-
-
 def _env(environ: Mapping[str, str], key: str) -> str | None:
     value = environ.get(key)
     return value.strip() if value and value.strip() else None
-
-
-def _check_url(value: str, option: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(f"{option} must be an http(s) URL, got {value!r}",
-                                 reason="bad-url")
-    if parts.scheme == "http":
-        try:
-            loopback = ipaddress.ip_address(parts.hostname).is_loopback
-        except ValueError:
-            loopback = parts.hostname == "localhost"
-        if not loopback:
-            # the access token travels in a header: plain HTTP only for local fakes
-            raise ConfigurationError(f"{option} must use https (plain http only for 127.0.0.1)",
-                                     reason="bad-url")
-    return value.rstrip("/")
 
 
 def _positive(value: Any, option: str) -> float:
@@ -152,9 +111,11 @@ class ZaloOAuth:
                 headers={"secret_key": self._secret_key}, timeout=self.timeout,
                 allow_redirects=False)
         except requests.RequestException as exc:
-            if _is_connect_failure(exc):
+            if http.certainly_not_sent(exc):
                 raise RefreshNotSent(f"connect failed: {type(exc).__name__}") from exc
             raise RefreshOutcomeUnknown(f"no answer: {type(exc).__name__}") from exc
+        except ConfigurationError as exc:  # a loopback_only session refused the host
+            raise RefreshNotSent(str(exc)) from exc
         if resp.status_code >= 500:
             raise RefreshOutcomeUnknown(f"HTTP {resp.status_code}")
         try:
@@ -201,6 +162,9 @@ class ZaloGateway(Gateway):
     body_param        ``OUTREACH_ZALO_BODY_PARAM``         template parameter that receives the
                                                            message text (NFC), if the approved
                                                            template has a free-text parameter
+    pool_maxsize      —                                    HTTP connections kept, 16
+    trust_env         —                                    read proxy variables (default True)
+    loopback_only     —                                    tests: refuse any host but 127.0.0.1
     ================  ==================================  ====================================
 
     (The webhook secret, ``ZALO_OA_SECRET_KEY`` falling back to ``ZALO_SECRET_KEY``, is read by
@@ -210,9 +174,11 @@ class ZaloGateway(Gateway):
     leaves a margin; 16 requests in flight. The constructor validates options and raises
     :class:`ConfigurationError`; it touches no network. Every send reads the body, because Zalo
     reports errors as HTTP 200 with ``error != 0``; codes map to errors via
-    ``zalo_errors.json``. Connect failures raise ``UnavailableError`` (reason
-    ``connect-failed``, not sent); read timeouts and dropped connections after sending raise
-    ``OutcomeUnknownError``. HTTP 429 → ``ThrottledError`` (Retry-After, else 60 s); 500/502/503
+    ``zalo_errors.json``. Failures below HTTP map as :func:`outreach.gateways.http.map_error`
+    says: connect failures raise ``UnavailableError`` (reason ``connect-failed``, not sent);
+    read timeouts and dropped connections after sending raise ``OutcomeUnknownError`` (reasons
+    ``read-timeout``, ``connection-lost``). HTTP 429 → ``ThrottledError`` (Retry-After in
+    seconds or as an HTTP-date, else 60 s); 500/502/503
     → ``UnavailableError``; 504 on a send → ``OutcomeUnknownError`` (a proxy gave up waiting for
     Zalo, which may have accepted it); 401/403 → ``AuthenticationError``; 404/405 →
     ``StopRunError`` (wrong URL). The adapter never retries a request by itself, except one
@@ -234,6 +200,7 @@ class ZaloGateway(Gateway):
                  body_param: str | None = None, token_store: TokenStore | None = None,
                  clock: Clock = SYSTEM_CLOCK, session: requests.Session | None = None,
                  trust_env: bool = True, pool_maxsize: int | None = None,
+                 loopback_only: bool = False,
                  environ: Mapping[str, str] | None = None, **_: Any) -> None:
         env = os.environ if environ is None else environ
         self.app_id = (app_id or _env(env, ENV_APP_ID) or "").strip()
@@ -245,12 +212,16 @@ class ZaloGateway(Gateway):
         if not self._secret_key:
             raise ConfigurationError(f"Zalo app secret missing: set {ENV_SECRET_KEY}",
                                      reason="secret-key")
-        self.oa_api_url = _check_url(oa_api_url or _env(env, ENV_OA_API_URL)
-                                     or DEFAULT_OA_API_URL, ENV_OA_API_URL)
-        self.zns_api_url = _check_url(zns_api_url or _env(env, ENV_ZNS_API_URL)
-                                      or DEFAULT_ZNS_API_URL, ENV_ZNS_API_URL)
-        self.oauth_url = _check_url(oauth_url or _env(env, ENV_OAUTH_URL) or DEFAULT_OAUTH_URL,
-                                    ENV_OAUTH_URL)
+        # the access token (API) and the app secret (OAuth) travel in headers: plain http
+        # only for local fakes
+        self.oa_api_url = http.check_url(oa_api_url or _env(env, ENV_OA_API_URL)
+                                         or DEFAULT_OA_API_URL, ENV_OA_API_URL,
+                                         carries_secret=True)
+        self.zns_api_url = http.check_url(zns_api_url or _env(env, ENV_ZNS_API_URL)
+                                          or DEFAULT_ZNS_API_URL, ENV_ZNS_API_URL,
+                                          carries_secret=True)
+        self.oauth_url = http.check_url(oauth_url or _env(env, ENV_OAUTH_URL)
+                                        or DEFAULT_OAUTH_URL, ENV_OAUTH_URL, carries_secret=True)
         self.timeout = (
             _positive(connect_timeout if connect_timeout is not None
                       else _env(env, ENV_CONNECT_TIMEOUT) or 5.0, ENV_CONNECT_TIMEOUT),
@@ -263,14 +234,8 @@ class ZaloGateway(Gateway):
         self.body_param = body_param or _env(env, ENV_BODY_PARAM)
         self.clock = clock
         if session is None:
-            session = requests.Session()
-            # no automatic retries: a retried POST could be a second message
-            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_maxsize or self.concurrency,
-                                  max_retries=Retry(total=0, read=False, redirect=False,
-                                                    status=False, raise_on_status=False))
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
-            session.trust_env = trust_env
+            session = http.new_session(pool_size=pool_maxsize or self.concurrency,
+                                       trust_env=trust_env, loopback_only=loopback_only)
         self.session = session
         self.oauth = ZaloOAuth(self.session, self.oauth_url, self.app_id, self._secret_key,
                                self.timeout)
@@ -373,24 +338,18 @@ class ZaloGateway(Gateway):
                                         headers={"access_token": token}, timeout=self.timeout,
                                         allow_redirects=False)
         except requests.RequestException as exc:
-            if _is_connect_failure(exc):
-                raise UnavailableError(f"could not connect to Zalo ({type(exc).__name__})",
-                                       reason="connect-failed") from exc
-            if sends:
-                raise OutcomeUnknownError(
-                    f"no answer from Zalo after sending ({type(exc).__name__}); the message may "
-                    "have been accepted", reason="outcome-unknown") from exc
-            raise UnavailableError(f"no answer from Zalo ({type(exc).__name__})") from exc
+            raise http.map_error(exc, provider="Zalo", sending=sends,
+                                 read_timeout=self.timeout[1]) from exc
         status = resp.status_code
         if status == 429:
             raise ThrottledError("HTTP 429 from Zalo", provider_code="429",
-                                 retry_after=_retry_after_header(resp) or 60.0)
+                                 retry_after=self._retry_after_header(resp) or 60.0)
         if status == 504 and sends:
             # a proxy gave up waiting for Zalo, which may have accepted the message
             raise OutcomeUnknownError("HTTP 504 from Zalo after sending", provider_code="504")
         if status >= 500:
             raise UnavailableError(f"HTTP {status} from Zalo", provider_code=str(status),
-                                   retry_after=_retry_after_header(resp))
+                                   retry_after=self._retry_after_header(resp))
         if status in (401, 403):
             raise AuthenticationError(f"HTTP {status} from Zalo", provider_code=str(status))
         if status in (404, 405):
@@ -441,6 +400,9 @@ class ZaloGateway(Gateway):
         if cls == "authentication":
             raise AuthenticationError(detail, reason=reason, provider_code=code, raw=raw)
         raise PermanentError(detail, reason=reason, provider_code=code, raw=raw)
+
+    def _retry_after_header(self, resp: requests.Response) -> float | None:
+        return http.parse_retry_after(resp.headers.get("Retry-After"), self.clock.now())
 
     def _retry_after(self, entry: dict[str, Any], reason: str) -> float | None:
         spec = entry.get("retry_after")
@@ -515,16 +477,6 @@ class ZaloGateway(Gateway):
 
     def close(self) -> None:
         self.session.close()
-
-
-def _retry_after_header(resp: requests.Response) -> float | None:
-    value = resp.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        return None
 
 
 def epoch_ms(value: Any) -> dt.datetime | None:
