@@ -175,9 +175,12 @@ class RunEngine:
                 self.limiters[ch.channel] = ratelimit.limiter_for(
                     db, g.name, rate, shared=self.settings.shared_rate, clock=clock)
         st = self.settings
-        # a gateway that can confirm what it never received may have requests marked started
-        # ahead of time (reconciliation sorts them out); for the others only what is in flight
-        confirm = bool(gateways) and all(g.can_confirm for g in gateways.values())
+        # a gateway that can confirm at once what it never received (a local file, the mock)
+        # may have requests marked started ahead of time: reconciliation sorts them out in one
+        # lookup. For the others only what is in flight is started: a row marked ahead would
+        # wait out the provider's listing horizon, or the operator, after a crash
+        confirm = bool(gateways) and all(g.can_confirm and not g.lookup_horizon_seconds
+                                         for g in gateways.values())
         self.writer = LedgerWriter(db, run_id, gateway_names=[g.name for g in gateways.values()],
                                    clock=clock, owner=self.lease.owner,
                                    lookahead=max([64, *self.concurrency.values()]) if confirm

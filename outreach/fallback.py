@@ -30,7 +30,11 @@ STOP_REASONS = frozenset({
 _FAILED_STATES = (states.FAILED, states.UNDELIVERED)
 #: States in which a message may still arrive: the next channel waits for
 #: ``fallback_after_minutes`` after the send (``sent_at``, else ``sending_at``).
-_WAITING_STATES = (states.SENT, states.UNKNOWN)
+_WAITING_STATES = (states.SENT,)
+#: The reason the operator gives an ``unknown`` delivery to let the next channel take over
+#: (``outreach deliveries resolve ID --fallback``): its outcome stays unknown, and the person
+#: may be charged twice if the first channel did deliver, which the operator accepted.
+OPERATOR_FALLBACK = "operator-fallback"
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,10 @@ def _eligible(step: _Step, now: dt.datetime) -> Any:
     failed = and_(Delivery.status.in_(_FAILED_STATES),
                   or_(Delivery.error_reason.is_(None), Delivery.error_reason.not_in(STOP_REASONS)))
     waited = and_(Delivery.status.in_(_WAITING_STATES), sent_time <= cutoff)
-    return and_(Delivery.channel == step.channel, or_(failed, waited))
+    # an unknown outcome may well have been delivered (Zalo accepted it, then the answer was
+    # lost): never a second message unless reconciled as not received or the operator says so
+    allowed = and_(Delivery.status == states.UNKNOWN, Delivery.error_reason == OPERATOR_FALLBACK)
+    return and_(Delivery.channel == step.channel, or_(failed, waited, allowed))
 
 
 def plan_fallbacks(conn: Connection, spec: CampaignSpec, run_id: int, now: dt.datetime,
@@ -86,8 +93,11 @@ def plan_fallbacks(conn: Connection, spec: CampaignSpec, run_id: int, now: dt.da
     - ended ``failed`` or ``undelivered`` with a reason that is not a stop reason
       (:data:`STOP_REASONS`: the account is broken, not the recipient), e.g. Zalo -118
       ``no-zalo-account``; or
-    - is ``sent`` (or ``unknown``) and no delivery receipt came within the channel's
-      ``fallback_after_minutes`` since it was sent.
+    - is ``sent`` and no delivery receipt came within the channel's
+      ``fallback_after_minutes`` since it was sent; or
+    - is ``unknown`` and the operator allowed the fallback (:data:`OPERATOR_FALLBACK`, set by
+      ``outreach deliveries resolve --fallback``). An ``unknown`` delivery otherwise never
+      falls back: the provider may have accepted it, and nobody is charged twice.
 
     Each creates, in the same run, a ``queued`` delivery on channel i+1 for the same campaign,
     recipient and ``dedupe_key``, addressed to the recipient's E.164 number; ``gateway`` is
@@ -187,7 +197,7 @@ def cancel_superseded(conn: Connection, run_id: int, now: dt.datetime) -> int:
 def pending_fallback(conn: Connection, run_id: int, now: dt.datetime,
                      spec: CampaignSpec | None = None) -> dt.datetime | None:
     """The earliest instant (aware UTC) at which a delivery of run ``run_id`` that is still
-    unconfirmed (``sending``, ``sent`` or ``unknown``) on a channel that is not the campaign's
+    unconfirmed (``sending`` or ``sent``) on a channel that is not the campaign's
     last becomes eligible for fallback: its send time + ``fallback_after_minutes``. None when
     nothing is waiting. May be ≤ ``now`` (eligible already: call :func:`plan_fallbacks`).
 

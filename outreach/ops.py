@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from outreach import audit, engine, recipients, runs, runstates, states
+from outreach import audit, engine, recipients, reconcile, runs, runstates, states
 from outreach import text as textmod
 from outreach.campaigns import CampaignSpec
 from outreach.clock import SYSTEM_CLOCK, Clock, vn_today
@@ -125,7 +125,11 @@ def launch(db: Database, spec: CampaignSpec, *, gateway: str | None = None, dry_
             summary = recipients.import_into(
                 conn, files, list_name=spec.list_name, encoding=encoding,
                 convert_old_prefixes=convert_old_prefixes, district_by_file=district_map,
-                operator=operator, progress=import_progress, now=now)
+                operator=operator, progress=_interruptible(import_progress, stop_event),
+                now=now)
+            if stop_event is not None and stop_event.is_set():
+                # Ctrl-C while the lists were read: nothing is created, nothing half-written
+                raise KeyboardInterrupt
             plan = runs.create_run(conn, spec, kind="launch", gateway_names=names, now=now,
                                    run_key=f"launch:{now.isoformat()}", operator=operator)
             if dry_run:
@@ -162,6 +166,22 @@ def launch(db: Database, spec: CampaignSpec, *, gateway: str | None = None, dry_
     return result
 
 
+def _interruptible(progress: Callable[[int], None] | None,
+                   stop_event: threading.Event | None) -> Callable[[int], None] | None:
+    """An import progress callback that aborts the import (KeyboardInterrupt, the transaction
+    rolled back) once ``stop_event`` is set."""
+    if stop_event is None:
+        return progress
+
+    def check(rows: int) -> None:
+        if stop_event.is_set():
+            raise KeyboardInterrupt
+        if progress is not None:
+            progress(rows)
+
+    return check
+
+
 def _district_by_file(spec: CampaignSpec) -> dict[str, str]:
     return dict(spec.district_by_file)
 
@@ -191,13 +211,36 @@ def resume(db: Database, spec: CampaignSpec, *, gateway: str | None = None,
            progress: Callable[[int, int], None] | None = None,
            stop_event: threading.Event | None = None,
            gateways: dict[str, gwbase.Gateway] | None = None) -> RunReport:
-    """Continue an unfinished run: interrupted sends are reconciled first, never resent blindly."""
-    run = find_run(db, spec.id, run_id)
+    """Continue an unfinished run: interrupted sends are reconciled first, never resent blindly.
+
+    With no unfinished run, the latest finished run whose deliveries have an unknown outcome is
+    reconciled (a completed run is not a dead end): what the gateway confirms is recorded, what
+    it certainly never received is requeued and the run reopened and sent. Raises
+    OperatorError when there is nothing to resume."""
+    try:
+        run = find_run(db, spec.id, run_id)
+    except OperatorError:
+        run = _finished_with_unknown(db, spec.id) if run_id is None else None
+        if run is None:
+            raise
     engine.check_text(run, spec)
     names = run_gateway_names(run.options, spec, gateway)
     if gateways is None:
         gateways = build_gateways(names, db, clock, **(gateway_options or {}))
     now = clock.now()
+    found: reconcile.Reconciled | None = None
+    if run.status == runstates.COMPLETED:
+        found = reconcile.recover(db, spec, run.id, gateways, clock=clock)
+        with db.engine.begin() as conn:
+            audit.record(conn, "resume", operator=operator, campaign_id=spec.id,
+                         text_sha256=spec.text_sha256, now=now,
+                         details={"run_id": run.id, "reconciled": dict(found)})
+            if not found["requeued"] or not runstates.move(
+                    conn, run.id, runstates.PAUSED, "reconciled deliveries requeued",
+                    now=now, only_from=(runstates.COMPLETED,)):
+                rep = RunReport(run_id=run.id, reconciled=found,
+                                counts=runs.remaining(conn, run.id))
+                return rep
     with db.engine.begin() as conn:
         runstates.move(conn, run.id, runstates.RUNNING if run.started_at else runstates.CREATED,
                        None, now=now)
@@ -205,9 +248,27 @@ def resume(db: Database, spec: CampaignSpec, *, gateway: str | None = None,
                      text_sha256=spec.text_sha256, now=now,
                      details={"run_id": run.id, "override_window": override_window,
                               "allow_late": allow_late})
-    return engine.send_run(db, spec, run.id, gateways, clock=clock,
-                           override_window=override_window, allow_late=allow_late,
-                           progress=progress, stop_event=stop_event)
+    rep = engine.send_run(db, spec, run.id, gateways, clock=clock,
+                          override_window=override_window, allow_late=allow_late,
+                          progress=progress, stop_event=stop_event)
+    if found is not None:  # what the reconciliation of the completed run found comes first
+        for k, v in rep.reconciled.items():
+            found[k] = found.get(k, 0) + v if k != "still_unknown" else v
+        found["deferred"] = rep.reconciled.get("deferred", 0)
+        found.decide_after = getattr(rep.reconciled, "decide_after", None)
+        rep.reconciled = found
+    return rep
+
+
+def _finished_with_unknown(db: Database, campaign_id: str) -> Run | None:
+    """The latest completed run of the campaign that still has deliveries of unknown outcome."""
+    with db.engine.connect() as conn:
+        rid = conn.execute(select(Run.id).where(
+            Run.campaign_id == campaign_id, Run.status == runstates.COMPLETED,
+            select(Delivery.id).where(Delivery.run_id == Run.id,
+                                      Delivery.status == states.UNKNOWN).exists())
+            .order_by(Run.id.desc()).limit(1)).scalar()
+        return runs.get_run(conn, rid) if rid is not None else None
 
 
 @retry_write
@@ -235,13 +296,14 @@ def set_run_state(db: Database, campaign_id: str, action: str, *, operator: str 
     return run
 
 
-def resend(db: Database, spec: CampaignSpec, *, statuses: tuple[str, ...] = (states.FAILED,
-                                                                             states.UNDELIVERED),
+def resend(db: Database, spec: CampaignSpec, *, statuses: tuple[str, ...] = (
+               states.FAILED, states.UNDELIVERED, states.SKIPPED),
            gateway: str | None = None, operator: str | None = None, clock: Clock = SYSTEM_CLOCK,
            override_window: bool = False, gateway_options: dict[str, Any] | None = None,
            progress: Callable[[int, int], None] | None = None,
            gateways: dict[str, gwbase.Gateway] | None = None) -> LaunchResult:
-    """A new run only for recipients whose latest delivery failed (never anyone delivered,
+    """A new run only for recipients whose latest delivery failed, was undelivered or was skipped
+    (a cancelled run, an operator's skip) — never anyone delivered, sent,
     opted out or still in flight)."""
     now = clock.now()
     names = gateway_names_for(spec, gateway)

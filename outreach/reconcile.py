@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
@@ -33,8 +34,9 @@ class Reconciled(dict):  # type: ignore[type-arg]
     decide_after: dt.datetime | None = None
 
 
-#: Lookups in flight at once during reconciliation.
-LOOKUP_THREADS = 16
+#: Lookups in flight at once during reconciliation, and answers saved per transaction.
+LOOKUP_THREADS = 32
+SAVE_EVERY = 32
 
 
 def recover(db: Database, spec: CampaignSpec, run_id: int, gateways: dict[str, gw.Gateway], *,
@@ -113,15 +115,30 @@ def recover(db: Database, spec: CampaignSpec, run_id: int, gateways: dict[str, g
             log.warning("reconciliation of delivery %s failed: %s", r.id, exc)
             return None
 
+    pending: list[states.Change] = []
+    last = time.monotonic()
+
+    def save() -> None:
+        nonlocal last
+        for c in _apply_if_unknown(db, pending, clock.now()):
+            out["requeued" if c.new_status == states.QUEUED else "found"] += 1
+        pending.clear()
+        last = time.monotonic()
+
     with ThreadPoolExecutor(max_workers=max(1, min(LOOKUP_THREADS, len(asks))),
                             thread_name_prefix="outreach-lookup") as pool:
         futures = {pool.submit(ask, item): item for item in asks}
         for fut in as_completed(futures):
             r, g, _msg = futures[fut]
-            found = fut.result()
-            change = _decide(r, g, found, clock.now(), out)
-            if change is not None and _apply_if_unknown(db, change, clock.now()):
-                out["requeued" if change.new_status == states.QUEUED else "found"] += 1
+            change = _decide(r, g, fut.result(), clock.now(), out)
+            if change is not None:
+                pending.append(change)
+            # answers are saved as they come, a few at a time: a kill meanwhile loses at most
+            # the last few, which the next reconciliation simply asks about again
+            if len(pending) >= SAVE_EVERY or (pending and time.monotonic() - last > 0.2):
+                save()
+        if pending:
+            save()
     return out
 
 
@@ -151,29 +168,44 @@ def _decide(r: Any, g: gw.Gateway, found: Any, now: dt.datetime,
                          detail=f"reconciled with {g.name}")
 
 
-def _apply_if_unknown(db: Database, change: states.Change, now: dt.datetime) -> bool:
-    """Apply ``change`` in its own transaction if the row is still ``unknown`` (another worker
-    may have reconciled, requeued and a third claimed it meanwhile); True if applied."""
+def _apply_if_unknown(db: Database, changes: list[states.Change],
+                      now: dt.datetime) -> list[states.Change]:
+    """Apply the changes in one transaction to the rows still ``unknown`` (another worker may
+    have reconciled, requeued and a third claimed one meanwhile); returns those applied."""
     with db.engine.begin() as conn:
-        stmt = select(Delivery.id).where(Delivery.id == change.delivery_id,
+        stmt = select(Delivery.id).where(Delivery.id.in_([c.delivery_id for c in changes]),
                                          Delivery.status == states.UNKNOWN)
         if conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update()
-        if conn.execute(stmt).first() is None:
-            return False
-        ok = bool(states.apply(conn, [change], source="reconcile", now=now).get(
-            change.delivery_id))
-        if ok and change.new_status in (states.SENT, states.DELIVERED):
-            # it was sent after all: "interrupted" (or a timeout) no longer describes it
-            conn.execute(update(Delivery).where(Delivery.id == change.delivery_id).values(
-                error_reason=None, error_code=change.fields.get("error_code")))
-        return ok
+            stmt = stmt.order_by(Delivery.id).with_for_update()
+        still = set(conn.execute(stmt).scalars())
+        todo = [c for c in changes if c.delivery_id in still]
+        result = states.apply(conn, todo, source="reconcile", now=now)
+        done = [c for c in todo if result.get(c.delivery_id)]
+        # sent after all, or to be sent anew: "interrupted" (or a timeout) no longer
+        # describes them
+        for c in done:
+            conn.execute(update(Delivery).where(Delivery.id == c.delivery_id).values(
+                error_reason=None, error_code=c.fields.get("error_code")))
+    return done
 
 
 def resolve_unknown(conn: Connection, delivery_ids: list[int], *, action: str,
                     now: dt.datetime) -> dict[int, bool]:
-    """The operator's explicit decision on ``unknown`` deliveries: ``resend`` (back to the queue)
-    or ``sent`` (treat as sent) or ``skip``."""
+    """The operator's explicit decision on ``unknown`` deliveries: ``resend`` (back to the queue),
+    ``sent`` (treat as sent), ``skip``, or ``fallback`` (the outcome stays unknown, and the
+    campaign's next channel may take over: :data:`outreach.fallback.OPERATOR_FALLBACK`).
+    Returns delivery id -> changed (False for a delivery that is not ``unknown``)."""
+    if action == "fallback":
+        from outreach.fallback import OPERATOR_FALLBACK
+
+        result = {}
+        for i in delivery_ids:
+            result[i] = conn.execute(update(Delivery).where(
+                Delivery.id == i, Delivery.status == states.UNKNOWN).values(
+                error_reason=OPERATOR_FALLBACK, updated_at=now)).rowcount == 1
+        _reopen(conn, [i for i, ok in result.items() if ok], now,
+                "the operator allowed the next channel for deliveries of unknown outcome")
+        return result
     if action == "resend":
         changes = [states.Change(i, states.QUEUED, backward="operator",
                                  detail="operator chose to resend") for i in delivery_ids]
@@ -188,13 +220,20 @@ def resolve_unknown(conn: Connection, delivery_ids: list[int], *, action: str,
         raise ValueError(f"unknown action {action!r}")
     result = states.apply(conn, changes, source="operator", now=now)
     if action == "resend":
-        # a finished run with requeued deliveries is open again for `campaign resume`
-        run_ids = conn.execute(select(Delivery.run_id).where(
-            Delivery.id.in_([i for i, ok in result.items() if ok])).distinct()).scalars().all()
-        for run_id in run_ids:
-            runstates.move(conn, run_id, runstates.PAUSED, "deliveries requeued by the operator",
-                           now=now, only_from=(runstates.COMPLETED,))
+        _reopen(conn, [i for i, ok in result.items() if ok], now,
+                "deliveries requeued by the operator")
     return result
+
+
+def _reopen(conn: Connection, delivery_ids: list[int], now: dt.datetime, why: str) -> None:
+    """A finished run of these deliveries is open again for ``campaign resume``."""
+    if not delivery_ids:
+        return
+    run_ids = conn.execute(select(Delivery.run_id).where(
+        Delivery.id.in_(delivery_ids)).distinct()).scalars().all()
+    for run_id in run_ids:
+        runstates.move(conn, run_id, runstates.PAUSED, why, now=now,
+                       only_from=(runstates.COMPLETED,))
 
 
 def stale_sending(conn: Connection, run_id: int, now: dt.datetime) -> int:

@@ -46,6 +46,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, select
+from sqlalchemy.orm import aliased
 from sqlalchemy import text as sql_text
 
 from outreach import states
@@ -260,7 +261,30 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
                      for k, v in sorted(cost[d].items())} for d in cost},
         "failure_reasons": reasons,
         "local_gateways": local_gateways(dims["gateway"]),
+        "unknown_no_fallback": _unknown_no_fallback(conn, campaign_id, definition),
     }
+
+
+def _unknown_no_fallback(conn: Connection, campaign_id: str,
+                         definition: Mapping[str, Any]) -> dict[str, int]:
+    """Channel -> deliveries whose outcome is unknown on a channel that has a next one, and
+    for which the next channel was not used: "Zalo outcome unknown, SMS not sent" (issue
+    #15: nobody is sent a second message while the first may have arrived). Empty for a
+    campaign with one channel."""
+    chans = [c.get("channel") for c in (definition.get("channels") or []) if isinstance(c, dict)]
+    out: dict[str, int] = {}
+    for cur, nxt in zip(chans, chans[1:]):
+        other = aliased(Delivery)
+        later = select(other.id).where(other.campaign_id == Delivery.campaign_id,
+                                       other.recipient_id == Delivery.recipient_id,
+                                       other.dedupe_key == Delivery.dedupe_key,
+                                       other.channel == nxt)
+        n = conn.execute(select(func.count()).select_from(Delivery).where(
+            Delivery.campaign_id == campaign_id, Delivery.channel == cur,
+            Delivery.status == states.UNKNOWN, ~later.exists())).scalar_one()
+        if n:
+            out[cur] = n
+    return out
 
 
 def local_gateways(names: Any) -> list[str]:

@@ -171,12 +171,25 @@ def test_other_failures_fall_back_at_once(db: Database, spec: campaigns.Campaign
     assert plan(db, spec) == 1
 
 
-def test_outcome_unknown_waits_like_sent(db: Database, spec: campaigns.CampaignSpec) -> None:
-    zalo_delivery(db, recipient(db, "+84961234567"), "unknown", sent_minutes_ago=30)
+def test_an_unknown_outcome_never_falls_back_unless_the_operator_says_so(
+        db: Database, spec: campaigns.CampaignSpec) -> None:
+    """Zalo may have accepted a message whose answer was lost: no SMS on top (issue #15), and
+    the report says so; the operator can allow the SMS explicitly."""
+    from outreach import reconcile, reports
+
+    zalo_delivery(db, recipient(db, "+84961234567"), "unknown", sent_minutes_ago=600)
     assert plan(db, spec) == 0
+    assert plan(db, spec, NOW + dt.timedelta(days=3)) == 0
     with db.engine.connect() as conn:
-        assert fallback.pending_fallback(conn, 1, NOW) == NOW + dt.timedelta(minutes=30)
-    assert plan(db, spec, NOW + dt.timedelta(minutes=30)) == 1
+        assert fallback.pending_fallback(conn, 1, NOW) is None  # nothing to wait for either
+        assert reports.campaign_report(conn, spec.id)["unknown_no_fallback"] == {"zalo": 1}
+    with db.engine.begin() as conn:
+        [did] = conn.execute(select(Delivery.id)).scalars().all()
+        assert reconcile.resolve_unknown(conn, [did], action="fallback", now=NOW) == {did: True}
+    assert plan(db, spec) == 1
+    assert [r.status for r in sms_rows(db)] == ["queued"]
+    with db.engine.connect() as conn:
+        assert reports.campaign_report(conn, spec.id)["unknown_no_fallback"] == {}
 
 
 def test_the_last_channel_never_falls_back(db: Database, spec: campaigns.CampaignSpec) -> None:

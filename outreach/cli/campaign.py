@@ -14,6 +14,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 
+from outreach.clock import VN_TZ
 from outreach import campaigns, ops, states
 from outreach.cli import Ctx, console, err_console, pass_ctx
 
@@ -187,6 +188,12 @@ def _print_report(rep: Any) -> None:
     rec = {k: v for k, v in (rep.reconciled or {}).items() if v}
     if rec:
         console.print("interrupted sends reconciled: " + ", ".join(f"{k} {v}" for k, v in rec.items()))
+    after = getattr(rep.reconciled, "decide_after", None)
+    if after is not None:
+        console.print(f"[yellow]{rep.reconciled['deferred']} deliveries were not listed by the "
+                      "provider yet, which proves nothing while it may still be creating them; "
+                      f"they stay unknown until {after.astimezone(VN_TZ):%H:%M:%S} (Vietnam "
+                      "time): run `outreach campaign resume` again after that[/yellow]")
     if rep.stopped:
         when = f"; the window opens again at {rep.resume_at:%Y-%m-%d %H:%M %Z}" if rep.resume_at else ""
         console.print(f"[yellow]run stopped ({rep.stopped}):[/yellow] {rep.reason or ''}{when}")
@@ -315,7 +322,8 @@ def cancel(c: Ctx, campaign_id: str, yes: bool) -> None:
 @campaign.command("resend")
 @click.argument("campaign_ref", metavar="FILE_OR_ID")
 @click.option("--failed", "failed", is_flag=True, default=True,
-              help="Recipients whose latest delivery failed or was undelivered (the default).")
+              help="Recipients whose latest delivery failed, was undelivered or was skipped "
+                   "(e.g. by a cancel) and who were never reached (the default).")
 @click.option("--include-unknown", is_flag=True,
               help="Also recipients whose outcome is unknown (risk of a double send).")
 @click.option("--gateway")
@@ -326,7 +334,8 @@ def resend(c: Ctx, campaign_ref: str, failed: bool, include_unknown: bool, gatew
            override_window: bool, no_progress: bool) -> None:
     """A new run for the recipients not reached: never anyone delivered or opted out."""
     spec = load_spec(campaign_ref, c)
-    statuses = (states.FAILED, states.UNDELIVERED) + ((states.UNKNOWN,) if include_unknown else ())
+    statuses = (states.FAILED, states.UNDELIVERED, states.SKIPPED) + (
+        (states.UNKNOWN,) if include_unknown else ())
     with progress_bar(not no_progress) as prog:
         res = ops.resend(c.db, spec, statuses=statuses, gateway=gateway, operator=c.operator,
                          override_window=override_window, progress=prog)

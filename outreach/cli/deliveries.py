@@ -246,6 +246,9 @@ def sync(c: Ctx, campaign_id: str, gateway: str, batch_size: int) -> None:
               help="Requeue: the operator accepts the risk of a double send.")
 @click.option("--mark-sent", "action", flag_value="sent", help="Treat as sent (no resend).")
 @click.option("--skip", "action", flag_value="skip", help="Do not send again.")
+@click.option("--fallback", "action", flag_value="fallback",
+              help="Let the campaign's next channel (SMS after Zalo) take over; the person may "
+                   "get both if the first did arrive.")
 @pass_ctx
 def resolve(c: Ctx, delivery_ids: tuple[int, ...], action: str | None) -> None:
     """The operator's explicit decision on deliveries whose outcome is unknown."""
@@ -253,7 +256,7 @@ def resolve(c: Ctx, delivery_ids: tuple[int, ...], action: str | None) -> None:
     from outreach.reconcile import resolve_unknown
 
     if not action:
-        raise click.UsageError("choose --resend, --mark-sent or --skip")
+        raise click.UsageError("choose --resend, --mark-sent, --skip or --fallback")
     from outreach.models import Campaign
 
     now = dt.datetime.now(dt.timezone.utc)
@@ -276,5 +279,7 @@ def resolve(c: Ctx, delivery_ids: tuple[int, ...], action: str | None) -> None:
     bad = [i for i, v in res.items() if not v]
     console.print(f"{len(ok)} deliveries {action}" + (
         f"; not unknown, left unchanged: {', '.join(map(str, bad))}" if bad else ""))
-    if ok and action == "resend":
-        console.print("run `outreach campaign resume CAMPAIGN` to send them")
+    if ok and action in ("resend", "fallback"):
+        campaigns_ = sorted({r.campaign_id for r in owners if r.id in ok})
+        console.print("to send them: " + "; ".join(f"`outreach campaign resume {cid}`"
+                                                   for cid in campaigns_))

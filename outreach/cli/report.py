@@ -147,6 +147,11 @@ def _table(data: dict[str, Any], wanted: set[str]) -> None:
         n = sum((data["by_gateway"].get(g) or {}).values())
         console.print(f"[yellow]note: {n:,} deliveries went to the {g} gateway (a local file): "
                       "none reached a phone and none is billed[/yellow]")
+    for ch, n in (data.get("unknown_no_fallback") or {}).items():
+        console.print(f"[yellow]note: {n:,} deliveries by {ch} have an unknown outcome, so the "
+                      "next channel was not sent (the provider may have delivered them); "
+                      "`outreach deliveries list ID --status unknown`, then `outreach deliveries "
+                      "resolve … --fallback` to send by the next channel anyway[/yellow]")
     for dim in reports.DIMENSIONS:
         if dim not in wanted:
             continue

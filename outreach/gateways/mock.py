@@ -42,6 +42,9 @@ class MockGateway(Gateway):
     "message_id", "t" (epoch seconds when the request arrived), "pid"}`` in a single
     ``O_APPEND`` write, and :meth:`lookup` searches the file, so a killed worker's sends can be
     reconciled by another process. Message ids then carry the process id (``MOCK<pid>-<n>``).
+
+    ``confirm=False`` makes it a gateway that cannot be asked (like Zalo): :meth:`lookup`
+    answers None and :attr:`can_confirm` is False.
     """
 
     name: ClassVar[str] = "mock"
@@ -53,14 +56,17 @@ class MockGateway(Gateway):
     def __init__(self, *, script: dict[str, Iterable[str]] | None = None, default: str = "accept",
                  latency: float = 0.0, channel: str | None = None,
                  sleep: Callable[[float], None] = time.sleep,
-                 record: str | os.PathLike[str] | None = None, **_: Any) -> None:
+                 record: str | os.PathLike[str] | None = None, confirm: bool | str = True,
+                 **_: Any) -> None:
         if default not in OUTCOMES:
             raise base.ConfigurationError(f"unknown mock outcome {default!r}")
         self.script: dict[str, deque[str]] = defaultdict(deque)
         for address, outcomes in (script or {}).items():
             self.script[address].extend(outcomes)
         self.default = default
-        self.latency = latency
+        self.latency = float(latency)
+        if str(confirm).lower() in ("false", "0", "no"):
+            self.can_confirm = False  # type: ignore[misc]
         self._sleep = sleep
         if channel:
             self.channel = channel  # type: ignore[misc]
@@ -105,6 +111,8 @@ class MockGateway(Gateway):
 
     def lookup(self, message: OutboundMessage, since: dt.datetime,
                until: dt.datetime) -> StatusUpdate | bool | None:
+        if not self.can_confirm:
+            return None
         with self._lock:
             sid = self._by_delivery.get(message.delivery_id)
             if sid is None and self.record:

@@ -189,6 +189,8 @@ class FakeTwilio:
     :meth:`start`/:meth:`stop`.
 
     ``latency`` (seconds) delays every answer (100 ms for the throughput benchmark);
+    ``create_delay`` (seconds) is how long Twilio takes to create a message before it is
+    stored and listed (it is created even if the client has gone meanwhile);
     ``price`` is returned on created messages (Twilio returns null until billed; give
     ``"-0.0450"`` to test conversion); ``account_status`` is the account's ``status``.
     """
@@ -197,11 +199,13 @@ class FakeTwilio:
                  api_keys: dict[str, str] | None = None, latency: float = 0.0,
                  price: str | None = None, price_unit: str = "USD",
                  account_status: str = "active",
-                 friendly_name: str = "Sở Y tế Cần Thơ (thử nghiệm)") -> None:
+                 friendly_name: str = "Sở Y tế Cần Thơ (thử nghiệm)",
+                 create_delay: float = 0.0) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.api_keys = dict(api_keys if api_keys is not None else {API_KEY: API_SECRET})
         self.latency = latency
+        self.create_delay = create_delay
         self.price = price
         self.price_unit = price_unit
         self.account_status = account_status
@@ -473,6 +477,7 @@ class _Handler(BaseHTTPRequestHandler):
                                          "detail": f"{f.message} for {params.get('To', '')}"})
 
         if route == "create":
+            self._delay(fake.create_delay)
             sid = fake._store(params, dt.datetime.now(dt.timezone.utc))
             if f.kind == "drop_after":
                 return self._drop()
