@@ -136,6 +136,9 @@ def launch(db: Database, spec: CampaignSpec, *, gateway: str | None = None, dry_
         trans = conn.begin()
         try:
             runs.sync_campaign(conn, spec, now=now, accept_new_text=accept_new_text)
+            if not dry_run:  # maker–checker (outreach/approvals.py)
+                from outreach.approvals import require_approval
+                require_approval(conn, spec, gateways, operator=operator, now=now)
             active = runs.active_run(conn, spec.id)
             if active is not None and not dry_run:
                 stale = stale_sending(conn, active.id, now)
@@ -227,6 +230,8 @@ def resume(db: Database, spec: CampaignSpec, *, gateway: str | None = None,
         gateways = build_gateways(names, db, clock, **(gateway_options or {}))
     now = clock.now()
     with db.engine.begin() as conn:
+        from outreach.approvals import require_approval  # maker–checker
+        require_approval(conn, spec, gateways, operator=operator, now=now, action="resume")
         runs.set_status(conn, run.id, "running" if run.started_at else "created", None, now=now)
         audit.record(conn, "resume", operator=operator, campaign_id=spec.id,
                      text_sha256=spec.text_sha256, now=now,
@@ -276,6 +281,8 @@ def resend(db: Database, spec: CampaignSpec, *, statuses: tuple[str, ...] = (sta
     note = check_window(spec, gateways, now, override_window)
     with db.engine.begin() as conn:
         runs.sync_campaign(conn, spec, now=now)
+        from outreach.approvals import require_approval  # maker–checker
+        require_approval(conn, spec, gateways, operator=operator, now=now, action="resend")
         active = runs.active_run(conn, spec.id)
         if active is not None:
             raise OperatorError(f"campaign {spec.id} has unfinished run #{active.id} "
