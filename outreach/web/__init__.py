@@ -376,6 +376,8 @@ def create_app(db: Database, *, secret_key: str | None = None, trusted_header: s
             return back(cid)
         try:
             names = ops.gateway_names_for(spec, gateway)
+            with db.engine.connect() as conn:  # refuse before touching any gateway (read only:
+                approvals.require_approval(conn, spec, names)  # ops.launch checks again)
             gws = ops.build_gateways(names, db, **(gateway_options or {}))
             res = ops.launch(db, spec, gateway=gateway, operator=operator_name(), gateways=gws,
                              dispatch=False)
@@ -390,10 +392,15 @@ def create_app(db: Database, *, secret_key: str | None = None, trusted_header: s
                   "dịch này.", "ok")
             return back(cid)
         run_id = res.plan.run_id
+        # batches of about one second of sends (the dispatcher records a batch's outcomes
+        # together), so the progress on the page moves every second
+        ch = spec.channels[0]
+        rate = ch.rate_per_second or gws[ch.channel].rate_per_second
+        batch = int(min(500, max(10, rate))) if rate else 500
 
         def send() -> None:
             try:
-                Dispatcher(db, spec, run_id, gws).run()
+                Dispatcher(db, spec, run_id, gws, batch_size=batch).run()
             finally:
                 for gw in gws.values():
                     gw.close()
