@@ -247,3 +247,36 @@ def test_launch_refused_in_the_web_without_approval(app, world: World) -> None: 
     assert "Chưa được phép" in page and "needs the approval of a second person" in page
     with reports.report_connection(world.db.engine) as conn:
         assert reports.campaign_report(conn, "that-twilio")["deliveries"] == 0
+
+
+def test_web_serve_defaults_to_loopback_and_checks_the_secret(world: World,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    import outreach.web as webapp
+    from outreach.cli import main
+
+    seen: dict = {}
+    monkeypatch.setattr(webapp, "serve", lambda db, host, port, **kw: seen.update(
+        host=host, port=port, **kw))
+    monkeypatch.setenv("OUTREACH_WEB_SECRET_KEY", "short")
+    r = CliRunner().invoke(main, ["--database-url", str(world.db.url), "web", "serve"])
+    assert r.exit_code == 2 and "at least 32 characters" in r.output
+    monkeypatch.setenv("OUTREACH_WEB_SECRET_KEY", "s" * 40)
+    r = CliRunner().invoke(main, ["--database-url", str(world.db.url), "web", "serve",
+                                  "--trusted-header", "X-Remote-User"])
+    assert r.exit_code == 0, r.output
+    assert (seen["host"], seen["port"], seen["trusted_header"], seen["trusted_proxies"]) == (
+        "127.0.0.1", 8000, "X-Remote-User", ("127.0.0.1", "::1"))
+    assert "s" * 40 not in r.output
+
+
+def test_a_missing_campaign_file_is_one_clear_message(app, world: World) -> None:  # type: ignore[no-untyped-def]
+    c = app.test_client()
+    login(c, "vera")
+    world.mock_file.rename(world.mock_file.with_suffix(".moved"))
+    r = c.get("/campaigns/thu-mock")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 404 and "Không đọc được tệp chiến dịch" in page
+    assert "thu-mock.toml" in page and "Traceback" not in page
+    assert c.get("/campaigns/khong-co").status_code == 404

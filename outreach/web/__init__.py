@@ -144,8 +144,11 @@ def create_app(db: Database, *, secret_key: str | None = None, trusted_header: s
             "Tài khoản của bạn không có quyền thực hiện thao tác này.")), 403
 
     @app.errorhandler(404)
-    def not_found(_exc: Any) -> Any:
-        return render_template("error.html", code=404, message="Không tìm thấy trang."), 404
+    def not_found(exc: Any) -> Any:
+        message = getattr(exc, "description", "") or ""
+        if not message.startswith("Không đọc được"):
+            message = "Không tìm thấy trang."
+        return render_template("error.html", code=404, message=message), 404
 
     @app.context_processor
     def helpers() -> dict[str, Any]:
@@ -207,7 +210,10 @@ def create_app(db: Database, *, secret_key: str | None = None, trusted_header: s
             path = conn.execute(select(Campaign.file_path).where(Campaign.id == cid)).scalar()
         if path is None:
             abort(404)
-        return campaigns.load(path)
+        try:
+            return campaigns.load(path)
+        except (campaigns.CampaignError, OSError) as exc:  # the file moved or became invalid
+            abort(404, description=f"Không đọc được tệp chiến dịch: {_one_line(exc)}")
 
     @app.get("/campaigns/<cid>")
     def campaign_page(cid: str) -> Any:
