@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from outreach import campaigns, reports, runs
+from outreach import campaigns, runs
 from outreach.web import create_app
 from tests.fakes import waitress_on_loopback
 from tests.fakes.twilio_server import FakeTwilio
@@ -106,8 +106,14 @@ def test_follow_a_run_compare_download_and_approve(site, browser) -> None:  # ty
 
     # every figure on the page equals the JSON report
     page.reload()
-    with reports.report_connection(db.engine) as conn:
-        data = reports.campaign_report(conn, "thu-mock")
+    from click.testing import CliRunner
+
+    from outreach.cli import main
+
+    out = CliRunner().invoke(main, ["--database-url", db.url, "report", "thu-mock",
+                                    "--format", "json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)  # `outreach report thu-mock --format json`
     figures = page.eval_on_selector_all(
         "[data-figure]", "els => els.map(e => [e.dataset.figure, e.dataset.value, e.innerText])")
     assert len(figures) >= 13
