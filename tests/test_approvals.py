@@ -16,6 +16,7 @@ from outreach.clock import VN_TZ
 from outreach.gateways.twilio import TwilioGateway
 from outreach.models import Delivery, Run
 from tests.fakes.twilio_server import FakeTwilio
+from tests.pg import pg_db, pg_url  # noqa: F401
 from tests.web_helpers import PASSWORD, World, make_world
 
 
@@ -246,3 +247,22 @@ def test_cli_launch_refused_without_approval_is_one_line(world: World,
     assert r.exit_code == 1, r.output
     assert "needs the approval of a second person" in r.output and "Traceback" not in r.output
     assert count_deliveries(world, "that-twilio") == 0
+
+
+@pytest.mark.postgres
+def test_approvals_and_accounts_on_postgresql(pg_db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    from tests.web_helpers import add_accounts, open_campaign
+
+    add_accounts(pg_db)
+    path = open_campaign(tmp_path, "pg-twilio", "twilio", n=3)
+    spec = campaigns.load(path)
+    with pytest.raises(approvals.ApprovalError):
+        with pg_db.engine.begin() as conn:
+            approvals.require_approval(conn, spec, {"sms": "twilio"})
+    with pg_db.engine.begin() as conn:
+        approvals.prepare(conn, spec, operator="olga")
+    with pg_db.engine.begin() as conn:
+        a = approvals.approve(conn, spec, approver="anna")
+        assert approvals.require_approval(conn, spec, {"sms": "twilio"}).id == a.id
+        assert users.authenticate(conn, "anna", PASSWORD).role == "approver"
+        assert users.authenticate(conn, "anna", "sai-mat-khau-roi") is None

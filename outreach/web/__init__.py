@@ -39,7 +39,6 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import func, select
 
 from outreach import approvals, audit, campaigns, official, ops, reports, states, users
-from outreach.clock import VN_TZ
 from outreach.db import Database
 from outreach.models import Campaign, Run, Schedule, Suppression
 from outreach.phones import mask
