@@ -203,6 +203,14 @@ def test_every_figure_on_the_campaign_page_equals_the_json_report(app, world: Wo
             o = reports.outcome(counts)
             assert {k: int(v) for k, v in cells.items()} == {
                 k: o[k] for k in ("deliveries", "delivered", "failures", "awaiting", "not_sent")}
+    section = html.split('id="by_ward"', 1)[1].split("</section>", 1)[0]
+    for district, wards in data["by_ward"].items():
+        for ward, counts in wards.items():
+            row = section.split(f'data-key="{district}/{ward}"', 1)[1].split("</tr>", 1)[0]
+            cells = dict(re.findall(r'data-col="([a-z_]+)" data-value="(\d+)"', row))
+            assert int(cells["deliveries"]) == sum(counts.values())
+            assert int(cells["failures"]) == reports.outcome(counts)["failures"]
+    assert sum(len(w) for w in data["by_ward"].values()) == 2  # An Hòa, Lê Bình
     assert data["text_sha256"] in html and data["text"] in html
     prog = c.get("/campaigns/thu-mock/progress.json").get_json()
     assert (prog["deliveries"], prog["done"], prog["pending"], prog["failures"]) == (6, 6, 0, 1)

@@ -240,8 +240,10 @@ def create_app(db: Database, *, secret_key: str | None = None, trusted_header: s
             breakdowns.append({"key": key, "title": title, "column": column, "rows": rows,
                                "max": maximum,
                                "cost": data["cost"].get(key[3:], {})})
+        wards = [{"district": dname, "ward": wname, **reports.outcome(counts)}
+                 for dname, ws in data["by_ward"].items() for wname, counts in ws.items()]
         return render_template(
-            "campaign.html", spec=spec, d=data, runs=run_rows, schedule=sched, ap=ap,
+            "campaign.html", spec=spec, d=data, wards=wards, runs=run_rows, schedule=sched, ap=ap,
             ap_error=ap_error, breakdowns=breakdowns, groups=GROUPS, gateways=names,
             reaching=reaching, source_reference=official.source_reference(data),
             optouts=optouts, launching=cid in launches and launches[cid].is_alive(),
