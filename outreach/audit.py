@@ -12,7 +12,9 @@ from outreach.models import AuditEntry
 
 ACTIONS = ("import", "launch", "dry-run", "pause", "resume", "cancel", "resend", "optout-add",
            "optout-import", "optout-remove", "resolve-unknown", "schedule", "purge", "sync",
-           "token", "scheduled-run", "export", "lookup")
+           "token", "scheduled-run", "export", "lookup", "user-add", "user-disable", "user-enable",
+           "approval-request", "approve", "approval-setting", "approval-waived", "login",
+           "logout", "view-numbers", "download")
 
 
 def record(conn: Connection, action: str, *, operator: str | None = None,

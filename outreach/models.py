@@ -337,3 +337,60 @@ class AuditEntry(Base):
     campaign_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     text_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class User(Base):
+    """A web application account (``outreach users add``; outreach/users.py).
+
+    ``role`` is one of ``viewer``, ``operator``, ``approver``, ``admin`` (outreach.users.ROLES);
+    ``password_hash`` is an Argon2id hash (argon2-cffi), None for an account that signs in only
+    through the trusted reverse-proxy header. A disabled account cannot sign in and cannot approve.
+    """
+
+    __tablename__ = "users"
+
+    id: Mapped[IntPK]
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[OptStr]
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str | None] = mapped_column(Text, nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[Timestamp]
+    updated_at: Mapped[Timestamp]
+    last_login_at: Mapped[OptTimestamp]
+
+
+class Approval(Base):
+    """A maker–checker approval of a campaign (outreach/approvals.py).
+
+    Prepared (``prepared_by``) against the NFC text hash and the recipient list files (name,
+    SHA-256 of the bytes, data rows: ``lists``; ``lists_sha256`` over them; ``rows`` their sum),
+    then approved by another person (``approved_by``). ``status``: ``pending``, ``approved``,
+    ``withdrawn``. An approval whose text or lists no longer match the campaign is void.
+    """
+
+    __tablename__ = "approvals"
+
+    id: Mapped[IntPK]
+    campaign_id: Mapped[CampaignFK]
+    text_sha256: Mapped[str] = mapped_column(String(64))
+    lists: Mapped[list[Any]] = mapped_column(JSON)
+    lists_sha256: Mapped[str] = mapped_column(String(64))
+    rows: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    prepared_by: Mapped[str] = mapped_column(String(128))
+    prepared_at: Mapped[Timestamp]
+    approved_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    approved_at: Mapped[OptTimestamp]
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Setting(Base):
+    """A setting changed only by an audited command (``outreach approvals relax|require``)."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_by: Mapped[str] = mapped_column(String(128))
+    updated_at: Mapped[Timestamp]

@@ -113,6 +113,9 @@ def launch(db: Database, spec: CampaignSpec, *, gateway: str | None = None, dry_
         trans = conn.begin()
         try:
             runs.sync_campaign(conn, spec, now=now, accept_new_text=accept_new_text)
+            if not dry_run:  # maker–checker (outreach/approvals.py)
+                from outreach.approvals import require_approval
+                require_approval(conn, spec, gateways, operator=operator, now=now)
             active = runs.active_run(conn, spec.id)
             if active is not None and not dry_run:
                 stale = stale_sending(conn, active.id, now)
@@ -242,6 +245,8 @@ def resume(db: Database, spec: CampaignSpec, *, gateway: str | None = None,
                                 counts=runs.remaining(conn, run.id))
                 return rep
     with db.engine.begin() as conn:
+        from outreach.approvals import require_approval  # maker–checker
+        require_approval(conn, spec, gateways, operator=operator, now=now, action="resume")
         runstates.move(conn, run.id, runstates.RUNNING if run.started_at else runstates.CREATED,
                        None, now=now)
         audit.record(conn, "resume", operator=operator, campaign_id=spec.id,
@@ -312,6 +317,8 @@ def resend(db: Database, spec: CampaignSpec, *, statuses: tuple[str, ...] = (
     note = check_window(spec, gateways, now, override_window)
     with db.engine.begin() as conn:
         runs.sync_campaign(conn, spec, now=now)
+        from outreach.approvals import require_approval  # maker–checker
+        require_approval(conn, spec, gateways, operator=operator, now=now, action="resend")
         active = runs.active_run(conn, spec.id)
         if active is not None:
             raise OperatorError(f"campaign {spec.id} has unfinished run #{active.id} "

@@ -401,6 +401,8 @@ def _create_day_run(db: Database, spec: CampaignSpec, due: Due, names: dict[str,
                 return TickResult(spec.id, "taken", f.day, existing,
                                   detail="another scheduler process created this day's run")
             runs.sync_campaign(conn, spec, now=now)
+            from outreach.approvals import require_approval  # maker–checker
+            require_approval(conn, spec, names, operator=operator, now=now, action="scheduled run")
             summary = recipients.import_into(
                 conn, spec.list_files(), list_name=spec.list_name,
                 district_by_file=dict(spec.district_by_file), operator=operator, now=now)

@@ -180,3 +180,16 @@ def seed_run(db: Database, spec: campaigns.CampaignSpec, now: dt.datetime, *,
                                **create)
     assert plan.run_id is not None
     return plan.run_id
+
+
+def approve(db: Database, spec: campaigns.CampaignSpec) -> None:
+    """Give ``spec`` a second person's approval (outreach/approvals.py), as a launch through a
+    gateway that reaches phones needs: accounts ``test-preparer`` and ``test-approver``."""
+    from outreach import approvals, users
+
+    with db.engine.begin() as conn:
+        for name, role in (("test-preparer", "operator"), ("test-approver", "approver")):
+            if users.get(conn, name) is None:
+                users.add(conn, name, role, password=None)
+        approvals.prepare(conn, spec, operator="test-preparer")
+        approvals.approve(conn, spec, approver="test-approver")

@@ -299,7 +299,7 @@ def test_dispatcher_zalo_then_sms_end_to_end(tmp_path: Path, monkeypatch: pytest
     from outreach.gateways.zalo import ZaloGateway
     from outreach.gateways.zalo_webhook import apply_event
     from tests.fakes.zalo_server import FakeZalo, isolate
-    from tests.helpers import fresh_db, in_window, load, numbers, write_campaign
+    from tests.helpers import approve, fresh_db, in_window, load, numbers, write_campaign
 
     isolate(monkeypatch)
     channels = """
@@ -314,6 +314,7 @@ sender = "TEST"
 """
     spec = load(write_campaign(tmp_path, n=3, channels=channels))
     db = fresh_db(tmp_path)
+    approve(db, spec)  # Zalo reaches phones: a second person's approval (outreach/approvals.py)
     no_zalo, receipt, silent = numbers(3)
     clock = FakeClock(in_window())
     with FakeZalo() as z:

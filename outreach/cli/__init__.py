@@ -63,9 +63,10 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from outreach.listfiles import ListFileError
     from outreach.ops import OperatorError
     from outreach.runs import RunError
+    from outreach.users import UserError
 
     return (OperatorError, CampaignError, ListFileError, GatewayError, RunError, SQLAlchemyError,
-            OSError)
+            OSError, UserError)
 
 
 class OutreachGroup(click.Group):
@@ -145,6 +146,9 @@ def _register() -> None:
         "scheduler": ("outreach.cli.schedule", "scheduler"),
         "worker": ("outreach.cli.worker", "worker"),
         "privacy": ("outreach.cli.privacy", "privacy"),
+        "users": ("outreach.cli.users", "users"),
+        "approvals": ("outreach.cli.users", "approvals"),
+        "web": ("outreach.cli.web", "web"),
     }
     import importlib
 

@@ -387,3 +387,41 @@ def runs_list(c: Ctx, campaign_id: str | None, fmt: str) -> None:
                   ", ".join(f"{k} {v}" for k, v in sorted(d["counts"].items())),
                   d["reason"] or "")
     console.print(t)
+
+
+def _approval_line(a: Any) -> str:
+    return (f"#{a.id} {a.status}: text {a.text_sha256[:12]}…, {len(a.lists)} lists, {a.rows} rows, "
+            f"prepared by {a.prepared_by}"
+            + (f", approved by {a.approved_by}" if a.approved_by else ""))
+
+
+@campaign.command("submit")
+@click.argument("campaign_ref", metavar="FILE_OR_ID")
+@click.option("--note", help="A note for the approver.")
+@pass_ctx
+def submit(c: Ctx, campaign_ref: str, note: str | None) -> None:
+    """Ask for approval of the campaign as it is now: its text hash and list files (maker)."""
+    from outreach import approvals, config
+
+    spec = load_spec(campaign_ref, c)
+    with c.db.engine.begin() as conn:
+        a = approvals.prepare(conn, spec, operator=c.operator or config.default_operator(),
+                              note=note)
+    console.print(f"approval requested for {spec.id}: {_approval_line(a)}", soft_wrap=True)
+    for x in a.lists:
+        console.print(f"  {x['file']}: {x['rows']} rows, sha256 {x['sha256'][:16]}…")
+    console.print(f"another person approves it: `outreach --operator NAME campaign approve {spec.id}`")
+
+
+@campaign.command("approve")
+@click.argument("campaign_ref", metavar="FILE_OR_ID")
+@pass_ctx
+def approve(c: Ctx, campaign_ref: str) -> None:
+    """Approve the pending request (checker): --operator must be an approver account other
+    than the preparer; the text and the lists must be those that were submitted."""
+    from outreach import approvals, config
+
+    spec = load_spec(campaign_ref, c)
+    with c.db.engine.begin() as conn:
+        a = approvals.approve(conn, spec, approver=c.operator or config.default_operator())
+    console.print(f"[green]approved[/green] {spec.id}: {_approval_line(a)}", soft_wrap=True)
