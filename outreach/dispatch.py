@@ -506,7 +506,8 @@ class Dispatcher:
         return gw.OutboundMessage(
             delivery_id=row["id"], campaign_id=self.spec.id, channel=channel, to=address,
             body=body, segments=row["segments"] or 1, sender=sender, zalo_user_id=zalo_uid,
-            template_id=template_id, template_data=dict(template_data))
+            template_id=template_id, template_data=dict(template_data),
+            receipt_token=row.get("receipt_token"))
 
     def _send_batch(self, pool: ThreadPoolExecutor, batch: list[dict[str, Any]]) -> list[Outcome]:
         """Send a batch: with concurrency ``k`` > 1, ``k`` threads take the messages in order
