@@ -119,8 +119,11 @@ def _trusted(upd: StatusUpdate, rows: dict[int, _Row]) -> StatusUpdate:
     return dataclasses.replace(upd, delivery_id=None)
 
 
-def _decide(upd: StatusUpdate, rows: dict[int, _Row], by_sid: dict[str, int]) -> _Decision:
-    """Which delivery ``upd`` belongs to, under the module's matching rule."""
+def _decide(upd: StatusUpdate, rows: dict[int, _Row], by_sid: dict[str, int], *,
+            tokens: bool) -> _Decision:
+    """Which delivery ``upd`` belongs to, under the module's matching rule. ``tokens``: the
+    provider echoes the receipt token with our id (Twilio's callback URL), so a tokened
+    delivery named without its token is refused; Zalo's ``tracking_id`` carries none."""
     sid = upd.provider_message_id
     did = upd.delivery_id
     if did is not None and did not in rows:
@@ -132,7 +135,7 @@ def _decide(upd: StatusUpdate, rows: dict[int, _Row], by_sid: dict[str, int]) ->
     if did not in rows:
         return _Decision(None)  # pending: the delivery row is not there yet
     row = rows[did]
-    if (row.receipt_token is not None or upd.receipt_token is not None) and (
+    if ((tokens and row.receipt_token is not None) or upd.receipt_token is not None) and (
             upd.receipt_token != row.receipt_token):
         return _Decision(None, TOKEN_MISMATCH, did)
     if row.provider_message_id is not None:
@@ -188,7 +191,7 @@ def _apply(conn: Connection, updates: Sequence[StatusUpdate], *, gateway: str, s
     by_sid = {r.provider_message_id: did for did, r in rows.items() if r.provider_message_id}
     if id_is_hint:
         updates = [_trusted(u, rows) for u in updates]
-    decisions = [_decide(u, rows, by_sid) for u in updates]
+    decisions = [_decide(u, rows, by_sid, tokens=not id_is_hint) for u in updates]
     matched_ids = sorted({d.delivery_id for d in decisions if d.delivery_id is not None})
     seen = _webhook_events(conn, matched_ids) if matched_ids and source == "webhook" else set()
 
