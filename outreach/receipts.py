@@ -122,8 +122,9 @@ def _trusted(upd: StatusUpdate, rows: dict[int, _Row]) -> StatusUpdate:
 def _decide(upd: StatusUpdate, rows: dict[int, _Row], by_sid: dict[str, int], *,
             tokens: bool) -> _Decision:
     """Which delivery ``upd`` belongs to, under the module's matching rule. ``tokens``: the
-    provider echoes the receipt token with our id (Twilio's callback URL), so a tokened
-    delivery named without its token is refused; Zalo's ``tracking_id`` carries none."""
+    receipt came to a callback URL that carries the receipt token with our id (Twilio's), so a
+    tokened delivery named without its token is refused; Zalo's ``tracking_id`` carries none,
+    and sync names deliveries from our own rows."""
     sid = upd.provider_message_id
     did = upd.delivery_id
     if did is not None and did not in rows:
@@ -161,8 +162,8 @@ _UPD_SID = (update(Delivery).where(Delivery.id == bindparam("b_id"),
 
 def apply_updates(conn: Connection, updates: Sequence[StatusUpdate], *, gateway: str, source: str,
                   now: dt.datetime, event_keys: Sequence[str | None] | None = None,
-                  dedupe: bool = False, id_is_hint: bool = False, provider_time: bool = False
-                  ) -> list[ReceiptOutcome]:
+                  dedupe: bool = False, id_is_hint: bool = False, provider_time: bool = False,
+                  check_tokens: bool = False) -> list[ReceiptOutcome]:
     """Apply receipts in the caller's transaction, as a batch (a few statements for many);
     returns one :class:`ReceiptOutcome` per update, in order.
 
@@ -177,21 +178,26 @@ def apply_updates(conn: Connection, updates: Sequence[StatusUpdate], *, gateway:
     the same provider status adds nothing (Zalo retries its events; Twilio's repeats are kept
     as events). ``provider_time``: the state's timestamp (``delivered_at``) is the receipt's
     ``occurred_at`` (the provider's time, e.g. Zalo ``delivery_time``), never later than ``now``.
+    ``check_tokens``: the receipts name deliveries by a callback URL that carries the receipt
+    token (Twilio webhooks): a tokened delivery named without its token is refused. A token
+    given in a receipt is always checked. Sync and reconciliation name deliveries from our own
+    rows and leave it off.
     """
     return _apply(conn, updates, gateway=gateway, source=source, now=now, event_keys=event_keys,
                   dedupe=dedupe, id_is_hint=id_is_hint, provider_time=provider_time,
-                  store_pending=True)
+                  check_tokens=check_tokens, store_pending=True)
 
 
 def _apply(conn: Connection, updates: Sequence[StatusUpdate], *, gateway: str, source: str,
            now: dt.datetime, event_keys: Sequence[str | None] | None, dedupe: bool,
-           id_is_hint: bool, provider_time: bool, store_pending: bool) -> list[ReceiptOutcome]:
+           id_is_hint: bool, provider_time: bool, check_tokens: bool, store_pending: bool
+           ) -> list[ReceiptOutcome]:
     keys = list(event_keys) if event_keys is not None else [None] * len(updates)
     rows = _read(conn, updates)
     by_sid = {r.provider_message_id: did for did, r in rows.items() if r.provider_message_id}
     if id_is_hint:
         updates = [_trusted(u, rows) for u in updates]
-    decisions = [_decide(u, rows, by_sid, tokens=not id_is_hint) for u in updates]
+    decisions = [_decide(u, rows, by_sid, tokens=check_tokens) for u in updates]
     matched_ids = sorted({d.delivery_id for d in decisions if d.delivery_id is not None})
     seen = _webhook_events(conn, matched_ids) if matched_ids and source == "webhook" else set()
 
@@ -328,7 +334,8 @@ def apply_pending(conn: Connection, *, now: dt.datetime, delivery_ids: Sequence[
         zalo = gateway == "zalo"
         [out] = _apply(conn, [_update_from(pending["payload"])], gateway=gateway,
                        source="webhook", now=now, event_keys=None, dedupe=zalo,
-                       id_is_hint=zalo, provider_time=zalo, store_pending=False)
+                       id_is_hint=zalo, provider_time=zalo, check_tokens=not zalo,
+                       store_pending=False)
         if out.rejected is not None:
             conn.execute(t.delete().where(t.c.id == pending["id"]))
         elif out.matched:

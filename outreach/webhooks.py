@@ -501,7 +501,8 @@ class ReceiptWriter:
     def _write(self, conn: Connection, batch: list[_Item]) -> list[receipts.ReceiptOutcome]:
         outcomes = receipts.apply_updates(conn, [i.update for i in batch], gateway=self.gateway,
                                           source="webhook", now=batch[-1].now,
-                                          event_keys=[i.key for i in batch])
+                                          event_keys=[i.key for i in batch],
+                                          check_tokens=True)
         for item, out in zip(batch, outcomes):
             if out.rejected is not None:
                 log.warning("refused a %s receipt for delivery %s (%s): kept in "
