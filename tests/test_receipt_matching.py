@@ -16,7 +16,7 @@ import requests
 from sqlalchemy import func, select
 from tests.fakes import waitress_on_loopback
 from tests.fakes.twilio_server import AUTH_TOKEN, FakeTwilio, twilio_server  # noqa: F401 (fixture)
-from tests.helpers import fresh_db, in_window, load, numbers, seed_run, write_campaign
+from tests.helpers import fresh_db, in_window, load, seed_run, write_campaign
 from tests.pg import pg_db, pg_url  # noqa: F401 (fixtures)
 from twilio.request_validator import RequestValidator
 
