@@ -127,17 +127,14 @@ def _decide(upd: StatusUpdate, rows: dict[int, _Row], by_sid: dict[str, int], *,
     and sync names deliveries from our own rows."""
     sid = upd.provider_message_id
     did = upd.delivery_id
-    if did is not None and did not in rows:
-        did = None if sid and sid in by_sid else did  # the provider id wins over a missing id
-    if did is None:
-        if sid and sid in by_sid:
-            return _Decision(by_sid[sid])
-        return _Decision(None)  # pending: nothing carries that id yet
-    if did not in rows:
-        return _Decision(None)  # pending: the delivery row is not there yet
+    named = did is not None  # by a callback URL / tracking id (else by provider id only)
+    if did is None or did not in rows:
+        if not (sid and sid in by_sid):
+            return _Decision(None)  # pending: no such delivery (or provider id) yet
+        did = by_sid[sid]  # the provider id wins over an id that does not exist
     row = rows[did]
-    if ((tokens and row.receipt_token is not None) or upd.receipt_token is not None) and (
-            upd.receipt_token != row.receipt_token):
+    token_due = (tokens and row.receipt_token is not None) or upd.receipt_token is not None
+    if named and token_due and upd.receipt_token != row.receipt_token:
         return _Decision(None, TOKEN_MISMATCH, did)
     if row.provider_message_id is not None:
         if not sid:

@@ -155,6 +155,22 @@ def test_signed_receipt_carrying_another_messages_id_changes_nothing_and_is_coun
     assert counts(db)["replayed"] == 1
 
 
+def test_a_messaging_service_callback_without_our_id_matches_by_sid_alone(
+        launched: tuple[Database, FakeClock, dict[int, Any]]) -> None:
+    db, clock, sent = launched
+    a, b, _ = sent.values()
+    client = create_app(db, twilio_auth_token=AUTH_TOKEN, public_base_url=PUBLIC,
+                        clock=clock).test_client()
+    assert post_twilio(client, "/webhooks/twilio/status", a.provider_message_id,
+                       "delivered") == 204
+    # an id that does not exist, without b's token: the SID names b, the token does not
+    assert post_twilio(client, "/webhooks/twilio/status/999999", b.provider_message_id,
+                       "delivered") == 204
+    after = rows(db)
+    assert (after[a.id].status, after[b.id].status) == ("delivered", "sent")
+    assert rejected(db) == [("token-mismatch", b.id, b.provider_message_id)]
+
+
 def test_over_waitress_a_mismatched_receipt_and_a_replay(
         launched: tuple[Database, FakeClock, dict[int, Any]]) -> None:
     db, clock, sent = launched
