@@ -120,11 +120,13 @@ def _trusted(upd: StatusUpdate, rows: dict[int, _Row]) -> StatusUpdate:
 
 
 def _decide(upd: StatusUpdate, rows: dict[int, _Row], by_sid: dict[str, int], *,
-            tokens: bool) -> _Decision:
+            tokens: bool, hint: bool) -> _Decision:
     """Which delivery ``upd`` belongs to, under the module's matching rule. ``tokens``: the
     receipt came to a callback URL that carries the receipt token with our id (Twilio's), so a
     tokened delivery named without its token is refused; Zalo's ``tracking_id`` carries none,
-    and sync names deliveries from our own rows."""
+    and sync names deliveries from our own rows. ``hint``: the id is not authenticated
+    (Zalo's ``tracking_id``, already passed through :func:`_trusted`). With neither, the id
+    comes from our own rows (sync, reconciliation) and is trusted."""
     sid = upd.provider_message_id
     did = upd.delivery_id
     named = did is not None  # by a callback URL / tracking id (else by provider id only)
@@ -143,9 +145,10 @@ def _decide(upd: StatusUpdate, rows: dict[int, _Row], by_sid: dict[str, int], *,
         if sid != row.provider_message_id:
             return _Decision(None, PROVIDER_ID_MISMATCH, did)
         return _Decision(did)
-    if row.receipt_token is None:
-        # a delivery claimed before receipt tokens (migration 0004): its id in the callback
-        # URL / tracking id is all the receipt has, matched as before and its provider id kept
+    if row.receipt_token is None or not (tokens or hint):
+        # our own id from our own rows (sync, reconciliation: ``trusted``), or a delivery
+        # claimed before receipt tokens (migration 0004), whose callback URL / tracking id is
+        # all the receipt has: matched by id as before, and its provider id kept
         return _Decision(did, learn_sid=bool(sid))
     return _Decision(None)  # early: kept until the send's provider id is recorded
 
@@ -176,9 +179,10 @@ def apply_updates(conn: Connection, updates: Sequence[StatusUpdate], *, gateway:
     as events). ``provider_time``: the state's timestamp (``delivered_at``) is the receipt's
     ``occurred_at`` (the provider's time, e.g. Zalo ``delivery_time``), never later than ``now``.
     ``check_tokens``: the receipts name deliveries by a callback URL that carries the receipt
-    token (Twilio webhooks): a tokened delivery named without its token is refused. A token
-    given in a receipt is always checked. Sync and reconciliation name deliveries from our own
-    rows and leave it off.
+    token (Twilio webhooks): a tokened delivery named without its token is refused, and one
+    named before its provider id is recorded waits in ``pending_receipts``. A token given in a
+    receipt is always checked. Without ``check_tokens`` or ``id_is_hint`` the delivery ids are
+    our own (sync, reconciliation, tests) and trusted: matched by id, the provider id learned.
     """
     return _apply(conn, updates, gateway=gateway, source=source, now=now, event_keys=event_keys,
                   dedupe=dedupe, id_is_hint=id_is_hint, provider_time=provider_time,
@@ -194,7 +198,8 @@ def _apply(conn: Connection, updates: Sequence[StatusUpdate], *, gateway: str, s
     by_sid = {r.provider_message_id: did for did, r in rows.items() if r.provider_message_id}
     if id_is_hint:
         updates = [_trusted(u, rows) for u in updates]
-    decisions = [_decide(u, rows, by_sid, tokens=check_tokens) for u in updates]
+    decisions = [_decide(u, rows, by_sid, tokens=check_tokens, hint=id_is_hint)
+                 for u in updates]
     matched_ids = sorted({d.delivery_id for d in decisions if d.delivery_id is not None})
     seen = _webhook_events(conn, matched_ids) if matched_ids and source == "webhook" else set()
 
