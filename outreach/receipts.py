@@ -42,8 +42,8 @@ class ReceiptOutcome:
     moved), ``pending`` (kept until the delivery row or provider id is stored; ``duplicate``: a
     pending copy was already kept, or, with ``dedupe``, the event was already recorded),
     ``rejected`` (the reason it names another message: stored, counted, never applied),
-    ``replayed`` (the same status and error code were already received by webhook for this
-    delivery: a no-op, counted)."""
+    ``replayed`` (a webhook receipt repeating one already applied: for Zalo the same event
+    already recorded, for Twilio a status the delivery is already in; a no-op, counted)."""
 
     delivery_id: int | None
     matched: bool
@@ -201,7 +201,10 @@ def _apply(conn: Connection, updates: Sequence[StatusUpdate], *, gateway: str, s
     decisions = [_decide(u, rows, by_sid, tokens=check_tokens, hint=id_is_hint)
                  for u in updates]
     matched_ids = sorted({d.delivery_id for d in decisions if d.delivery_id is not None})
-    seen = _webhook_events(conn, matched_ids) if matched_ids and source == "webhook" else set()
+    # Zalo (dedupe): the webhook events already recorded, one read; Twilio's repeats are
+    # recognised from the states just read (a receipt for the state the delivery is in)
+    seen = _webhook_events(conn, matched_ids) if matched_ids and dedupe else set()
+    before = {did: rows[did].status for did in matched_ids}
 
     changes: list[states.Change] = []
     replayed: list[bool] = []
@@ -213,7 +216,12 @@ def _apply(conn: Connection, updates: Sequence[StatusUpdate], *, gateway: str, s
             skipped.append(False)
             continue
         mark = (did, upd.provider_status, upd.error_code or None)
-        again = mark in seen
+        if dedupe:
+            again = mark in seen
+        else:
+            again = source == "webhook" and before[did] == upd.status
+            if states.may_move(before[did], upd.status):
+                before[did] = upd.status  # as states.apply will move it
         replayed.append(again)
         skip = dedupe and again
         skipped.append(skip)
