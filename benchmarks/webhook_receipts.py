@@ -5,10 +5,12 @@ Run by hand (never a timed test)::
     .venv/bin/python benchmarks/webhook_receipts.py                    # 5000 deliveries
     .venv/bin/python benchmarks/webhook_receipts.py --deliveries 20000 --threads 16 --clients 32
 
-Each delivery gets two signed Twilio callbacks (``sent`` then ``delivered``), so the figure
-counts every receipt: signature check (the SDK's ``RequestValidator``), one write transaction
-shared by the receipts that arrive together (find the delivery, move its state forward, append
-the event; group commit) and the 204, sent only after the commit. Two measures:
+Each delivery gets two signed Twilio callbacks (``sent`` then ``delivered``) at its callback
+URL (``/webhooks/twilio/status/<id>/<receipt token>``), so the figure counts every receipt:
+signature check (the SDK's ``RequestValidator``), one write transaction shared by the receipts
+that arrive together (find the delivery, check its provider id and token, look for a repeat,
+move its state forward, append the event; group commit) and the 204, sent only after the
+commit. Two measures:
 
 - the Flask test client in one thread: the handler's own cost (one receipt per transaction),
   CPU time of that thread, the client's request building included;
@@ -57,6 +59,11 @@ PUBLIC = "https://hooks.example.vn"
 T0 = dt.datetime(2024, 7, 30, 1, 0, tzinfo=dt.timezone.utc)
 
 
+def token(delivery_id: int) -> str:
+    """The delivery's receipt token (random at claim in real runs; any 24 hex digits here)."""
+    return f"{delivery_id * 2654435761 % 16 ** 24:024x}"
+
+
 def ledger(path: Path, n: int) -> Database:
     db = Database(f"sqlite:///{path}")
     Base.metadata.create_all(db.engine)
@@ -73,6 +80,7 @@ def ledger(path: Path, n: int) -> Database:
             "id": i + 1, "campaign_id": "bench", "run_id": 1, "recipient_id": i + 1,
             "dedupe_key": "once", "channel": "sms", "gateway": "twilio",
             "address": f"+8491{i:07d}", "status": "sent", "provider_message_id": f"SM{i:032x}",
+            "receipt_token": token(i + 1),
             "attempts": 1, "queued_at": T0, "sent_at": T0, "updated_at": T0} for i in range(n)])
     return db
 
@@ -83,7 +91,7 @@ def callbacks(n: int, first: int = 1) -> list[tuple[str, dict[str, str], str]]:
     out = []
     for status in ("sent", "delivered"):
         for i in range(first - 1, first - 1 + n):
-            path = f"/webhooks/twilio/status/{i + 1}"
+            path = f"/webhooks/twilio/status/{i + 1}/{token(i + 1)}"
             form = {"MessageSid": f"SM{i:032x}", "MessageStatus": status, "SmsStatus": status,
                     "AccountSid": "AC" + "0" * 32, "From": "SYTECANTHO", "To": f"+8491{i:07d}",
                     "ApiVersion": "2010-04-01"}

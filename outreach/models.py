@@ -237,6 +237,12 @@ class Delivery(Base):
     segments: Mapped[int | None] = mapped_column(Integer, nullable=True)
     cost_vnd: Mapped[float | None] = mapped_column(Float, nullable=True)
     provider_message_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: 24 random hex characters (96 bits) set when the delivery is first claimed
+    #: (:func:`outreach.states.claim`) and carried in its status-callback URL: a receipt names
+    #: the delivery by id *and* token, so one meant for another install, an earlier database or
+    #: a delivery id that does not exist yet can never attach here (issue #15). None for rows
+    #: claimed before migration 0004: their receipts are matched as before.
+    receipt_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
     provider_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
     error_reason: Mapped[str | None] = mapped_column(String(255), nullable=True)
@@ -285,6 +291,35 @@ class PendingReceipt(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     received_at: Mapped[Timestamp]
     applied_at: Mapped[OptTimestamp]
+
+
+class RejectedReceipt(Base):
+    """A signed receipt that was refused and never applied: it names a delivery whose provider
+    message id or receipt token is another (``provider-id-mismatch``, ``token-mismatch``), or
+    it cannot be tied to our provider id at all (``unverifiable``). Counted per ``reason`` by
+    :func:`outreach.receipts.receipt_counts`. ``payload`` is the receipt as parsed (numbers
+    masked, as in delivery events)."""
+
+    __tablename__ = "rejected_receipts"
+
+    id: Mapped[IntPK]
+    gateway: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(32), index=True)
+    delivery_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    received_at: Mapped[Timestamp]
+
+
+class WebhookEvent(Base):
+    """A signed provider event already received (Zalo: the SHA-256 of its body), kept for the
+    replay window so the same event is refused when it comes again (issue #17)."""
+
+    __tablename__ = "webhook_events"
+
+    gateway: Mapped[str] = mapped_column(String(32), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    received_at: Mapped[Timestamp] = mapped_column(UTCDateTime(), index=True)
 
 
 class GatewayToken(Base):

@@ -302,13 +302,13 @@ def set_run_state(db: Database, campaign_id: str, action: str, *, operator: str 
 
 
 def resend(db: Database, spec: CampaignSpec, *, statuses: tuple[str, ...] = (
-               states.FAILED, states.UNDELIVERED, states.SKIPPED),
+               states.FAILED, states.UNDELIVERED),
            gateway: str | None = None, operator: str | None = None, clock: Clock = SYSTEM_CLOCK,
            override_window: bool = False, gateway_options: dict[str, Any] | None = None,
            progress: Callable[[int, int], None] | None = None,
            gateways: dict[str, gwbase.Gateway] | None = None) -> LaunchResult:
-    """A new run only for recipients whose latest delivery failed, was undelivered or was skipped
-    (a cancelled run, an operator's skip) — never anyone delivered, sent,
+    """A new run only for recipients whose latest delivery ended in ``statuses`` (the CLI's
+    ``--failed`` adds ``skipped``: a cancelled run, an operator's skip) — never anyone delivered, sent,
     opted out or still in flight)."""
     now = clock.now()
     names = gateway_names_for(spec, gateway)

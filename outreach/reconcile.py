@@ -186,6 +186,14 @@ def _apply_if_unknown(db: Database, changes: list[states.Change],
         for c in done:
             conn.execute(update(Delivery).where(Delivery.id == c.delivery_id).values(
                 error_reason=None, error_code=c.fields.get("error_code")))
+        found = [c for c in done if c.fields.get("provider_message_id")]
+        if found:
+            # receipts that arrived while the outcome was unknown wait for the provider id,
+            # which is known now
+            from outreach import receipts
+
+            receipts.apply_pending(conn, now=now, delivery_ids=[c.delivery_id for c in found],
+                                   provider_ids=[c.fields["provider_message_id"] for c in found])
     return done
 
 

@@ -82,6 +82,9 @@ class Change:
     backward: str | None = None
     provider_status: str | None = None
     error_code: str | None = None
+    #: when the provider says the move happened (Zalo's ``delivery_time``): the state's
+    #: timestamp column (``sent_at``, ``delivered_at``) gets it, never later than ``now``
+    occurred_at: dt.datetime | None = None
 
 
 _SEL_STATUS = select(Delivery.id, Delivery.status).where(
@@ -168,11 +171,13 @@ def apply(conn: Connection, changes: Sequence[Change], *, source: str, now: dt.d
         if "lease_expires_at" in values:
             values["lease_expires_at"] = db_time(conn, values["lease_expires_at"])
         values["b_id"] = c.delivery_id
+        values["b_at"] = (db_time(conn, min(c.occurred_at, now))
+                          if c.occurred_at is not None and new in _TIMESTAMP else ts)
         updates[(old, new, tuple(sorted(values)))].append(values)
 
     ph = "?" if conn.dialect.name == "sqlite" else "%s"
     for (old, new, keys), rows in updates.items():
-        cols = [k for k in keys if k != "b_id"]
+        cols = [k for k in keys if k not in ("b_id", "b_at")]
         sets = [f"status = {ph}", f"updated_at = {ph}"] + [f"{k} = {ph}" for k in cols]
         if new == SENDING:
             sets.append("attempts = attempts + 1")
@@ -183,8 +188,10 @@ def apply(conn: Connection, changes: Sequence[Change], *, source: str, now: dt.d
             sets.append("lease_owner = NULL")
         # plain driver SQL: the column names come from the fixed whitelist _FIELDS
         sql = f"UPDATE deliveries SET {', '.join(sets)} WHERE id = {ph} AND status = {ph}"
-        tail = (ts,) * len(stamps)
-        conn.exec_driver_sql(sql, [(new, ts, *(r[k] for k in cols), *tail, r["b_id"], old)
+        # the state's own timestamp may be the provider's time; final_at is always ours
+        conn.exec_driver_sql(sql, [(new, ts, *(r[k] for k in cols),
+                                    *((r["b_at"] if col != "final_at" else ts) for col in stamps),
+                                    r["b_id"], old)
                                    for r in rows])
     conn.exec_driver_sql(
         "INSERT INTO delivery_events (delivery_id, at, source, old_status, new_status, applied, "
@@ -221,17 +228,20 @@ def claim(conn: Connection, run_id: int, *, limit: int, owner: str, lease_expire
     one UPDATE … RETURNING and one INSERT … SELECT so a large batch costs a few statements.
     Suppressed numbers are skipped here; the caller moves them to ``opted_out``. On PostgreSQL
     the rows are taken with ``FOR UPDATE SKIP LOCKED`` so workers never claim the same row.
-    Returns the claimed rows (id, channel, address, body, segments, recipient_id, carrier).
+    A row claimed for the first time gets its ``receipt_token`` (kept on later claims).
+    Returns the claimed rows (id, channel, address, body, segments, recipient_id, carrier,
+    receipt_token).
     """
     ph = "?" if conn.dialect.name == "sqlite" else "%s"
     lock = " FOR UPDATE SKIP LOCKED" if conn.dialect.name == "postgresql" else ""
     ts, lease = db_time(conn, now), db_time(conn, lease_expires)
     rows = conn.exec_driver_sql(
         f"UPDATE deliveries SET status = 'sending', updated_at = {ph}, sending_at = NULL, "
-        f"lease_owner = {ph}, lease_expires_at = {ph}, attempts = attempts + 1 "
+        f"lease_owner = {ph}, lease_expires_at = {ph}, attempts = attempts + 1, "
+        f"receipt_token = COALESCE(receipt_token, {_NEW_TOKEN[conn.dialect.name]}) "
         f"WHERE id IN (SELECT id FROM deliveries WHERE run_id = {ph} AND status = 'queued' "
         f"AND address NOT IN (SELECT e164 FROM suppressions) ORDER BY id LIMIT {ph}{lock}) "
-        "RETURNING id, channel, address, body, segments, recipient_id, carrier",
+        "RETURNING id, channel, address, body, segments, recipient_id, carrier, receipt_token",
         (ts, owner, lease, run_id, limit)).all()
     if rows:
         ids = [r[0] for r in rows]
@@ -257,7 +267,13 @@ def claim(conn: Connection, run_id: int, *, limit: int, owner: str, lease_expire
     return [dict(zip(_CLAIMED, r)) for r in rows]
 
 
-_CLAIMED = ("id", "channel", "address", "body", "segments", "recipient_id", "carrier")
+_CLAIMED = ("id", "channel", "address", "body", "segments", "recipient_id", "carrier",
+            "receipt_token")
+#: A fresh receipt token in SQL, 24 hex characters from the database's cryptographic random
+#: source (SQLite ``randomblob``; PostgreSQL 13+ ``gen_random_uuid``, 122 random bits hashed
+#: to 96): written in the claim's own UPDATE, so a token costs no statement of its own.
+_NEW_TOKEN = {"sqlite": "lower(hex(randomblob(12)))",
+              "postgresql": "substr(md5(gen_random_uuid()::text), 1, 24)"}
 
 
 def mark_started(conn: Connection, delivery_ids: Sequence[int], *, owner: str,

@@ -1,37 +1,84 @@
-"""The webhook application: signed Twilio delivery receipts into the ledger, plus Zalo's."""
+"""The one receipt receiver: the Flask (WSGI) routes for every provider's delivery receipts.
+
+Each provider's signature check and parsing live beside its sender
+(:mod:`outreach.gateways.twilio_receipts`, :mod:`outreach.gateways.zalo_webhook`); matching and
+writing are :mod:`outreach.receipts`'s (one writer, through :mod:`outreach.states`). This
+module verifies, parses, refuses stale and replayed events, and hands the updates over.
+"""
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import datetime as dt
-import importlib
+import json
 import logging
-import re
 import threading
 import weakref
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from sqlalchemy import Connection, text
 from twilio.request_validator import (SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER,
-                                      RequestValidator, get_signature_algorithm)
+                                      RequestValidator)
 from werkzeug import urls  # noqa: F401 (registers the "werkzeug.url_quote" error handler)
 from werkzeug.datastructures import ImmutableMultiDict, MultiDict
 
 from outreach import receipts
 from outreach.clock import SYSTEM_CLOCK, Clock
 from outreach.db import Database, retry_write
+from outreach.gateways import twilio_receipts, zalo_webhook
 from outreach.gateways.base import StatusUpdate
-from outreach.gateways.twilio import error_reason, map_status
-from outreach.phones import mask
 
 log = logging.getLogger(__name__)
 
-STATUS_PATH = "/webhooks/twilio/status"
+STATUS_PATH = twilio_receipts.STATUS_PATH
+ZALO_PATH = "/webhooks/zalo"
 #: Twilio status callbacks are small forms; anything bigger is not one.
 MAX_CONTENT_LENGTH = 64 * 1024
-_MASKED_FIELDS = ("To", "From")
+
+
+class ReceiptStats:
+    """Counts of what the receiver did since it started (thread-safe), by outcome: ``applied``,
+    ``pending``, ``rejected`` (a receipt naming another message), ``replayed`` (a Twilio
+    callback repeating one already received: a no-op), ``zalo_replayed`` (a Zalo event already
+    received: refused), ``zalo_stale`` (outside the timestamp window: refused),
+    ``bad_signature``. The ledger keeps the same facts (:func:`outreach.receipts.receipt_counts`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: collections.Counter[str] = collections.Counter()
+
+    def add(self, name: str, n: int = 1) -> None:
+        if n:
+            with self._lock:
+                self._counts[name] += n
+
+    def count(self, outcomes: list[receipts.ReceiptOutcome]) -> None:
+        with self._lock:
+            for o in outcomes:
+                if o.rejected is not None:
+                    self._counts["rejected"] += 1
+                elif o.pending:
+                    self._counts["pending"] += 1
+                elif o.replayed:
+                    self._counts["replayed"] += 1
+                else:
+                    self._counts["applied"] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+def _stats() -> ReceiptStats:
+    stats = current_app.extensions.get("outreach_receipt_stats")
+    if stats is None:
+        stats = current_app.extensions["outreach_receipt_stats"] = ReceiptStats()
+    return stats  # type: ignore[no-any-return]
 
 
 def create_app(db: Database, *, twilio_auth_token: str | None = None,
@@ -40,32 +87,34 @@ def create_app(db: Database, *, twilio_auth_token: str | None = None,
 
     Routes:
 
-    - ``POST /webhooks/twilio/status/<delivery_id>``: the StatusCallback URL
-      :class:`~outreach.gateways.twilio.TwilioGateway` gives Twilio, so a receipt that arrives
-      before the message SID is stored still finds its delivery;
+    - ``POST /webhooks/twilio/status/<delivery_id>/<receipt_token>``: the StatusCallback URL
+      :class:`~outreach.gateways.twilio.TwilioGateway` gives Twilio (``/<delivery_id>`` alone
+      for deliveries claimed before receipt tokens);
     - ``POST /webhooks/twilio/status``: the same without our id (a Messaging Service's own
       callback URL), matched by ``MessageSid``; unmatched receipts are kept in
       ``pending_receipts`` and replayed by :func:`outreach.receipts.apply_pending`;
+    - ``POST /webhooks/zalo``: Zalo's signed events (:func:`zalo_event`);
     - ``GET /healthz``: 200 ``{"ok": true}`` when the database answers.
 
-    Signatures: ``X-Twilio-Signature`` is checked with the SDK's ``RequestValidator`` over the
-    URL Twilio called, which is ``public_base_url + path (+ ?query)``: behind a reverse proxy
-    ``request.url`` is the proxy's internal URL and would never match, so set
+    Twilio signatures: ``X-Twilio-Signature`` is checked with the SDK's ``RequestValidator``
+    over the URL Twilio called, which is ``public_base_url + path (+ ?query)``: behind a
+    reverse proxy ``request.url`` is the proxy's internal URL and would never match, so set
     ``public_base_url`` (``OUTREACH_PUBLIC_BASE_URL``) to the same base the gateway put in the
     callback URL. Without it ``request.url`` is used (direct exposure only). A missing or bad
     signature answers 403 and changes nothing. Without ``twilio_auth_token`` the Twilio routes
     are not registered (404). Source: https://www.twilio.com/docs/usage/security#validating-requests
 
-    Each receipt is applied with ``receipts.apply_updates`` (``source="webhook"``) in a short write
-    transaction committed before the 204 answer: every receipt is kept as a delivery event and
-    states only move forward, so duplicated and out-of-order callbacks are harmless. Concurrent
-    receipts share one transaction (:class:`ReceiptWriter`, group commit). With a
-    ``public_base_url``, Twilio's form POSTs to the status routes are answered by
-    :class:`StatusCallbacks`, a WSGI layer in front of Flask that calls the same :func:`receive`
-    without Flask's per-request machinery; any other request goes through Flask.
+    Each Twilio receipt is applied with ``receipts.apply_updates`` (``source="webhook"``) in a
+    short write transaction committed before the 204 answer: every matched receipt is kept as
+    a delivery event and states only move forward, so duplicated and out-of-order callbacks
+    are harmless (a repeat is counted as ``replayed``); one naming another message is stored
+    as rejected and counted. Concurrent receipts share one transaction (:class:`ReceiptWriter`,
+    group commit). With a ``public_base_url``, Twilio's form POSTs to the status routes are
+    answered by :class:`StatusCallbacks`, a WSGI layer in front of Flask that calls the same
+    :func:`receive` without Flask's per-request machinery; any other request goes through Flask.
 
-    ``app.config["OUTREACH_DB"]`` holds ``db`` for blueprints (``outreach.gateways.zalo_webhook``
-    is registered when that module exists and exposes ``blueprint``).
+    ``app.config["OUTREACH_DB"]`` and ``OUTREACH_CLOCK`` hold ``db`` and the clock for the Zalo
+    route; ``app.extensions["outreach_receipt_stats"]`` the :class:`ReceiptStats`.
     """
     app = Flask("outreach.webhooks")
     app.config["OUTREACH_DB"] = db
@@ -73,8 +122,9 @@ def create_app(db: Database, *, twilio_auth_token: str | None = None,
     app.config["OUTREACH_PUBLIC_BASE_URL"] = (public_base_url.rstrip("/") if public_base_url
                                               else None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
-    writer = app.extensions["outreach_receipts"] = ReceiptWriter(db)
-    # SQLite has one writer: the Zalo blueprint's writes queue behind the receipt batches
+    stats = app.extensions["outreach_receipt_stats"] = ReceiptStats()
+    writer = app.extensions["outreach_receipts"] = ReceiptWriter(db, stats=stats)
+    # SQLite has one writer: the Zalo route's writes queue behind the receipt batches
     app.extensions["outreach_write_lock"] = writer.write_lock if db.is_sqlite else None
 
     @app.get("/healthz")
@@ -86,29 +136,19 @@ def create_app(db: Database, *, twilio_auth_token: str | None = None,
     if twilio_auth_token:
         validator = RequestValidator(twilio_auth_token)
 
+        @app.post(f"{STATUS_PATH}/<int:delivery_id>/<string:receipt_token>")
         @app.post(f"{STATUS_PATH}/<int:delivery_id>")
         @app.post(STATUS_PATH)
-        def twilio_status(delivery_id: int | None = None) -> Response:
-            return _twilio_status(validator, delivery_id)
+        def twilio_status(delivery_id: int | None = None,
+                          receipt_token: str | None = None) -> Response:
+            return _twilio_status(validator, delivery_id, receipt_token)
 
         app.wsgi_app = StatusCallbacks(app, validator, app.wsgi_app)  # type: ignore[method-assign]
     else:
         log.warning("TWILIO_AUTH_TOKEN not given: Twilio receipt routes are disabled")
 
-    _register_zalo(app)
+    app.register_blueprint(zalo_blueprint)
     return app
-
-
-def _register_zalo(app: Flask) -> None:
-    try:
-        zalo_webhook = importlib.import_module("outreach.gateways.zalo_webhook")
-    except ImportError as exc:
-        if getattr(exc, "name", None) != "outreach.gateways.zalo_webhook":
-            log.warning("Zalo webhook not available: %s", exc)
-        return
-    blueprint = getattr(zalo_webhook, "blueprint", None)
-    if blueprint is not None:
-        app.register_blueprint(blueprint)
 
 
 def public_url() -> str:
@@ -120,12 +160,16 @@ def public_url() -> str:
     return base + request.path + (f"?{query}" if query else "")
 
 
-def _twilio_status(validator: RequestValidator, delivery_id: int | None) -> Response:
+def _twilio_status(validator: RequestValidator, delivery_id: int | None,
+                   receipt_token: str | None) -> Response:
+    if receipt_token is not None and twilio_receipts.STATUS_ROUTE.fullmatch(
+            f"{STATUS_PATH}/{delivery_id}/{receipt_token}") is None:
+        return Response("not found", status=404, mimetype="text/plain")
     code, body = receive(validator, current_app.extensions["outreach_receipts"],
                          current_app.config["OUTREACH_CLOCK"], url=public_url(),
                          params=request.form, signature=request.headers.get(SIGNATURE_HEADER),
                          settings=request.headers.get(SIGNATURE_SETTINGS_HEADER),
-                         delivery_id=delivery_id)
+                         delivery_id=delivery_id, receipt_token=receipt_token)
     if code == 204:
         return Response(status=204)
     return Response(body, status=code, mimetype="text/plain")
@@ -133,55 +177,47 @@ def _twilio_status(validator: RequestValidator, delivery_id: int | None) -> Resp
 
 def receive(validator: RequestValidator, writer: ReceiptWriter, clock: Clock, *, url: str,
             params: MultiDict[str, str], signature: str | None, settings: str | None,
-            delivery_id: int | None) -> tuple[int, str]:
+            delivery_id: int | None, receipt_token: str | None = None) -> tuple[int, str]:
     """One Twilio status callback: (HTTP status, text body). ``url`` is the URL Twilio called,
     ``params`` the form, ``signature`` and ``settings`` the ``X-Twilio-Signature`` and
-    ``X-Twilio-Webhooks-Signature-Settings`` headers. The signature is checked with the SDK's
-    ``RequestValidator`` before anything else (403, nothing written); the 204 is only returned
-    once the receipt is committed (:meth:`ReceiptWriter.write`)."""
-    algorithm = get_signature_algorithm(settings)
-    if not signature or not validator.validate(url, params, signature, algorithm):
+    ``X-Twilio-Webhooks-Signature-Settings`` headers, ``delivery_id`` and ``receipt_token``
+    from the callback path. The signature is checked
+    (:func:`~outreach.gateways.twilio_receipts.verify_signature`) before anything else (403,
+    nothing written); the form is parsed by
+    :func:`~outreach.gateways.twilio_receipts.parse_receipt` (400 when malformed); the 204 is
+    only returned once the receipt is committed (:meth:`ReceiptWriter.write`), whether it was
+    applied, kept pending, refused as naming another message or a repeat (all counted)."""
+    if not twilio_receipts.verify_signature(validator, url, params, signature, settings):
         log.warning("rejected a Twilio callback with a %s signature",
                     "missing" if not signature else "bad")
+        writer.stats.add("bad_signature")
         return 403, "invalid signature"
-
-    sid = params.get("MessageSid") or params.get("SmsSid")
-    twilio_status = params.get("MessageStatus") or params.get("SmsStatus")
-    if not sid or not twilio_status:
-        return 400, "MessageSid and MessageStatus are required"
-    status = map_status(twilio_status)
-    if status is None:  # an inbound message, not a receipt
-        return 204, ""
-    code = params.get("ErrorCode") or None
-    if code == "0":
-        code = None
-    raw = {k: params.get(k) for k in params}
-    for name in _MASKED_FIELDS:  # the ledger already has the number; events need not repeat it
-        if raw.get(name) and raw[name].startswith("+"):
-            raw[name] = mask(raw[name])
     now = clock.now()
-    update = StatusUpdate(status=status, provider_message_id=sid, delivery_id=delivery_id,
-                          provider_status=twilio_status, error_code=code,
-                          error_reason=error_reason(code), occurred_at=now, raw=raw)
-    writer.write(update, f"{sid}:{twilio_status}:{code or ''}", now)
+    try:
+        updates = twilio_receipts.parse_receipt(params, delivery_id=delivery_id,
+                                                receipt_token=receipt_token, now=now)
+    except twilio_receipts.MalformedReceipt as exc:
+        return 400, str(exc)
+    for update in updates:
+        writer.write(update, twilio_receipts.receipt_key(update), now)
     return 204, ""
 
 
-_STATUS_ROUTE = re.compile(re.escape(STATUS_PATH) + r"(?:/([1-9][0-9]{0,17}))?")
+_STATUS_ROUTE = twilio_receipts.STATUS_ROUTE
 _FORM = "application/x-www-form-urlencoded"
 _NO_CONTENT: list[bytes] = []
 
 
 class StatusCallbacks:
     """WSGI middleware in front of Flask for the one request Twilio sends: a form ``POST`` to
-    ``/webhooks/twilio/status[/<delivery_id>]`` with a ``Content-Length`` within
-    ``MAX_CONTENT_LENGTH``, when ``OUTREACH_PUBLIC_BASE_URL`` is set. It parses the form as
-    Flask does (``parse_qsl``, blank values kept, UTF-8, an undecodable body read as an empty
-    form), builds the signed URL as :func:`public_url` does (base + path + ?query) and calls
-    the same :func:`receive`, without Flask's request context, URL map and response objects
-    (about 0.1 ms of CPU per callback, a tenth of the whole). Every other request, and any
-    callback of another shape (chunked, multipart, other paths, no public base URL), goes to
-    the Flask application unchanged, which routes, answers 404/405/413 and handles it.
+    ``/webhooks/twilio/status[/<delivery_id>[/<receipt_token>]]`` with a ``Content-Length``
+    within ``MAX_CONTENT_LENGTH``, when ``OUTREACH_PUBLIC_BASE_URL`` is set. It parses the form
+    as Flask does (``parse_qsl``, blank values kept, UTF-8, an undecodable body read as an
+    empty form), builds the signed URL as :func:`public_url` does (base + path + ?query) and
+    calls the same :func:`receive`, without Flask's request context, URL map and response
+    objects (about 0.1 ms of CPU per callback, a tenth of the whole). Every other request, and
+    any callback of another shape (chunked, multipart, other paths, no public base URL), goes
+    to the Flask application unchanged, which routes, answers 404/405/413 and handles it.
     """
 
     def __init__(self, app: Flask, validator: RequestValidator, wsgi_app: Any) -> None:
@@ -221,7 +257,7 @@ class StatusCallbacks:
                                  signature=environ.get("HTTP_X_TWILIO_SIGNATURE"),
                                  settings=environ.get(
                                      "HTTP_X_TWILIO_WEBHOOKS_SIGNATURE_SETTINGS"),
-                                 delivery_id=delivery_id)
+                                 delivery_id=delivery_id, receipt_token=match.group(2))
         except Exception:
             propagate = config.get("PROPAGATE_EXCEPTIONS")  # as Flask decides
             if propagate or (propagate is None and (self.app.testing or self.app.debug)):
@@ -237,6 +273,112 @@ class StatusCallbacks:
                        [("Content-Type", "text/plain; charset=utf-8"),
                         ("Content-Length", str(len(data)))])
         return [data]
+
+
+# -- Zalo ----------------------------------------------------------------------------------------
+
+#: The Zalo route, registered by :func:`create_app`; usable on any Flask app whose config has
+#: ``OUTREACH_DB`` (and optionally ``OUTREACH_CLOCK``, ``ZALO_APP_ID``, ``ZALO_WEBHOOK_SECRET``,
+#: ``ZALO_WEBHOOK_MAX_SKEW_SECONDS``; else the environment, see
+#: :func:`~outreach.gateways.zalo_webhook.webhook_settings`).
+zalo_blueprint = Blueprint("zalo_webhook", __name__)
+
+
+def apply_zalo_event(conn: Connection, event: Mapping[str, Any], *, now: dt.datetime
+                     ) -> dict[str, int]:
+    """Apply one verified Zalo event in the caller's transaction; returns counts
+    ``{"applied", "duplicate", "pending", "ignored", "rejected"}``.
+
+    Parsed by :func:`~outreach.gateways.zalo_webhook.parse_event`, written by
+    :func:`outreach.receipts.apply_updates` with Zalo's rules: idempotent on ``msg_id`` + event
+    name (an event already recorded for the delivery adds nothing: Zalo retries at 30 s, 5 min,
+    15 min, 30 min, 1 h); ``tracking_id`` only a hint (trusted when it names one of our Zalo
+    deliveries whose msg_id is the event's or not yet known; another system may share the OA);
+    ``delivered_at`` is Zalo's ``delivery_time`` (retries arrive up to ~2 h late). An event
+    whose delivery cannot be found yet is kept in ``pending_receipts`` (one row per key) and
+    replayed by :func:`outreach.receipts.apply_pending`.
+    """
+    counts = {"applied": 0, "duplicate": 0, "pending": 0, "ignored": 0, "rejected": 0}
+    updates, keys = zalo_webhook.parse_event(event)
+    if not updates:
+        counts["ignored"] += 1
+        return counts
+    # one update at a time: a msg_ids list may name one delivery twice
+    for upd, key in zip(updates, keys):
+        [out] = receipts.apply_updates(conn, [upd], gateway="zalo", source="webhook", now=now,
+                                       event_keys=[key], dedupe=True, id_is_hint=True,
+                                       provider_time=True)
+        if out.rejected is not None:
+            counts["rejected"] += 1
+        elif out.pending:
+            counts["duplicate" if out.duplicate else "pending"] += 1
+        else:
+            counts["duplicate" if out.duplicate else "applied"] += 1
+            receipts.mark_pending_done(conn, gateway="zalo", key=key, now=now)
+    return counts
+
+
+@zalo_blueprint.post(ZALO_PATH)
+def zalo_event() -> Response | tuple[str, int]:
+    """Receive one Zalo event: 403 on a bad signature or a ``timestamp`` outside the window
+    (nothing changes), 400 on an unreadable body, 503 when not configured (or the window
+    setting is unreadable), 200 otherwise, including a replayed event (the same signed body
+    again, refused: nothing is applied; Zalo stops retrying on a 200). Zalo wants 200 within
+    2 s: one short transaction, no network call."""
+    raw = request.get_data(cache=False)
+    app_id, secret = zalo_webhook.webhook_settings(current_app.config)
+    if not app_id or not secret:
+        log.error("zalo webhook: ZALO_APP_ID / webhook secret not configured")
+        return "not configured", 503
+    try:
+        skew = zalo_webhook.max_skew(current_app.config)
+    except ValueError as exc:
+        log.error("zalo webhook: %s", exc)
+        return "not configured", 503
+    try:
+        event = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return "unreadable body", 400
+    if not isinstance(event, dict):
+        return "unreadable body", 400
+    stats = _stats()
+    timestamp = str(event.get("timestamp") or "")
+    if not zalo_webhook.verify_signature(request.headers.get(zalo_webhook.SIGNATURE_HEADER),
+                                         str(app_id), raw, timestamp, str(secret)):
+        log.warning("zalo webhook: bad signature from %s", request.remote_addr)
+        stats.add("bad_signature")
+        return "forbidden", 403
+    clock = current_app.config.get("OUTREACH_CLOCK", SYSTEM_CLOCK)
+    now = clock.now()
+    if not zalo_webhook.timestamp_ok(timestamp, now, skew):
+        log.warning("zalo webhook: refused an event whose timestamp %r is more than %s from now",
+                    timestamp, skew)
+        stats.add("zalo_stale")
+        return "stale timestamp", 403
+    name = str(event.get("event_name") or "")
+    if name in zalo_webhook.LOGGED_EVENTS:
+        uid = str((event.get("follower") or event.get("sender") or {}).get("id") or "")
+        log.info("zalo webhook: %s by follower …%s", name, uid[-4:])
+    if name not in zalo_webhook.DELIVERY_EVENTS:
+        return "ok", 200
+    db = current_app.config["OUTREACH_DB"]
+    # outreach.webhooks.create_app serialises this process's SQLite writes with one lock
+    lock = current_app.extensions.get("outreach_write_lock") or contextlib.nullcontext()
+    with lock, db.engine.begin() as conn:
+        if not receipts.first_sight(conn, gateway="zalo", event_id=zalo_webhook.event_id(raw),
+                                    now=now, keep=2 * skew + dt.timedelta(minutes=1)):
+            counts = None
+        else:
+            counts = apply_zalo_event(conn, event, now=now)
+    if counts is None:
+        log.info("zalo webhook %s: replayed event refused", name)
+        stats.add("zalo_replayed")
+        return "ok", 200
+    stats.add("applied", counts["applied"])
+    stats.add("pending", counts["pending"])
+    stats.add("rejected", counts["rejected"])
+    log.info("zalo webhook %s: %s", name, counts)
+    return "ok", 200
 
 
 class _Item:
@@ -266,8 +408,10 @@ class ReceiptWriter:
     name stored on pending receipts.
     """
 
-    def __init__(self, db: Database, *, gateway: str = "twilio", max_batch: int = 256) -> None:
+    def __init__(self, db: Database, *, gateway: str = "twilio", max_batch: int = 256,
+                 stats: ReceiptStats | None = None) -> None:
         self.db = db
+        self.stats = stats or ReceiptStats()
         self.gateway = gateway
         self.max_batch = max_batch
         self._queue: list[_Item] = []
@@ -333,8 +477,9 @@ class ReceiptWriter:
     def _transaction(self, batch: list[_Item]) -> None:
         if not self.db.is_sqlite:
             with self.db.engine.begin() as conn:
-                self._write(conn, batch)
+                outcomes = self._write(conn, batch)
             self.transactions += 1
+            self.stats.count(outcomes)  # counted once committed
             return
         # SQLite: one connection kept for the writer (used by one leader at a time, under
         # write_lock), saving a pool checkout and return per batch; it goes back to the pool
@@ -345,17 +490,25 @@ class ReceiptWriter:
             weakref.finalize(self, conn.close)
         try:
             with conn.begin():
-                self._write(conn, batch)
+                outcomes = self._write(conn, batch)
         except BaseException:
             self._conn = None
             conn.close()
             raise
         self.transactions += 1
+        self.stats.count(outcomes)
 
-    def _write(self, conn: Connection, batch: list[_Item]) -> None:
-        receipts.apply_updates(conn, [i.update for i in batch], gateway=self.gateway,
-                               source="webhook", now=batch[-1].now,
-                               event_keys=[i.key for i in batch])
+    def _write(self, conn: Connection, batch: list[_Item]) -> list[receipts.ReceiptOutcome]:
+        outcomes = receipts.apply_updates(conn, [i.update for i in batch], gateway=self.gateway,
+                                          source="webhook", now=batch[-1].now,
+                                          event_keys=[i.key for i in batch],
+                                          check_tokens=True)
+        for item, out in zip(batch, outcomes):
+            if out.rejected is not None:
+                log.warning("refused a %s receipt for delivery %s (%s): kept in "
+                            "rejected_receipts, not applied", self.gateway,
+                            item.update.delivery_id, out.rejected)
+        return outcomes
 
 
 def serve(db: Database, host: str = "127.0.0.1", port: int = 8080, threads: int = 8, *,

@@ -297,7 +297,7 @@ def test_dispatcher_zalo_then_sms_end_to_end(tmp_path: Path, monkeypatch: pytest
     from outreach.clock import FakeClock
     from outreach.gateways.mock import MockGateway
     from outreach.gateways.zalo import ZaloGateway
-    from outreach.gateways.zalo_webhook import apply_event
+    from outreach.webhooks import apply_zalo_event as apply_event
     from tests.fakes.zalo_server import FakeZalo, isolate
     from tests.helpers import approve, fresh_db, in_window, load, numbers, write_campaign
 

@@ -13,8 +13,10 @@ from sqlalchemy import insert, select
 from outreach import receipts
 from outreach.clock import FakeClock
 from outreach.db import Database
-from outreach.gateways.zalo_webhook import (apply_event, blueprint, compute_signature,
+from outreach.gateways.zalo_webhook import (compute_signature,
                                             parse_event, verify_signature, webhook_settings)
+from outreach.webhooks import apply_zalo_event as apply_event
+from outreach.webhooks import zalo_blueprint as blueprint
 from outreach.models import (Base, Campaign, Delivery, DeliveryEvent, PendingReceipt, Recipient,
                              Run)
 

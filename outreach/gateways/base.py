@@ -132,6 +132,9 @@ class OutboundMessage:
     Official Account messages to followers. ``segments`` is the count the dispatcher computed
     (GSM-7 / UCS-2 rules in :mod:`outreach.text`). ``delivery_id`` is our own id: adapters pass it
     to the provider (status-callback URL, ``tracking_id``) so receipts find their delivery.
+    ``receipt_token`` is the delivery's unguessable receipt token (``deliveries.receipt_token``,
+    set at claim): adapters whose receipts come to a URL of ours put it in that URL, so a
+    receipt proves which delivery it was created for (issue #15). None: no token (legacy URL).
     """
 
     delivery_id: int
@@ -144,6 +147,7 @@ class OutboundMessage:
     zalo_user_id: str | None = None
     template_id: str | None = None
     template_data: dict[str, str] = field(default_factory=dict)
+    receipt_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,10 @@ class StatusUpdate:
     """A delivery receipt or polled status, from a webhook, a sync or a reconciliation.
 
     ``status`` is ours (``sent``/``delivered``/``undelivered``/``failed``); ``delivery_id`` is set
-    when the provider echoed our own id (callback URL, ``tracking_id``).
+    when the provider echoed our own id (callback URL, ``tracking_id``), ``receipt_token`` when
+    the callback URL carried the delivery's token. A receipt only applies to the delivery whose
+    provider message id (and token, when either side has one) matches
+    (:func:`outreach.receipts.apply_updates`).
     """
 
     status: str
@@ -178,6 +185,7 @@ class StatusUpdate:
     error_reason: str | None = None
     occurred_at: dt.datetime | None = None
     raw: Any = None
+    receipt_token: str | None = None
 
 
 class Gateway(abc.ABC):

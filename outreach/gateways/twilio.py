@@ -388,11 +388,14 @@ class TwilioGateway(Gateway):
                 f"sender={self.sender!r} service={self.messaging_service_sid!r} "
                 f"api_url={self.api_url!r}>")
 
-    def callback_url(self, delivery_id: int) -> str | None:
-        """``<status_callback_base>/webhooks/twilio/status/<delivery_id>`` or None if unset."""
+    def callback_url(self, delivery_id: int, receipt_token: str | None = None) -> str | None:
+        """``<status_callback_base>/webhooks/twilio/status/<delivery_id>/<receipt_token>``
+        (without ``/<receipt_token>`` when the delivery has none), or None if no base is set.
+        The receiver and parser are in :mod:`outreach.gateways.twilio_receipts`."""
         if not self.status_callback_base:
             return None
-        return f"{self.status_callback_base}/webhooks/twilio/status/{int(delivery_id)}"
+        url = f"{self.status_callback_base}/webhooks/twilio/status/{int(delivery_id)}"
+        return f"{url}/{receipt_token}" if receipt_token else url
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -420,7 +423,7 @@ class TwilioGateway(Gateway):
             params["messaging_service_sid"] = self.messaging_service_sid
         if sender:
             params["from_"] = sender
-        callback = self.callback_url(message.delivery_id)
+        callback = self.callback_url(message.delivery_id, message.receipt_token)
         if callback:
             params["status_callback"] = callback
         if self.validity_period is not None:

@@ -1,31 +1,28 @@
-"""Zalo webhook receiver: signed delivery events (ZNS/OA) applied to the ledger, idempotently."""
+"""Zalo delivery receipts: the webhook's signature check, timestamp window, event id and
+parsing, beside the Zalo sender (:mod:`outreach.gateways.zalo`). Receiving is
+:mod:`outreach.webhooks`'s (``POST /webhooks/zalo``), writing :mod:`outreach.receipts`'s.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import hmac
-import json
-import logging
 import os
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
-from sqlalchemy import Connection, select, update
-
-from outreach import receipts
-from outreach.clock import SYSTEM_CLOCK
 from outreach.gateways.base import StatusUpdate
 from outreach.gateways.zalo import epoch_ms
-from outreach.models import Delivery, DeliveryEvent, PendingReceipt
-
-log = logging.getLogger(__name__)
-
-blueprint = Blueprint("zalo_webhook", __name__)
 
 SIGNATURE_HEADER = "X-ZEvent-Signature"
+#: Default accepted distance between a Zalo event's signed ``timestamp`` and our clock, either
+#: side (issue #17: a captured event cannot be replayed later). Zalo retries an unanswered
+#: event at 30 s, 5 min, 15 min, 30 min and 1 h with the same body (domain-facts "Webhook ZNS
+#: delivery"): retries later than the window are refused, so an outage longer than the window
+#: loses those receipts to the webhook (``outreach deliveries sync`` is Twilio-only; widen the
+#: window with ``ZALO_WEBHOOK_MAX_SKEW_SECONDS`` if the server may be down longer).
+DEFAULT_MAX_SKEW = dt.timedelta(minutes=5)
 
 #: Events that say a message reached the phone (domain-facts "Webhook ZNS delivery").
 #: ``user_seen_message`` implies delivery too; on a delivered row it only adds an event.
@@ -117,121 +114,40 @@ def parse_event(event: Mapping[str, Any]) -> tuple[list[StatusUpdate], list[str]
     return updates, keys
 
 
-def apply_event(conn: Connection, event: Mapping[str, Any], *, now: dt.datetime) -> dict[str, int]:
-    """Apply one verified event in the caller's transaction; returns counts
-    ``{"applied", "duplicate", "pending", "ignored"}``.
-
-    Idempotent on ``msg_id`` + event name (Zalo retries at 30 s, 5 min, 15 min, 30 min, 1 h):
-    an event already recorded for the delivery adds nothing; one whose delivery cannot be found
-    yet is kept in ``pending_receipts`` (one row per key) and replayed by
-    :func:`outreach.receipts.apply_pending`. A ``tracking_id`` is trusted only when the
-    delivery has no msg_id yet or the same one (another system may share the OA).
-    """
-    counts = {"applied": 0, "duplicate": 0, "pending": 0, "ignored": 0}
-    updates, keys = parse_event(event)
-    if not updates:
-        counts["ignored"] += 1
-        return counts
-    for upd, key in zip(updates, keys):
-        upd = _trusted(conn, upd)
-        did = _find(conn, upd)  # the same rule receipts.apply_updates uses
-        if did is not None:
-            stmt = select(Delivery.id).where(Delivery.id == did)
-            if conn.dialect.name == "postgresql":
-                stmt = stmt.with_for_update()  # serialise concurrent retries of one event
-            conn.execute(stmt)
-            seen = conn.execute(select(DeliveryEvent.id).where(
-                DeliveryEvent.delivery_id == did, DeliveryEvent.source == "webhook",
-                DeliveryEvent.provider_status == upd.provider_status).limit(1)).first()
-            if seen is not None:
-                counts["duplicate"] += 1
-                _mark_pending_done(conn, key, now)
-                continue
-        outcome = receipts.apply_updates(conn, [upd], gateway="zalo", source="webhook", now=now,
-                                         event_keys=[key])[0]
-        if outcome.pending:
-            counts["duplicate" if outcome.duplicate else "pending"] += 1
-            continue
-        counts["applied"] += 1
-        _mark_pending_done(conn, key, now)
-        if outcome.applied and upd.status == "delivered" and upd.occurred_at is not None:
-            # Zalo's delivery_time, not our receive time (retries arrive up to ~2 h late)
-            conn.execute(update(Delivery).where(Delivery.id == outcome.delivery_id,
-                                                Delivery.status == "delivered")
-                         .values(delivered_at=min(upd.occurred_at, now)))
-    return counts
+def parse_receipt(event: Mapping[str, Any]) -> list[StatusUpdate]:
+    """A Zalo event → ``[StatusUpdate]`` (:func:`parse_event` without the keys)."""
+    return parse_event(event)[0]
 
 
-def _trusted(conn: Connection, upd: StatusUpdate) -> StatusUpdate:
-    """Drop the ``tracking_id`` match unless it names one of our Zalo deliveries whose msg_id
-    is unknown yet or the same: another system sharing the OA may use small numbers too."""
-    if upd.delivery_id is None:
-        return upd
-    stored = conn.execute(select(Delivery.provider_message_id, Delivery.channel).where(
-        Delivery.id == upd.delivery_id)).first()
-    if stored is None:
-        return upd  # kept pending under our id until the row appears
-    msg_id, channel = stored
-    if channel == "zalo" and (not msg_id or not upd.provider_message_id
-                              or msg_id == upd.provider_message_id):
-        return upd
-    return StatusUpdate(status=upd.status, provider_message_id=upd.provider_message_id,
-                        provider_status=upd.provider_status, occurred_at=upd.occurred_at,
-                        raw=upd.raw)
-
-
-def _find(conn: Connection, upd: StatusUpdate) -> int | None:
-    """Our delivery id (from ``tracking_id``) first, then the provider's msg_id."""
-    if upd.delivery_id is not None:
-        found = conn.execute(select(Delivery.id).where(Delivery.id == upd.delivery_id)).first()
-        if found is not None:
-            return found[0]
-    if upd.provider_message_id:
-        found = conn.execute(select(Delivery.id).where(
-            Delivery.provider_message_id == upd.provider_message_id)).first()
-        if found is not None:
-            return found[0]
-    return None
-
-
-def _mark_pending_done(conn: Connection, key: str, now: dt.datetime) -> None:
-    conn.execute(update(PendingReceipt).where(
-        PendingReceipt.gateway == "zalo", PendingReceipt.event_key == key[:255],
-        PendingReceipt.applied_at.is_(None)).values(applied_at=now))
-
-
-@blueprint.post("/webhooks/zalo")
-def zalo_event() -> Response | tuple[str, int]:
-    """Receive one Zalo event. 403 on a bad signature (nothing changes), 400 on an unreadable
-    body, 503 when not configured, 200 otherwise (Zalo wants 200 within 2 s: one short
-    transaction, no network call)."""
-    raw = request.get_data(cache=False)
-    app_id, secret = webhook_settings(current_app.config)
-    if not app_id or not secret:
-        log.error("zalo webhook: ZALO_APP_ID / webhook secret not configured")
-        return "not configured", 503
+def max_skew(config: Mapping[str, Any], environ: Mapping[str, str] | None = None
+             ) -> dt.timedelta:
+    """The timestamp window: ``config["ZALO_WEBHOOK_MAX_SKEW_SECONDS"]`` →
+    ``$ZALO_WEBHOOK_MAX_SKEW_SECONDS`` → :data:`DEFAULT_MAX_SKEW`. Raises ValueError naming the
+    setting when it is not a positive number of seconds."""
+    env = os.environ if environ is None else environ
+    value = config.get("ZALO_WEBHOOK_MAX_SKEW_SECONDS") or env.get("ZALO_WEBHOOK_MAX_SKEW_SECONDS")
+    if value in (None, ""):
+        return DEFAULT_MAX_SKEW
     try:
-        event = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return "unreadable body", 400
-    if not isinstance(event, dict):
-        return "unreadable body", 400
-    timestamp = str(event.get("timestamp") or "")
-    if not verify_signature(request.headers.get(SIGNATURE_HEADER), str(app_id), raw, timestamp,
-                            str(secret)):
-        log.warning("zalo webhook: bad signature from %s", request.remote_addr)
-        return "forbidden", 403
-    name = str(event.get("event_name") or "")
-    if name in LOGGED_EVENTS:
-        uid = str((event.get("follower") or event.get("sender") or {}).get("id") or "")
-        log.info("zalo webhook: %s by follower …%s", name, uid[-4:])
-    if name not in DELIVERY_EVENTS:
-        return "ok", 200
-    db = current_app.config["OUTREACH_DB"]
-    clock = current_app.config.get("OUTREACH_CLOCK", SYSTEM_CLOCK)
-    # outreach.webhooks.create_app serialises this process's SQLite writes with one lock
-    lock = current_app.extensions.get("outreach_write_lock") or contextlib.nullcontext()
-    with lock, db.engine.begin() as conn:
-        counts = apply_event(conn, event, now=clock.now())
-    log.info("zalo webhook %s: %s", name, counts)
-    return "ok", 200
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not seconds > 0:
+        raise ValueError(f"ZALO_WEBHOOK_MAX_SKEW_SECONDS: {value!r} is not a positive number "
+                         "of seconds")
+    return dt.timedelta(seconds=seconds)
+
+
+def timestamp_ok(timestamp: Any, now: dt.datetime, skew: dt.timedelta) -> bool:
+    """True when the event's signed ``timestamp`` (epoch ms) is within ``skew`` of ``now``,
+    either side; False when it is outside or unreadable."""
+    when = epoch_ms(timestamp)
+    return when is not None and abs(when - now) <= skew
+
+
+def event_id(raw_body: bytes) -> str:
+    """The id of a signed event for replay checks: ``sha256:`` + the SHA-256 of its raw body.
+    Zalo's events carry no id of their own; the body holds the signed timestamp and the
+    message ids, so two different events never share it and a replay (or Zalo's own retry,
+    which resends the same body) always does."""
+    return "sha256:" + hashlib.sha256(raw_body).hexdigest()

@@ -4,7 +4,7 @@ Accounts of the web application, maker–checker approvals of campaigns (text ha
 lists and counts), and the audited settings table (the approval requirement).
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0005
 Create Date: 2026-12-01 22:50:00
 """
 import sqlalchemy as sa
@@ -13,7 +13,7 @@ from alembic import op
 from outreach.models import UTCDateTime
 
 revision = '0006'
-down_revision = '0004'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
