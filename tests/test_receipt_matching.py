@@ -16,7 +16,7 @@ import requests
 from sqlalchemy import func, select
 from tests.fakes import waitress_on_loopback
 from tests.fakes.twilio_server import AUTH_TOKEN, FakeTwilio, twilio_server  # noqa: F401 (fixture)
-from tests.helpers import fresh_db, in_window, load, seed_run, write_campaign
+from tests.helpers import approve, fresh_db, in_window, load, seed_run, write_campaign
 from tests.pg import pg_db, pg_url  # noqa: F401 (fixtures)
 from twilio.request_validator import RequestValidator
 
@@ -85,6 +85,7 @@ def launched(tmp_path: Path, twilio_server: FakeTwilio  # noqa: F811
     db = fresh_db(tmp_path)
     clock = FakeClock(in_window())
     gw = TwilioGateway(**twilio_server.gateway_options(status_callback_base=PUBLIC))
+    approve(db, spec)  # Twilio reaches phones: a second person's approval
     ops.launch(db, spec, gateway="twilio", gateways={"sms": gw}, clock=clock)
     sent = rows(db)
     assert [r.status for r in sent.values()] == ["sent"] * 3
@@ -288,6 +289,7 @@ def test_the_dispatcher_replays_an_early_receipt_once_the_provider_id_is_recorde
         return result
 
     gw.send = send  # type: ignore[method-assign]
+    approve(db, spec)
     ops.launch(db, spec, gateways={"sms": gw}, clock=clock)
     assert answers == [204]
     [d] = rows(db).values()
