@@ -145,6 +145,7 @@ def _register() -> None:
         "scheduler": ("outreach.cli.schedule", "scheduler"),
         "worker": ("outreach.cli.worker", "worker"),
         "privacy": ("outreach.cli.privacy", "privacy"),
+        "secrets": ("outreach.cli.secrets", "secrets"),
     }
     import importlib
 
