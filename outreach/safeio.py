@@ -70,13 +70,21 @@ def neutralise(value: Any) -> Any:
 
 
 class SafeCsvWriter:
-    """:func:`csv.writer` whose rows pass through :func:`neutralise` cell by cell."""
+    """:func:`csv.writer` whose rows pass through :func:`neutralise` cell by cell.
+
+    A row with a carriage return inside a cell is written with every field quoted: the csv
+    module quotes only the characters of its ``lineterminator``, so with ``"\n"`` a bare CR
+    would split the row for the next reader (OWASP also asks for such fields to be quoted)."""
 
     def __init__(self, fh: IO[str], **kwargs: Any) -> None:
         self._w = csv.writer(fh, **kwargs)
+        self._quoted = csv.writer(fh, **{**kwargs, "quoting": csv.QUOTE_ALL})
 
     def writerow(self, row: Iterable[Any]) -> Any:
-        return self._w.writerow([neutralise(v) for v in row])
+        cells = [neutralise(v) for v in row]
+        if any(isinstance(v, str) and "\r" in v for v in cells):
+            return self._quoted.writerow(cells)
+        return self._w.writerow(cells)
 
     def writerows(self, rows: Iterable[Iterable[Any]]) -> None:
         for row in rows:
