@@ -11,7 +11,7 @@ ENV_HOME = "OUTREACH_HOME"
 
 
 def home_dir() -> Path:
-    """The data directory: ``$OUTREACH_HOME`` or ``./.outreach`` (created on demand)."""
+    """The data directory: ``$OUTREACH_HOME`` or ``./.outreach`` (created on demand, 0700)."""
     return Path(os.environ.get(ENV_HOME) or ".outreach")
 
 
@@ -23,7 +23,9 @@ def database_url(explicit: str | None = None) -> str:
     if env:
         return env
     path = home_dir() / "outreach.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from outreach.safeio import private_dir
+
+    private_dir(path.parent)  # personal data: the folder is 0700 when we create it
     return f"sqlite:///{path}"
 
 

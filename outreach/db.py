@@ -14,7 +14,7 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from outreach import config
+from outreach import config, safeio
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,7 +71,8 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
                         f"the folder {folder} of the SQLite database does not exist: check "
                         "--database-url / OUTREACH_DATABASE_URL (a mistyped path would start an "
                         "empty ledger and send everyone again)")
-                folder.mkdir(parents=True, exist_ok=True)
+                safeio.private_dir(folder)
+            safeio.prepare_sqlite_file(url[len("sqlite:///"):].split("?", 1)[0])
         engine = create_engine(url, echo=echo,
                                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
                                              "check_same_thread": False})

@@ -249,7 +249,9 @@ def write(html: str, out: str | Path) -> Path:
     path = Path(out)
     suffix = path.suffix.lower()
     if suffix in (".html", ".htm"):
-        path.write_text(html, encoding="utf-8")
+        from outreach import safeio
+
+        safeio.write_private(path, html)
         return path
     if suffix == ".pdf":
         try:
@@ -261,6 +263,8 @@ def write(html: str, out: str | Path) -> Path:
                 "system libraries (Pango; on Debian/Ubuntu `apt install libpango-1.0-0 "
                 "libpangoft2-1.0-0`), or write --out FILE.html and print it to PDF from a browser "
                 "(the page is laid out for A4).") from None
-        HTML(string=html).write_pdf(str(path))
+        from outreach import safeio
+
+        safeio.write_private(path, HTML(string=html).write_pdf())
         return path
     raise OfficialReportError(f"{path.name}: the official report is written as .html or .pdf")

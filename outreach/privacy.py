@@ -24,6 +24,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, select, true, update
@@ -321,3 +322,172 @@ def _scrub(text: str, e164: str, key: bytes) -> str:
     for v in number_variants(e164):
         text = text.replace(v, h)
     return text
+
+
+# -- what the installation holds (``outreach privacy check``) ----------------------------------
+
+#: Tables holding personal data, what they hold, and the count query of rows that still hold
+#: it (a purged number is a keyed hash, not personal data to whoever lacks the key).
+PERSONAL_TABLES = (
+    ("recipients", "number, name, district, ward, carrier, Zalo user id"),
+    ("deliveries", "number per message, personalised text, provider ids, status, cost"),
+    ("delivery_events", "provider receipts (may contain the number)"),
+    ("pending_receipts", "receipts not yet matched (may contain the number)"),
+    ("suppressions", "opt-outs: number, reason, source, date (kept on purpose)"),
+    ("list_members", "who is on which list"),
+    ("import_issues", "rejected rows: file, line, masked value"),
+    ("audit_log", "operator actions (numbers masked)"),
+    ("gateway_tokens", "provider OAuth tokens (secrets, encrypted)"),
+)
+
+
+def _file_fact(path: str | os.PathLike[str], kind: str, **extra: Any) -> dict[str, Any]:
+    from outreach import safeio
+
+    p = Path(path)
+    mode = safeio.mode_of(p)
+    try:
+        size = p.stat().st_size if mode is not None and p.is_file() else None
+    except OSError:
+        size = None
+    return {"kind": kind, "path": str(p), "exists": mode is not None,
+            "mode": None if mode is None else f"{mode:04o}", "size": size,
+            "too_open": safeio.too_open(mode), **extra}
+
+
+def _table_counts(conn: Connection) -> list[dict[str, Any]]:
+    from sqlalchemy import inspect
+
+    from outreach.models import AuditEntry, GatewayToken, ImportIssue, Suppression
+
+    present = set(inspect(conn).get_table_names())
+
+    def n(stmt: Any) -> int:
+        return int(conn.execute(stmt).scalar_one())
+
+    count = select(func.count())
+    personal: dict[str, tuple[int, str]] = {}
+    if "recipients" in present:
+        personal["recipients"] = (
+            n(count.select_from(Recipient).where(~Recipient.e164.startswith(HASH_PREFIX))),
+            f"{n(count.select_from(Recipient).where(Recipient.name.is_not(None)))} with a name, "
+            f"{n(count.select_from(Recipient).where(Recipient.zalo_user_id.is_not(None)))} with "
+            "a Zalo user id")
+    if "deliveries" in present:
+        personal["deliveries"] = (
+            n(count.select_from(Delivery).where(~Delivery.address.startswith(HASH_PREFIX))),
+            f"{n(count.select_from(Delivery).where(Delivery.body.is_not(None)))} with a "
+            "personalised text")
+    rows = []
+    models = {"recipients": Recipient, "deliveries": Delivery, "delivery_events": DeliveryEvent,
+              "pending_receipts": PendingReceipt, "suppressions": Suppression,
+              "list_members": ListMember, "import_issues": ImportIssue, "audit_log": AuditEntry,
+              "gateway_tokens": GatewayToken}
+    for table, what in PERSONAL_TABLES:
+        if table not in present:
+            continue
+        total = n(count.select_from(models[table]))
+        plain, note = personal.get(table, (None, None))
+        if table == "delivery_events":
+            plain = n(count.select_from(DeliveryEvent).where(DeliveryEvent.detail.is_not(None)))
+            note = "with a stored provider payload"
+        if table == "gateway_tokens":
+            from outreach import secretstore
+
+            sealed = sum(1 for v in conn.execute(select(GatewayToken.refresh_token)).scalars()
+                         if secretstore.is_sealed(v))
+            note = f"{sealed} encrypted, {total - sealed} in plaintext"
+            plain = total - sealed  # plaintext tokens: the only secret rows that matter
+        rows.append({"table": table, "holds": what, "rows": total,
+                     "with_personal_data": total if plain is None else plain, "note": note})
+    return rows
+
+
+def _recorded_files(conn: Connection) -> list[dict[str, Any]]:
+    """Files written with personal data, from the audit log (``export`` entries), newest
+    record of each path, and the recipient lists imported (``imports.files``)."""
+    from outreach.models import AuditEntry, Import
+
+    seen: dict[str, dict[str, Any]] = {}
+    for at, operator, details in conn.execute(
+            select(AuditEntry.at, AuditEntry.operator, AuditEntry.details)
+            .where(AuditEntry.action == "export").order_by(AuditEntry.id)):
+        path = (details or {}).get("file")
+        if path:
+            seen[path] = {"kind": (details or {}).get("what", "export"), "written_at": at,
+                          "operator": operator, "rows": (details or {}).get("rows")}
+    out = [_file_fact(p, f["kind"], written_at=_iso(f["written_at"]), operator=f["operator"],
+                      rows=f["rows"]) for p, f in seen.items()]
+    lists: dict[str, Any] = {}
+    for at, files in conn.execute(select(Import.created_at, Import.files).order_by(Import.id)):
+        for f in files or []:
+            path = f if isinstance(f, str) else (f or {}).get("path")
+            if path:
+                lists[str(path)] = at
+    out += [_file_fact(p, "recipient-list", written_at=_iso(at), operator=None, rows=None)
+            for p, at in lists.items()]
+    return out
+
+
+def _iso(value: Any) -> str | None:
+    value = _aware(value)
+    return value.isoformat(timespec="seconds") if value else None
+
+
+def check(db: Database, *, older_than_days: int = 90, outbox_dir: str | os.PathLike[str] | None
+          = None, now: dt.datetime | None = None) -> dict[str, Any]:
+    """What personal data this installation holds, where, with what permissions, and what a
+    purge would remove. Reads only (the purge part is :func:`purge` with ``dry_run``).
+
+    Returns ``{"database": {"url", "files": [file fact]}, "tables": [{"table", "holds",
+    "rows", "with_personal_data", "note"}], "folders": [file fact], "outbox": [file fact],
+    "files": [file fact], "purge": PurgeResult dict, "warnings": [str]}``; a file fact is
+    ``{"kind", "path", "exists", "mode" ("0600"), "size" (bytes), "too_open"}`` plus
+    ``written_at``/``operator``/``rows`` for recorded files. ``files`` lists the exports and
+    reject files recorded in the audit log and the recipient lists named by imports (relative
+    paths are relative to the directory the import ran in). Sources: Decree 13/2023/NĐ-CP and
+    the Personal Data Protection Law 91/2025/QH15 (the data subject's and the auditor's right
+    to know what is processed and where).
+    """
+    from outreach import config, safeio
+
+    url = db.url
+    db_files: list[dict[str, Any]] = []
+    folders: list[dict[str, Any]] = []
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        path = Path(url[len("sqlite:///"):].split("?", 1)[0])
+        db_files = [_file_fact(f, "database") for f in safeio.sqlite_files(path)]
+        db_files = [f for f in db_files if f["exists"]]
+        folders.append(_file_fact(path.parent, "database folder"))
+    box = Path(outbox_dir) if outbox_dir else config.outbox_dir()
+    outbox = []
+    if box.is_dir():
+        folders.append(_file_fact(box, "outbox folder"))
+        outbox = [_file_fact(p, "outbox") for p in sorted(box.glob("*.jsonl"))]
+    with db.engine.connect() as conn:
+        tables = _table_counts(conn)
+        files = _recorded_files(conn)
+    purge_res = purge(db, older_than_days=older_than_days, key=None, dry_run=True, now=now)
+    warnings = []
+    loose: dict[str, list[dict[str, Any]]] = {}
+    for f in db_files + folders + outbox + files:
+        if f["exists"] and f["too_open"]:
+            loose.setdefault(f["kind"], []).append(f)
+    for kind, fs in loose.items():
+        fix = "chmod 700" if kind.endswith("folder") else "chmod 600"
+        if len(fs) == 1:
+            warnings.append(f"{fs[0]['path']} ({kind}) is readable by others (mode "
+                            f"{fs[0]['mode']}): {fix} it")
+        else:
+            warnings.append(f"{len(fs)} {kind} files are readable by others (e.g. "
+                            f"{fs[0]['path']}, mode {fs[0]['mode']}): {fix} them")
+    on_disk = [f for f in files if f["exists"] and f["kind"] != "recipient-list"]
+    if on_disk:
+        warnings.append(f"{len(on_disk)} export or reject file(s) with personal data are still "
+                        "on disk: delete them when no longer needed")
+    tokens = next((t for t in tables if t["table"] == "gateway_tokens"), None)
+    if tokens and tokens["with_personal_data"]:
+        warnings.append("provider tokens stored in plaintext: run `outreach secrets rotate`")
+    return {"database": {"url": config.redact_url(url), "files": db_files}, "tables": tables,
+            "folders": folders, "outbox": outbox, "files": files, "purge": purge_res.to_dict(),
+            "warnings": warnings}

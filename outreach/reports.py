@@ -41,6 +41,7 @@ rows are read too (slower, still one pass per query).
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -412,11 +413,12 @@ def to_csv(data: Mapping[str, Any], breakdowns: Sequence[str] = ("district",)) -
     rows (``key`` the gateway, ``subkey`` ``error_code: error_reason``, the count in its state's
     column).
     """
-    import csv
     import io
 
+    from outreach import safeio
+
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = safeio.csv_writer(buf, lineterminator="\n")  # district, ward, reasons come from data
     if len(breakdowns) == 1 and breakdowns[0] == "reasons":
         w.writerow(REASON_COLUMNS)
         for r in data["failure_reasons"]:
@@ -456,27 +458,32 @@ def _cell(v: Any) -> Any:
 def write_xlsx(data: Mapping[str, Any], path: str | Any) -> None:
     """An Excel workbook: sheet ``summary`` (figure, value), one sheet per breakdown of
     :data:`DIMENSIONS` (columns :data:`ROW_COLUMNS`, total last) and ``failure_reasons``
-    (:data:`REASON_COLUMNS`). Rates are numbers formatted as percentages, cost in VND."""
+    (:data:`REASON_COLUMNS`). Rates are numbers formatted as percentages, cost in VND.
+
+    Every text cell is a string cell, never a formula (:func:`outreach.safeio.xlsx_append`); a
+    path is written 0600 (:func:`outreach.safeio.open_private`), a file object as given."""
     from openpyxl import Workbook
     from openpyxl.styles import Font
+
+    from outreach import safeio
 
     wb = Workbook()
     ws = wb.active
     ws.title = "summary"
-    ws.append(["figure", "value"])
+    safeio.xlsx_append(ws, ["figure", "value"])
     for k in SUMMARY_KEYS:
-        ws.append([k, data.get(k)])
+        safeio.xlsx_append(ws, [k, data.get(k)])
         if k.endswith("rate"):
             ws.cell(ws.max_row, 2).number_format = "0.00%"
-    ws.append(["text", data.get("text")])
+    safeio.xlsx_append(ws, ["text", data.get("text")])
     ws.column_dimensions["A"].width = 16
     ws.column_dimensions["B"].width = 70
     for dim in DIMENSIONS:
         sh = wb.create_sheet(dim)
-        sh.append(list(ROW_COLUMNS))
+        safeio.xlsx_append(sh, list(ROW_COLUMNS))
         rate_col = ROW_COLUMNS.index("delivery_rate") + 1
         for row in breakdown_rows(data, dim):
-            sh.append([_cell(row[c]) for c in ROW_COLUMNS])
+            safeio.xlsx_append(sh, [_cell(row[c]) for c in ROW_COLUMNS])
             sh.cell(sh.max_row, rate_col).number_format = "0.00%"
         for cell in sh[sh.max_row]:
             cell.font = Font(bold=True)
@@ -484,13 +491,17 @@ def write_xlsx(data: Mapping[str, Any], path: str | Any) -> None:
         sh.column_dimensions["B"].width = 18
         sh.freeze_panes = "C2"
     sh = wb.create_sheet("failure_reasons")
-    sh.append(list(REASON_COLUMNS))
+    safeio.xlsx_append(sh, list(REASON_COLUMNS))
     for r in data["failure_reasons"]:
-        sh.append([_cell(r[c]) for c in REASON_COLUMNS])
+        safeio.xlsx_append(sh, [_cell(r[c]) for c in REASON_COLUMNS])
     for sheet in wb.worksheets:
         for cell in sheet[1]:
             cell.font = Font(bold=True)
-    wb.save(path)
+    if isinstance(path, (str, os.PathLike)):
+        with safeio.open_private(path, "wb") as fh:
+            wb.save(fh)
+    else:
+        wb.save(path)
 
 
 def explain_sql(conn: Connection, campaign_id: str) -> str:

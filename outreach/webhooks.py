@@ -511,12 +511,44 @@ class ReceiptWriter:
         return outcomes
 
 
+#: Largest request body accepted, bytes. A Twilio status callback is about 1 KB and a Zalo
+#: event a few KB; waitress answers 413 and closes the connection as soon as a Content-Length
+#: above this arrives (before reading the body), or once a chunked body passes it.
+MAX_BODY_BYTES = 256 * 1024
+#: Largest request line + headers, bytes (waitress answers 431 past it).
+MAX_HEADER_BYTES = 16 * 1024
+#: A connection idle this many seconds (a slow sender sending nothing) is closed.
+CHANNEL_TIMEOUT_SECONDS = 30
+
+
+def server_limits(max_body_bytes: int = MAX_BODY_BYTES, max_header_bytes: int = MAX_HEADER_BYTES,
+                  channel_timeout: int = CHANNEL_TIMEOUT_SECONDS) -> dict[str, int]:
+    """waitress adjustments for the limits above (``max_request_body_size``,
+    ``max_request_header_size``, ``channel_timeout``, and ``cleanup_interval``, how often idle
+    connections are looked for: half the timeout, 1 to 30 s). Raises ValueError on a limit < 1."""
+    for name, value in (("max_body_bytes", max_body_bytes), ("max_header_bytes", max_header_bytes),
+                        ("channel_timeout", channel_timeout)):
+        if int(value) < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    return {"max_request_body_size": int(max_body_bytes),
+            "max_request_header_size": int(max_header_bytes),
+            "channel_timeout": int(channel_timeout),
+            "cleanup_interval": max(1, min(30, int(channel_timeout) // 2))}
+
+
 def serve(db: Database, host: str = "127.0.0.1", port: int = 8080, threads: int = 8, *,
           twilio_auth_token: str | None = None, public_base_url: str | None = None,
-          **waitress_options: Any) -> None:
-    """Serve :func:`create_app` with waitress (blocks). ``threads``: worker threads."""
+          max_body_bytes: int = MAX_BODY_BYTES, max_header_bytes: int = MAX_HEADER_BYTES,
+          channel_timeout: int = CHANNEL_TIMEOUT_SECONDS, **waitress_options: Any) -> None:
+    """Serve :func:`create_app` with waitress (blocks). ``threads``: worker threads.
+
+    Limits (:func:`server_limits`): bodies over ``max_body_bytes`` refused with 413 before they
+    are read (chunked ones once they pass it), headers over ``max_header_bytes`` with 431,
+    connections idle ``channel_timeout`` seconds closed. ``waitress_options`` override any
+    waitress adjustment."""
     import waitress
 
     app = create_app(db, twilio_auth_token=twilio_auth_token, public_base_url=public_base_url)
-    waitress.serve(app, host=host, port=port, threads=threads, ident="outreach",
-                   **waitress_options)
+    options = {**server_limits(max_body_bytes, max_header_bytes, channel_timeout),
+               **waitress_options}
+    waitress.serve(app, host=host, port=port, threads=threads, ident="outreach", **options)

@@ -9,6 +9,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMPAIGN_FILE = ROOT / "campaigns" / "cantho-2024-pcmbn.toml"
+#: A fixed Fernet key for the tests (outreach.secretstore); set before any test or subprocess runs.
+TEST_SECRET_KEY = "dGVzdC1vbmx5LWtleS1ub3QtYS1yZWFsLXNlY3JldCE="
+os.environ.setdefault("OUTREACH_SECRET_KEY", TEST_SECRET_KEY)
 PLAN_TEXT = ("Toàn dân tích cực tham gia phòng, chống mua bán người. Khi phát hiện dấu hiệu liên "
              "quan đến mua bán người hãy thông báo ngay cho cơ quan Công an nơi gần nhất hoặc Tổng "
              "đài quốc gia 111 để được tư vấn, hỗ trợ, hướng dẫn kịp thời")

@@ -336,7 +336,8 @@ def test_csv_all_breakdowns_long_format(seeded: Database, tmp_path: Path) -> Non
     assert ward[0]["key"] == NK and int(ward[0]["deliveries"]) == 3
     reasons = [r for r in rows if r["breakdown"] == "failure_reason"]
     assert sum(int(r["deliveries"]) for r in reasons) == 9
-    assert any(r["key"] == "zalo" and r["subkey"] == "-118: no-zalo-account" and r["failed"] == "1"
+    # "-118: …" starts with "-": neutralised with a leading ' (OWASP CSV injection, safeio)
+    assert any(r["key"] == "zalo" and r["subkey"] == "'-118: no-zalo-account" and r["failed"] == "1"
                for r in reasons)
     code, out, _ = cli(seeded, "report", CID, "--format", "csv", "--by", "reasons")
     first = list(csv.DictReader(io.StringIO(out)))[0]

@@ -12,6 +12,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -70,8 +71,13 @@ class Refresher:
 
 
 def stored(db: Database) -> GatewayToken:
+    """The stored row with its tokens decrypted (they are encrypted at rest: test_secrets.py)."""
+    from outreach.gateways.zalo_tokens import _open
+
     with db.engine.connect() as conn:
-        return conn.execute(select(GatewayToken)).one()
+        row = conn.execute(select(GatewayToken)).one()
+    return SimpleNamespace(**{**row._mapping, "access_token": _open(row.access_token),
+                              "refresh_token": _open(row.refresh_token)})
 
 
 # -- TokenStore unit behaviour ----------------------------------------------------------------
@@ -222,7 +228,10 @@ def _zns(i: int, phone: str) -> OutboundMessage:
 def _stored_refresh_token(db_path: Path) -> str:
     conn = sqlite3.connect(db_path)
     try:
-        return conn.execute("select refresh_token from gateway_tokens").fetchone()[0]
+        from outreach import secretstore
+
+        return secretstore.unseal(
+            conn.execute("select refresh_token from gateway_tokens").fetchone()[0])
     finally:
         conn.close()
 

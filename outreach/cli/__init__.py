@@ -149,6 +149,7 @@ def _register() -> None:
         "users": ("outreach.cli.users", "users"),
         "approvals": ("outreach.cli.users", "approvals"),
         "web": ("outreach.cli.web", "web"),
+        "secrets": ("outreach.cli.secrets", "secrets"),
     }
     import importlib
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
 from pathlib import Path
@@ -13,7 +12,7 @@ from rich import box
 from rich.table import Table
 from sqlalchemy import case, select
 
-from outreach import states
+from outreach import safeio, states
 from outreach.cli import Ctx, console, pass_ctx
 from outreach.models import Delivery
 
@@ -74,8 +73,8 @@ def list_(c: Ctx, campaign_id: str, statuses: tuple[str, ...], not_reached: bool
     columns = NOT_REACHED_COLUMNS if not_reached else DELIVERY_COLUMNS
     if export:
         path = Path(export)
-        with open(path, "w", encoding="utf-8-sig", newline="") as fh:
-            w = csv.writer(fh)
+        with safeio.open_private(path, "w", encoding="utf-8-sig", newline="") as fh:
+            w = safeio.csv_writer(fh)
             w.writerow(columns)
             for r in rows:
                 w.writerow([_csv_value(r.get(col)) for col in columns])

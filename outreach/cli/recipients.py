@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from pathlib import Path
@@ -11,6 +10,7 @@ import click
 from rich.table import Table
 
 from outreach import recipients as rec
+from outreach import safeio
 from outreach.cli import Ctx, console, pass_ctx
 
 
@@ -40,6 +40,8 @@ def import_cmd(c: Ctx, files: tuple[str, ...], list_name: str, encoding: str | N
                                default_district=district, operator=c.operator)
     if reject_file:
         write_issues(Path(reject_file), summary.issues)
+        safeio.record_file(c.db, reject_file, "reject-file", rows=len(summary.issues),
+                           operator=c.operator)
     if fmt == "json":
         d = summary.to_dict()
         d["issues"] = [i.__dict__ for i in summary.issues]
@@ -71,9 +73,9 @@ def import_cmd(c: Ctx, files: tuple[str, ...], list_name: str, encoding: str | N
 
 
 def write_issues(path: Path, issues: list[rec.Issue]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8-sig", newline="") as fh:
-        w = csv.writer(fh)
+    """The reject file: CSV (UTF-8 with BOM), file 0600, cells neutralised (safeio)."""
+    with safeio.open_private(path, "w", encoding="utf-8-sig", newline="") as fh:
+        w = safeio.csv_writer(fh)
         w.writerow(["kind", "file", "line", "value_masked", "reason", "detail"])
         for i in issues:
             w.writerow([i.kind, i.file, i.line or "", i.raw_masked, i.reason, i.detail or ""])
@@ -110,7 +112,7 @@ def list_cmd(c: Ctx, list_name: str | None, fmt: str, limit: int) -> None:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
     elif fmt == "csv":
         buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
+        w = safeio.csv_writer(buf, lineterminator="\n")
         w.writerow(["e164", "carrier", "district", "ward", "lists", "status"])
         for d in data:
             w.writerow([d["e164"], d["carrier"], d["district"], d["ward"], ";".join(d["lists"]),

@@ -11,7 +11,7 @@ import click
 from rich import box
 from rich.table import Table
 
-from outreach import reports
+from outreach import reports, safeio
 from outreach.cli import Ctx, console, pass_ctx
 
 #: Breakdowns the table shows unless --by says otherwise (wards are long: ask for them).
@@ -89,7 +89,7 @@ def report(c: Ctx, campaign_id: str, fmt: str, out: str | None, since: str | Non
             body = reports.to_csv(data, dims)
         if out:
             # utf-8-sig: Excel opens a CSV with a BOM as UTF-8 (Vietnamese diacritics intact)
-            Path(out).write_text(body, encoding="utf-8-sig" if fmt == "csv" else "utf-8")
+            safeio.write_private(out, body, encoding="utf-8-sig" if fmt == "csv" else "utf-8")
             console.print(f"report of {campaign_id} written to {out}")
         else:
             click.echo(body, nl=False)

@@ -46,8 +46,16 @@ def _main_db_url(ctx: click.Context) -> str | None:
               help="waitress worker threads.")
 @click.option("--no-twilio", is_flag=True,
               help="Start without the Twilio routes (TWILIO_AUTH_TOKEN not needed).")
+@click.option("--max-body-bytes", type=click.IntRange(min=1), default=None, metavar="BYTES",
+              help="Refuse bodies larger than this before reading them (413) [default: 262144].")
+@click.option("--max-header-bytes", type=click.IntRange(min=1), default=None, metavar="BYTES",
+              help="Refuse request headers larger than this (431) [default: 16384].")
+@click.option("--timeout", "channel_timeout", type=click.IntRange(min=1), default=None,
+              metavar="SECONDS", help="Close a connection idle this long [default: 30].")
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, threads: int, no_twilio: bool) -> None:
+def serve(ctx: click.Context, host: str, port: int, threads: int, no_twilio: bool,
+          max_body_bytes: int | None, max_header_bytes: int | None,
+          channel_timeout: int | None) -> None:
     """Serve POST /webhooks/twilio/status[/<delivery id>] and GET /healthz.
 
     Reads TWILIO_AUTH_TOKEN (to verify X-Twilio-Signature) and OUTREACH_PUBLIC_BASE_URL (the
@@ -75,5 +83,8 @@ def serve(ctx: click.Context, host: str, port: int, threads: int, no_twilio: boo
     routes = "Twilio receipts" if token else "no Twilio routes"
     click.echo(f"outreach webhooks on http://{host}:{port} ({routes}, {threads} threads, "
                f"database {config.redact_url(url)})", err=True)
+    limits = {k: v for k, v in (("max_body_bytes", max_body_bytes),
+                                ("max_header_bytes", max_header_bytes),
+                                ("channel_timeout", channel_timeout)) if v is not None}
     app_module.serve(db, host, port, threads=threads, twilio_auth_token=token,
-                     public_base_url=public)
+                     public_base_url=public, **limits)

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
-from outreach import config
+from outreach import config, safeio
 from outreach.gateways.base import (ConfigurationError, Gateway, OutboundMessage, SendResult,
                                     StatusUpdate)
 
@@ -18,6 +18,7 @@ class OutboxGateway(Gateway):
     """Writes ``{"delivery_id", "campaign", "channel", "to", "sender", "segments", "body", "at",
     "message_id"}`` per line to ``<dir>/<campaign id>.jsonl`` (UTF-8, body in NFC as sent).
 
+    The folder is created 0700 and each file 0600 (whole numbers: personal data).
     Reaches no phone, so a campaign's send window is reported but not enforced. A line is
     written with one ``write`` and flushed before the send returns, so after a crash
     :meth:`lookup` can tell for certain whether a delivery was written.
@@ -34,7 +35,7 @@ class OutboxGateway(Gateway):
                  channel: str | None = None, **_: Any) -> None:
         self.directory = Path(directory) if directory else config.outbox_dir()
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            safeio.private_dir(self.directory)  # 0700 when created: the lines hold numbers
         except OSError as exc:
             raise ConfigurationError(f"cannot create outbox directory {self.directory}: {exc}") from exc
         if channel:
@@ -58,7 +59,8 @@ class OutboxGateway(Gateway):
         with self._lock:
             fh = self._files.get(message.campaign_id)
             if fh is None:
-                fh = open(self.path_for(message.campaign_id), "a", encoding="utf-8")
+                fh = safeio.open_private(self.path_for(message.campaign_id), "a",
+                                         encoding="utf-8")
                 self._files[message.campaign_id] = fh
             fh.write(line)
             fh.flush()

@@ -243,6 +243,9 @@ class ZaloGateway(Gateway):
             if db is None:
                 raise ConfigurationError("the Zalo gateway keeps its OAuth tokens in the database: "
                                          "pass db=Database(...)", reason="no-database")
+            from outreach import secretstore
+
+            secretstore.cipher()  # SecretKeyError (a ConfigurationError) before any send
             token_store = TokenStore(db, "zalo", clock, refresher=self.oauth.refresh,
                                      claim_timeout=sum(self.timeout) + 30.0)
         elif token_store.refresher is None:

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from outreach import secretstore
 from outreach.clock import SYSTEM_CLOCK, Clock
 from outreach.db import Database, retry_write
 from outreach.gateways.base import AuthenticationError, UnavailableError
@@ -30,7 +31,9 @@ SET_TOKEN_HINT = ("an administrator of the Official Account must grant access ag
                   "`outreach gateways zalo set-token`")
 
 # Row states are encoded in the access_token column (Zalo tokens never start with "!"), so the
-# schema stays the one in outreach.models. The refresh_token column always holds the newest
+# schema stays the one in outreach.models. Tokens themselves are stored encrypted
+# (outreach.secretstore: "fernet:..."); the row states and an empty access token stay plain
+# (they are not secrets, and `status()` reads them without the key). The refresh_token column always holds the newest
 # refresh token Zalo gave us; it is never sent again once a call that may have consumed it failed.
 _REFRESHING = "!refreshing"
 _REJECTED = "!rejected"
@@ -115,6 +118,12 @@ class TokenStore:
     died mid-refresh) is treated the same way. After a restart, only the stored newest refresh
     token is ever read; ``outreach gateways zalo set-token`` resets the row.
 
+    Tokens are encrypted at rest with the key(s) in ``OUTREACH_SECRET_KEY``
+    (:mod:`outreach.secretstore`); reading or writing a token without it raises
+    :class:`outreach.secretstore.SecretKeyError`. A row written in plaintext by an older
+    version is encrypted on first use (compare-and-swap on the stored values; the version is
+    not bumped, so a concurrent claim is unaffected) or by :meth:`reseal`.
+
     ``clock`` gives wall-clock time for expiry (``expires_at``, aware UTC); ``sleep`` and
     ``monotonic`` pace the polling.
     """
@@ -144,10 +153,11 @@ class TokenStore:
         """Non-secret facts: ``{"gateway", "state", "version", "expires_at", "expires_in_seconds",
         "updated_at", "detail"}``. ``state`` is ``missing``, ``ready``, ``expired``,
         ``refreshing``, ``interrupted`` (a refresh whose process died), ``rejected`` or ``unknown``.
-        Never contains a token."""
+        Never contains a token; ``encrypted`` (True/False) says whether the stored refresh token
+        is encrypted, and needs no key."""
         row = self._read()
         if row is None:
-            return {"gateway": self.gateway, "state": "missing", "version": None,
+            return {"gateway": self.gateway, "state": "missing", "version": None, "encrypted": None,
                     "expires_at": None, "expires_in_seconds": None, "updated_at": None,
                     "detail": f"no token stored; {SET_TOKEN_HINT}"}
         now = self.clock.now()
@@ -167,6 +177,7 @@ class TokenStore:
         elif state in ("rejected", "unknown"):
             detail = _dead_message(row.access_token)
         return {"gateway": self.gateway, "state": state, "version": row.version,
+                "encrypted": secretstore.is_sealed(row.refresh_token),
                 "expires_at": row.expires_at,
                 "expires_in_seconds": int((row.expires_at - now).total_seconds()),
                 "updated_at": row.updated_at, "detail": detail}
@@ -187,6 +198,8 @@ class TokenStore:
             raise ValueError("the access token is malformed")
         now = self.clock.now()
         expires_at = now + dt.timedelta(seconds=float(expires_in)) if access_token else now
+        mf = secretstore.cipher()  # SecretKeyError before anything is written
+        access_token, refresh_token = _seal(access_token, mf), _seal(refresh_token, mf)
 
         def write(c: Any) -> int:
             row = c.execute(select(GatewayToken.version).where(
@@ -232,6 +245,9 @@ class TokenStore:
             if row is None:
                 raise AuthenticationError(f"no Zalo access token stored; {SET_TOKEN_HINT}",
                                           reason="no-token")
+            if _plaintext(row):
+                self.reseal(row)
+                continue
             state = _state(row.access_token)
             now = self.clock.now()
             if state in ("rejected", "unknown"):
@@ -254,7 +270,7 @@ class TokenStore:
             expiring = (not row.access_token
                         or (row.expires_at - now).total_seconds() <= self.proactive_seconds)
             if not expiring and (seen is None or row.version != seen):
-                return row.access_token, row.version
+                return _open(row.access_token), row.version
             claim = self._claim(row.version)
             if claim is None:
                 continue  # another worker won; wait for its result
@@ -270,17 +286,19 @@ class TokenStore:
             row = conn.execute(stmt).first()
             if row is None or row.version != version or _state(row.access_token) != "ready":
                 return None
+            refresh_token = _open(row.refresh_token)  # no key: fail before the claim
             res = conn.execute(update(GatewayToken).where(
                 GatewayToken.gateway == self.gateway, GatewayToken.version == version).values(
                 access_token=f"{_REFRESHING}:{owner_tag()}", version=version + 1, updated_at=now))
             if res.rowcount != 1:
                 return None
-            return _Claim(version=version + 1, refresh_token=row.refresh_token,
+            return _Claim(version=version + 1, refresh_token=refresh_token,
                           access_token=row.access_token, expires_at=row.expires_at)
 
     @retry_write
     def _finish(self, claim: _Claim, *, access_token: str, refresh_token: str,
                 expires_at: dt.datetime) -> bool:
+        access_token, refresh_token = _seal(access_token), _seal(refresh_token)
         with self.db.engine.begin() as conn:
             res = conn.execute(update(GatewayToken).where(
                 GatewayToken.gateway == self.gateway, GatewayToken.version == claim.version).values(
@@ -336,6 +354,73 @@ class TokenStore:
         log.info("%s access token refreshed (version %d, expires %s)", self.gateway,
                  claim.version + 1, expires_at.isoformat(timespec="seconds"))
         return grant.access_token, claim.version + 1
+
+
+    # -- encryption at rest ---------------------------------------------------------------------
+    @retry_write
+    def reseal(self, row: Any = None) -> bool:
+        """Encrypt the stored tokens with the first key of ``OUTREACH_SECRET_KEY`` (plaintext
+        from an older version encrypted, ciphertext of an older key re-encrypted). ``row``: the
+        row as read (default: read it now). Compare-and-swap on the stored values, version
+        unchanged: a concurrent refresh or set-token wins and this returns False (run it
+        again). Returns True when the row was rewritten, False when there is no row or it
+        changed meanwhile. Raises SecretKeyError (no key, or no key opens the row)."""
+        row = row if row is not None else self._read()
+        if row is None:
+            return False
+        mf = secretstore.cipher()
+        new_access = row.access_token if _marker(row.access_token) else secretstore.reseal(
+            row.access_token, mf=mf)
+        new_refresh = secretstore.reseal(row.refresh_token, mf=mf)
+        with self.db.engine.begin() as conn:
+            sqlite_db = conn.dialect.name == "sqlite"
+            if sqlite_db:  # overwrite the plaintext's old bytes in the page, not just unlink them
+                conn.exec_driver_sql("PRAGMA secure_delete=ON")
+            try:
+                res = conn.execute(update(GatewayToken).where(
+                    GatewayToken.gateway == self.gateway, GatewayToken.version == row.version,
+                    GatewayToken.access_token == row.access_token,
+                    GatewayToken.refresh_token == row.refresh_token).values(
+                    access_token=new_access, refresh_token=new_refresh))
+            finally:
+                if sqlite_db:
+                    conn.exec_driver_sql("PRAGMA secure_delete=OFF")
+        if res.rowcount == 1 and sqlite_db:
+            _checkpoint(self.db)
+        if res.rowcount == 1:
+            log.info("%s tokens encrypted with key %s", self.gateway, secretstore.key_id())
+        return res.rowcount == 1
+
+
+def _checkpoint(db: Database) -> None:
+    """Best effort: copy the WAL into the database and truncate it, so the page images that
+    held plaintext leave the -wal file (a reader still open may keep some until it ends)."""
+    raw = db.engine.raw_connection()
+    try:
+        raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except Exception as exc:  # busy: the next automatic checkpoint overwrites them
+        log.info("WAL checkpoint after encrypting tokens not done now (%s)", exc)
+    finally:
+        raw.close()
+
+
+def _marker(value: str) -> bool:
+    """An empty access token or a row state ("!refreshing:…"): stored as it is."""
+    return not value or value.startswith("!")
+
+
+def _seal(value: str, mf: Any = None) -> str:
+    return value if _marker(value) else secretstore.seal(value, mf=mf)
+
+
+def _open(value: str) -> str:
+    return value if _marker(value) else secretstore.unseal(value)
+
+
+def _plaintext(row: Any) -> bool:
+    """A row written by a version without encryption (a token not ``fernet:``)."""
+    return any(not _marker(v) and not secretstore.is_sealed(v)
+               for v in (row.access_token, row.refresh_token))
 
 
 def _state(access_token: str) -> str:

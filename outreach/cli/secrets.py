@@ -1,0 +1,73 @@
+"""``outreach secrets status|rotate``: provider tokens stored in the database, encrypted at rest."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from sqlalchemy import select
+
+from outreach.cli import Ctx, console, pass_ctx
+
+
+@click.group()
+def secrets() -> None:
+    """Provider secrets kept in the database (Zalo tokens), encrypted with OUTREACH_SECRET_KEY."""
+
+
+def _rows(c: Ctx) -> list[str]:
+    from outreach.models import GatewayToken
+
+    with c.db.engine.connect() as conn:
+        return list(conn.execute(select(GatewayToken.gateway).order_by(GatewayToken.gateway))
+                    .scalars())
+
+
+@secrets.command("status")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_ctx
+def status(c: Ctx, fmt: str) -> None:
+    """Which stored secrets are encrypted (needs no key; never prints a secret)."""
+    from outreach.gateways.zalo_tokens import TokenStore
+
+    data = [{"gateway": g, "state": (st := TokenStore(c.db, g).status())["state"],
+             "encrypted": st["encrypted"]} for g in _rows(c)]
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    if not data:
+        console.print("no provider secret is stored in the database")
+    for d in data:
+        console.print(f"{d['gateway']}: tokens {'encrypted' if d['encrypted'] else 'in PLAINTEXT'}"
+                      f" ({d['state']})" + ("" if d["encrypted"]
+                                            else "; run `outreach secrets rotate`"))
+
+
+@secrets.command("rotate")
+@pass_ctx
+def rotate(c: Ctx) -> None:
+    """Re-encrypt every stored secret with the first key of OUTREACH_SECRET_KEY.
+
+    Rotation: set OUTREACH_SECRET_KEY=NEW,OLD for every process, run this, then set
+    OUTREACH_SECRET_KEY=NEW. Also encrypts tokens stored in plaintext by older versions.
+    """
+    from outreach import audit, secretstore
+    from outreach.gateways.zalo_tokens import TokenStore
+
+    kid = secretstore.key_id()  # SecretKeyError (one line) when the key is missing
+    done = []
+    for g in _rows(c):
+        store = TokenStore(c.db, g)
+        for _attempt in range(20):  # a refresh meanwhile wins the compare-and-swap: try again
+            if store.reseal():
+                break
+        else:
+            raise click.ClickException(f"{g}: the tokens kept changing during the rotation; run "
+                                       "it again")
+        done.append(g)
+        console.print(f"{g}: tokens encrypted with key {kid}")
+    with c.db.engine.begin() as conn:
+        audit.record(conn, "token", operator=c.operator,
+                     details={"action": "rotate-key", "key_id": kid, "gateways": done})
+    if not done:
+        console.print("no provider secret is stored in the database")
