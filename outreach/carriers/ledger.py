@@ -22,6 +22,7 @@ STATUSES = (*ORDER, DECLINED)
 #: Which date column each status sets.
 DAY_COLUMN = {DRAFTED: "drafted_on", REQUESTED: "requested_on", CONFIRMED: "confirmed_on",
               BROADCAST: "broadcast_on", RESULTS: "results_on", DECLINED: "declined_on"}
+_REQ = CarrierRequest.__table__
 STATUS_VI = {DRAFTED: "Đã soạn công văn", REQUESTED: "Đã gửi đề nghị", CONFIRMED: "Đã xác nhận",
              BROADCAST: "Đã nhắn tin", RESULTS: "Đã báo cáo kết quả", DECLINED: "Từ chối"}
 
@@ -48,12 +49,12 @@ def ensure(conn: Connection, campaign_id: str, carriers: list[str], *, text_sha2
 
 
 def get(conn: Connection, campaign_id: str, carrier: str) -> Any:
-    row = conn.execute(select(CarrierRequest).where(CarrierRequest.campaign_id == campaign_id,
-                                                    CarrierRequest.carrier == carrier)).first()
+    row = conn.execute(select(_REQ).where(CarrierRequest.campaign_id == campaign_id,
+                                          CarrierRequest.carrier == carrier)).first()
     if row is None:
         raise CarrierError(f"campaign {campaign_id}: no request to {carrier} (write the letters "
                            f"first: outreach carriers request {campaign_id})")
-    return row[0]
+    return row
 
 
 def record_letter(conn: Connection, campaign_id: str, carrier: str, *, number: str,
@@ -151,7 +152,7 @@ def status(conn: Connection, campaign_id: str, plan: Any, today: dt.date) -> lis
     deadline ``plan.warn_days`` days or less away, confirmation missing after ``reply_by``,
     results overdue after ``results_by``)."""
     reqs = {r.carrier: r for r in conn.execute(
-        select(CarrierRequest).where(CarrierRequest.campaign_id == campaign_id)).scalars()}
+        select(_REQ).where(CarrierRequest.campaign_id == campaign_id))}
     sent: dict[str, int] = defaultdict(int)
     for carrier, n in conn.execute(select(CarrierResult.carrier, CarrierResult.sent)
                                    .where(CarrierResult.campaign_id == campaign_id)):
@@ -197,8 +198,8 @@ def summary(conn: Connection, campaign_id: str) -> dict[str, Any]:
     ``YYYY-MM-DD`` -> carrier -> sent; ``by_area``: area -> carrier -> sent, the area as
     ``"name (code)"`` or ``"(không rõ)"`` for figures without an area. Subscribers are counted by
     each operator: not people, not receipts, never part of ``reached``."""
-    reqs = list(conn.execute(select(CarrierRequest).where(
-        CarrierRequest.campaign_id == campaign_id).order_by(CarrierRequest.id)).scalars())
+    reqs = list(conn.execute(select(_REQ).where(
+        CarrierRequest.campaign_id == campaign_id).order_by(CarrierRequest.id)))
     rows = conn.execute(select(CarrierResult.carrier, CarrierResult.day, CarrierResult.area_code,
                                CarrierResult.area_name, CarrierResult.sent,
                                CarrierResult.delivered)
