@@ -12,7 +12,8 @@ from outreach.models import AuditEntry
 
 ACTIONS = ("import", "launch", "dry-run", "pause", "resume", "cancel", "resend", "optout-add",
            "optout-import", "optout-remove", "resolve-unknown", "schedule", "purge", "sync",
-           "token", "scheduled-run", "export", "lookup")
+           "token", "scheduled-run", "export", "lookup", "carrier-letter", "carrier-status",
+           "carrier-result")
 
 
 def record(conn: Connection, action: str, *, operator: str | None = None,

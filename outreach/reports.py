@@ -141,7 +141,9 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
     values shown as ``(không rõ)``); ``cost``: dimension -> key -> {"segments", "cost_vnd"};
     ``failure_reasons``: list of {"status", "gateway", "error_code", "error_reason", "count"},
     largest first, covering every failed, undelivered, unknown, skipped and opted-out delivery;
-    ``local_gateways``: the gateways used that reach no phone (``["outbox"]`` for a trial run).
+    ``local_gateways``: the gateways used that reach no phone (``["outbox"]`` for a trial run);
+    ``carrier_broadcasts``: the operators' own broadcasts at the Department's request, as they
+    reported them (:func:`carrier_summary`), never part of ``recipients`` or ``reached``.
 
     The sum over every breakdown equals ``deliveries`` provided every statement reads one
     snapshot: pass a connection from :func:`report_connection` (SQLite: the connection's one
@@ -260,7 +262,17 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
                      for k, v in sorted(cost[d].items())} for d in cost},
         "failure_reasons": reasons,
         "local_gateways": local_gateways(dims["gateway"]),
+        # the operators' own broadcasts: counts they report, kept apart from per-person reach
+        "carrier_broadcasts": carrier_summary(conn, campaign_id),
     }
+
+
+def carrier_summary(conn: Connection, campaign_id: str) -> dict[str, Any]:
+    """The mobile operators' reported broadcasts (outreach.carriers.ledger.summary): subscribers
+    messaged per carrier, day and area. Never added into ``recipients`` or ``reached``."""
+    from outreach.carriers.ledger import summary
+
+    return summary(conn, campaign_id)
 
 
 def local_gateways(names: Any) -> list[str]:

@@ -113,10 +113,11 @@ def mark(conn: Connection, campaign_id: str, carrier: str, status: str, *, day: 
 
 
 def store_results(conn: Connection, campaign_id: str, carrier: str, figures: list[Figure], *,
-                  source: str, operator: str | None = None,
+                  source: str, operator: str | None = None, received: dt.date | None = None,
                   now: dt.datetime | None = None) -> dict[str, int]:
     """Store an operator's figures; a (day, area) already stored for that operator is replaced
-    (a corrected report). Moves the request to ``results`` (today) and audits ``carrier-result``.
+    (a corrected report). Moves the request to ``results`` on ``received`` (default today,
+    Asia/Ho_Chi_Minh) and audits ``carrier-result``.
     Returns {"added", "replaced", "sent"} (sent: subscribers in these figures)."""
     now = now or _now()
     req = get(conn, campaign_id, carrier)
@@ -135,13 +136,13 @@ def store_results(conn: Connection, campaign_id: str, carrier: str, figures: lis
             area_name=f.area.name if f.area else "", sent=f.sent, delivered=f.delivered,
             source=f.source[:255], recorded_at=now))
     total = sum(f.sent for f in figures)
-    today = now.astimezone(VN_TZ).date()
+    today = received or now.astimezone(VN_TZ).date()
     conn.execute(update(CarrierRequest).where(CarrierRequest.id == req.id).values(
         status=RESULTS, results_on=today, updated_at=now))
     audit.record(conn, "carrier-result", operator=operator, campaign_id=campaign_id,
                  details={"carrier": carrier, "source": source, "rows": len(figures),
                           "added": added, "replaced": replaced, "sent": total,
-                          "from": req.status})
+                          "from": req.status, "received": today.isoformat()})
     return {"added": added, "replaced": replaced, "sent": total}
 
 

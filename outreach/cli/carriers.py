@@ -296,20 +296,23 @@ def status(c: Ctx, campaign: str, today: str | None, fmt: str) -> None:
 
     t = Table(title="Carrier requests", box=box.SIMPLE_HEAD, pad_edge=False,
               collapse_padding=True)
-    for col in ("carrier", "status", "letter", "asked", "agreed", "sent", "results",
-                "subscribers", "flag"):
-        t.add_column(col, justify="right" if col == "subscribers" else "left",
-                     no_wrap=col != "letter", min_width=14 if col == "letter" else None)
+    for col in ("carrier", "status", "asked", "agreed", "sent", "results", "subscribers", "flag"):
+        t.add_column(col, justify="right" if col == "subscribers" else "left", no_wrap=True)
     for r in rows:
-        letter = (r["letter_number"] or "").strip() or "–"
         flag = "[red]MISSING[/red]" if any(f.startswith("RESULTS MISSING")
                                                    for f in r["flags"]) else \
             ("[yellow]late[/yellow]" if r["flags"] else "")
-        t.add_row(r["carrier"], r["status"], letter, *(_dm(r[k]) for k in (
+        t.add_row(r["carrier"], r["status"], *(_dm(r[k]) for k in (
             "requested_on", "confirmed_on", "broadcast_on", "results_on")), f"{r['sent']:,}", flag)
     console.print(t)
     console.print(f"dates DD/MM of {plan.start_date.year}; asked = letter sent, agreed = "
                   "confirmed, sent = broadcast done; subscribers = as the operator reported")
+    for r in rows:
+        if r["letter_number"] or r["letter_date"]:
+            how = f", sent by {r['requested_by']}" if r["requested_by"] else ""
+            console.print(f"{r['carrier']}: letter Số {(r['letter_number'] or '…').strip()} "
+                          f"of {r['letter_date'] or '…'}{how}" + (f"; note: {r['note']}"
+                                                                   if r["note"] else ""))
     for r in rows:
         for f in r["flags"]:
             colour = "red" if f.startswith("RESULTS MISSING") else "yellow"
@@ -331,10 +334,11 @@ def _dm(iso: str | None) -> str:
 @click.option("--sheet", help="XLSX: the sheet to read (default the active one, or the first "
               "that has the figures).")
 @click.option("--encoding", help="CSV: force an encoding (default detected).")
+@click.option("--received", help="When the operator's report arrived (default today).")
 @pass_ctx
 def result(c: Ctx, campaign: str, file: str | None, name: str, sent: int | None,
            delivered: int | None, day: str | None, area: str | None, sheet: str | None,
-           encoding: str | None) -> None:
+           encoding: str | None, received: str | None) -> None:
     """Import an operator's reported figures: from FILE (CSV/TSV/XLSX: a day column, a count
     column, optionally an area code or name; the XLSX the request wrote, filled in, works), or
     typed in with --sent N --date D. Every row is checked (file, line, reason); nothing is
@@ -382,7 +386,8 @@ def result(c: Ctx, campaign: str, file: str | None, name: str, sent: int | None,
         _sync(c, conn, spec)
         try:
             res = ledger.store_results(conn, spec.id, key, figures, source=source,
-                                       operator=c.operator)
+                                       operator=c.operator,
+                                       received=_day(received, "--received") if received else None)
         except ledger.CarrierError as exc:
             raise CarrierCommandError(str(exc)) from None
     console.print(f"{spec.id}: {key}: {len(figures)} figure(s) imported ({res['added']} new, "
