@@ -29,6 +29,9 @@ HEADERS: Final[dict[str, tuple[str, ...]]] = {
              "phường", "khu vực", "đơn vị hành chính", "area", "district", "commune", "ward"),
 }
 _FIELDS: Final = {_header_key(a): name for name, aliases in HEADERS.items() for a in aliases}
+#: Without an exact header, a count column whose header starts with one of these words
+#: ("Số thuê bao đã nhắn tin thành công trong ngày" is still a count of subscribers).
+_SENT_PREFIXES: Final = ("so thue bao", "so luong", "so tin", "san luong", "tong so")
 _TOTAL_WORDS: Final = ("tong", "tong cong", "cong", "total", "sum")
 _DATE_FORMATS: Final = ("%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y", "%Y/%m/%d")
 _SEARCH_ROWS: Final = 10
@@ -120,6 +123,11 @@ def _read(file: str, rows: Iterable[tuple[int, list[str]]], scopes: list[areas.A
                 name = _FIELDS.get(_header_key(c))
                 if name and name not in found:
                     found[name] = i
+            if "sent" not in found:
+                for i, c in enumerate(cells):
+                    if i not in found.values() and _header_key(c).startswith(_SENT_PREFIXES):
+                        found["sent"] = i
+                        break
             if "day" in found and "sent" in found:
                 cols = found
                 continue

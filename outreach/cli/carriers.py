@@ -19,7 +19,9 @@ class CarrierCommandError(click.ClickException):
     exit_code = 1
 
     def show(self, file: Any = None) -> None:
-        err_console.print(f"[red]error:[/red] {self.message}", markup=True, soft_wrap=True)
+        from rich.markup import escape
+
+        err_console.print(f"[red]error:[/red] {escape(self.message)}", markup=True, soft_wrap=True)
 
 
 def _spec(c: Ctx, ref: str) -> Any:
@@ -202,8 +204,8 @@ def _email(c: Ctx, spec: Any, written: list[dict[str, Any]]) -> list[str]:
     for w in written:
         if not w["email"]:
             err_console.print(f"[yellow]{w['carrier']}: no e-mail address for {w['to']} (set "
-                              f"[carriers.contacts.{w['carrier']}] email): send it by post or by "
-                              "hand, then mark it requested[/yellow]")
+                              f"\\[carriers.contacts.{w['carrier']}] email): send it by post or "
+                              "by hand, then mark it requested[/yellow]")
             continue
         subject = f"Đề nghị phối hợp nhắn tin tuyên truyền – {spec.source.document} – {w['carrier']}"
         body = (f"Kính gửi: {w['to']}\n\n"
@@ -317,6 +319,11 @@ def status(c: Ctx, campaign: str, today: str | None, fmt: str) -> None:
         for f in r["flags"]:
             colour = "red" if f.startswith("RESULTS MISSING") else "yellow"
             console.print(f"[{colour}]{r['carrier']}: {f}[/{colour}]")
+    missing = [r["carrier"] for r in rows
+               if any(f.startswith("RESULTS MISSING") for f in r["flags"])]
+    if missing:
+        console.print(f"[red]results missing from {', '.join(missing)}: the city's report is due "
+                      f"{plan.report_deadline}[/red]")
 
 
 def _dm(iso: str | None) -> str:
