@@ -444,7 +444,8 @@ def _cell(v: Any) -> Any:
 def write_xlsx(data: Mapping[str, Any], path: str | Any) -> None:
     """An Excel workbook: sheet ``summary`` (figure, value), one sheet per breakdown of
     :data:`DIMENSIONS` (columns :data:`ROW_COLUMNS`, total last) and ``failure_reasons``
-    (:data:`REASON_COLUMNS`). Rates are numbers formatted as percentages, cost in VND."""
+    (:data:`REASON_COLUMNS`); ``carrier_broadcasts`` when operators were asked (carrier, day or
+    area, subscribers they reported). Rates are numbers formatted as percentages, cost in VND."""
     from openpyxl import Workbook
     from openpyxl.styles import Font
 
@@ -475,6 +476,20 @@ def write_xlsx(data: Mapping[str, Any], path: str | Any) -> None:
     sh.append(list(REASON_COLUMNS))
     for r in data["failure_reasons"]:
         sh.append([_cell(r[c]) for c in REASON_COLUMNS])
+    cb = data.get("carrier_broadcasts") or {}
+    if cb.get("carriers"):
+        # the operators' own counts, in their own sheet: never summed with the figures above
+        sh = wb.create_sheet("carrier_broadcasts")
+        sh.append(["carrier", "day", "area", "subscribers_messaged"])
+        for day, per in cb["by_day"].items():
+            for carrier, n in sorted(per.items()):
+                sh.append([carrier, day, "", n])
+        for area, per in cb["by_area"].items():
+            for carrier, n in sorted(per.items()):
+                sh.append([carrier, "", area, n])
+        for carrier, v in cb["carriers"].items():
+            sh.append([carrier, "TOTAL", v["status"], v["sent"]])
+        sh.append(["note", cb["note"]])
     for sheet in wb.worksheets:
         for cell in sheet[1]:
             cell.font = Font(bold=True)

@@ -618,6 +618,14 @@ def test_report_keeps_carrier_figures_apart_from_per_person_reach(seeded: Databa
     text = " ".join(out.split())
     assert "Carrier broadcasts (subscribers messaged as each operator reported: counts, not " \
            "people; not in recipients or reached)" in text
+    xlsx = tmp_path / "report.xlsx"
+    assert cli(seeded, "report", CID, "--format", "xlsx", "--out", str(xlsx))[0] == 0
+    sheet = openpyxl.load_workbook(xlsx)["carrier_broadcasts"]
+    by_day = [r for r in sheet.iter_rows(min_row=2, values_only=True) if r[1] not in ("", None,
+                                                                                    "TOTAL")]
+    assert [r for r in by_day if r[0] != "note"] == [
+        ("Viettel", "2024-07-29", None, 165500), ("Viettel", "2024-07-30", None, 128900),
+        ("VinaPhone", "2024-07-30", None, 99000)]
     total_row = next(line for line in out.splitlines() if "TOTAL" in line and "393,400" in line)
     assert re.fullmatch(r"│ TOTAL\s+(│\s+)+│\s+393,400 │", total_row.strip()), total_row
 
