@@ -268,7 +268,9 @@ def docx_bytes(ctx: dict[str, Any]) -> bytes:
                 cells[0].text, cells[1].text, cells[2].text = a["code"], a["name"], a["level_vi"]
             continue
         par = doc.add_paragraph()
-        par.alignment = WD_ALIGN_PARAGRAPH.JUSTIFY
+        # a 64-digit hash cannot be justified without stretching the line's spaces
+        par.alignment = (WD_ALIGN_PARAGRAPH.LEFT if "SHA-256" in text
+                         else WD_ALIGN_PARAGRAPH.JUSTIFY)
         par.paragraph_format.first_line_indent = Mm(10)
         par.paragraph_format.space_after = Pt(6)
         if kind == "quote":
