@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import email
-import io
 import json
 import re
 import socket

@@ -367,7 +367,7 @@ def result(c: Ctx, campaign: str, file: str | None, name: str, sent: int | None,
         if issues:
             for i in issues[:50]:
                 err_console.print(str(i), soft_wrap=True, markup=False)
-            more = f" (first 50 shown)" if len(issues) > 50 else ""
+            more = " (first 50 shown)" if len(issues) > 50 else ""
             raise CarrierCommandError(f"{file}: {len(issues)} row(s) cannot be used{more}; "
                                       "nothing imported")
     elif sent is not None:
