@@ -14,7 +14,8 @@ ACTIONS = ("import", "launch", "dry-run", "pause", "resume", "cancel", "resend",
            "optout-import", "optout-remove", "resolve-unknown", "schedule", "purge", "sync",
            "token", "scheduled-run", "export", "lookup", "user-add", "user-disable", "user-enable",
            "approval-request", "approve", "approval-setting", "approval-waived", "login",
-           "logout", "view-numbers", "download")
+           "logout", "view-numbers", "download", "carrier-letter", "carrier-status",
+           "carrier-result")
 
 
 def record(conn: Connection, action: str, *, operator: str | None = None,

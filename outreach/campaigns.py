@@ -142,6 +142,8 @@ class CampaignSpec:
     pricing: dict[str, dict[str, float]]
     district_by_file: dict[str, str] = field(default_factory=dict)
     file: str | None = None
+    #: the ``[carriers]`` section (outreach.carriers.plan.CarrierPlan), None when absent
+    carriers: Any = None
 
     def list_files(self) -> list[Path]:
         """The recipient files the campaign targets, globs expanded relative to its file."""
@@ -332,8 +334,13 @@ def parse(raw: dict[str, Any], *, file: str = "<campaign>") -> CampaignSpec:
                 r.fail(f"pricing.{chan}.{carrier}", "must be a price in VND per segment (≥ 0)")
         pricing[chan] = {k: float(v) for k, v in table.items()}
 
+    carriers = None
+    if "carriers" in raw:
+        from outreach.carriers import plan as carrier_plan
+
+        carriers = carrier_plan.parse(r, r.table("carriers"), window)
     known = {"id", "name", "theme", "source", "message", "window", "schedule", "channels",
-             "recipients", "pricing"}
+             "recipients", "pricing", "carriers"}
     for key in raw:
         if key not in known:
             r.fail(key, f"unknown field (known: {', '.join(sorted(known))})")
@@ -349,7 +356,8 @@ def parse(raw: dict[str, Any], *, file: str = "<campaign>") -> CampaignSpec:
         gsm_safe=r.bool("gsm_safe", msg, "message", default=False), window=window,
         schedule=schedule, channels=tuple(channels), lists=tuple(lists),
         list_name=r.str("list_name", rec, "recipients", default=cid), pricing=pricing,
-        district_by_file={k: textmod.nfc(v) for k, v in dmap.items()}, file=file)
+        district_by_file={k: textmod.nfc(v) for k, v in dmap.items()}, file=file,
+        carriers=carriers)
 
 
 _TABLE_KEYS = {

@@ -417,3 +417,29 @@ def read_list(path: str | os.PathLike[str], *, encoding: str | None = None,
         else:
             records = _text_records(file, f, head, encoding)
         yield from _rows(file, records)
+
+
+def read_cells(path: str | os.PathLike[str], *, encoding: str | None = None,
+               sheet: str | None = None) -> Iterator[tuple[int, list[str]]]:
+    """Stream ``(line, cells)`` of any table file :func:`read_list` reads (same formats,
+    encodings and line numbers), every row including the header, cells NFC and stripped,
+    rows whose cells are all empty skipped. For tables other than recipient lists (a
+    carrier's reported figures). Raises ListFileError like :func:`read_list`."""
+    file = os.fspath(path)
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise ListFileError(file, None, f"cannot open: {exc.strerror or exc}") from None
+    with f:
+        head = f.read(_PREFIX_BYTES)
+        if os.path.splitext(file)[1].lower() in _XLSX_EXTENSIONS or head.startswith(_ZIP_MAGIC):
+            records: Iterator[tuple[int, list[str]]] = _xlsx_records(f, file, sheet)
+        elif head.startswith(_OLE2_MAGIC):
+            raise ListFileError(file, None, "Excel 97-2003 (.xls) is not supported: "
+                                            "save as .xlsx or 'CSV UTF-8'")
+        else:
+            records = _text_records(file, f, head, encoding)
+        for line, raw_cells in records:
+            cells = [c.strip() if c.isascii() else _nfc(c) for c in raw_cells]
+            if any(cells):
+                yield line, cells

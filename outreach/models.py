@@ -429,3 +429,49 @@ class Setting(Base):
     value: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_by: Mapped[str] = mapped_column(String(128))
     updated_at: Mapped[Timestamp]
+
+
+class CarrierRequest(Base):
+    """One operator asked to broadcast a campaign (outreach.carriers): the letter (number, date,
+    text hashes offered) and the follow-up, each step with its day (Asia/Ho_Chi_Minh)."""
+
+    __tablename__ = "carrier_requests"
+    __table_args__ = (UniqueConstraint("campaign_id", "carrier"),)
+
+    id: Mapped[IntPK]
+    campaign_id: Mapped[CampaignFK]
+    carrier: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    letter_number: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    letter_date: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    text_sha256: Mapped[str] = mapped_column(String(64))
+    short_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    drafted_on: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    requested_on: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    requested_by: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    confirmed_on: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    broadcast_on: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    results_on: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    declined_on: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[Timestamp]
+    updated_at: Mapped[Timestamp]
+
+
+class CarrierResult(Base):
+    """A figure an operator reported: subscribers messaged on one day in one area (``area_code``
+    ``""`` when the operator gave no area). Counts, not per-person receipts: never part of reach."""
+
+    __tablename__ = "carrier_results"
+    __table_args__ = (UniqueConstraint("campaign_id", "carrier", "day", "area_code"),)
+
+    id: Mapped[IntPK]
+    campaign_id: Mapped[CampaignFK]
+    carrier: Mapped[str] = mapped_column(String(32))
+    day: Mapped[dt.date] = mapped_column(Date)
+    area_code: Mapped[str] = mapped_column(String(16), default="")
+    area_name: Mapped[str] = mapped_column(String(255), default="")
+    sent: Mapped[int] = mapped_column(BigInteger)
+    delivered: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    source: Mapped[str] = mapped_column(String(255))
+    recorded_at: Mapped[Timestamp]

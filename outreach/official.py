@@ -218,6 +218,35 @@ def context(data: Mapping[str, Any], *, org: str | None = None, place: str | Non
         "days": [{"day": vn_date(d), "count": sum(v.values()),
                   "delivered": v.get(states.DELIVERED, 0)} for d, v in data["by_day"].items()],
         "n": vn_int, "pct": vn_pct,
+        "carriers": carrier_context(data.get("carrier_broadcasts") or {}),
+    }
+
+
+def carrier_context(cb: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The carrier section of the report (None when no operator was asked): rows per carrier
+    (status in Vietnamese, letter, subscribers), per day and per area, each with a total."""
+    from outreach.carriers.ledger import STATUS_VI as CARRIER_STATUS_VI
+
+    carriers = cb.get("carriers") or {}
+    if not carriers:
+        return None
+    names = list(carriers)
+    rows = [{"name": k, "status": CARRIER_STATUS_VI.get(v["status"], v["status"]),
+             "letter": " ".join(x for x in ((v.get("letter_number") or "").strip(),
+                                            f"ngày {vn_date(v['letter_date'])}"
+                                            if v.get("letter_date") else "") if x) or "–",
+             "requested_on": vn_date(v["requested_on"]) if v.get("requested_on") else "–",
+             "results_on": vn_date(v["results_on"]) if v.get("results_on") else "–",
+             "sent": v["sent"] if v.get("results_on") or v["sent"] else None}
+            for k, v in carriers.items()]
+    with_results = [n for n in names if any(n in d for d in cb["by_day"].values())]
+    return {
+        "rows": rows, "total": cb.get("sent", 0), "carriers": with_results,
+        "days": [{"day": vn_date(d), "by": [v.get(n, 0) for n in with_results],
+                  "total": sum(v.values())} for d, v in cb["by_day"].items()],
+        "areas": [{"area": a, "by": [v.get(n, 0) for n in with_results], "total": sum(v.values())}
+                  for a, v in cb["by_area"].items()],
+        "totals": [carriers[n]["sent"] for n in with_results],
     }
 
 

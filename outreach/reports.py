@@ -143,7 +143,9 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
     values shown as ``(không rõ)``); ``cost``: dimension -> key -> {"segments", "cost_vnd"};
     ``failure_reasons``: list of {"status", "gateway", "error_code", "error_reason", "count"},
     largest first, covering every failed, undelivered, unknown, skipped and opted-out delivery;
-    ``local_gateways``: the gateways used that reach no phone (``["outbox"]`` for a trial run).
+    ``local_gateways``: the gateways used that reach no phone (``["outbox"]`` for a trial run);
+    ``carrier_broadcasts``: the operators' own broadcasts at the Department's request, as they
+    reported them (:func:`carrier_summary`), never part of ``recipients`` or ``reached``.
 
     The sum over every breakdown equals ``deliveries`` provided every statement reads one
     snapshot: pass a connection from :func:`report_connection` (SQLite: the connection's one
@@ -263,7 +265,17 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
         "failure_reasons": reasons,
         "local_gateways": local_gateways(dims["gateway"]),
         "unknown_no_fallback": _unknown_no_fallback(conn, campaign_id, definition),
+        # the operators' own broadcasts: counts they report, kept apart from per-person reach
+        "carrier_broadcasts": carrier_summary(conn, campaign_id),
     }
+
+
+def carrier_summary(conn: Connection, campaign_id: str) -> dict[str, Any]:
+    """The mobile operators' reported broadcasts (outreach.carriers.ledger.summary): subscribers
+    messaged per carrier, day and area. Never added into ``recipients`` or ``reached``."""
+    from outreach.carriers.ledger import summary
+
+    return summary(conn, campaign_id)
 
 
 def _unknown_no_fallback(conn: Connection, campaign_id: str,
@@ -458,7 +470,8 @@ def _cell(v: Any) -> Any:
 def write_xlsx(data: Mapping[str, Any], path: str | Any) -> None:
     """An Excel workbook: sheet ``summary`` (figure, value), one sheet per breakdown of
     :data:`DIMENSIONS` (columns :data:`ROW_COLUMNS`, total last) and ``failure_reasons``
-    (:data:`REASON_COLUMNS`). Rates are numbers formatted as percentages, cost in VND.
+    (:data:`REASON_COLUMNS`); ``carrier_broadcasts`` when operators were asked (carrier, day or
+    area, subscribers they reported). Rates are numbers formatted as percentages, cost in VND.
 
     Every text cell is a string cell, never a formula (:func:`outreach.safeio.xlsx_append`); a
     path is written 0600 (:func:`outreach.safeio.open_private`), a file object as given."""
@@ -494,6 +507,20 @@ def write_xlsx(data: Mapping[str, Any], path: str | Any) -> None:
     safeio.xlsx_append(sh, list(REASON_COLUMNS))
     for r in data["failure_reasons"]:
         safeio.xlsx_append(sh, [_cell(r[c]) for c in REASON_COLUMNS])
+    cb = data.get("carrier_broadcasts") or {}
+    if cb.get("carriers"):
+        # the operators' own counts, in their own sheet: never summed with the figures above
+        sh = wb.create_sheet("carrier_broadcasts")
+        safeio.xlsx_append(sh, ["carrier", "day", "area", "subscribers_messaged"])
+        for day, per in cb["by_day"].items():
+            for carrier, n in sorted(per.items()):
+                safeio.xlsx_append(sh, [carrier, day, "", n])
+        for area, per in cb["by_area"].items():
+            for carrier, n in sorted(per.items()):
+                safeio.xlsx_append(sh, [carrier, "", area, n])
+        for carrier, v in cb["carriers"].items():
+            safeio.xlsx_append(sh, [carrier, "TOTAL", v["status"], v["sent"]])
+        safeio.xlsx_append(sh, ["note", cb["note"]])
     for sheet in wb.worksheets:
         for cell in sheet[1]:
             cell.font = Font(bold=True)

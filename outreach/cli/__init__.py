@@ -128,7 +128,8 @@ def main(ctx: click.Context, database_url: str | None, operator: str | None, sho
 
 
 def _register() -> None:
-    from outreach.cli import campaign, db as dbcmd, deliveries, message, optout, recipients, report
+    from outreach.cli import (campaign, carriers, db as dbcmd, deliveries, message, optout,
+                              recipients, report)
 
     main.add_command(campaign.campaign)
     main.add_command(campaign.runs)
@@ -139,6 +140,7 @@ def _register() -> None:
     main.add_command(message.message)
     main.add_command(dbcmd.db)
     main.add_command(dbcmd.audit)
+    main.add_command(carriers.carriers)
     optional = {
         "webhooks": ("outreach.cli.webhooks", "webhooks"),
         "gateways": ("outreach.cli.gateways", "gateways"),

@@ -195,5 +195,35 @@ def _table(data: dict[str, Any], wanted: set[str]) -> None:
         if not data["failure_reasons"]:
             t.add_row("–", "", "", "none", "0")
         console.print(t)
+    _carrier_tables(data.get("carrier_broadcasts") or {})
     if not data["deliveries"]:
         console.print("no delivery yet")
+
+
+def _carrier_tables(cb: dict[str, Any]) -> None:
+    """The operators' own broadcasts, apart from the per-person figures above."""
+    carriers = cb.get("carriers") or {}
+    if not carriers:
+        return
+    t = Table(title="Carrier broadcasts (subscribers messaged as each operator reported: "
+                    "counts, not people; not in recipients or reached)")
+    for col in ("carrier", "status", "letter", "requested", "results", "subscribers"):
+        t.add_column(col, justify="right" if col == "subscribers" else "left")
+    for name, v in carriers.items():
+        t.add_row(name, v["status"], (v["letter_number"] or "").strip(), v["requested_on"] or "–",
+                  v["results_on"] or "–", f"{v['sent']:,}" if v["results_on"] else "–")
+    t.add_row("[bold]TOTAL[/bold]", "", "", "", "", f"[bold]{cb['sent']:,}[/bold]")
+    console.print(t)
+    names = sorted({c for d in cb["by_day"].values() for c in d})
+    if not names:
+        return
+    for title, key, label in (("Carrier broadcasts by day", "by_day", "day"),
+                              ("Carrier broadcasts by area", "by_area", "area")):
+        t = Table(title=title, box=box.SIMPLE_HEAD)
+        t.add_column(label)
+        for n in names:
+            t.add_column(n, justify="right")
+        t.add_column("total", justify="right")
+        for k, v in cb[key].items():
+            t.add_row(k, *(f"{v.get(n, 0):,}" for n in names), f"{sum(v.values()):,}")
+        console.print(t)
