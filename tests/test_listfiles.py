@@ -327,8 +327,10 @@ def test_xlsx_detected_by_content(tmp_path: Path) -> None:
 
 
 def test_legacy_xls_and_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ListFileError, match=r"\.xls\) is not supported"):
+    with pytest.raises(ListFileError) as broken:
         rows(write(tmp_path, "old.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 100))
+    assert broken.value.reason == ("not a readable .xls workbook (Cannot detect file format): open it "
+                                   "in Excel or LibreOffice and save it again as .xlsx")
     with pytest.raises(ListFileError, match="cannot open") as info:
         rows(tmp_path / "missing.csv")
     assert info.value.line is None
