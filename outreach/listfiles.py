@@ -143,7 +143,6 @@ _MOBILE_WORDS: Final = re.compile(r"\b(?:di dong|dd|dtdd|mobile|cell|zalo)\b")
 _FIXED_WORDS: Final = re.compile(r"\b(?:co dinh|ban|landline|fixed|co quan|nha rieng)\b")
 _STT_KEYS: Final = frozenset({"stt", "tt", "so tt", "so thu tu", "no", "#", "s tt"})
 _HEADER_SEARCH_ROWS: Final = 30  # letterhead and title rows allowed above the header
-_DIGITS_RUN: Final = re.compile(r"\d{5}")
 _MANY_DIGITS: Final = re.compile(r"(?:\d[\s.\-]?){7}")
 
 
@@ -174,7 +173,7 @@ class _Columns:
             name = _field_of(label) if label else None
             if name is None and parts is not None and parts[i][1]:
                 name = _field_of(parts[i][1]) or _field_of(parts[i][0])
-            if name == "phone" and _DIGITS_RUN.search(label):
+            if name == "phone" and _MANY_DIGITS.search(label):
                 name = None  # "ĐT: 0292 3820 123" in a letterhead is not a header
             if name == "phone":
                 key = _header_key(label)
@@ -292,7 +291,7 @@ class _Sheet:
     def _try_header(self) -> bool:
         line, cells = self.pending[-1]
         filled = [c for c in cells if c]
-        if any(_DIGITS_RUN.search(c) for c in filled):
+        if any(_MANY_DIGITS.search(c) for c in filled):
             return False  # a letterhead line with the agency's number, or data
         cand = _Columns(cells)
         if "phone" not in cand.fields:
@@ -309,7 +308,7 @@ class _Sheet:
     def _sub_header(self, line: int, cells: list[str]) -> bool:
         """Join a second header row ("Cố định | Di động" under a merged "Số điện thoại")."""
         top = self.header_cells
-        if any(_DIGITS_RUN.search(c) for c in cells) or _numbering_row([c for c in cells if c]):
+        if any(_MANY_DIGITS.search(c) for c in cells) or _numbering_row([c for c in cells if c]):
             return False
         width = max(len(top), len(cells))
         top = top + [""] * (width - len(top))
@@ -955,14 +954,15 @@ def read_list(path: str | os.PathLike[str], *, encoding: str | None = None,
     with f:
         head = f.read(_PREFIX_BYTES)
         ext = os.path.splitext(file)[1].lower()
-        if head.startswith(_ZIP_MAGIC) or (ext in (".xlsx", ".xlsm", ".ods") and not head.strip()[:1] == b"<"):
-            info.format = _zip_format(file, f, ext)
-            yield from _workbook_rows(file, f, info.format, sheet, info)
-        elif head.startswith(_OLE2_MAGIC):
+        if head.startswith(_OLE2_MAGIC):
             if _ENCRYPTED in head or _ENCRYPTED in f.read():
                 raise ListFileError(file, None, _PROTECTED)
             info.format = "xls"
             yield from _workbook_rows(file, f, "xls", sheet, info)
+        elif head.startswith(_ZIP_MAGIC) or (ext in (".xlsx", ".xlsm", ".ods")
+                                             and head.strip()[:1] != b"<"):
+            info.format = _zip_format(file, f, ext)
+            yield from _workbook_rows(file, f, info.format, sheet, info)
         elif _HTML_START.match(head[3:] if head.startswith(codecs.BOM_UTF8) else head):
             info.format = "html"
             yield from _html_rows(file, f, info)
