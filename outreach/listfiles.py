@@ -263,6 +263,7 @@ class _Sheet:
         self.h_merges = [(r0, c0, c1) for r0, c0, r1, c1 in merges if c1 > c0]
         self.next_merge = 0
         self.active: list[tuple[int, int, int, int, str]] = []  # r1, c0, c1, r0, value
+        self.active_end = 1 << 62  # the first row after which an active merge ends
 
     # -- merges
     def _fill(self, line: int, cells: list[str]) -> list[str]:
@@ -275,8 +276,11 @@ class _Sheet:
             if r1 >= r:
                 value = cells[c0] if r0 == r and c0 < len(cells) else ""
                 self.active.append((r1, c0, c1, r0, value))
+                self.active_end = min(self.active_end, r1)
         if self.active:
-            self.active = [m for m in self.active if m[0] >= r]
+            if self.active_end < r:
+                self.active = [m for m in self.active if m[0] >= r]
+                self.active_end = min((m[0] for m in self.active), default=1 << 62)
             for r1, c0, c1, r0, value in self.active:
                 if r0 == r or not value:
                     continue
@@ -368,8 +372,8 @@ class _Sheet:
             return "section"
         return None
 
-    def feed(self, line: int, raw_cells: list[str]) -> RawRow | None:
-        cells = [c.strip() if c.isascii() else _nfc(c) for c in raw_cells]
+    def feed(self, line: int, raw_cells: list[str], clean: bool = False) -> RawRow | None:
+        cells = raw_cells if clean else [c.strip() if c.isascii() else _nfc(c) for c in raw_cells]
         cols = self.columns
         if cols is None:
             if not any(cells):
@@ -416,14 +420,16 @@ class _Sheet:
 
 
 def _sheet_rows(file: str, info: SheetInfo, records: Iterable[tuple[int, list[str]]],
-                merges: list[tuple[int, int, int, int]] | None = None) -> Iterator[RawRow]:
-    """Rows of one sheet; raises the "no phone column" ListFileError when no header is found."""
+                merges: list[tuple[int, int, int, int]] | None = None,
+                clean: bool = False) -> Iterator[RawRow]:
+    """Rows of one sheet; raises the "no phone column" ListFileError when no header is found.
+    ``clean``: the records' cells are already stripped NFC strings."""
     sheet = _Sheet(file, info, merges or [])
     feed = sheet.feed
     for line, cells in records:
         if sheet.columns is None and not sheet.searching():
             break
-        row = feed(line, cells)
+        row = feed(line, cells, clean)
         if row is not None:
             yield row
     if sheet.columns is None:
@@ -707,10 +713,11 @@ def _sheet_records(ws: Any) -> Iterator[tuple[int, list[str]]]:
         return
     row0, col0 = start
     pad = [""] * col0
-    cell_text = _cell_text
-    for i, values in enumerate(ws.iter_rows()):
-        cells = [v if type(v) is str else cell_text(v) for v in values]
-        yield row0 + i + 1, (pad + cells) if col0 else cells
+    cell_text, nfc = _cell_text, _nfc
+    for i, values in enumerate(ws.iter_rows(), start=row0 + 1):
+        cells = [(v.strip() if v.isascii() else nfc(v)) if type(v) is str else cell_text(v)
+                 for v in values]
+        yield i, (pad + cells) if col0 else cells
 
 
 def _workbook_rows(file: str, f: BinaryIO, fmt: str, sheet: str | None,
@@ -752,8 +759,10 @@ def _workbook_rows(file: str, f: BinaryIO, fmt: str, sheet: str | None,
             except pc.CalamineError as exc:
                 raise ListFileError(file, None, f"cannot read sheet ({exc})", name) from None
             merges = [(r0, c0, r1, c1) for (r0, c0), (r1, c1) in (ws.merged_cell_ranges or [])]
+            records = _sheet_records(ws)
+            del ws  # one sheet in memory at a time: calamine holds a whole sheet
             try:
-                yield from _sheet_rows(file, si, _sheet_records(ws), merges)
+                yield from _sheet_rows(file, si, records, merges, clean=True)
             except ListFileError as exc:
                 if sheet is not None or exc.reason.startswith(("malformed", "cannot")):
                     raise
@@ -762,6 +771,9 @@ def _workbook_rows(file: str, f: BinaryIO, fmt: str, sheet: str | None,
                 else:
                     si.note = exc.reason
                 errors.append(exc)
+            finally:
+                records.close()
+                del records
         if not any(s.read for s in info.sheets):
             if len(errors) == 1 and len(chosen) == 1:
                 raise errors[0]
