@@ -1,5 +1,4 @@
-"""Recipient list files as ward offices make them (CSV/TSV in any Excel encoding, XLSX, XLS,
-ODS, HTML saved as .xls; report-style sheets), streamed as raw rows."""
+"""Recipient list files as ward offices make them (report-style CSV/XLSX/XLS/ODS/HTML sheets), streamed as raw rows."""
 
 from __future__ import annotations
 
@@ -49,7 +48,7 @@ class ListFileError(Exception):
     (``"x.xlsx [sheet 'Phường 1']:12: reason"`` when a sheet is named)."""
 
     def __init__(self, file: str, line: int | None, reason: str, sheet: str | None = None) -> None:
-        super().__init__(file, line, reason)
+        super().__init__(file, line, reason, sheet)  # all four: rebuilt intact from a child process
         self.file = file
         self.line = line
         self.reason = reason
