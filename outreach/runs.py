@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from outreach.adminunits import REFORM_DATE
 from outreach import states, suppression
 from outreach import text as textmod
+from outreach.adminunits import REFORM_DATE
 from outreach.campaigns import CampaignSpec
 from outreach.clock import vn_today
 from outreach.models import Campaign, Delivery, ListMember, Recipient, Run
