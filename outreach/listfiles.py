@@ -365,9 +365,12 @@ class _Sheet:
         if self.footer:
             return "signature"
         stt = cols.stt
-        own = [v for i, v in enumerate(original) if v and i != stt]
-        if len(own) <= 1 and not phone and (stt is None or stt >= len(original)
-                                            or not original[stt].isdigit()):
+        own = [i for i, v in enumerate(original) if v and i != stt]
+        # "Khu vực 1" stands alone at the left or in the name column; a lone note in another
+        # column ("Ghi chú": "trống") is a person without a number, reported as such
+        alone_at = (0, cols.name, 1 if stt == 0 else 0)
+        if (len(own) <= 1 and not phone and (not own or own[0] in alone_at)
+                and (stt is None or stt >= len(original) or not original[stt].isdigit())):
             return "section"
         return None
 
