@@ -85,6 +85,15 @@ class Recipient(Base):
     source_file: Mapped[str | None] = mapped_column(Text, nullable=True)
     source_line: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[Timestamp]
+    # Administrative units (outreach.adminunits): district and ward above are the list's
+    # (pre-2025 when it has districts); province and the codes are the official pre-2025 ones;
+    # new_* are the units since the 1 July 2025 reform (34 provinces, no district level).
+    province: Mapped[OptStr]
+    district_code: Mapped[OptStr]
+    ward_code: Mapped[OptStr]
+    new_province: Mapped[OptStr]
+    new_ward: Mapped[OptStr]
+    new_ward_code: Mapped[OptStr]
 
 
 class ListMember(Base):
@@ -130,6 +139,7 @@ class ImportIssue(Base):
     reason: Mapped[str] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     recipient_id: Mapped[int | None] = mapped_column(ForeignKey("recipients.id"), nullable=True)
+    sheet: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Suppression(Base):

@@ -356,7 +356,7 @@ def _plausible(text: str) -> bool:
 
 
 def _split_on_whitespace(part: str) -> list[str]:
-    tokens = _WHITESPACE.split(part)
+    tokens = _WHITESPACE.split(_DIGIT_DASH.sub(" ", part) if "-" in part else part)
     if (len(tokens) == 1 or len(_NON_DIGITS.sub("", part)) < _MIN_DIGITS_FOR_TWO
             or _plausible(part)):
         return [part]
@@ -379,20 +379,46 @@ def _split_on_whitespace(part: str) -> list[str]:
     return [g for g in found if g] if found else [part]
 
 
+# A cell written by a person: a label or note in it ("ĐT:", "SĐT", "DĐ", "Tel", "(Zalo)",
+# "(chồng)"), i.e. two letters in a row; one letter alone is "9.1E+08" or "#N/A".
+_WORDS: Final = re.compile(r"[^\W\d_]{2}")
+_WORD_SEPARATORS: Final = re.compile(r"\b(?:hoặc|hoac|or|và|va)\b", re.IGNORECASE)
+_DIGIT_DASH: Final = re.compile(r"(?<=\d)-(?=\d)")
+
+
+def _matched_numbers(text: str) -> list[str]:
+    """Every phone-number-like part of a cell with words in it, found by phonenumbers'
+    ``PhoneNumberMatcher`` (leniency POSSIBLE: landlines and short numbers are found too, so
+    that each gets its own reason)."""
+    return [m.raw_string.strip() for m in phonenumbers.PhoneNumberMatcher(
+        text, _REGION, leniency=phonenumbers.Leniency.POSSIBLE)]
+
+
 def split_cell(raw: str) -> list[str]:
     """Split a cell that may hold several numbers into one string per number.
 
-    Splits on ``/ ; , |`` and newlines; splits on spaces only where every piece is a
-    complete number by itself, so ``"+84 91 234 5678"`` and ``"091 234 5678"`` stay whole
-    while ``"0912345678 0987654321"`` gives two. Pieces are stripped; empty ones are dropped.
+    Splits on ``/ ; , |``, newlines and the words "hoặc"/"và"/"or"; splits on spaces or on a
+    dash between digits only where every piece is a complete number by itself, so
+    ``"+84 91 234 5678"`` and ``"091-234-5678"`` stay whole while ``"0912345678 0987654321"``
+    and ``"0912345678-0987654321"`` give two. A cell with words in it (``"ĐT: 0912 345 678
+    (Zalo)"``, ``"0912345678 (chồng) / 0987654321 (vợ)"``) gives the numbers phonenumbers'
+    ``PhoneNumberMatcher`` finds in it, or the cell itself when it finds none (``"không có"``
+    is then rejected as text). Full-width digits, non-breaking and zero-width spaces are
+    undone first. Pieces are stripped; empty ones are dropped.
     """
     text = raw.strip()
-    if _ANY_SEPARATOR.search(text) is None:  # the usual cell: one number, nothing to split
-        return [text] if text else []
+    words = _WORDS.search(text) is not None
+    if not words and _ANY_SEPARATOR.search(text) is None and "-" not in text:
+        return [text] if text else []  # the usual cell: one number, nothing to split
     if "," in text and _NUMERIC_CELL.fullmatch(text):  # "912345004,0": a decimal comma
         return [text]
+    if words:
+        found = _matched_numbers(text.translate(_TRANSLATION))
+        if found:
+            return found
+        return [text]
     pieces: list[str] = []
-    for part in _HARD_SEPARATORS.split(raw):
+    for part in _HARD_SEPARATORS.split(_WORD_SEPARATORS.sub("/", raw)):
         part = part.translate(_TRANSLATION).strip()
         if part:
             pieces.extend(_split_on_whitespace(part))

@@ -35,9 +35,21 @@ class Issue:
     raw_masked: str
     reason: str
     detail: str | None = None
+    sheet: str | None = None
 
     def where(self) -> str:
-        return f"{self.file}:{self.line}" if self.line else self.file
+        return _where(self.file, self.sheet, self.line)
+
+
+def _where(file: str, sheet: str | None, line: int | None = None) -> str:
+    label = file if sheet is None else f"{file} [sheet {sheet!r}]"
+    return f"{label}:{line}" if line else label
+
+
+class FewValidNumbers(listfiles.ListFileError):
+    """A file or sheet that yields no valid mobile number, or valid numbers in fewer than half
+    of its data rows: usually the wrong column, the wrong sheet or a damaged export. Raised
+    by default (nothing is written); ``allow_few_valid=True`` imports such a file anyway."""
 
 
 @dataclass
@@ -58,6 +70,18 @@ class ImportSummary:
     by_reason: Counter[str] = field(default_factory=Counter)
     by_carrier: Counter[str] = field(default_factory=Counter)
     issues: list[Issue] = field(default_factory=list)
+    #: per file: format, and per sheet header row, columns used, rows, rows skipped as non-data
+    lists: list[listfiles.ListInfo] = field(default_factory=list)
+    #: cells that held several numbers or words around a number: (where, masked cell, numbers)
+    shared_cells: list[tuple[str, str, int]] = field(default_factory=list)
+    shared_cell_count: int = 0
+    #: administrative units: names not found in the official lists, (kind, name) → rows
+    unknown_units: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    @property
+    def skipped_rows(self) -> int:
+        """Rows recognised as not data (sections, totals, signatures): never counted as read."""
+        return sum(sh.skipped for info in self.lists for sh in info.sheets)
 
     @property
     def balanced(self) -> bool:
@@ -71,6 +95,11 @@ class ImportSummary:
             "rejected": self.rejected, "duplicates": self.duplicates,
             "by_reason": dict(sorted(self.by_reason.items())),
             "by_carrier": dict(sorted(self.by_carrier.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))),
+            "skipped_rows": self.skipped_rows,
+            "lists": [info.to_dict() for info in self.lists],
+            "shared_cells": self.shared_cell_count,
+            "unknown_units": [{"kind": k, "name": n, "rows": c}
+                              for (k, n), c in sorted(self.unknown_units.items())],
         }
 
 
@@ -88,16 +117,24 @@ def import_files(db: Database, paths: Sequence[str | Path], *, list_name: str,
                  default_district: str | None = None,
                  district_by_file: dict[str, str] | None = None, operator: str | None = None,
                  progress: Callable[[int], None] | None = None,
-                 now: dt.datetime | None = None) -> ImportSummary:
+                 now: dt.datetime | None = None, sheet: str | None = None,
+                 allow_few_valid: bool = False, province: str | None = None) -> ImportSummary:
     """Import recipient files into list ``list_name`` in one transaction.
 
     Every number is normalised with :func:`outreach.phones.normalise` (E.164, mobile only).
     A number seen earlier in this import (any file, any form) is a duplicate, reported with where
     it was first seen. A number already in the database from an earlier import is the same
     recipient: it joins the list and counts as imported, its stored details unchanged.
+    Districts and wards are matched to the official administrative units
+    (:mod:`outreach.adminunits`): both the pre-2025 units and the current ones are stored;
+    ``province`` names the province for lists without a province column (default: found from
+    the district names).
 
     Raises :class:`outreach.listfiles.ListFileError` (file, line, reason) for a file that cannot
-    be read; nothing is written then.
+    be read, and :class:`FewValidNumbers` for a file or sheet with no data rows, no valid mobile
+    number or valid numbers in fewer than half of its rows, unless ``allow_few_valid``; nothing
+    is written then. ``progress`` is called with the rows read so far every 10,000 rows; an
+    exception it raises (KeyboardInterrupt: Ctrl-C) aborts the import with nothing written.
     """
     now = now or dt.datetime.now(dt.timezone.utc)
 
@@ -108,7 +145,8 @@ def import_files(db: Database, paths: Sequence[str | Path], *, list_name: str,
                                convert_old_prefixes=convert_old_prefixes,
                                default_district=default_district,
                                district_by_file=district_by_file, operator=operator,
-                               progress=progress, now=now)
+                               progress=progress, now=now, sheet=sheet,
+                               allow_few_valid=allow_few_valid, province=province)
 
     return run()
 
@@ -118,7 +156,8 @@ def import_into(conn: Connection, paths: Sequence[str | Path], *, list_name: str
                 default_district: str | None = None,
                 district_by_file: dict[str, str] | None = None, operator: str | None = None,
                 progress: Callable[[int], None] | None = None,
-                now: dt.datetime) -> ImportSummary:
+                now: dt.datetime, sheet: str | None = None, allow_few_valid: bool = False,
+                province: str | None = None) -> ImportSummary:
     """:func:`import_files` in the caller's transaction (a dry run rolls it back)."""
     files = [str(p) for p in paths]
     imp_id = conn.execute(insert(Import).values(
@@ -126,7 +165,7 @@ def import_into(conn: Connection, paths: Sequence[str | Path], *, list_name: str
         rows_read=0, imported=0, rejected=0, duplicates=0)).inserted_primary_key[0]
     summary = ImportSummary(import_id=imp_id, list_name=list_name, files=files)
     _import(conn, summary, files, encoding, convert_old_prefixes, default_district,
-            district_by_file or {}, progress, now)
+            district_by_file or {}, progress, now, sheet, allow_few_valid, province)
     conn.execute(Import.__table__.update().where(Import.id == imp_id).values(
         rows_read=summary.rows_read, imported=summary.imported,
         rejected=summary.rejected, duplicates=summary.duplicates))
@@ -140,21 +179,28 @@ PARALLEL_MIN_BYTES = 4_000_000
 _BATCH = 5000
 
 # One normalised cell: (line, raw cell, E.164 or None, carrier, reason, hint, name, district,
-# ward, zalo user id, extra numbers in this row's cell (on its first cell only))
+# ward, zalo user id, extra numbers in this row's cell (on its first cell only; -1 on the
+# others), sheet, province, the whole cell when it held several numbers or words (else None))
 Cell = tuple[int, str, "str | None", "str | None", "str | None", "str | None", "str | None",
-             "str | None", "str | None", "str | None", int]
+             "str | None", "str | None", "str | None", int, "str | None", "str | None",
+             "str | None"]
 
 
-def _cells(path: str, encoding: str | None, convert: bool) -> Iterator[list[Cell]]:
+def _cells(path: str, encoding: str | None, convert: bool, sheet: str | None,
+           info: listfiles.ListInfo) -> Iterator[list[Cell]]:
     """Read one file and normalise every number in it, in batches. Pure: no database."""
     batch: list[Cell] = []
-    for row in listfiles.read_list(path, encoding=encoding):
-        cells = (phones.split_cell(row.phone) if row.phone else None) or [row.phone or ""]
-        extra = max(len(cells) - 1, 0)
+    split, normalise = phones.split_cell, phones.normalise
+    for row in listfiles.read_list(path, encoding=encoding, sheet=sheet, info=info):
+        raw = row.phone
+        cells = (split(raw) if raw else None) or [raw or ""]
+        extra = len(cells) - 1
+        whole = raw if extra > 0 or (len(cells) == 1 and cells[0] != raw.strip()) else None
         for i, cell in enumerate(cells):
-            res = phones.normalise(cell, convert_old_prefixes=convert)
+            res = normalise(cell, convert_old_prefixes=convert)
             batch.append((row.line, cell, res.e164, res.carrier, res.reason, res.hint, row.name,
-                          row.district, row.ward, row.zalo_user_id, extra if i == 0 else -1))
+                          row.district, row.ward, row.zalo_user_id, extra if i == 0 else -1,
+                          row.sheet, row.province, whole if i == 0 else None))
         if len(batch) >= _BATCH:
             yield batch
             batch = []
@@ -162,30 +208,36 @@ def _cells(path: str, encoding: str | None, convert: bool) -> Iterator[list[Cell
         yield batch
 
 
-def _produce(path: str, encoding: str | None, convert: bool, queue: Any) -> None:
+def _produce(path: str, encoding: str | None, convert: bool, sheet: str | None, queue: Any) -> None:
+    info = listfiles.ListInfo(path)
     try:
-        for batch in _cells(path, encoding, convert):
+        for batch in _cells(path, encoding, convert, sheet, info):
             queue.put(batch)
+        queue.put(info)
         queue.put(None)
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the parent handles it
+        return
     except BaseException as exc:  # sent to the parent, raised there with file, line, reason
         queue.put(exc if isinstance(exc, listfiles.ListFileError)
                   else listfiles.ListFileError(path, None, f"{type(exc).__name__}: {exc}"))
 
 
-def _batches(path: str, encoding: str | None, convert: bool) -> Iterator[list[Cell]]:
-    """Batches of normalised cells; large files are read by a child process."""
+def _batches(path: str, encoding: str | None, convert: bool, sheet: str | None,
+             info: listfiles.ListInfo) -> Iterator[list[Cell]]:
+    """Batches of normalised cells; large files are read by a child process. ``info`` is
+    filled once the file has been read."""
     try:
         big = Path(path).stat().st_size >= PARALLEL_MIN_BYTES
     except OSError:
         big = False
     if not big or os.environ.get("OUTREACH_IMPORT_PARALLEL") == "0":
-        yield from _cells(path, encoding, convert)
+        yield from _cells(path, encoding, convert, sheet, info)
         return
     import multiprocessing as mp
 
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     queue = ctx.Queue(maxsize=8)
-    proc = ctx.Process(target=_produce, args=(path, encoding, convert, queue), daemon=True)
+    proc = ctx.Process(target=_produce, args=(path, encoding, convert, sheet, queue), daemon=True)
     proc.start()
     try:
         while True:
@@ -194,6 +246,9 @@ def _batches(path: str, encoding: str | None, convert: bool) -> Iterator[list[Ce
                 break
             if isinstance(item, BaseException):
                 raise item
+            if isinstance(item, listfiles.ListInfo):
+                info.format, info.sheets = item.format, item.sheets
+                continue
             yield item
     finally:
         if proc.is_alive():
@@ -201,11 +256,41 @@ def _batches(path: str, encoding: str | None, convert: bool) -> Iterator[list[Ce
         proc.join(timeout=5)
 
 
+#: A file or sheet needs valid mobile numbers in at least this share of its data rows.
+MIN_VALID_SHARE = 0.5
+
+
+def _check_valid(path: str, info: listfiles.ListInfo, rows: Counter[str | None],
+                 valid: Counter[str | None], reasons: dict[str | None, Counter[str]]) -> None:
+    for sh in info.sheets:
+        if not sh.read:
+            continue
+        n, ok = rows[sh.name], valid[sh.name]
+        if n and ok >= n * MIN_VALID_SHARE:
+            continue
+        where = _where(path, sh.name)
+        column = sh.columns.get("phone", "?")
+        if not n:
+            why = f"no data rows under the header (row {sh.header_line})"
+        else:
+            top = ", ".join(f"{r} {c}" for r, c in reasons[sh.name].most_common(3))
+            why = (f"no valid mobile number in {n} rows" if not ok else
+                   f"only {ok} of {n} rows have a valid mobile number") + f" ({top})"
+        raise FewValidNumbers(path, None, f"{why}; phone column {column!r}, header at row "
+                              f"{sh.header_line}: check the column and the sheet; nothing was "
+                              "imported (pass --allow-few-valid to import it anyway)", sh.name)
+
+
 def _import(conn: Connection, summary: ImportSummary, files: list[str], encoding: str | None,
             convert: bool, default_district: str | None, district_by_file: dict[str, str],
-            progress: Callable[[int], None] | None, now: dt.datetime) -> None:
-    # E.164 digits as an int -> file index << 32 | line: ints keep a million entries small
+            progress: Callable[[int], None] | None, now: dt.datetime, sheet: str | None,
+            allow_few_valid: bool, province: str | None) -> None:
+    from outreach import adminunits
+
+    # E.164 digits as an int -> place index << 32 | line: ints keep a million entries small
     first_seen: dict[int, int] = {}
+    places: list[str] = []  # "file" or "file [sheet 'X']", indexed by first_seen
+    place_index: dict[tuple[str, str | None], int] = {}
     pending: list[tuple[Any, ...]] = []
     issues: list[tuple[Any, ...]] = []
     before = conn.execute(select(func.count()).select_from(Recipient)).scalar_one()
@@ -218,14 +303,16 @@ def _import(conn: Connection, summary: ImportSummary, files: list[str], encoding
         # a large import touches each index page once or twice: a 16 MB page cache is enough
         # and keeps a million-row import's memory down
         conn.exec_driver_sql("PRAGMA cache_size=-16384")
+    units = adminunits.Resolver(province)
 
     def flush() -> None:
         # plain driver SQL: no per-row type processing on the hot path of a large import
         if pending:
             conn.exec_driver_sql(
                 "INSERT INTO recipients (e164, carrier, name, district, ward, zalo_user_id, "
-                f"source_file, source_line, created_at) VALUES ({', '.join([ph] * 9)}) "
-                "ON CONFLICT (e164) DO NOTHING", pending)
+                "source_file, source_line, created_at, province, district_code, ward_code, "
+                "new_province, new_ward, new_ward_code) "
+                f"VALUES ({', '.join([ph] * 15)}) ON CONFLICT (e164) DO NOTHING", pending)
             conn.exec_driver_sql(
                 "INSERT INTO list_members (list_name, recipient_id, import_id) "
                 f"SELECT {ph}, id, {ph} FROM recipients WHERE e164 = {ph} "
@@ -235,46 +322,77 @@ def _import(conn: Connection, summary: ImportSummary, files: list[str], encoding
         if issues:
             conn.exec_driver_sql(
                 "INSERT INTO import_issues (import_id, kind, file, line, raw_masked, reason, "
-                f"detail) VALUES ({', '.join([ph] * 7)})", issues)
+                f"detail, sheet) VALUES ({', '.join([ph] * 8)})", issues)
             issues.clear()
 
-    def issue(kind: str, file: str, line: int, raw: str, reason: str, detail: str | None) -> None:
+    def issue(kind: str, file: str, sheet_name: str | None, line: int, raw: str, reason: str,
+              detail: str | None) -> None:
         masked = mask_raw(raw)
-        summary.issues.append(Issue(kind, file, line, masked, reason, detail))
-        issues.append((imp_id, kind, file, line, masked, reason, detail))
+        summary.issues.append(Issue(kind, file, line, masked, reason, detail, sheet_name))
+        issues.append((imp_id, kind, file, line, masked, reason, detail, sheet_name))
 
-    for file_index, path in enumerate(files):
+    def place(path: str, sheet_name: str | None) -> int:
+        key = (path, sheet_name)
+        found = place_index.get(key)
+        if found is None:
+            found = place_index[key] = len(places)
+            places.append(_where(path, sheet_name))
+        return found
+
+    for path in files:
         file_district = district_by_file.get(Path(path).name, default_district)
-        for batch in _batches(path, encoding, convert):
+        info = listfiles.ListInfo(path)
+        summary.lists.append(info)
+        rows: Counter[str | None] = Counter()
+        valid: Counter[str | None] = Counter()
+        reasons: dict[str | None, Counter[str]] = {}
+        last_sheet: object = object()
+        here = 0
+        for batch in _batches(path, encoding, convert, sheet, info):
             for (line, cell, e164, carrier, reason, hint, name, district, ward, zalo,
-                 extra) in batch:
+                 extra, sheet_name, row_province, whole) in batch:
+                if sheet_name is not last_sheet:
+                    last_sheet, here = sheet_name, place(path, sheet_name)
                 if extra >= 0:  # the first number of a row
                     summary.rows_read += 1
+                    rows[sheet_name] += 1
                     summary.extra_numbers += extra
+                    if whole is not None:
+                        summary.shared_cell_count += 1
+                        if len(summary.shared_cells) < 50:
+                            summary.shared_cells.append(
+                                (_where(path, sheet_name, line), mask_raw(whole), extra + 1))
                     if progress and summary.rows_read % 10_000 == 0:
                         progress(summary.rows_read)
                 if e164 is None:
                     summary.rejected += 1
                     summary.by_reason[reason or "invalid"] += 1
+                    reasons.setdefault(sheet_name, Counter())[reason or "invalid"] += 1
                     if hint and hint.startswith("+"):
                         hint = f"new number would be {phones.mask(hint)}"
-                    issue("rejected", path, line, cell, reason or "invalid", hint)
+                    issue("rejected", path, sheet_name, line, cell, reason or "invalid", hint)
                     continue
+                valid[sheet_name] += 1
                 key = int(e164[1:])
                 seen = first_seen.get(key)
                 if seen is not None:
                     summary.duplicates += 1
                     summary.by_reason["duplicate"] += 1
-                    issue("duplicate", path, line, cell, "duplicate",
-                          f"first seen at {files[seen >> 32]}:{seen & 0xFFFFFFFF}")
+                    issue("duplicate", path, sheet_name, line, cell, "duplicate",
+                          f"first seen at {places[seen >> 32]}:{seen & 0xFFFFFFFF}")
                     continue
-                first_seen[key] = (file_index << 32) | line
+                first_seen[key] = (here << 32) | line
                 summary.imported += 1
                 summary.by_carrier[carrier or "unknown"] += 1
-                pending.append((e164, carrier, name, district or file_district, ward, zalo, path,
-                                line, ts))
+                u = units.resolve(row_province, district or file_district, ward)
+                pending.append((e164, carrier, name, u.district, u.ward, zalo, path, line, ts,
+                                u.province, u.district_code, u.ward_code, u.new_province,
+                                u.new_ward, u.new_ward_code))
             flush()
+        if not allow_few_valid:
+            _check_valid(path, info, rows, valid, reasons)
     flush()
+    summary.unknown_units = units.unknown
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql("PRAGMA cache_size=-65536")
     after = conn.execute(select(func.count()).select_from(Recipient)).scalar_one()

@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from outreach import runstates, states, suppression
 from outreach import text as textmod
+from outreach.adminunits import REFORM_DATE
 from outreach.campaigns import CampaignSpec
 from outreach.clock import vn_today
 from outreach.models import Campaign, Delivery, ListMember, Recipient, Run
@@ -125,8 +126,15 @@ def create_run(conn: Connection, spec: CampaignSpec, *, kind: str, gateway_names
     else:
         dedupe = "once"
 
+    # a campaign from the 2025 reform on reports by the current province and commune
+    # (outreach.adminunits.REFORM_DATE); an earlier one by the list's districts and wards
+    if spec.window.start_date >= REFORM_DATE:
+        district_col, ward_col = Recipient.new_province, Recipient.new_ward
+    else:
+        district_col, ward_col = Recipient.district, Recipient.ward
     members = (select(Recipient.id, Recipient.e164, Recipient.carrier, Recipient.name,
-                      Recipient.district, Recipient.ward, Recipient.zalo_user_id)
+                      district_col.label("district"), ward_col.label("ward"),
+                      Recipient.zalo_user_id)
                .join(ListMember, ListMember.recipient_id == Recipient.id)
                .where(ListMember.list_name == spec.list_name))
     existing = select(Delivery.id).where(Delivery.campaign_id == spec.id,

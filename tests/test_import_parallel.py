@@ -56,3 +56,24 @@ def test_an_error_in_the_child_process_names_file_and_line(tmp_path: Path,
 
     with db.engine.connect() as conn:  # nothing half-imported
         assert conn.execute(select(func.count()).select_from(Recipient)).scalar_one() == 0
+
+
+def test_a_workbook_error_in_the_child_process_keeps_its_sheet(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import openpyxl
+
+    monkeypatch.setattr(recipients, "PARALLEL_MIN_BYTES", 1000)
+    wb = openpyxl.Workbook()
+    wb.active.title = "Ấp Mỹ Khánh"
+    wb.active.append(["Họ tên", "SĐT"])
+    for i in range(200):
+        wb.active.append([f"Người {i}", f"=\"09123450{i:02d}\"" if i == 150 else f"09123{i:05d}"])
+    path = tmp_path / "big.xlsx"
+    wb.save(path)
+    assert path.stat().st_size > 1000
+    db = fresh_db(tmp_path)
+    with pytest.raises(listfiles.ListFileError) as err:
+        recipients.import_files(db, [path], list_name="x")
+    assert (err.value.sheet, str(err.value).split(":")[0]) == ("Ấp Mỹ Khánh",
+                                                                f"{path} [sheet 'Ấp Mỹ Khánh']")
+    assert "formula cells without a saved value (B152)" in err.value.reason

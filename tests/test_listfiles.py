@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
+import zipfile
 from pathlib import Path
 
 import openpyxl
@@ -327,8 +329,10 @@ def test_xlsx_detected_by_content(tmp_path: Path) -> None:
 
 
 def test_legacy_xls_and_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ListFileError, match=r"\.xls\) is not supported"):
+    with pytest.raises(ListFileError) as broken:
         rows(write(tmp_path, "old.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 100))
+    assert broken.value.reason == ("not a readable .xls workbook (Cannot detect file format): open it "
+                                   "in Excel or LibreOffice and save it again as .xlsx")
     with pytest.raises(ListFileError, match="cannot open") as info:
         rows(tmp_path / "missing.csv")
     assert info.value.line is None
@@ -362,3 +366,261 @@ def test_xlsx_with_an_empty_first_sheet_reads_the_sheet_with_the_list(tmp_path):
     wb.save(p)
     rows = list(read_list(p))
     assert [(r.line, r.phone, r.name) for r in rows] == [(2, "912345001", "Nguyễn Văn An")]
+
+
+# --- lists as ward offices make them (issue 16) ----------------------------------------------
+
+from outreach.listfiles import ListInfo  # noqa: E402
+
+
+def read(path: Path, **kwargs: str) -> tuple[list[RawRow], ListInfo]:
+    info = ListInfo(str(path))
+    got = list(read_list(path, info=info, **kwargs))
+    return got, info
+
+
+def report_sheet(ws: openpyxl.worksheet.worksheet.Worksheet, ward: str, first_no: int = 1) -> None:
+    """A ward office's form: letterhead with the office's own number, title, a header over two
+    rows ("Số điện thoại" merged over "Cố định | Di động"), the column-numbering row, a section
+    row, the district merged down its rows, totals, date and signatures."""
+    ws.append(["UBND PHƯỜNG " + ward.upper(), None, None, "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM"])
+    ws.append(["Điện thoại: 0292 3820 123", None, None, "Độc lập - Tự do - Hạnh phúc"])
+    ws.append(["DANH SÁCH SỐ ĐIỆN THOẠI NGƯỜI DÂN"])
+    ws.append(["STT", "Họ và tên", "Số điện thoại", None, "Phường", "Quận"])   # row 4
+    ws.append([None, None, "Cố định", "Di động", None, None])                  # row 5
+    ws.merge_cells("C4:D4")
+    for col in "ABEF":
+        ws.merge_cells(f"{col}4:{col}5")
+    ws.append(["(1)", "(2)", "(3)", "(4)", "(5)", "(6)"])                      # row 6
+    ws.append(["I", "Khu vực 1"])                                             # row 7
+    ws.append([first_no, "Nguyễn Văn An", "02923820111", "0912345001", ward, "Ninh Kiều"])
+    ws.append([first_no + 1, "Trần Thị Bình", None, 912345002, ward, None])
+    ws.append([first_no + 2, "Lê Văn Cường", "0292 3820 222", None, ward, None])  # row 10
+    ws.merge_cells("F8:F10")
+    ws.append(["Tổng cộng", None, None, 3])
+    ws.append([None, None, None, None, "Ninh Kiều, ngày 10 tháng 7 năm 2024"])
+    ws.append([None, "Người lập biểu", None, None, "TM. UBND PHƯỜNG"])
+    ws.append([None, "Phạm Thị Dung", None, None, "Võ Văn Em"])                # row 14
+
+
+def test_report_style_sheet(tmp_path: Path) -> None:
+    wb = openpyxl.Workbook()
+    wb.active.title = "An Hòa"
+    report_sheet(wb.active, "An Hòa")
+    path = tmp_path / "an-hoa.xlsx"
+    wb.save(path)
+    got, info = read(path)
+    assert [(r.line, r.phone, r.name, r.ward, r.district, r.sheet) for r in got] == [
+        (8, "0912345001", "Nguyễn Văn An", "An Hòa", "Ninh Kiều", "An Hòa"),
+        (9, "912345002", "Trần Thị Bình", "An Hòa", "Ninh Kiều", "An Hòa"),
+        (10, "", "Lê Văn Cường", "An Hòa", "Ninh Kiều", "An Hòa"),
+    ]
+    assert got[0].extra == {"STT": "1", "Số điện thoại / Cố định": "02923820111"}
+    [sheet] = info.sheets
+    assert info.format == "xlsx"
+    assert (sheet.name, sheet.header_line, sheet.rows, sheet.skipped) == ("An Hòa", 5, 3, 6)
+    assert sheet.columns == {"name": "Họ và tên", "phone": "Số điện thoại / Di động",
+                             "ward": "Phường", "district": "Quận"}
+    assert sheet.phone_columns_unused == ["Số điện thoại / Cố định"]
+    assert sheet.skipped_examples == [(6, "column numbering"), (7, "section"),
+                                      (11, "totals or signature"), (12, "totals or signature"),
+                                      (13, "totals or signature")]
+
+
+def test_every_sheet_with_a_list_is_read_and_reported(tmp_path: Path) -> None:
+    wb = openpyxl.Workbook()
+    wb.active.title = "Hướng dẫn"
+    wb.active.append(["Mỗi phường một sheet"])
+    report_sheet(wb.create_sheet("An Hòa"), "An Hòa")
+    report_sheet(wb.create_sheet("Cái Khế"), "Cái Khế", first_no=4)
+    hidden = wb.create_sheet("Cũ")
+    hidden.append(["SĐT"])
+    hidden.append(["0987654321"])
+    hidden.sheet_state = "hidden"
+    path = tmp_path / "ninh-kieu.xlsx"
+    wb.save(path)
+    got, info = read(path)
+    assert [(r.sheet, r.line, r.ward) for r in got] == [
+        ("An Hòa", 8, "An Hòa"), ("An Hòa", 9, "An Hòa"), ("An Hòa", 10, "An Hòa"),
+        ("Cái Khế", 8, "Cái Khế"), ("Cái Khế", 9, "Cái Khế"), ("Cái Khế", 10, "Cái Khế")]
+    assert [(s.name, s.rows, s.note) for s in info.sheets] == [
+        ("Hướng dẫn", 0, "no phone column (expected a header such as 'Số điện thoại', 'SĐT' or "
+                         "'phone'); headers seen: 'Mỗi phường một sheet'"),
+        ("An Hòa", 3, None), ("Cái Khế", 3, None),
+        ("Cũ", 0, "hidden sheet: not read (give --sheet to read it)")]
+    only, _ = read(path, sheet="Cũ")
+    assert [(r.sheet, r.phone) for r in only] == [("Cũ", "0987654321")]
+
+
+def test_workbook_without_any_list_names_every_sheet(tmp_path: Path) -> None:
+    wb = openpyxl.Workbook()
+    wb.active.append(["Họ tên", "Địa chỉ"])
+    wb.create_sheet("Trống")
+    path = tmp_path / "none.xlsx"
+    wb.save(path)
+    with pytest.raises(ListFileError) as err:
+        rows(path)
+    assert str(err.value) == (
+        f"{path}: no sheet holds a list with a phone column ('Sheet': no phone column (expected "
+        "a header such as 'Số điện thoại', 'SĐT' or 'phone'); headers seen: 'Họ tên', 'Địa chỉ'; "
+        "'Trống': empty sheet)")
+
+
+def _rewrite(path: Path, out: Path, part: str, edit) -> None:
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            dst.writestr(item, edit(data) if item.filename == part else data)
+
+
+def test_xlsx_with_a_wrong_declared_dimension_reads_every_cell(tmp_path: Path) -> None:
+    wb = openpyxl.Workbook()
+    wb.active.append(["Họ tên", "SĐT"])
+    for i in range(5):
+        wb.active.append([f"Người {i}", f"091234500{i}"])
+    good = tmp_path / "good.xlsx"
+    wb.save(good)
+    bad = tmp_path / "wps.xlsx"  # WPS Office and some exporters declare A1 whatever the size
+    _rewrite(good, bad, "xl/worksheets/sheet1.xml",
+             lambda d: re.sub(rb'<dimension ref="[^"]*"\s*/>', b'<dimension ref="A1"/>', d))
+    assert b'<dimension ref="A1"/>' in zipfile.ZipFile(bad).read("xl/worksheets/sheet1.xml")
+    assert [r.phone for r in rows(bad)] == [f"091234500{i}" for i in range(5)]
+
+
+def test_formula_cells_without_saved_values_are_refused_naming_the_cells(tmp_path: Path) -> None:
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "DS"
+    ws.append(["Họ tên", "SĐT"])
+    ws.append(["An", '="0912345001"'])   # openpyxl stores formulas without computing them
+    ws.append(["Bình", "=TEXT(912345002,\"0000000000\")"])
+    path = tmp_path / "program.xlsx"
+    wb.save(path)
+    with pytest.raises(ListFileError) as err:
+        rows(path)
+    assert str(err.value) == (
+        f"{path} [sheet 'DS']: formula cells without a saved value (B2, B3): the file was written "
+        "by a program that does not compute formulas; open it in Excel or LibreOffice and save "
+        "it (or paste the values), then import again")
+
+
+def test_password_protected_workbook_says_so(tmp_path: Path) -> None:
+    # an encrypted .xlsx is an OLE2 compound file holding EncryptionInfo and EncryptedPackage
+    body = bytearray(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 1016)
+    entry = "EncryptedPackage".encode("utf-16-le")
+    body[512: 512 + len(entry)] = entry
+    path = write(tmp_path, "locked.xlsx", bytes(body))
+    with pytest.raises(ListFileError) as err:
+        rows(path)
+    assert err.value.reason == (
+        "the workbook is password-protected (encrypted): open it in Excel with the password, "
+        "then File > Info > Protect Workbook > Encrypt with Password, clear the password and "
+        "save; or save a copy as .xlsx without a password")
+
+
+def test_legacy_xls_with_merged_district(tmp_path: Path) -> None:
+    import xlwt
+
+    book = xlwt.Workbook(encoding="utf-8")
+    sh = book.add_sheet("Xã Nhơn Ái")
+    sh.write(0, 0, "DANH SÁCH HỘ GIA ĐÌNH")
+    for c, label in enumerate(["STT", "Họ và tên", "Số ĐT", "Huyện"]):
+        sh.write(1, c, label)
+    for r, (name, phone) in enumerate([("Nguyễn Văn An", "0912345001"), ("Lê Thị Bé", 912345002.0)],
+                                      start=2):
+        sh.write(r, 0, r - 1)
+        sh.write(r, 1, name)
+        sh.write(r, 2, phone)
+    sh.write_merge(2, 3, 3, 3, "Phong Điền")
+    path = tmp_path / "nhon-ai.xls"
+    book.save(str(path))
+    got, info = read(path)
+    assert info.format == "xls"
+    assert [(r.line, r.phone, r.name, r.district, r.sheet) for r in got] == [
+        (3, "0912345001", "Nguyễn Văn An", "Phong Điền", "Xã Nhơn Ái"),
+        (4, "912345002", "Lê Thị Bé", "Phong Điền", "Xã Nhơn Ái")]
+
+
+def _ods(path: Path, rows_: list[list[str]]) -> None:
+    cells = "".join("<table:table-row>" + "".join(
+        f'<table:table-cell office:value-type="string"><text:p>{v}</text:p></table:table-cell>'
+        for v in row) + "</table:table-row>" for row in rows_)
+    content = (
+        '<?xml version="1.0" encoding="UTF-8"?><office:document-content '
+        'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+        'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
+        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2">'
+        '<office:body><office:spreadsheet><table:table table:name="Ấp Mỹ Khánh">' + cells +
+        "</table:table></office:spreadsheet></office:body></office:document-content>")
+    manifest = ('<?xml version="1.0" encoding="UTF-8"?><manifest:manifest '
+                'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0">'
+                '<manifest:file-entry manifest:full-path="/" manifest:media-type='
+                '"application/vnd.oasis.opendocument.spreadsheet"/></manifest:manifest>')
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet",
+                   compress_type=zipfile.ZIP_STORED)
+        z.writestr("content.xml", content)
+        z.writestr("META-INF/manifest.xml", manifest)
+
+
+def test_ods_from_libreoffice(tmp_path: Path) -> None:
+    path = tmp_path / "my-khanh.ods"
+    _ods(path, [["DANH SÁCH"], ["Họ tên", "Điện thoại"], ["Nguyễn Văn An", "0912345001"],
+                ["Tổng cộng", "1"]])
+    got, info = read(path)
+    assert info.format == "ods"
+    assert [(r.line, r.phone, r.name, r.sheet) for r in got] == [
+        (3, "0912345001", "Nguyễn Văn An", "Ấp Mỹ Khánh")]
+    assert info.sheets[0].skipped == 1
+
+
+def test_html_table_saved_as_xls_by_a_web_portal(tmp_path: Path) -> None:
+    page = ('<html><head><meta charset="utf-8"></head><body><table>'
+            '<tr><td colspan="3">DANH SÁCH NGƯỜI DÂN</td></tr>'
+            '<tr><th>Họ và tên</th><th>Số điện thoại</th><th>Quận</th></tr>'
+            '<tr><td>Nguyễn Văn An</td><td>0912&nbsp;345&nbsp;001</td><td rowspan="2">Cái Răng</td></tr>'
+            '<tr><td>Trần Thị Bình</td><td>0912345002</td></tr>'
+            '</table></body></html>')
+    path = write(tmp_path, "export.xls", page.encode("utf-8"))
+    got, info = read(path)
+    assert info.format == "html"
+    assert [(r.line, r.phone, r.name, r.district) for r in got] == [
+        (3, "0912\xa0345\xa0001", "Nguyễn Văn An", "Cái Răng"),
+        (4, "0912345002", "Trần Thị Bình", "Cái Răng")]
+    assert normalise(got[0].phone).e164 == "+84912345001"
+    empty = write(tmp_path, "portal.xls", b"<html><body><p>Phi\xc3\xaan \xc4\x91\xc4\x83ng nh\xe1\xba\xadp"
+                                          b" \xc4\x91\xc3\xa3 h\xe1\xba\xbft h\xe1\xba\xa1n</p></body></html>")
+    with pytest.raises(ListFileError) as err:
+        rows(empty)
+    assert err.value.reason == ("an HTML page with no table (a web page saved with an .xls name): "
+                                "export the list from the portal as .xlsx or CSV")
+
+
+def test_semicolon_csv_with_sep_line_and_title_lines(tmp_path: Path) -> None:
+    text = ("sep=;\r\nUBND XÃ THỚI HƯNG\r\nDANH SÁCH HỘ DÂN, NĂM 2024\r\n\r\n"
+            "STT;Họ và tên;SĐT;Xã\r\n1;Nguyễn Văn An;0912 345 001;Thới Hưng\r\n"
+            "2;Trần Thị Bình;0912345002;Thới Hưng\r\n")
+    got = rows(write(tmp_path, "thoi-hung.csv", text.encode("utf-8-sig")))
+    assert [(r.line, r.phone, r.name, r.ward) for r in got] == [
+        (6, "0912 345 001", "Nguyễn Văn An", "Thới Hưng"), (7, "0912345002", "Trần Thị Bình", "Thới Hưng")]
+    no_sep = "DANH SÁCH HỘ DÂN, NĂM 2024\r\nSTT;Họ và tên;SĐT\r\n1;An;0912345001\r\n2;Bình;0912345002\r\n"
+    got = rows(write(tmp_path, "title.csv", no_sep.encode("utf-8")))
+    assert [(r.line, r.phone, r.name) for r in got] == [(3, "0912345001", "An"), (4, "0912345002", "Bình")]
+
+
+def test_csv_two_row_header_without_merge_information(tmp_path: Path) -> None:
+    text = ("Họ tên,Số điện thoại,,Ghi chú\n,Cố định,Di động,\n"
+            "An,0292 3820 111,0912345001,\nBình,,0912345002,Zalo\n")
+    got, info = read(write(tmp_path, "two-rows.csv", text.encode()))
+    assert [(r.line, r.phone, r.name) for r in got] == [(3, "0912345001", "An"), (4, "0912345002", "Bình")]
+    assert info.sheets[0].columns == {"name": "Họ tên", "phone": "Số điện thoại / Di động"}
+    assert info.sheets[0].phone_columns_unused == ["Số điện thoại / Cố định"]
+    assert info.sheets[0].header_line == 2
+
+
+def test_the_letterhead_number_and_a_title_are_never_the_header(tmp_path: Path) -> None:
+    text = ("UBND PHƯỜNG AN HÒA,Số điện thoại: 0292 3820 123\nSố điện thoại của người dân khu vực 3\n"
+            "Họ tên,SĐT\nAn,0912345001\n")
+    got, info = read(write(tmp_path, "letterhead.csv", text.encode()))
+    assert [(r.line, r.phone) for r in got] == [(4, "0912345001")]
+    assert info.sheets[0].header_line == 3

@@ -365,3 +365,42 @@ def test_result_is_frozen_with_ok() -> None:
     assert result == PhoneResult("0912345678", "+84912345678", "VinaPhone")
     with pytest.raises(AttributeError):
         result.e164 = None  # type: ignore[misc]
+
+
+# --- numbers as people write them (issue 16) -------------------------------------------------
+
+
+@pytest.mark.parametrize(("raw", "parts"), [
+    ("ĐT: 0912 345 678 (Zalo)", ["0912 345 678"]),
+    ("Tel:0912345678", ["0912345678"]),
+    ("SĐT 0912345678 hoặc 0987654321", ["0912345678", "0987654321"]),
+    ("DĐ.0912.345.678", ["0912.345.678"]),
+    ("0912345678 (chồng) / 0987 654 321 (vợ)", ["0912345678", "0987 654 321"]),
+    ("ĐT: 0292 3820 123 - DĐ: 0912345678", ["0292 3820 123", "0912345678"]),
+    ("SĐT: 0912345678\nDĐ: 0987654321", ["0912345678", "0987654321"]),
+    ("0912345678-0987654321", ["0912345678", "0987654321"]),
+    ("0912345678 hoặc 0987654321", ["0912345678", "0987654321"]),
+    ("032-555-6827", ["032-555-6827"]),
+    ("không có", ["không có"]),
+    ("chưa cập nhật", ["chưa cập nhật"]),
+    ("9.12345E+08", ["9.12345E+08"]),
+])
+def test_split_cell_reads_labels_notes_and_joined_numbers(raw: str, parts: list[str]) -> None:
+    assert split_cell(raw) == parts
+
+
+@pytest.mark.parametrize("raw", [
+    "\u00a00912\u00a0345\u00a0678",        # non-breaking spaces
+    "0912\u200b345\u200b678",              # zero-width spaces
+    "０９１２３４５６７８",                  # full-width digits
+    "'0912345678",                         # Excel's leading apostrophe
+    "\u20180912345678",                    # the apostrophe Word turns it into
+    "ĐT:\u00a0０９１２ ３４５ ６７８ (Zalo)",
+])
+def test_invisible_and_look_alike_characters(raw: str) -> None:
+    assert [normalise(p).e164 for p in split_cell(raw)] == ["+84912345678"]
+
+
+def test_every_number_in_a_labelled_cell_gets_its_own_reason() -> None:
+    got = [normalise(p) for p in split_cell("ĐT: 0292 3820 123 - DĐ: 0912345678 (Zalo)")]
+    assert [(r.e164, r.reason) for r in got] == [(None, "landline"), ("+84912345678", None)]

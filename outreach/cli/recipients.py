@@ -29,15 +29,39 @@ def recipients() -> None:
               help="Convert pre-2018 11-digit numbers with the official table instead of rejecting.")
 @click.option("--reject-file", type=click.Path(dir_okay=False, writable=True),
               help="Write every rejected and duplicate row (file, line, masked value, reason) as CSV.")
+@click.option("--sheet", help="Read only this sheet of a workbook (default: every sheet with a list).")
+@click.option("--province", help="Province of lists without a province column (default: found "
+                                 "from the district names), e.g. 'Cần Thơ'.")
+@click.option("--allow-few-valid", is_flag=True,
+              help="Import a file or sheet even when fewer than half of its rows (or none) hold "
+                   "a valid mobile number; refused by default.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @pass_ctx
 def import_cmd(c: Ctx, files: tuple[str, ...], list_name: str, encoding: str | None,
                district: str | None, convert_old_prefixes: bool, reject_file: str | None,
-               fmt: str) -> None:
-    """Read CSV/TSV/XLSX lists, normalise numbers to E.164, deduplicate, report every bad row."""
-    summary = rec.import_files(c.db, list(files), list_name=list_name, encoding=encoding,
-                               convert_old_prefixes=convert_old_prefixes,
-                               default_district=district, operator=c.operator)
+               sheet: str | None, province: str | None, allow_few_valid: bool, fmt: str) -> None:
+    """Read CSV/TSV/XLSX/XLS/ODS lists, normalise numbers to E.164, deduplicate, report every bad row.
+
+    Nothing is written unless the whole import succeeds: an error or Ctrl-C leaves the
+    database as it was."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from outreach.cli import err_console
+
+    bar = Progress(SpinnerColumn(), TextColumn("importing: {task.fields[rows]:,} rows read"),
+                   TimeElapsedColumn(), console=err_console, transient=True,
+                   disable=not err_console.is_terminal)
+    task = bar.add_task("import", rows=0, total=None)
+    try:
+        with bar:
+            summary = rec.import_files(
+                c.db, list(files), list_name=list_name, encoding=encoding,
+                convert_old_prefixes=convert_old_prefixes, default_district=district,
+                operator=c.operator, sheet=sheet, allow_few_valid=allow_few_valid,
+                province=province, progress=lambda n: bar.update(task, rows=n))
+    except KeyboardInterrupt:
+        err_console.print("import interrupted: nothing was written")
+        raise SystemExit(130) from None
     if reject_file:
         write_issues(Path(reject_file), summary.issues)
         safeio.record_file(c.db, reject_file, "reject-file", rows=len(summary.issues),
@@ -47,8 +71,12 @@ def import_cmd(c: Ctx, files: tuple[str, ...], list_name: str, encoding: str | N
         d["issues"] = [i.__dict__ for i in summary.issues]
         click.echo(json.dumps(d, ensure_ascii=False, indent=2))
         return
+    console.print(lists_table(summary))
     t = Table(title=f"Import #{summary.import_id} into list {list_name!r}", show_header=False)
     t.add_row("rows read", str(summary.rows_read))
+    if summary.skipped_rows:
+        t.add_row("rows skipped as not data (sections, totals, signatures)",
+                  str(summary.skipped_rows))
     if summary.extra_numbers:
         t.add_row("extra numbers in shared cells", str(summary.extra_numbers))
     t.add_row("imported (unique valid mobile numbers)", str(summary.imported))
@@ -56,7 +84,20 @@ def import_cmd(c: Ctx, files: tuple[str, ...], list_name: str, encoding: str | N
     t.add_row("rejected", str(summary.rejected))
     t.add_row("duplicates", str(summary.duplicates))
     t.add_row("by carrier", ", ".join(f"{k} {v}" for k, v in sorted(summary.by_carrier.items())))
+    if summary.shared_cell_count:
+        t.add_row("cells with several numbers or words", str(summary.shared_cell_count))
+    if summary.unknown_units:
+        t.add_row("unknown districts/wards (kept as written)", "; ".join(
+            f"{kind} {name!r} ({n} rows)" for (kind, name), n in
+            sorted(summary.unknown_units.items())[:10]))
     console.print(t)
+    if summary.shared_cells:
+        st = Table(title="Cells with several numbers or words around the number")
+        for col in ("where", "cell", "numbers"):
+            st.add_column(col)
+        for where, cell, n in summary.shared_cells[:10]:
+            st.add_row(where, cell.replace("\n", " | "), str(n))
+        console.print(st)
     if summary.issues:
         it = Table(title="Rejected and duplicate rows" + (
             f" (first 30 of {len(summary.issues)}; all in --reject-file)" if len(summary.issues) > 30
@@ -72,13 +113,32 @@ def import_cmd(c: Ctx, files: tuple[str, ...], list_name: str, encoding: str | N
                   f"{summary.duplicates}")
 
 
+def lists_table(summary: rec.ImportSummary) -> Table:
+    """One row per file and sheet: format, header row, columns used, rows read and skipped."""
+    t = Table(title="Files and sheets read")
+    for col in ("file", "sheet", "format", "header row", "columns used", "rows", "skipped", "note"):
+        t.add_column(col)
+    for info in summary.lists:
+        for sh in info.sheets:
+            cols = ", ".join(f"{field}={label!r}" for field, label in sh.columns.items())
+            note = sh.note or ""
+            if sh.phone_columns_unused:
+                note = (note + "; " if note else "") + "other phone columns not used: " + ", ".join(
+                    repr(x) for x in sh.phone_columns_unused)
+            t.add_row(info.file, sh.name or "", info.format,
+                      str(sh.header_line) if sh.header_line else "", cols, str(sh.rows),
+                      str(sh.skipped), note)
+    return t
+
+
 def write_issues(path: Path, issues: list[rec.Issue]) -> None:
     """The reject file: CSV (UTF-8 with BOM), file 0600, cells neutralised (safeio)."""
     with safeio.open_private(path, "w", encoding="utf-8-sig", newline="") as fh:
         w = safeio.csv_writer(fh)
         w.writerow(["kind", "file", "line", "value_masked", "reason", "detail"])
-        for i in issues:
-            w.writerow([i.kind, i.file, i.line or "", i.raw_masked, i.reason, i.detail or ""])
+        for i in issues:  # a workbook's sheet is named with the file: x.xlsx [sheet 'Ấp 1']
+            file = i.file if i.sheet is None else f"{i.file} [sheet {i.sheet!r}]"
+            w.writerow([i.kind, file, i.line or "", i.raw_masked, i.reason, i.detail or ""])
 
 
 @recipients.command("list")
