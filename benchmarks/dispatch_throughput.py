@@ -21,9 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from outreach import recipients, runs  # noqa: E402
+from outreach.input import recipients  # noqa: E402
+from outreach.ledger import runs
 from outreach.clock import VN_TZ, Clock  # noqa: E402
-from outreach.engine import send_run  # noqa: E402
+from outreach.sending.engine import send_run  # noqa: E402
 from outreach.gateways.mock import MockGateway  # noqa: E402
 from tests.helpers import fresh_db, load, write_campaign  # noqa: E402
 
@@ -74,7 +75,7 @@ def main() -> None:
             child = ctx.Process(target=prepare, args=(tmp, n, 0, 1))
             child.start()
             child.join()
-            from outreach.db import Database
+            from outreach.ledger.db import Database
 
             spec = load(tmp / "test-campaign.toml")
             spec = dataclasses.replace(spec, channels=(dataclasses.replace(

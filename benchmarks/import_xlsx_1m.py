@@ -140,8 +140,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         xlsx_path, db_path = args.child
-        from outreach import recipients
-        from outreach.db import Database
+        from outreach.input import recipients
+        from outreach.ledger.db import Database
 
         db = Database(f"sqlite:///{db_path}")
         db.upgrade()

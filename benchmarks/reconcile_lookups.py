@@ -6,7 +6,7 @@ Usage::
     .venv/bin/python benchmarks/reconcile_lookups.py --rows 2000 --latency 0.5
 
 A run of ``--rows`` deliveries is claimed by a process that "died" with every request started
-(the worst case: all of them are ``unknown`` afterwards), then :func:`outreach.reconcile.recover`
+(the worst case: all of them are ``unknown`` afterwards), then :func:`outreach.sending.reconcile.recover`
 asks a gateway whose lookup answers in ``--latency`` seconds: half the messages were received
 (found → sent), half never (→ queued). Prints the time to reconcile and what it decided, and
 checks the counts.
@@ -25,13 +25,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from outreach import reconcile, states  # noqa: E402
+from outreach.ledger import states  # noqa: E402
+from outreach.sending import reconcile
 from outreach.clock import FakeClock  # noqa: E402
-from outreach.engine import RunEngine, SendSettings  # noqa: E402
+from outreach.sending.engine import RunEngine, SendSettings  # noqa: E402
 from outreach.gateways import base as gw  # noqa: E402
 from outreach.gateways.mock import MockGateway  # noqa: E402
-from outreach.leases import Lease  # noqa: E402
-from outreach.models import Delivery  # noqa: E402
+from outreach.sending.leases import Lease  # noqa: E402
+from outreach.ledger.models import Delivery  # noqa: E402
 from tests.helpers import fresh_db, in_window, load, seed_run, write_campaign  # noqa: E402
 
 

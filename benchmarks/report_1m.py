@@ -9,7 +9,7 @@ Usage::
 The schema is ``Base.metadata.create_all`` (so it has every index declared in
 ``outreach/models.py``); rows are written with ``executemany`` in transactions of 100,000, the
 secondary indexes built after the load. The figures printed are wall-clock seconds of
-:func:`outreach.reports.campaign_report` (every breakdown, failure reasons, distinct recipients,
+:func:`outreach.reporting.reports.campaign_report` (every breakdown, failure reasons, distinct recipients,
 reached) on a warm and a cold connection, and of the official HTML report (which adds the
 matplotlib chart). Prints figures; asserts nothing about time.
 """
@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from outreach.db import make_engine  # noqa: E402
-from outreach.models import Base, Delivery  # noqa: E402
+from outreach.ledger.db import make_engine  # noqa: E402
+from outreach.ledger.models import Base, Delivery  # noqa: E402
 
 CAMPAIGN = "bench-1m"
 DISTRICTS = {
@@ -154,7 +154,7 @@ def time_report(path: str, repeat: int = 5) -> tuple[float, float]:
     """Best and median wall time (seconds) of the full report over ``repeat`` runs."""
     import statistics
 
-    from outreach import reports
+    from outreach.reporting import reports
 
     engine = make_engine(f"sqlite:///{path}")
     best = float("inf")
@@ -173,7 +173,7 @@ def time_report(path: str, repeat: int = 5) -> tuple[float, float]:
           f"{data['reached']:,}, delivery rate {data['delivery_rate']:.2%}, "
           f"{len(data['by_day'])} days, {sum(len(w) for w in data['by_ward'].values())} wards, "
           f"{len(data['failure_reasons'])} failure reasons, cost {data['cost_vnd']:,.0f} VND")
-    from outreach import official
+    from outreach.reporting import official
 
     with engine.connect() as conn:
         t = time.perf_counter()

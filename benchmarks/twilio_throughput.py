@@ -7,7 +7,7 @@ Run by hand (never a timed test)::
     .venv/bin/python benchmarks/twilio_throughput.py --same-process  # fake shares our GIL
     .venv/bin/python benchmarks/twilio_throughput.py --dispatcher    # whole send path, SQLite
 
-``--dispatcher`` sends a run through :func:`outreach.engine.send_run` (claim, rate limiter,
+``--dispatcher`` sends a run through :func:`outreach.sending.engine.send_run` (claim, rate limiter,
 window check, retries, outcomes recorded in a SQLite ledger) with the Twilio gateway and
 ``--threads`` in flight, instead of calling ``send`` from a bare thread pool.
 
@@ -121,7 +121,7 @@ def run_dispatcher(messages: int, threads: int, latency: float) -> dict[str, flo
 
     from dispatch_throughput import prepare  # type: ignore[import-not-found]
 
-    from outreach.engine import send_run
+    from outreach.sending.engine import send_run
 
     with fake(latency, False) as (options, count), tempfile.TemporaryDirectory() as d:
         spec, db, clock, run_id = prepare(Path(d), messages, 0, threads)

@@ -49,9 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import func, insert, select  # noqa: E402
 from twilio.request_validator import RequestValidator  # noqa: E402
 
-from outreach.db import Database  # noqa: E402
-from outreach.models import Base, Campaign, Delivery, DeliveryEvent, Recipient, Run  # noqa: E402
-from outreach.webhooks import create_app  # noqa: E402
+from outreach.ledger.db import Database  # noqa: E402
+from outreach.ledger.models import Base, Campaign, Delivery, DeliveryEvent, Recipient, Run  # noqa: E402
+from outreach.receipts.receiver import create_app  # noqa: E402
 from tests.fakes import waitress_on_loopback  # noqa: E402
 
 TOKEN = "bench-auth-token-0123456789abcdef"

@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import func, select, text  # noqa: E402
 
-from outreach.db import Database  # noqa: E402
-from outreach.models import Delivery  # noqa: E402
+from outreach.ledger.db import Database  # noqa: E402
+from outreach.ledger.models import Delivery  # noqa: E402
 from tests.pg import server_url, temp_schema, seed_run  # noqa: E402
 
 

@@ -219,8 +219,8 @@ def record_file(db: Any, path: str | os.PathLike[str], kind: str, *, rows: int |
                 campaign_id: str | None = None, operator: str | None = None) -> None:
     """Record in the audit log (action ``export``, details ``{"what": kind, "file": absolute
     path, "rows"}``) that a file with personal data was written, so ``outreach privacy check``
-    can list the files still on disk. ``db``: a :class:`outreach.db.Database`."""
-    from outreach import audit
+    can list the files still on disk. ``db``: a :class:`outreach.ledger.db.Database`."""
+    from outreach.reporting import audit
 
     details: dict[str, Any] = {"what": kind, "file": str(Path(path).resolve())}
     if rows is not None:

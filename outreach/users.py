@@ -23,8 +23,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Connection, insert, select, update
 
-from outreach import audit
-from outreach.models import User
+from outreach.reporting import audit
+from outreach.ledger.models import User
 
 ROLES = ("viewer", "operator", "approver", "admin")
 #: Roles that may see whole phone numbers (audited) and act on campaigns.

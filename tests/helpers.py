@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from outreach import campaigns
-from outreach import text as textmod
-from outreach.db import Database
+from outreach.input import campaigns
+from outreach.input import text as textmod
+from outreach.ledger.db import Database
 
 SMALL_TEXT = "Toàn dân tích cực tham gia phòng, chống mua bán người."
 
@@ -145,7 +145,7 @@ def statuses(db: Database, campaign_id: str = "test-campaign") -> dict[str, str]
     """address -> status of every delivery (asserts one delivery per address)."""
     from sqlalchemy import select
 
-    from outreach.models import Delivery
+    from outreach.ledger.models import Delivery
 
     with db.engine.connect() as conn:
         rows = conn.execute(select(Delivery.address, Delivery.status)
@@ -160,7 +160,7 @@ def statuses(db: Database, campaign_id: str = "test-campaign") -> dict[str, str]
 def events(db: Database) -> list[dict[str, Any]]:
     from sqlalchemy import select
 
-    from outreach.models import DeliveryEvent
+    from outreach.ledger.models import DeliveryEvent
 
     with db.engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(select(DeliveryEvent.__table__)
@@ -170,7 +170,8 @@ def events(db: Database) -> list[dict[str, Any]]:
 def seed_run(db: Database, spec: campaigns.CampaignSpec, now: dt.datetime, *,
              kind: str = "launch", **create: Any) -> int:
     """Sync the campaign, import its lists and create a run (no sending); returns the run id."""
-    from outreach import recipients, runs
+    from outreach.input import recipients
+    from outreach.ledger import runs
 
     with db.engine.begin() as conn:
         runs.sync_campaign(conn, spec, now=now)
@@ -185,7 +186,8 @@ def seed_run(db: Database, spec: campaigns.CampaignSpec, now: dt.datetime, *,
 def approve(db: Database, spec: campaigns.CampaignSpec) -> None:
     """Give ``spec`` a second person's approval (outreach/approvals.py), as a launch through a
     gateway that reaches phones needs: accounts ``test-preparer`` and ``test-approver``."""
-    from outreach import approvals, users
+    from outreach import users
+    from outreach.sending import approvals
 
     with db.engine.begin() as conn:
         for name, role in (("test-preparer", "operator"), ("test-approver", "approver")):

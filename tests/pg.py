@@ -23,11 +23,12 @@ from sqlalchemy import create_engine, insert, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from outreach import campaigns, runs
-from outreach import text as textmod
+from outreach.input import campaigns
+from outreach.ledger import runs
+from outreach.input import text as textmod
 from outreach.clock import vn_today
-from outreach.db import Database
-from outreach.models import Run
+from outreach.ledger.db import Database
+from outreach.ledger.models import Run
 from tests.helpers import write_campaign
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -108,7 +109,7 @@ def seed_run(db: Database, tmp: Path, n: int, *, rate: float = 0, concurrency: i
 
     The recipients, list members and delivery rows are written by three ``INSERT … SELECT
     generate_series`` statements (20,000 in well under a second) with the values
-    :func:`outreach.runs.create_run` would store (once-per-campaign key, segments, encoding,
+    :func:`outreach.ledger.runs.create_run` would store (once-per-campaign key, segments, encoding,
     cost). ``rate`` is the channel's ``rate_per_second`` (0: the gateway's own, unlimited for
     the mock). The send window is all day (00:00–23:59:59) from 2024 to 2099. Returns
     (spec, run id).

@@ -10,11 +10,14 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from outreach import approvals, audit, campaigns, ops, scheduling, users
+from outreach import users
+from outreach.input import campaigns
+from outreach.reporting import audit
+from outreach.sending import approvals, ops, scheduling
 from outreach.cli import main
 from outreach.clock import VN_TZ
 from outreach.gateways.twilio import TwilioGateway
-from outreach.models import Delivery, Run
+from outreach.ledger.models import Delivery, Run
 from tests.fakes.twilio_server import FakeTwilio
 from tests.pg import pg_db, pg_url  # noqa: F401
 from tests.web_helpers import PASSWORD, World, make_world
@@ -112,7 +115,7 @@ def test_changing_a_list_voids_the_approval(world: World, twilio: FakeTwilio) ->
 
 
 def test_changing_the_text_voids_the_approval(world: World, twilio: FakeTwilio) -> None:
-    from outreach import text as textmod
+    from outreach.input import text as textmod
 
     submit(world, world.twilio_file)
     approve(world, world.twilio_file)

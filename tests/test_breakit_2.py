@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from outreach import worker as worker_mod
+from outreach.sending import worker as worker_mod
 from outreach.clock import VN_TZ, FakeClock
-from outreach.engine import send_run
+from outreach.sending.engine import send_run
 from outreach.gateways import base as gw
 from outreach.gateways.mock import MockGateway
-from outreach.models import Delivery, DeliveryEvent, Run
+from outreach.ledger.models import Delivery, DeliveryEvent, Run
 from tests.helpers import fresh_db, in_window, load, numbers, seed_run, statuses, write_campaign
 
 
@@ -63,7 +63,7 @@ def test_a_long_write_lock_held_by_another_process_between_batches_is_waited_out
     """Another process holds SQLite's write lock for longer than the busy timeout just as a
     batch ends. The claim and the record wait (retry_write), so must the check between
     batches: the operator must not get "database is locked", and everyone is sent once."""
-    monkeypatch.setattr("outreach.db.SQLITE_BUSY_TIMEOUT_MS", 100)
+    monkeypatch.setattr("outreach.ledger.db.SQLITE_BUSY_TIMEOUT_MS", 100)
     spec = load(write_campaign(tmp_path, n=10))
     spec = dataclasses.replace(spec, channels=(dataclasses.replace(spec.channels[0],
                                                                     concurrency=1),))
@@ -106,7 +106,7 @@ def test_a_launch_never_sends_more_than_the_daily_cap_in_one_day(tmp_path: Path)
     """A campaign with ``daily_cap = 3`` launched by hand with ten recipients: three go out
     today, the run waits for tomorrow, the rest go then (the cap was only checked between
     batches, so the first batch of up to 500 went out whole)."""
-    from outreach import ops
+    from outreach.sending import ops
 
     spec = load(write_campaign(tmp_path, n=10,
                                schedule='[schedule]\nsend_time = "08:00"\ndaily_cap = 3\n'))

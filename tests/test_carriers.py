@@ -17,11 +17,12 @@ import openpyxl
 import pytest
 from docx import Document
 
-from outreach import campaigns, official, reports
-from outreach import text as textmod
+from outreach.input import campaigns
+from outreach.reporting import official, reports
+from outreach.input import text as textmod
 from outreach.carriers import areas, ledger, registry, results
-from outreach.db import Database
-from outreach.models import AuditEntry, CarrierRequest, CarrierResult
+from outreach.ledger.db import Database
+from outreach.ledger.models import AuditEntry, CarrierRequest, CarrierResult
 from tests.conftest import CAMPAIGN_FILE, PLAN_TEXT
 from tests.test_official_report import _Tables
 from tests.test_reports import CID, cli, db, seed, seeded  # noqa: F401  (fixtures)

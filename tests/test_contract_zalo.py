@@ -9,9 +9,9 @@ from tests.contract import GatewayContract, Make, ProviderRecord, Script
 from tests.fakes.zalo_server import (FIRST_ACCESS_TOKEN, FIRST_REFRESH_TOKEN, SECRET_KEY,
                                      FakeZalo, zalo_server)  # noqa: F401 (fixture)
 
-from outreach.db import Database
+from outreach.ledger.db import Database
 from outreach.gateways.zalo import ZaloGateway
-from outreach.models import Base
+from outreach.ledger.models import Base
 
 #: Contract outcome -> what the fake Zalo does, one entry per request it receives.
 #: ``auth`` is two token rejections: the gateway refreshes and retries once, then gives up.

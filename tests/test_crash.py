@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from outreach.db import Database
-from outreach.models import Delivery, DeliveryEvent, Run
+from outreach.ledger.models import Delivery, DeliveryEvent, Run
 from tests.helpers import numbers, write_campaign
 
 pytestmark = pytest.mark.slow

@@ -9,12 +9,13 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from outreach import ops, states
+from outreach.ledger import states
+from outreach.sending import ops
 from outreach.clock import VN_TZ, FakeClock
-from outreach.ratelimit import RateLimiter
+from outreach.sending.ratelimit import RateLimiter
 from outreach.gateways import base as gw
 from outreach.gateways.mock import MockGateway
-from outreach.models import Delivery, Run, Suppression
+from outreach.ledger.models import Delivery, Run, Suppression
 from tests.helpers import (events, fresh_db, in_window, load, numbers, seed_run, statuses,
                            write_campaign)
 
@@ -57,9 +58,9 @@ def test_interrupted_batch_is_reconciled_not_resent(tmp_path: Path) -> None:
     clock = FakeClock(in_window())
     mock = MockGateway()
     run_id = seed_run(db, spec, clock.now())
-    from outreach import outbound
-    from outreach.engine import RunEngine, SendSettings
-    from outreach.leases import Lease
+    from outreach.sending import outbound
+    from outreach.sending.engine import RunEngine, SendSettings
+    from outreach.sending.leases import Lease
 
     d = RunEngine(db, spec, run_id, {"sms": mock}, clock=clock,
                   settings=SendSettings(batch_size=4),
@@ -228,7 +229,7 @@ def test_late_scheduled_run_is_not_sent_silently(tmp_path: Path) -> None:
     run_id = seed_run(db, spec, clock.now(), kind="scheduled", run_key="day:2024-07-30",
                       due_at=clock.now() - dt.timedelta(minutes=90))
     mock = MockGateway()
-    from outreach.engine import send_run
+    from outreach.sending.engine import send_run
 
     rep = send_run(db, spec, run_id, {"sms": mock}, clock=clock)
     assert rep.stopped == "late" and "90 min late" in (rep.reason or "")
@@ -252,7 +253,7 @@ def test_pause_from_another_process_stops_after_the_current_batch(tmp_path: Path
             return super().send(message)
 
     mock = Pausing()
-    from outreach.engine import send_run
+    from outreach.sending.engine import send_run
 
     run_id = seed_run(db, spec, clock.now())
     rep = send_run(db, spec, run_id, {"sms": mock}, clock=clock, batch_size=10)
@@ -314,12 +315,12 @@ def test_suppression_is_checked_again_just_before_sending(tmp_path: Path) -> Non
     phones = numbers(4)
     clock = FakeClock(in_window())
     run_id = seed_run(db, spec, clock.now())
-    from outreach import suppression
+    from outreach.ledger import suppression
 
     with db.engine.begin() as conn:
         suppression.add(conn, [phones[2]], reason="citizen-request", source="hotline")
     mock = MockGateway()
-    from outreach.engine import send_run
+    from outreach.sending.engine import send_run
 
     send_run(db, spec, run_id, {"sms": mock}, clock=clock)
     assert phones[2] not in mock.sent_to()
@@ -333,7 +334,7 @@ def test_unknown_deliveries_need_an_explicit_operator_decision(tmp_path: Path) -
     ops.launch(db, spec, gateways={"sms": mock}, clock=FakeClock(in_window()))
     with db.engine.connect() as conn:
         did = conn.execute(select(Delivery.id).where(Delivery.address == phones[0])).scalar_one()
-    from outreach.reconcile import resolve_unknown
+    from outreach.sending.reconcile import resolve_unknown
 
     with db.engine.begin() as conn:
         assert resolve_unknown(conn, [did], action="sent", now=in_window()) == {did: True}
@@ -361,7 +362,7 @@ def test_a_receipt_that_overtook_the_dispatcher_keeps_the_provider_id(tmp_path: 
     """delivered arrives (by delivery id) before the dispatcher records `sent` with the SID."""
     spec, db = setup(tmp_path, n=1)
     phone = numbers(1)[0]
-    from outreach import receipts
+    from outreach.receipts import writer as receipts
     from outreach.gateways.base import StatusUpdate
 
     class Overtaken(MockGateway):

@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, insert, select
 
-from outreach import campaigns, fallback, states, suppression
-from outreach import text as textmod
-from outreach.db import Database
-from outreach.models import Base, Campaign, Delivery, DeliveryEvent, Recipient, Run
+from outreach.input import campaigns
+from outreach.ledger import states, suppression
+from outreach.sending import fallback
+from outreach.input import text as textmod
+from outreach.ledger.db import Database
+from outreach.ledger.models import Base, Campaign, Delivery, DeliveryEvent, Recipient, Run
 
 NOW = dt.datetime(2024, 7, 30, 3, 0, tzinfo=dt.timezone.utc)  # 10:00 in Vietnam
 TEXT = ("Toàn dân tích cực tham gia phòng, chống mua bán người. Gọi Tổng đài quốc gia 111 "
@@ -175,7 +177,8 @@ def test_an_unknown_outcome_never_falls_back_unless_the_operator_says_so(
         db: Database, spec: campaigns.CampaignSpec) -> None:
     """Zalo may have accepted a message whose answer was lost: no SMS on top (issue #15), and
     the report says so; the operator can allow the SMS explicitly."""
-    from outreach import reconcile, reports
+    from outreach.reporting import reports
+    from outreach.sending import reconcile
 
     zalo_delivery(db, recipient(db, "+84961234567"), "unknown", sent_minutes_ago=600)
     assert plan(db, spec) == 0
@@ -293,11 +296,11 @@ def test_every_recipient_ends_reached_by_exactly_one_channel(db: Database,
 
 def test_dispatcher_zalo_then_sms_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                              ) -> None:
-    from outreach import ops
+    from outreach.sending import ops
     from outreach.clock import FakeClock
     from outreach.gateways.mock import MockGateway
     from outreach.gateways.zalo import ZaloGateway
-    from outreach.webhooks import apply_zalo_event as apply_event
+    from outreach.receipts.receiver import apply_zalo_event as apply_event
     from tests.fakes.zalo_server import FakeZalo, isolate
     from tests.helpers import approve, fresh_db, in_window, load, numbers, write_campaign
 

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from outreach.db import Database
+from outreach.ledger.db import Database
 from outreach.gateways import base, http
 from outreach.gateways.base import OutboundMessage
 from outreach.gateways.twilio import TwilioGateway
 from outreach.gateways.zalo import ZaloGateway
-from outreach.models import Base
+from outreach.ledger.models import Base
 from tests.fakes import isolate
 from tests.fakes.twilio_server import FakeTwilio, blackhole, closed_port
 
@@ -429,7 +429,7 @@ class TestSession:
             http.new_session(trust_env=False).get("http://192.0.2.1:9/", timeout=1)
 
     def test_reason_codes_of_the_send_path_have_vietnamese_wording(self) -> None:
-        from outreach.official import REASON_VI
+        from outreach.reporting.official import REASON_VI
         for reason in ("connect-failed", "bad-request", "read-timeout", "connection-lost"):
             assert REASON_VI[reason].startswith(("Không", "Mất", "Yêu cầu"))
 

@@ -11,9 +11,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from outreach import recipients, runs
+from outreach.input import recipients
+from outreach.ledger import runs
 from outreach.cli import main
-from outreach.models import Delivery, Import, ImportIssue, Recipient
+from outreach.ledger.models import Delivery, Import, ImportIssue, Recipient
 from tests.helpers import fresh_db, load, write_campaign
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from outreach import listfiles, recipients
+from outreach.input import listfiles, recipients
 from tests.helpers import fresh_db
 
 
@@ -52,7 +52,7 @@ def test_an_error_in_the_child_process_names_file_and_line(tmp_path: Path,
     assert err.value.line == 25_000
     from sqlalchemy import func, select
 
-    from outreach.models import Recipient
+    from outreach.ledger.models import Recipient
 
     with db.engine.connect() as conn:  # nothing half-imported
         assert conn.execute(select(func.count()).select_from(Recipient)).scalar_one() == 0

@@ -1,4 +1,4 @@
-"""Tests for outreach.listfiles: Excel exports in every encoding, delimiters, headers, XLSX, errors."""
+"""Tests for outreach.input.listfiles: Excel exports in every encoding, delimiters, headers, XLSX, errors."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from outreach.listfiles import ListFileError, RawRow, read_list
-from outreach.phones import normalise
+from outreach.input.listfiles import ListFileError, RawRow, read_list
+from outreach.input.phones import normalise
 
 IMPORT = Path(__file__).parent / "data" / "import"
 
@@ -340,7 +340,7 @@ def test_legacy_xls_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_utf8_file_with_one_bad_byte_names_the_line_instead_of_garbling(tmp_path):
-    from outreach.listfiles import ListFileError, read_list
+    from outreach.input.listfiles import ListFileError, read_list
 
     p = tmp_path / "mixed.csv"
     p.write_bytes("phone,name\r\n0912345001,Nguyễn Văn An\r\n".encode("utf-8")
@@ -355,7 +355,7 @@ def test_utf8_file_with_one_bad_byte_names_the_line_instead_of_garbling(tmp_path
 def test_xlsx_with_an_empty_first_sheet_reads_the_sheet_with_the_list(tmp_path):
     import openpyxl
 
-    from outreach.listfiles import read_list
+    from outreach.input.listfiles import read_list
 
     wb = openpyxl.Workbook()
     wb.active.title = "Trống"
@@ -370,7 +370,7 @@ def test_xlsx_with_an_empty_first_sheet_reads_the_sheet_with_the_list(tmp_path):
 
 # --- lists as ward offices make them (issue 16) ----------------------------------------------
 
-from outreach.listfiles import ListInfo  # noqa: E402
+from outreach.input.listfiles import ListInfo  # noqa: E402
 
 
 def read(path: Path, **kwargs: str) -> tuple[list[RawRow], ListInfo]:

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from outreach.cli import main
 from outreach.db import Database
-from outreach.models import AuditEntry, Delivery, Import
+from outreach.ledger.models import AuditEntry, Delivery, Import
 from tests.conftest import CAMPAIGN_FILE, PLAN_TEXT, ROOT
 
 EXPECTED = json.loads((ROOT / "recipients" / "cantho-2024" / "EXPECTED.json").read_text("utf-8"))
@@ -190,7 +190,7 @@ def test_opted_out_number_is_not_sent(home: Path, monkeypatch: pytest.MonkeyPatc
     # a number that is on the Ninh Kiều list
     first = next(line for line in (ROOT / "recipients" / "cantho-2024" / "ninh-kieu.csv")
                  .read_text("utf-8-sig").splitlines()[1:] if "555" in line)
-    from outreach import phones
+    from outreach.input import phones
 
     e164 = next(r.e164 for cell in first.split(",") for r in [phones.normalise(cell)] if r.ok)
     code, out, err = run("optout", "add", e164, "--source", "hotline 111")
@@ -235,7 +235,7 @@ def test_campaign_file_errors_name_file_and_field(tmp_path: Path, edit: tuple[st
 
 
 def test_campaign_file_loads_with_the_plan_facts() -> None:
-    from outreach import campaigns
+    from outreach.input import campaigns
 
     spec = campaigns.load(CAMPAIGN_FILE)
     assert spec.text == PLAN_TEXT and len(spec.text) == 227

@@ -12,10 +12,10 @@ from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 from sqlalchemy import inspect
 
-from outreach import migrate
+from outreach.ledger import migrate
 from outreach.cli import main
-from outreach.db import Database
-from outreach.models import Base, Delivery
+from outreach.ledger.db import Database
+from outreach.ledger.models import Base, Delivery
 from tests.pg import pg_empty_url  # noqa: F401
 
 HEAD = migrate.head()

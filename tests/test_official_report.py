@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from outreach import official, reports
-from outreach.db import Database
+from outreach.reporting import official, reports
+from outreach.ledger.db import Database
 from tests.conftest import PLAN_TEXT
 from tests.test_reports import CID, cli, db, seeded  # noqa: F401  (fixtures)
 

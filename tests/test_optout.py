@@ -8,8 +8,8 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from outreach.cli import main
-from outreach.db import Database
-from outreach.models import Suppression
+from outreach.ledger.db import Database
+from outreach.ledger.models import Suppression
 
 
 def flat(text: str) -> str:

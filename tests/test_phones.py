@@ -1,4 +1,4 @@
-"""Tests for outreach.phones: field cases, every kind of spreadsheet damage, and fast path = phonenumbers."""
+"""Tests for outreach.input.phones: field cases, every kind of spreadsheet damage, and fast path = phonenumbers."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat, PhoneNumberType, carrierdata
 
-from outreach import phones
-from outreach.phones import REASONS, PhoneResult, mask, normalise, split_cell
+from outreach.input import phones
+from outreach.input.phones import REASONS, PhoneResult, mask, normalise, split_cell
 
 DATA = Path(__file__).parent / "data"
 CASES = [json.loads(line) for line in (DATA / "phones.jsonl").read_text("utf-8").splitlines() if line.strip()]

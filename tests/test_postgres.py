@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from outreach.cli import main
-from outreach.db import Database
-from outreach.models import Delivery, Run
+from outreach.ledger.db import Database
+from outreach.ledger.models import Delivery, Run
 from tests.conftest import ROOT
 from tests.pg import pg_db, pg_url  # noqa: F401
 

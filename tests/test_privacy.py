@@ -9,9 +9,9 @@ import re
 import pytest
 from sqlalchemy import func, insert, select
 
-from outreach import privacy, reports
-from outreach.db import Database
-from outreach.models import (AuditEntry, Campaign, Delivery, DeliveryEvent, ListMember,
+from outreach.reporting import privacy, reports
+from outreach.ledger.db import Database
+from outreach.ledger.models import (AuditEntry, Campaign, Delivery, DeliveryEvent, ListMember,
                              PendingReceipt, Recipient, Run, Suppression)
 from tests.test_reports import (CID, D29, QUEUED_1, ROWS, _spec, cli, db, phone,  # noqa: F401
                                 seed, vn)
@@ -30,7 +30,7 @@ def two_campaigns(db: Database) -> Database:  # noqa: F811
     seed(db, FINISHED_ROWS)
     spec_b = dataclasses.replace(_spec(), id=OTHER, list_name=OTHER)
     with db.engine.begin() as conn:
-        from outreach import runs
+        from outreach.ledger import runs
 
         runs.sync_campaign(conn, spec_b, now=QUEUED_1)
         conn.execute(insert(Recipient).values(id=19, e164=phone(19), name="Người 19",

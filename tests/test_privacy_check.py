@@ -10,7 +10,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from outreach import privacy
+from outreach.reporting import privacy
 from outreach.cli import main
 from outreach.clock import FakeClock
 from outreach.db import Database

@@ -20,16 +20,18 @@ from tests.helpers import approve, fresh_db, in_window, load, seed_run, write_ca
 from tests.pg import pg_db, pg_url  # noqa: F401 (fixtures)
 from twilio.request_validator import RequestValidator
 
-from outreach import ops, receipts, states
+from outreach.ledger import states
+from outreach.receipts import writer as receipts
+from outreach.sending import ops
 from outreach.clock import FakeClock
-from outreach.db import Database
+from outreach.ledger.db import Database
 from outreach.gateways.base import StatusUpdate
 from outreach.gateways.mock import MockGateway
 from outreach.gateways.twilio import TwilioGateway
 from outreach.gateways.zalo_webhook import compute_signature
-from outreach.models import (Delivery, DeliveryEvent, PendingReceipt, RejectedReceipt,
+from outreach.ledger.models import (Delivery, DeliveryEvent, PendingReceipt, RejectedReceipt,
                              WebhookEvent)
-from outreach.webhooks import create_app
+from outreach.receipts.receiver import create_app
 
 PUBLIC = "https://hooks.example.vn"
 TOKEN_RE = re.compile(r"[0-9a-f]{24}")
@@ -199,7 +201,7 @@ def test_over_waitress_a_mismatched_receipt_and_a_replay(
 def test_sync_names_deliveries_from_our_rows_and_needs_no_token(
         launched: tuple[Database, FakeClock, dict[int, Any]],
         twilio_server: FakeTwilio) -> None:  # noqa: F811
-    from outreach.sync import sync_campaign
+    from outreach.receipts.sync import sync_campaign
 
     db, clock, sent = launched
     a = next(iter(sent.values()))
@@ -329,7 +331,8 @@ def zalo_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Database, 
 channel = "zalo"
 template_id = "301234"
 """))
-    from outreach import recipients, runs
+    from outreach.input import recipients
+    from outreach.ledger import runs
 
     with db.engine.begin() as conn:
         runs.sync_campaign(conn, spec, now=now)

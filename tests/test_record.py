@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from outreach import states, suppression
+from outreach.ledger import states, suppression
 from outreach.clock import FakeClock
-from outreach.db import Database
-from outreach.engine import send_run
+from outreach.ledger.db import Database
+from outreach.sending.engine import send_run
 from outreach.gateways.mock import MockGateway
-from outreach.models import Delivery, DeliveryEvent, Run, Suppression
+from outreach.ledger.models import Delivery, DeliveryEvent, Run, Suppression
 from tests.helpers import fresh_db, in_window, load, numbers, seed_run, statuses, write_campaign
 
 T0 = in_window()
@@ -135,7 +135,7 @@ def test_a_failed_write_of_outcomes_leaves_the_batch_to_reconciliation(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The writer fails on its second group: the run stops with the error, nothing sent is
     lost or resent; resuming reconciles what was started and requeues what was not."""
-    from outreach.outcomes import RecordFailed
+    from outreach.sending.outcomes import RecordFailed
 
     spec = load(write_campaign(tmp_path, n=12))
     db = fresh_db(tmp_path)
@@ -252,7 +252,7 @@ def test_a_number_opted_out_in_this_run_is_not_sent_again_in_the_same_batch(
 
 def test_a_run_cancelled_while_its_batch_is_out_stays_cancelled_with_nothing_queued(
         tmp_path: Path) -> None:
-    from outreach import ops
+    from outreach.sending import ops
     from outreach.gateways import base as gw
 
     spec, db, run_id = one_at_a_time(tmp_path, 6)
@@ -299,7 +299,7 @@ def test_dispatchers_side_by_side_restore_the_switch_interval(tmp_path: Path) ->
     a.start()
     while not seen:
         threading.Event().wait(0.01)
-    from outreach.engine import _fast_switching
+    from outreach.sending.engine import _fast_switching
 
     _fast_switching(True)  # a second dispatcher starts while the first runs
     go.set()

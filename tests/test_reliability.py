@@ -18,14 +18,15 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from outreach import ops, reconcile, states
+from outreach.ledger import states
+from outreach.sending import ops, reconcile
 from outreach.clock import FakeClock
 from outreach.db import Database
-from outreach.engine import RunEngine, SendSettings
+from outreach.sending.engine import RunEngine, SendSettings
 from outreach.gateways import base as gw
 from outreach.gateways.mock import MockGateway
-from outreach.leases import Lease
-from outreach.models import Delivery, Run
+from outreach.sending.leases import Lease
+from outreach.ledger.models import Delivery, Run
 from tests.fakes.twilio_server import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 from tests.pg import pg_db, pg_url  # noqa: F401
 from tests.helpers import (fresh_db, in_window, load, numbers, seed_run, statuses,
@@ -176,7 +177,7 @@ def test_resend_failed_reaches_the_people_a_cancel_skipped(tmp_path: Path) -> No
 
     first = CancelAfterTwo()
     run_id = seed_run(db, spec, T0)
-    from outreach.engine import send_run
+    from outreach.sending.engine import send_run
 
     assert send_run(db, spec, run_id, {"sms": first}, clock=FakeClock(T0),
                     batch_size=1).stopped == "cancelled"

@@ -16,11 +16,13 @@ from click.testing import CliRunner
 from openpyxl import load_workbook
 from sqlalchemy import insert, select, update
 
-from outreach import campaigns, reports, runs, states
+from outreach.input import campaigns
+from outreach.ledger import runs, states
+from outreach.reporting import reports
 from outreach.cli import main
 from outreach.clock import VN_TZ, FakeClock
-from outreach.db import Database
-from outreach.models import (AuditEntry, Delivery, DeliveryEvent, ListMember, Recipient, Run,
+from outreach.ledger.db import Database
+from outreach.ledger.models import (AuditEntry, Delivery, DeliveryEvent, ListMember, Recipient, Run,
                              Suppression)
 from tests.conftest import CAMPAIGN_FILE, PLAN_TEXT
 
@@ -484,7 +486,7 @@ RESEND_ROWS = [
 
 
 def _resend(db: Database, statuses: tuple[str, ...] = (states.FAILED, states.UNDELIVERED)) -> Any:
-    from outreach import ops
+    from outreach.sending import ops
     from outreach.gateways.mock import MockGateway
 
     seed(db, RESEND_ROWS)
@@ -515,7 +517,7 @@ def test_resend_selects_only_the_failures(db: Database) -> None:
     assert entry.operator == "chi.nguyen" and entry.text_sha256 == _spec().text_sha256
     assert entry.details["deliveries"] == 4
     # a second resend right away finds nobody new to send to (their latest is now 'sent')
-    from outreach import ops
+    from outreach.sending import ops
 
     again = ops.resend(db, _spec(), operator="chi.nguyen", clock=FakeClock(vn(31, 11)),
                        gateways={"sms": gw})
@@ -532,7 +534,7 @@ def test_resend_include_unknown_adds_the_unknown(db: Database) -> None:
 
 def test_operator_actions_are_audited_with_who_and_text_hash(seeded: Database,
                                                              tmp_path: Path) -> None:
-    from outreach import ops
+    from outreach.sending import ops
 
     sha = _spec().text_sha256
     with seeded.engine.begin() as conn:  # an active run to pause and cancel
@@ -621,7 +623,7 @@ def test_report_queries_use_the_partial_indexes(seeded: Database) -> None:
     from sqlalchemy import func
     from sqlalchemy import text as sql_text
 
-    from outreach.models import REACHED_SQL, REASON_SQL, SETTLED_SQL
+    from outreach.ledger.models import REACHED_SQL, REASON_SQL, SETTLED_SQL
 
     def plan(stmt: Any) -> str:
         sql = str(stmt.compile(seeded.engine, compile_kwargs={"literal_binds": True}))

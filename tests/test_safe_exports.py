@@ -13,10 +13,11 @@ from click.testing import CliRunner
 from openpyxl import Workbook, load_workbook
 from sqlalchemy import update
 
-from outreach import reports, safeio
+from outreach import safeio
+from outreach.reporting import reports
 from outreach.cli import main
-from outreach.db import Database
-from outreach.models import Delivery
+from outreach.ledger.db import Database
+from outreach.ledger.models import Delivery
 from tests.helpers import numbers, write_campaign
 
 #: OWASP "CSV Injection" examples (https://owasp.org/www-community/attacks/CSV_Injection) and

@@ -15,13 +15,15 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
-from outreach import campaigns, ops, scheduling, states
-from outreach import text as textmod
+from outreach.input import campaigns
+from outreach.ledger import states
+from outreach.sending import ops, scheduling
+from outreach.input import text as textmod
 from outreach.cli import main
 from outreach.clock import UTC, VN_TZ, FakeClock
-from outreach.db import Database
+from outreach.ledger.db import Database
 from outreach.gateways.mock import MockGateway
-from outreach.models import AuditEntry, Delivery, Run, Schedule
+from outreach.ledger.models import AuditEntry, Delivery, Run, Schedule
 from tests.helpers import write_daily_campaign as write_campaign
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,11 +15,11 @@ from sqlalchemy import select
 from outreach import secretstore
 from outreach.cli import main
 from outreach.clock import FakeClock
-from outreach.db import Database
+from outreach.ledger.db import Database
 from outreach.gateways.base import ConfigurationError
 from outreach.gateways.zalo import ZaloGateway
 from outreach.gateways.zalo_tokens import TokenGrant, TokenStore
-from outreach.models import GatewayToken
+from outreach.ledger.models import GatewayToken
 
 T0 = dt.datetime(2024, 7, 30, 2, 0, tzinfo=dt.timezone.utc)
 ACCESS = "AT-zalo-access-4f9c1d2e8b7a"

@@ -1,4 +1,4 @@
-"""Tests for outreach.text and the `message inspect` command."""
+"""Tests for outreach.input.text and the `message inspect` command."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from outreach.cli.message import message
-from outreach.text import (
+from outreach.input.text import (
     GSM7_BASIC,
     GSM7_EXTENSION,
     MessageAnalysis,

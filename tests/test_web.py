@@ -10,7 +10,9 @@ import pytest
 from flask.testing import FlaskClient
 from openpyxl import load_workbook
 
-from outreach import audit, campaigns, ops, reports
+from outreach.input import campaigns
+from outreach.reporting import audit, reports
+from outreach.sending import ops
 from outreach.web import create_app
 from tests.web_helpers import PASSWORD, World, make_world, whole_number_patterns
 
@@ -23,7 +25,7 @@ def world(tmp_path: Path) -> World:
     ops.launch(w.db, campaigns.load(w.mock_file), operator="olga",
                gateway_options={"mock": {"script": {FAIL: ["invalid"]}}})
     with w.db.engine.begin() as conn:  # the twilio campaign known to the database, not sent
-        from outreach import runs
+        from outreach.ledger import runs
         import datetime as dt
 
         runs.sync_campaign(conn, campaigns.load(w.twilio_file),
@@ -139,7 +141,7 @@ def test_approver_cannot_approve_own_request_in_the_web(app, world: World) -> No
     c.post("/campaigns/that-twilio/submit", data={"csrf_token": t})
     r = c.post("/campaigns/that-twilio/approve", data={"csrf_token": t}, follow_redirects=True)
     assert "different person" in r.get_data(as_text=True)
-    from outreach import approvals
+    from outreach.sending import approvals
 
     with world.db.engine.connect() as conn:
         assert approvals.latest(conn, "that-twilio", "approved") is None

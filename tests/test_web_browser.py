@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from outreach import campaigns, runs
+from outreach.input import campaigns
+from outreach.ledger import runs
 from outreach.web import create_app
 from tests.fakes import waitress_on_loopback
 from tests.fakes.twilio_server import FakeTwilio
@@ -117,7 +118,7 @@ def test_follow_a_run_compare_download_and_approve(site, browser) -> None:  # ty
     figures = page.eval_on_selector_all(
         "[data-figure]", "els => els.map(e => [e.dataset.figure, e.dataset.value, e.innerText])")
     assert len(figures) >= 13
-    from outreach.official import vn_int, vn_pct
+    from outreach.reporting.official import vn_int, vn_pct
 
     for key, value, text in figures:
         want = data["by_status"]["opted_out"] if key == "opted_out" else data[key]

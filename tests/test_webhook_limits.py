@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from outreach import webhooks
+from outreach.receipts import receiver as webhooks
 
 pytestmark = pytest.mark.slow
 

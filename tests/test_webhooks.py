@@ -14,16 +14,16 @@ from tests.fakes.twilio_server import AUTH_TOKEN, FakeTwilio, twilio_server  # n
 from sqlalchemy import insert, select, update
 from twilio.request_validator import RequestValidator
 
-from outreach import receipts
+from outreach.receipts import writer as receipts
 from outreach.cli.webhooks import webhooks as webhooks_cli
 from outreach.clock import FakeClock
 from outreach.db import Database
 from outreach.gateways.base import OutboundMessage
 from outreach.gateways.twilio import TwilioGateway
-from outreach.models import (Base, Campaign, Delivery, DeliveryEvent, PendingReceipt, Recipient,
+from outreach.ledger.models import (Base, Campaign, Delivery, DeliveryEvent, PendingReceipt, Recipient,
                              Run)
-from outreach.sync import sync_campaign
-from outreach.webhooks import create_app
+from outreach.receipts.sync import sync_campaign
+from outreach.receipts.receiver import create_app
 
 PUBLIC = "https://hooks.example.vn"
 T0 = dt.datetime(2024, 7, 30, 1, 0, tzinfo=dt.timezone.utc)  # 08:00 in Cần Thơ
@@ -261,7 +261,7 @@ class TestTwilioCallbacks:
     def test_the_zalo_route_is_registered_with_the_db(self, db: Database) -> None:
         # one receiver owns every provider's routes (issue #14): the Zalo route is this
         # module's, registered directly (no importlib back up from gateways/), on the same db
-        from outreach import webhooks as module
+        from outreach.receipts import receiver as module
         from outreach.gateways import zalo_webhook
 
         app = create_app(db, twilio_auth_token=AUTH_TOKEN)
@@ -302,7 +302,7 @@ class TestTwilioCallbacks:
 
 def test_group_commit_isolates_a_failing_receipt(db: Database,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from outreach import webhooks as module
+    from outreach.receipts import receiver as module
     from outreach.gateways.base import StatusUpdate
 
     a = add_delivery(db, "+84912345001", sid=SID_A)
@@ -321,7 +321,7 @@ def test_group_commit_isolates_a_failing_receipt(db: Database,
 
 
 def test_group_commit_under_concurrency(db: Database) -> None:
-    from outreach import webhooks as module
+    from outreach.receipts import receiver as module
     from outreach.gateways.base import StatusUpdate
 
     dids = [add_delivery(db, f"+849123451{i:02d}", sid=f"SM{i:032x}") for i in range(32)]
@@ -444,7 +444,7 @@ class TestStatusCallbacksMiddleware:
 
 
 def test_group_commit_applies_a_whole_batch_in_one_transaction(db: Database) -> None:
-    from outreach import webhooks as module
+    from outreach.receipts import receiver as module
     from outreach.gateways.base import StatusUpdate
 
     dids = [add_delivery(db, f"+849123452{i:02d}", sid=f"SM{i:032x}") for i in range(40)]
@@ -474,7 +474,7 @@ def test_group_commit_applies_a_whole_batch_in_one_transaction(db: Database) -> 
 
 def test_group_commit_under_concurrency_with_small_batches_and_a_bad_receipt(
         db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    from outreach import webhooks as module
+    from outreach.receipts import receiver as module
     from outreach.gateways.base import StatusUpdate
 
     dids = [add_delivery(db, f"+849123453{i:02d}", sid=f"SM{i:032x}") for i in range(24)]
@@ -512,7 +512,7 @@ def test_sqlite_one_read_matching_writes_what_the_generic_matching_writes(
     """receipts.apply_updates on SQLite reads ids, provider ids and states in one statement;
     the generic path (PostgreSQL, old SQLite) must leave the same rows, events and pending
     receipts."""
-    from outreach import states
+    from outreach.ledger import states
     from outreach.gateways.base import StatusUpdate
 
     def scenario(tag: str) -> tuple[list[Any], list[Any], list[Any]]:
@@ -611,7 +611,7 @@ class TestCli:
         def fake_serve(db: Database, host: str, port: int, **kw: Any) -> None:
             calls.append({"db": db, "host": host, "port": port, **kw})
 
-        monkeypatch.setattr("outreach.webhooks.serve", fake_serve)
+        monkeypatch.setattr("outreach.receipts.receiver.serve", fake_serve)
         return calls
 
     def test_refuses_without_token(self, db: Database, served: list,
@@ -659,7 +659,7 @@ def test_registered_under_the_main_cli(db: Database, monkeypatch: pytest.MonkeyP
     if "webhooks" not in main.commands:
         pytest.skip("webhooks group not registered in outreach.cli yet")
     calls: list[Any] = []
-    monkeypatch.setattr("outreach.webhooks.serve", lambda db, host, port, **kw: calls.append(db))
+    monkeypatch.setattr("outreach.receipts.receiver.serve", lambda db, host, port, **kw: calls.append(db))
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
     result = CliRunner().invoke(main, ["--database-url", db.url, "webhooks", "serve"])
     assert result.exit_code == 0, result.output

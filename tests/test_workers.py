@@ -19,14 +19,15 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from outreach import engine, leases, reconcile, runstates, states
+from outreach.ledger import runstates, states
+from outreach.sending import engine, leases, reconcile
 from outreach.clock import FakeClock
-from outreach.db import Database
+from outreach.ledger.db import Database
 from outreach.gateways.mock import MockGateway
-from outreach.models import Delivery, DeliveryEvent, Run
-from outreach.ratelimit import SharedRateLimiter
-from outreach.leases import Lease
-from outreach.worker import EXIT_LEASE_LOST, Worker, spec_from_definition
+from outreach.ledger.models import Delivery, DeliveryEvent, Run
+from outreach.sending.ratelimit import SharedRateLimiter
+from outreach.sending.leases import Lease
+from outreach.sending.worker import EXIT_LEASE_LOST, Worker, spec_from_definition
 from tests.helpers import load, numbers, write_campaign
 from tests.pg import pg_db, pg_url, seed_run  # noqa: F401
 

@@ -14,11 +14,11 @@ from tests.fakes.zalo_server import (FIRST_ACCESS_TOKEN, FIRST_REFRESH_TOKEN, SE
                                closed_port, zalo_server)  # noqa: F401 - fixture
 
 from outreach.clock import FakeClock
-from outreach.db import Database
+from outreach.ledger.db import Database
 from outreach.gateways import base, make_gateway
 from outreach.gateways.base import OutboundMessage
 from outreach.gateways.zalo import ZaloGateway, error_table, night_retry_after
-from outreach.models import Base
+from outreach.ledger.models import Base
 
 PHONE = "+84912345678"
 VN = dt.timezone(dt.timedelta(hours=7))

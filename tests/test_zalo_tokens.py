@@ -19,13 +19,13 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from outreach.clock import FakeClock
-from outreach.db import Database
+from outreach.ledger.db import Database
 from outreach.gateways import base
 from outreach.gateways.base import OutboundMessage
 from outreach.gateways.zalo import ZaloGateway
 from outreach.gateways.zalo_tokens import (RefreshNotSent, RefreshOutcomeUnknown, RefreshRejected,
                                           TokenGrant, TokenStore)
-from outreach.models import AuditEntry, Base, GatewayToken
+from outreach.ledger.models import AuditEntry, Base, GatewayToken
 from tests.fakes.zalo_server import (FIRST_ACCESS_TOKEN, FIRST_REFRESH_TOKEN, FakeZalo,
                                      zalo_server)  # noqa: F401 - fixture
 
@@ -298,7 +298,7 @@ def test_two_threads_one_refresh_new_token_stored_before_retries_restart_safe(
 
 WORKER = textwrap.dedent("""
     import json, os, sys, time
-    from outreach.db import Database
+    from outreach.ledger.db import Database
     from outreach.gateways.base import OutboundMessage
     from outreach.gateways.zalo import ZaloGateway
 

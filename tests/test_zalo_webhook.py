@@ -10,14 +10,14 @@ import pytest
 from flask import Flask
 from sqlalchemy import insert, select
 
-from outreach import receipts
+from outreach.receipts import writer as receipts
 from outreach.clock import FakeClock
-from outreach.db import Database
+from outreach.ledger.db import Database
 from outreach.gateways.zalo_webhook import (compute_signature,
                                             parse_event, verify_signature, webhook_settings)
-from outreach.webhooks import apply_zalo_event as apply_event
-from outreach.webhooks import zalo_blueprint as blueprint
-from outreach.models import (Base, Campaign, Delivery, DeliveryEvent, PendingReceipt, Recipient,
+from outreach.receipts.receiver import apply_zalo_event as apply_event
+from outreach.receipts.receiver import zalo_blueprint as blueprint
+from outreach.ledger.models import (Base, Campaign, Delivery, DeliveryEvent, PendingReceipt, Recipient,
                              Run)
 
 APP_ID = "3962172718436219112"
@@ -250,7 +250,7 @@ def test_apply_event_counts(db: Database) -> None:
 
 
 def test_through_the_projects_webhook_app(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    webhooks = pytest.importorskip("outreach.webhooks")
+    webhooks = pytest.importorskip("outreach.receipts.receiver")
     monkeypatch.setenv("ZALO_APP_ID", APP_ID)
     monkeypatch.setenv("ZALO_OA_SECRET_KEY", SECRET)  # the OA secret wins over the app secret
     monkeypatch.setenv("ZALO_SECRET_KEY", "app-secret-not-used-for-webhooks")

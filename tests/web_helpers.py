@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from outreach import users
-from outreach.db import Database
+from outreach.ledger.db import Database
 from tests.helpers import fresh_db, numbers, write_campaign
 
 PASSWORD = "mat-khau-thu-nghiem"

@@ -8,11 +8,11 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
-from outreach import audit
+from outreach.reporting import audit
 from outreach.carriers import areas
 from outreach.carriers.results import Figure
 from outreach.clock import VN_TZ
-from outreach.models import CarrierRequest, CarrierResult
+from outreach.ledger.models import CarrierRequest, CarrierResult
 
 DRAFTED, REQUESTED, CONFIRMED, BROADCAST, RESULTS, DECLINED = (
     "drafted", "requested", "confirmed", "broadcast", "results", "declined")

@@ -10,7 +10,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from outreach import text as textmod
+from outreach.input import text as textmod
 from outreach.carriers import areas, registry
 from outreach.carriers.plan import CARRIER_LIMIT_CHARS
 

@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from outreach import text as textmod
+from outreach.input import text as textmod
 
 #: Carriers' usual limit for a broadcast: one unaccented GSM-7 SMS (Quảng Nam 2534/QĐ-UBND
 #: 2019, form 01: "không dấu, tối đa 160 ký tự"; domain-facts "How bulk SMS really reaches

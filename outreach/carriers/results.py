@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from outreach.carriers import areas
-from outreach.listfiles import ListFileError, _header_key, read_cells
+from outreach.input.listfiles import ListFileError, _header_key, read_cells
 
 #: Column -> headers it is read from (compared without case, accents or punctuation).
 HEADERS: Final[dict[str, tuple[str, ...]]] = {

@@ -47,7 +47,7 @@ class Ctx:
             return ""
         if self.show_numbers:
             return e164
-        from outreach.phones import mask
+        from outreach.input.phones import mask
 
         return mask(e164)
 
@@ -58,11 +58,11 @@ pass_ctx = click.make_pass_decorator(Ctx)
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from outreach.campaigns import CampaignError
+    from outreach.input.campaigns import CampaignError
     from outreach.gateways.base import GatewayError
-    from outreach.listfiles import ListFileError
-    from outreach.ops import OperatorError
-    from outreach.runs import RunError
+    from outreach.input.listfiles import ListFileError
+    from outreach.sending.ops import OperatorError
+    from outreach.ledger.runs import RunError
     from outreach.users import UserError
 
     return (OperatorError, CampaignError, ListFileError, GatewayError, RunError, SQLAlchemyError,

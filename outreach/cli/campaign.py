@@ -15,7 +15,9 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from rich.table import Table
 
 from outreach.clock import VN_TZ
-from outreach import campaigns, ops, states
+from outreach.input import campaigns
+from outreach.ledger import states
+from outreach.sending import ops
 from outreach.cli import Ctx, console, err_console, pass_ctx
 
 
@@ -29,7 +31,7 @@ def load_spec(ref: str, c: Ctx | None = None) -> campaigns.CampaignSpec:
             raise
         from sqlalchemy import select
 
-        from outreach.models import Campaign
+        from outreach.ledger.models import Campaign
 
         with c.db.engine.connect() as conn:
             stored = conn.execute(select(Campaign.file_path).where(Campaign.id == ref)).scalar()
@@ -359,7 +361,7 @@ def runs_list(c: Ctx, campaign_id: str | None, fmt: str) -> None:
     """Every run with its status, reason and counts (missed days included)."""
     from sqlalchemy import func, select
 
-    from outreach.models import Delivery, Run
+    from outreach.ledger.models import Delivery, Run
 
     with c.db.engine.connect() as conn:
         stmt = select(Run.__table__).order_by(Run.id)
@@ -401,7 +403,8 @@ def _approval_line(a: Any) -> str:
 @pass_ctx
 def submit(c: Ctx, campaign_ref: str, note: str | None) -> None:
     """Ask for approval of the campaign as it is now: its text hash and list files (maker)."""
-    from outreach import approvals, config
+    from outreach import config
+    from outreach.sending import approvals
 
     spec = load_spec(campaign_ref, c)
     with c.db.engine.begin() as conn:
@@ -419,7 +422,8 @@ def submit(c: Ctx, campaign_ref: str, note: str | None) -> None:
 def approve(c: Ctx, campaign_ref: str) -> None:
     """Approve the pending request (checker): --operator must be an approver account other
     than the preparer; the text and the lists must be those that were submitted."""
-    from outreach import approvals, config
+    from outreach import config
+    from outreach.sending import approvals
 
     spec = load_spec(campaign_ref, c)
     with c.db.engine.begin() as conn:

@@ -62,7 +62,7 @@ def _carrier(spec: Any, name: str) -> str:
 
 
 def _sync(c: Ctx, conn: Any, spec: Any) -> None:
-    from outreach import runs
+    from outreach.ledger import runs
     from outreach.carriers import ledger
 
     now = dt.datetime.now(dt.timezone.utc)

@@ -20,7 +20,7 @@ def db() -> None:
 @pass_ctx
 def upgrade(c: Ctx) -> None:
     """Bring the database schema to the newest version (creates a new database)."""
-    from outreach import migrate
+    from outreach.ledger import migrate
 
     database = c.db  # upgrades on first use
     console.print(f"{config.redact_url(database.url)} is at revision {migrate.current(database.engine)}")
@@ -30,8 +30,8 @@ def upgrade(c: Ctx) -> None:
 @pass_ctx
 def current(c: Ctx) -> None:
     """Show the schema revision of the database and the newest one this version knows."""
-    from outreach import migrate
-    from outreach.db import make_engine
+    from outreach.ledger import migrate
+    from outreach.ledger.db import make_engine
 
     url = config.database_url(c.db_url)
     engine = make_engine(url)
@@ -70,7 +70,7 @@ def audit_list(c: Ctx, campaign_id: str | None, actions: tuple[str, ...], who: s
 
     from outreach.cli.report import parse_when
     from outreach.clock import VN_TZ
-    from outreach.models import AuditEntry
+    from outreach.ledger.models import AuditEntry
 
     stmt = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
     if campaign_id:

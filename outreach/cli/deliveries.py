@@ -12,9 +12,10 @@ from rich import box
 from rich.table import Table
 from sqlalchemy import case, select
 
-from outreach import safeio, states
+from outreach import safeio
+from outreach.ledger import states
 from outreach.cli import Ctx, console, pass_ctx
-from outreach.models import Delivery
+from outreach.ledger.models import Delivery
 
 
 @click.group()
@@ -53,7 +54,7 @@ def list_(c: Ctx, campaign_id: str, statuses: tuple[str, ...], not_reached: bool
     if not_reached and wanted:
         raise click.UsageError("--not-reached lists recipients; do not combine it with --status")
     with c.db.engine.connect() as conn:
-        from outreach.models import Campaign
+        from outreach.ledger.models import Campaign
 
         if conn.execute(select(Campaign.id).where(Campaign.id == campaign_id)).first() is None:
             raise click.ClickException(f"no campaign {campaign_id!r} in the database")
@@ -79,7 +80,7 @@ def list_(c: Ctx, campaign_id: str, statuses: tuple[str, ...], not_reached: bool
             for r in rows:
                 w.writerow([_csv_value(r.get(col)) for col in columns])
         what = "recipients not reached" if not_reached else "deliveries"
-        from outreach import audit
+        from outreach.reporting import audit
 
         with c.db.engine.begin() as conn:  # whole numbers left the database: say who and why
             audit.record(conn, "export", operator=c.operator, campaign_id=campaign_id,
@@ -128,7 +129,7 @@ def not_reached_query(campaign_id: str) -> Any:
     """
     from sqlalchemy import func
 
-    from outreach.models import Suppression
+    from outreach.ledger.models import Suppression
 
     per = (select(Delivery.recipient_id.label("rid"), func.max(Delivery.id).label("last_id"),
                   func.count().label("n"),
@@ -172,15 +173,16 @@ def lookup(c: Ctx, phone: str, fmt: str, key_env: str | None) -> None:
 
     The number is masked on screen unless --show-numbers is given before the command.
     """
-    from outreach import audit, phones
-    from outreach.models import DeliveryEvent
+    from outreach.input import phones
+    from outreach.reporting import audit
+    from outreach.ledger.models import DeliveryEvent
 
     res = phones.normalise(phone)
     if not res.ok or not res.e164:
         raise click.BadParameter(f"{phone!r} is not a mobile number ({res.reason})")
     addresses = [res.e164]
     if key_env:
-        from outreach import privacy
+        from outreach.reporting import privacy
 
         try:
             key = privacy.key_from_env(key_env)
@@ -231,7 +233,7 @@ def lookup(c: Ctx, phone: str, fmt: str, key_env: str | None) -> None:
 @pass_ctx
 def sync(c: Ctx, campaign_id: str, gateway: str, batch_size: int) -> None:
     """Fetch statuses from the provider for deliveries without a final status (no webhook URL)."""
-    from outreach import sync as syncmod
+    from outreach.receipts import sync as syncmod
     from outreach.gateways import make_gateway
 
     g = make_gateway(gateway)
@@ -251,12 +253,12 @@ def sync(c: Ctx, campaign_id: str, gateway: str, batch_size: int) -> None:
 @pass_ctx
 def resolve(c: Ctx, delivery_ids: tuple[int, ...], action: str | None) -> None:
     """The operator's explicit decision on deliveries whose outcome is unknown."""
-    from outreach import audit
-    from outreach.reconcile import resolve_unknown
+    from outreach.reporting import audit
+    from outreach.sending.reconcile import resolve_unknown
 
     if not action:
         raise click.UsageError("choose --resend, --mark-sent, --skip or --fallback")
-    from outreach.models import Campaign
+    from outreach.ledger.models import Campaign
 
     now = dt.datetime.now(dt.timezone.utc)
     with c.db.engine.begin() as conn:

@@ -10,7 +10,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from outreach import audit, config
+from outreach import config
+from outreach.reporting import audit
 from outreach.clock import VN_TZ
 
 _META_URL = "outreach.gateways.database_url"
@@ -28,7 +29,7 @@ def _database_url(ctx: click.Context) -> str:
 
 
 def _database(ctx: click.Context) -> Any:
-    from outreach.db import Database
+    from outreach.ledger.db import Database
 
     return Database(_database_url(ctx))
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from outreach.text import GSM7, MessageAnalysis, analyse, gsm7_septets, utf16_units
+from outreach.input.text import GSM7, MessageAnalysis, analyse, gsm7_septets, utf16_units
 
 
 @click.group()

@@ -7,7 +7,8 @@ import json
 import click
 from rich.table import Table
 
-from outreach import listfiles, phones, suppression
+from outreach.input import listfiles, phones
+from outreach.ledger import suppression
 from outreach.cli import Ctx, console, err_console, pass_ctx
 
 

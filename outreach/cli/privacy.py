@@ -31,7 +31,7 @@ def purge(c: Ctx, days: int, key_env: str, dry_run: bool, fmt: str) -> None:
     another campaign keep their number. Counts and reports do not change; the opt-out list is
     kept as it is (it must go on matching the number). Recorded in the audit log.
     """
-    from outreach import privacy as privmod
+    from outreach.reporting import privacy as privmod
 
     key = None
     try:
@@ -71,7 +71,7 @@ def check(c: Ctx, days: int, fmt: str) -> None:
     """What personal data this installation holds and where: database tables and counts, the
     database and outbox files, exports and reject files still on disk, recipient lists named by
     imports, each with its permissions; and what a purge would remove. Changes nothing."""
-    from outreach import privacy as privmod
+    from outreach.reporting import privacy as privmod
 
     res = privmod.check(c.db, older_than_days=days)
     if fmt == "json":

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from outreach import recipients as rec
+from outreach.input import recipients as rec
 from outreach import safeio
 from outreach.cli import Ctx, console, pass_ctx
 
@@ -150,7 +150,7 @@ def list_cmd(c: Ctx, list_name: str | None, fmt: str, limit: int) -> None:
     """What was imported: E.164 (masked unless --show-numbers), carrier, district, ward, lists."""
     from sqlalchemy import select
 
-    from outreach.models import ListMember, Recipient, Suppression
+    from outreach.ledger.models import ListMember, Recipient, Suppression
 
     with c.db.engine.connect() as conn:
         stmt = select(Recipient.id, Recipient.e164, Recipient.carrier, Recipient.district,

@@ -11,7 +11,8 @@ import click
 from rich import box
 from rich.table import Table
 
-from outreach import reports, safeio
+from outreach import safeio
+from outreach.reporting import reports
 from outreach.cli import Ctx, console, pass_ctx
 
 #: Breakdowns the table shows unless --by says otherwise (wards are long: ask for them).
@@ -102,7 +103,7 @@ def report(c: Ctx, campaign_id: str, fmt: str, out: str | None, since: str | Non
 
 def _official(c: Ctx, campaign_id: str, out: str | None, since: dt.datetime | None,
               until: dt.datetime | None, org: str | None, place: str | None) -> None:
-    from outreach import official
+    from outreach.reporting import official
 
     if not out:
         raise click.UsageError("--official needs --out FILE.html (or FILE.pdf)")

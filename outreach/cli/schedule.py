@@ -15,10 +15,11 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import select
 
-from outreach import campaigns, scheduling
+from outreach.input import campaigns
+from outreach.sending import scheduling
 from outreach.cli import Ctx, console, err_console, pass_ctx
 from outreach.clock import UTC, VN_TZ
-from outreach.models import Schedule
+from outreach.ledger.models import Schedule
 
 log = logging.getLogger(__name__)
 

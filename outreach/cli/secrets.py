@@ -16,7 +16,7 @@ def secrets() -> None:
 
 
 def _rows(c: Ctx) -> list[str]:
-    from outreach.models import GatewayToken
+    from outreach.ledger.models import GatewayToken
 
     with c.db.engine.connect() as conn:
         return list(conn.execute(select(GatewayToken.gateway).order_by(GatewayToken.gateway))
@@ -51,7 +51,8 @@ def rotate(c: Ctx) -> None:
     Rotation: set OUTREACH_SECRET_KEY=NEW,OLD for every process, run this, then set
     OUTREACH_SECRET_KEY=NEW. Also encrypts tokens stored in plaintext by older versions.
     """
-    from outreach import audit, secretstore
+    from outreach import secretstore
+    from outreach.reporting import audit
     from outreach.gateways.zalo_tokens import TokenStore
 
     kid = secretstore.key_id()  # SecretKeyError (one line) when the key is missing

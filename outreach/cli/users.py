@@ -101,7 +101,8 @@ def approvals() -> None:
 @pass_ctx
 def relax(c: Ctx, reason: str) -> None:
     """Lift the approval requirement (admin accounts only, audited; every send is noted)."""
-    from outreach import approvals as ap, config
+    from outreach import config
+    from outreach.sending import approvals as ap
 
     with c.db.engine.begin() as conn:
         ap.set_required(conn, False, operator=c.operator or config.default_operator(),
@@ -114,7 +115,8 @@ def relax(c: Ctx, reason: str) -> None:
 @pass_ctx
 def require(c: Ctx) -> None:
     """Restore the approval requirement (the default)."""
-    from outreach import approvals as ap, config
+    from outreach import config
+    from outreach.sending import approvals as ap
 
     with c.db.engine.begin() as conn:
         ap.set_required(conn, True, operator=c.operator or config.default_operator(), reason=None)

@@ -26,7 +26,7 @@ def webhooks(ctx: click.Context, database_url: str | None) -> None:
         ctx.meta[_DB_URL] = from_main
 
 
-_DB_URL = "outreach.webhooks.db_url"
+_DB_URL = "outreach.receipts.receiver.db_url"
 
 
 def _main_db_url(ctx: click.Context) -> str | None:
@@ -62,8 +62,8 @@ def serve(ctx: click.Context, host: str, port: int, threads: int, no_twilio: boo
     public https base URL Twilio calls, also given to the gateway for StatusCallback) from the
     environment; neither is ever printed.
     """
-    from outreach import webhooks as app_module
-    from outreach.db import Database, has_schema
+    from outreach.receipts import receiver as app_module
+    from outreach.ledger.db import Database, has_schema
 
     token = os.environ.get("TWILIO_AUTH_TOKEN") or None
     if no_twilio:

@@ -69,7 +69,7 @@ def worker(c: Ctx, campaign_id: str | None, concurrency: int | None, gateway: st
     scheduler. Stops cleanly on SIGTERM; exit status 75 means it lost its lease or could not
     record outcomes and should be restarted.
     """
-    from outreach.worker import Worker
+    from outreach.sending.worker import Worker
 
     options = parse_gateway_options(gateway_option)
     if options and not gateway:

@@ -130,7 +130,7 @@ class OutboundMessage:
 
     ``to`` is an E.164 number (``+84912345678``) for SMS and ZNS; ``zalo_user_id`` is set for
     Official Account messages to followers. ``segments`` is the count the dispatcher computed
-    (GSM-7 / UCS-2 rules in :mod:`outreach.text`). ``delivery_id`` is our own id: adapters pass it
+    (GSM-7 / UCS-2 rules in :mod:`outreach.input.text`). ``delivery_id`` is our own id: adapters pass it
     to the provider (status-callback URL, ``tracking_id``) so receipts find their delivery.
     ``receipt_token`` is the delivery's unguessable receipt token (``deliveries.receipt_token``,
     set at claim): adapters whose receipts come to a URL of ours put it in that URL, so a
@@ -174,7 +174,7 @@ class StatusUpdate:
     when the provider echoed our own id (callback URL, ``tracking_id``), ``receipt_token`` when
     the callback URL carried the delivery's token. A receipt only applies to the delivery whose
     provider message id (and token, when either side has one) matches
-    (:func:`outreach.receipts.apply_updates`).
+    (:func:`outreach.receipts.writer.apply_updates`).
     """
 
     status: str

@@ -135,7 +135,7 @@ parse_retry_after = http.parse_retry_after
 
 def _mask_number(number: str) -> str:
     try:
-        from outreach.phones import mask
+        from outreach.input.phones import mask
     except ImportError:  # pragma: no cover - phones is part of the package
         digits = re.sub(r"\D", "", number)
         return digits[:3] + "*" * max(len(digits) - 6, 0) + digits[-3:]

@@ -1,6 +1,6 @@
 """Twilio delivery receipts: the status callback's signature check and parsing, beside the
-Twilio sender (:mod:`outreach.gateways.twilio`). Receiving is :mod:`outreach.webhooks`'s,
-writing :mod:`outreach.receipts`'s.
+Twilio sender (:mod:`outreach.gateways.twilio`). Receiving is :mod:`outreach.receipts.receiver`'s,
+writing :mod:`outreach.receipts.writer`'s.
 
 The callback URL the sender gives Twilio is ``<base>/webhooks/twilio/status/<delivery id>/<receipt
 token>`` (:meth:`TwilioGateway.callback_url`); ``<base>/webhooks/twilio/status/<delivery id>``
@@ -18,10 +18,10 @@ from twilio.request_validator import RequestValidator, get_signature_algorithm
 
 from outreach.gateways.base import StatusUpdate
 from outreach.gateways.twilio import error_reason, map_status
-from outreach.phones import mask
+from outreach.input.phones import mask
 
 STATUS_PATH = "/webhooks/twilio/status"
-#: ``STATUS_PATH[/<delivery id>[/<token>]]``; the token as :func:`outreach.states.claim` makes
+#: ``STATUS_PATH[/<delivery id>[/<token>]]``; the token as :func:`outreach.ledger.states.claim` makes
 #: it (hex; 16 to 32 characters accepted).
 STATUS_ROUTE = re.compile(re.escape(STATUS_PATH) + r"(?:/([1-9][0-9]{0,17})(?:/([0-9a-f]{16,32}))?)?")
 #: Form fields holding phone numbers: masked in the stored receipt (the ledger has the number).

@@ -26,7 +26,7 @@ from outreach.gateways.base import (AuthenticationError, ConfigurationError, Gat
                                     ThrottledError, UnavailableError)
 from outreach.gateways.zalo_tokens import (RefreshNotSent, RefreshOutcomeUnknown, RefreshRejected,
                                            TokenGrant, TokenStore, DEFAULT_EXPIRES_IN)
-from outreach.phones import mask
+from outreach.input.phones import mask
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class ZaloGateway(Gateway):
     Options (keyword; else environment; else default):
 
     ================  ==================================  ====================================
-    db                —                                    :class:`outreach.db.Database` holding
+    db                —                                    :class:`outreach.ledger.db.Database` holding
                                                            ``gateway_tokens`` (required)
     app_id            ``ZALO_APP_ID``                      required
     secret_key        ``ZALO_SECRET_KEY``                  app secret: OAuth ``secret_key`` header

@@ -16,9 +16,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from outreach import secretstore
 from outreach.clock import SYSTEM_CLOCK, Clock
-from outreach.db import Database, retry_write
+from outreach.ledger.db import Database, retry_write
 from outreach.gateways.base import AuthenticationError, UnavailableError
-from outreach.models import GatewayToken
+from outreach.ledger.models import GatewayToken
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ SET_TOKEN_HINT = ("an administrator of the Official Account must grant access ag
                   "`outreach gateways zalo set-token`")
 
 # Row states are encoded in the access_token column (Zalo tokens never start with "!"), so the
-# schema stays the one in outreach.models. Tokens themselves are stored encrypted
+# schema stays the one in outreach.ledger.models. Tokens themselves are stored encrypted
 # (outreach.secretstore: "fernet:..."); the row states and an empty access token stay plain
 # (they are not secrets, and `status()` reads them without the key). The refresh_token column always holds the newest
 # refresh token Zalo gave us; it is never sent again once a call that may have consumed it failed.

@@ -1,6 +1,6 @@
 """Zalo delivery receipts: the webhook's signature check, timestamp window, event id and
 parsing, beside the Zalo sender (:mod:`outreach.gateways.zalo`). Receiving is
-:mod:`outreach.webhooks`'s (``POST /webhooks/zalo``), writing :mod:`outreach.receipts`'s.
+:mod:`outreach.receipts.receiver`'s (``POST /webhooks/zalo``), writing :mod:`outreach.receipts.writer`'s.
 """
 
 from __future__ import annotations

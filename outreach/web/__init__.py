@@ -1,7 +1,7 @@
 """The web application (``outreach web serve``): server-rendered pages in Vietnamese for the
 people who follow a campaign, and the maker–checker buttons.
 
-Every figure on a page comes from :func:`outreach.reports.campaign_report` (the same dict as
+Every figure on a page comes from :func:`outreach.reporting.reports.campaign_report` (the same dict as
 ``outreach report ID --format json``), never from a count of its own; each is rendered with a
 ``data-figure`` attribute holding the JSON value, so tests compare them one by one.
 
@@ -38,11 +38,15 @@ from flask import (Flask, Response, abort, flash, g, jsonify, redirect, render_t
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import func, select
 
-from outreach import approvals, audit, campaigns, official, ops, reports, states, users
-from outreach.db import Database
+from outreach import users
+from outreach.input import campaigns
+from outreach.ledger import states
+from outreach.reporting import audit, official, reports
+from outreach.sending import approvals, ops
+from outreach.ledger.db import Database
 from outreach.gateways import gateway_names_for
-from outreach.models import Campaign, Run, Schedule, Suppression
-from outreach.phones import mask
+from outreach.ledger.models import Campaign, Run, Schedule, Suppression
+from outreach.input.phones import mask
 
 ROLE_VI = {"viewer": "Người xem", "operator": "Cán bộ vận hành", "approver": "Người phê duyệt",
            "admin": "Quản trị"}
@@ -376,7 +380,7 @@ def create_app(db: Database, *, secret_key: str | None = None, trusted_header: s
     @app.post("/campaigns/<cid>/launch")
     @role_required("operator")
     def launch(cid: str) -> Any:
-        from outreach.engine import send_run
+        from outreach.sending.engine import send_run
         from outreach.gateways import build_gateways
 
         spec = load_spec(cid)

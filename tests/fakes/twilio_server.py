@@ -164,7 +164,7 @@ def _rfc2822(when: dt.datetime) -> str:
 
 def _segments(body: str) -> int:
     """Segments as Twilio counts them on the text as received (no normalisation)."""
-    from outreach.text import gsm7_septets, is_gsm7, utf16_units
+    from outreach.input.text import gsm7_septets, is_gsm7, utf16_units
 
     if not body:
         return 1

@@ -1,0 +1,497 @@
+"""Campaign files (TOML): the prescribed text and its source, window, schedule, channels, lists."""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import os
+import re
+import tomllib
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from outreach.input import text as textmod
+
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+SENDER_RE = re.compile(r"^[A-Za-z0-9 .\-_&]{1,11}$")
+CHANNELS = ("sms", "zalo")
+CARRIERS = ("Viettel", "MobiFone", "VinaPhone", "Vietnamobile", "Gmobile", "iTel", "Wintel", "Reddi")
+
+
+class CampaignError(ValueError):
+    """A campaign file that cannot be used: names the file, the field and the reason."""
+
+    def __init__(self, file: str | Path, field_name: str | None, reason: str) -> None:
+        self.file = str(file)
+        self.field = field_name
+        self.reason = reason
+        where = f"{self.file}: field '{field_name}'" if field_name else self.file
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the message is prescribed: document number, issuer, date and section."""
+
+    document: str
+    issuer: str
+    date: dt.date
+    section: str
+    title: str = ""
+
+    def reference(self) -> str:
+        ref = f"{self.document} ngày {self.date:%d/%m/%Y} của {self.issuer}"
+        return f"{ref}, mục {self.section}" if self.section else ref
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One channel in fallback order. Rate in messages or segments per second (0 = unlimited)."""
+
+    channel: str
+    sender: str | None = None
+    gateway: str | None = None
+    unaccented: bool = False
+    gsm_safe: bool = False
+    rate_per_second: float | None = None
+    rate_unit: str | None = None
+    concurrency: int | None = None
+    template_id: str | None = None
+    template_fields: dict[str, str] = field(default_factory=dict)
+    fallback_after_minutes: int = 60
+
+
+@dataclass(frozen=True)
+class Window:
+    """Campaign dates and the daily send window, in ``timezone`` (Asia/Ho_Chi_Minh)."""
+
+    start_date: dt.date
+    end_date: dt.date
+    daily_start: dt.time = dt.time(7, 0)
+    daily_end: dt.time = dt.time(22, 0)
+    timezone: str = "Asia/Ho_Chi_Minh"
+    key_dates: tuple[dt.date, ...] = ()
+    lateness_limit_minutes: int = 120
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def is_open(self, now: dt.datetime) -> bool:
+        """True if ``now`` (aware) falls inside the dates and the daily window."""
+        local = now.astimezone(self.tz)
+        return (self.start_date <= local.date() <= self.end_date
+                and self.daily_start <= local.time() < self.daily_end)
+
+    def closed_reason(self, now: dt.datetime) -> str | None:
+        """Why the window is closed at ``now`` (Vietnamese operator wording in English), or None."""
+        local = now.astimezone(self.tz)
+        if local.date() < self.start_date:
+            return f"the campaign starts on {self.start_date.isoformat()}"
+        if local.date() > self.end_date:
+            return f"the campaign ended on {self.end_date.isoformat()}"
+        if not (self.daily_start <= local.time() < self.daily_end):
+            return (f"outside the daily send window {self.daily_start:%H:%M}–{self.daily_end:%H:%M} "
+                    f"{self.timezone} (now {local:%H:%M})")
+        return None
+
+    def next_open(self, now: dt.datetime) -> dt.datetime | None:
+        """The next instant the window opens at or after ``now``, or None after the end date."""
+        local = now.astimezone(self.tz)
+        day = max(local.date(), self.start_date)
+        while day <= self.end_date:
+            opens = dt.datetime.combine(day, self.daily_start, tzinfo=self.tz)
+            closes = dt.datetime.combine(day, self.daily_end, tzinfo=self.tz)
+            if now < closes:
+                return max(opens, now)
+            day += dt.timedelta(days=1)
+        return None
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """Daily sends: at ``send_time`` local; ``mode`` ``once`` (each recipient once per campaign,
+    up to ``daily_cap`` a day) or ``repeat`` (every ``repeat_every_days`` days per recipient)."""
+
+    send_time: dt.time = dt.time(8, 0)
+    mode: str = "once"
+    repeat_every_days: int = 0
+    daily_cap: int = 0
+
+
+@dataclass(frozen=True)
+class CampaignSpec:
+    """A validated campaign file. ``text`` is NFC; ``text_sha256`` is its recorded hash."""
+
+    id: str
+    name: str
+    theme: str
+    source: Source
+    text: str
+    text_sha256: str
+    unaccented: bool
+    gsm_safe: bool
+    window: Window
+    schedule: ScheduleSpec
+    channels: tuple[Channel, ...]
+    lists: tuple[str, ...]
+    list_name: str
+    pricing: dict[str, dict[str, float]]
+    district_by_file: dict[str, str] = field(default_factory=dict)
+    file: str | None = None
+    #: the ``[carriers]`` section (outreach.carriers.plan.CarrierPlan), None when absent
+    carriers: Any = None
+
+    def list_files(self) -> list[Path]:
+        """The recipient files the campaign targets, globs expanded relative to its file."""
+        base = Path(self.file).parent if self.file else Path.cwd()
+        out: list[Path] = []
+        for pattern in self.lists:
+            p = Path(pattern)
+            full = p if p.is_absolute() else base / p
+            # normpath: "campaigns/../recipients/x.csv" is named "recipients/x.csv" in messages
+            matches = sorted(Path(os.path.normpath(m)) for m in glob.glob(str(full)))
+            if not matches:
+                raise CampaignError(self.file or "<campaign>", "recipients.lists",
+                                    f"no file matches {pattern!r}")
+            out.extend(matches)
+        names = {p.name for p in out}
+        for key in self.district_by_file:
+            if key not in names:
+                raise CampaignError(self.file or "<campaign>", f'recipients.district_by_file."{key}"',
+                                    f"no list file is named {key!r} (files: "
+                                    f"{', '.join(sorted(names))})")
+        return out
+
+    def price_per_segment(self, channel: str, carrier: str | None) -> float:
+        """VND per segment for ``channel`` and ``carrier`` (falls back to the channel default)."""
+        table = self.pricing.get(channel, {})
+        if carrier and carrier in table:
+            return float(table[carrier])
+        return float(table.get("default", 0.0))
+
+    def to_json(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+    def channel(self, name: str) -> Channel:
+        for ch in self.channels:
+            if ch.channel == name:
+                return ch
+        raise KeyError(name)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (dt.date, dt.time)):
+        return obj.isoformat()
+    return obj
+
+
+def resolve(ref: str, campaigns_dir: str | Path = "campaigns") -> Path:
+    """A campaign file from a path or an id (``campaigns/<id>.toml``)."""
+    p = Path(ref)
+    if p.suffix == ".toml" or p.exists():
+        if not p.exists():
+            raise CampaignError(p, None, "file not found")
+        return p
+    candidate = Path(campaigns_dir) / f"{ref}.toml"
+    if candidate.exists():
+        return candidate
+    raise CampaignError(ref, None, f"no campaign file {candidate} (give a path or an id)")
+
+
+def load(path: str | Path) -> CampaignSpec:
+    """Read and validate a campaign file. Raises :class:`CampaignError` naming file and field."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CampaignError(path, None, "file not found") from None
+    except UnicodeDecodeError as exc:
+        raise CampaignError(path, None, f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CampaignError(path, None, f"not valid TOML: {exc}") from None
+    return parse(raw, file=str(path))
+
+
+def parse(raw: dict[str, Any], *, file: str = "<campaign>") -> CampaignSpec:
+    r = _Reader(raw, file)
+    cid = r.str("id")
+    if not ID_RE.match(cid):
+        r.fail("id", "must be lowercase letters, digits and dashes (2–63 characters)")
+    src = r.table("source")
+    source = Source(document=r.str("document", src, "source"), issuer=r.str("issuer", src, "source"),
+                    date=r.date("date", src, "source"), section=r.str("section", src, "source"),
+                    title=r.str("title", src, "source", default=""))
+    msg = r.table("message")
+    text = r.str("text", msg, "message")
+    if text != text.strip():
+        r.fail("message.text", "has leading or trailing whitespace")
+    if not unicodedata.is_normalized("NFC", text):
+        text = unicodedata.normalize("NFC", text)
+    recorded = r.str("sha256", msg, "message", default="")
+    actual = textmod.text_sha256(text)
+    if not recorded:
+        r.fail("message.sha256", f"missing: record the hash of the approved text ({actual})")
+    if recorded.lower() != actual:
+        r.fail("message.sha256", "does not match the message text: the text was edited after "
+               f"approval (recorded {recorded[:12]}…, text hashes to {actual[:12]}…); review the "
+               "text and record the new hash to approve it")
+    try:
+        textmod.placeholders(text)
+    except ValueError as exc:
+        r.fail("message.text", str(exc))
+
+    win = r.table("window")
+    tzname = r.str("timezone", win, "window", default="Asia/Ho_Chi_Minh")
+    try:
+        ZoneInfo(tzname)
+    except (ZoneInfoNotFoundError, ValueError):
+        r.fail("window.timezone", f"unknown time zone {tzname!r}")
+    window = Window(
+        start_date=r.date("start_date", win, "window"), end_date=r.date("end_date", win, "window"),
+        daily_start=r.time("daily_start", win, "window", default=dt.time(7, 0)),
+        daily_end=r.time("daily_end", win, "window", default=dt.time(22, 0)), timezone=tzname,
+        key_dates=tuple(r.dates("key_dates", win, "window")),
+        lateness_limit_minutes=r.int("lateness_limit_minutes", win, "window", default=120, minimum=0))
+    if window.end_date < window.start_date:
+        r.fail("window.end_date", "is before window.start_date")
+    if window.daily_end <= window.daily_start:
+        r.fail("window.daily_end", "must be after window.daily_start")
+    for d in window.key_dates:
+        if not window.start_date <= d <= window.end_date:
+            r.fail("window.key_dates", f"{d.isoformat()} is outside the campaign dates")
+
+    sch = r.table("schedule", required=False)
+    schedule = ScheduleSpec(
+        send_time=r.time("send_time", sch, "schedule", default=dt.time(8, 0)),
+        mode=r.choice("mode", sch, "schedule", ("once", "repeat"), default="once"),
+        repeat_every_days=r.int("repeat_every_days", sch, "schedule", default=0, minimum=0),
+        daily_cap=r.int("daily_cap", sch, "schedule", default=0, minimum=0))
+    if schedule.mode == "repeat" and schedule.repeat_every_days < 1:
+        r.fail("schedule.repeat_every_days", "must be at least 1 when mode is 'repeat'")
+    if not window.daily_start <= schedule.send_time < window.daily_end:
+        r.fail("schedule.send_time", "is outside the daily send window")
+
+    chans_raw = raw.get("channels")
+    if not isinstance(chans_raw, list) or not chans_raw:
+        r.fail("channels", "must list at least one [[channels]] table")
+    channels = []
+    for i, ch in enumerate(chans_raw):
+        where = f"channels[{i}]"
+        if not isinstance(ch, dict):
+            r.fail(where, "must be a table")
+        name = r.choice("channel", ch, where, CHANNELS)
+        sender = r.str("sender", ch, where, default="") or None
+        if sender and name == "sms" and not SENDER_RE.match(sender):
+            r.fail(f"{where}.sender", "an SMS sender ID (brandname) is at most 11 characters, "
+                   "letters without diacritics, digits, space . - _ &")
+        unit = r.str("rate_unit", ch, where, default="") or None
+        if unit not in (None, "messages", "segments"):
+            r.fail(f"{where}.rate_unit", "must be 'messages' or 'segments'")
+        tfields = ch.get("template_fields", {})
+        if not isinstance(tfields, dict) or not all(isinstance(v, str) for v in tfields.values()):
+            r.fail(f"{where}.template_fields", "must be a table of strings")
+        channels.append(Channel(
+            channel=name, sender=sender, gateway=r.str("gateway", ch, where, default="") or None,
+            unaccented=r.bool("unaccented", ch, where, default=False),
+            gsm_safe=r.bool("gsm_safe", ch, where, default=False),
+            rate_per_second=_positive(r, r.float("rate_per_second", ch, where, default=None),
+                                      f"{where}.rate_per_second"),
+            rate_unit=unit, concurrency=r.int("concurrency", ch, where, default=None, minimum=1),
+            template_id=r.str("template_id", ch, where, default="") or None,
+            template_fields={k: textmod.nfc(v) for k, v in tfields.items()},
+            fallback_after_minutes=r.int("fallback_after_minutes", ch, where, default=60, minimum=1)))
+        if name == "zalo" and not channels[-1].template_id:
+            r.fail(f"{where}.template_id", "a Zalo (ZNS) channel needs an approved template id")
+    if len({c.channel for c in channels}) != len(channels):
+        r.fail("channels", "a channel is listed twice")
+
+    rec = r.table("recipients")
+    lists = rec.get("lists")
+    if not isinstance(lists, list) or not lists or not all(isinstance(x, str) for x in lists):
+        r.fail("recipients.lists", "must be a non-empty list of file paths or globs")
+    dmap = rec.get("district_by_file", {})
+    if not isinstance(dmap, dict) or not all(isinstance(v, str) for v in dmap.values()):
+        r.fail("recipients.district_by_file", "must be a table of file name = district name")
+    pricing_raw = raw.get("pricing", {})
+    pricing: dict[str, dict[str, float]] = {}
+    if not isinstance(pricing_raw, dict):
+        r.fail("pricing", "must be a table")
+    for chan, table in pricing_raw.items():
+        if chan not in CHANNELS or not isinstance(table, dict):
+            r.fail(f"pricing.{chan}", f"must be a table under one of {', '.join(CHANNELS)}")
+        for carrier, price in table.items():
+            if carrier != "default" and carrier not in CARRIERS:
+                r.fail(f"pricing.{chan}.{carrier}", f"unknown carrier; known: {', '.join(CARRIERS)}")
+            if not isinstance(price, (int, float)) or isinstance(price, bool) or price < 0:
+                r.fail(f"pricing.{chan}.{carrier}", "must be a price in VND per segment (≥ 0)")
+        pricing[chan] = {k: float(v) for k, v in table.items()}
+
+    carriers = None
+    if "carriers" in raw:
+        from outreach.carriers import plan as carrier_plan
+
+        carriers = carrier_plan.parse(r, r.table("carriers"), window)
+    known = {"id", "name", "theme", "source", "message", "window", "schedule", "channels",
+             "recipients", "pricing", "carriers"}
+    for key in raw:
+        if key not in known:
+            r.fail(key, f"unknown field (known: {', '.join(sorted(known))})")
+    # a mistyped key inside a table (unacented = true) must not be ignored silently
+    for table, keys in _TABLE_KEYS.items():
+        _known(r, raw.get(table, {}), table, keys)
+    for i, ch in enumerate(chans_raw):
+        _known(r, ch, f"channels[{i}]", _CHANNEL_KEYS)
+    return CampaignSpec(
+        id=cid, name=textmod.nfc(r.str("name")), theme=textmod.nfc(r.str("theme", default="")),
+        source=source, text=text, text_sha256=actual,
+        unaccented=r.bool("unaccented", msg, "message", default=False),
+        gsm_safe=r.bool("gsm_safe", msg, "message", default=False), window=window,
+        schedule=schedule, channels=tuple(channels), lists=tuple(lists),
+        list_name=r.str("list_name", rec, "recipients", default=cid), pricing=pricing,
+        district_by_file={k: textmod.nfc(v) for k, v in dmap.items()}, file=file,
+        carriers=carriers)
+
+
+_TABLE_KEYS = {
+    "source": {"document", "issuer", "date", "section", "title"},
+    "message": {"text", "sha256", "unaccented", "gsm_safe"},
+    "window": {"timezone", "start_date", "end_date", "key_dates", "daily_start", "daily_end",
+               "lateness_limit_minutes"},
+    "schedule": {"send_time", "mode", "repeat_every_days", "daily_cap"},
+    "recipients": {"lists", "list_name", "district_by_file"},
+}
+_CHANNEL_KEYS = {"channel", "sender", "gateway", "unaccented", "gsm_safe", "rate_per_second",
+                 "rate_unit", "concurrency", "template_id", "template_fields",
+                 "fallback_after_minutes"}
+
+
+def _known(r: "_Reader", table: Any, prefix: str, keys: set[str]) -> None:
+    if not isinstance(table, dict):
+        return
+    for key in table:
+        if key not in keys:
+            r.fail(f"{prefix}.{key}", f"unknown field (known: {', '.join(sorted(keys))})")
+
+
+class _Reader:
+    """Typed field access that raises CampaignError with the dotted field name."""
+
+    def __init__(self, raw: dict[str, Any], file: str) -> None:
+        self.raw, self.file = raw, file
+
+    def fail(self, name: str, reason: str) -> None:
+        raise CampaignError(self.file, name, reason)
+
+    def _get(self, key: str, table: dict[str, Any] | None, prefix: str | None, default: Any) -> Any:
+        table = self.raw if table is None else table
+        name = f"{prefix}.{key}" if prefix else key
+        if key not in table:
+            if default is _MISSING:
+                self.fail(name, "is required")
+            return name, default, True
+        return name, table[key], False
+
+    def table(self, key: str, required: bool = True) -> dict[str, Any]:
+        if key not in self.raw:
+            if required:
+                self.fail(key, "is required")
+            return {}
+        if not isinstance(self.raw[key], dict):
+            self.fail(key, "must be a table")
+        return self.raw[key]
+
+    def str(self, key: str, table: dict[str, Any] | None = None, prefix: str | None = None,
+            default: Any = None) -> Any:
+        default = _MISSING if default is None else default
+        name, v, missing = self._get(key, table, prefix, default)
+        if missing:
+            return v
+        if not isinstance(v, str):
+            self.fail(name, f"must be text, got {type(v).__name__}")
+        if default is _MISSING and not v.strip():
+            self.fail(name, "must not be empty")
+        return v
+
+    def bool(self, key: str, table: dict[str, Any], prefix: str, default: bool) -> bool:
+        name, v, missing = self._get(key, table, prefix, default)
+        if not missing and not isinstance(v, bool):
+            self.fail(name, "must be true or false")
+        return v
+
+    def int(self, key: str, table: dict[str, Any], prefix: str, default: Any,
+            minimum: int | None = None) -> Any:
+        name, v, missing = self._get(key, table, prefix, default)
+        if missing:
+            return v
+        if not isinstance(v, int) or isinstance(v, bool):
+            self.fail(name, "must be a whole number")
+        if minimum is not None and v < minimum:
+            self.fail(name, f"must be at least {minimum}")
+        return v
+
+    def float(self, key: str, table: dict[str, Any], prefix: str, default: Any) -> Any:
+        name, v, missing = self._get(key, table, prefix, default)
+        if missing:
+            return v
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            self.fail(name, "must be a number ≥ 0")
+        return float(v)
+
+    def choice(self, key: str, table: dict[str, Any], prefix: str, options: tuple[str, ...],
+               default: Any = None) -> Any:
+        v = self.str(key, table, prefix, default=default)
+        if v not in options:
+            self.fail(f"{prefix}.{key}", f"must be one of {', '.join(options)}, got {v!r}")
+        return v
+
+    def date(self, key: str, table: dict[str, Any], prefix: str) -> dt.date:
+        name, v, _ = self._get(key, table, prefix, _MISSING)
+        return self._as_date(name, v)
+
+    def _as_date(self, name: str, v: Any) -> dt.date:
+        if isinstance(v, dt.datetime):
+            self.fail(name, "must be a date (YYYY-MM-DD), not a date-time")
+        if isinstance(v, dt.date):
+            return v
+        if isinstance(v, str):
+            try:
+                return dt.date.fromisoformat(v)
+            except ValueError:
+                pass
+        self.fail(name, f"must be a date written YYYY-MM-DD, got {v!r}")
+        raise AssertionError
+
+    def dates(self, key: str, table: dict[str, Any], prefix: str) -> list[dt.date]:
+        name, v, missing = self._get(key, table, prefix, [])
+        if not isinstance(v, list):
+            self.fail(name, "must be a list of dates")
+        return [self._as_date(name, x) for x in v]
+
+    def time(self, key: str, table: dict[str, Any], prefix: str, default: dt.time) -> dt.time:
+        name, v, missing = self._get(key, table, prefix, default)
+        if missing or isinstance(v, dt.time):
+            return v
+        if isinstance(v, str) and re.fullmatch(r"\d{1,2}:\d{2}", v):
+            h, m = map(int, v.split(":"))
+            if 0 <= h < 24 and 0 <= m < 60:
+                return dt.time(h, m)
+        self.fail(name, f"must be a time of day HH:MM, got {v!r}")
+        raise AssertionError
+
+
+_MISSING = object()
+
+
+def _positive(r: _Reader, value: float | None, name: str) -> float | None:
+    if value is not None and value <= 0:
+        r.fail(name, "must be more than 0 messages (or segments) per second; leave it out to use "
+               "the gateway's own limit")
+    return value

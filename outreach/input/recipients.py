@@ -1,0 +1,410 @@
+"""Importing recipient lists: read, normalise to E.164, deduplicate, record every rejected row."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select
+
+from outreach.input import listfiles, phones
+from outreach.reporting import audit
+from outreach.ledger.db import Database, retry_write
+from outreach.ledger.models import Import, ListMember, Recipient
+
+CHUNK = 5000
+_DIGITS = re.compile(r"\d")
+
+
+@dataclass(frozen=True)
+class Issue:
+    """A row that did not become a new recipient: ``kind`` is ``rejected`` or ``duplicate``.
+
+    ``raw_masked`` never shows a whole number; ``detail`` says where a duplicate was first seen
+    or gives the hint for an old 11-digit number.
+    """
+
+    kind: str
+    file: str
+    line: int | None
+    raw_masked: str
+    reason: str
+    detail: str | None = None
+    sheet: str | None = None
+
+    def where(self) -> str:
+        return _where(self.file, self.sheet, self.line)
+
+
+def _where(file: str, sheet: str | None, line: int | None = None) -> str:
+    label = file if sheet is None else f"{file} [sheet {sheet!r}]"
+    return f"{label}:{line}" if line else label
+
+
+class FewValidNumbers(listfiles.ListFileError):
+    """A file or sheet that yields no valid mobile number, or valid numbers in fewer than half
+    of its data rows: usually the wrong column, the wrong sheet or a damaged export. Raised
+    by default (nothing is written); ``allow_few_valid=True`` imports such a file anyway."""
+
+
+@dataclass
+class ImportSummary:
+    """Counts of one import. They add up:
+    ``rows_read + extra_numbers == imported + rejected + duplicates``, where ``extra_numbers``
+    counts the second and later numbers of cells holding several numbers."""
+
+    import_id: int
+    list_name: str
+    files: list[str]
+    rows_read: int = 0
+    extra_numbers: int = 0
+    imported: int = 0
+    new_recipients: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    by_reason: Counter[str] = field(default_factory=Counter)
+    by_carrier: Counter[str] = field(default_factory=Counter)
+    issues: list[Issue] = field(default_factory=list)
+    #: per file: format, and per sheet header row, columns used, rows, rows skipped as non-data
+    lists: list[listfiles.ListInfo] = field(default_factory=list)
+    #: cells that held several numbers or words around a number: (where, masked cell, numbers)
+    shared_cells: list[tuple[str, str, int]] = field(default_factory=list)
+    shared_cell_count: int = 0
+    #: administrative units: names not found in the official lists, (kind, name) → rows
+    unknown_units: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    @property
+    def skipped_rows(self) -> int:
+        """Rows recognised as not data (sections, totals, signatures): never counted as read."""
+        return sum(sh.skipped for info in self.lists for sh in info.sheets)
+
+    @property
+    def balanced(self) -> bool:
+        return self.rows_read + self.extra_numbers == self.imported + self.rejected + self.duplicates
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "import_id": self.import_id, "list": self.list_name, "files": self.files,
+            "rows_read": self.rows_read, "extra_numbers": self.extra_numbers,
+            "imported": self.imported, "new_recipients": self.new_recipients,
+            "rejected": self.rejected, "duplicates": self.duplicates,
+            "by_reason": dict(sorted(self.by_reason.items())),
+            "by_carrier": dict(sorted(self.by_carrier.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))),
+            "skipped_rows": self.skipped_rows,
+            "lists": [info.to_dict() for info in self.lists],
+            "shared_cells": self.shared_cell_count,
+            "unknown_units": [{"kind": k, "name": n, "rows": c}
+                              for (k, n), c in sorted(self.unknown_units.items())],
+        }
+
+
+def mask_raw(raw: str) -> str:
+    """Mask the middle digits of a raw cell so a report never shows a whole number."""
+    digits = [m.start() for m in _DIGITS.finditer(raw)]
+    if len(digits) < 7:
+        return raw[:40]
+    hide = set(digits[3:-3])
+    return "".join("*" if i in hide else ch for i, ch in enumerate(raw))[:40]
+
+
+def import_files(db: Database, paths: Sequence[str | Path], *, list_name: str,
+                 encoding: str | None = None, convert_old_prefixes: bool = False,
+                 default_district: str | None = None,
+                 district_by_file: dict[str, str] | None = None, operator: str | None = None,
+                 progress: Callable[[int], None] | None = None,
+                 now: dt.datetime | None = None, sheet: str | None = None,
+                 allow_few_valid: bool = False, province: str | None = None) -> ImportSummary:
+    """Import recipient files into list ``list_name`` in one transaction.
+
+    Every number is normalised with :func:`outreach.input.phones.normalise` (E.164, mobile only).
+    A number seen earlier in this import (any file, any form) is a duplicate, reported with where
+    it was first seen. A number already in the database from an earlier import is the same
+    recipient: it joins the list and counts as imported, its stored details unchanged.
+    Districts and wards are matched to the official administrative units
+    (:mod:`outreach.input.adminunits`): both the pre-2025 units and the current ones are stored;
+    ``province`` names the province for lists without a province column (default: found from
+    the district names).
+
+    Raises :class:`outreach.input.listfiles.ListFileError` (file, line, reason) for a file that cannot
+    be read, and :class:`FewValidNumbers` for a file or sheet with no data rows, no valid mobile
+    number or valid numbers in fewer than half of its rows, unless ``allow_few_valid``; nothing
+    is written then. ``progress`` is called with the rows read so far every 10,000 rows; an
+    exception it raises (KeyboardInterrupt: Ctrl-C) aborts the import with nothing written.
+    """
+    now = now or dt.datetime.now(dt.timezone.utc)
+
+    @retry_write
+    def run() -> ImportSummary:
+        with db.engine.begin() as conn:
+            return import_into(conn, paths, list_name=list_name, encoding=encoding,
+                               convert_old_prefixes=convert_old_prefixes,
+                               default_district=default_district,
+                               district_by_file=district_by_file, operator=operator,
+                               progress=progress, now=now, sheet=sheet,
+                               allow_few_valid=allow_few_valid, province=province)
+
+    return run()
+
+
+def import_into(conn: Connection, paths: Sequence[str | Path], *, list_name: str,
+                encoding: str | None = None, convert_old_prefixes: bool = False,
+                default_district: str | None = None,
+                district_by_file: dict[str, str] | None = None, operator: str | None = None,
+                progress: Callable[[int], None] | None = None,
+                now: dt.datetime, sheet: str | None = None, allow_few_valid: bool = False,
+                province: str | None = None) -> ImportSummary:
+    """:func:`import_files` in the caller's transaction (a dry run rolls it back)."""
+    files = [str(p) for p in paths]
+    imp_id = conn.execute(insert(Import).values(
+        list_name=list_name, files=files, operator=operator, created_at=now,
+        rows_read=0, imported=0, rejected=0, duplicates=0)).inserted_primary_key[0]
+    summary = ImportSummary(import_id=imp_id, list_name=list_name, files=files)
+    _import(conn, summary, files, encoding, convert_old_prefixes, default_district,
+            district_by_file or {}, progress, now, sheet, allow_few_valid, province)
+    conn.execute(Import.__table__.update().where(Import.id == imp_id).values(
+        rows_read=summary.rows_read, imported=summary.imported,
+        rejected=summary.rejected, duplicates=summary.duplicates))
+    audit.record(conn, "import", operator=operator, now=now, details=summary.to_dict())
+    return summary
+
+
+#: Files larger than this (bytes) are read and normalised in a child process while this one
+#: deduplicates and writes: the two halves of an import each take about half the time.
+PARALLEL_MIN_BYTES = 4_000_000
+_BATCH = 5000
+
+# One normalised cell: (line, raw cell, E.164 or None, carrier, reason, hint, name, district,
+# ward, zalo user id, extra numbers in this row's cell (on its first cell only; -1 on the
+# others), sheet, province, the whole cell when it held several numbers or words (else None))
+Cell = tuple[int, str, "str | None", "str | None", "str | None", "str | None", "str | None",
+             "str | None", "str | None", "str | None", int, "str | None", "str | None",
+             "str | None"]
+
+
+def _cells(path: str, encoding: str | None, convert: bool, sheet: str | None,
+           info: listfiles.ListInfo) -> Iterator[list[Cell]]:
+    """Read one file and normalise every number in it, in batches. Pure: no database."""
+    batch: list[Cell] = []
+    split, normalise = phones.split_cell, phones.normalise
+    for row in listfiles.read_list(path, encoding=encoding, sheet=sheet, info=info):
+        raw = row.phone
+        cells = (split(raw) if raw else None) or [raw or ""]
+        extra = len(cells) - 1
+        whole = raw if extra > 0 or (len(cells) == 1 and cells[0] != raw.strip()) else None
+        for i, cell in enumerate(cells):
+            res = normalise(cell, convert_old_prefixes=convert)
+            batch.append((row.line, cell, res.e164, res.carrier, res.reason, res.hint, row.name,
+                          row.district, row.ward, row.zalo_user_id, extra if i == 0 else -1,
+                          row.sheet, row.province, whole if i == 0 else None))
+        if len(batch) >= _BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _produce(path: str, encoding: str | None, convert: bool, sheet: str | None, queue: Any) -> None:
+    info = listfiles.ListInfo(path)
+    try:
+        for batch in _cells(path, encoding, convert, sheet, info):
+            queue.put(batch)
+        queue.put(info)
+        queue.put(None)
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the parent handles it
+        return
+    except BaseException as exc:  # sent to the parent, raised there with file, line, reason
+        queue.put(exc if isinstance(exc, listfiles.ListFileError)
+                  else listfiles.ListFileError(path, None, f"{type(exc).__name__}: {exc}"))
+
+
+def _batches(path: str, encoding: str | None, convert: bool, sheet: str | None,
+             info: listfiles.ListInfo) -> Iterator[list[Cell]]:
+    """Batches of normalised cells; large files are read by a child process. ``info`` is
+    filled once the file has been read."""
+    try:
+        big = Path(path).stat().st_size >= PARALLEL_MIN_BYTES
+    except OSError:
+        big = False
+    if not big or os.environ.get("OUTREACH_IMPORT_PARALLEL") == "0":
+        yield from _cells(path, encoding, convert, sheet, info)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    queue = ctx.Queue(maxsize=8)
+    proc = ctx.Process(target=_produce, args=(path, encoding, convert, sheet, queue), daemon=True)
+    proc.start()
+    try:
+        while True:
+            item = queue.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            if isinstance(item, listfiles.ListInfo):
+                info.format, info.sheets = item.format, item.sheets
+                continue
+            yield item
+    finally:
+        if proc.is_alive():
+            proc.terminate()
+        proc.join(timeout=5)
+
+
+#: A file or sheet needs valid mobile numbers in at least this share of its data rows.
+MIN_VALID_SHARE = 0.5
+
+
+def _check_valid(path: str, info: listfiles.ListInfo, rows: Counter[str | None],
+                 valid: Counter[str | None], reasons: dict[str | None, Counter[str]]) -> None:
+    for sh in info.sheets:
+        if not sh.read:
+            continue
+        n, ok = rows[sh.name], valid[sh.name]
+        if n and ok >= n * MIN_VALID_SHARE:
+            continue
+        where = _where(path, sh.name)
+        column = sh.columns.get("phone", "?")
+        if not n:
+            why = f"no data rows under the header (row {sh.header_line})"
+        else:
+            top = ", ".join(f"{r} {c}" for r, c in reasons[sh.name].most_common(3))
+            why = (f"no valid mobile number in {n} rows" if not ok else
+                   f"only {ok} of {n} rows have a valid mobile number") + f" ({top})"
+        raise FewValidNumbers(path, None, f"{why}; phone column {column!r}, header at row "
+                              f"{sh.header_line}: check the column and the sheet; nothing was "
+                              "imported (pass --allow-few-valid to import it anyway)", sh.name)
+
+
+def _import(conn: Connection, summary: ImportSummary, files: list[str], encoding: str | None,
+            convert: bool, default_district: str | None, district_by_file: dict[str, str],
+            progress: Callable[[int], None] | None, now: dt.datetime, sheet: str | None,
+            allow_few_valid: bool, province: str | None) -> None:
+    from outreach.input import adminunits
+
+    # E.164 digits as an int -> place index << 32 | line: ints keep a million entries small
+    first_seen: dict[int, int] = {}
+    places: list[str] = []  # "file" or "file [sheet 'X']", indexed by first_seen
+    place_index: dict[tuple[str, str | None], int] = {}
+    pending: list[tuple[Any, ...]] = []
+    issues: list[tuple[Any, ...]] = []
+    before = conn.execute(select(func.count()).select_from(Recipient)).scalar_one()
+    from outreach.ledger.states import db_time
+
+    ts = db_time(conn, now)
+    ph = "?" if conn.dialect.name == "sqlite" else "%s"
+    imp_id, list_name = summary.import_id, summary.list_name
+    if conn.dialect.name == "sqlite":
+        # a large import touches each index page once or twice: a 16 MB page cache is enough
+        # and keeps a million-row import's memory down
+        conn.exec_driver_sql("PRAGMA cache_size=-16384")
+    units = adminunits.Resolver(province)
+
+    def flush() -> None:
+        # plain driver SQL: no per-row type processing on the hot path of a large import
+        if pending:
+            conn.exec_driver_sql(
+                "INSERT INTO recipients (e164, carrier, name, district, ward, zalo_user_id, "
+                "source_file, source_line, created_at, province, district_code, ward_code, "
+                "new_province, new_ward, new_ward_code) "
+                f"VALUES ({', '.join([ph] * 15)}) ON CONFLICT (e164) DO NOTHING", pending)
+            conn.exec_driver_sql(
+                "INSERT INTO list_members (list_name, recipient_id, import_id) "
+                f"SELECT {ph}, id, {ph} FROM recipients WHERE e164 = {ph} "
+                "ON CONFLICT (list_name, recipient_id) DO NOTHING",
+                [(list_name, imp_id, r[0]) for r in pending])
+            pending.clear()
+        if issues:
+            conn.exec_driver_sql(
+                "INSERT INTO import_issues (import_id, kind, file, line, raw_masked, reason, "
+                f"detail, sheet) VALUES ({', '.join([ph] * 8)})", issues)
+            issues.clear()
+
+    def issue(kind: str, file: str, sheet_name: str | None, line: int, raw: str, reason: str,
+              detail: str | None) -> None:
+        masked = mask_raw(raw)
+        summary.issues.append(Issue(kind, file, line, masked, reason, detail, sheet_name))
+        issues.append((imp_id, kind, file, line, masked, reason, detail, sheet_name))
+
+    def place(path: str, sheet_name: str | None) -> int:
+        key = (path, sheet_name)
+        found = place_index.get(key)
+        if found is None:
+            found = place_index[key] = len(places)
+            places.append(_where(path, sheet_name))
+        return found
+
+    for path in files:
+        file_district = district_by_file.get(Path(path).name, default_district)
+        info = listfiles.ListInfo(path)
+        summary.lists.append(info)
+        rows: Counter[str | None] = Counter()
+        valid: Counter[str | None] = Counter()
+        reasons: dict[str | None, Counter[str]] = {}
+        last_sheet: object = object()
+        here = 0
+        for batch in _batches(path, encoding, convert, sheet, info):
+            for (line, cell, e164, carrier, reason, hint, name, district, ward, zalo,
+                 extra, sheet_name, row_province, whole) in batch:
+                if sheet_name is not last_sheet:
+                    last_sheet, here = sheet_name, place(path, sheet_name)
+                if extra >= 0:  # the first number of a row
+                    summary.rows_read += 1
+                    rows[sheet_name] += 1
+                    summary.extra_numbers += extra
+                    if whole is not None:
+                        summary.shared_cell_count += 1
+                        if len(summary.shared_cells) < 50:
+                            summary.shared_cells.append(
+                                (_where(path, sheet_name, line), mask_raw(whole), extra + 1))
+                    if progress and summary.rows_read % 10_000 == 0:
+                        progress(summary.rows_read)
+                if e164 is None:
+                    summary.rejected += 1
+                    summary.by_reason[reason or "invalid"] += 1
+                    reasons.setdefault(sheet_name, Counter())[reason or "invalid"] += 1
+                    if hint and hint.startswith("+"):
+                        hint = f"new number would be {phones.mask(hint)}"
+                    issue("rejected", path, sheet_name, line, cell, reason or "invalid", hint)
+                    continue
+                valid[sheet_name] += 1
+                key = int(e164[1:])
+                seen = first_seen.get(key)
+                if seen is not None:
+                    summary.duplicates += 1
+                    summary.by_reason["duplicate"] += 1
+                    issue("duplicate", path, sheet_name, line, cell, "duplicate",
+                          f"first seen at {places[seen >> 32]}:{seen & 0xFFFFFFFF}")
+                    continue
+                first_seen[key] = (here << 32) | line
+                summary.imported += 1
+                summary.by_carrier[carrier or "unknown"] += 1
+                u = units.resolve(row_province, district or file_district, ward)
+                pending.append((e164, carrier, name, u.district, u.ward, zalo, path, line, ts,
+                                u.province, u.district_code, u.ward_code, u.new_province,
+                                u.new_ward, u.new_ward_code))
+            flush()
+        if not allow_few_valid:
+            _check_valid(path, info, rows, valid, reasons)
+    flush()
+    summary.unknown_units = units.unknown
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("PRAGMA cache_size=-65536")
+    after = conn.execute(select(func.count()).select_from(Recipient)).scalar_one()
+    summary.new_recipients = after - before
+
+
+def list_recipients(db: Database, list_name: str | None = None) -> Iterable[Recipient]:
+    """Recipients (optionally of one list), ordered by id."""
+    with db.session() as s:
+        stmt = select(Recipient).order_by(Recipient.id)
+        if list_name:
+            stmt = stmt.join(ListMember, ListMember.recipient_id == Recipient.id).where(
+                ListMember.list_name == list_name)
+        return list(s.scalars(stmt))

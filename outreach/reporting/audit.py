@@ -1,0 +1,47 @@
+"""The audit log of operator actions: who, when, what, with the campaign text hash."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+
+from outreach import config
+from outreach.ledger.models import AuditEntry
+
+ACTIONS = ("import", "launch", "dry-run", "pause", "resume", "cancel", "resend", "optout-add",
+           "optout-import", "optout-remove", "resolve-unknown", "schedule", "purge", "sync",
+           "token", "scheduled-run", "export", "lookup", "user-add", "user-disable", "user-enable",
+           "approval-request", "approve", "approval-setting", "approval-waived", "login",
+           "logout", "view-numbers", "download", "carrier-letter", "carrier-status",
+           "carrier-result")
+
+
+def record(conn: Connection, action: str, *, operator: str | None = None,
+           campaign_id: str | None = None, text_sha256: str | None = None,
+           details: dict[str, Any] | None = None, now: dt.datetime | None = None) -> None:
+    """Append one entry in the caller's transaction. ``operator`` defaults to the OS user;
+    ``text_sha256`` defaults to the campaign's stored text hash when ``campaign_id`` is given
+    (so pause and cancel, which do not load the campaign file, still record it)."""
+    if campaign_id and text_sha256 is None:
+        from outreach.ledger.models import Campaign
+
+        text_sha256 = conn.execute(select(Campaign.text_sha256)
+                                   .where(Campaign.id == campaign_id)).scalar()
+    conn.execute(insert(AuditEntry).values(
+        at=now or dt.datetime.now(dt.timezone.utc), operator=operator or config.default_operator(),
+        action=action, campaign_id=campaign_id, text_sha256=text_sha256, details=details or {}))
+
+
+def entries(conn: Connection, *, campaign_id: str | None = None, action: str | None = None,
+            limit: int = 200) -> list[AuditEntry]:
+    stmt = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    if campaign_id:
+        stmt = stmt.where(AuditEntry.campaign_id == campaign_id)
+    if action:
+        stmt = stmt.where(AuditEntry.action == action)
+    from sqlalchemy.orm import Session
+
+    with Session(bind=conn) as s:
+        return list(s.scalars(stmt))

@@ -1,0 +1,300 @@
+"""Sending a claimed batch: each message through its gateway, under the rate limit and the send
+window, with retries of transient errors, and the halts that pause a run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import logging
+import random
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+from outreach.sending import outbound
+from outreach.input.campaigns import CampaignSpec
+from outreach.clock import Clock
+from outreach.gateways import base as gw
+from outreach.sending.leases import Lease, LeaseLost
+from outreach.sending.outcomes import LedgerWriter, Outcome, RecordFailed
+
+log = logging.getLogger(__name__)
+
+
+class AbortBatch(Exception):  # noqa: N818 - a control signal, not an error of a message
+    """Raised through a gateway to abandon the whole batch at once, leaving its rows as a crash
+    would (``sending``, for reconciliation). Any other unexpected exception from a gateway
+    makes that one delivery ``unknown`` and pauses the run."""
+
+
+class _Halted(Exception):
+    pass
+
+
+class _Health:
+    """The error rate over the last ``window`` sends; an opted-out or invalid number is the
+    recipient's fact, not the gateway's health."""
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self._recent: deque[bool] = deque(maxlen=window)
+        self._bad = 0
+        self._lock = threading.Lock()
+
+    def note(self, healthy: bool) -> float | None:
+        """Record one send; the failure share once enough sends were seen, else None."""
+        with self._lock:
+            recent = self._recent
+            if len(recent) == recent.maxlen and not recent[0]:
+                self._bad -= 1
+            recent.append(healthy)
+            if not healthy:
+                self._bad += 1
+            if len(recent) < min(self.window, 20):
+                return None
+            return self._bad / len(recent)
+
+    def __len__(self) -> int:
+        return len(self._recent)
+
+
+class BatchSender:
+    """Sends the messages of claimed batches for one run and says how each ended
+    (:class:`~outreach.sending.outcomes.Outcome`), never raising for a provider's answer.
+
+    ``gateways``/``limiters``/``units``/``concurrency`` are per channel. Transient errors are
+    retried at most ``max_attempts`` times with exponential backoff and jitter (``backoff_initial``
+    to ``backoff_max`` seconds, never shorter than a Retry-After, during which the limiter holds
+    every sender back). A :class:`~outreach.gateways.base.StopRunError`, an unexpected adapter
+    exception, or more than ``error_rate_threshold`` failures over the last ``error_window``
+    sends set :attr:`halted` with (kind, reason); later sends come back ``not_sent``. With
+    ``enforce_window`` no request leaves once the campaign's send window has closed
+    (:attr:`window_shut`). Each request's start is committed through ``writer`` just before it
+    leaves, and each outcome handed to it as it comes. Raises
+    :class:`~outreach.sending.leases.LeaseLost` (the lease could not be renewed),
+    :class:`~outreach.sending.outcomes.RecordFailed` and :class:`AbortBatch` through, abandoning the
+    batch.
+    """
+
+    def __init__(self, spec: CampaignSpec, gateways: dict[str, gw.Gateway], *,
+                 limiters: dict[str, Any], units: dict[str, str], concurrency: dict[str, int],
+                 clock: Clock, lease: Lease, writer: LedgerWriter, stop_event: threading.Event,
+                 enforce_window: bool,
+                 max_attempts: int = 5, backoff_initial: float = 0.5, backoff_max: float = 30.0,
+                 error_rate_threshold: float = 0.5, error_window: int = 200) -> None:
+        self.spec, self.gateways, self.clock, self.lease = spec, gateways, clock, lease
+        self.writer = writer
+        self.limiters, self.units, self.concurrency = limiters, units, concurrency
+        self.stop_event = stop_event
+        self.max_attempts = max_attempts
+        self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
+        self.error_rate_threshold = error_rate_threshold
+        self._enforce_window = enforce_window
+        self._health = _Health(error_window)
+        self._parts: outbound.ChannelParts = {}
+        self._opted_now: set[str] = set()  # addresses a provider reported opted out in this run
+        self._window_closes: dt.datetime | None = None
+        self._halt = threading.Event()
+        self._halt_reason: tuple[str, str] | None = None
+        self.window_shut = threading.Event()
+        width = max(concurrency.values() or [1])
+        self._pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="outreach-send")
+
+    @property
+    def halted(self) -> tuple[str, str] | None:
+        """(kind, reason) once a send halted the run (``gateway``, ``error-rate``), else None."""
+        return self._halt_reason if self._halt.is_set() else None
+
+    def close(self, *, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait)
+
+    def send_batch(self, batch: list[dict[str, Any]]) -> list[Outcome]:
+        """Send a batch (claimed rows, in order); outcomes in the batch's order.
+
+        With concurrency ``k`` > 1, ``k`` threads take the messages in order from one shared
+        counter (no future per message). A number that occurs twice in the batch (two
+        deliveries by phone) is sent the second time only after the first answer is in, so a
+        provider's opt-out on the first stops the second.
+        """
+        msgs = [outbound.message(self.spec, r, self._parts) for r in batch]
+        self.writer.begin(batch)
+        self._window_closes = self._window_close(self.clock.now())
+        width = min(len(msgs), max((self.concurrency.get(m.channel, 1) for m in msgs), default=1))
+        if width <= 1:
+            return [self._send_one(m) for m in msgs]
+        out: list[Outcome | None] = [None] * len(msgs)
+        seen: set[str] = set()
+        firsts: list[int] = []
+        repeats: list[int] = []
+        for i, m in enumerate(msgs):
+            (repeats if m.to in seen else firsts).append(i)
+            seen.add(m.to)
+        for order in (firsts, repeats):
+            self._send_parallel(msgs, order, out, width)
+            repeats_left = [i for i in repeats if out[i] is None]
+            if order is firsts and repeats_left and len(set(msgs[i].to for i in repeats_left)) \
+                    < len(repeats_left):
+                # a number three times or more: one by one
+                for i in repeats_left:
+                    out[i] = self._send_one(msgs[i])
+                break
+        return out  # type: ignore[return-value]
+
+    def _send_parallel(self, msgs: list[gw.OutboundMessage], order: list[int],
+                       out: list[Outcome | None], width: int) -> None:
+        counter = itertools.count()  # next() on it is atomic under the GIL
+        n = len(order)
+        send_one = self._send_one
+
+        def work() -> None:
+            while True:
+                k = next(counter)
+                if k >= n:
+                    return
+                i = order[k]
+                out[i] = send_one(msgs[i])
+
+        for f in [self._pool.submit(work) for _ in range(min(width, n))]:
+            f.result()
+
+    def _window_close(self, now: dt.datetime) -> dt.datetime | None:
+        """When the send window open at ``now`` closes (the day's end or the campaign's last
+        day), so each send compares one instant; None when no window applies."""
+        if not self._enforce_window:
+            return None
+        w = self.spec.window
+        if not w.is_open(now):
+            return now  # closed already: every send of the batch stops
+        local = now.astimezone(w.tz)
+        return dt.datetime.combine(local.date(), w.daily_end, tzinfo=w.tz)
+
+    def _backoff(self, attempt_number: int, exc: BaseException | None) -> float:
+        """Exponential backoff with jitter (seconds), never shorter than the provider's
+        Retry-After."""
+        backoff = min(self.backoff_max, self.backoff_initial * 2 ** (attempt_number - 1))
+        backoff = random.uniform(backoff / 2, backoff)
+        retry_after = getattr(exc, "retry_after", None) or 0.0
+        return max(backoff, retry_after)
+
+    def _wait_after(self, first: BaseException) -> Callable[[RetryCallState], float]:
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            return self._backoff(state.attempt_number + 1, exc or first)
+
+        return wait
+
+    def _send_one(self, msg: gw.OutboundMessage) -> Outcome:
+        outcome = self._try_one(msg)
+        self.writer.outcome(outcome)  # written in the writer's next group commit
+        return outcome
+
+    def _try_one(self, msg: gw.OutboundMessage) -> Outcome:
+        if self._halt.is_set() or self.stop_event.is_set() or self.window_shut.is_set():
+            return Outcome(msg.delivery_id, "not_sent")
+        if msg.to in self._opted_now:
+            # a provider said this number opted out earlier in this run; the suppression list
+            # gets it when that batch is written, which may be after this batch was claimed
+            return Outcome(msg.delivery_id, "opted_out", error=gw.OptedOutError(
+                "opted out earlier in this run", reason="suppressed"))
+        gateway = self.gateways[msg.channel]
+        limiter = self.limiters[msg.channel]
+        units = msg.segments if self.units.get(msg.channel) == "segments" else 1
+        lease = self.lease
+        attempts = 0
+
+        def attempt() -> gw.SendResult:
+            nonlocal attempts
+            if self._halt.is_set() or self.window_shut.is_set():
+                raise _Halted()
+            limiter.acquire(units)
+            closes = self._window_closes
+            if closes is not None and self.clock.now() >= closes:
+                # the window closed while this batch was under way: the rest waits for the
+                # next window (the run is recorded as waiting)
+                self.window_shut.set()
+                raise _Halted()
+            # a holder whose lease may have been taken over must not send any more
+            lease.check()
+            if not attempts:
+                # the start is committed before the request leaves: a crash from here on
+                # leaves this delivery unknown, before it the row is simply queued again
+                self.writer.start(msg.delivery_id)
+                if self._halt.is_set() or self.stop_event.is_set():
+                    raise _Halted()  # stopped while waiting for the commit: not sent
+            attempts += 1
+            try:
+                return gateway.send(msg)
+            except gw.TransientError as exc:
+                if exc.retry_after:
+                    limiter.block_until(self.clock.monotonic() + exc.retry_after)
+                log.info("delivery %s: transient %s (%s), will retry", msg.delivery_id,
+                         exc.reason, exc.provider_code)
+                raise
+
+        try:
+            try:
+                result = attempt()  # the common case, without the retry machinery
+            except gw.TransientError as first:
+                if self.max_attempts <= 1:
+                    raise
+                retrying = Retrying(stop=stop_after_attempt(self.max_attempts - 1),
+                                    wait=self._wait_after(first),
+                                    retry=retry_if_exception_type(gw.TransientError),
+                                    sleep=self.clock.sleep, reraise=True)
+                self.clock.sleep(self._backoff(1, first))
+                result = retrying(attempt)
+        except _Halted:
+            return Outcome(msg.delivery_id, "not_sent", attempts=attempts)
+        except gw.OptedOutError as exc:
+            self._opted_now.add(msg.to)
+            return self._note(Outcome(msg.delivery_id, "opted_out", error=exc, attempts=attempts))
+        except gw.StopRunError as exc:
+            self._halt_with("gateway", f"{gateway.name}: {exc.reason} — {exc.detail or exc}"
+                            f"{f' (code {exc.provider_code})' if exc.provider_code else ''}; "
+                            "fix the gateway configuration, then `outreach campaign resume`")
+            return Outcome(msg.delivery_id, "not_sent", error=exc, attempts=attempts)
+        except gw.PermanentError as exc:
+            return self._note(Outcome(msg.delivery_id, "failed", error=exc, attempts=attempts), False)
+        except gw.OutcomeUnknownError as exc:
+            return self._note(Outcome(msg.delivery_id, "unknown", error=exc, attempts=attempts), False)
+        except gw.GatewayError as exc:  # transient past the cap, and any other provider error
+            return self._note(Outcome(msg.delivery_id, "failed", error=exc, attempts=attempts), False)
+        except (AbortBatch, LeaseLost, RecordFailed):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a defect in an adapter, not a provider's answer
+            # The request may have left before the adapter failed: unknown (never resent
+            # automatically), and the run pauses rather than meeting the same defect for
+            # every recipient.
+            log.exception("delivery %s: %s.send raised %s", msg.delivery_id, gateway.name,
+                          type(exc).__name__)
+            self._halt_with("gateway", f"{gateway.name}: unexpected {type(exc).__name__} in the "
+                            f"gateway adapter ({exc}); the delivery is recorded as unknown — see "
+                            "the log, then `outreach campaign resume`")
+            return Outcome(msg.delivery_id, "unknown", attempts=attempts,
+                           error=gw.OutcomeUnknownError(f"{type(exc).__name__}: {exc}",
+                                                        reason="adapter-error"))
+        return self._note(Outcome(msg.delivery_id, "sent", result=result, attempts=attempts))
+
+    def _note(self, outcome: Outcome, ok: bool = True) -> Outcome:
+        healthy = ok or isinstance(outcome.error, gw.PermanentError)
+        bad = self._health.note(healthy)
+        if bad is not None and bad > self.error_rate_threshold:
+            self._halt_with("error-rate",
+                            f"{bad:.0%} of the last {len(self._health)} sends failed "
+                            f"(threshold {self.error_rate_threshold:.0%}); the run is "
+                            "paused instead of burning through the list — check the gateway, "
+                            "then `outreach campaign resume`")
+        return outcome
+
+    def _halt_with(self, kind: str, why: str) -> None:
+        if not self._halt.is_set():
+            self._halt_reason = (kind, why)
+            self._halt.set()
+            log.error("campaign %s paused: %s", self.spec.id, why)
+
+
+__all__ = ["BatchSender", "AbortBatch"]
