@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from outreach.db import Database
+from outreach.ledger.db import Database
 from outreach.ledger.models import Delivery, DeliveryEvent, Run
 from tests.helpers import numbers, write_campaign
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from outreach import safeio
 from outreach.cli import main
-from outreach.db import Database
+from outreach.ledger.db import Database
 from outreach.gateways.base import OutboundMessage
 from outreach.gateways.outbox import OutboxGateway
 from tests.helpers import write_campaign

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from outreach.cli import main
-from outreach.db import Database
+from outreach.ledger.db import Database
 from outreach.ledger.models import AuditEntry, Delivery, Import
 from tests.conftest import CAMPAIGN_FILE, PLAN_TEXT, ROOT
 

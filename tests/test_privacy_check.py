@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from outreach.reporting import privacy
 from outreach.cli import main
 from outreach.clock import FakeClock
-from outreach.db import Database
+from outreach.ledger.db import Database
 from outreach.gateways.zalo_tokens import TokenStore
 from tests.helpers import write_campaign
 

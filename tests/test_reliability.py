@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from outreach.ledger import states
 from outreach.sending import ops, reconcile
 from outreach.clock import FakeClock
-from outreach.db import Database
+from outreach.ledger.db import Database
 from outreach.sending.engine import RunEngine, SendSettings
 from outreach.gateways import base as gw
 from outreach.gateways.mock import MockGateway

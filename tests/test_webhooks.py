@@ -17,7 +17,7 @@ from twilio.request_validator import RequestValidator
 from outreach.receipts import writer as receipts
 from outreach.cli.webhooks import webhooks as webhooks_cli
 from outreach.clock import FakeClock
-from outreach.db import Database
+from outreach.ledger.db import Database
 from outreach.gateways.base import OutboundMessage
 from outreach.gateways.twilio import TwilioGateway
 from outreach.ledger.models import (Base, Campaign, Delivery, DeliveryEvent, PendingReceipt, Recipient,

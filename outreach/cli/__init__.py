@@ -31,7 +31,7 @@ class Ctx:
     def db(self) -> Any:
         if self._db is None:
             from outreach import config
-            from outreach.db import Database
+            from outreach.ledger.db import Database
 
             url = config.database_url(self.db_url)
             path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else None

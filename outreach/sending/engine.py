@@ -57,7 +57,9 @@ class SendSettings:
     keeps trying to record starts and outcomes through database errors that long before giving
     up (:class:`~outreach.sending.outcomes.RecordFailed`); ``lease_seconds`` is the lease of every claimed batch;
     ``pause_on_stop`` records the run as paused (:data:`INTERRUPTED_REASON`) when the stop
-    event ends it — a worker leaves it to the other workers instead."""
+    event ends it — a worker leaves it to the other workers instead; ``pipeline`` lets the
+    writer finish a batch's outcomes while the next batch is claimed and sent (a worker, which
+    serves several runs in turn, records each batch before its step returns)."""
 
     batch_size: int = 500
     max_attempts: int = 5
@@ -72,6 +74,7 @@ class SendSettings:
     record_deadline: float | None = None
     lease_seconds: float = leases.LEASE_SECONDS
     pause_on_stop: bool = True
+    pipeline: bool = True
 
 
 @dataclass
@@ -305,9 +308,11 @@ class RunEngine:
             self._done = self._total - counts.get(states.QUEUED, 0)
         stop = self._should_stop()
         if stop:
+            self.writer.flush()
             return Step(stopped=stop[0], reason=stop[1], resume_at=stop[2])
         batch = self.claim()
         if not batch:
+            self.writer.flush()  # everything sent is recorded before the run can complete
             waiting = self._after_queue_empty()
             if waiting:
                 return Step(stopped=waiting[0], reason=waiting[1], resume_at=waiting[2])
@@ -318,8 +323,13 @@ class RunEngine:
         ids = [r["id"] for r in batch]
         self.lease.hold(ids)
         outcomes = self.sender.send_batch(batch)
-        self.writer.flush()  # on SQLite the next claim would wait for it anyway
-        self.lease.drop(ids)
+        # the writer goes on writing this batch's outcomes while the next one is claimed and
+        # sent; the lease keeps covering them until then (renewal skips rows already settled)
+        if not self.settings.pipeline:
+            self.writer.flush()
+        if self._held:
+            self.lease.drop(self._held)
+        self._held = ids
         self.sender.window_shut.clear()
         step = Step(outcomes=Counter(o.kind for o in outcomes), more=True)
         self._done += len(batch)
@@ -327,6 +337,7 @@ class RunEngine:
             self.progress(self._done, self._total)
         halted = self.sender.halted
         if halted:
+            self.writer.flush()
             kind, why = halted
             with self.db.engine.begin() as conn:
                 runstates.move(conn, self.run_id, runstates.PAUSED, why, now=self.clock.now())

@@ -142,6 +142,7 @@ class LedgerWriter:
         self._wanted = -1                    # highest position a sender asked to start
         self._marked = 0                     # positions [0, _marked) are committed started
         self._marking = 0                    # positions being committed now
+        self._generation = 0                 # which batch _order is
         self._outcomes: list[Outcome] = []
         self._queued = 0                     # generation of outcomes queued ...
         self._written = 0                    # ... and committed
@@ -158,10 +159,14 @@ class LedgerWriter:
 
     # -- senders' side -------------------------------------------------------------------------
     def begin(self, rows: list[dict[str, Any]]) -> None:
-        """A new batch, in the order it will be sent (the previous one must be flushed)."""
+        """A new batch, in the order it will be sent. Outcomes of the previous one may still
+        be on their way: they are written with it."""
         with self._cond:
+            self._generation += 1
             self._order = [r["id"] for r in rows]
-            self._rows = {r["id"]: r for r in rows}
+            if not self._outcomes:
+                self._rows = {}
+            self._rows.update((r["id"], r) for r in rows)
             self._pos = {r["id"]: i for i, r in enumerate(rows)}
             self._wanted, self._marked, self._marking = -1, 0, 0
             if self.lookahead:
@@ -262,7 +267,8 @@ class LedgerWriter:
                 else:
                     outcomes, self._outcomes = self._outcomes, []
                     generation = self._queued
-                rows = self._rows
+                rows = dict(self._rows) if outcomes else self._rows
+                batch = self._generation
                 self._marking = upto
             if outcomes:
                 since = time.monotonic()
@@ -276,7 +282,8 @@ class LedgerWriter:
                     self._cond.notify_all()
                 return
             with self._cond:
-                self._marked = max(self._marked, upto)
+                if batch == self._generation:  # not a batch begun meanwhile
+                    self._marked = max(self._marked, upto)
                 self._written = max(self._written, generation)
                 self._cond.notify_all()
 

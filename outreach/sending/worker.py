@@ -309,7 +309,7 @@ class Worker:
             self._skip_until[run.id] = time.monotonic() + RECHECK_SECONDS
             return None
         settings = engine.SendSettings(batch_size=self.batch_size, shared_rate=True,
-                                       concurrency=self.concurrency,
+                                       concurrency=self.concurrency, pipeline=False,
                                        record_deadline=self.lease_seconds / 2,
                                        lease_seconds=self.lease_seconds, pause_on_stop=False)
         eng = engine.RunEngine(self.db, spec, run.id, gateways, settings=settings,
