@@ -86,6 +86,10 @@ def apply_updates(conn: Connection, updates: Sequence[StatusUpdate], *, gateway:
             fields["error_code"] = upd.error_code
         if upd.error_reason:
             fields["error_reason"] = upd.error_reason
+        if upd.carrier:
+            fields["carrier"] = upd.carrier
+        if upd.price_vnd is not None:
+            fields["cost_vnd"] = upd.price_vnd
         changes.append(states.Change(delivery_id=did, new_status=upd.status, fields=fields,
                                      detail=upd.raw, provider_status=upd.provider_status,
                                      error_code=upd.error_code))
@@ -159,7 +163,7 @@ def _store_pending(conn: Connection, upd: StatusUpdate, *, gateway: str, now: dt
                "delivery_id": upd.delivery_id, "provider_status": upd.provider_status,
                "error_code": upd.error_code, "error_reason": upd.error_reason,
                "occurred_at": upd.occurred_at.isoformat() if upd.occurred_at else None,
-               "raw": upd.raw}
+               "raw": upd.raw, "carrier": upd.carrier, "price_vnd": upd.price_vnd}
     payload = json.loads(json.dumps(payload, default=str))
     key = key or f"{upd.provider_message_id}:{upd.delivery_id}:{upd.status}:{upd.provider_status}"
     ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(PendingReceipt)
@@ -192,7 +196,8 @@ def apply_pending(conn: Connection, *, now: dt.datetime, delivery_ids: Sequence[
         upd = StatusUpdate(status=p["status"], provider_message_id=p.get("provider_message_id"),
                            delivery_id=p.get("delivery_id"), provider_status=p.get("provider_status"),
                            error_code=p.get("error_code"), error_reason=p.get("error_reason"),
-                           raw=p.get("raw"))
+                           raw=p.get("raw"), carrier=p.get("carrier"),
+                           price_vnd=p.get("price_vnd"))
         if _find(conn, upd) is None:
             continue
         apply_updates(conn, [upd], gateway=pending["gateway"], source="webhook", now=now)

@@ -96,6 +96,9 @@ def create_app(db: Database, *, twilio_auth_token: str | None = None,
         log.warning("TWILIO_AUTH_TOKEN not given: Twilio receipt routes are disabled")
 
     _register_zalo(app)
+    from outreach.gateways.brandname.esms import blueprint as esms_blueprint
+
+    app.register_blueprint(esms_blueprint)  # GET /webhooks/esms/status/<id>/<token>
     return app
 
 

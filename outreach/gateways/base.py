@@ -35,7 +35,8 @@ from typing import Any, ClassVar
 
 
 _SECRET_ENV = ("TWILIO_AUTH_TOKEN", "TWILIO_API_SECRET", "TWILIO_API_KEY", "ZALO_SECRET_KEY",
-               "ZALO_OA_SECRET_KEY", "ZALO_ACCESS_TOKEN", "ZALO_REFRESH_TOKEN")
+               "ZALO_OA_SECRET_KEY", "ZALO_ACCESS_TOKEN", "ZALO_REFRESH_TOKEN",
+               "OUTREACH_ESMS_API_KEY", "OUTREACH_ESMS_SECRET_KEY", "OUTREACH_ESMS_CALLBACK_SECRET")
 _SID = re.compile(r"\b(AC|SK|MG|PN)([0-9a-fA-F]{28})([0-9a-fA-F]{4})\b")
 _BASIC = re.compile(r"(Basic|Bearer)\s+[A-Za-z0-9+/=._-]{8,}")
 
@@ -167,7 +168,10 @@ class StatusUpdate:
     """A delivery receipt or polled status, from a webhook, a sync or a reconciliation.
 
     ``status`` is ours (``sent``/``delivered``/``undelivered``/``failed``); ``delivery_id`` is set
-    when the provider echoed our own id (callback URL, ``tracking_id``).
+    when the provider echoed our own id (callback URL, ``tracking_id``). ``carrier`` (the
+    network the provider says the number is on: eSMS ``telcoid``, in :mod:`outreach.phones`'
+    names) and ``price_vnd`` (the provider's price, VND), when given, replace the delivery's
+    own on an applied move.
     """
 
     status: str
@@ -178,6 +182,8 @@ class StatusUpdate:
     error_reason: str | None = None
     occurred_at: dt.datetime | None = None
     raw: Any = None
+    carrier: str | None = None
+    price_vnd: float | None = None
 
 
 class Gateway(abc.ABC):
