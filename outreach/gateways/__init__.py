@@ -1,4 +1,4 @@
-"""Gateways by name: ``mock``, ``outbox``, ``twilio``, ``zalo``; chosen from settings like mail backends."""
+"""Gateways by name: ``mock``, ``outbox``, ``twilio``, ``zalo``, ``esms``, ``esms-sandbox``; chosen from settings like mail backends."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ REGISTRY: dict[str, str] = {
     "outbox": "outreach.gateways.outbox:OutboxGateway",
     "twilio": "outreach.gateways.twilio:TwilioGateway",
     "zalo": "outreach.gateways.zalo:ZaloGateway",
+    "esms": "outreach.gateways.brandname.esms:ESMSGateway",
+    "esms-sandbox": "outreach.gateways.brandname.esms:ESMSSandboxGateway",
 }
 
 

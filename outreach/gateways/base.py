@@ -35,7 +35,8 @@ from typing import Any, ClassVar
 
 
 _SECRET_ENV = ("TWILIO_AUTH_TOKEN", "TWILIO_API_SECRET", "TWILIO_API_KEY", "ZALO_SECRET_KEY",
-               "ZALO_OA_SECRET_KEY", "ZALO_ACCESS_TOKEN", "ZALO_REFRESH_TOKEN")
+               "ZALO_OA_SECRET_KEY", "ZALO_ACCESS_TOKEN", "ZALO_REFRESH_TOKEN",
+               "OUTREACH_ESMS_API_KEY", "OUTREACH_ESMS_SECRET_KEY", "OUTREACH_ESMS_CALLBACK_SECRET")
 _SID = re.compile(r"\b(AC|SK|MG|PN)([0-9a-fA-F]{28})([0-9a-fA-F]{4})\b")
 _BASIC = re.compile(r"(Basic|Bearer)\s+[A-Za-z0-9+/=._-]{8,}")
 
@@ -175,6 +176,10 @@ class StatusUpdate:
     the callback URL carried the delivery's token. A receipt only applies to the delivery whose
     provider message id (and token, when either side has one) matches
     (:func:`outreach.receipts.writer.apply_updates`).
+    when the provider echoed our own id (callback URL, ``tracking_id``). ``carrier`` (the
+    network the provider says the number is on: eSMS ``telcoid``, in :mod:`outreach.input.phones`'
+    names) and ``price_vnd`` (the provider's price, VND), when given, replace the delivery's
+    own on an applied move.
     """
 
     status: str
@@ -186,6 +191,8 @@ class StatusUpdate:
     occurred_at: dt.datetime | None = None
     raw: Any = None
     receipt_token: str | None = None
+    carrier: str | None = None
+    price_vnd: float | None = None
 
 
 class Gateway(abc.ABC):

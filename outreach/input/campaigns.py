@@ -62,6 +62,9 @@ class Channel:
     template_id: str | None = None
     template_fields: dict[str, str] = field(default_factory=dict)
     fallback_after_minutes: int = 60
+    #: the customer-care template registered with the carriers for the brandname (NFC; ``{Pn,L}``
+    #: marks a variable part of at most L characters): the message must match it
+    brandname_template: str | None = None
 
 
 @dataclass(frozen=True)
@@ -307,7 +310,20 @@ def parse(raw: dict[str, Any], *, file: str = "<campaign>") -> CampaignSpec:
             rate_unit=unit, concurrency=r.int("concurrency", ch, where, default=None, minimum=1),
             template_id=r.str("template_id", ch, where, default="") or None,
             template_fields={k: textmod.nfc(v) for k, v in tfields.items()},
-            fallback_after_minutes=r.int("fallback_after_minutes", ch, where, default=60, minimum=1)))
+            fallback_after_minutes=r.int("fallback_after_minutes", ch, where, default=60, minimum=1),
+            brandname_template=textmod.nfc(r.str("brandname_template", ch, where, default=""))
+            or None))
+        tpl = channels[-1].brandname_template
+        if tpl:
+            # what this channel sends (its unaccented / GSM-safe variant) must match the
+            # registered template, or the aggregator refuses every message (eSMS 146)
+            sent = textmod.analyse(text, unaccented=r.bool("unaccented", msg, "message",
+                                                           default=False) or channels[-1].unaccented,
+                                   gsm_safe=r.bool("gsm_safe", msg, "message", default=False)
+                                   or channels[-1].gsm_safe).text
+            why = textmod.brandname_template_mismatch(tpl, sent)
+            if why:
+                r.fail(f"{where}.brandname_template", why)
         if name == "zalo" and not channels[-1].template_id:
             r.fail(f"{where}.template_id", "a Zalo (ZNS) channel needs an approved template id")
     if len({c.channel for c in channels}) != len(channels):
@@ -370,7 +386,7 @@ _TABLE_KEYS = {
 }
 _CHANNEL_KEYS = {"channel", "sender", "gateway", "unaccented", "gsm_safe", "rate_per_second",
                  "rate_unit", "concurrency", "template_id", "template_fields",
-                 "fallback_after_minutes"}
+                 "fallback_after_minutes", "brandname_template"}
 
 
 def _known(r: "_Reader", table: Any, prefix: str, keys: set[str]) -> None:

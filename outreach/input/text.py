@@ -404,3 +404,46 @@ def render(template: str, fields: Mapping[str, str | None]) -> str:
             raise MissingFieldError(name, "blank")
         pieces.append(cleaned)
     return nfc("".join(pieces))
+
+
+# -- brandname customer-care templates ------------------------------------------------------
+
+#: A variable part of a carrier-registered customer-care template: ``{P1,20}`` = at most 20
+#: characters (eSMS GetTemplate docs: "{P1,20} la ma xac minh ..."). Source:
+#: https://developers.esms.vn/en/esms-api/retrive-and-register-functions/get-list-customer-care-templates
+_BRAND_VAR_RE: Final = re.compile(r"\{P(\d+),(\d+)\}")
+
+
+def brandname_template_mismatch(template: str, text: str) -> str | None:
+    """None when ``text`` (NFC) matches the registered customer-care ``template``, else the
+    reason in one line (where the text first departs from the template).
+
+    The template is literal text (compared in NFC, exactly) with ``{Pn,L}`` variable parts of
+    0 to L characters. A personalisation placeholder ``{{field}}`` in ``text`` must fall inside
+    a variable part (it is checked as one character; a value longer than the part is refused
+    by the provider at send time: eSMS 146, which pauses the run).
+    """
+    tpl = nfc(template)
+    pattern = _brand_pattern(tpl)
+    sample = _PLACEHOLDER_RE.sub("\x00", nfc(text))
+    if re.fullmatch(pattern, sample, flags=re.DOTALL):
+        return None
+    # the longest prefix of the text the template still admits: where it departs
+    literal = _BRAND_VAR_RE.split(tpl)[0]
+    i = 0
+    while i < min(len(literal), len(sample)) and literal[i] == sample[i]:
+        i += 1
+    shown = sample[i:i + 20].replace("\x00", "{{…}}")
+    return (f"the message does not match the registered template (from character {i + 1}: "
+            f"{shown!r})" if i < len(literal) else
+            "the message does not match the registered template (after its fixed beginning)")
+
+
+def _brand_pattern(template: str) -> str:
+    out, pos = [], 0
+    for m in _BRAND_VAR_RE.finditer(template):
+        out.append(re.escape(template[pos:m.start()]))
+        out.append(f".{{0,{int(m.group(2))}}}")
+        pos = m.end()
+    out.append(re.escape(template[pos:]))
+    return "".join(out)

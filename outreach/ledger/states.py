@@ -53,7 +53,7 @@ _BACKWARD: dict[tuple[str, str], frozenset[str]] = {
 
 _TIMESTAMP = {SENDING: "sending_at", SENT: "sent_at", DELIVERED: "delivered_at"}
 _FIELDS = ("provider_message_id", "provider_status", "error_code", "error_reason", "segments",
-           "cost_vnd", "gateway", "lease_owner", "lease_expires_at", "channel")
+           "cost_vnd", "gateway", "lease_owner", "lease_expires_at", "channel", "carrier")
 
 
 def may_move(old: str, new: str, *, backward: str | None = None) -> bool:

@@ -233,6 +233,10 @@ def _apply(conn: Connection, updates: Sequence[StatusUpdate], *, gateway: str, s
             fields["error_code"] = upd.error_code
         if upd.error_reason:
             fields["error_reason"] = upd.error_reason
+        if upd.carrier:
+            fields["carrier"] = upd.carrier
+        if upd.price_vnd is not None:
+            fields["cost_vnd"] = upd.price_vnd
         changes.append(states.Change(
             delivery_id=did, new_status=upd.status, fields=fields, detail=upd.raw,
             provider_status=upd.provider_status, error_code=upd.error_code,
@@ -284,7 +288,7 @@ def _payload(upd: StatusUpdate) -> dict[str, Any]:
                "provider_status": upd.provider_status, "error_code": upd.error_code,
                "error_reason": upd.error_reason,
                "occurred_at": upd.occurred_at.isoformat() if upd.occurred_at else None,
-               "raw": upd.raw}
+               "raw": upd.raw, "carrier": upd.carrier, "price_vnd": upd.price_vnd}
     result: dict[str, Any] = json.loads(json.dumps(payload, default=str))
     return result
 
@@ -315,7 +319,8 @@ def _update_from(payload: dict[str, Any]) -> StatusUpdate:
                         error_code=payload.get("error_code"),
                         error_reason=payload.get("error_reason"),
                         occurred_at=dt.datetime.fromisoformat(when) if when else None,
-                        raw=payload.get("raw"), receipt_token=payload.get("receipt_token"))
+                        raw=payload.get("raw"), receipt_token=payload.get("receipt_token"),
+                        carrier=payload.get("carrier"), price_vnd=payload.get("price_vnd"))
 
 
 def apply_pending(conn: Connection, *, now: dt.datetime, delivery_ids: Sequence[int] | None = None,
