@@ -165,7 +165,7 @@ def test_every_reason_is_in_the_docstring_table() -> None:
 
 # --- old prefixes (MIC Decision 798/QĐ-BTTTT, 2018) ------------------------------------------
 
-OLD_TABLE = json.loads((Path(phones.__file__).parent / "data" / "old_prefixes.json").read_text("utf-8"))["prefixes"]
+OLD_TABLE = json.loads((Path(phones.__file__).parent.parent / "data" / "old_prefixes.json").read_text("utf-8"))["prefixes"]
 
 
 def test_old_prefix_table_is_the_official_one() -> None:
