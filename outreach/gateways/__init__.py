@@ -1,4 +1,4 @@
-"""Gateways by name: ``mock``, ``outbox``, ``twilio``, ``zalo``; chosen from settings like mail backends."""
+"""Gateways by name: ``mock``, ``outbox``, ``twilio``, ``zalo``, ``smpp``; chosen from settings like mail backends."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ REGISTRY: dict[str, str] = {
     "outbox": "outreach.gateways.outbox:OutboxGateway",
     "twilio": "outreach.gateways.twilio:TwilioGateway",
     "zalo": "outreach.gateways.zalo:ZaloGateway",
+    "smpp": "outreach.gateways.smpp:SmppGateway",
 }
 
 
@@ -70,8 +71,9 @@ def build_gateways(names: Mapping[str, str], db: Any, clock: Any = None,
         opts = dict(options.get(name, {}))
         if name in ("mock", "outbox"):
             opts.setdefault("channel", channel)
-        if name == "zalo":
+        if name in ("zalo", "smpp"):
             opts.setdefault("db", db)
+        if name == "zalo":
             if clock is not None:
                 opts.setdefault("clock", clock)
         built[channel] = make_gateway(name, **opts)
