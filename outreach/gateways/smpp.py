@@ -335,6 +335,12 @@ class ReceiptWriter:
     def put(self, pdu: Any, ack: Callable[[], None]) -> None:
         self._q.put((pdu, ack))
 
+    def flush(self, timeout: float = 10) -> None:
+        """Wait until everything received so far is written and acknowledged."""
+        done = threading.Event()
+        self._q.put((None, done.set))
+        done.wait(timeout)
+
     def close(self, timeout: float = 10) -> None:
         self._q.put(None)
         self._thread.join(timeout)
@@ -360,6 +366,8 @@ class ReceiptWriter:
         recs: list[SmppReceipt] = []
         mos = []
         for pdu, _ack in group:
+            if pdu is None:  # a flush marker
+                continue
             r = parse_receipt(pdu)
             if r is not None:
                 recs.append(r)
@@ -403,6 +411,15 @@ class _Client(smpplib.client.Client):
         super().__init__(*a, **kw)
         self._wlock = threading.Lock()
         self._slock = threading.Lock()
+
+    def _create_socket(self) -> socket.socket:
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.settimeout(self.timeout)
+        # small PDUs answered one by one: without this, Nagle + delayed ACK stall each ~40 ms
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._ssl_context is None:
+            return raw
+        return self._ssl_context.wrap_socket(raw, server_hostname=self.host)
 
     def next_sequence(self) -> int:
         with self._slock:
@@ -508,7 +525,7 @@ class SmppSession:
         client = _Client(self.host, self.port, timeout=self.timeout, ssl_context=ctx,
                          allow_unknown_opt_params=True,
                          logger_name="outreach.smpp.wire")
-        logging.getLogger("outreach.smpp.wire").setLevel(logging.WARNING)
+        logging.getLogger("outreach.smpp.wire").setLevel(logging.ERROR)  # smpplib chatter
         client.connect()
         try:
             bind = (client.bind_transmitter if self.bind_mode == "transmitter"
@@ -644,13 +661,17 @@ class SmppSession:
         if not self._closed:
             log.warning("smpp: session to %s:%s lost (%s)", self.host, self.port, why)
 
-    def close(self) -> None:
-        """Unbind (waiting up to the response timeout for ``unbind_resp``), then disconnect."""
+    def close(self, flush: Callable[[], None] | None = None) -> None:
+        """Unbind (waiting up to the response timeout for ``unbind_resp``), then disconnect.
+        ``flush()`` is called before the unbind and again after its response, so the
+        ``deliver_sm`` received until then are acknowledged on this connection."""
         with self._lock:
             client = self._client
             self._closed = True
         if client is None:
             return
+        if flush is not None:
+            flush()
         try:
             p = smpplib.smpp.make_pdu("unbind", client=client)
             pend = _Pending(None)
@@ -658,6 +679,8 @@ class SmppSession:
                 self._pending[p.sequence] = pend
             client.send_pdu(p)
             pend.event.wait(min(self.timeout, 5))
+            if flush is not None:
+                flush()
         except Exception:  # noqa: BLE001 - closing anyway
             pass
         self._drop(client, "closed")
@@ -903,8 +926,8 @@ class SmppGateway(Gateway):
                 "source": self.source}
 
     def close(self) -> None:
-        """Unbind, then write the receipts received so far."""
-        self.session.close()
+        """Write and acknowledge the receipts received so far, unbind, then stop."""
+        self.session.close(flush=self.receipts.flush)
         self.receipts.close()
 
 

@@ -97,6 +97,8 @@ class FakeSmsc:
         self._ids = itertools.count(1)
         self._parts: dict[tuple[str, int], dict[int, bytes]] = {}
         self._lost: dict[tuple[Any, Any], bool] = {}
+        #: segment number (2, 3...) -> outcomes for that segment of the next messages
+        self.segment_faults: dict[int, deque[str]] = defaultdict(deque)
         self._held: list[tuple[_Conn, Any]] = []
         self._conns: list[_Conn] = []
         self._lock = threading.Lock()
@@ -166,6 +168,7 @@ class FakeSmsc:
                 s, _ = self._srv.accept()
             except OSError:
                 return
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             c = _Conn(s)
             self._conns.append(c)
             threading.Thread(target=self._serve, args=(c,), daemon=True).start()
@@ -265,7 +268,8 @@ class FakeSmsc:
         if part is not None and part > 1:
             # a message's outcome is scripted on its first segment; "lost" hits its last one
             lost = self._lost.get((to, ref)) and part == total
-            outcome = "lost" if lost else "accept"
+            faults = self.segment_faults.get(part)
+            outcome = "lost" if lost else faults.popleft() if faults else "accept"
         else:
             q = self.scripts.get(to)
             outcome = q.popleft() if q else "accept"
