@@ -492,3 +492,32 @@ def test_mobile_originated_reply_is_stored(smsc: FakeSmsc, tmp_path: Path) -> No
                                   SmppInbound.data_coding)).one()
     assert tuple(row) == ("+84912345001", unicodedata.normalize("NFC", reply), 8)
     assert smsc.deliver_acks == 1
+
+
+def test_listen_applies_receipts_while_no_run_sends(smsc: FakeSmsc, tmp_path: Path,  # noqa: F811
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A paused run's receipts still arrive: `outreach smpp listen` binds and applies them;
+    `gateways check smpp` binds and never prints the password."""
+    from click.testing import CliRunner
+
+    from outreach import states
+    from outreach.cli import main
+
+    spec, db, run_id, clock = _campaign(tmp_path, 1, "Xin chao")
+    with db.engine.begin() as conn:
+        did = conn.execute(select(Delivery.id)).scalar_one()
+        states.apply(conn, [states.Change(did, states.SENDING)], source="test", now=clock.now())
+        states.record_accepted(conn, [(did, states.SENT, "M00000077", "ESME_ROK", 1, None)],
+                               source="test", now=clock.now())
+    for k, v in smsc.options().items():
+        monkeypatch.setenv(f"OUTREACH_SMPP_{k.upper()}", str(v))
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    checked = CliRunner().invoke(main, ["--database-url", url, "gateways", "check", "smpp"])
+    assert checked.exit_code == 0, checked.output
+    assert "FAKESMSC" in checked.output and PASSWORD not in checked.output
+    threading.Timer(0.5, lambda: smsc.deliver(smsc.receipt("M00000077", "DELIVRD"))).start()
+    res = CliRunner().invoke(main, ["--database-url", url, "smpp", "listen", "--seconds", "1.5"])
+    assert res.exit_code == 0, res.output
+    assert "receipts applied: 1" in res.output
+    assert statuses(db) == {"+84912345000": "delivered"}
+    assert smsc.unbinds == 2 and smsc.deliver_acks == 1

@@ -145,6 +145,7 @@ def _register() -> None:
         "scheduler": ("outreach.cli.schedule", "scheduler"),
         "worker": ("outreach.cli.worker", "worker"),
         "privacy": ("outreach.cli.privacy", "privacy"),
+        "smpp": ("outreach.cli.smpp", "smpp"),
     }
     import importlib
 
