@@ -521,3 +521,19 @@ def test_listen_applies_receipts_while_no_run_sends(smsc: FakeSmsc, tmp_path: Pa
     assert "receipts applied: 1" in res.output
     assert statuses(db) == {"+84912345000": "delivered"}
     assert smsc.unbinds == 2 and smsc.deliver_acks == 1
+
+
+def test_code_table_classes() -> None:
+    from outreach.gateways.smpp import error_for
+
+    cases = {0x58: (base.ThrottledError, "ESME_RTHROTTLED", 1.0),
+             0x14: (base.ThrottledError, "ESME_RMSGQFUL", 1.0),
+             0x0B: (base.InvalidAddressError, "ESME_RINVDSTADR", None),
+             0x0E: (base.AuthenticationError, "ESME_RINVPASWD", None),
+             0x0A: (base.StopRunError, "ESME_RINVSRCADR", None),
+             0x08: (base.UnavailableError, "ESME_RSYSERR", None),
+             0x1234: (base.PermanentError, "0x00001234", None)}
+    for status, (cls, name, retry) in cases.items():
+        err = error_for(status)
+        assert type(err) is cls and err.provider_code == name
+        assert getattr(err, "retry_after", None) == retry
