@@ -193,7 +193,7 @@ def apply_receipts(conn: Any, account: str, items: list[SmppReceipt], *, now: dt
     not recorded yet) goes to :func:`outreach.receipts.apply_updates` by message id, which keeps
     it pending until the delivery's provider id is stored. Raises what SQLAlchemy raises.
     """
-    from sqlalchemy import select, update
+    from sqlalchemy import bindparam, select, update
 
     from outreach import receipts
     from outreach.models import SmppSegment
@@ -201,10 +201,18 @@ def apply_receipts(conn: Any, account: str, items: list[SmppReceipt], *, now: dt
     _lock_segments(conn)
     updates: list[StatusUpdate] = []
     t = SmppSegment.__table__
-    for r in items:
+    wanted = sorted({r.message_id for r in items})
+    segs: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(wanted), 900):  # one read for the whole group
+        for row in conn.execute(select(t.c.id, t.c.message_id, t.c.stat, t.c.delivery_id,
+                                       t.c.first_message_id).where(
+                t.c.account == account, t.c.message_id.in_(wanted[i:i + 900]))).mappings():
+            segs[row["message_id"]] = dict(row)
+    seg_writes: dict[int, dict[str, Any]] = {}
+    touched: dict[int, tuple[str, str | None]] = {}  # delivery id -> (first id, raw)
+    for r in items:  # in arrival order
         status = STAT_TO_STATUS.get(r.stat, "sent")
-        seg = conn.execute(select(t).where(t.c.account == account,
-                                           t.c.message_id == r.message_id)).mappings().first()
+        seg = segs.get(r.message_id)
         if seg is None:
             updates.append(StatusUpdate(status=status, provider_message_id=r.message_id,
                                         provider_status=r.stat, error_code=r.error_code,
@@ -212,10 +220,24 @@ def apply_receipts(conn: Any, account: str, items: list[SmppReceipt], *, now: dt
             continue
         if seg["stat"] and STAT_TO_STATUS.get(seg["stat"], "sent") != "sent" and status == "sent":
             continue  # a late ENROUTE after the final receipt
-        conn.execute(update(t).where(t.c.id == seg["id"]).values(
-            stat=r.stat, error_code=r.error_code, receipt_at=now))
-        upd = _message_status(conn, account, seg["first_message_id"], seg["delivery_id"],
-                              raw=r.raw)
+        seg["stat"] = r.stat
+        seg_writes[seg["id"]] = {"b_id": seg["id"], "b_stat": r.stat, "b_err": r.error_code}
+        if seg["delivery_id"] is not None:
+            touched[seg["delivery_id"]] = (seg["first_message_id"], r.raw)
+    if seg_writes:
+        conn.execute(update(t).where(t.c.id == bindparam("b_id")).values(
+            stat=bindparam("b_stat"), error_code=bindparam("b_err"), receipt_at=now),
+            list(seg_writes.values()))
+    ids = sorted(touched)
+    by_delivery: dict[int, list[Any]] = {}
+    for i in range(0, len(ids), 900):
+        for row in conn.execute(select(t.c.delivery_id, t.c.stat, t.c.error_code, t.c.parts)
+                                .where(t.c.delivery_id.in_(ids[i:i + 900]),
+                                       t.c.account == account)):
+            by_delivery.setdefault(row.delivery_id, []).append(row)
+    for did in ids:
+        first, raw = touched[did]
+        upd = _decide(by_delivery.get(did, []), did, first, raw)
         if upd is not None:
             updates.append(upd)
     if updates:
@@ -241,7 +263,15 @@ def _message_status(conn: Any, account: str, first: str | None, delivery_id: int
         return None
     t = SmppSegment.__table__
     segs = conn.execute(select(t.c.stat, t.c.error_code, t.c.parts).where(
-        t.c.account == account, t.c.first_message_id == first)).all()
+        t.c.delivery_id == delivery_id, t.c.account == account,
+        t.c.first_message_id == first)).all()  # by the indexed delivery id
+    return _decide(segs, delivery_id, first, raw)
+
+
+def _decide(segs: list[Any], delivery_id: int, first: str | None,
+            raw: str | None) -> StatusUpdate | None:
+    """A message's status from its segments' stats (rows with ``stat``, ``error_code``,
+    ``parts``): the worst final failure at once, delivered once all are, else None."""
     parts = segs[0].parts if segs else 0
     finals = [(STAT_TO_STATUS.get(s.stat or "", "sent"), s.stat, s.error_code) for s in segs]
     worst = max((f for f in finals if f[0] in ("undelivered", "failed")),
@@ -249,7 +279,7 @@ def _message_status(conn: Any, account: str, first: str | None, delivery_id: int
     if worst is not None:
         return StatusUpdate(status=worst[0], delivery_id=delivery_id, provider_message_id=first,
                             provider_status=worst[1], error_code=worst[2], raw=raw)
-    if len(finals) == parts and all(f[0] == "delivered" for f in finals):
+    if parts and len(finals) == parts and all(f[0] == "delivered" for f in finals):
         return StatusUpdate(status="delivered", delivery_id=delivery_id,
                             provider_message_id=first, provider_status="DELIVRD", raw=raw)
     return None
