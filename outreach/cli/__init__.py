@@ -152,6 +152,7 @@ def _register() -> None:
         "approvals": ("outreach.cli.users", "approvals"),
         "web": ("outreach.cli.web", "web"),
         "secrets": ("outreach.cli.secrets", "secrets"),
+        "smpp": ("outreach.cli.smpp", "smpp"),
     }
     import importlib
 

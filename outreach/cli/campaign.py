@@ -217,7 +217,7 @@ def check(c: Ctx, campaign_ref: str, gateway: str | None, fmt: str) -> None:
 
 @campaign.command("launch")
 @click.argument("campaign_ref", metavar="FILE_OR_ID")
-@click.option("--gateway", help="mock, outbox, twilio or zalo (default: outbox unless "
+@click.option("--gateway", help="mock, outbox, twilio, zalo or smpp (default: outbox unless "
               "credentials are configured).")
 @click.option("--dry-run", is_flag=True, help="Show recipients, segments, cost; send nothing.")
 @click.option("--override-window", is_flag=True,

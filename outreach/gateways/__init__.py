@@ -1,4 +1,4 @@
-"""Gateways by name: ``mock``, ``outbox``, ``twilio``, ``zalo``, ``esms``, ``esms-sandbox``; chosen from settings like mail backends."""
+"""Gateways by name: ``mock``, ``outbox``, ``twilio``, ``zalo``, ``esms``, ``esms-sandbox``, ``smpp``; chosen from settings like mail backends."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ REGISTRY: dict[str, str] = {
     "zalo": "outreach.gateways.zalo:ZaloGateway",
     "esms": "outreach.gateways.brandname.esms:ESMSGateway",
     "esms-sandbox": "outreach.gateways.brandname.esms:ESMSSandboxGateway",
+    "smpp": "outreach.gateways.smpp:SmppGateway",
 }
 
 
@@ -72,8 +73,9 @@ def build_gateways(names: Mapping[str, str], db: Any, clock: Any = None,
         opts = dict(options.get(name, {}))
         if name in ("mock", "outbox"):
             opts.setdefault("channel", channel)
-        if name == "zalo":
+        if name in ("zalo", "smpp"):
             opts.setdefault("db", db)
+        if name == "zalo":
             if clock is not None:
                 opts.setdefault("clock", clock)
         built[channel] = make_gateway(name, **opts)

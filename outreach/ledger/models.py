@@ -485,3 +485,44 @@ class CarrierResult(Base):
     delivered: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     source: Mapped[str] = mapped_column(String(255))
     recorded_at: Mapped[Timestamp]
+
+
+class SmppSegment(Base):
+    """One ``submit_sm`` of a concatenated SMS sent over SMPP (:mod:`outreach.gateways.smpp`)
+    and its delivery receipt: a message of several segments is ``delivered`` only when every
+    segment's receipt says so. ``delivery_id`` and ``part``/``parts`` are None for a receipt
+    that arrived before its segment was recorded (kept until it is)."""
+
+    __tablename__ = "smpp_segments"
+    __table_args__ = (UniqueConstraint("account", "message_id"),)
+
+    id: Mapped[IntPK]
+    account: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[str] = mapped_column(String(65))
+    delivery_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    first_message_id: Mapped[str | None] = mapped_column(String(65), nullable=True)
+    part: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    parts: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    stat: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    created_at: Mapped[Timestamp]
+    receipt_at: Mapped[OptTimestamp]
+
+
+class SmppInbound(Base):
+    """A mobile-originated ``deliver_sm`` (a citizen's reply) received on an SMPP session, kept
+    for the inbound-message features. ``source`` is E.164; ``text`` is NFC; ``ref``/``part``/
+    ``parts`` come from the UDH or SAR TLVs of a concatenated reply (None for one part)."""
+
+    __tablename__ = "smpp_inbound"
+
+    id: Mapped[IntPK]
+    account: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(32), index=True)
+    destination: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    data_coding: Mapped[int] = mapped_column(Integer)
+    ref: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    part: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    parts: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    received_at: Mapped[Timestamp]

@@ -1,0 +1,51 @@
+"""`outreach smpp listen`: keep an SMPP session bound to receive delivery receipts and replies
+while no run is sending (paused runs, between daily runs)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import click
+
+from outreach.cli import Ctx, pass_ctx
+
+
+@click.group()
+def smpp() -> None:
+    """SMPP (carrier SMSC or aggregator)."""
+
+
+@smpp.command("listen")
+@click.option("--seconds", type=click.FloatRange(min=0), default=0,
+              help="Stop after this many seconds (default: until SIGTERM or Ctrl-C).")
+@pass_ctx
+def listen(c: Ctx, seconds: float) -> None:
+    """Bind with the OUTREACH_SMPP_* account and apply every receipt (deliver_sm) and store every
+    reply that arrives, until stopped; unbinds on SIGTERM. Reconnects with backoff when the
+    SMSC drops the session. Run it beside (not instead of) sending processes only if the
+    account allows a second bind."""
+    from outreach.gateways import base
+    from outreach.gateways.smpp import SmppGateway
+
+    gw = SmppGateway(db=c.db)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    facts = gw.check()
+    click.echo(f"listening on {facts['host']}:{facts['port']} as {facts['system_id']} "
+               f"(SMSC {facts['smsc'] or '?'}); SIGTERM to stop")
+    until = time.monotonic() + seconds if seconds else None
+    try:
+        while not stop.wait(1.0):
+            if until is not None and time.monotonic() >= until:
+                break
+            if not gw.session.bound:
+                try:
+                    gw.session.ensure_bound()
+                except base.TransientError:
+                    pass  # backing off; the next second tries again
+    finally:
+        gw.close()
+    click.echo(f"receipts applied: {gw.receipts.applied}; replies stored: {gw.receipts.inbound}")
