@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 from tests.fakes.smpp_server import FakeSmsc, smsc  # noqa: F401
-from tests.helpers import write_campaign
+from tests.helpers import approve, load, write_campaign
 
 from outreach.ledger.db import Database
 from outreach.ledger.models import Delivery, Run
@@ -48,6 +48,11 @@ sender = "STTTTCanTho"
 gateway = "smpp"
 """)
     db_path = tmp_path / "home" / "outreach.db"
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    first = Database(f"sqlite:///{db_path}")
+    first.upgrade()
+    approve(first, load(campaign))  # SMPP reaches phones: a second person's approval
+    first.dispose()
     kills, unknown_per_kill = 0, []
     for _attempt in range(30):
         has_run = False
