@@ -29,7 +29,7 @@ from outreach.sending.leases import Lease
 from outreach.ledger.models import Delivery, Run
 from tests.fakes.twilio_server import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 from tests.pg import pg_db, pg_url  # noqa: F401
-from tests.helpers import (fresh_db, in_window, load, numbers, seed_run, statuses,
+from tests.helpers import (approve, fresh_db, in_window, load, numbers, seed_run, statuses,
                            write_campaign)
 
 T0 = in_window()
@@ -224,6 +224,11 @@ def test_a_slow_creating_provider_and_kills_in_flight_send_nobody_twice(tmp_path
                                        'gateway = "twilio"\nconcurrency = 40\n'
                                        'rate_per_second = 100\n')
     home = tmp_path / "home"
+    home.mkdir()
+    first = Database(f"sqlite:///{home / 'outreach.db'}")
+    first.upgrade()
+    approve(first, load(campaign))  # Twilio reaches phones: a second person's approval
+    first.dispose()
     with FakeTwilio(create_delay=8.0) as server:
         env = dict(os.environ, OUTREACH_HOME=str(home),
                    TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN,

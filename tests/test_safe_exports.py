@@ -192,13 +192,14 @@ def test_reject_file(tmp_path: Path) -> None:
     lst.write_text(buf.getvalue(), encoding="utf-8")
     rej = tmp_path / "rej.csv"
     url = f"sqlite:///{tmp_path / 'r.db'}"
-    code, _, err = cli(url, "recipients", "import", str(lst), "--reject-file", str(rej))
+    code, _, err = cli(url, "recipients", "import", str(lst), "--reject-file", str(rej),
+                       "--allow-few-valid")  # a list of attacks: mostly unusable on purpose
     assert code == 0, err
     rows = assert_csv_safe(rej.read_text("utf-8-sig"))
     assert [r[0] for r in rows[1:]].count("duplicate") == 1
     # every payload line is rejected (a cell may split into several pieces: one row each)
     assert {int(r[2]) for r in rows[1:] if r[0] == "rejected"} == set(range(2, 2 + len(PAYLOADS)))
-    assert "'=cmd" in {r[3] for r in rows}
+    assert any(r[3].startswith("'=cmd") for r in rows)  # kept, neutralised
     assert oct(os.stat(rej).st_mode & 0o777) == "0o600"
 
 
