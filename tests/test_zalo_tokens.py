@@ -193,18 +193,139 @@ def test_lost_oauth_answer_never_reuses_the_refresh_token(db: Database) -> None:
     assert restarted.status()["state"] == "unknown"
 
 
-def test_a_worker_that_died_mid_refresh_blocks_reuse_of_its_token(db: Database) -> None:
+DYING_REFRESH = textwrap.dedent("""
+    import datetime as dt, os, sys
+    from outreach.clock import FakeClock
+    from outreach.ledger.db import Database
+    from outreach.gateways import zalo_tokens
+    from outreach.gateways.zalo_tokens import TokenGrant, TokenStore
+
+    url, journal, stage = sys.argv[1], sys.argv[2], sys.argv[3]
+    clock = FakeClock(dt.datetime(2024, 7, 30, 2, 0, tzinfo=dt.timezone.utc))
+    def oauth(refresh_token):
+        assert refresh_token == "RT-1"
+        if stage == "sent":
+            os._exit(9)  # killed while the OAuth request is out
+        return TokenGrant("AT-2", "RT-2", 90000)
+    store = TokenStore(Database(url), clock=clock, refresher=oauth, journal_dir=journal)
+    if stage == "claimed":
+        store._mark_sent = lambda claim: os._exit(9)  # killed before the request leaves
+    if stage == "answered":
+        store._finish = lambda *a, **k: os._exit(9)  # killed between the answer and the write
+    store.refresh(1)
+""")
+
+
+def _die_refreshing(db: Database, journal: Path, stage: str) -> None:
+    proc = subprocess.run([sys.executable, "-c", DYING_REFRESH, str(db.url), str(journal), stage],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 9, proc.stderr
+
+
+def _no_waiting(seconds: float) -> None:
+    raise AssertionError(f"waited {seconds} s for a refresh whose process is dead")
+
+
+def test_refresh_killed_before_its_request_left_reuses_the_refresh_token(
+        db: Database, tmp_path: Path) -> None:
     clock, oauth = FakeClock(T0), Refresher()
-    store = TokenStore(db, clock=clock, refresher=oauth, claim_timeout=60)
-    store.set_tokens("AT-1", "RT-1", 90000)
-    claim = store._claim(1)  # the claim is committed; then the process "dies"
-    assert claim is not None and claim.refresh_token == "RT-1"
-    clock.advance(61)
-    survivor = TokenStore(Database(str(db.url)), clock=clock, refresher=oauth, claim_timeout=60)
-    with pytest.raises(base.AuthenticationError, match="never finished"):
+    TokenStore(db, clock=clock).set_tokens("AT-1", "RT-1", 90000)
+    _die_refreshing(db, tmp_path / "j", "claimed")
+    survivor = TokenStore(Database(str(db.url)), clock=clock, refresher=oauth, claim_timeout=3600,
+                          sleep=_no_waiting, journal_dir=tmp_path / "j")
+    st = survivor.status()
+    assert st["state"] == "interrupted" and "same refresh token" in st["detail"]
+    token, version = survivor.current()  # at once: the dead claimer is on this node
+    assert token == "AT-2" and oauth.calls == ["RT-1"]
+    row = stored(db)
+    assert (row.access_token, row.refresh_token, row.version) == ("AT-2", "RT-2", version)
+    assert survivor.status()["state"] == "ready"
+
+
+def test_refresh_killed_after_its_request_left_says_at_once_an_administrator_must_grant(
+        db: Database, tmp_path: Path) -> None:
+    clock, oauth = FakeClock(T0), Refresher()
+    TokenStore(db, clock=clock).set_tokens("AT-1", "RT-1", 90000)
+    _die_refreshing(db, tmp_path / "j", "sent")
+    survivor = TokenStore(Database(str(db.url)), clock=clock, refresher=oauth, claim_timeout=3600,
+                          sleep=_no_waiting, journal_dir=tmp_path / "j")
+    assert "before the answer was stored" in survivor.status()["detail"]
+    with pytest.raises(base.AuthenticationError) as info:
         survivor.current()
-    assert oauth.calls == []  # RT-1 is never sent a second time
-    assert survivor.status()["state"] == "interrupted"
+    assert info.value.reason == "refresh-interrupted"
+    message = str(info.value)
+    assert "stopped before Zalo's answer was stored (its process died)" in message
+    assert "single-use" in message and "outreach gateways zalo set-token" in message
+    assert oauth.calls == []  # RT-1 may be spent: never sent a second time
+    assert survivor.status()["state"] == "unknown"
+    with pytest.raises(base.AuthenticationError):
+        survivor.current()
+    assert oauth.calls == []
+    assert stored(db).refresh_token == "RT-1"
+
+
+def test_refresh_killed_between_the_answer_and_the_write_is_completed_from_the_journal(
+        db: Database, tmp_path: Path) -> None:
+    clock, oauth = FakeClock(T0), Refresher()
+    TokenStore(db, clock=clock).set_tokens("AT-1", "RT-1", 90000)
+    journal = tmp_path / "j"
+    _die_refreshing(db, journal, "answered")
+    files = list(journal.iterdir())
+    assert [f.name for f in files] == ["zalo-2.grant"]
+    assert oct(files[0].stat().st_mode & 0o777) == "0o600"
+    assert "RT-2" not in files[0].read_text()  # encrypted like the database copy
+    survivor = TokenStore(Database(str(db.url)), clock=clock, refresher=oauth, claim_timeout=3600,
+                          sleep=_no_waiting, journal_dir=journal)
+    assert "in the journal" in survivor.status()["detail"]
+    assert survivor.current() == ("AT-2", 3)
+    assert oauth.calls == []  # no second OAuth call: the answer Zalo gave is used
+    row = stored(db)
+    assert (row.access_token, row.refresh_token) == ("AT-2", "RT-2")
+    assert list(journal.iterdir()) == []
+
+
+def test_a_database_failure_after_the_answer_keeps_the_tokens_in_the_journal(
+        db: Database, tmp_path: Path) -> None:
+    clock, oauth = FakeClock(T0), Refresher()
+    store = TokenStore(db, clock=clock, refresher=oauth, sleep=_no_waiting,
+                       journal_dir=tmp_path / "j")
+    store.set_tokens("AT-1", "RT-1", 90000)
+    real_finish, failures = store._finish, []
+
+    def failing_finish(claim, **kw):
+        if kw.get("access_token") == "AT-2" and not failures:
+            failures.append(1)
+            raise OSError("disk I/O error")
+        return real_finish(claim, **kw)
+
+    store._finish = failing_finish
+    with pytest.raises(base.UnavailableError) as info:
+        store.refresh(1)
+    assert info.value.reason == "token-store-failed"
+    assert store.current() == ("AT-2", 3)  # the next call stores the journalled pair
+    assert oauth.calls == ["RT-1"]
+    assert (stored(db).access_token, stored(db).refresh_token) == ("AT-2", "RT-2")
+
+
+def test_a_claim_of_another_node_is_waited_for_then_taken_over_if_never_sent(
+        db: Database, tmp_path: Path) -> None:
+    from outreach.gateways.zalo_tokens import _REFRESHING
+
+    clock, oauth = FakeClock(T0), Refresher()
+    store = TokenStore(db, clock=clock, refresher=oauth, claim_timeout=60, poll_interval=0.01,
+                       journal_dir=tmp_path / "j")
+    store.set_tokens("AT-1", "RT-1", 90000)
+    with db.engine.begin() as conn:  # a claim written by a process on another machine
+        conn.execute(GatewayToken.__table__.update().values(
+            access_token=f"{_REFRESHING}:other-host:4242:abcd1234", version=2,
+            updated_at=clock.now()))
+    with pytest.raises(base.UnavailableError) as info:  # it may still be working
+        TokenStore(db, clock=clock, refresher=oauth, claim_timeout=0.05, poll_interval=0.01,
+                   journal_dir=tmp_path / "j").current()
+    assert info.value.reason == "token-refresh-pending" and oauth.calls == []
+    clock.advance(61)
+    assert store.current()[0] == "AT-2"
+    assert oauth.calls == ["RT-1"]
 
 
 def test_waiting_for_a_live_refresh_gives_up_as_transient(db: Database) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,11 +14,14 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from outreach import secretstore
+from pathlib import Path
+
+from outreach import config, safeio, secretstore
 from outreach.clock import SYSTEM_CLOCK, Clock
 from outreach.ledger.db import Database, retry_write
 from outreach.gateways.base import AuthenticationError, UnavailableError
 from outreach.ledger.models import GatewayToken
+from outreach.sending import leases
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,8 @@ SET_TOKEN_HINT = ("an administrator of the Official Account must grant access ag
 # (outreach.secretstore: "fernet:..."); the row states and an empty access token stay plain
 # (they are not secrets, and `status()` reads them without the key). The refresh_token column always holds the newest
 # refresh token Zalo gave us; it is never sent again once a call that may have consumed it failed.
-_REFRESHING = "!refreshing"
+_REFRESHING = "!refreshing"  # claimed, the OAuth request has not left yet
+_SENT = "!sent"  # the OAuth request may have left: the refresh token may be spent
 _REJECTED = "!rejected"
 _UNKNOWN = "!unknown"
 
@@ -79,11 +83,7 @@ class _Claim:
     refresh_token: str
     access_token: str
     expires_at: dt.datetime
-
-
-def owner_tag() -> str:
-    """``host:pid`` of this process, kept with a refresh claim for diagnostics."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    owner: str = ""  # leases.owner_id() of the claiming holder
 
 
 class TokenStore:
@@ -104,19 +104,34 @@ class TokenStore:
        succeeds for one worker only (PostgreSQL re-checks the WHERE after a concurrent commit;
        SQLite serialises writers with BEGIN IMMEDIATE). The claim is committed BEFORE the OAuth
        call, so a second worker or process can never send the same refresh token.
-    2. **Call** Zalo OAuth with the refresh token read in the claim transaction.
-    3. **Store** the new access + refresh tokens and ``version+1`` in one committed transaction
-       (guarded by the claimed version) BEFORE the new access token is returned to anyone.
-    4. Losers poll (``poll_interval`` seconds) until the row is ready again and use the new
+    2. **Mark sent** (``'!sent:<owner>'``, a compare-and-swap on the claim marker, committed)
+       just before the OAuth request leaves: from here on the refresh token may be spent.
+    3. **Call** Zalo OAuth with the refresh token read in the claim transaction.
+    4. **Journal, then store.** The answer is first written, encrypted, to a journal file
+       (``journal_dir``/``<gateway>-<version>.grant``, mode 0600, fsynced), then the new access
+       + refresh tokens and ``version+1`` in one committed transaction (guarded by the claimed
+       version) BEFORE the new access token is returned to anyone; the journal is then removed.
+    5. Losers poll (``poll_interval`` seconds) until the row is ready again and use the new
        access token; they never call OAuth.
 
-    Failures: a connect failure (request never sent) releases the claim and raises
-    :class:`UnavailableError`; Zalo refusing the refresh token marks the row ``rejected`` and a
-    request that may have reached Zalo without an answer marks it ``unknown``; both raise
+    A refresh interrupted by the death of its process (``kill -9``, a crash, a lost machine) is
+    settled by the next process from what the row and the journal say, without waiting when the
+    claimer was on this node (its process id tells it is dead; :func:`outreach.sending.leases.alive`),
+    after ``claim_timeout`` seconds when it was on another node:
+
+    - claimed, never marked sent: the refresh token was certainly not used, so the claim is
+      taken over and the same refresh token is used (no administrator needed);
+    - marked sent and the answer in the journal: the new token pair is stored from the journal;
+    - marked sent, no journal: the single-use token may be spent, so it is never sent again;
+      :class:`AuthenticationError` (reason ``refresh-interrupted``) says precisely that, once,
+      and the row becomes ``unknown``.
+
+    Failures of a live refresh: a connect failure (request never sent) releases the claim and
+    raises :class:`UnavailableError`; Zalo refusing the refresh token marks the row ``rejected``
+    and a request that may have reached Zalo without an answer marks it ``unknown``; both raise
     :class:`AuthenticationError` (run paused) and are never retried automatically, since the
-    refresh token may be spent. A claim older than ``claim_timeout`` seconds (its process
-    died mid-refresh) is treated the same way. After a restart, only the stored newest refresh
-    token is ever read; ``outreach gateways zalo set-token`` resets the row.
+    refresh token may be spent. After a restart, only the stored newest refresh token is ever
+    read; ``outreach gateways zalo set-token`` resets the row.
 
     Tokens are encrypted at rest with the key(s) in ``OUTREACH_SECRET_KEY``
     (:mod:`outreach.secretstore`); reading or writing a token without it raises
@@ -132,8 +147,11 @@ class TokenStore:
                  refresher: Refresher | None = None, proactive_seconds: float = PROACTIVE_SECONDS,
                  claim_timeout: float = 90.0, poll_interval: float = 0.05,
                  sleep: Callable[[float], None] = time.sleep,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 journal_dir: str | os.PathLike[str] | None = None) -> None:
         self.db = db
+        self.journal_dir = Path(journal_dir) if journal_dir is not None else (
+            config.home_dir() / "tokens")
         self.gateway = gateway
         self.clock = clock
         self.refresher = refresher
@@ -165,14 +183,21 @@ class TokenStore:
         if state == "ready" and row.expires_at <= now:
             state = "expired"
             detail = "refreshed automatically on the next send"
-        elif state == "refreshing":
+        elif state in ("refreshing", "sent"):
             owner = row.access_token.partition(":")[2] or "?"
-            age = (now - row.updated_at).total_seconds()
-            if age > self.claim_timeout:
+            if self._claim_dead(row, now):
                 state = "interrupted"
-                detail = (f"a refresh by {owner} started {age:.0f} s ago never finished; "
-                          f"{SET_TOKEN_HINT}")
+                if _state(row.access_token) == "refreshing":
+                    detail = (f"a refresh by {owner} stopped before its request left; the next "
+                              "send uses the same refresh token")
+                elif self._journal(row.version) is not None:
+                    detail = (f"a refresh by {owner} stopped after Zalo answered; the answer is "
+                              "in the journal and the next send stores it")
+                else:
+                    detail = (f"a refresh by {owner} stopped after its request left and before "
+                              f"the answer was stored; {SET_TOKEN_HINT}")
             else:
+                state = "refreshing"
                 detail = f"refresh in progress ({owner})"
         elif state in ("rejected", "unknown"):
             detail = _dead_message(row.access_token)
@@ -253,14 +278,12 @@ class TokenStore:
             if state in ("rejected", "unknown"):
                 raise AuthenticationError(_dead_message(row.access_token),
                                           reason="refresh-token-unusable")
-            if state == "refreshing":
-                age = (now - row.updated_at).total_seconds()
-                if age > self.claim_timeout:
-                    raise AuthenticationError(
-                        f"a Zalo token refresh started {age:.0f} s ago by "
-                        f"{row.access_token.partition(':')[2] or '?'} never finished; its "
-                        "single-use refresh token may have been spent, so it is not used again; "
-                        f"{SET_TOKEN_HINT}", reason="refresh-interrupted")
+            if state in ("refreshing", "sent"):
+                if self._claim_dead(row, now):
+                    settled = self._settle_interrupted(row)
+                    if settled is not None:
+                        return settled
+                    continue
                 if self._monotonic() > deadline:
                     raise UnavailableError("waited too long for another worker's Zalo token "
                                            "refresh", reason="token-refresh-pending",
@@ -287,18 +310,129 @@ class TokenStore:
             if row is None or row.version != version or _state(row.access_token) != "ready":
                 return None
             refresh_token = _open(row.refresh_token)  # no key: fail before the claim
+            owner = leases.owner_id()
             res = conn.execute(update(GatewayToken).where(
                 GatewayToken.gateway == self.gateway, GatewayToken.version == version).values(
-                access_token=f"{_REFRESHING}:{owner_tag()}", version=version + 1, updated_at=now))
+                access_token=f"{_REFRESHING}:{owner}", version=version + 1, updated_at=now))
             if res.rowcount != 1:
+                leases.release_owner(owner)
                 return None
             return _Claim(version=version + 1, refresh_token=refresh_token,
-                          access_token=row.access_token, expires_at=row.expires_at)
+                          access_token=row.access_token, expires_at=row.expires_at, owner=owner)
+
+    @retry_write
+    def _mark_sent(self, claim: _Claim) -> bool:
+        """The OAuth request is about to leave: ``!refreshing:<owner>`` → ``!sent:<owner>``
+        (committed; same version). False when the claim was taken over meanwhile (then the
+        request must not leave)."""
+        with self.db.engine.begin() as conn:
+            res = conn.execute(update(GatewayToken).where(
+                GatewayToken.gateway == self.gateway, GatewayToken.version == claim.version,
+                GatewayToken.access_token == f"{_REFRESHING}:{claim.owner}").values(
+                access_token=f"{_SENT}:{claim.owner}", updated_at=self.clock.now()))
+            return res.rowcount == 1
+
+    # -- interrupted refreshes ------------------------------------------------------------------
+    def _claim_dead(self, row: Any, now: dt.datetime) -> bool:
+        """Whether the holder of a ``refreshing``/``sent`` row can no longer finish it: on this
+        node, its process is gone; elsewhere, the claim is older than ``claim_timeout``."""
+        owner = row.access_token.partition(":")[2]
+        living = leases.alive(owner)
+        if living is not None:
+            return not living
+        return (now - row.updated_at).total_seconds() > self.claim_timeout
+
+    def _journal_path(self, version: int) -> Path:
+        return self.journal_dir / f"{self.gateway}-{version}.grant"
+
+    def _journal(self, version: int) -> tuple[TokenGrant, dt.datetime] | None:
+        """The answer journalled for the claim of ``version``, or None (no file, or unreadable:
+        logged)."""
+        path = self._journal_path(version)
+        try:
+            data = json.loads(secretstore.unseal(path.read_text(encoding="ascii")))
+            grant = TokenGrant(data["access_token"], data["refresh_token"], int(data["expires_in"]))
+            return grant, dt.datetime.fromisoformat(data["received_at"])
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # a damaged or foreign file: never guess a token from it
+            log.warning("the %s refresh journal %s is unreadable (%s)", self.gateway, path.name,
+                        type(exc).__name__)
+            return None
+
+    def _write_journal(self, claim: _Claim, grant: TokenGrant, received_at: dt.datetime) -> bool:
+        data = json.dumps({"access_token": grant.access_token,
+                           "refresh_token": grant.refresh_token, "expires_in": grant.expires_in,
+                           "received_at": received_at.isoformat()})
+        try:
+            safeio.private_dir(self.journal_dir)
+            path = self._journal_path(claim.version)
+            tmp = path.with_suffix(".tmp")
+            with safeio.open_private(tmp, "w", encoding="ascii") as fh:
+                fh.write(secretstore.seal(data))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+            return True
+        except Exception as exc:  # the database write still follows
+            log.warning("could not journal the new %s tokens (%s); storing them directly",
+                        self.gateway, type(exc).__name__)
+            return False
+
+    def _drop_journal(self, version: int) -> None:
+        try:
+            self._journal_path(version).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("could not remove the %s refresh journal (%s)", self.gateway, exc)
+
+    def _settle_interrupted(self, row: Any) -> tuple[str, int] | None:
+        """Settle a refresh whose holder died (see the class docstring). Returns the token to
+        send with when the journal completes it, None when the caller should read the row
+        again (claim released for reuse, or changed meanwhile). Raises AuthenticationError
+        (``refresh-interrupted``) when the refresh token may be spent."""
+        owner = row.access_token.partition(":")[2] or "?"
+        if _state(row.access_token) == "refreshing":
+            # the request never left: give the claim back; the stored refresh token is unused
+            with self.db.engine.begin() as conn:
+                res = conn.execute(update(GatewayToken).where(
+                    GatewayToken.gateway == self.gateway, GatewayToken.version == row.version,
+                    GatewayToken.access_token == row.access_token).values(
+                    access_token="", version=row.version + 1, updated_at=self.clock.now()))
+            if res.rowcount == 1:
+                log.warning("a %s token refresh by %s stopped before its request left; using "
+                            "the same refresh token again", self.gateway, owner)
+            return None
+        journalled = self._journal(row.version)
+        claim = _Claim(version=row.version, refresh_token="", access_token="",
+                       expires_at=row.expires_at, owner=owner)
+        if journalled is not None:
+            grant, received_at = journalled
+            expires_at = received_at + dt.timedelta(seconds=grant.expires_in)
+            if self._finish(claim, access_token=grant.access_token,
+                            refresh_token=grant.refresh_token, expires_at=expires_at):
+                self._drop_journal(row.version)
+                log.warning("a %s token refresh by %s stopped after Zalo answered; stored the "
+                            "new tokens from its journal", self.gateway, owner)
+                return grant.access_token, row.version + 1
+            return None
+        sent_at = row.updated_at
+        if self._finish(claim, access_token=_UNKNOWN, refresh_token=row.refresh_token,
+                        expires_at=row.expires_at, sealed=True):
+            log.error("a %s token refresh by %s stopped after its request left and before the "
+                      "answer was stored", self.gateway, owner)
+        raise AuthenticationError(
+            f"the Zalo token refresh sent by {owner} at {sent_at:%Y-%m-%d %H:%M:%S} UTC stopped "
+            "before Zalo's answer was stored (its process died); Zalo's refresh token is "
+            "single-use and may be spent, so it is not sent again; "
+            f"{SET_TOKEN_HINT}", reason="refresh-interrupted")
 
     @retry_write
     def _finish(self, claim: _Claim, *, access_token: str, refresh_token: str,
-                expires_at: dt.datetime) -> bool:
-        access_token, refresh_token = _seal(access_token), _seal(refresh_token)
+                expires_at: dt.datetime, sealed: bool = False) -> bool:
+        if not sealed:
+            access_token, refresh_token = _seal(access_token), _seal(refresh_token)
         with self.db.engine.begin() as conn:
             res = conn.execute(update(GatewayToken).where(
                 GatewayToken.gateway == self.gateway, GatewayToken.version == claim.version).values(
@@ -313,6 +447,16 @@ class TokenStore:
             raise AuthenticationError("the Zalo access token expired and this process cannot "
                                       "refresh it (no OAuth client configured)",
                                       reason="no-refresher")
+        try:
+            return self._refresh_claimed(claim)
+        finally:
+            leases.release_owner(claim.owner)
+
+    def _refresh_claimed(self, claim: _Claim) -> tuple[str, int]:
+        if not self._mark_sent(claim):
+            log.warning("a %s token refresh claim was taken over before its request left",
+                        self.gateway)
+            return self._obtain(None)
         log.info("refreshing the %s access token (version %d)", self.gateway, claim.version - 1)
         try:
             grant = self.refresher(claim.refresh_token)
@@ -338,14 +482,24 @@ class TokenStore:
                 f"{SET_TOKEN_HINT}", reason="refresh-outcome-unknown") from exc
         now = self.clock.now()
         expires_at = now + dt.timedelta(seconds=grant.expires_in)
+        journalled = self._write_journal(claim, grant, now)
         try:
             stored = self._finish(claim, access_token=grant.access_token,
                                   refresh_token=grant.refresh_token, expires_at=expires_at)
         except Exception as exc:
+            if journalled:
+                log.error("the new %s tokens could not be stored in the database (%s); they are "
+                          "kept in the refresh journal and the next process stores them",
+                          self.gateway, type(exc).__name__)
+                raise UnavailableError("the new Zalo tokens could not be stored in the database "
+                                       "yet; they are kept in the refresh journal",
+                                       reason="token-store-failed", retry_after=5.0) from exc
             log.critical("the new %s refresh token could NOT be stored (%s); %s",
                          self.gateway, type(exc).__name__, SET_TOKEN_HINT)
             raise AuthenticationError(f"the new Zalo refresh token could not be stored; "
                                       f"{SET_TOKEN_HINT}", reason="token-store-failed") from exc
+        if journalled:
+            self._drop_journal(claim.version)
         if not stored:
             # an operator ran set-token meanwhile: theirs wins
             log.warning("%s tokens were replaced during a refresh; using the stored ones",
@@ -426,6 +580,8 @@ def _plaintext(row: Any) -> bool:
 def _state(access_token: str) -> str:
     if access_token.startswith(_REFRESHING):
         return "refreshing"
+    if access_token.startswith(_SENT):
+        return "sent"
     if access_token.startswith(_REJECTED):
         return "rejected"
     if access_token.startswith(_UNKNOWN):
