@@ -23,6 +23,7 @@ from outreach.gateways import base, make_gateway
 from outreach.gateways.base import OutboundMessage
 from outreach.gateways.brandname.base import TemplateMismatchError, callback_token
 from outreach.gateways.brandname.esms import ESMSGateway, ESMSSandboxGateway, table
+from outreach.ledger.db import Database
 from outreach.ledger.models import Delivery, Run
 
 TEXT = "Thông báo: tiêm chủng mở rộng ngày 30/7 tại trạm y tế phường An Hòa."
@@ -341,3 +342,80 @@ def test_a_sandbox_run_is_a_trial_in_every_report(tmp_path: Path,
     with reports.report_connection(db.engine) as conn:
         rep = reports.campaign_report(conn, spec.id)
     assert rep["local_gateways"] == ["esms-sandbox"] and rep["cost_vnd"] == 0.0
+
+
+# -- a process killed mid-send: the same RequestId again, the same day ----------------------------
+
+GHOST = "ghost-host:1:dead"
+
+
+def _killed_mid_send(tmp: Path, esms_server: FakeESMS, n: int, reached: int,  # noqa: F811
+                     clock: FakeClock) -> tuple[campaigns.CampaignSpec, Database, ESMSGateway]:
+    """A dead process claimed ``n`` rows, committed their starts (in flight or marked ahead),
+    and its first ``reached`` requests reached eSMS before it died."""
+    import datetime as dt
+
+    from outreach.ledger import states
+    from outreach.sending import outbound
+    from outreach.sending.engine import RunEngine, SendSettings
+    from outreach.sending.leases import Lease
+    from tests.helpers import seed_run
+
+    spec = campaign(tmp, n)
+    db = fresh_db(tmp)
+    approve(db, spec)
+    run_id = seed_run(db, spec, clock.now())
+    g = ESMSGateway(**esms_server.gateway_options())
+    eng = RunEngine(db, spec, run_id, {"sms": g}, clock=clock,
+                    settings=SendSettings(batch_size=n), lease=Lease(db, GHOST, clock=clock))
+    batch = eng.claim()
+    with db.engine.begin() as conn:
+        states.mark_started(conn, [r["id"] for r in batch], owner=GHOST, now=clock.now())
+        conn.execute(Delivery.__table__.update().values(
+            lease_expires_at=clock.now() - dt.timedelta(seconds=1)))
+    parts: dict = {}
+    for r in batch[:reached]:
+        g.send(outbound.message(spec, r, parts))  # accepted; the answer dies with the process
+    return spec, db, g
+
+
+def test_sends_of_a_killed_process_go_again_under_their_request_id_and_arrive_once(
+        tmp_path: Path, esms_server: FakeESMS) -> None:  # noqa: F811
+    clock = FakeClock(in_window())
+    spec, db, g = _killed_mid_send(tmp_path, esms_server, 12, 5, clock)
+    assert len(esms_server.messages) == 5
+    rep = ops.resume(db, spec, gateways={"sms": g}, clock=clock)
+    assert rep.reconciled["requeued"] == 12 and rep.reconciled["still_unknown"] == 0
+    phones = [m["phone"] for m in esms_server.messages]
+    assert sorted(phones) == sorted({p for p in phones}) and len(phones) == 12  # once each
+    got = statuses(db)
+    assert set(got.values()) == {"sent"} and len(got) == 12
+    with db.engine.connect() as conn:
+        ids = conn.execute(select(Delivery.provider_message_id)).scalars().all()
+    assert sum(1 for i in ids if i.startswith("rid:")) == 5  # the duplicates eSMS refused
+
+
+def test_after_the_providers_dedupe_day_an_interrupted_send_waits_for_the_operator(
+        tmp_path: Path, esms_server: FakeESMS) -> None:  # noqa: F811
+    import datetime as dt
+
+    clock = FakeClock(in_window())
+    spec, db, g = _killed_mid_send(tmp_path, esms_server, 6, 3, clock)
+    clock.advance(dt.timedelta(days=1).total_seconds())  # eSMS forgets RequestIds by then
+    rep = ops.resume(db, spec, gateways={"sms": g}, clock=clock, allow_late=True)
+    assert rep.reconciled["requeued"] == 0 and rep.reconciled["still_unknown"] == 6
+    assert len(esms_server.messages) == 3
+    assert set(statuses(db).values()) == {"unknown"}
+
+
+def test_idempotent_until_is_the_end_of_the_vietnamese_day_less_the_margin() -> None:
+    import datetime as dt
+
+    g = ESMSGateway(api_key="k", secret_key="s")
+    utc = dt.timezone.utc
+    # 2024-07-30 23:00 in Vietnam = 16:00 UTC; the day ends 17:00 UTC; less 15 minutes
+    assert g.idempotent_until(dt.datetime(2024, 7, 30, 16, 0, tzinfo=utc)) == dt.datetime(
+        2024, 7, 30, 16, 45, tzinfo=utc)
+    # 2024-07-30 01:00 in Vietnam = 2024-07-29 18:00 UTC: the same Vietnamese day
+    assert g.idempotent_until(dt.datetime(2024, 7, 29, 18, 0, tzinfo=utc)) == dt.datetime(
+        2024, 7, 30, 16, 45, tzinfo=utc)

@@ -217,6 +217,17 @@ class Gateway(abc.ABC):
     #: True when :meth:`lookup` can say for certain that the provider never received a message
     #: (``False``), once :attr:`lookup_horizon_seconds` have passed since its request started
     can_confirm: ClassVar[bool] = False
+    #: True when sending a message again under the same request id cannot make a second one
+    #: while :meth:`idempotent_until` has not passed (the provider refuses the repeat as a
+    #: duplicate: the brandname aggregators' ``RequestId``)
+    idempotent_resend: ClassVar[bool] = False
+
+    def idempotent_until(self, started: dt.datetime) -> dt.datetime | None:
+        """Until when (aware UTC) a message whose request started at ``started`` (aware) may be
+        sent again without any risk of a second message, because the provider refuses a
+        repeated request id as a duplicate; None (the default) when a resend is never known to
+        be safe. Reconciliation requeues an interrupted send of such a gateway before then."""
+        return None
 
     @property
     def lookup_horizon_seconds(self) -> float:

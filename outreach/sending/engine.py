@@ -185,10 +185,17 @@ class RunEngine:
         # wait out the provider's listing horizon, or the operator, after a crash
         confirm = bool(gateways) and all(g.can_confirm and not g.lookup_horizon_seconds
                                          for g in gateways.values())
-        self.writer = LedgerWriter(db, run_id, gateway_names=[g.name for g in gateways.values()],
-                                   clock=clock, owner=self.lease.owner,
-                                   lookahead=max([64, *self.concurrency.values()]) if confirm
-                                   else 0, deadline=st.record_deadline)
+        # a gateway whose provider refuses a repeated request id (brandname aggregators) may
+        # have a few rows marked ahead too: after a crash they are sent again under the same
+        # id the same day (reconcile._decide), so only one mark per request in flight
+        idempotent = bool(gateways) and not confirm and all(
+            g.idempotent_resend for g in gateways.values())
+        in_flight = max([1, *self.concurrency.values()])
+        self.writer = LedgerWriter(
+            db, run_id, gateway_names=[g.name for g in gateways.values()], clock=clock,
+            owner=self.lease.owner,
+            lookahead=max(64, in_flight) if confirm else in_flight if idempotent else 0,
+            max_lookahead=4096 if confirm else 2 * in_flight, deadline=st.record_deadline)
         self.sender = BatchSender(
             spec, gateways, limiters=self.limiters, units=self.units,
             concurrency=self.concurrency, clock=clock, lease=self.lease, writer=self.writer,

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, select, update
 from outreach.ledger import runstates, states
 from outreach.sending import leases, outbound
 from outreach.input.campaigns import CampaignSpec
-from outreach.clock import SYSTEM_CLOCK, Clock
+from outreach.clock import SYSTEM_CLOCK, VN_TZ, Clock
 from outreach.ledger.db import Database
 from outreach.gateways import base as gw
 from outreach.ledger.models import Delivery
@@ -57,6 +57,10 @@ def recover(db: Database, spec: CampaignSpec, run_id: int, gateways: dict[str, g
       never received: safe to send). Not found earlier proves nothing — the provider may
       still be creating it — so the row stays ``unknown`` and counts as ``deferred`` until
       :attr:`Reconciled.decide_after`;
+    * cannot be told, but the gateway refuses a repeated request id
+      (:attr:`Gateway.idempotent_resend`: the brandname aggregators) and the row was
+      interrupted by a dead process before :meth:`Gateway.idempotent_until` → ``queued``: sent
+      again under the same request id, the provider accepts it once or answers "duplicate";
     * cannot be told → stays ``unknown`` for the operator (``outreach deliveries resolve``).
 
     Safe with several workers recovering the same run at once: each decision is re-checked on
@@ -92,7 +96,8 @@ def recover(db: Database, spec: CampaignSpec, run_id: int, gateways: dict[str, g
         out["requeued"] = len(never)
         unknown = conn.execute(select(Delivery.id, Delivery.channel, Delivery.address,
                                       Delivery.body, Delivery.segments, Delivery.recipient_id,
-                                      Delivery.carrier, Delivery.sending_at)
+                                      Delivery.carrier, Delivery.sending_at,
+                                      Delivery.error_reason)
                                .where(Delivery.run_id == run_id,
                                       Delivery.status == states.UNKNOWN)
                                .order_by(Delivery.id)).all()
@@ -147,6 +152,15 @@ def _decide(r: Any, g: gw.Gateway, found: Any, now: dt.datetime,
             out: Reconciled) -> states.Change | None:
     """The change a lookup's answer allows for unknown row ``r``, or None (counted)."""
     if found is None or (found is False and not g.can_confirm):
+        until = (g.idempotent_until(r.sending_at) if g.idempotent_resend and r.sending_at
+                 and r.error_reason == "interrupted" else None)
+        if until is not None and now < until:
+            # the process died with this request in flight (or marked ahead); the provider
+            # refuses the same request id twice until `until`, so sending it again is safe
+            return states.Change(r.id, states.QUEUED, backward="not-sent",
+                                 detail=f"sent again under the same request id: {g.name} "
+                                        "refuses a second message with it until "
+                                        f"{until.astimezone(VN_TZ):%H:%M} (Vietnam time)")
         out["still_unknown"] += 1
         return None
     if found is False:

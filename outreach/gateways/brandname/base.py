@@ -60,6 +60,7 @@ from typing import Any, ClassVar
 
 import requests
 
+from outreach.clock import VN_TZ
 from outreach.gateways import base, http
 from outreach.gateways.base import (ConfigurationError, Gateway, OutboundMessage, SendResult,
                                     StatusUpdate)
@@ -208,6 +209,12 @@ class BrandnameGateway(Gateway):
     request_id_max: ClassVar[int] = 50
     #: True for the provider's test mode: nothing reaches a phone, nothing is billed
     sandbox: ClassVar[bool] = False
+    #: a repeated ``RequestId`` is refused as a duplicate (eSMS: code 124, "within the day",
+    #: the Vietnamese calendar day of the first request)
+    idempotent_resend: ClassVar[bool] = True
+    #: how long before the end of that day a resend is no longer trusted to be refused (the
+    #: provider's clock and ours may differ by a few minutes)
+    dedupe_margin: ClassVar[dt.timedelta] = dt.timedelta(minutes=15)
 
     def __init__(self, *, environ: Mapping[str, str] | None = None,
                  sleep: Callable[[float], None] = time.sleep, **options: Any) -> None:
@@ -465,6 +472,16 @@ class BrandnameGateway(Gateway):
         raise self._error(answer.code, resp.status_code, answer.detail)
 
     # -- reconciliation, polling, checks --------------------------------------------------------
+
+    def idempotent_until(self, started: dt.datetime) -> dt.datetime | None:
+        """The end of the Vietnamese day (Asia/Ho_Chi_Minh) of ``started``, less
+        :attr:`dedupe_margin`, in UTC: until then the provider refuses a second request with the
+        same ``RequestId`` (eSMS send API, code 124: "a repeated RequestId is refused as a
+        duplicate within the day"), so an interrupted send may be sent again."""
+        local = started.astimezone(VN_TZ)
+        midnight = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(0),
+                                       tzinfo=VN_TZ)
+        return (midnight - self.dedupe_margin).astimezone(dt.timezone.utc)
 
     def lookup(self, message: OutboundMessage, since: dt.datetime,
                until: dt.datetime) -> StatusUpdate | None | bool:
