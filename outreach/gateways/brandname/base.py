@@ -25,8 +25,10 @@ when every try was "maybe sent", or a retry after one got an answer that neither
 names the duplicate, does the delivery become ``unknown`` (never resent automatically).
 Reconciliation's :meth:`lookup` is *not* used for this: the aggregators' status queries take
 the provider's own message id, which a lost answer never gave us, so :meth:`lookup` answers
-None and the operator decides (``outreach deliveries resolve --resend`` is safe on the same
-Vietnamese day for the same reason: the resend carries the same ``RequestId``).
+None. A send interrupted by the death of its process is sent again by reconciliation under
+the same ``RequestId`` while :meth:`BrandnameGateway.idempotent_until` has not passed (the same
+Vietnamese day); later the operator decides (``outreach deliveries resolve --resend`` is safe on
+the same day for the same reason).
 
 A duplicate answer on a *first* try (a retry by the sender after a transient error, an
 operator's resend) is read the same way; when the provider says the earlier request was
