@@ -153,9 +153,12 @@ def _register() -> None:
         "web": ("outreach.cli.web", "web"),
         "secrets": ("outreach.cli.secrets", "secrets"),
         "smpp": ("outreach.cli.smpp", "smpp"),
+        "inbox": ("outreach.cli.inbox", "inbox"),
     }
     import importlib
 
+    # citizens' replies over SMPP are recorded by the receipts stage's hook (outreach.gateways.smpp)
+    importlib.import_module("outreach.receipts.inbound")
     for _name, (module, attr) in optional.items():
         try:
             mod = importlib.import_module(module)
