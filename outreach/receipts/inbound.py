@@ -296,10 +296,10 @@ def record_inbound(conn: Connection, msg: Inbound, *, settings: InboundSettings 
         raise ValueError("an inbound message needs a sender and a provider message id")
     text = textmod.nfc(msg.text) if msg.text is not None else None
     key = msg.provider_message_id[:160]
-    existing = conn.execute(select(InboundMessage).where(
-        InboundMessage.gateway == msg.gateway, InboundMessage.provider_message_id == key)).first()
-    if existing is not None:
-        row = existing[0]
+    stored = select(InboundMessage.id, InboundMessage.kind, InboundMessage.keyword).where(
+        InboundMessage.gateway == msg.gateway, InboundMessage.provider_message_id == key)
+    row = conn.execute(stored).first()
+    if row is not None:
         return InboundResult(id=row.id, duplicate=True, kind=row.kind, keyword=row.keyword)
     kind, keyword = MESSAGE, None
     if msg.channel == "zalo" and msg.event:
@@ -328,9 +328,7 @@ def record_inbound(conn: Connection, msg: Inbound, *, settings: InboundSettings 
     res = conn.execute(ins.values(**values).on_conflict_do_nothing().returning(InboundMessage.id))
     new_id = res.scalar()
     if new_id is None:  # another receiver stored it meanwhile
-        row = conn.execute(select(InboundMessage).where(
-            InboundMessage.gateway == msg.gateway,
-            InboundMessage.provider_message_id == key)).scalar_one()
+        row = conn.execute(stored).one()
         return InboundResult(id=row.id, duplicate=True, kind=row.kind, keyword=row.keyword)
     result = InboundResult(id=new_id, duplicate=False, kind=kind, keyword=keyword,
                            confirm=bool(confirm_text))
@@ -373,7 +371,7 @@ def ingest_smpp(conn: Connection, *, settings: InboundSettings | None = None,
     q = select(SmppInbound).where(SmppInbound.inbound_id.is_(None)).order_by(SmppInbound.id)
     if ids is not None:
         q = q.where(SmppInbound.id.in_(list(ids)))
-    rows = [r[0] for r in conn.execute(q)]
+    rows = list(conn.execute(q))
     out: list[InboundResult] = []
     messages: list[tuple[list[Any], list[Any]]] = []  # (parts in order, repeated parts)
     groups: dict[tuple[str, str, int], list[Any]] = {}
@@ -455,8 +453,9 @@ def _claim_confirmation(db: Database, inbound_id: int) -> Any:
                 .values(confirmation="sending")).rowcount
             if n != 1:
                 return None
-            return conn.execute(select(InboundMessage).where(
-                InboundMessage.id == inbound_id)).scalar_one()
+            return conn.execute(select(
+                InboundMessage.sender, InboundMessage.zalo_user_id, InboundMessage.channel,
+                InboundMessage.confirmation_text).where(InboundMessage.id == inbound_id)).one()
     return tx()
 
 
