@@ -63,10 +63,11 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from outreach.input.listfiles import ListFileError
     from outreach.sending.ops import OperatorError
     from outreach.ledger.runs import RunError
+    from outreach.receipts.inbound import InboundConfigError
     from outreach.users import UserError
 
     return (OperatorError, CampaignError, ListFileError, GatewayError, RunError, SQLAlchemyError,
-            OSError, UserError)
+            OSError, UserError, InboundConfigError)
 
 
 class OutreachGroup(click.Group):

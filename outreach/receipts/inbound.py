@@ -185,7 +185,7 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         if value is None:
             return
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise InboundConfigError(f"{p}: [{table}] {key} must be a list of strings")
+            raise InboundConfigError(f"{p}: {table}.{key} must be a list of strings")
         kw[field] = tuple(textmod.nfc(v) for v in value)
 
     def one(table: str, key: str, field: str, allowed: Iterable[str] | None = None) -> None:
@@ -194,12 +194,12 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
             return
         if not isinstance(value, str) or (allowed is not None and value not in allowed):
             choices = f" one of {', '.join(allowed)}" if allowed is not None else " a string"
-            raise InboundConfigError(f"{p}: [{table}] {key} must be{choices}, got {value!r}")
+            raise InboundConfigError(f"{p}: {table}.{key} must be{choices}, got {value!r}")
         kw[field] = textmod.nfc(value)
 
     for t in ("keywords", "confirm", "scope", "zalo"):
         if t in data and not isinstance(data[t], dict):
-            raise InboundConfigError(f"{p}: [{t}] must be a table")
+            raise InboundConfigError(f"{p}: {t} must be a table")
     words("keywords", "optout", "optout")
     words("keywords", "optin", "optin")
     one("confirm", "optout", "confirm_optout")
@@ -211,7 +211,7 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
     try:
         return InboundSettings(**kw)
     except InboundConfigError as exc:
-        raise InboundConfigError(f"{p}: [keywords] {exc}") from None
+        raise InboundConfigError(f"{p}: keywords: {exc}") from None
 
 
 @dataclasses.dataclass(frozen=True)
