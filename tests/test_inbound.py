@@ -93,7 +93,7 @@ def test_settings_file_replaces_the_table_and_errors_name_the_field(tmp_path: Pa
         inbound.load_settings(bad)
     clash = tmp_path / "clash.toml"
     clash.write_text('[keywords]\noptout = ["DK"]\n', encoding="utf-8")
-    with pytest.raises(inbound.InboundConfigError, match=r"clash.toml: keywords: keyword 'DK' is both optin and optout"):
+    with pytest.raises(inbound.InboundConfigError, match=r"clash.toml: keywords: keyword 'DK' is both optout and optin"):
         inbound.load_settings(clash)
 
 
@@ -514,3 +514,30 @@ def _swallow(fn: Any, exc: type[BaseException]) -> None:
         fn()
     except exc:
         pass
+
+
+# -- eSMS short-code MO -------------------------------------------------------------------------
+
+def test_esms_mo_signed_keyword_opts_out_and_a_bad_sign_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = fresh_db(tmp_path)
+    n = numbers(1, start=700)[0]
+    seed_ledger(db, [n])
+    app = create_app(db)
+    client = app.test_client()
+    q = {"smsid": "MO-1", "cpid": "cp1", "sender": "0" + n[3:], "keyword": "UBND",
+         "content": "UBND Từ chối", "receiveTime": "2024-07-30 09:00:00"}
+    assert client.get("/webhooks/esms/mo", query_string=q).status_code == 503  # no MO contract
+    monkeypatch.setenv("OUTREACH_ESMS_MO_KEY", "mo-key-0123456789")
+    sign = inbound.esms_mo_signature("cp1", "MO-1", "UBND Từ chối", q["receiveTime"],
+                                     "mo-key-0123456789")
+    assert client.get("/webhooks/esms/mo", query_string={**q, "sign": "0" * 32}
+                      ).status_code == 403
+    assert rows(db, InboundMessage) == []
+    for _ in range(2):
+        r = client.get("/webhooks/esms/mo", query_string={**q, "sign": sign})
+        assert (r.status_code, r.text) == (200, "1")
+    [m] = rows(db, InboundMessage)
+    assert (m.gateway, m.sender, m.text, m.kind, m.keyword, m.confirmation) == (
+        "esms", n, "Từ chối", "optout", "TU CHOI", None)
+    assert [(e.e164, e.source) for e in rows(db, Suppression)] == [(n, "reply:esms")]
