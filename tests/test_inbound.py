@@ -541,3 +541,26 @@ def test_esms_mo_signed_keyword_opts_out_and_a_bad_sign_is_refused(
     assert (m.gateway, m.sender, m.text, m.kind, m.keyword, m.confirmation) == (
         "esms", n, "Từ chối", "optout", "TU CHOI", None)
     assert [(e.e164, e.source) for e in rows(db, Suppression)] == [(n, "reply:esms")]
+
+
+def test_confirmation_gateway_built_from_the_environment_has_no_status_callback(
+        tmp_path: Path, twilio_server: FakeTwilio, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """`outreach webhooks serve` builds the reply gateway from the same settings as sending,
+    but a confirmation belongs to no delivery, so it asks for no status callback."""
+    for name, value in (("TWILIO_ACCOUNT_SID", twilio_server.account_sid),
+                        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN), ("TWILIO_FROM", "SYTECANTHO"),
+                        ("OUTREACH_TWILIO_API_URL", twilio_server.base_url),
+                        ("OUTREACH_PUBLIC_BASE_URL", PUBLIC)):
+        monkeypatch.setenv(name, value)
+    db = fresh_db(tmp_path)
+    n = numbers(1, start=800)[0]
+    app = create_app(db, twilio_auth_token=AUTH_TOKEN, public_base_url=PUBLIC)
+    with waitress_on_loopback(app, threads=2) as port:
+        assert twilio_post(port, inbound_sms("SM" + "9" * 32, n, "STOP")).status_code == 200
+    app.extensions["outreach_confirmations"].flush()
+    [create] = twilio_server.creates()
+    assert create.params["To"] == n and create.params["Body"] == inbound.DEFAULT_CONFIRM_OPTOUT
+    assert "StatusCallback" not in create.params
+    [m] = rows(db, InboundMessage)
+    assert m.confirmation == "sent" and m.confirmation_id == twilio_server.messages[0]["sid"]

@@ -198,9 +198,15 @@ def _reply_gateway_factory(db: Database, clock: Clock | None,
             if name not in built:
                 from outreach.gateways import build_gateways
 
+                import os
+
                 channel = "zalo" if name == "zalo" else "sms"
+                # a confirmation belongs to no delivery: no status callback for it
+                options = {"twilio": {"environ": {k: v for k, v in os.environ.items()
+                                                  if k != "OUTREACH_PUBLIC_BASE_URL"}}}
                 try:
-                    built[name] = build_gateways({channel: name}, db, clock)[channel]
+                    built[name] = build_gateways({channel: name}, db, clock,
+                                                 **options)[channel]
                 except Exception as exc:  # noqa: BLE001 - not configured: confirmations wait
                     log.warning("cannot answer through %s: %s", name, exc)
                     built[name] = None
