@@ -420,6 +420,13 @@ def test_replies_counted_in_reports_and_official_report(tmp_path: Path) -> None:
     assert replies["by_keyword"] == {"TC": 1, "TU CHOI": 1}
     assert replies["by_kind"]["message"] == 1
     assert list(replies["by_day"]) == ["2024-07-30", "2024-07-31", "2024-08-01"]
+    res = CliRunner().invoke(cli_main, ["--database-url", str(db.engine.url), "inbox", "counts",
+                                        "--format", "json"])
+    assert res.exit_code == 0, res.output
+    overall = json.loads(res.output)
+    assert overall["by_campaign"] == {"c1": 3} and overall["by_channel"] == {"sms": 3}
+    assert overall["by_day"]["2024-07-31"] == {"optout": 0, "optin": 0, "unfollow": 0,
+                                               "message": 1}
     from outreach.reporting import official
 
     html = official.render(data)

@@ -99,3 +99,37 @@ def export(c: Ctx, out: str, campaign: str | None, since: str | None, every: boo
                               "file": str(path.resolve())})
     console.print(f"{len(rows)} replies written to {path} (whole phone numbers: keep the file "
                   "safe and delete it after use)")
+
+
+@inbox.command("counts")
+@_since
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_ctx
+def counts(c: Ctx, since: str | None, fmt: str) -> None:
+    """Replies counted by kind, keyword, campaign (the one each most likely answers) and day
+    (Vietnamese calendar day of receipt), over every campaign; one campaign's are in
+    `outreach report ID`."""
+    from outreach.cli.report import parse_when
+
+    with c.db.engine.connect() as conn:
+        data = inbound.reply_counts(conn, since=parse_when(since))
+    if fmt == "json":
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    console.print(f"replies {data['total']:,}; opt-outs {data['optouts']:,} "
+                  f"({', '.join(f'{k} {n:,}' for k, n in data['by_kind'].items())})")
+    for title, key in (("by keyword", "by_keyword"), ("by campaign", "by_campaign"),
+                       ("by channel", "by_channel")):
+        t = Table(title=f"Replies {title}", box=box.SIMPLE_HEAD)
+        t.add_column(title.split()[1])
+        t.add_column("replies", justify="right")
+        for k, n in data[key].items():
+            t.add_row(k, f"{n:,}")
+        console.print(t)
+    t = Table(title="Replies by day", box=box.SIMPLE_HEAD)
+    t.add_column("day")
+    for k in inbound.KINDS:
+        t.add_column(k, justify="right")
+    for day, row in data["by_day"].items():
+        t.add_row(day, *(f"{row[k]:,}" for k in inbound.KINDS))
+    console.print(t)
