@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy import Connection, and_, func, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from outreach.input import text as textmod
@@ -577,7 +577,7 @@ def inbox(conn: Connection, *, campaign_id: str | None = None, since: dt.datetim
     if kinds is not None:
         conds.append(InboundMessage.kind.in_(list(kinds)))
     with Session(bind=conn) as s:
-        return list(s.scalars(select(InboundMessage).where(and_(*conds))
+        return list(s.scalars(select(InboundMessage).where(and_(true(), *conds))
                               .order_by(InboundMessage.received_at, InboundMessage.id)))
 
 
@@ -598,7 +598,7 @@ def reply_counts(conn: Connection, campaign_id: str | None = None, *,
         conds.append(InboundMessage.received_at < until)
     rows = conn.execute(select(InboundMessage.kind, InboundMessage.keyword,
                                InboundMessage.campaign_id, InboundMessage.channel,
-                               InboundMessage.received_at).where(and_(*conds))).all()
+                               InboundMessage.received_at).where(and_(true(), *conds))).all()
     out: dict[str, Any] = {"total": len(rows), "by_kind": {k: 0 for k in KINDS},
                            "by_keyword": {}, "by_campaign": {}, "by_day": {}, "by_channel": {}}
     for kind, keyword, camp, channel, at in rows:
