@@ -571,3 +571,20 @@ def test_confirmation_gateway_built_from_the_environment_has_no_status_callback(
     assert "StatusCallback" not in create.params
     [m] = rows(db, InboundMessage)
     assert m.confirmation == "sent" and m.confirmation_id == twilio_server.messages[0]["sid"]
+
+
+def test_suppression_scopes_widen_and_never_narrow(tmp_path: Path) -> None:
+    db = fresh_db(tmp_path)
+    a, b, c = numbers(3, start=900)
+    with db.engine.begin() as conn:
+        suppression.add(conn, [a, b], reason="r", source="s", channel="zalo")
+        suppression.add(conn, [c], reason="r", source="s")
+        suppression.add(conn, [a], reason="r2", source="s2", channel="zalo")  # same: unchanged
+        suppression.add(conn, [b], reason="r3", source="s3", channel="sms")  # other: both
+        suppression.add(conn, [c], reason="r4", source="s4", channel="zalo")  # never narrower
+        got = {n: (suppression.is_suppressed(conn, n, "sms"),
+                   suppression.is_suppressed(conn, n, "zalo")) for n in (a, b, c)}
+        assert suppression.suppressed_among(conn, [a, b, c], channel="sms") == {b, c}
+    assert got == {a: (False, True), b: (True, True), c: (True, True)}
+    assert {e.e164: (e.channel, e.reason) for e in rows(db, Suppression)} == {
+        a: ("zalo", "r"), b: (None, "r3"), c: (None, "r")}

@@ -26,8 +26,9 @@ def add(conn: Connection, numbers: Iterable[str], *, reason: str, source: str,
         inbound_id: int | None = None) -> int:
     """Suppress E.164 numbers (or Zalo user ids) on ``channel`` (None: every channel); returns
     how many were new. Already suppressed numbers keep their first reason and source; an entry
-    limited to one channel becomes an every-channel one when ``channel`` is None (its reason,
-    source and evidence then become this one's)."""
+    limited to one channel becomes an every-channel one when ``channel`` is None or the other
+    channel (SMS and Zalo are then both stopped; its reason, source and evidence become this
+    one's)."""
     now = now or dt.datetime.now(dt.timezone.utc)
     rows = [{"e164": n, "reason": reason, "source": source, "created_at": now,
              "channel": channel, "evidence": evidence, "inbound_id": inbound_id}
@@ -38,13 +39,14 @@ def add(conn: Connection, numbers: Iterable[str], *, reason: str, source: str,
     ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(Suppression)
     conn.execute(ins.on_conflict_do_nothing(), rows)
     added = count(conn) - before
-    if channel is None:
-        nums = [r["e164"] for r in rows]
-        for i in range(0, len(nums), 900):
-            conn.execute(update(Suppression).where(
-                Suppression.e164.in_(nums[i:i + 900]), Suppression.channel.is_not(None)
-            ).values(channel=None, reason=reason, source=source, evidence=evidence,
-                     inbound_id=inbound_id, created_at=now))
+    nums = [r["e164"] for r in rows]
+    for i in range(0, len(nums), 900):
+        # widen: an entry for another single channel now stops both, i.e. every channel
+        narrower = (Suppression.channel.is_not(None) if channel is None
+                    else Suppression.channel.is_not(None) & (Suppression.channel != channel))
+        conn.execute(update(Suppression).where(Suppression.e164.in_(nums[i:i + 900]), narrower)
+                     .values(channel=None, reason=reason, source=source, evidence=evidence,
+                             inbound_id=inbound_id, created_at=now))
     if log:
         audit.record(conn, action, operator=operator, now=now,
                      details={"numbers": len(rows), "added": added, "reason": reason,
