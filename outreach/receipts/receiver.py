@@ -47,7 +47,8 @@ class ReceiptStats:
     ``pending``, ``rejected`` (a receipt naming another message), ``replayed`` (a Twilio
     callback repeating one already received: a no-op), ``zalo_replayed`` (a Zalo event already
     received: refused), ``zalo_stale`` (outside the timestamp window: refused),
-    ``bad_signature``. The ledger keeps the same facts (:func:`outreach.receipts.writer.receipt_counts`)."""
+    ``bad_signature``, ``inbound`` (citizens' replies and Zalo unfollows received, repeats
+    included: :mod:`outreach.receipts.inbound`). The ledger keeps the same facts (:func:`outreach.receipts.writer.receipt_counts`)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
