@@ -640,7 +640,7 @@ def test_official_report_carrier_tables_equal_the_imported_figures(seeded: Datab
     assert code == 0, err
     html = html_path.read_text(encoding="utf-8")
     assert "8. Tin nhắn do các doanh nghiệp viễn thông di động gửi" in html
-    assert "9. Ghi chú" in html
+    assert "9. Phản hồi của người dân" in html and "10. Ghi chú" in html
     assert "không cộng vào số người nhận" in html
     parser = _Tables()
     parser.feed(html)
@@ -678,4 +678,4 @@ def test_official_report_without_carriers_has_no_carrier_section(seeded: Databas
     assert cli(seeded, "report", CID, "--official", "--out", str(html_path))[0] == 0
     html = html_path.read_text(encoding="utf-8")
     assert "doanh nghiệp viễn thông di động gửi" not in html
-    assert "8. Ghi chú" in html
+    assert "8. Phản hồi của người dân" in html and "9. Ghi chú" in html

@@ -63,10 +63,11 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from outreach.input.listfiles import ListFileError
     from outreach.sending.ops import OperatorError
     from outreach.ledger.runs import RunError
+    from outreach.receipts.inbound import InboundConfigError
     from outreach.users import UserError
 
     return (OperatorError, CampaignError, ListFileError, GatewayError, RunError, SQLAlchemyError,
-            OSError, UserError)
+            OSError, UserError, InboundConfigError)
 
 
 class OutreachGroup(click.Group):
@@ -153,9 +154,12 @@ def _register() -> None:
         "web": ("outreach.cli.web", "web"),
         "secrets": ("outreach.cli.secrets", "secrets"),
         "smpp": ("outreach.cli.smpp", "smpp"),
+        "inbox": ("outreach.cli.inbox", "inbox"),
     }
     import importlib
 
+    # citizens' replies over SMPP are recorded by the receipts stage's hook (outreach.gateways.smpp)
+    importlib.import_module("outreach.receipts.inbound")
     for _name, (module, attr) in optional.items():
         try:
             mod = importlib.import_module(module)

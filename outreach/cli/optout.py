@@ -98,17 +98,30 @@ def remove(c: Ctx, numbers: tuple[str, ...]) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @pass_ctx
 def list_(c: Ctx, fmt: str) -> None:
-    """The suppression list with reason, source and time."""
+    """The suppression list with reason, source, channels, evidence and time. A source
+    ``reply:<gateway>`` is a citizen's own reply (keyword, Zalo unfollow), its evidence the
+    reply; channels ``all`` or the one channel it stops."""
     with c.db.engine.connect() as conn:
         rows = suppression.all_entries(conn)
-    data = [{"e164": c.phone(r.e164), "reason": r.reason, "source": r.source,
+    data = [{"e164": c.phone(r.e164) if r.e164.startswith("+") else f"zalo …{r.e164[-4:]}",
+             "reason": r.reason, "source": r.source, "channels": r.channel or "all",
+             "evidence": _masked(c, r.evidence), "inbound_id": r.inbound_id,
              "created_at": r.created_at.isoformat()} for r in rows]
     if fmt == "json":
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
     t = Table(title=f"Suppression list ({len(data)})")
-    for col in ("number", "reason", "source", "since"):
+    for col in ("number", "reason", "source", "channels", "evidence", "since"):
         t.add_column(col)
     for d in data:
-        t.add_row(d["e164"], d["reason"], d["source"], d["created_at"])
+        t.add_row(d["e164"], d["reason"], d["source"], d["channels"], d["evidence"] or "",
+                  d["created_at"])
     console.print(t)
+
+
+def _masked(c: Ctx, text: str | None) -> str | None:
+    if text is None or c.show_numbers:
+        return text
+    from outreach.logmask import mask_text
+
+    return mask_text(text)

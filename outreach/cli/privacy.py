@@ -56,6 +56,11 @@ def purge(c: Ctx, days: int, key_env: str, dry_run: bool, fmt: str) -> None:
         if not dry_run:
             console.print(f"  raw payloads scrubbed: {res.events_scrubbed} events, "
                           f"{res.receipts_scrubbed} pending receipts; key id {res.key_id}")
+    if res.inbound_messages:
+        console.print(f"  citizens' replies: {res.inbound_messages} {verb} (sender hashed, text "
+                      f"cleared; {res.smpp_inbound} raw SMPP parts)" if not dry_run else
+                      f"  citizens' replies: {res.inbound_messages} {verb} (sender hashed, text "
+                      "cleared)")
     for cid, why in res.not_eligible.items():
         console.print(f"  kept {cid}: {why}")
     if dry_run and key is None:

@@ -131,6 +131,16 @@ def _fmt_rate(rate: float | None) -> str:
     return "–" if rate is None else f"{rate:.1%}"
 
 
+def _reply_line(replies: dict[str, Any]) -> None:
+    """Citizens' replies to the campaign: total, by kind and by keyword (`outreach inbox`)."""
+    if not replies.get("total"):
+        return
+    kinds = ", ".join(f"{k} {n:,}" for k, n in replies["by_kind"].items() if n)
+    words = ", ".join(f"{k} {n:,}" for k, n in replies["by_keyword"].items())
+    console.print(f"replies from citizens {replies['total']:,} ({kinds})"
+                  + (f"; keywords: {words}" if words else "") + " — `outreach inbox list`")
+
+
 def _table(data: dict[str, Any], wanted: set[str]) -> None:
     console.print(f"[bold]{data['name']}[/bold] ({data['campaign']})")
     console.print(f"source: {data['source']}")
@@ -197,6 +207,7 @@ def _table(data: dict[str, Any], wanted: set[str]) -> None:
             t.add_row("–", "", "", "none", "0")
         console.print(t)
     _carrier_tables(data.get("carrier_broadcasts") or {})
+    _reply_line(data.get("replies") or {})
     if not data["deliveries"]:
         console.print("no delivery yet")
 

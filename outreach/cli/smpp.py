@@ -22,12 +22,19 @@ def smpp() -> None:
               help="Stop after this many seconds (default: until SIGTERM or Ctrl-C).")
 @pass_ctx
 def listen(c: Ctx, seconds: float) -> None:
-    """Bind with the OUTREACH_SMPP_* account and apply every receipt (deliver_sm) and store every
-    reply that arrives, until stopped; unbinds on SIGTERM. Reconnects with backoff when the
-    SMSC drops the session. Run it beside (not instead of) sending processes only if the
-    account allows a second bind."""
+    """Bind with the OUTREACH_SMPP_* account and apply every receipt (deliver_sm) and record every
+    citizen's reply that arrives (keywords opt out and are confirmed once through this
+    session; other replies go to `outreach inbox`), until stopped; unbinds on SIGTERM.
+    Reconnects with backoff when the SMSC drops the session. Run it beside (not instead of)
+    sending processes only if the account allows a second bind."""
     from outreach.gateways import base
     from outreach.gateways.smpp import SmppGateway
+    from outreach.receipts import inbound
+
+    with c.db.engine.begin() as conn:  # replies stored earlier without being recorded
+        earlier = inbound.ingest_smpp(conn, settings=inbound.current_settings())
+    if earlier:
+        click.echo(f"{len(earlier)} earlier SMPP replies recorded (see `outreach inbox list`)")
 
     gw = SmppGateway(db=c.db)
     stop = threading.Event()
@@ -47,5 +54,8 @@ def listen(c: Ctx, seconds: float) -> None:
                 except base.TransientError:
                     pass  # backing off; the next second tries again
     finally:
+        confirmations = getattr(gw, "_inbound_confirmations", None)
+        if confirmations is not None:
+            confirmations.flush()
         gw.close()
     click.echo(f"receipts applied: {gw.receipts.applied}; replies stored: {gw.receipts.inbound}")

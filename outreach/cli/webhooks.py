@@ -56,7 +56,12 @@ def _main_db_url(ctx: click.Context) -> str | None:
 def serve(ctx: click.Context, host: str, port: int, threads: int, no_twilio: bool,
           max_body_bytes: int | None, max_header_bytes: int | None,
           channel_timeout: int | None) -> None:
-    """Serve POST /webhooks/twilio/status[/<delivery id>] and GET /healthz.
+    """Serve POST /webhooks/twilio/status[/<delivery id>], POST /twilio/inbound (citizens'
+    SMS replies), POST /webhooks/zalo (receipts, replies, unfollows), /webhooks/esms/status and
+    /webhooks/esms/mo (with OUTREACH_ESMS_MO_KEY), and GET /healthz.
+
+    Keyword replies (OUTREACH_INBOUND_FILE: the keyword table) opt out and are confirmed once
+    through the gateway they came in on, configured from the environment as for sending.
 
     Reads TWILIO_AUTH_TOKEN (to verify X-Twilio-Signature) and OUTREACH_PUBLIC_BASE_URL (the
     public https base URL Twilio calls, also given to the gateway for StatusCallback) from the
@@ -71,6 +76,12 @@ def serve(ctx: click.Context, host: str, port: int, threads: int, no_twilio: boo
     elif not token:
         raise click.UsageError("TWILIO_AUTH_TOKEN is not set: Twilio callbacks could not be "
                                "verified. Set it, or pass --no-twilio to serve without them.")
+    from outreach.receipts import inbound
+
+    try:
+        settings = inbound.current_settings()
+    except inbound.InboundConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     public = os.environ.get("OUTREACH_PUBLIC_BASE_URL") or None
     url = config.database_url(ctx.meta.get(_DB_URL))
     db = Database(url)
@@ -80,7 +91,8 @@ def serve(ctx: click.Context, host: str, port: int, threads: int, no_twilio: boo
     if token and not public:
         click.echo("warning: OUTREACH_PUBLIC_BASE_URL is not set; signatures are checked against "
                    "the URL this server sees, which is wrong behind a reverse proxy", err=True)
-    routes = "Twilio receipts" if token else "no Twilio routes"
+    routes = ("Twilio receipts and inbound SMS" if token else "no Twilio routes")
+    routes += f"; {len(settings.optout)} opt-out and {len(settings.optin)} opt-in keywords"
     click.echo(f"outreach webhooks on http://{host}:{port} ({routes}, {threads} threads, "
                f"database {config.redact_url(url)})", err=True)
     limits = {k: v for k, v in (("max_body_bytes", max_body_bytes),

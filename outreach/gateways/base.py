@@ -36,7 +36,8 @@ from typing import Any, ClassVar
 
 _SECRET_ENV = ("TWILIO_AUTH_TOKEN", "TWILIO_API_SECRET", "TWILIO_API_KEY", "ZALO_SECRET_KEY",
                "ZALO_OA_SECRET_KEY", "ZALO_ACCESS_TOKEN", "ZALO_REFRESH_TOKEN",
-               "OUTREACH_ESMS_API_KEY", "OUTREACH_ESMS_SECRET_KEY", "OUTREACH_ESMS_CALLBACK_SECRET")
+               "OUTREACH_ESMS_API_KEY", "OUTREACH_ESMS_SECRET_KEY", "OUTREACH_ESMS_CALLBACK_SECRET",
+               "OUTREACH_ESMS_MO_KEY")
 _SID = re.compile(r"\b(AC|SK|MG|PN)([0-9a-fA-F]{28})([0-9a-fA-F]{4})\b")
 _BASIC = re.compile(r"(Basic|Bearer)\s+[A-Za-z0-9+/=._-]{8,}")
 

@@ -318,8 +318,19 @@ def record_segments(conn: Any, account: str, delivery_id: int, message_ids: list
             receipts.apply_updates(conn, [upd], gateway=gateway, source="smpp", now=now)
 
 
-def store_inbound(conn: Any, account: str, pdu: Any, *, now: dt.datetime) -> None:
-    """Store a mobile-originated ``deliver_sm`` in ``smpp_inbound`` (caller's transaction)."""
+#: Called in the transaction that stored mobile-originated messages, with ``(conn, ids of the
+#: new smpp_inbound rows, now)``; returns the ids of inbound messages whose confirmation reply
+#: is to be sent. Set by :mod:`outreach.receipts.inbound` when it is imported (a later stage
+#: plugs in here: this module cannot import it). None: replies are only stored.
+INBOUND_HOOK: Callable[[Any, list[int], dt.datetime], list[int]] | None = None
+#: Called after that commit with ``(gateway, inbound ids)`` to send the confirmations through
+#: this gateway (off the receipt thread); set by :mod:`outreach.receipts.inbound` too.
+CONFIRM_HOOK: Callable[[Any, list[int]], None] | None = None
+
+
+def store_inbound(conn: Any, account: str, pdu: Any, *, now: dt.datetime) -> int:
+    """Store a mobile-originated ``deliver_sm`` in ``smpp_inbound`` (caller's transaction);
+    returns the new row's id."""
     from outreach.ledger.models import SmppInbound
 
     data = pdu.short_message or b""
@@ -334,10 +345,11 @@ def store_inbound(conn: Any, account: str, pdu: Any, *, now: dt.datetime) -> Non
     src = _text(pdu.source_addr)
     if src.isdigit() and (pdu.source_addr_ton or 0) == 1:
         src = "+" + src
-    conn.execute(SmppInbound.__table__.insert().values(
+    res = conn.execute(SmppInbound.__table__.insert().values(
         account=account, source=src, destination=_text(pdu.destination_addr),
         text=decode_text(data, pdu.data_coding or 0), data_coding=pdu.data_coding or 0,
         ref=ref, part=part, parts=parts, received_at=now))
+    return int(res.inserted_primary_key[0])
 
 
 def _text(v: Any) -> str:
@@ -353,9 +365,11 @@ class ReceiptWriter:
     MAX_GROUP = 500
 
     def __init__(self, db: Any, account: str, gateway: str = "smpp", *,
-                 on_receipt: Callable[[SmppReceipt], None] | None = None) -> None:
+                 on_receipt: Callable[[SmppReceipt], None] | None = None,
+                 on_confirm: Callable[[list[int]], None] | None = None) -> None:
         self.db, self.account, self.gateway = db, account, gateway
         self.on_receipt = on_receipt
+        self.on_confirm = on_confirm
         self._q: queue.Queue[tuple[Any, Callable[[], None]] | None] = queue.Queue()
         self.applied = 0
         self.inbound = 0
@@ -408,21 +422,29 @@ class ReceiptWriter:
             from outreach.ledger.db import retry_write
 
             @retry_write
-            def tx() -> None:
+            def tx() -> list[int]:
                 now = dt.datetime.now(dt.timezone.utc)
                 with self.db.engine.begin() as conn:
                     if recs:
                         apply_receipts(conn, self.account, recs, now=now, gateway=self.gateway)
-                    for pdu in mos:
-                        store_inbound(conn, self.account, pdu, now=now)
+                    ids = [store_inbound(conn, self.account, pdu, now=now) for pdu in mos]
+                    hook = INBOUND_HOOK
+                    return hook(conn, ids, now) if ids and hook is not None else []
 
             try:
-                tx()
+                confirm = tx()
             except Exception as exc:  # noqa: BLE001 - not acknowledged: the SMSC sends it again
                 log.error("smpp: %d receipts not stored (%s); not acknowledged", len(recs), exc)
                 return
+        else:
+            confirm = []
         self.applied += len(recs)
         self.inbound += len(mos)
+        if confirm and self.on_confirm is not None:
+            try:
+                self.on_confirm(confirm)
+            except Exception:  # noqa: BLE001 - the rows stay pending; acknowledged anyway
+                log.exception("smpp: confirmations of %s not started", confirm)
         for r in recs:
             if self.on_receipt is not None:
                 self.on_receipt(r)
@@ -814,7 +836,8 @@ class SmppGateway(Gateway):
         self.db = db
         self._ref = 0
         self._ref_lock = threading.Lock()
-        self.receipts = ReceiptWriter(db, self.account, self.name, on_receipt=on_receipt)
+        self.receipts = ReceiptWriter(db, self.account, self.name, on_receipt=on_receipt,
+                                      on_confirm=self._confirm)
         self.session = SmppSession(host=host, port=self.port, system_id=system_id,
                                    password=password, system_type=system_type if
                                    system_type is not None else _env("SYSTEM_TYPE", "") or "",
@@ -824,6 +847,12 @@ class SmppGateway(Gateway):
 
     def __repr__(self) -> str:
         return f"SmppGateway({self.host}:{self.port}, system_id={self.system_id!r})"
+
+    def _confirm(self, inbound_ids: list[int]) -> None:
+        """Confirmation replies to citizens' keywords, through this session (:data:`CONFIRM_HOOK`)."""
+        hook = CONFIRM_HOOK
+        if hook is not None:
+            hook(self, inbound_ids)
 
     @property
     def lookup_horizon_seconds(self) -> float:

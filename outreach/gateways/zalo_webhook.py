@@ -151,3 +151,45 @@ def event_id(raw_body: bytes) -> str:
     message ids, so two different events never share it and a replay (or Zalo's own retry,
     which resends the same body) always does."""
     return "sha256:" + hashlib.sha256(raw_body).hexdigest()
+
+
+#: Zalo OA events carrying a citizen's text message to the Official Account.
+TEXT_EVENTS = frozenset({"user_send_text"})
+
+
+def parse_inbound(event: Mapping[str, Any], *, optout_events: frozenset[str] | set[str] |
+                  tuple[str, ...] = ("unfollow",)) -> dict[str, Any] | None:
+    """A Zalo OA event from a citizen → ``{"user_id", "text", "event", "key", "oa_id",
+    "at"}``, or None for an event that is not one (delivery receipts, anything else).
+
+    ``user_send_text``: ``{"event_name", "app_id", "timestamp", "sender": {"id"},
+    "recipient": {"id": OA id}, "message": {"text", "msg_id"}}`` → ``text`` and ``key`` =
+    ``msg_id``. ``unfollow`` (and the other ``optout_events``): ``{"event_name", "oa_id",
+    "follower": {"id"}, "timestamp", ...}`` → ``event`` = the name, ``key`` =
+    ``<event>:<user id>:<timestamp>`` (Zalo's retries resend the same body, so the same key).
+    A user id is the ``sender``'s (text) or ``follower``'s (events). Shapes from Zalo's OA
+    webhook documentation as captured in integration guides (domain-facts "Webhook") ⚠️."""
+    name = str(event.get("event_name") or "")
+    if name in TEXT_EVENTS:
+        sender = event.get("sender") if isinstance(event.get("sender"), Mapping) else {}
+        message = event.get("message") if isinstance(event.get("message"), Mapping) else {}
+        uid = str(sender.get("id") or "").strip()
+        msg_id = str(message.get("msg_id") or "").strip()
+        if not uid:
+            return None
+        recipient = event.get("recipient") if isinstance(event.get("recipient"), Mapping) else {}
+        return {"user_id": uid, "text": str(message.get("text") or ""), "event": None,
+                "key": msg_id or f"{name}:{uid}:{event.get('timestamp')}",
+                "oa_id": str(recipient.get("id") or "") or None,
+                "at": epoch_ms(event.get("timestamp"))}
+    if name in optout_events or name == "follow":
+        follower = event.get("follower") if isinstance(event.get("follower"), Mapping) else {}
+        sender = event.get("sender") if isinstance(event.get("sender"), Mapping) else {}
+        uid = str(follower.get("id") or sender.get("id") or "").strip()
+        if not uid:
+            return None
+        return {"user_id": uid, "text": None, "event": name,
+                "key": f"{name}:{uid}:{event.get('timestamp')}",
+                "oa_id": str(event.get("oa_id") or "") or None,
+                "at": epoch_ms(event.get("timestamp"))}
+    return None

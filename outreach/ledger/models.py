@@ -143,7 +143,11 @@ class ImportIssue(Base):
 
 
 class Suppression(Base):
-    """The opt-out (suppression) list: numbers that must never be sent to."""
+    """The opt-out (suppression) list: numbers (E.164) or Zalo user ids (digits, no ``+``) that
+    must never be sent to. ``channel`` None stops every channel; ``"zalo"`` (a Zalo unfollow)
+    or ``"sms"`` stops only that channel (migration 0010). ``evidence`` is what the citizen
+    sent (the reply's text, the Zalo event name) and ``inbound_id`` the
+    :class:`InboundMessage` it came from, for opt-outs made by a reply (issue #20)."""
 
     __tablename__ = "suppressions"
 
@@ -151,6 +155,9 @@ class Suppression(Base):
     reason: Mapped[str] = mapped_column(String(64))
     source: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[Timestamp]
+    channel: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    evidence: Mapped[str | None] = mapped_column(Text, nullable=True)
+    inbound_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Run(Base):
@@ -191,6 +198,11 @@ SETTLED_SQL = "status <> 'queued' AND status <> 'sending'"
 REASON_SQL = SETTLED_SQL + " AND status <> 'sent' AND status <> 'delivered'"
 #: Deliveries that reached the phone.
 REACHED_SQL = "status = 'delivered'"
+#: A ``deliveries`` row whose address has a suppression entry stopping its channel (an
+#: every-channel entry or one for that channel): a correlated EXISTS on the suppressions'
+#: primary key, one index probe per row. The claim sends only rows where it is false.
+SUPPRESSED_SQL = ("EXISTS (SELECT 1 FROM suppressions s WHERE s.e164 = deliveries.address "
+                  "AND (s.channel IS NULL OR s.channel = deliveries.channel))")
 #: Deliveries a provider has given an id (receipts are matched on it).
 HAS_PROVIDER_ID_SQL = "provider_message_id IS NOT NULL"
 
@@ -526,3 +538,44 @@ class SmppInbound(Base):
     part: Mapped[int | None] = mapped_column(Integer, nullable=True)
     parts: Mapped[int | None] = mapped_column(Integer, nullable=True)
     received_at: Mapped[Timestamp]
+    #: the :class:`InboundMessage` this part was recorded as (None until it is; migration 0010)
+    inbound_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+
+
+class InboundMessage(Base):
+    """A citizen's reply or Zalo event, on any channel, stored once per provider message
+    (:mod:`outreach.receipts.inbound`, issue #20; migration 0010).
+
+    ``gateway`` + ``provider_message_id`` is unique (Twilio ``MessageSid``, Zalo ``msg_id`` or
+    the event's own key, eSMS ``smsid``, SMPP ``<account>#<smpp_inbound id>``): a repeated
+    delivery of the same message adds nothing. ``sender`` is the E.164 number, or for Zalo the
+    user id (digits); once purged a keyed hash ``h:…``. ``kind``: ``optout``, ``optin``,
+    ``unfollow`` or ``message`` (the inbox); ``keyword`` the keyword of the table that matched.
+    ``campaign_id``/``delivery_id``: the latest delivery to that person, the campaign the
+    reply most likely answers. ``confirmation``: None (none to send), ``pending``,
+    ``sending``, ``sent``, ``failed`` or ``unknown`` (sent at most once)."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (UniqueConstraint("gateway", "provider_message_id"),
+                      Index("ix_inbound_messages_received_at", "received_at"))
+
+    id: Mapped[IntPK]
+    channel: Mapped[str] = mapped_column(String(16))
+    gateway: Mapped[str] = mapped_column(String(32))
+    provider_message_id: Mapped[str] = mapped_column(String(160))
+    sender: Mapped[str] = mapped_column(String(80), index=True)
+    zalo_user_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    recipient_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    destination: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    keyword: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    campaign_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    delivery_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    received_at: Mapped[Timestamp]
+    confirmation: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    confirmation_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    confirmation_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    confirmation_detail: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    confirmed_at: Mapped[OptTimestamp]
+    purged_at: Mapped[OptTimestamp]

@@ -176,7 +176,8 @@ def create_run(conn: Connection, spec: CampaignSpec, *, kind: str, gateway_names
     unacc = spec.unaccented or first.unaccented
     gsafe = spec.gsm_safe or first.gsm_safe
     has_fields = bool(textmod.placeholders(spec.text))
-    suppressed = suppression.suppressed_among(conn, [r.e164 for r in rows])
+    suppressed = suppression.suppressed_among(conn, [r.e164 for r in rows],
+                                             channel=first.channel)
     batch: list[dict[str, Any]] = []
     for r in rows:
         status, reason, body = states.QUEUED, None, None

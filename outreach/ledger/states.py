@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
 
-from outreach.ledger.models import Delivery
+from outreach.ledger.models import SUPPRESSED_SQL, Delivery
 
 QUEUED = "queued"
 SENDING = "sending"
@@ -226,7 +226,8 @@ def claim(conn: Connection, run_id: int, *, limit: int, owner: str, lease_expire
 
     The same rules as :func:`apply` (``queued → sending`` only, one event per move), written as
     one UPDATE … RETURNING and one INSERT … SELECT so a large batch costs a few statements.
-    Suppressed numbers are skipped here; the caller moves them to ``opted_out``. On PostgreSQL
+    Suppressed numbers are skipped here (an entry for the row's address that stops its
+    channel: :data:`outreach.ledger.models.SUPPRESSED_SQL`); the caller moves them to ``opted_out``. On PostgreSQL
     the rows are taken with ``FOR UPDATE SKIP LOCKED`` so workers never claim the same row.
     A row claimed for the first time gets its ``receipt_token`` (kept on later claims).
     Returns the claimed rows (id, channel, address, body, segments, recipient_id, carrier,
@@ -240,7 +241,7 @@ def claim(conn: Connection, run_id: int, *, limit: int, owner: str, lease_expire
         f"lease_owner = {ph}, lease_expires_at = {ph}, attempts = attempts + 1, "
         f"receipt_token = COALESCE(receipt_token, {_NEW_TOKEN[conn.dialect.name]}) "
         f"WHERE id IN (SELECT id FROM deliveries WHERE run_id = {ph} AND status = 'queued' "
-        f"AND address NOT IN (SELECT e164 FROM suppressions) ORDER BY id LIMIT {ph}{lock}) "
+        f"AND NOT {SUPPRESSED_SQL} ORDER BY id LIMIT {ph}{lock}) "
         "RETURNING id, channel, address, body, segments, recipient_id, carrier, receipt_token",
         (ts, owner, lease, run_id, limit)).all()
     if rows:

@@ -1,24 +1,37 @@
-"""The opt-out (suppression) list: applied when a run is created and again just before each send."""
+"""The opt-out (suppression) list: applied when a run is created and again just before each send.
+
+An entry is a number (E.164) or a Zalo user id (digits, no ``+``) with a channel scope:
+``channel`` None stops every channel, ``"zalo"`` only Zalo (a Zalo unfollow, issue #20). One
+entry per address: a wider opt-out later widens the scope (``zalo`` → every channel), never
+the reverse. Deliveries match on their ``address`` and ``channel``
+(:func:`blocks_sql`, used by the claim in :mod:`outreach.ledger.states`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, delete, select
+from typing import Any
+
+from sqlalchemy import Connection, delete, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from outreach.reporting import audit
-from outreach.ledger.models import Suppression
+from outreach.ledger.models import SUPPRESSED_SQL, Suppression
 
 
 def add(conn: Connection, numbers: Iterable[str], *, reason: str, source: str,
         operator: str | None = None, now: dt.datetime | None = None, log: bool = True,
-        action: str = "optout-add") -> int:
-    """Suppress E.164 numbers; returns how many were new. Already suppressed numbers keep their
-    first reason and source."""
+        action: str = "optout-add", channel: str | None = None, evidence: str | None = None,
+        inbound_id: int | None = None) -> int:
+    """Suppress E.164 numbers (or Zalo user ids) on ``channel`` (None: every channel); returns
+    how many were new. Already suppressed numbers keep their first reason and source; an entry
+    limited to one channel becomes an every-channel one when ``channel`` is None or the other
+    channel (SMS and Zalo are then both stopped; its reason, source and evidence become this
+    one's)."""
     now = now or dt.datetime.now(dt.timezone.utc)
-    rows = [{"e164": n, "reason": reason, "source": source, "created_at": now}
+    rows = [{"e164": n, "reason": reason, "source": source, "created_at": now,
+             "channel": channel, "evidence": evidence, "inbound_id": inbound_id}
             for n in dict.fromkeys(numbers)]
     if not rows:
         return 0
@@ -26,6 +39,14 @@ def add(conn: Connection, numbers: Iterable[str], *, reason: str, source: str,
     ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(Suppression)
     conn.execute(ins.on_conflict_do_nothing(), rows)
     added = count(conn) - before
+    nums = [r["e164"] for r in rows]
+    for i in range(0, len(nums), 900):
+        # widen: an entry for another single channel now stops both, i.e. every channel
+        narrower = (Suppression.channel.is_not(None) if channel is None
+                    else Suppression.channel.is_not(None) & (Suppression.channel != channel))
+        conn.execute(update(Suppression).where(Suppression.e164.in_(nums[i:i + 900]), narrower)
+                     .values(channel=None, reason=reason, source=source, evidence=evidence,
+                             inbound_id=inbound_id, created_at=now))
     if log:
         audit.record(conn, action, operator=operator, now=now,
                      details={"numbers": len(rows), "added": added, "reason": reason,
@@ -42,16 +63,34 @@ def remove(conn: Connection, numbers: Iterable[str], *, operator: str | None = N
     return n
 
 
-def is_suppressed(conn: Connection, e164: str) -> bool:
-    return conn.execute(select(Suppression.e164).where(Suppression.e164 == e164)).first() is not None
+def applies_to(channel: str | None) -> Any:
+    """The condition "this entry stops ``channel``": every-channel entries and that channel's
+    (``channel`` None: any entry at all)."""
+    if channel is None:
+        return true()
+    return or_(Suppression.channel.is_(None), Suppression.channel == channel)
 
 
-def suppressed_among(conn: Connection, numbers: Iterable[str]) -> set[str]:
+#: The claim's test in SQL over a ``deliveries`` row (:data:`outreach.ledger.models.SUPPRESSED_SQL`).
+BLOCKS_SQL = SUPPRESSED_SQL
+
+
+def is_suppressed(conn: Connection, e164: str, channel: str | None = None) -> bool:
+    """True when ``e164`` (a number or Zalo user id) may not receive on ``channel`` (None: is
+    on the list for any channel)."""
+    return conn.execute(select(Suppression.e164).where(
+        Suppression.e164 == e164, applies_to(channel))).first() is not None
+
+
+def suppressed_among(conn: Connection, numbers: Iterable[str],
+                     channel: str | None = None) -> set[str]:
+    """The numbers among ``numbers`` that may not receive on ``channel`` (None: on the list
+    for any channel)."""
     nums = list(numbers)
     out: set[str] = set()
     for i in range(0, len(nums), 900):
         out.update(conn.execute(select(Suppression.e164).where(
-            Suppression.e164.in_(nums[i:i + 900]))).scalars())
+            Suppression.e164.in_(nums[i:i + 900]), applies_to(channel))).scalars())
     return out
 
 

@@ -27,6 +27,7 @@ from twilio.request_validator import (SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADE
 from werkzeug import urls  # noqa: F401 (registers the "werkzeug.url_quote" error handler)
 from werkzeug.datastructures import ImmutableMultiDict, MultiDict
 
+from outreach.receipts import inbound
 from outreach.receipts import writer as receipts
 from outreach.clock import SYSTEM_CLOCK, Clock
 from outreach.ledger.db import Database, retry_write
@@ -46,7 +47,8 @@ class ReceiptStats:
     ``pending``, ``rejected`` (a receipt naming another message), ``replayed`` (a Twilio
     callback repeating one already received: a no-op), ``zalo_replayed`` (a Zalo event already
     received: refused), ``zalo_stale`` (outside the timestamp window: refused),
-    ``bad_signature``. The ledger keeps the same facts (:func:`outreach.receipts.writer.receipt_counts`)."""
+    ``bad_signature``, ``inbound`` (citizens' replies and Zalo unfollows received, repeats
+    included: :mod:`outreach.receipts.inbound`). The ledger keeps the same facts (:func:`outreach.receipts.writer.receipt_counts`)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -82,7 +84,9 @@ def _stats() -> ReceiptStats:
 
 
 def create_app(db: Database, *, twilio_auth_token: str | None = None,
-               public_base_url: str | None = None, clock: Clock | None = None) -> Flask:
+               public_base_url: str | None = None, clock: Clock | None = None,
+               reply_gateways: Mapping[str, Any] | None = None,
+               inbound_settings: inbound.InboundSettings | None = None) -> Flask:
     """A Flask (WSGI) app receiving delivery receipts.
 
     Routes:
@@ -93,7 +97,13 @@ def create_app(db: Database, *, twilio_auth_token: str | None = None,
     - ``POST /webhooks/twilio/status``: the same without our id (a Messaging Service's own
       callback URL), matched by ``MessageSid``; unmatched receipts are kept in
       ``pending_receipts`` and replayed by :func:`outreach.receipts.writer.apply_pending`;
-    - ``POST /webhooks/zalo``: Zalo's signed events (:func:`zalo_event`);
+    - ``POST /webhooks/zalo``: Zalo's signed events (:func:`zalo_event`): delivery receipts,
+      and citizens' messages and unfollows (:mod:`outreach.receipts.inbound`);
+    - ``POST /twilio/inbound`` (also ``/webhooks/twilio/inbound``): a citizen's SMS to our
+      Twilio number, signed like the status callbacks, answered with empty TwiML
+      (:func:`twilio_inbound`);
+    - ``GET|POST /webhooks/esms/mo``: eSMS short-code MO callbacks, when
+      ``OUTREACH_ESMS_MO_KEY`` is set (:func:`esms_mo`);
     - ``GET /healthz``: 200 ``{"ok": true}`` when the database answers.
 
     Twilio signatures: ``X-Twilio-Signature`` is checked with the SDK's ``RequestValidator``
@@ -115,6 +125,14 @@ def create_app(db: Database, *, twilio_auth_token: str | None = None,
 
     ``app.config["OUTREACH_DB"]`` and ``OUTREACH_CLOCK`` hold ``db`` and the clock for the Zalo
     route; ``app.extensions["outreach_receipt_stats"]`` the :class:`ReceiptStats`.
+
+    Confirmation replies to keywords go back through the channel's gateway:
+    ``reply_gateways`` maps a gateway name (``twilio``, ``zalo``) to a built gateway; a name
+    not in it is built once from the environment (:func:`outreach.gateways.make_gateway`), and
+    when that fails the confirmation stays ``pending``. They are sent by
+    ``app.extensions["outreach_confirmations"]`` (:class:`~outreach.receipts.inbound.Confirmations`)
+    after the reply is committed, off the request thread. ``inbound_settings``: the keyword
+    table (default :func:`~outreach.receipts.inbound.current_settings`).
     """
     app = Flask("outreach.receipts.receiver")
     app.config["OUTREACH_DB"] = db
@@ -149,11 +167,161 @@ def create_app(db: Database, *, twilio_auth_token: str | None = None,
     else:
         log.warning("TWILIO_AUTH_TOKEN not given: Twilio receipt routes are disabled")
 
+    app.config["OUTREACH_INBOUND_SETTINGS"] = inbound_settings or inbound.current_settings()
+    app.extensions["outreach_confirmations"] = inbound.Confirmations(
+        db, _reply_gateway_factory(db, clock, reply_gateways))
+    if twilio_auth_token:
+        @app.post(TWILIO_INBOUND_PATH)
+        @app.post("/webhooks" + TWILIO_INBOUND_PATH)
+        def twilio_inbound_route() -> Response:
+            return twilio_inbound(validator)
+
+    app.add_url_rule(ESMS_MO_PATH, "esms_mo", esms_mo, methods=["GET", "POST"])
     app.register_blueprint(zalo_blueprint)
     from outreach.gateways.brandname.esms import blueprint as esms_blueprint
 
     app.register_blueprint(esms_blueprint)  # GET /webhooks/esms/status/<id>/<token>
     return app
+
+
+TWILIO_INBOUND_PATH = "/twilio/inbound"
+#: Twilio's answer to an inbound message when we reply by the API, not by TwiML: nothing.
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+
+
+def _reply_gateway_factory(db: Database, clock: Clock | None,
+                           given: Mapping[str, Any] | None) -> Any:
+    built: dict[str, Any] = dict(given or {})
+    lock = threading.Lock()
+
+    def gateway_for(name: str) -> Any:
+        with lock:
+            if name not in built:
+                from outreach.gateways import build_gateways
+
+                import os
+
+                channel = "zalo" if name == "zalo" else "sms"
+                # a confirmation belongs to no delivery: no status callback for it
+                options = {"twilio": {"environ": {k: v for k, v in os.environ.items()
+                                                  if k != "OUTREACH_PUBLIC_BASE_URL"}}}
+                try:
+                    built[name] = build_gateways({channel: name}, db, clock,
+                                                 **options)[channel]
+                except Exception as exc:  # noqa: BLE001 - not configured: confirmations wait
+                    log.warning("cannot answer through %s: %s", name, exc)
+                    built[name] = None
+            return built[name]
+    return gateway_for
+
+
+def _record_inbound(msg: inbound.Inbound) -> inbound.InboundResult:
+    """Record one inbound message in a short write transaction (the process's SQLite write
+    lock held), then queue its confirmation; returns the result."""
+    db = current_app.config["OUTREACH_DB"]
+    settings = current_app.config.get("OUTREACH_INBOUND_SETTINGS") or inbound.current_settings()
+    lock = current_app.extensions.get("outreach_write_lock") or contextlib.nullcontext()
+    now = current_app.config.get("OUTREACH_CLOCK", SYSTEM_CLOCK).now()
+
+    @retry_write
+    def tx() -> inbound.InboundResult:
+        with lock, db.engine.begin() as conn:
+            return inbound.record_inbound(conn, msg, settings=settings, now=now)
+    result = tx()
+    _after_inbound(msg, result)
+    return result
+
+
+def _after_inbound(msg: inbound.Inbound, result: inbound.InboundResult) -> None:
+    from outreach.input.phones import mask
+
+    who = mask(msg.sender) if msg.sender.startswith("+") else f"user …{msg.sender[-4:]}"
+    log.info("inbound %s from %s: %s%s%s", msg.gateway, who, result.kind,
+             f" ({result.keyword})" if result.keyword else "",
+             " (repeat, nothing done)" if result.duplicate else "")
+    confirmations = current_app.extensions.get("outreach_confirmations")
+    if result.confirm and not result.duplicate and confirmations is not None:
+        confirmations.put(result.id, msg.gateway)
+
+
+def twilio_inbound(validator: RequestValidator) -> Response:
+    """A citizen's SMS to our Twilio number (Twilio's "A message comes in" webhook).
+
+    The ``X-Twilio-Signature`` is checked first, over :func:`public_url` and the form (403,
+    nothing stored, on a missing or bad one). ``MessageSid`` (or ``SmsSid``) and ``From`` are
+    required (400); ``Body`` and ``To`` are kept. Recorded once per ``MessageSid``
+    (:func:`outreach.receipts.inbound.record_inbound`; Twilio retries a webhook that failed),
+    committed before the answer: 200 with empty TwiML, so Twilio sends nothing itself (a
+    confirmation goes through the API, once). Source:
+    https://www.twilio.com/docs/messaging/guides/webhook-request"""
+    params = request.form
+    if not twilio_receipts.verify_signature(validator, public_url(), params,
+                                            request.headers.get(SIGNATURE_HEADER),
+                                            request.headers.get(SIGNATURE_SETTINGS_HEADER)):
+        log.warning("rejected a Twilio inbound message with a %s signature",
+                    "missing" if not request.headers.get(SIGNATURE_HEADER) else "bad")
+        _stats().add("bad_signature")
+        return Response("invalid signature", status=403, mimetype="text/plain")
+    sid = params.get("MessageSid") or params.get("SmsSid")
+    sender = (params.get("From") or "").strip()
+    if not sid or not sender:
+        return Response("MessageSid and From are required", status=400, mimetype="text/plain")
+    from outreach.input import phones
+
+    norm = phones.normalise(sender)
+    if norm.ok and norm.e164:
+        sender = norm.e164
+    now = current_app.config.get("OUTREACH_CLOCK", SYSTEM_CLOCK).now()
+    _record_inbound(inbound.Inbound(channel="sms", gateway="twilio", provider_message_id=sid,
+                                    sender=sender, text=params.get("Body") or "",
+                                    destination=params.get("To"), received_at=now))
+    _stats().add("inbound")
+    return Response(EMPTY_TWIML, status=200, mimetype="text/xml")
+
+
+ESMS_MO_PATH = "/webhooks/esms/mo"
+
+
+def esms_mo() -> Response:
+    """eSMS short-code MO callback (a citizen's SMS to the short code of our contract), GET
+    query or POST form: ``smsid``, ``cpid``, ``sender`` (the citizen's number), ``keyword``
+    (the short code's service keyword), ``content``, ``receiveTime``, ``sign`` =
+    :func:`~outreach.receipts.inbound.esms_mo_signature` with ``OUTREACH_ESMS_MO_KEY`` (and
+    ``cpid`` equal to ``OUTREACH_ESMS_CPID`` when set). 503 when the key is not set (no MO in
+    the contract), 403 on a bad signature, 400 on a missing field or a sender that is not a
+    number; else recorded once per ``smsid`` and answered 200 ``1``. Source: eSMS developer
+    docs as summarised in domain-facts "Brandname aggregators" ⚠️ (field names and the
+    expected answer are to be checked against the contract's own MO specification)."""
+    import hmac
+    import os
+
+    key = os.environ.get("OUTREACH_ESMS_MO_KEY") or ""
+    if not key:
+        return Response("not configured", status=503, mimetype="text/plain")
+    q = request.values
+    smsid, cpid = (q.get("smsid") or "").strip(), (q.get("cpid") or "").strip()
+    sender, content = (q.get("sender") or "").strip(), q.get("content") or ""
+    received, sign = q.get("receiveTime") or "", (q.get("sign") or "").strip().lower()
+    expected = inbound.esms_mo_signature(cpid, smsid, content, received, key)
+    want_cpid = os.environ.get("OUTREACH_ESMS_CPID")
+    if not hmac.compare_digest(sign.encode("ascii", "replace"), expected.encode()) or (
+            want_cpid and cpid != want_cpid):
+        log.warning("esms MO: bad signature from %s", request.remote_addr)
+        _stats().add("bad_signature")
+        return Response("forbidden", status=403, mimetype="text/plain")
+    from outreach.input import phones
+
+    norm = phones.normalise(sender)
+    if not smsid or not norm.ok or not norm.e164:
+        return Response("smsid and a sender number are required", status=400,
+                        mimetype="text/plain")
+    now = current_app.config.get("OUTREACH_CLOCK", SYSTEM_CLOCK).now()
+    _record_inbound(inbound.Inbound(
+        channel="sms", gateway="esms", provider_message_id=smsid, sender=norm.e164,
+        text=inbound.esms_mo_text(q.get("keyword") or "", content), received_at=now,
+        destination=q.get("keyword") or None))
+    _stats().add("inbound")
+    return Response("1", status=200, mimetype="text/plain")
 
 
 def public_url() -> str:
@@ -364,6 +532,10 @@ def zalo_event() -> Response | tuple[str, int]:
     if name in zalo_webhook.LOGGED_EVENTS:
         uid = str((event.get("follower") or event.get("sender") or {}).get("id") or "")
         log.info("zalo webhook: %s by follower …%s", name, uid[-4:])
+    settings = current_app.config.get("OUTREACH_INBOUND_SETTINGS") or inbound.current_settings()
+    citizen = zalo_webhook.parse_inbound(event, optout_events=settings.zalo_optout_events)
+    if citizen is not None and citizen["event"] != "follow":
+        return _zalo_inbound(raw, citizen, now, skew, settings, stats)
     if name not in zalo_webhook.DELIVERY_EVENTS:
         return "ok", 200
     db = current_app.config["OUTREACH_DB"]
@@ -383,6 +555,32 @@ def zalo_event() -> Response | tuple[str, int]:
     stats.add("pending", counts["pending"])
     stats.add("rejected", counts["rejected"])
     log.info("zalo webhook %s: %s", name, counts)
+    return "ok", 200
+
+
+def _zalo_inbound(raw: bytes, citizen: Mapping[str, Any], now: dt.datetime, skew: dt.timedelta,
+                  settings: inbound.InboundSettings, stats: ReceiptStats
+                  ) -> tuple[str, int]:
+    """A citizen's Zalo text or unfollow (:func:`zalo_webhook.parse_inbound`): refused when
+    the same signed body was seen before (replay), else recorded once by its key, in one short
+    transaction; the confirmation of a keyword is queued after the commit."""
+    db = current_app.config["OUTREACH_DB"]
+    lock = current_app.extensions.get("outreach_write_lock") or contextlib.nullcontext()
+    msg = inbound.Inbound(channel="zalo", gateway="zalo", provider_message_id=citizen["key"],
+                          sender=citizen["user_id"], text=citizen["text"],
+                          event=citizen["event"], destination=citizen["oa_id"],
+                          received_at=now)
+    with lock, db.engine.begin() as conn:
+        if not receipts.first_sight(conn, gateway="zalo", event_id=zalo_webhook.event_id(raw),
+                                    now=now, keep=2 * skew + dt.timedelta(minutes=1)):
+            result = None
+        else:
+            result = inbound.record_inbound(conn, msg, settings=settings, now=now)
+    if result is None:
+        stats.add("zalo_replayed")
+        return "ok", 200
+    stats.add("inbound")
+    _after_inbound(msg, result)
     return "ok", 200
 
 

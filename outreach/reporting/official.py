@@ -220,6 +220,27 @@ def context(data: Mapping[str, Any], *, org: str | None = None, place: str | Non
                   "delivered": v.get(states.DELIVERED, 0)} for d, v in data["by_day"].items()],
         "n": vn_int, "pct": vn_pct,
         "carriers": carrier_context(data.get("carrier_broadcasts") or {}),
+        "replies": replies_context(data.get("replies") or {}),
+    }
+
+
+#: Kinds of citizens' replies (outreach.receipts.inbound) in the report's words.
+REPLY_KIND_VI = {"optout": "Từ chối nhận tin (nhắn từ khóa)",
+                 "unfollow": "Bỏ quan tâm Zalo OA (chỉ ngừng tin Zalo)",
+                 "optin": "Đăng ký nhận lại tin", "message": "Phản hồi khác (hộp thư)"}
+
+
+def replies_context(r: Mapping[str, Any]) -> dict[str, Any]:
+    """The "Phản hồi của người dân" section from ``campaign_report(...)["replies"]``
+    (:func:`outreach.receipts.inbound.reply_counts`): totals by kind, keyword and day."""
+    by_kind = r.get("by_kind") or {}
+    return {
+        "total": r.get("total", 0), "optouts": r.get("optouts", 0),
+        "kinds": [{"label": REPLY_KIND_VI.get(k, k), "count": v} for k, v in by_kind.items() if v],
+        "keywords": [{"keyword": k, "count": v} for k, v in (r.get("by_keyword") or {}).items()],
+        "days": [{"day": vn_date(d), "optouts": v.get("optout", 0) + v.get("unfollow", 0),
+                  "others": v.get("message", 0) + v.get("optin", 0)}
+                 for d, v in (r.get("by_day") or {}).items()],
     }
 
 

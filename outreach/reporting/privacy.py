@@ -10,6 +10,11 @@ environment and is never stored: without it nobody can test a guessed number aga
 it, ``outreach deliveries lookup PHONE --key-env OUTREACH_PURGE_KEY`` still finds a number's
 history for a citizen's complaint.
 
+Citizens' replies (``inbound_messages``, and the raw SMPP ``smpp_inbound`` rows) are purged
+the same way: those that most likely answer an eligible campaign, and those answering none
+received more than ``older_than_days`` days ago, keep their channel, kind, keyword, campaign and
+time (the reports count them) but get the hashed sender, no text and no Zalo user id.
+
 Counts and reports are untouched: reports count rows and distinct ``recipient_id``, never the
 number. The suppression (opt-out) list is NOT purged: it must keep matching the plain number so
 the person is never messaged again, which is the purpose the citizen gave it for.
@@ -107,6 +112,8 @@ class PurgeResult:
     list_memberships: int = 0
     events_scrubbed: int = 0
     receipts_scrubbed: int = 0
+    inbound_messages: int = 0
+    smpp_inbound: int = 0
     key_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -211,6 +218,12 @@ def purge(db: Database, *, older_than_days: int, key: bytes | None, dry_run: boo
         eligible, refused = campaign_eligibility(conn, older_than_days, now)
         res.not_eligible = refused
         res.campaigns = eligible
+        inbound_ids = _inbound_to_purge(conn, eligible, now - dt.timedelta(days=older_than_days),
+                                        record_smpp=not dry_run)
+        res.inbound_messages = len(inbound_ids)
+        if not dry_run and inbound_ids:
+            assert key is not None
+            res.smpp_inbound = _purge_inbound(conn, inbound_ids, key, now)
         if not eligible:
             if not dry_run:
                 audit.record(conn, "purge", operator=operator, now=now, details=res.to_dict())
@@ -289,6 +302,46 @@ def purge(db: Database, *, older_than_days: int, key: bytes | None, dry_run: boo
     return res
 
 
+def _inbound_to_purge(conn: Connection, eligible: Sequence[str], cutoff: dt.datetime, *,
+                      record_smpp: bool = True) -> list[int]:
+    """Ids of inbound messages still holding a sender: those of eligible campaigns, and those
+    of no campaign received before ``cutoff``."""
+    from sqlalchemy import and_, inspect, or_
+
+    from outreach.ledger.models import InboundMessage
+
+    if "inbound_messages" not in set(inspect(conn).get_table_names()):
+        return []
+    # SMPP replies not recorded yet are recorded first, so none escapes the purge
+    from outreach.receipts import inbound
+
+    if record_smpp:
+        inbound.ingest_smpp(conn, settings=inbound.current_settings())
+    cond = and_(InboundMessage.campaign_id.is_(None), InboundMessage.received_at < cutoff)
+    if eligible:
+        cond = or_(InboundMessage.campaign_id.in_(list(eligible)), cond)
+    return list(conn.execute(select(InboundMessage.id).where(
+        InboundMessage.purged_at.is_(None), cond).order_by(InboundMessage.id)).scalars())
+
+
+def _purge_inbound(conn: Connection, ids: Sequence[int], key: bytes, now: dt.datetime) -> int:
+    """Hash the sender and clear the text of inbound messages ``ids`` and of their raw SMPP
+    parts; returns the SMPP rows changed."""
+    from outreach.ledger.models import InboundMessage, SmppInbound
+
+    smpp = 0
+    for chunk in _chunks(list(ids)):
+        for iid, sender in conn.execute(select(InboundMessage.id, InboundMessage.sender)
+                                        .where(InboundMessage.id.in_(chunk))).all():
+            hashed = sender if is_hashed(sender) else hash_number(key, sender)
+            conn.execute(update(InboundMessage).where(InboundMessage.id == iid).values(
+                sender=hashed, text=None, zalo_user_id=None, confirmation_text=None,
+                purged_at=now))
+            smpp += conn.execute(update(SmppInbound).where(SmppInbound.inbound_id == iid)
+                                 .values(source=hashed[:32], text="")).rowcount
+    return smpp
+
+
 def _scrub_payloads(conn: Connection, ids_by_addr: dict[str, list[int]],
                     key: bytes) -> tuple[int, int]:
     """Replace the number in the raw payloads kept with events and pending receipts of the
@@ -334,7 +387,9 @@ PERSONAL_TABLES = (
     ("deliveries", "number per message, personalised text, provider ids, status, cost"),
     ("delivery_events", "provider receipts (may contain the number)"),
     ("pending_receipts", "receipts not yet matched (may contain the number)"),
-    ("suppressions", "opt-outs: number, reason, source, date (kept on purpose)"),
+    ("suppressions", "opt-outs: number, reason, source, evidence, date (kept on purpose)"),
+    ("inbound_messages", "citizens' replies: number or Zalo user id, text"),
+    ("smpp_inbound", "raw SMPP replies: number, text"),
     ("list_members", "who is on which list"),
     ("import_issues", "rejected rows: file, line, masked value"),
     ("audit_log", "operator actions (numbers masked)"),
@@ -379,8 +434,18 @@ def _table_counts(conn: Connection) -> list[dict[str, Any]]:
             n(count.select_from(Delivery).where(~Delivery.address.startswith(HASH_PREFIX))),
             f"{n(count.select_from(Delivery).where(Delivery.body.is_not(None)))} with a "
             "personalised text")
+    from outreach.ledger.models import InboundMessage, SmppInbound
+
+    if "inbound_messages" in present:
+        personal["inbound_messages"] = (
+            n(count.select_from(InboundMessage).where(InboundMessage.purged_at.is_(None))),
+            "not purged")
+    if "smpp_inbound" in present:
+        personal["smpp_inbound"] = (
+            n(count.select_from(SmppInbound).where(SmppInbound.text != "")), "with a text")
     rows = []
-    models = {"recipients": Recipient, "deliveries": Delivery, "delivery_events": DeliveryEvent,
+    models = {"inbound_messages": InboundMessage, "smpp_inbound": SmppInbound,
+              "recipients": Recipient, "deliveries": Delivery, "delivery_events": DeliveryEvent,
               "pending_receipts": PendingReceipt, "suppressions": Suppression,
               "list_members": ListMember, "import_issues": ImportIssue, "audit_log": AuditEntry,
               "gateway_tokens": GatewayToken}

@@ -145,7 +145,9 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
     largest first, covering every failed, undelivered, unknown, skipped and opted-out delivery;
     ``local_gateways``: the gateways used that reach no phone (``["outbox"]`` for a trial run);
     ``carrier_broadcasts``: the operators' own broadcasts at the Department's request, as they
-    reported them (:func:`carrier_summary`), never part of ``recipients`` or ``reached``.
+    reported them (:func:`carrier_summary`), never part of ``recipients`` or ``reached``;
+    ``replies``: citizens' replies that most likely answer the campaign, by kind, keyword, day
+    and channel (:func:`reply_summary`; ``since``/``until`` by the time of receipt).
 
     The sum over every breakdown equals ``deliveries`` provided every statement reads one
     snapshot: pass a connection from :func:`report_connection` (SQLite: the connection's one
@@ -267,7 +269,18 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
         "unknown_no_fallback": _unknown_no_fallback(conn, campaign_id, definition),
         # the operators' own broadcasts: counts they report, kept apart from per-person reach
         "carrier_broadcasts": carrier_summary(conn, campaign_id),
+        # citizens' replies that most likely answer this campaign (issue #20)
+        "replies": reply_summary(conn, campaign_id, since=since, until=until),
     }
+
+
+def reply_summary(conn: Connection, campaign_id: str, *, since: dt.datetime | None = None,
+                  until: dt.datetime | None = None) -> dict[str, Any]:
+    """Citizens' replies to the campaign counted by kind, keyword, day (Asia/Ho_Chi_Minh day
+    of receipt) and channel: :func:`outreach.receipts.inbound.reply_counts`."""
+    from outreach.receipts.inbound import reply_counts
+
+    return reply_counts(conn, campaign_id, since=since, until=until)
 
 
 def carrier_summary(conn: Connection, campaign_id: str) -> dict[str, Any]:

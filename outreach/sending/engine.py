@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from outreach.ledger import runs, runstates, states
 from outreach.sending import leases, ratelimit, reconcile
@@ -34,7 +34,7 @@ from outreach.input.campaigns import CampaignSpec
 from outreach.clock import SYSTEM_CLOCK, Clock
 from outreach.ledger.db import Database, retry_write
 from outreach.gateways import base as gw
-from outreach.ledger.models import Delivery, Run, Suppression
+from outreach.ledger.models import SUPPRESSED_SQL, Delivery, Run
 from outreach.sending.outcomes import LedgerWriter
 from outreach.sending.sender import BatchSender
 
@@ -445,7 +445,7 @@ class RunEngine:
                     .order_by(Delivery.id).limit(batch_size))
             blocked = conn.execute(
                 select(Delivery.id).where(Delivery.id.in_(head.scalar_subquery()),
-                                          Delivery.address.in_(select(Suppression.e164)))
+                                          text(SUPPRESSED_SQL))
             ).scalars().all()
             if blocked:
                 states.apply(conn, [states.Change(i, states.OPTED_OUT,

@@ -134,7 +134,8 @@ def plan_fallbacks(conn: Connection, spec: CampaignSpec, run_id: int, now: dt.da
         unacc = spec.unaccented or channel.unaccented
         gsafe = spec.gsm_safe or channel.gsm_safe
         has_fields = bool(textmod.placeholders(spec.text))
-        suppressed = suppression.suppressed_among(conn, [r.e164 for r in rows])
+        suppressed = suppression.suppressed_among(conn, [r.e164 for r in rows],
+                                                 channel=step.next_channel)
         ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(Delivery)
         for r in rows:
             status, reason, body, text = states.QUEUED, None, None, spec.text

@@ -1,0 +1,135 @@
+"""``outreach inbox list|export``: citizens' replies (issue #20), each with the campaign it most
+likely answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich import box
+from rich.table import Table
+
+from outreach import safeio
+from outreach.cli import Ctx, console, pass_ctx
+from outreach.receipts import inbound
+
+COLUMNS = ("id", "received_at", "channel", "gateway", "sender", "kind", "keyword", "text",
+           "campaign_id", "confirmation")
+
+
+def _rows(c: Ctx, campaign: str | None, since: str | None, every: bool, whole: bool
+          ) -> list[dict[str, Any]]:
+    from outreach.cli.report import parse_when
+
+    since_at = parse_when(since)
+    with c.db.engine.begin() as conn:
+        # SMPP replies stored while no hook recorded them (an older sender, a crash)
+        inbound.ingest_smpp(conn, settings=inbound.current_settings())
+    with c.db.engine.connect() as conn:
+        msgs = inbound.inbox(conn, campaign_id=campaign, since=since_at,
+                             kinds=None if every else [inbound.MESSAGE])
+    out = []
+    for m in msgs:
+        sender = m.sender
+        if not whole:
+            sender = c.phone(sender) if sender.startswith("+") else f"zalo …{sender[-4:]}"
+        out.append({"id": m.id, "received_at": m.received_at.isoformat(), "channel": m.channel,
+                    "gateway": m.gateway, "sender": sender, "kind": m.kind,
+                    "keyword": m.keyword, "text": m.text, "campaign_id": m.campaign_id,
+                    "confirmation": m.confirmation})
+    return out
+
+
+@click.group()
+def inbox() -> None:
+    """Citizens' replies that are not a keyword (and, with --all, every reply and opt-out)."""
+
+
+_campaign = click.option("--campaign", help="Only replies that most likely answer this campaign "
+                                            "(the latest delivery to that number).")
+_since = click.option("--since", help="Received from this date/time (YYYY-MM-DD[ HH:MM], "
+                                      "Vietnamese time).")
+_all = click.option("--all", "every", is_flag=True,
+                    help="Also keyword replies (opt-outs, opt-ins) and Zalo unfollows.")
+
+
+@inbox.command("list")
+@_campaign
+@_since
+@_all
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_ctx
+def list_(c: Ctx, campaign: str | None, since: str | None, every: bool, fmt: str) -> None:
+    """The inbox, oldest first; numbers masked unless --show-numbers."""
+    rows = _rows(c, campaign, since, every, whole=False)
+    if fmt == "json":
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    t = Table(title=f"Inbox ({len(rows)})", box=box.SIMPLE_HEAD)
+    for col in COLUMNS:
+        t.add_column(col)
+    for r in rows:
+        t.add_row(*("" if r[col] is None else str(r[col]) for col in COLUMNS))
+    console.print(t)
+
+
+@inbox.command("export")
+@click.argument("out", type=click.Path(dir_okay=False, writable=True))
+@_campaign
+@_since
+@_all
+@pass_ctx
+def export(c: Ctx, out: str, campaign: str | None, since: str | None, every: bool) -> None:
+    """Write the inbox to OUT (CSV, UTF-8 with BOM, formula-safe, private file) with whole
+    numbers, to answer citizens; recorded in the audit log. Delete the file after use."""
+    from outreach.reporting import audit
+
+    rows = _rows(c, campaign, since, every, whole=True)
+    path = Path(out)
+    with safeio.open_private(path, "w", encoding="utf-8-sig", newline="") as fh:
+        w = safeio.csv_writer(fh)
+        w.writerow(COLUMNS)
+        for r in rows:
+            w.writerow(["" if r[col] is None else r[col] for col in COLUMNS])
+    with c.db.engine.begin() as conn:
+        audit.record(conn, "export", operator=c.operator, campaign_id=campaign,
+                     details={"what": "inbox", "rows": len(rows), "all": every,
+                              "file": str(path.resolve())})
+    console.print(f"{len(rows)} replies written to {path} (whole phone numbers: keep the file "
+                  "safe and delete it after use)")
+
+
+@inbox.command("counts")
+@_since
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_ctx
+def counts(c: Ctx, since: str | None, fmt: str) -> None:
+    """Replies counted by kind, keyword, campaign (the one each most likely answers) and day
+    (Vietnamese calendar day of receipt), over every campaign; one campaign's are in
+    `outreach report ID`."""
+    from outreach.cli.report import parse_when
+
+    with c.db.engine.connect() as conn:
+        data = inbound.reply_counts(conn, since=parse_when(since))
+    if fmt == "json":
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    console.print(f"replies {data['total']:,}; opt-outs {data['optouts']:,} "
+                  f"({', '.join(f'{k} {n:,}' for k, n in data['by_kind'].items())})")
+    for title, key in (("by keyword", "by_keyword"), ("by campaign", "by_campaign"),
+                       ("by channel", "by_channel")):
+        t = Table(title=f"Replies {title}", box=box.SIMPLE_HEAD)
+        t.add_column(title.split()[1])
+        t.add_column("replies", justify="right")
+        for k, n in data[key].items():
+            t.add_row(k, f"{n:,}")
+        console.print(t)
+    t = Table(title="Replies by day", box=box.SIMPLE_HEAD)
+    t.add_column("day")
+    for k in inbound.KINDS:
+        t.add_column(k, justify="right")
+    for day, row in data["by_day"].items():
+        t.add_row(day, *(f"{row[k]:,}" for k in inbound.KINDS))
+    console.print(t)
