@@ -226,6 +226,8 @@ class Refusal:
         that is missing reads ``"missing, required (...)"``."""
         if self.unit == "required":
             return f"missing, required ({self.rule})"
+        if self.unit == "status":
+            return f"cannot be sent ({self.rule})"
         if self.advisory:
             return f"{self.length:,} {self.unit}, more than the recommended {self.limit:,} ({self.rule})"
         if self.length < self.limit:

@@ -520,7 +520,7 @@ class ZaloGateway(Gateway):
         out: list[Refusal] = []
         sendable = error_table()["template_info"]["sendable_status"]
         if info.status and info.status not in sendable:
-            out.append(Refusal("template_id", 0, 0, "required",
+            out.append(Refusal("template_id", 0, 0, "status",
                                f"{rule}: status {info.status}, only {', '.join(sendable)} "
                                "templates can be sent"))
         data = {str(k): unicodedata.normalize("NFC", "" if v is None else str(v))

@@ -126,8 +126,8 @@ def recipient_checker(spec: CampaignSpec, gateways: Mapping[str, gw.Gateway]
             if r.advisory:
                 continue
             where = field_name(spec, i, r.part)
-            if r.unit == "required":
-                return f"missing:{where}"[:255]
+            if r.unit in ("required", "status"):
+                return f"{'missing' if r.unit == 'required' else 'refused'}:{where}"[:255]
             kind = "too-short" if r.length < r.limit else "too-long"
             return f"{kind}:{where} ({r.length}/{r.limit} {r.unit})"[:255]
         return None
