@@ -89,6 +89,9 @@ def check_campaign(spec: CampaignSpec, gateways: Mapping[str, gw.Gateway]) -> Ca
                 f"cannot read {g.name}'s limits for this message ({exc.reason}: "
                 f"{exc.detail or exc}); nothing was sent")) from None
         for r in found:
+            if r.unit == "required" and r.part.startswith("template_data.") and \
+                    textmod.placeholders(ch.template_fields.get(r.part.split(".", 1)[1], "")):
+                continue  # filled per recipient: checked for each one (recipient_checker)
             where = field_name(spec, i, r.part)
             if r.advisory:
                 out.advice.append(f"{where}: {r.describe()}")
