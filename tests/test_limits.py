@@ -260,7 +260,8 @@ def test_nfd_file_name_on_disk_matches_its_nfc_key_and_glob(tmp_path: Path) -> N
     nfd = unicodedata.normalize("NFD", nfc)
     assert nfd != nfc
     (tmp_path / nfd).write_text("phone,name\n" + "".join(f"{p},Người {i}\n" for i, p in
-                                                          enumerate(numbers(3))), "utf-8")
+                                                          enumerate(numbers(3)))
+                                + "0292123456,Cơ quan\n", "utf-8")  # one digit short: rejected
     path = write_campaign(tmp_path, n=1)
     text = path.read_text("utf-8").replace('lists = ["test-campaign-list.csv"]',
                                             f'lists = ["{nfc}"]\ndistrict_by_file = {{ "{nfc}" = '
@@ -272,6 +273,11 @@ def test_nfd_file_name_on_disk_matches_its_nfc_key_and_glob(tmp_path: Path) -> N
     db = fresh_db(tmp_path)
     res = ops.launch(db, spec, dry_run=True, gateways={"sms": MockGateway(channel="sms")})
     assert res.import_summary is not None and res.import_summary.imported == 3
+    # reports name the file in NFC
+    [issue] = res.import_summary.issues
+    assert issue.where().endswith(f"{nfc}:5") and issue.reason == "too-short"
+    assert issue.file.endswith(nfc) and unicodedata.is_normalized("NFC", issue.file)
+    assert [Path(i.to_dict()["file"]).name for i in res.import_summary.lists] == [nfc]
     with db.engine.connect() as conn:
         from outreach.ledger.models import Recipient
 

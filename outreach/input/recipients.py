@@ -39,6 +39,10 @@ class Issue:
     detail: str | None = None
     sheet: str | None = None
 
+    def __post_init__(self) -> None:
+        # the file as reports show it: NFC (a list made on macOS is named in NFD on disk)
+        object.__setattr__(self, "file", unicodedata.normalize("NFC", str(self.file)))
+
     def where(self) -> str:
         return _where(self.file, self.sheet, self.line)
 
