@@ -51,8 +51,11 @@ def zalo_gateway(db, z: FakeZalo, clock: FakeClock) -> ZaloGateway:
 
 # -- Twilio: 1,600 characters --------------------------------------------------------------
 
+@pytest.mark.parametrize("command", [["campaign", "check"], ["campaign", "launch", "--dry-run"]],
+                         ids=["check", "dry-run"])
 def test_twilio_body_over_1600_characters_is_refused_by_campaign_check_before_any_request(
-        tmp_path: Path, twilio_server: FakeTwilio, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, twilio_server: FakeTwilio, monkeypatch: pytest.MonkeyPatch,
+        command: list[str]) -> None:
     assert len(LONG_TEXT) == 1649
     path = write_campaign(tmp_path, text=LONG_TEXT)
     for k, v in {"TWILIO_ACCOUNT_SID": twilio_server.account_sid,
@@ -60,7 +63,7 @@ def test_twilio_body_over_1600_characters_is_refused_by_campaign_check_before_an
                  "OUTREACH_TWILIO_API_URL": twilio_server.base_url}.items():
         monkeypatch.setenv(k, v)
     r = CliRunner().invoke(main, ["--database-url", f"sqlite:///{tmp_path / 'c.db'}",
-                                  "campaign", "check", str(path), "--gateway", "twilio"])
+                                  *command, str(path), "--gateway", "twilio"])
     assert r.exit_code == 1, r.output
     assert r.stderr.strip().splitlines()[-1] == (
         f"error: {path}: field 'message.text': 1,649 characters, over the limit of 1,600 "
@@ -105,6 +108,42 @@ def test_personalised_sms_over_the_limit_is_a_per_recipient_rejection(
     literal = len(text) - len("{{name}}")
     assert reason == f"too-long:message.text ({literal + 20}/1600 characters)" and n == 1
     assert twilio_server.requests == []
+
+
+def test_personalised_text_outside_the_registered_brandname_template_is_skipped(
+        tmp_path: Path) -> None:
+    channels = """
+[[channels]]
+channel = "sms"
+sender = "UBNDCANTHO"
+brandname_template = "UBND TP Can Tho thong bao: {P1,20}"
+"""
+    path = write_campaign(tmp_path, n=2, channels=channels,
+                          text="UBND TP Can Tho thong bao: Kinh gui {{name}}")
+    ph = numbers(2)
+    (tmp_path / "test-campaign-list.csv").write_text(
+        f"phone,name\n{ph[0]},An\n{ph[1]},Nguyen Thi Anh Tuyet\n", encoding="utf-8")
+    spec = load(path)
+    db = fresh_db(tmp_path)
+    mock = MockGateway(channel="sms")
+    res = ops.launch(db, spec, gateways={"sms": mock}, clock=FakeClock(in_window()))
+    assert res.report is not None and res.report.counts == {"sent": 1, "skipped": 1}
+    assert [m.body for m in mock.outbox] == ["UBND TP Can Tho thong bao: Kinh gui An"]
+    with db.engine.connect() as conn:
+        reason = conn.execute(select(Delivery.error_reason)
+                              .where(Delivery.address == ph[1])).scalar()
+    assert reason == "brandname-template:channels[0].brandname_template"
+
+
+def test_oa_text_over_2000_characters_is_a_refusal(tmp_path: Path, zalo_server: FakeZalo) -> None:
+    db = fresh_db(tmp_path)
+    gw = zalo_gateway(db, zalo_server, FakeClock(in_window()))
+    msg = base.OutboundMessage(delivery_id=1, campaign_id="c", channel="zalo", to="uid-1",
+                               body="ạ" * 2001, zalo_user_id="uid-1")
+    [r] = gw.refusals(msg)
+    assert (r.part, r.length, r.limit, r.unit) == ("body", 2001, 2000, "characters")
+    assert zalo_server.requests == []
+    gw.close()
 
 
 # -- SMPP: the configured maximum segments ---------------------------------------------------

@@ -22,6 +22,7 @@ own text is checked when the campaign file is read.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -29,6 +30,8 @@ from outreach.gateways import base as gw
 from outreach.input import text as textmod
 from outreach.input.campaigns import CampaignError, CampaignSpec, Channel
 from outreach.sending import outbound
+
+log = logging.getLogger(__name__)
 
 #: (channel, personalised body, personalised ZNS template data or None) -> reason or None
 RecipientChecker = Callable[[str, str, "Mapping[str, str] | None"], "str | None"]
@@ -101,13 +104,18 @@ def check_campaign(spec: CampaignSpec, gateways: Mapping[str, gw.Gateway]) -> Ca
     return out
 
 
-def recipient_checker(spec: CampaignSpec, gateways: Mapping[str, gw.Gateway]
-                      ) -> RecipientChecker:
+def recipient_checker(spec: CampaignSpec, gateways: Mapping[str, gw.Gateway], *,
+                      tolerant: bool = False) -> RecipientChecker:
     """A function (channel, personalised body, personalised template data or None) -> the
     reason the provider would refuse this recipient's message, or None. The reason reads
     ``too-long:<field> (<length>/<limit> <unit>)`` (``missing:<field>`` for a required ZNS
     parameter left empty, ``brandname-template:<field>`` for a text the registered template
-    does not admit); it is stored as the skipped delivery's ``error_reason``."""
+    does not admit); it is stored as the skipped delivery's ``error_reason``.
+
+    A gateway that cannot tell (Zalo's template information unreachable) raises its
+    :class:`~outreach.gateways.base.GatewayError`; with ``tolerant`` (the scheduler's day runs,
+    which nobody watches) the message is let through instead, logged, and the engine's
+    content-level pause remains the safety net."""
     index = {ch.channel: i for i, ch in enumerate(spec.channels)}
 
     def check(channel: str, body: str, template_data: Mapping[str, str] | None) -> str | None:
@@ -125,7 +133,14 @@ def recipient_checker(spec: CampaignSpec, gateways: Mapping[str, gw.Gateway]
             delivery_id=0, campaign_id=spec.id, channel=channel, to="+84000000000", body=body,
             sender=sender, template_id=template_id,
             template_data=dict(template_data) if template_data is not None else dict(data))
-        for r in g.refusals(msg):
+        try:
+            found = g.refusals(msg)
+        except gw.GatewayError as exc:
+            if not tolerant:
+                raise
+            log.warning("campaign %s: %s limits not checked (%s)", spec.id, g.name, exc.reason)
+            return None
+        for r in found:
             if r.advisory:
                 continue
             where = field_name(spec, i, r.part)
