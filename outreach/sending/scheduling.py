@@ -320,14 +320,21 @@ def _tick_campaign(db: Database, clock: Clock, now: dt.datetime, cid: str,
         if due.action == "missed":
             out.append(_record_missed(db, spec, due, names, now, operator))
             continue
-        gws = gateways_for(names)
-        # a personalised message the provider would refuse is skipped with the reason
-        res = _create_day_run(db, spec, due, names, now, operator,
-                              check=limits.recipient_checker(spec, gws, tolerant=True))
+        # a personalised message the provider would refuse is skipped with the reason; the
+        # gateways are built only if a personalised row needs asking (after the approval check)
+        checker: list[limits.RecipientChecker] = []
+
+        def check(channel: str, body: str, data: Any) -> str | None:
+            if not checker:
+                checker.append(limits.recipient_checker(spec, gateways_for(names),
+                                                        tolerant=True))
+            return checker[0](channel, body, data)
+
+        res = _create_day_run(db, spec, due, names, now, operator, check=check)
         out.append(res)
         if res.action == "created" and res.run_id is not None:
             res.report = _claim_and_dispatch(db, clock, now, spec, res.run_id, runstates.CREATED,
-                                             gws, stop_event)
+                                             gateways_for(names), stop_event)
             if res.report is None:
                 res.detail = "sent by another scheduler process"
     return out
