@@ -23,6 +23,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from outreach.gateways import base, http
+from outreach.input import text as textmod
 from outreach.gateways.base import (ConfigurationError, Gateway, OutboundMessage, SendResult,
                                     StatusUpdate)
 
@@ -465,8 +466,6 @@ class TwilioGateway(Gateway):
         if len(body) > lim["body_max_characters"]:
             out.append(base.Refusal("body", len(body), lim["body_max_characters"], "characters",
                                     lim["body_max_source"], code=lim["body_max_code"]))
-        from outreach.input import text as textmod
-
         segments = textmod.analyse(body).segments
         if segments > lim["recommended_max_segments"]:
             out.append(base.Refusal("body", segments, lim["recommended_max_segments"], "segments",
