@@ -321,6 +321,7 @@ sender = "TEST"
     no_zalo, receipt, silent = numbers(3)
     clock = FakeClock(in_window())
     with FakeZalo() as z:
+        z.template("301234")  # approved, no parameter: the launch reads it first
         z.script(no_zalo, "no_zalo")
         zalo = ZaloGateway(db=db, clock=clock, **z.gateway_options())
         z.seed(zalo.tokens)

@@ -131,6 +131,9 @@ def _plan_dict(res: ops.LaunchResult) -> dict[str, Any]:
         out["stopped_reason"] = res.report.reason
         out["reconciled"] = res.report.reconciled
     out["nothing_new"] = res.nothing_new
+    out["advice"] = list(res.advice)
+    if plan:
+        out["skipped_reasons"] = dict(sorted(plan.skipped_reasons.items()))
     return out
 
 
@@ -138,6 +141,8 @@ def _print_summary(c: Ctx, res: ops.LaunchResult) -> None:
     d = _plan_dict(res)
     if res.window_note:
         console.print(f"[yellow]note:[/yellow] {res.window_note}")
+    for line in res.advice:
+        console.print(f"[yellow]advice:[/yellow] {line}", soft_wrap=True)
     imp = res.import_summary
     if imp:
         t = Table(title=f"Recipient lists ({len(imp.files)} files)", show_header=False)
@@ -272,7 +277,7 @@ def _launch(c: Ctx, ref: str, gateway: str | None, dry_run: bool, override_windo
         if not dispatch and not res.dry_run and res.plan and res.plan.run_id is not None:
             console.print(f"run #{res.plan.run_id} created, nothing sent yet: `outreach worker` "
                           "processes send it")
-    if res.report and res.report.stopped in ("gateway", "error-rate"):
+    if res.report and res.report.stopped in ("gateway", "error-rate", "content"):
         raise SystemExit(1)
 
 
@@ -293,7 +298,7 @@ def resume(c: Ctx, campaign_ref: str, run_id: int | None, gateway: str | None,
                          allow_late=allow_late, operator=c.operator, run_id=run_id,
                          progress=prog, stop_event=stop)
     _print_report(rep)
-    if rep.stopped in ("gateway", "error-rate"):
+    if rep.stopped in ("gateway", "error-rate", "content"):
         raise SystemExit(1)
 
 

@@ -65,12 +65,18 @@ class GatewayError(Exception):
         reason: a short machine-readable reason (``"rate-limited"``, ``"invalid-number"``...).
         provider_code: the provider's own error code as a string (``"21211"``, ``"-118"``), or None.
         detail: the provider's human-readable message, never containing credentials.
+        content: True when the provider refused the message *itself* (too long, wrong
+            template, a template parameter too long): the same text or template data would be
+            refused for every recipient. Set from the ``"content": true`` entries of each
+            adapter's code table; the sender pauses a run whose first sends all fail so
+            (:class:`outreach.sending.sender.BatchSender`).
     """
 
     reason: str = "gateway-error"
 
     def __init__(self, detail: str = "", *, reason: str | None = None,
-                 provider_code: str | int | None = None, raw: Any = None) -> None:
+                 provider_code: str | int | None = None, raw: Any = None,
+                 content: bool = False) -> None:
         detail = redact(detail)
         super().__init__(detail or self.reason)
         self.detail = detail
@@ -78,6 +84,7 @@ class GatewayError(Exception):
             self.reason = reason
         self.provider_code = None if provider_code is None else str(provider_code)
         self.raw = raw
+        self.content = bool(content)
 
 
 class ConfigurationError(GatewayError):
@@ -196,6 +203,40 @@ class StatusUpdate:
     price_vnd: float | None = None
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """What a provider would refuse in one message, found before any request.
+
+    ``part`` names the part of the message: ``"body"`` (the text), or
+    ``"template_data.<param>"`` (a ZNS template parameter). ``length`` and ``limit`` are in
+    ``unit`` (``"characters"`` or ``"segments"``); ``rule`` says whose limit it is and where it
+    is published (e.g. ``"Twilio: Body at most 1,600 characters (error 21617)"``). ``code`` is
+    the provider's code for this refusal when it has one."""
+
+    part: str
+    length: int
+    limit: int
+    unit: str
+    rule: str
+    code: str | None = None
+    #: a recommendation, not a refusal: reported by the check, nothing is refused for it
+    advisory: bool = False
+
+    def describe(self) -> str:
+        """``"1,650 characters, over the limit of 1,600 (Twilio: ...)"``; a required parameter
+        that is missing reads ``"missing, required (...)"``."""
+        if self.unit == "required":
+            return f"missing, required ({self.rule})"
+        if self.unit == "status":
+            return f"cannot be sent ({self.rule})"
+        if self.advisory:
+            return f"{self.length:,} {self.unit}, more than the recommended {self.limit:,} ({self.rule})"
+        if self.length < self.limit:
+            return (f"{self.length:,} {self.unit}, under the minimum of {self.limit:,} "
+                    f"({self.rule})")
+        return f"{self.length:,} {self.unit}, over the limit of {self.limit:,} ({self.rule})"
+
+
 class Gateway(abc.ABC):
     """A transport to phones (or, for ``outbox``, to a local file).
 
@@ -251,6 +292,14 @@ class Gateway(abc.ABC):
         cannot be asked (the operator decides).
         """
         return None
+
+    def refusals(self, message: OutboundMessage) -> list[Refusal]:
+        """What the provider would refuse in ``message``, from its published limits (data next
+        to each adapter), without sending it: an empty list when nothing. ``campaign check``,
+        ``launch --dry-run`` and every launch call it before any send request
+        (:mod:`outreach.sending.limits`). May read provider metadata (Zalo: the template's
+        parameters, cached) but never sends. The default knows no limit."""
+        return []
 
     def fetch_statuses(self, provider_message_ids: list[str]) -> list[StatusUpdate]:
         """Poll current statuses for accepted messages (for operators without a webhook URL)."""

@@ -65,13 +65,20 @@ from outreach.input import text as textmod
 from outreach.gateways.base import (AuthenticationError, ConfigurationError, Gateway,
                                     GatewayError, InvalidAddressError, OptedOutError,
                                     OutboundMessage, OutcomeUnknownError, PermanentError,
-                                    SendResult, StatusUpdate, StopRunError, ThrottledError,
-                                    UnavailableError)
+                                    Refusal, SendResult, StatusUpdate, StopRunError,
+                                    ThrottledError, UnavailableError)
 
 log = logging.getLogger(__name__)
 
 TABLE: dict[str, Any] = json.loads((Path(__file__).with_name("smpp_errors.json")).read_text("utf-8"))
 _CODES = {int(k, 16): v for k, v in TABLE["command_status"].items()}
+_LIMITS: dict[str, Any] = json.loads((Path(__file__).with_name("smpp_limits.json"))
+                                     .read_text("utf-8"))
+
+
+def limits() -> dict[str, Any]:
+    """The parsed ``smpp_limits.json``: the default ``max_segments`` (255) and its source."""
+    return _LIMITS
 STAT_TO_STATUS: dict[str, str] = TABLE["stat"]
 _MESSAGE_STATE = {int(k): v for k, v in TABLE["message_state"].items()}
 _CLASSES: dict[str, type[GatewayError]] = {
@@ -136,7 +143,8 @@ def error_for(status: int, detail: str = "") -> GatewayError:
     entry = _CODES.get(status) or {**TABLE["default"], "name": f"0x{status:08X}"}
     cls = _CLASSES[entry["class"]]
     text = f"{entry['name']} (0x{status:08X}){': ' + detail if detail else ''}"
-    kw: dict[str, Any] = {"reason": entry["reason"], "provider_code": entry["name"]}
+    kw: dict[str, Any] = {"reason": entry["reason"], "provider_code": entry["name"],
+                          "content": bool(entry.get("content"))}
     if issubclass(cls, ThrottledError) or issubclass(cls, UnavailableError):
         return cls(text, retry_after=entry.get("retry_after"), **kw)
     return cls(text, **kw)
@@ -790,6 +798,7 @@ class SmppGateway(Gateway):
                  window: int | str | None = None, join: str | None = None,
                  gsm_coding: int | str | None = None, rate: float | str | None = None,
                  enquire_link: float | str | None = None, timeout: float | str | None = None,
+                 max_segments: int | str | None = None,
                  registered_delivery: int = 1, db: Any = None, channel: str = "sms",
                  account: str | None = None,
                  on_receipt: Callable[[SmppReceipt], None] | None = None) -> None:
@@ -807,12 +816,17 @@ class SmppGateway(Gateway):
             rate_v = float(rate or _env("RATE", "50"))  # type: ignore[arg-type]
             enquire = float(enquire_link or _env("ENQUIRE_LINK", "30"))  # type: ignore[arg-type]
             self.timeout = float(timeout or _env("TIMEOUT", "10"))  # type: ignore[arg-type]
+            self.max_segments = int(max_segments or _env(
+                "MAX_SEGMENTS", str(limits()["max_segments"])))  # type: ignore[arg-type]
         except ValueError as exc:
             raise ConfigurationError(f"OUTREACH_SMPP_*: not a number ({exc})") from None
         if len(password) > 8 or len(system_id) > 15:
             raise ConfigurationError("SMPP 3.4 (§4.1.1) allows a system_id of at most 15 and a "
                                      "password of at most 8 characters; ask the carrier for "
                                      "credentials that fit", reason="configuration")
+        if not 1 <= self.max_segments <= 255:
+            raise ConfigurationError("OUTREACH_SMPP_MAX_SEGMENTS must be between 1 and 255 "
+                                     "(the parts a concatenated SMS can have)")
         if not 1 <= self.window <= 1000:
             raise ConfigurationError("OUTREACH_SMPP_WINDOW must be between 1 and 1000")
         self.join = (join or _env("JOIN", "udh")).lower()  # type: ignore[union-attr]
@@ -916,6 +930,19 @@ class SmppGateway(Gateway):
                          sar_segment_seqnum=i + 1) for i, p in enumerate(parts)]
         return [dict(base, esm_class=0x40, short_message=bytes((5, 0, 3, ref, n, i + 1)) + p)
                 for i, p in enumerate(parts)]
+
+    def refusals(self, message: OutboundMessage) -> list[Refusal]:
+        """A message of more segments than the configured maximum
+        (``OUTREACH_SMPP_MAX_SEGMENTS``, default in ``smpp_limits.json``) is refused: the SMSC
+        would answer ESME_RINVMSGLEN for every recipient."""
+        segments = textmod.analyse(message.body or "").segments
+        if segments > self.max_segments:
+            lim = limits()
+            return [Refusal("body", segments, self.max_segments, "segments",
+                            f"SMPP: this SMSC accepts at most {self.max_segments} segments "
+                            "(OUTREACH_SMPP_MAX_SEGMENTS; " + lim["max_segments_source"] + ")",
+                            code=lim["max_segments_code"])]
+        return []
 
     # -- the contract --------------------------------------------------------------------------
     def send(self, message: OutboundMessage) -> SendResult:

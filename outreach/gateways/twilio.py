@@ -23,6 +23,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from outreach.gateways import base, http
+from outreach.input import text as textmod
 from outreach.gateways.base import (ConfigurationError, Gateway, OutboundMessage, SendResult,
                                     StatusUpdate)
 
@@ -101,6 +102,14 @@ def error_table() -> dict[str, Any]:
                 raise ConfigurationError(f"twilio_errors.json: {section}/{key}: unknown class "
                                          f"{entry['class']!r}")
     return table
+
+
+@lru_cache(maxsize=1)
+def limits() -> dict[str, Any]:
+    """The parsed ``twilio_limits.json``: ``body_max_characters`` (1600, error 21617) and
+    ``recommended_max_segments`` (10), each with its source."""
+    raw = resources.files("outreach.gateways").joinpath("twilio_limits.json").read_text("utf-8")
+    return json.loads(raw)
 
 
 def classify(code: int | str | None, http_status: int | None = None
@@ -447,6 +456,22 @@ class TwilioGateway(Gateway):
                                                     getattr(msg, "price_unit", None)),
                           raw={"sid": msg.sid, "status": status})
 
+    def refusals(self, message: OutboundMessage) -> list[base.Refusal]:
+        """A body over ``body_max_characters`` (1,600: Twilio refuses it with 21617) is refused;
+        more segments than ``recommended_max_segments`` (10) is reported as advice
+        (``twilio_limits.json``). Characters are counted on the NFC text, as sent."""
+        lim = limits()
+        body = unicodedata.normalize("NFC", message.body or "")
+        out: list[base.Refusal] = []
+        if len(body) > lim["body_max_characters"]:
+            out.append(base.Refusal("body", len(body), lim["body_max_characters"], "characters",
+                                    lim["body_max_source"], code=lim["body_max_code"]))
+        segments = textmod.analyse(body).segments
+        if segments > lim["recommended_max_segments"]:
+            out.append(base.Refusal("body", segments, lim["recommended_max_segments"], "segments",
+                                    lim["recommended_max_segments_source"], advisory=True))
+        return out
+
     def _price_vnd(self, price: Any, unit: str | None) -> float | None:
         """Twilio prices are negative strings in ``price_unit`` (``"-0.0450"``, ``"USD"``)."""
         if price in (None, "") or (unit or "USD").upper() != "USD":
@@ -468,12 +493,13 @@ class TwilioGateway(Gateway):
         setattr(exc, field, detail)
         exc.args = tuple(detail if a == raw else a for a in exc.args)
         provider_code = str(code) if code is not None else str(exc.status)
+        content = bool((error_table()["codes"].get(str(code)) or {}).get("content"))
         if issubclass(cls, base.TransientError):
             response = self._http.last_response
             headers = getattr(response, "headers", None) or {}
             retry_after = http.parse_retry_after(headers.get("Retry-After"))
             return cls(detail, reason=reason, provider_code=provider_code, retry_after=retry_after)
-        return cls(detail, reason=reason, provider_code=provider_code)
+        return cls(detail, reason=reason, provider_code=provider_code, content=content)
 
     # -- reconciliation, polling, checks -----------------------------------------------------
 

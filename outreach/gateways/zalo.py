@@ -8,8 +8,10 @@ import logging
 import os
 import re
 import threading
+import time
 import unicodedata
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import Any, ClassVar, NoReturn
@@ -22,7 +24,8 @@ from outreach.clock import SYSTEM_CLOCK, Clock
 from outreach.gateways import http
 from outreach.gateways.base import (AuthenticationError, ConfigurationError, Gateway,
                                     InvalidAddressError, OutboundMessage, OutcomeUnknownError,
-                                    PermanentError, SendResult, StatusUpdate, StopRunError,
+                                    PermanentError, Refusal, SendResult, StatusUpdate,
+                                    StopRunError,
                                     ThrottledError, UnavailableError)
 from outreach.gateways.zalo_tokens import (RefreshNotSent, RefreshOutcomeUnknown, RefreshRejected,
                                            TokenGrant, TokenStore, DEFAULT_EXPIRES_IN)
@@ -59,6 +62,61 @@ def error_table() -> dict[str, Any]:
     """The parsed ``zalo_errors.json`` (code -> class/reason, night window, status values)."""
     text = resources.files("outreach.gateways").joinpath("zalo_errors.json").read_text("utf-8")
     return json.loads(text)
+
+
+@dataclass(frozen=True)
+class TemplateParam:
+    """One parameter of a ZNS template as Zalo's template information API describes it:
+    ``name``, ``required`` (``require``), ``type`` (Zalo's type name), ``max_length`` /
+    ``min_length`` in characters (``maxLength`` / ``minLength``; None when not given),
+    ``accept_null`` (``acceptNull``)."""
+
+    name: str
+    required: bool = True
+    type: str = ""
+    max_length: int | None = None
+    min_length: int | None = None
+    accept_null: bool = False
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    """A ZNS template: ``template_id``, ``status`` (``ENABLE``...), its ``params`` by name."""
+
+    template_id: str
+    status: str
+    params: dict[str, TemplateParam]
+
+
+#: (ZNS API URL, template id) -> (monotonic time read, TemplateInfo): one read per template per
+#: ``template_info.cache_seconds`` in this process, shared by every gateway instance
+_TEMPLATE_CACHE: dict[tuple[str, str], tuple[float, TemplateInfo]] = {}
+_TEMPLATE_LOCK = threading.Lock()
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        n = int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return n if n >= 0 else None
+
+
+def parse_template_info(template_id: str, data: Mapping[str, Any]) -> TemplateInfo:
+    """A :class:`TemplateInfo` from the ``data`` of ``GET /template/info/v2``
+    (``listParams``: ``name``, ``require``, ``type``, ``maxLength``, ``minLength``,
+    ``acceptNull``; ``status``). Parameters without a name are ignored."""
+    params: dict[str, TemplateParam] = {}
+    for raw in data.get("listParams") or []:
+        if not isinstance(raw, Mapping) or not raw.get("name"):
+            continue
+        name = str(raw["name"])
+        params[name] = TemplateParam(
+            name=name, required=bool(raw.get("require", True)), type=str(raw.get("type") or ""),
+            max_length=_int_or_none(raw.get("maxLength")),
+            min_length=_int_or_none(raw.get("minLength")),
+            accept_null=bool(raw.get("acceptNull", False)))
+    return TemplateInfo(str(template_id), str(data.get("status") or ""), params)
 
 
 class _TokenRejected(Exception):
@@ -402,7 +460,8 @@ class ZaloGateway(Gateway):
             raise StopRunError(detail, reason=reason, provider_code=code, raw=raw)
         if cls == "authentication":
             raise AuthenticationError(detail, reason=reason, provider_code=code, raw=raw)
-        raise PermanentError(detail, reason=reason, provider_code=code, raw=raw)
+        raise PermanentError(detail, reason=reason, provider_code=code, raw=raw,
+                             content=bool(entry.get("content")))
 
     def _retry_after_header(self, resp: requests.Response) -> float | None:
         return http.parse_retry_after(resp.headers.get("Retry-After"), self.clock.now())
@@ -418,6 +477,72 @@ class ZaloGateway(Gateway):
             return night_retry_after(self.clock.now(), night)
         _, _, hhmm = str(spec).partition(" ")
         return seconds_until_local(self.clock.now(), hhmm, night["timezone"])
+
+    # -- provider limits ---------------------------------------------------------------------
+    def template_info(self, template_id: str) -> TemplateInfo:
+        """The template's parameters from Zalo's template information API,
+        ``GET {zns}/template/info/v2?template_id=<id>`` (``zalo_errors.json`` ``template_info``),
+        cached ``cache_seconds`` (1 h) per process. Sends no message. Raises the error tree
+        (``StopRunError`` for an unknown template id -109, ``AuthenticationError``,
+        ``TransientError``...) as every other call."""
+        key = (self.zns_api_url, str(template_id))
+        ttl = float(error_table()["template_info"]["cache_seconds"])
+        with _TEMPLATE_LOCK:
+            hit = _TEMPLATE_CACHE.get(key)
+        if hit is not None and time.monotonic() - hit[0] < ttl:
+            return hit[1]
+        body = self._authorized("GET", self.zns_api_url + error_table()["template_info"]["path"],
+                                params={"template_id": str(template_id)}, sends=False)
+        data = body.get("data") if isinstance(body.get("data"), dict) else {}
+        info = parse_template_info(str(template_id), data)
+        with _TEMPLATE_LOCK:
+            _TEMPLATE_CACHE[key] = (time.monotonic(), info)
+        return info
+
+    def refusals(self, message: OutboundMessage) -> list[Refusal]:
+        """What Zalo would refuse: an OA text over 2,000 characters; for ZNS, each template
+        parameter longer than its ``maxLength`` (Zalo answers -112 for every recipient),
+        shorter than its ``minLength``, or required and missing, read from the template
+        information API (:meth:`template_info`, cached). Values are compared in NFC, in
+        characters. A template that is not ``ENABLE`` is refused as a whole (part
+        ``"template_id"``)."""
+        if message.zalo_user_id:
+            text = unicodedata.normalize("NFC", message.body or "")
+            if len(text) > OA_TEXT_MAX:
+                return [Refusal("body", len(text), OA_TEXT_MAX, "characters",
+                                f"Zalo OA: a text message is at most {OA_TEXT_MAX:,} characters")]
+            return []
+        template_id = message.template_id or self.template_id
+        if not template_id:
+            return []
+        info = self.template_info(template_id)
+        rule = f"Zalo ZNS template {template_id}, from its template information"
+        out: list[Refusal] = []
+        sendable = error_table()["template_info"]["sendable_status"]
+        if info.status and info.status not in sendable:
+            out.append(Refusal("template_id", 0, 0, "status",
+                               f"{rule}: status {info.status}, only {', '.join(sendable)} "
+                               "templates can be sent"))
+        data = {str(k): unicodedata.normalize("NFC", "" if v is None else str(v))
+                for k, v in (message.template_data or {}).items()}
+        if self.body_param and self.body_param not in data:
+            data[self.body_param] = unicodedata.normalize("NFC", message.body or "")
+        for name, param in info.params.items():
+            value = data.get(name)
+            if value is None or value == "":
+                if param.required and not param.accept_null:
+                    out.append(Refusal(f"template_data.{name}", 0, 0, "required", rule,
+                                       code="-112"))
+                continue
+            if param.max_length is not None and len(value) > param.max_length:
+                out.append(Refusal(f"template_data.{name}", len(value), param.max_length,
+                                   "characters", f"{rule}: maxLength {param.max_length}",
+                                   code="-112"))
+            elif param.min_length and len(value) < param.min_length:
+                out.append(Refusal(f"template_data.{name}", len(value), param.min_length,
+                                   "characters", f"{rule}: minLength {param.min_length}",
+                                   code="-112"))
+        return out
 
     # -- status, reconciliation, check ------------------------------------------------------
     def lookup(self, message: OutboundMessage, since: dt.datetime,
@@ -519,5 +644,6 @@ def night_retry_after(now: dt.datetime, night: Mapping[str, Any]) -> float:
     return seconds_until_local(now, night["end"], night["timezone"])
 
 
-__all__ = ["ZaloGateway", "ZaloOAuth", "error_table", "epoch_ms", "night_retry_after",
+__all__ = ["ZaloGateway", "ZaloOAuth", "TemplateInfo", "TemplateParam", "parse_template_info",
+           "error_table", "epoch_ms", "night_retry_after",
            "seconds_until_local"]

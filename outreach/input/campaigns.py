@@ -156,12 +156,14 @@ class CampaignSpec:
             p = Path(pattern)
             full = p if p.is_absolute() else base / p
             # normpath: "campaigns/../recipients/x.csv" is named "recipients/x.csv" in messages
-            matches = sorted(Path(os.path.normpath(m)) for m in glob.glob(str(full)))
+            matches = sorted(Path(os.path.normpath(m)) for m in nfc_glob(str(full)))
             if not matches:
                 raise CampaignError(self.file or "<campaign>", "recipients.lists",
                                     f"no file matches {pattern!r}")
-            out.extend(matches)
-        names = {p.name for p in out}
+            out.extend(m for m in matches if m not in out)
+        # file names compared in NFC: a list made on macOS is named in NFD on disk, its
+        # district_by_file key is typed in NFC (issue #24)
+        names = {nfc_name(p) for p in out}
         for key in self.district_by_file:
             if key not in names:
                 raise CampaignError(self.file or "<campaign>", f'recipients.district_by_file."{key}"',
@@ -184,6 +186,47 @@ class CampaignSpec:
             if ch.channel == name:
                 return ch
         raise KeyError(name)
+
+
+def nfc_name(path: str | Path) -> str:
+    """A file's name (last part of ``path``) in NFC: how file names are compared and shown
+    (a file made on macOS has an NFD name on disk)."""
+    return unicodedata.normalize("NFC", Path(path).name)
+
+
+def nfc_glob(pattern: str) -> list[str]:
+    """``glob.glob(pattern)``, with names compared in NFC: also the files whose NFC path
+    matches the NFC pattern, whatever form their names have on disk (a list made on macOS is
+    named in NFD). Returned as on disk, so they can be opened. ``**`` is not walked."""
+    import fnmatch
+
+    found = {os.path.normpath(m) for m in glob.glob(pattern)}
+    if pattern.isascii() and found:
+        return sorted(found)
+    want = Path(unicodedata.normalize("NFC", pattern))
+    parts = want.parts[1:] if want.anchor else want.parts
+    roots = [want.anchor or "."]
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        nxt: list[str] = []
+        for root in roots:
+            if part in (".", ".."):
+                nxt.append(os.path.join(root, part))
+                continue
+            try:
+                entries = os.listdir(root)
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.startswith(".") and not part.startswith("."):
+                    continue
+                if fnmatch.fnmatchcase(unicodedata.normalize("NFC", entry), part):
+                    full = os.path.join(root, entry)
+                    if last or os.path.isdir(full):
+                        nxt.append(full)
+        roots = nxt
+    found.update(os.path.normpath(r) for r in roots if os.path.isfile(r))
+    return sorted(found)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -372,7 +415,7 @@ def parse(raw: dict[str, Any], *, file: str = "<campaign>") -> CampaignSpec:
         gsm_safe=r.bool("gsm_safe", msg, "message", default=False), window=window,
         schedule=schedule, channels=tuple(channels), lists=tuple(lists),
         list_name=r.str("list_name", rec, "recipients", default=cid), pricing=pricing,
-        district_by_file={k: textmod.nfc(v) for k, v in dmap.items()}, file=file,
+        district_by_file={textmod.nfc(k): textmod.nfc(v) for k, v in dmap.items()}, file=file,
         carriers=carriers)
 
 

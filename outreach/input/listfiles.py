@@ -55,7 +55,8 @@ class ListFileError(Exception):
         self.sheet = sheet
 
     def __str__(self) -> str:
-        where = self.file if self.sheet is None else f"{self.file} [sheet {self.sheet!r}]"
+        file = unicodedata.normalize("NFC", str(self.file))  # shown in NFC (macOS names: NFD)
+        where = file if self.sheet is None else f"{file} [sheet {self.sheet!r}]"
         where = where if self.line is None else f"{where}:{self.line}"
         return f"{where}: {self.reason}"
 
@@ -95,7 +96,8 @@ class ListInfo:
     sheets: list[SheetInfo] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "format": self.format, "sheets": [
+        return {"file": unicodedata.normalize("NFC", str(self.file)), "format": self.format,
+                "sheets": [
             {"name": s.name, "header_line": s.header_line, "columns": s.columns,
              "phone_columns_unused": s.phone_columns_unused, "rows": s.rows,
              "skipped": s.skipped, "note": s.note} for s in self.sheets]}

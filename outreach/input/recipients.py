@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 import os
 import re
 from collections import Counter
@@ -38,11 +39,17 @@ class Issue:
     detail: str | None = None
     sheet: str | None = None
 
+    def __post_init__(self) -> None:
+        # the file as reports show it: NFC (a list made on macOS is named in NFD on disk)
+        object.__setattr__(self, "file", unicodedata.normalize("NFC", str(self.file)))
+
     def where(self) -> str:
         return _where(self.file, self.sheet, self.line)
 
 
 def _where(file: str, sheet: str | None, line: int | None = None) -> str:
+    """``file [sheet 'S']:line`` as shown in rejects and reports, the file name in NFC."""
+    file = unicodedata.normalize("NFC", str(file))
     label = file if sheet is None else f"{file} [sheet {sheet!r}]"
     return f"{label}:{line}" if line else label
 
@@ -341,7 +348,10 @@ def _import(conn: Connection, summary: ImportSummary, files: list[str], encoding
         return found
 
     for path in files:
-        file_district = district_by_file.get(Path(path).name, default_district)
+        # file names compared in NFC (a macOS list is named in NFD on disk; keys are NFC)
+        by_nfc = {unicodedata.normalize("NFC", k): v for k, v in district_by_file.items()}
+        file_district = by_nfc.get(unicodedata.normalize("NFC", Path(path).name),
+                                   default_district)
         info = listfiles.ListInfo(path)
         summary.lists.append(info)
         rows: Counter[str | None] = Counter()

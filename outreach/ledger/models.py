@@ -255,6 +255,9 @@ class Delivery(Base):
     carrier: Mapped[str | None] = mapped_column(String(32), nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     body: Mapped[str | None] = mapped_column(Text, nullable=True)  # only when personalised
+    #: the ZNS template data rendered for this recipient (JSON object of NFC strings), only
+    #: when the channel's ``template_fields`` use personalisation (migration 0011)
+    template_data: Mapped[str | None] = mapped_column(Text, nullable=True)
     encoding: Mapped[str | None] = mapped_column(String(8), nullable=True)
     segments: Mapped[int | None] = mapped_column(Integer, nullable=True)
     cost_vnd: Mapped[float | None] = mapped_column(Float, nullable=True)

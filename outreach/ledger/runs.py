@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +99,7 @@ def create_run(conn: Connection, spec: CampaignSpec, *, kind: str, gateway_names
                now: dt.datetime, run_key: str | None = None, due_at: dt.datetime | None = None,
                operator: str | None = None, daily_cap: int | None = None,
                resend_statuses: tuple[str, ...] | None = None, run_date: dt.date | None = None,
+               check: Callable[[str, str, Mapping[str, str] | None], str | None] | None = None,
                ) -> RunPlan:
     """Create a run and its delivery rows, in the caller's transaction.
 
@@ -107,6 +110,13 @@ def create_run(conn: Connection, spec: CampaignSpec, *, kind: str, gateway_names
     statuses and who were never delivered (key ``resend:<run id>``). Suppressed numbers get an
     ``opted_out`` row, recipients missing a personalisation field a ``skipped`` row with the
     reason. ``daily_cap`` limits how many rows this run creates (the rest wait for later runs).
+
+    Personalisation (:func:`personalise`): ``{{name}}``, ``{{district}}``, ``{{ward}}`` in the
+    text and, for a Zalo (ZNS) channel, in its ``template_fields`` values are filled per
+    recipient (NFC); the ZNS data is stored in the row's ``template_data`` (JSON). ``check``
+    (:func:`outreach.sending.limits.recipient_checker`) is asked about each personalised
+    message: a reason makes the row ``skipped`` with that reason (what the provider would
+    refuse is never sent).
 
     Returns the plan; ``run_id`` is None when no recipient needed a delivery (nothing is
     written then).
@@ -175,23 +185,25 @@ def create_run(conn: Connection, spec: CampaignSpec, *, kind: str, gateway_names
 
     unacc = spec.unaccented or first.unaccented
     gsafe = spec.gsm_safe or first.gsm_safe
-    has_fields = bool(textmod.placeholders(spec.text))
+    personalised = is_personalised(spec, first)
     suppressed = suppression.suppressed_among(conn, [r.e164 for r in rows],
                                              channel=first.channel)
     batch: list[dict[str, Any]] = []
     for r in rows:
-        status, reason, body = states.QUEUED, None, None
-        text = spec.text
-        if has_fields:
+        status, reason, body, tdata, text = states.QUEUED, None, None, None, spec.text
+        if personalised:
             try:
-                text = textmod.render(spec.text, {"name": r.name, "district": r.district,
-                                                  "ward": r.ward})
-                body = text
+                body, tdata = personalise(spec, first, recipient_fields(r))
+                text = body if body is not None else spec.text
             except textmod.MissingFieldError as exc:
                 status, reason = states.SKIPPED, f"missing-field:{exc.field}"
         analysis = textmod.analyse(text, unaccented=unacc, gsm_safe=gsafe)
         if body is not None:
             body = analysis.text
+        if status == states.QUEUED and personalised and check is not None:
+            refused = check(first.channel, analysis.text, tdata)
+            if refused:
+                status, reason = states.SKIPPED, refused
         if r.e164 in suppressed:
             status, reason = states.OPTED_OUT, "suppressed"
         if first.channel == "zalo":
@@ -214,6 +226,7 @@ def create_run(conn: Connection, spec: CampaignSpec, *, kind: str, gateway_names
             "campaign_id": spec.id, "run_id": run_id, "recipient_id": r.id, "dedupe_key": dedupe,
             "channel": first.channel, "gateway": gw, "address": r.e164, "district": r.district,
             "ward": r.ward, "carrier": r.carrier, "status": status, "body": body,
+            "template_data": json.dumps(tdata, ensure_ascii=False) if tdata is not None else None,
             "encoding": analysis.encoding if first.channel == "sms" else None,
             "segments": segments, "cost_vnd": cost, "error_reason": reason, "attempts": 0,
             "queued_at": now, "updated_at": now,
@@ -226,6 +239,36 @@ def create_run(conn: Connection, spec: CampaignSpec, *, kind: str, gateway_names
         conn.execute(Run.__table__.delete().where(Run.id == run_id))
         plan.run_id = None
     return plan
+
+
+def recipient_fields(r: Any) -> dict[str, str | None]:
+    """The personalisation fields of a recipient row (its list's columns): ``name``,
+    ``district``, ``ward``."""
+    return {"name": r.name, "district": r.district, "ward": r.ward}
+
+
+def is_personalised(spec: CampaignSpec, channel: Any) -> bool:
+    """True when the text, or (Zalo) a ``template_fields`` value, has a ``{{field}}``."""
+    if textmod.placeholders(spec.text):
+        return True
+    return channel.channel == "zalo" and any(textmod.placeholders(v)
+                                             for v in channel.template_fields.values())
+
+
+def personalise(spec: CampaignSpec, channel: Any, fields: Mapping[str, str | None]
+                ) -> tuple[str | None, dict[str, str] | None]:
+    """(text, ZNS template data) for one recipient: the campaign text with its placeholders
+    filled (None when it has none) and, for a Zalo channel whose ``template_fields`` use
+    placeholders, every value rendered (None otherwise). The same ``{{field}}`` syntax and
+    strictness as the text (:func:`outreach.input.text.render`: NFC, a missing or blank field
+    raises :class:`~outreach.input.text.MissingFieldError`)."""
+    body = textmod.render(spec.text, fields) if textmod.placeholders(spec.text) else None
+    data = None
+    if channel.channel == "zalo" and any(textmod.placeholders(v)
+                                         for v in channel.template_fields.values()):
+        data = {k: textmod.render(v, fields) if textmod.placeholders(v) else textmod.nfc(v)
+                for k, v in channel.template_fields.items()}
+    return body, data
 
 
 def _insert_deliveries(conn: Connection, rows: list[dict[str, Any]]) -> int:

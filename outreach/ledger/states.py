@@ -231,7 +231,7 @@ def claim(conn: Connection, run_id: int, *, limit: int, owner: str, lease_expire
     the rows are taken with ``FOR UPDATE SKIP LOCKED`` so workers never claim the same row.
     A row claimed for the first time gets its ``receipt_token`` (kept on later claims).
     Returns the claimed rows (id, channel, address, body, segments, recipient_id, carrier,
-    receipt_token).
+    receipt_token, template_data).
     """
     ph = "?" if conn.dialect.name == "sqlite" else "%s"
     lock = " FOR UPDATE SKIP LOCKED" if conn.dialect.name == "postgresql" else ""
@@ -242,7 +242,8 @@ def claim(conn: Connection, run_id: int, *, limit: int, owner: str, lease_expire
         f"receipt_token = COALESCE(receipt_token, {_NEW_TOKEN[conn.dialect.name]}) "
         f"WHERE id IN (SELECT id FROM deliveries WHERE run_id = {ph} AND status = 'queued' "
         f"AND NOT {SUPPRESSED_SQL} ORDER BY id LIMIT {ph}{lock}) "
-        "RETURNING id, channel, address, body, segments, recipient_id, carrier, receipt_token",
+        "RETURNING id, channel, address, body, segments, recipient_id, carrier, receipt_token, "
+        "template_data",
         (ts, owner, lease, run_id, limit)).all()
     if rows:
         ids = [r[0] for r in rows]
@@ -269,7 +270,7 @@ def claim(conn: Connection, run_id: int, *, limit: int, owner: str, lease_expire
 
 
 _CLAIMED = ("id", "channel", "address", "body", "segments", "recipient_id", "carrier",
-            "receipt_token")
+            "receipt_token", "template_data")
 #: A fresh receipt token in SQL, 24 hex characters from the database's cryptographic random
 #: source (SQLite ``randomblob``; PostgreSQL 13+ ``gen_random_uuid``, 122 random bits hashed
 #: to 96): written in the claim's own UPDATE, so a token costs no statement of its own.

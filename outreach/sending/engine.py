@@ -80,7 +80,7 @@ class SendSettings:
 @dataclass
 class RunReport:
     """What sending a run did. ``stopped`` says why it returned early (``paused``,
-    ``cancelled``, ``window``, ``late``, ``interrupted``, ``error-rate``, ``gateway``,
+    ``cancelled``, ``window``, ``late``, ``interrupted``, ``error-rate``, ``content``, ``gateway``,
     ``daily-cap``, ``awaiting-receipts``), None when the run completed; ``counts`` are the
     run's deliveries by status afterwards; ``reconciled`` what recovery found first."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,7 @@ from sqlalchemy import Connection, and_, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased
 
-from outreach.ledger import states, suppression
+from outreach.ledger import runs, states, suppression
 from outreach.input import text as textmod
 from outreach.input.campaigns import CampaignSpec
 from outreach.ledger.models import Campaign, Delivery, Recipient, Run
@@ -133,16 +134,17 @@ def plan_fallbacks(conn: Connection, spec: CampaignSpec, run_id: int, now: dt.da
         channel = spec.channel(step.next_channel)
         unacc = spec.unaccented or channel.unaccented
         gsafe = spec.gsm_safe or channel.gsm_safe
-        has_fields = bool(textmod.placeholders(spec.text))
+        personalised = runs.is_personalised(spec, channel)
         suppressed = suppression.suppressed_among(conn, [r.e164 for r in rows],
                                                  channel=step.next_channel)
         ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(Delivery)
         for r in rows:
-            status, reason, body, text = states.QUEUED, None, None, spec.text
-            if has_fields:
+            status, reason, body, tdata, text = states.QUEUED, None, None, None, spec.text
+            if personalised:
+                # the same personalisation as the first channel (ZNS template data included)
                 try:
-                    text = body = textmod.render(spec.text, {"name": r.name, "district": r.district,
-                                                             "ward": r.ward})
+                    body, tdata = runs.personalise(spec, channel, runs.recipient_fields(r))
+                    text = body if body is not None else spec.text
                 except textmod.MissingFieldError as exc:
                     status, reason = states.SKIPPED, f"missing-field:{exc.field}"
             analysis = textmod.analyse(text, unaccented=unacc, gsm_safe=gsafe)
@@ -159,6 +161,7 @@ def plan_fallbacks(conn: Connection, spec: CampaignSpec, run_id: int, now: dt.da
                 dedupe_key=r.dedupe_key, channel=step.next_channel, gateway=gateway,
                 address=r.e164, district=r.district, ward=r.ward, carrier=r.carrier,
                 status=status, body=body, encoding=analysis.encoding if is_sms else None,
+                template_data=json.dumps(tdata, ensure_ascii=False) if tdata is not None else None,
                 segments=segments, cost_vnd=cost, error_reason=reason, attempts=0,
                 queued_at=now, updated_at=now,
                 final_at=now if status in states.FINAL_STATES else None,

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from outreach.input import recipients
 from outreach.ledger import runs, runstates, states
 from outreach.reporting import audit
-from outreach.sending import engine, reconcile
+from outreach.sending import engine, limits, reconcile
 from outreach.input import text as textmod
 from outreach.input.campaigns import CampaignSpec
 from outreach.clock import SYSTEM_CLOCK, Clock, vn_today
@@ -43,6 +43,8 @@ class LaunchResult:
     nothing_new: bool = False
     message: dict[str, Any] = field(default_factory=dict)
     duration_s: float | None = None
+    #: what a provider advises against in the message (nothing refused): one line each
+    advice: list[str] = field(default_factory=list)
 
 
 def check_window(spec: CampaignSpec, gateways: dict[str, gwbase.Gateway], now: dt.datetime,
@@ -109,6 +111,10 @@ def launch(db: Database, spec: CampaignSpec, *, gateway: str | None = None, dry_
             note = f"send window closed now ({why})"
     else:
         note = check_window(spec, gateways, now, override_window)
+    # what a provider would refuse for every recipient: refused here, before the lists are
+    # read and before any request (CampaignError names the field, its length and the limit)
+    advice = limits.check_campaign(spec, gateways).advice
+    checker = limits.recipient_checker(spec, gateways)
     files = spec.list_files()
     district_map = _district_by_file(spec)
     conn_ctx = db.engine.connect()
@@ -137,7 +143,8 @@ def launch(db: Database, spec: CampaignSpec, *, gateway: str | None = None, dry_
                 # Ctrl-C while the lists were read: nothing is created, nothing half-written
                 raise KeyboardInterrupt
             plan = runs.create_run(conn, spec, kind="launch", gateway_names=names, now=now,
-                                   run_key=f"launch:{now.isoformat()}", operator=operator)
+                                   run_key=f"launch:{now.isoformat()}", operator=operator,
+                                   check=checker)
             if dry_run:
                 trans.rollback()
                 trans = conn.begin()
@@ -147,7 +154,8 @@ def launch(db: Database, spec: CampaignSpec, *, gateway: str | None = None, dry_
                                       "segments": plan.segments, "cost_vnd": plan.cost_vnd})
                 trans.commit()
                 res = LaunchResult(spec.id, names, True, note, summary, plan,
-                                   message=analysis.to_dict(), nothing_new=plan.run_id is None)
+                                   message=analysis.to_dict(), nothing_new=plan.run_id is None,
+                                   advice=advice)
                 res.duration_s = estimate_seconds(spec, gateways, plan)
                 return res
             audit.record(conn, "launch", operator=operator, campaign_id=spec.id,
@@ -160,7 +168,8 @@ def launch(db: Database, spec: CampaignSpec, *, gateway: str | None = None, dry_
             if trans.is_active:
                 trans.rollback()
             raise
-    result = LaunchResult(spec.id, names, False, note, summary, plan, message=analysis.to_dict())
+    result = LaunchResult(spec.id, names, False, note, summary, plan, message=analysis.to_dict(),
+                          advice=advice)
     if plan.run_id is None:
         result.nothing_new = True
         return result
@@ -318,6 +327,8 @@ def resend(db: Database, spec: CampaignSpec, *, statuses: tuple[str, ...] = (
     if gateways is None:
         gateways = build_gateways(names, db, clock, **(gateway_options or {}))
     note = check_window(spec, gateways, now, override_window)
+    advice = limits.check_campaign(spec, gateways).advice
+    checker = limits.recipient_checker(spec, gateways)
     with db.engine.begin() as conn:
         runs.sync_campaign(conn, spec, now=now)
         from outreach.sending.approvals import require_approval  # maker–checker
@@ -328,12 +339,12 @@ def resend(db: Database, spec: CampaignSpec, *, statuses: tuple[str, ...] = (
                                 f"({active.status}); resume or cancel it before a resend")
         plan = runs.create_run(conn, spec, kind="resend", gateway_names=names, now=now,
                                run_key=f"resend:{now.isoformat()}", operator=operator,
-                               resend_statuses=statuses)
+                               resend_statuses=statuses, check=checker)
         audit.record(conn, "resend", operator=operator, campaign_id=spec.id,
                      text_sha256=spec.text_sha256, now=now,
                      details={"run_id": plan.run_id, "statuses": list(statuses),
                               "deliveries": plan.created})
-    result = LaunchResult(spec.id, names, False, note, None, plan)
+    result = LaunchResult(spec.id, names, False, note, None, plan, advice=advice)
     if plan.run_id is None:
         result.nothing_new = True
         return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,12 +33,17 @@ def channel_parts(spec: CampaignSpec, channel: str, cache: ChannelParts | None =
 def message(spec: CampaignSpec, row: Mapping[str, Any], cache: ChannelParts | None = None
             ) -> OutboundMessage:
     """The :class:`OutboundMessage` of a delivery row (``id``, ``channel``, ``address``,
-    ``body`` — personalised text or None for the campaign's —, ``segments``). A Zalo address
+    ``body`` — personalised text or None for the campaign's —, ``segments``, optionally
+    ``template_data`` — the recipient's ZNS data as JSON, or None for the channel's). A Zalo address
     that is not an E.164 number is a Zalo user id (Official Account messages)."""
     channel, address = row["channel"], row["address"]
     body, sender, template_id, template_data = channel_parts(spec, channel, cache)
     if row["body"] is not None:
         body = row["body"]  # personalised
+    if row.get("template_data"):
+        # ZNS data personalised per recipient (outreach.ledger.runs.personalise), stored as JSON
+        stored = row["template_data"]
+        template_data = json.loads(stored) if isinstance(stored, str) else dict(stored)
     zalo_uid = address if channel == "zalo" and not address.startswith("+") else None
     return OutboundMessage(
         delivery_id=row["id"], campaign_id=spec.id, channel=channel, to=address, body=body,

@@ -34,7 +34,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from outreach.input import campaigns, recipients
 from outreach.ledger import runs, runstates, states
 from outreach.reporting import audit
-from outreach.sending import engine, leases
+from outreach.sending import engine, leases, limits
 from outreach.input.campaigns import CampaignError, CampaignSpec
 from outreach.clock import SYSTEM_CLOCK, UTC, VN_TZ, Clock
 from outreach.ledger.db import Database, is_locked_error, retry_write
@@ -320,7 +320,17 @@ def _tick_campaign(db: Database, clock: Clock, now: dt.datetime, cid: str,
         if due.action == "missed":
             out.append(_record_missed(db, spec, due, names, now, operator))
             continue
-        res = _create_day_run(db, spec, due, names, now, operator)
+        # a personalised message the provider would refuse is skipped with the reason; the
+        # gateways are built only if a personalised row needs asking (after the approval check)
+        checker: list[limits.RecipientChecker] = []
+
+        def check(channel: str, body: str, data: Any) -> str | None:
+            if not checker:
+                checker.append(limits.recipient_checker(spec, gateways_for(names),
+                                                        tolerant=True))
+            return checker[0](channel, body, data)
+
+        res = _create_day_run(db, spec, due, names, now, operator, check=check)
         out.append(res)
         if res.action == "created" and res.run_id is not None:
             res.report = _claim_and_dispatch(db, clock, now, spec, res.run_id, runstates.CREATED,
@@ -391,7 +401,7 @@ def _record_missed(db: Database, spec: CampaignSpec, due: Due, names: dict[str, 
 
 
 def _create_day_run(db: Database, spec: CampaignSpec, due: Due, names: dict[str, str],
-                    now: dt.datetime, operator: str | None) -> TickResult:
+                    now: dt.datetime, operator: str | None, *, check: Any = None) -> TickResult:
     """Import the lists and create the run ``day:<date>`` with its deliveries, all in one
     transaction: either the whole run exists or nothing does. A second scheduler process
     meets the unique key (or, on SQLite, waits for the write lock and then sees the row) and
@@ -419,7 +429,8 @@ def _create_day_run(db: Database, spec: CampaignSpec, due: Due, names: dict[str,
             else:
                 plan = runs.create_run(conn, spec, kind="scheduled", gateway_names=names, now=now,
                                        run_key=f.run_key, due_at=f.at, operator=operator,
-                                       daily_cap=(cap - backlog) if cap else None, run_date=f.day)
+                                       daily_cap=(cap - backlog) if cap else None, run_date=f.day,
+                                       check=check)
                 reason = "nothing to send: every recipient on the lists already has a delivery"
                 if spec.schedule.mode == "repeat":
                     reason = ("nothing to send: every recipient was sent within the last "

@@ -62,6 +62,12 @@ class _Health:
         return len(self._recent)
 
 
+#: A run whose first sends all fail with one content-level code pauses after this many: the
+#: provider refuses the message itself (Twilio 21617, Zalo -112, SMPP ESME_RINVMSGLEN...; the
+#: ``"content": true`` entries of each adapter's code table), so every recipient would fail.
+CONTENT_PAUSE_AFTER = 5
+
+
 class BatchSender:
     """Sends the messages of claimed batches for one run and says how each ended
     (:class:`~outreach.sending.outcomes.Outcome`), never raising for a provider's answer.
@@ -71,7 +77,10 @@ class BatchSender:
     to ``backoff_max`` seconds, never shorter than a Retry-After, during which the limiter holds
     every sender back). A :class:`~outreach.gateways.base.StopRunError`, an unexpected adapter
     exception, or more than ``error_rate_threshold`` failures over the last ``error_window``
-    sends set :attr:`halted` with (kind, reason); later sends come back ``not_sent``. With
+    sends set :attr:`halted` with (kind, reason); so do the first ``content_pause_after``
+    sends (5) of this sender all failing with the same content-level code
+    (:attr:`outreach.gateways.base.GatewayError.content`: the message itself is refused,
+    kind ``content``); later sends come back ``not_sent``. With
     ``enforce_window`` no request leaves once the campaign's send window has closed
     (:attr:`window_shut`). Each request's start is committed through ``writer`` just before it
     leaves, and each outcome handed to it as it comes. Raises
@@ -85,8 +94,13 @@ class BatchSender:
                  clock: Clock, lease: Lease, writer: LedgerWriter, stop_event: threading.Event,
                  enforce_window: bool,
                  max_attempts: int = 5, backoff_initial: float = 0.5, backoff_max: float = 30.0,
-                 error_rate_threshold: float = 0.5, error_window: int = 200) -> None:
+                 error_rate_threshold: float = 0.5, error_window: int = 200,
+                 content_pause_after: int = CONTENT_PAUSE_AFTER) -> None:
         self.spec, self.gateways, self.clock, self.lease = spec, gateways, clock, lease
+        self.content_pause_after = content_pause_after
+        self._early: list[tuple[str | None, str]] = []  # the first sends' content-level codes
+        self._early_over = content_pause_after <= 0
+        self._early_lock = threading.Lock()
         self.writer = writer
         self.limiters, self.units, self.concurrency = limiters, units, concurrency
         self.stop_event = stop_event
@@ -280,6 +294,8 @@ class BatchSender:
         return self._note(Outcome(msg.delivery_id, "sent", result=result, attempts=attempts))
 
     def _note(self, outcome: Outcome, ok: bool = True) -> Outcome:
+        if not self._early_over:
+            self._note_early(outcome)
         healthy = ok or isinstance(outcome.error, gw.PermanentError)
         bad = self._health.note(healthy)
         if bad is not None and bad > self.error_rate_threshold:
@@ -289,6 +305,33 @@ class BatchSender:
                             "paused instead of burning through the list — check the gateway, "
                             "then `outreach campaign resume`")
         return outcome
+
+    def _note_early(self, outcome: Outcome) -> None:
+        """Watch the first sends: all ``content_pause_after`` failing with one content-level
+        code halts the run (kind ``content``); any other outcome ends the watch."""
+        err = outcome.error
+        content = (outcome.kind == "failed" and isinstance(err, gw.PermanentError)
+                   and getattr(err, "content", False))
+        with self._early_lock:
+            if self._early_over:
+                return
+            if not content:
+                self._early_over = True
+                return
+            assert err is not None
+            self._early.append((err.provider_code, err.reason))
+            if len(self._early) < self.content_pause_after:
+                return
+            self._early_over = True
+            if len(set(self._early)) != 1:
+                return
+        code, reason = self._early[0]
+        self._halt_with("content", (
+            f"the first {len(self._early)} sends all failed with code {code} ({reason}: "
+            f"{err.detail or err}): the provider refuses the message itself, so every "
+            "recipient would fail; the run is paused instead — fix the campaign's text or "
+            "template (`outreach campaign check` shows the limits), then `outreach campaign "
+            "resume`"))
 
     def _halt_with(self, kind: str, why: str) -> None:
         if not self._halt.is_set():

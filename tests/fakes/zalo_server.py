@@ -33,6 +33,13 @@ names                ``invalid`` (-108), ``no_zalo`` (-118), ``refuses`` (-114),
 ``slow:<seconds>``   message recorded, answer after that many seconds
 ===================  =========================================================================
 
+Templates (:meth:`FakeZalo.template`): ``GET /template/info/v2?template_id=`` answers a
+registered template's ``listParams`` (``name``, ``require``, ``type``, ``maxLength``,
+``minLength``, ``acceptNull``) and ``status``; an unregistered id answers -109 (template id
+invalid). A ZNS send whose ``template_data`` value is longer than its parameter's
+``maxLength`` answers -112 (template data invalid), as Zalo does; ``template_reads`` counts
+the information requests.
+
 OAuth outcomes (:meth:`FakeZalo.queue_oauth`): ``drop_before``, ``drop_after`` (refresh token
 consumed, answer lost), ``http:<status>``, ``reject`` (error answer), ``slow:<seconds>``.
 """
@@ -73,7 +80,7 @@ _MESSAGES = {
     -144: "OA has exceeded the daily ZNS quota", -133: "ZNS cannot be sent at night",
     -131: "Template has not been approved", -115: "Insufficient balance",
     -124: "Access token is invalid", -216: "Access token is invalid",
-    -220: "Access token has expired",
+    -220: "Access token has expired", -112: "Template data invalid",
 }
 
 
@@ -128,6 +135,8 @@ class FakeZalo:
         self.daily_quota = daily_quota
         self.requests: list[Recorded] = []
         self.sends: list[Sent] = []
+        self.templates: dict[str, dict[str, Any]] = {}
+        self.template_reads = 0
         self.refresh_calls = 0
         self.refresh_tokens_received: list[str] = []
         self.issued: list[tuple[str, str]] = [(access_token, refresh_token)]
@@ -201,6 +210,17 @@ class FakeZalo:
         ``slow:<seconds>`` or ``http:<status>`` (then the normal answer)."""
         with self._lock:
             self._read_queue.extend(outcomes)
+
+    def template(self, template_id: str, params: dict[str, int] | None = None, *,
+                 status: str = "ENABLE", required: bool = True) -> None:
+        """Register a ZNS template: ``params`` name -> maxLength (characters)."""
+        with self._lock:
+            self.templates[str(template_id)] = {
+                "templateId": int(template_id) if str(template_id).isdigit() else template_id,
+                "templateName": f"Mẫu {template_id}", "status": status,
+                "listParams": [{"name": k, "require": required, "type": "STRING",
+                                "maxLength": v, "minLength": 0, "acceptNull": False}
+                               for k, v in (params or {}).items()]}
 
     def queue_oauth(self, *outcomes: str) -> None:
         with self._lock:
@@ -325,7 +345,8 @@ class _Handler(BaseHTTPRequestHandler):
         if parts.path == "/v4/oa/access_token" and method == "POST":
             return self._oauth(rec)
         routes = {("POST", "/message/template"), ("POST", "/v3.0/oa/message/cs"),
-                  ("GET", "/message/status"), ("GET", "/message/quota")}
+                  ("GET", "/message/status"), ("GET", "/message/quota"),
+                  ("GET", "/template/info/v2")}
         if (method, parts.path) not in routes:
             rec.outcome = "not-found"
             return self._json(404, {"error": 404, "message": "not found"})
@@ -344,6 +365,15 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._json(int(fault.split(":", 1)[1]), {"error": -1, "message": "HTTP"})
             if fault and fault.startswith("slow:"):
                 self._delay(float(fault.split(":", 1)[1]))
+        if parts.path == "/template/info/v2":
+            with fake._lock:
+                fake.template_reads += 1
+                tpl = fake.templates.get(query.get("template_id", ""))
+            if tpl is None:
+                rec.outcome = "error:-109"
+                return self._json(200, {"error": -109, "message": "Template ID invalid"})
+            rec.outcome = "template"
+            return self._json(200, {"error": 0, "message": "Success", "data": tpl})
         if parts.path == "/message/quota":
             rec.outcome = "quota"
             with fake._lock:
@@ -367,6 +397,13 @@ class _Handler(BaseHTTPRequestHandler):
         key = (str(body.get("phone") or "") if kind == "zns"
                else str((body.get("recipient") or {}).get("user_id") or ""))
         outcome = fake._take(key)
+        if kind == "zns" and outcome == "accept":
+            with fake._lock:
+                tpl = fake.templates.get(str(body.get("template_id")))
+            data = body.get("template_data") or {}
+            for p in (tpl or {}).get("listParams", []):
+                if len(str(data.get(p["name"], ""))) > p["maxLength"]:
+                    outcome = "error:-112"
         rec.outcome = outcome
         if outcome in NAMED_ERRORS:
             outcome = f"error:{NAMED_ERRORS[outcome]}"
