@@ -145,7 +145,10 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
     largest first, covering every failed, undelivered, unknown, skipped and opted-out delivery;
     ``local_gateways``: the gateways used that reach no phone (``["outbox"]`` for a trial run);
     ``carrier_broadcasts``: the operators' own broadcasts at the Department's request, as they
-    reported them (:func:`carrier_summary`), never part of ``recipients`` or ``reached``.
+    reported them (:func:`carrier_summary`), never part of ``recipients`` or ``reached``;
+    ``resends``: deliveries that are an explicit resend of failures (dedupe key ``resend:<run>``);
+    ``replies``: citizens' replies recorded in the ledger (:func:`replies`); ``document``: the
+    campaign file's ``[report]`` table (number, signer... of the official report; no figure).
 
     The sum over every breakdown equals ``deliveries`` provided every statement reads one
     snapshot: pass a connection from :func:`report_connection` (SQLite: the connection's one
@@ -267,7 +270,50 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
         "unknown_no_fallback": _unknown_no_fallback(conn, campaign_id, definition),
         # the operators' own broadcasts: counts they report, kept apart from per-person reach
         "carrier_broadcasts": carrier_summary(conn, campaign_id),
+        "resends": conn.execute(select(func.count()).where(
+            *conds, Delivery.dedupe_key.like("resend:%"))).scalar_one(),
+        "replies": replies(conn, campaign_id, since=since, until=until),
+        # the official report's fixed parts from the campaign file's [report] table (no figure)
+        "document": dict(definition.get("report") or {}),
     }
+
+
+#: The channels whose citizens' replies the ledger records (``smpp_inbound``: mobile-originated
+#: ``deliver_sm`` on an SMPP session); replies by Zalo OA or an aggregator's short code are not
+#: recorded yet, so a report says so rather than count them as none.
+REPLY_CHANNELS = ("smpp",)
+
+
+def replies(conn: Connection, campaign_id: str, *, since: dt.datetime | None = None,
+            until: dt.datetime | None = None) -> dict[str, Any]:
+    """Citizens' replies the ledger holds for one campaign: ``{"messages", "people",
+    "recorded_channels"}``.
+
+    A reply is a row of ``smpp_inbound`` (a concatenated reply counts once: its first part, or
+    a row without parts) whose ``source`` is the number of one of the campaign's recipients and
+    which arrived at or after the campaign's first send to that recipient (``sending_at``), and
+    inside ``since``/``until`` when given. ``recorded_channels`` is :data:`REPLY_CHANNELS`: a 0
+    means no reply on those channels, not that nobody answered elsewhere. A number purged by
+    ``outreach privacy purge`` (a keyed hash) no longer matches, so its replies drop out.
+    """
+    from outreach.ledger.models import Recipient, SmppInbound
+
+    first = (select(Delivery.recipient_id, func.min(Delivery.sending_at).label("first_at"))
+             .where(Delivery.campaign_id == campaign_id, Delivery.sending_at.is_not(None))
+             .group_by(Delivery.recipient_id).subquery())
+    conds: list[Any] = [func.coalesce(SmppInbound.part, 1) == 1,
+                        SmppInbound.received_at >= first.c.first_at]
+    if since:
+        conds.append(SmppInbound.received_at >= since)
+    if until:
+        conds.append(SmppInbound.received_at < until)
+    joined = (select(SmppInbound.id, Recipient.id.label("rid"))
+              .join(Recipient, Recipient.e164 == SmppInbound.source)
+              .join(first, first.c.recipient_id == Recipient.id).where(*conds).subquery())
+    messages, people = conn.execute(select(func.count(), func.count(func.distinct(joined.c.rid)))
+                                    ).one()
+    return {"messages": int(messages), "people": int(people),
+            "recorded_channels": list(REPLY_CHANNELS)}
 
 
 def carrier_summary(conn: Connection, campaign_id: str) -> dict[str, Any]:
