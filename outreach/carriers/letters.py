@@ -238,12 +238,13 @@ def html(ctx: dict[str, Any]) -> str:
 
 def pdf_bytes(ctx: dict[str, Any]) -> bytes:
     """The letter as PDF through WeasyPrint, the official report's renderer (optional:
-    ``pip install weasyprint`` and Pango). Raises LetterError when WeasyPrint is missing."""
+    ``pip install 'outreach[pdf]'`` and Pango). Raises LetterError when WeasyPrint is missing."""
     try:
         from weasyprint import HTML  # type: ignore[import-not-found]
     except (ImportError, OSError) as exc:
         raise LetterError(f"PDF needs WeasyPrint, not installed here ({type(exc).__name__}); "
-                          "`pip install weasyprint` (and Pango), or print the DOCX to PDF") from None
+                          "`pip install 'outreach[pdf]'` (WeasyPrint, and Pango), or print the "
+                          "DOCX to PDF") from None
     return HTML(string=html(ctx)).write_pdf()
 
 
