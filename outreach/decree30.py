@@ -122,6 +122,27 @@ def _text_mm(text: str, size_pt: float) -> float:
     return len(text) * size_pt * 0.5 * 0.3528
 
 
+def set_widths(table: Any, widths_mm: Sequence[float]) -> None:
+    """Fixed column widths (mm) for every cell of ``table``: Word and LibreOffice otherwise
+    re-fit the columns to their text, and the header's quốc hiệu would wrap."""
+    from docx.oxml import OxmlElement
+    from docx.oxml.ns import qn
+    from docx.shared import Mm
+
+    table.autofit = False
+    tblpr = table._tbl.tblPr
+    layout = tblpr.find(qn("w:tblLayout"))
+    if layout is None:
+        layout = OxmlElement("w:tblLayout")
+        tblpr.append(layout)
+    layout.set(qn("w:type"), "fixed")
+    for col, w in zip(table.columns, widths_mm):
+        col.width = Mm(w)
+    for row in table.rows:
+        for cell, w in zip(row.cells, widths_mm):
+            cell.width = Mm(w)
+
+
 def add_header(doc: Any, *, superior: str, org: str, number: str, date_line: str,
                subject: str = "") -> Any:
     """The top of the first page as a two-column borderless table: left the superior body (may
@@ -130,19 +151,18 @@ def add_header(doc: Any, *, superior: str, org: str, number: str, date_line: str
     (underlined, its rule as long as its line), and the place and date (italic). Returns the
     table."""
     from docx.enum.table import WD_TABLE_ALIGNMENT
-    from docx.shared import Mm
 
     head = doc.add_table(rows=1, cols=2)
     head.alignment = WD_TABLE_ALIGNMENT.CENTER
+    set_widths(head, (62, 103))
     left, right = head.rows[0].cells
-    left.width, right.width = Mm(70), Mm(95)
-    para(left, superior.upper(), size=13, first=True)
-    para(left, org.upper(), bold=True, size=13)
-    rule(left, width_mm=min(60.0, max(18.0, _text_mm(org, 13) / 2.5)), within_mm=70)
+    para(left, superior.upper(), size=12, first=True)
+    para(left, org.upper(), bold=True, size=12)
+    rule(left, width_mm=min(50.0, max(18.0, _text_mm(org, 12) / 2.5)), within_mm=62)
     para(left, f"Số: {number}", size=13)
     if subject:
         para(left, subject, size=12)
-    para(right, QUOC_HIEU, bold=True, size=13, first=True)
+    para(right, QUOC_HIEU, bold=True, size=12, first=True)
     para(right, TIEU_NGU, bold=True, size=14, underline=True)
     para(right, date_line, italic=True, size=14)
     return head
@@ -170,11 +190,11 @@ def add_body(doc: Any, text: str, *, italic: bool = False, bold: bool = False,
 
 
 def add_table(doc: Any, header: Sequence[str], rows: Iterable[Sequence[Any]], *,
-              bold_last: bool = False, size: float = 11.5,
-              right_from: int | None = None) -> Any:
+              bold_last: bool = False, size: float = 11.5, right_from: int | None = None,
+              widths_mm: Sequence[float] | None = None) -> Any:
     """A grid table (style ``Table Grid``): bold header row, one row per item; cells are
     written as ``str``; columns from ``right_from`` on are right-aligned (figures);
-    ``bold_last`` bolds the last row (a total)."""
+    ``bold_last`` bolds the last row (a total); ``widths_mm`` fixes the column widths."""
     from docx.enum.text import WD_ALIGN_PARAGRAPH
     from docx.shared import Pt
 
@@ -195,6 +215,8 @@ def add_table(doc: Any, header: Sequence[str], rows: Iterable[Sequence[Any]], *,
     fill(t.rows[0].cells, header, True)
     for i, r in enumerate(rows):
         fill(t.add_row().cells, r, bold_last and i == len(rows) - 1)
+    if widths_mm:
+        set_widths(t, widths_mm)
     return t
 
 
@@ -204,11 +226,10 @@ def add_signature(doc: Any, *, cc: Sequence[str], signer_authority: str, signer_
     italic, 12 pt) and its lines (11 pt, ``- `` before each), right the signer's authority
     (``KT. GIÁM ĐỐC``; may be empty), title (``PHÓ GIÁM ĐỐC``), room for signature and seal,
     and full name (bold; a blank line when not known yet). Returns the table."""
-    from docx.shared import Mm
-
+    doc.add_paragraph()
     foot = doc.add_table(rows=1, cols=2)
+    set_widths(foot, (85, 80))
     left, right = foot.rows[0].cells
-    left.width, right.width = Mm(85), Mm(80)
     para(left, "Nơi nhận:", bold=True, italic=True, size=12, align="left", first=True)
     for line in cc:
         para(left, f"- {line}", size=11, align="left")

@@ -136,6 +136,9 @@ def test_every_docx_figure_equals_the_json_report(seeded: Database, tmp_path: Pa
     by = rep["by_status"]
     assert (f"Có {n(rep['failures'])} tin không thành công ({n(by['failed'])} tin nhà cung cấp "
             f"báo không gửi được, {n(by['undelivered'])} tin không đến được") in body
+    failed = [r for r in rep["failure_reasons"] if r["status"] in ("failed", "undelivered")]
+    assert "các lý do chính: " + "; ".join(
+        f"{official.REASON_VI[r['error_reason']]} ({n(r['count'])} tin)" for r in failed[:5]) in body
     assert f"Đã gửi lại {n(rep['resends'])} tin" in body and rep["resends"] == 1
     assert f"{n(by['unknown'])} tin không xác định được đã gửi hay chưa" in body
     assert f"{n(by['opted_out'])} tin không gửi vì người nhận đã từ chối nhận tin" in body
@@ -279,3 +282,21 @@ def test_html_report_is_the_same_document(seeded: Database, tmp_path: Path) -> N
               "Kính gửi: Ủy ban nhân dân thành phố Cần Thơ (qua Công an thành phố)",
               "IV. TIN NHẮN TRẢ LỜI CỦA NGƯỜI DÂN", "Phụ lục"):
         assert s in text, s
+
+
+@pytest.mark.skipif(official.libreoffice() is None, reason="LibreOffice is not installed")
+def test_pdf_through_libreoffice_when_weasyprint_is_missing(seeded: Database, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    import sys
+
+    pdfium = pytest.importorskip("pypdfium2")
+    monkeypatch.setitem(sys.modules, "weasyprint", None)
+    out = tmp_path / "bao-cao.pdf"
+    code, _, err = cli(seeded, "report", CID, "--official", "--out", str(out))
+    assert code == 0, err
+    pdf = pdfium.PdfDocument(str(out))
+    text = " ".join(pdf[i].get_textpage().get_text_range() for i in range(len(pdf)))
+    text = " ".join(text.split())
+    assert "BÁO CÁO" in text and "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM" in text
+    assert "PHỤ LỤC" in text and "Số tin nhắn theo ngày và theo trạng thái" in text  # the chart

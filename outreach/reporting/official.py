@@ -402,14 +402,15 @@ def body(ctx: Mapping[str, Any]) -> list[tuple[str, Any]]:
                          f"{n(cb['total'])} lượt thuê bao đã được nhắn tin ({per}). Số liệu này "
                          "do doanh nghiệp báo cáo, không cộng vào số người nhận ở trên."))
     out.append(("h", "III. TIN NHẮN KHÔNG THÀNH CÔNG VÀ BIỆN PHÁP XỬ LÝ"))
-    top = ctx["reasons"][:5]
-    why = "; ".join(f"{r['reason'] or r['code'] or r['status']} ({n(r['count'])} tin)" for r in top)
+    failed = [r for r in d["failure_reasons"]
+              if r["status"] in (states.FAILED, states.UNDELIVERED)][:5]
+    why = "; ".join(f"{_reason_vi(r)} ({n(r['count'])} tin)" for r in failed)
     by = d["by_status"]
     out.append(("p", f"1. Có {n(total['failures'])} tin không thành công ({n(by.get('failed', 0))}"
                      f" tin nhà cung cấp báo không gửi được, {n(by.get('undelivered', 0))} tin "
                      "không đến được máy người nhận)"
                 + (f"; các lý do chính: {why}." if why else ".")
-                + " Chi tiết tại mục 7 của Phụ lục."))
+                + " Chi tiết tại Phụ lục."))
     out.append(("p", f"2. Đã gửi lại {n(d.get('resends', 0))} tin cho người nhận có tin không "
                      "thành công (mỗi người nhận tối đa một lần trong mỗi đợt gửi lại)."
                 if d.get("resends") else
@@ -438,6 +439,12 @@ def body(ctx: Mapping[str, Any]) -> list[tuple[str, Any]]:
     out.append(("p", f"Trên đây là báo cáo kết quả nhắn tin tuyên truyền của {org}, kính báo cáo "
                      f"{to}./."))
     return out
+
+
+def _reason_vi(r: Mapping[str, Any]) -> str:
+    """A failure reason in Vietnamese (:data:`REASON_VI`), else its code, else its state."""
+    why = r["error_reason"] or ""
+    return REASON_VI.get(why) or why or r["error_code"] or STATUS_VI.get(r["status"], r["status"])
 
 
 def _lower_first(s: str) -> str:
@@ -552,14 +559,26 @@ def _docx_items(doc: Any, items: list[tuple[str, Any]]) -> None:
         elif kind == "warn":
             d30.add_body(doc, payload, bold=True, indent=False)
         elif kind == "table":
-            _name, header, rows = payload
-            d30.add_table(doc, header, rows, bold_last=rows and rows[-1][1:2] == ("Tổng cộng",)
-                          or bool(rows and rows[-1][0] == "Tổng cộng"), right_from=2)
+            name, header, rows = payload
+            right_from, widths = _DOCX_TABLES.get(name, (len(header) - 1, None))
+            d30.add_table(doc, header, rows, bold_last="Tổng cộng" in rows[-1][:2] if rows
+                          else False, right_from=right_from, widths_mm=widths)
             doc.add_paragraph()
         elif kind == "chart":
             d30.add_bar_chart(doc, **payload)
         else:
             d30.add_body(doc, payload, align="left" if "SHA-256" in payload else "justify")
+
+
+#: DOCX tables: the first right-aligned (figure) column and the column widths in mm (165 mm).
+_DOCX_TABLES: dict[str, tuple[int, tuple[float, ...] | None]] = {
+    "districts": (2, (12, 43, 22, 20, 20, 26, 22)),
+    "carriers": (2, (12, 43, 22, 20, 20, 26, 22)),
+    "totals": (1, (125, 40)),
+    "days": (1, (55, 55, 55)),
+    "reasons": (4, (32, 22, 37, 54, 20)),
+    "carrier-broadcasts": (5, (28, 32, 24, 27, 24, 30)),
+}
 
 
 def attach_line(ctx: Mapping[str, Any]) -> str:
