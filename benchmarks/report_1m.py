@@ -11,7 +11,7 @@ The schema is ``Base.metadata.create_all`` (so it has every index declared in
 secondary indexes built after the load. The figures printed are wall-clock seconds of
 :func:`outreach.reporting.reports.campaign_report` (every breakdown, failure reasons, distinct recipients,
 reached) on a warm and a cold connection, and of the official HTML report (which adds the
-matplotlib chart). Prints figures; asserts nothing about time.
+SVG chart). Prints figures; asserts nothing about time.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def time_report(path: str, repeat: int = 5) -> tuple[float, float]:
     with engine.connect() as conn:
         t = time.perf_counter()
         html = official.render_html(conn, CAMPAIGN)
-        print(f"official HTML report (incl. matplotlib chart): {time.perf_counter() - t:.3f} s, "
+        print(f"official HTML report (incl. SVG chart): {time.perf_counter() - t:.3f} s, "
               f"{len(html) / 1e3:.0f} kB")
     with engine.connect() as conn:
         plan = conn.exec_driver_sql(

@@ -14,20 +14,11 @@ from outreach.input import text as textmod
 from outreach.carriers import areas, registry
 from outreach.carriers.plan import CARRIER_LIMIT_CHARS
 
-FONT = "Times New Roman"  # Decree 30/2020, appendix I: Times New Roman, size 13–14
+from outreach.decree30 import FONT, decree30_date  # noqa: F401  (re-exported: one implementation)
 
 
 class LetterError(Exception):
     """A letter that cannot be written as asked (PDF without WeasyPrint, unknown carrier)."""
-
-
-def decree30_date(d: dt.date, place: str = "") -> str:
-    """``Cần Thơ, ngày 05 tháng 7 năm 2024``: days below 10 and the months 1 and 2 take a
-    leading zero (Decree 30/2020/NĐ-CP, appendix I, section II.5)."""
-    day = f"{d.day:02d}"
-    month = f"{d.month:02d}" if d.month <= 2 else str(d.month)
-    s = f"ngày {day} tháng {month} năm {d.year}"
-    return f"{place}, {s}" if place else s
 
 
 def vn_date(d: dt.date) -> str:
@@ -204,102 +195,32 @@ def _lower_first(s: str) -> str:
 # --- DOCX ------------------------------------------------------------------------------------
 
 def docx_bytes(ctx: dict[str, Any]) -> bytes:
-    """The letter as a Word file (python-docx): A4, margins 20–30/15–20 mm, Times New Roman 13–14,
-    the header as a two-column borderless table (agency left, quốc hiệu and tiêu ngữ right)."""
-    from docx import Document
-    from docx.enum.table import WD_TABLE_ALIGNMENT
-    from docx.enum.text import WD_ALIGN_PARAGRAPH
-    from docx.oxml.ns import qn
-    from docx.shared import Mm, Pt
+    """The letter as a Word file (python-docx) in the layout of :mod:`outreach.decree30`: A4,
+    Times New Roman 14, the header (agency and number left, quốc hiệu, tiêu ngữ and date right),
+    ``Kính gửi``, the body, ``Nơi nhận`` and the signer."""
+    from outreach import decree30 as d30
 
-    doc = Document()
-    sec = doc.sections[0]
-    sec.page_width, sec.page_height = Mm(210), Mm(297)
-    sec.top_margin, sec.bottom_margin = Mm(20), Mm(20)
-    sec.left_margin, sec.right_margin = Mm(30), Mm(15)
-    style = doc.styles["Normal"]
-    style.font.name = FONT
-    style.font.size = Pt(14)
-    style.element.rPr.rFonts.set(qn("w:eastAsia"), FONT)
-    style.paragraph_format.space_after = Pt(0)
-
-    def para(cell_or_doc: Any, text: str, *, bold: bool = False, italic: bool = False,
-             size: float | None = None, align: Any = WD_ALIGN_PARAGRAPH.CENTER,
-             underline: bool = False) -> Any:
-        par = cell_or_doc.add_paragraph()
-        par.alignment = align
-        run = par.add_run(text)
-        run.bold, run.italic, run.underline = bold, italic, underline
-        if size:
-            run.font.size = Pt(size)
-        return par
-
-    head = doc.add_table(rows=1, cols=2)
-    head.alignment = WD_TABLE_ALIGNMENT.CENTER
-    left, right = head.rows[0].cells
-    left.width, right.width = Mm(70), Mm(95)
-    left.paragraphs[0].add_run(ctx["superior"].upper()).font.size = Pt(13)
-    left.paragraphs[0].alignment = WD_ALIGN_PARAGRAPH.CENTER
-    para(left, ctx["org"].upper(), bold=True, size=13, underline=True)
-    para(left, f"Số: {ctx['number']}", size=13)
-    para(left, ctx["subject"], size=12)
-    r0 = right.paragraphs[0]
-    r0.alignment = WD_ALIGN_PARAGRAPH.CENTER
-    run = r0.add_run("CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM")
-    run.bold, run.font.size = True, Pt(13)
-    para(right, "Độc lập - Tự do - Hạnh phúc", bold=True, size=14, underline=True)
-    para(right, ctx["date_line"], italic=True, size=14)
-
+    doc = d30.new_document()
+    d30.add_header(doc, superior=ctx["superior"], org=ctx["org"], number=ctx["number"],
+                   date_line=ctx["date_line"], subject=ctx["subject"])
     doc.add_paragraph()
-    kg = doc.add_paragraph()
-    kg.alignment = WD_ALIGN_PARAGRAPH.CENTER
-    kg.add_run("Kính gửi: ")
-    kg.add_run(ctx["to"])
+    d30.para(doc, f"Kính gửi: {ctx['to']}")
     doc.add_paragraph()
     for kind, text in paragraphs(ctx):
         if kind == "areas":
-            t = doc.add_table(rows=1, cols=3)
-            t.style = "Table Grid"
-            for cell, label in zip(t.rows[0].cells, ("Mã", "Đơn vị hành chính", "Cấp")):
-                cell.text = label
-                cell.paragraphs[0].runs[0].bold = True
-            for a in ctx["areas"]:
-                cells = t.add_row().cells
-                cells[0].text, cells[1].text, cells[2].text = a["code"], a["name"], a["level_vi"]
+            d30.add_table(doc, ("Mã", "Đơn vị hành chính", "Cấp"),
+                          [(a["code"], a["name"], a["level_vi"]) for a in ctx["areas"]],
+                          size=14)
             continue
-        par = doc.add_paragraph()
-        # a 64-digit hash cannot be justified without stretching the line's spaces
-        par.alignment = (WD_ALIGN_PARAGRAPH.LEFT if "SHA-256" in text
-                         else WD_ALIGN_PARAGRAPH.JUSTIFY)
-        par.paragraph_format.first_line_indent = Mm(10)
-        par.paragraph_format.space_after = Pt(6)
         if kind == "quote":
-            run = par.add_run(f"“{text}”")
-            run.italic = True
+            d30.add_body(doc, f"“{text}”", italic=True)
         else:
-            par.add_run(text)
-
-    foot = doc.add_table(rows=1, cols=2)
-    left, right = foot.rows[0].cells
-    left.width, right.width = Mm(85), Mm(80)
-    p0 = left.paragraphs[0]
-    p0.alignment = WD_ALIGN_PARAGRAPH.LEFT
-    r = p0.add_run("Nơi nhận:")
-    r.bold, r.italic, r.font.size = True, True, Pt(12)
-    for line in ctx["cc"]:
-        para(left, f"- {line}", size=11, align=WD_ALIGN_PARAGRAPH.LEFT)
-    q0 = right.paragraphs[0]
-    q0.alignment = WD_ALIGN_PARAGRAPH.CENTER
-    q0.add_run(ctx["signer_authority"]).bold = True
-    para(right, ctx["signer_title"], bold=True)
-    for _ in range(3):
-        right.add_paragraph()
-    para(right, ctx["signer_name"] or " ", bold=True)
-    doc.core_properties.title = f"Công văn đề nghị {ctx['carrier']} nhắn tin – {ctx['campaign']}"
-    doc.core_properties.author = ctx["org"]
-    buf = io.BytesIO()
-    doc.save(buf)
-    return buf.getvalue()
+            # a 64-digit hash cannot be justified without stretching the line's spaces
+            d30.add_body(doc, text, align="left" if "SHA-256" in text else "justify")
+    d30.add_signature(doc, cc=ctx["cc"], signer_authority=ctx["signer_authority"],
+                      signer_title=ctx["signer_title"], signer_name=ctx["signer_name"])
+    return d30.to_bytes(doc, title=f"Công văn đề nghị {ctx['carrier']} nhắn tin – "
+                                   f"{ctx['campaign']}", author=ctx["org"])
 
 
 # --- HTML and PDF ----------------------------------------------------------------------------
@@ -317,12 +238,13 @@ def html(ctx: dict[str, Any]) -> str:
 
 def pdf_bytes(ctx: dict[str, Any]) -> bytes:
     """The letter as PDF through WeasyPrint, the official report's renderer (optional:
-    ``pip install weasyprint`` and Pango). Raises LetterError when WeasyPrint is missing."""
+    ``pip install 'outreach[pdf]'`` and Pango). Raises LetterError when WeasyPrint is missing."""
     try:
         from weasyprint import HTML  # type: ignore[import-not-found]
     except (ImportError, OSError) as exc:
         raise LetterError(f"PDF needs WeasyPrint, not installed here ({type(exc).__name__}); "
-                          "`pip install weasyprint` (and Pango), or print the DOCX to PDF") from None
+                          "`pip install 'outreach[pdf]'` (WeasyPrint, and Pango), or print the "
+                          "DOCX to PDF") from None
     return HTML(string=html(ctx)).write_pdf()
 
 

@@ -88,6 +88,16 @@ class OutreachGroup(click.Group):
                 raise
             expected = _expected_errors()
             if isinstance(exc, ModuleNotFoundError):
+                from outreach import extras
+
+                missing = exc if isinstance(exc, extras.MissingExtra) else \
+                    extras.for_module(exc.name)
+                if missing is not None:  # an optional extra: say which and how to install it
+                    from rich.markup import escape
+
+                    err_console.print(f"[red]error:[/red] {escape(str(missing))}", markup=True,
+                                      soft_wrap=True)
+                    raise SystemExit(1) from None
                 err_console.print(f"[red]error:[/red] a required module is not installed: "
                                   f"{exc.name} (for this database URL or gateway)", markup=True)
                 raise SystemExit(1) from None
@@ -97,7 +107,11 @@ class OutreachGroup(click.Group):
 
                 if isinstance(exc, SQLAlchemyError):
                     msg = f"database error: {getattr(exc, 'orig', exc)}"
-                err_console.print(f"[red]error:[/red] {msg}", markup=True, soft_wrap=True)
+                from rich.markup import escape
+
+                # escaped: "pip install 'outreach[twilio]'" is text, not a style tag
+                err_console.print(f"[red]error:[/red] {escape(msg)}", markup=True,
+                                  soft_wrap=True)
                 raise SystemExit(1) from None
             err_console.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} "
                               "(run with --debug for the traceback, and report it)", markup=True)

@@ -185,7 +185,7 @@ def request(c: Ctx, campaign: str, only: tuple[str, ...], out_dir: str | None,
         console.print(f"  {w['carrier']}: {w['to']} – {files}")
     if not pdf and not no_pdf:
         console.print("note: no PDF (WeasyPrint is not installed): print the DOCX to PDF, or "
-                      "`pip install weasyprint`")
+                      "`pip install 'outreach\\[pdf]'`")  # "\\[": text, not rich markup
     if not email:
         console.print(f"next: send the letters, then `outreach carriers mark {spec.id} --carrier "
                       "NAME requested --number N --date D` (or re-run with --email)")

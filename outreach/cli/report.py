@@ -50,16 +50,28 @@ def parse_when(value: str | None, *, end: bool = False) -> dt.datetime | None:
               help="Breakdowns to show (repeatable). Table: default all but ward. CSV: default "
                    "district (one flat table); several, or all, give one long table.")
 @click.option("--official", is_flag=True,
-              help="The results report for the city, in Vietnamese (A4 HTML, or PDF with "
-                   "WeasyPrint): --out FILE.html|FILE.pdf.")
+              help="The results report for the city (BÁO CÁO, Decree 30/2020/NĐ-CP layout, in "
+                   "Vietnamese): --out FILE.docx|FILE.pdf|FILE.html. Its fixed parts come from "
+                   "the campaign file's [report] table; the options below override them.")
 @click.option("--org", envvar="OUTREACH_ORG",
               help="Official report: the reporting body's name (e.g. 'Sở Thông tin và Truyền "
                    "thông'); left as a blank to fill in when not given.")
 @click.option("--place", envvar="OUTREACH_PLACE", help="Official report: place on the date line.")
+@click.option("--number", help="Official report: Số (e.g. '45/BC-STTTT'); default "
+              "report.number, a blank for the clerk.")
+@click.option("--date", "doc_date", help="Official report: its date (YYYY-MM-DD); default "
+              "report.date, else today.")
+@click.option("--to", "to", help="Official report: Kính gửi (default report.to).")
+@click.option("--signer-title", help="Official report: the signer's title (e.g. 'GIÁM ĐỐC').")
+@click.option("--signer-authority", help="Official report: 'KT. GIÁM ĐỐC', 'TL. GIÁM ĐỐC'… "
+              "('' for none).")
+@click.option("--signer-name", help="Official report: the signer's full name.")
 @pass_ctx
 def report(c: Ctx, campaign_id: str, fmt: str, out: str | None, since: str | None,
            until: str | None, by: tuple[str, ...], official: bool, org: str | None,
-           place: str | None) -> None:
+           place: str | None, number: str | None, doc_date: str | None, to: str | None,
+           signer_title: str | None, signer_authority: str | None,
+           signer_name: str | None) -> None:
     """Who got the message and who did not: totals by status; breakdowns by district and ward,
     carrier, channel, gateway and day; delivery rate; failure reasons with provider codes;
     segments and cost (VND).
@@ -71,7 +83,16 @@ def report(c: Ctx, campaign_id: str, fmt: str, out: str | None, since: str | Non
     """
     since_at, until_at = parse_when(since), parse_when(until, end=True)
     if official:
-        _official(c, campaign_id, out, since_at, until_at, org, place)
+        if doc_date:
+            try:
+                dt.date.fromisoformat(doc_date)
+            except ValueError:
+                raise click.BadParameter(f"{doc_date!r} is not a date (YYYY-MM-DD)",
+                                         param_hint="--date") from None
+        _official(c, campaign_id, out, since_at, until_at,
+                  dict(org=org, place=place, number=number, date=doc_date, to=to,
+                       signer_title=signer_title, signer_authority=signer_authority,
+                       signer_name=signer_name))
         return
     if fmt == "xlsx" and not out:
         raise click.UsageError("--format xlsx needs --out FILE.xlsx")
@@ -102,18 +123,18 @@ def report(c: Ctx, campaign_id: str, fmt: str, out: str | None, since: str | Non
 
 
 def _official(c: Ctx, campaign_id: str, out: str | None, since: dt.datetime | None,
-              until: dt.datetime | None, org: str | None, place: str | None) -> None:
+              until: dt.datetime | None, overrides: dict[str, Any]) -> None:
     from outreach.reporting import official
 
     if not out:
-        raise click.UsageError("--official needs --out FILE.html (or FILE.pdf)")
-    if Path(out).suffix.lower() not in (".html", ".htm", ".pdf"):
-        raise click.UsageError("--official writes .html or .pdf: give --out FILE.html")
+        raise click.UsageError("--official needs --out FILE.docx (or FILE.pdf, FILE.html)")
+    if Path(out).suffix.lower() not in official.SUFFIXES:
+        raise click.UsageError("--official writes .docx, .pdf or .html: give --out FILE.docx")
     with reports.report_connection(c.db.engine) as conn:
         data = reports.campaign_report(conn, campaign_id, since=since, until=until)
-    html = official.render(data, org=org, place=place)
+    info = official.document_info(data, **overrides)
     try:
-        path = official.write(html, out)
+        path = official.write_report(data, out, info=info)
     except official.OfficialReportError as exc:
         raise click.ClickException(str(exc)) from None
     console.print(f"official report of {campaign_id} written to {path} "

@@ -21,12 +21,24 @@ REGISTRY: dict[str, str] = {
 
 
 def gateway_class(name: str) -> type[Gateway]:
+    """The class of a registered gateway. Raises ConfigurationError for an unknown name, or
+    (reason ``missing-extra``) when its optional dependency is not installed: the message names
+    ``pip install 'outreach[twilio]'`` / ``[smpp]`` (:mod:`outreach.extras`)."""
     try:
         module, cls = REGISTRY[name].split(":")
     except KeyError:
         raise ConfigurationError(f"unknown gateway {name!r}; known: {', '.join(sorted(REGISTRY))}",
                                  reason="unknown-gateway") from None
-    return getattr(importlib.import_module(module), cls)
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        from outreach import extras
+
+        missing = extras.for_module(exc.name, f"the {name} gateway")
+        if missing is None:
+            raise
+        raise ConfigurationError(str(missing), reason="missing-extra") from None
+    return getattr(mod, cls)
 
 
 def make_gateway(name: str, **options: Any) -> Gateway:

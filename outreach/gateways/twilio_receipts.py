@@ -13,13 +13,17 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping
-
-from twilio.request_validator import RequestValidator, get_signature_algorithm
+from typing import TYPE_CHECKING
 
 from outreach.gateways.base import StatusUpdate
-from outreach.gateways.twilio import error_reason, map_status
+
+if TYPE_CHECKING:  # the SDK is the `twilio` extra: imported where a receipt is checked
+    from twilio.request_validator import RequestValidator
 from outreach.input.phones import mask
 
+#: Twilio's signature headers (twilio.request_validator.SIGNATURE_HEADER, …_SETTINGS_HEADER).
+SIGNATURE_HEADER = "X-Twilio-Signature"
+SIGNATURE_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
 STATUS_PATH = "/webhooks/twilio/status"
 #: ``STATUS_PATH[/<delivery id>[/<token>]]``; the token as :func:`outreach.ledger.states.claim` makes
 #: it (hex; 16 to 32 characters accepted).
@@ -40,6 +44,8 @@ def verify_signature(validator: RequestValidator, url: str, params: Mapping[str,
     (constant-time). Source: https://www.twilio.com/docs/usage/security#validating-requests"""
     if not signature:
         return False
+    from twilio.request_validator import get_signature_algorithm
+
     return bool(validator.validate(url, params, signature, get_signature_algorithm(settings)))
 
 
@@ -58,6 +64,8 @@ def parse_receipt(params: Mapping[str, str], *, delivery_id: int | None,
     twilio_status = params.get("MessageStatus") or params.get("SmsStatus")
     if not sid or not twilio_status:
         raise MalformedReceipt("MessageSid and MessageStatus are required")
+    from outreach.gateways.twilio import error_reason, map_status
+
     status = map_status(twilio_status)
     if status is None:  # an inbound message, not a receipt
         return []

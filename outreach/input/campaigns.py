@@ -147,6 +147,10 @@ class CampaignSpec:
     file: str | None = None
     #: the ``[carriers]`` section (outreach.carriers.plan.CarrierPlan), None when absent
     carriers: Any = None
+    #: the ``[report]`` section: the official results report's fixed parts (Decree 30/2020/NĐ-CP:
+    #: number, date, agency and its superior, place, addressee, signer, Nơi nhận), NFC text,
+    #: ``date`` as ISO; only the keys the file gives (:data:`REPORT_KEYS`)
+    report: dict[str, Any] = field(default_factory=dict)
 
     def list_files(self) -> list[Path]:
         """The recipient files the campaign targets, globs expanded relative to its file."""
@@ -398,8 +402,9 @@ def parse(raw: dict[str, Any], *, file: str = "<campaign>") -> CampaignSpec:
         from outreach.carriers import plan as carrier_plan
 
         carriers = carrier_plan.parse(r, r.table("carriers"), window)
+    report = _report_section(r, raw)
     known = {"id", "name", "theme", "source", "message", "window", "schedule", "channels",
-             "recipients", "pricing", "carriers"}
+             "recipients", "pricing", "carriers", "report"}
     for key in raw:
         if key not in known:
             r.fail(key, f"unknown field (known: {', '.join(sorted(known))})")
@@ -416,7 +421,36 @@ def parse(raw: dict[str, Any], *, file: str = "<campaign>") -> CampaignSpec:
         schedule=schedule, channels=tuple(channels), lists=tuple(lists),
         list_name=r.str("list_name", rec, "recipients", default=cid), pricing=pricing,
         district_by_file={textmod.nfc(k): textmod.nfc(v) for k, v in dmap.items()}, file=file,
-        carriers=carriers)
+        carriers=carriers, report=report)
+
+
+#: Keys of the ``[report]`` table (outreach.reporting.official.DocumentInfo): text fields, ``cc``
+#: a list of lines (Nơi nhận), ``date`` a date.
+REPORT_KEYS = ("number", "date", "superior", "org", "place", "to", "subject", "signer_authority",
+               "signer_title", "signer_name", "cc")
+
+
+def _report_section(r: "_Reader", raw: dict[str, Any]) -> dict[str, Any]:
+    """The ``[report]`` table, checked: every key of :data:`REPORT_KEYS` optional, text in NFC,
+    ``cc`` a list of text lines, ``date`` a date (kept as ISO text)."""
+    if "report" not in raw:
+        return {}
+    table = r.table("report")
+    _known(r, table, "report", set(REPORT_KEYS))
+    out: dict[str, Any] = {}
+    for key in REPORT_KEYS:
+        if key not in table:
+            continue
+        if key == "date":
+            out[key] = r.date("date", table, "report").isoformat()
+        elif key == "cc":
+            cc = table["cc"]
+            if not isinstance(cc, list) or not all(isinstance(x, str) for x in cc):
+                r.fail("report.cc", "must be a list of text lines (Nơi nhận)")
+            out[key] = [textmod.nfc(x) for x in cc]
+        else:
+            out[key] = textmod.nfc(r.str(key, table, "report", default=""))
+    return out
 
 
 _TABLE_KEYS = {

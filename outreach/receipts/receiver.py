@@ -17,13 +17,11 @@ import threading
 import weakref
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from sqlalchemy import Connection, text
-from twilio.request_validator import (SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER,
-                                      RequestValidator)
 from werkzeug import urls  # noqa: F401 (registers the "werkzeug.url_quote" error handler)
 from werkzeug.datastructures import ImmutableMultiDict, MultiDict
 
@@ -33,6 +31,10 @@ from outreach.clock import SYSTEM_CLOCK, Clock
 from outreach.ledger.db import Database, retry_write
 from outreach.gateways import twilio_receipts, zalo_webhook
 from outreach.gateways.base import StatusUpdate
+from outreach.gateways.twilio_receipts import SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER
+
+if TYPE_CHECKING:  # the SDK is the `twilio` extra, needed only for the Twilio routes
+    from twilio.request_validator import RequestValidator
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +156,10 @@ def create_app(db: Database, *, twilio_auth_token: str | None = None,
         return jsonify(ok=True)
 
     if twilio_auth_token:
-        validator = RequestValidator(twilio_auth_token)
+        from outreach import extras
+
+        validator = extras.require("twilio.request_validator").RequestValidator(
+            twilio_auth_token)
 
         @app.post(f"{STATUS_PATH}/<int:delivery_id>/<string:receipt_token>")
         @app.post(f"{STATUS_PATH}/<int:delivery_id>")

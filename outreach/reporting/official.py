@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import io
+import math
 import re
 import unicodedata
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 from sqlalchemy import Connection
 
 from outreach.ledger import states
 from outreach.reporting import reports
 from outreach.clock import VN_TZ
+from outreach.decree30 import decree30_date
 
 #: Vietnamese labels of the delivery states (report wording).
 STATUS_VI: dict[str, str] = {
@@ -129,66 +131,167 @@ def source_reference(data: Mapping[str, Any]) -> str:
     return ref
 
 
-def chart_png(by_day: Mapping[str, Mapping[str, int]], *, width_cm: float = 17.0,
-              height_cm: float = 8.0, dpi: int = 150) -> bytes:
-    """A stacked bar chart of deliveries per day by state (Vietnamese labels), as PNG bytes.
+def _nice_step(top: int, ticks: int = 5) -> int:
+    """The tick step for an axis from 0 to ``top``: 1, 2 or 5 times a power of ten, whole."""
+    raw = max(top / ticks, 1)
+    mag = 10 ** int(math.floor(math.log10(raw)))
+    for m in (1, 2, 5, 10):
+        if m * mag >= raw:
+            return int(m * mag)
+    return int(10 * mag)
 
-    Drawn with matplotlib's object API on an Agg canvas (no pyplot, no global backend change).
-    Days are ``YYYY-MM-DD`` (Asia/Ho_Chi_Minh); an empty mapping gives a chart saying so.
+
+#: Chart size in SVG user units (1 unit = 0.25 mm: 680 × 320 units = 17 × 8 cm).
+CHART_W, CHART_H = 680, 320
+
+
+def chart_svg(by_day: Mapping[str, Mapping[str, int]], *, width_cm: float = 17.0,
+              height_cm: float = 8.0) -> str:
+    """A stacked bar chart of deliveries per day by state, as an SVG document (text, NFC).
+
+    ``by_day``: ``YYYY-MM-DD`` (Asia/Ho_Chi_Minh) -> state -> count, as in
+    :func:`outreach.reporting.reports.campaign_report`. One ``<rect class="bar">`` per day and
+    state with a count, stacked bottom up in :data:`CHART_ORDER`, its height proportional to
+    the count (``data-day``, ``data-status``, ``data-count`` attributes give the figure); a
+    y axis of whole numbers with Vietnamese grouping, the days as ``29/7/2024`` under the bars
+    (slanted beyond 8 days), the legend on the right top-down in the order of the stack, the
+    colours of :data:`STATUS_COLOURS`. Drawn here: no plotting library. ``width_cm`` ×
+    ``height_cm`` is the printed size (viewBox :data:`CHART_W` × :data:`CHART_H`). An empty
+    mapping gives a chart saying so.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width_cm / 2.54, height_cm / 2.54), dpi=dpi)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    w, h = CHART_W, CHART_H
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width_cm}cm" '
+           f'height="{height_cm}cm" viewBox="0 0 {w} {h}" role="img" '
+           'font-family="Times New Roman, Liberation Serif, DejaVu Serif, serif">',
+           f'<title>{escape(CHART_TITLE)}</title>']
     days = sorted(by_day)
     if not days:
-        ax.text(0.5, 0.5, "Chưa có tin nhắn nào", ha="center", va="center", transform=ax.transAxes)
-        ax.set_axis_off()
-    else:
-        x = list(range(len(days)))
-        bottom = [0] * len(days)
-        shown = [s for s in CHART_ORDER if any(by_day[d].get(s) for d in days)]
-        shown += sorted({s for d in days for s in by_day[d] if s not in CHART_ORDER})
+        out.append(f'<text x="{w / 2}" y="{h / 2}" text-anchor="middle" font-size="16">'
+                   'Chưa có tin nhắn nào</text></svg>')
+        return unicodedata.normalize("NFC", "".join(out))
+    shown = [s for s in CHART_ORDER if any(by_day[d].get(s) for d in days)]
+    shown += sorted({s for d in days for s in by_day[d] if s not in CHART_ORDER})
+    slant = len(days) > 8
+    left, right, top, bottom = 64, 170, 34, (86 if slant else 48)
+    pw, ph = w - left - right, h - top - bottom
+    peak = max(sum(by_day[d].get(s, 0) for s in shown) for d in days) or 1
+    step = _nice_step(peak)
+    ymax = step * math.ceil(peak / step)
+    y = lambda v: top + ph - ph * v / ymax  # noqa: E731
+    out.append(f'<text x="{left + pw / 2}" y="20" text-anchor="middle" font-size="15" '
+               f'font-weight="bold">{escape(CHART_TITLE)}</text>')
+    for v in range(0, ymax + 1, step):
+        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(v):.2f}" y2="{y(v):.2f}" '
+                   'stroke="#dddddd" stroke-width="1"/>')
+        out.append(f'<text x="{left - 6}" y="{y(v) + 4:.2f}" text-anchor="end" '
+                   f'font-size="12">{vn_int(v)}</text>')
+    out.append(f'<text x="14" y="{top + ph / 2}" text-anchor="middle" font-size="12" '
+               f'transform="rotate(-90 14 {top + ph / 2})">Số tin nhắn</text>')
+    slot = pw / len(days)
+    bar = slot * 0.7
+    for i, d in enumerate(days):
+        x = left + i * slot + (slot - bar) / 2
+        acc = 0
         for s in shown:
-            values = [by_day[d].get(s, 0) for d in days]
-            ax.bar(x, values, bottom=bottom, color=STATUS_COLOURS.get(s), label=STATUS_VI.get(s, s),
-                   width=0.7)
-            bottom = [b + v for b, v in zip(bottom, values)]
-        ax.set_xticks(x, [vn_date(d) for d in days], rotation=45 if len(days) > 8 else 0,
-                      ha="right" if len(days) > 8 else "center", fontsize=7)
-        ax.set_ylabel("Số tin nhắn", fontsize=8)
-        ax.set_title("Số tin nhắn theo ngày và theo trạng thái", fontsize=9)
-        ax.tick_params(axis="y", labelsize=7)
-        from matplotlib.ticker import MaxNLocator
+            n = by_day[d].get(s, 0)
+            if not n:
+                continue
+            y0, y1 = y(acc + n), y(acc)
+            out.append(f'<rect class="bar" x="{x:.2f}" y="{y0:.2f}" width="{bar:.2f}" '
+                       f'height="{y1 - y0:.2f}" fill="{STATUS_COLOURS.get(s, "#444444")}" '
+                       f'data-day="{d}" data-status="{escape(s)}" data-count="{n}"/>')
+            acc += n
+        cx, ly = left + i * slot + slot / 2, top + ph + 16
+        label = vn_date(d)
+        if slant:
+            out.append(f'<text x="{cx:.2f}" y="{ly}" text-anchor="end" font-size="11" '
+                       f'transform="rotate(-45 {cx:.2f} {ly})">{label}</text>')
+        else:
+            out.append(f'<text x="{cx:.2f}" y="{ly}" text-anchor="middle" '
+                       f'font-size="12">{label}</text>')
+    out.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" '
+               'stroke="#000000" stroke-width="1"/>')
+    lx = left + pw + 14
+    for j, s in enumerate(reversed(shown)):  # legend top-down = the stack top-down
+        ly = top + 4 + j * 20
+        out.append(f'<rect class="legend" x="{lx}" y="{ly}" width="12" height="12" '
+                   f'fill="{STATUS_COLOURS.get(s, "#444444")}" data-status="{escape(s)}"/>')
+        out.append(f'<text x="{lx + 18}" y="{ly + 11}" font-size="11">'
+                   f'{escape(STATUS_VI.get(s, s))}</text>')
+    out.append("</svg>")
+    return unicodedata.normalize("NFC", "".join(out))
 
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.yaxis.set_major_formatter(_thousands())
-        handles, labels = ax.get_legend_handles_labels()  # legend top-down = the stack
-        ax.legend(handles[::-1], labels[::-1], fontsize=6, loc="upper left",
-                  bbox_to_anchor=(1.01, 1.0), frameon=False)
-        ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+
+CHART_TITLE = "Số tin nhắn theo ngày và theo trạng thái"
 
 
-def _thousands() -> Any:
-    from matplotlib.ticker import FuncFormatter
+@dataclass(frozen=True)
+class DocumentInfo:
+    """The fixed parts of the report as an administrative document (Decree 30/2020/NĐ-CP,
+    :mod:`outreach.decree30`): the issuing body ``org`` as written in a sentence ("Sở Thông tin
+    và Truyền thông"; the header prints it in capitals) and its ``superior``; ``number``
+    (``Số:``, left blank for the clerk by default); ``place`` and ``date`` (None: today in
+    Asia/Ho_Chi_Minh); the addressee ``to`` (plan 126, III.1: the city People's Committee,
+    through the city police); the summary ``subject`` (trích yếu); the signer's
+    ``signer_authority`` (``KT. GIÁM ĐỐC``), ``signer_title`` and ``signer_name``; ``cc`` (Nơi
+    nhận). From the campaign file's ``[report]`` table, overridden by the command's options."""
 
-    return FuncFormatter(lambda v, _pos: vn_int(v))
+    org: str = ""
+    superior: str = ""
+    number: str = "      /BC-STTTT"
+    place: str = ""
+    date: dt.date | None = None
+    to: str = ""
+    subject: str = ""
+    signer_authority: str = ""
+    signer_title: str = "GIÁM ĐỐC"
+    signer_name: str = ""
+    cc: tuple[str, ...] = ("Như trên;", "Lưu: VT.")
+
+
+def document_info(data: Mapping[str, Any], **overrides: Any) -> DocumentInfo:
+    """The :class:`DocumentInfo` of a report: the campaign's ``[report]`` table (``data
+    ["document"]``), then each override that is not None (``date`` a ``datetime.date`` or ISO
+    text, ``cc`` a sequence of lines). Text is NFC."""
+    raw: dict[str, Any] = dict(data.get("document") or {})
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    fields = {f: raw[f] for f in DocumentInfo.__dataclass_fields__ if f in raw}
+    if isinstance(fields.get("date"), str):
+        fields["date"] = dt.date.fromisoformat(fields["date"])
+    if "cc" in fields:
+        fields["cc"] = tuple(unicodedata.normalize("NFC", x) for x in fields["cc"])
+    for k, v in fields.items():
+        if isinstance(v, str):
+            fields[k] = unicodedata.normalize("NFC", v)
+    return DocumentInfo(**fields)
+
+
+def area_label(data: Mapping[str, Any]) -> str:
+    """``Quận, huyện`` for a campaign starting before 1 July 2025, ``Xã, phường`` after (no
+    district level since the 2025 reform: Resolution 202/2025/QH15; the breakdown's keys are the
+    ledger's districts, or communes for later campaigns: README, "Administrative units")."""
+    start = (data.get("window") or {}).get("start_date")
+    return "Xã, phường" if start and str(start)[:10] >= "2025-07-01" else "Quận, huyện"
+
+
+def _rows(by: Mapping[str, Mapping[str, int]], *, unknown_last: str | None = None
+          ) -> list[dict[str, Any]]:
+    names = sorted(by, key=lambda k: (k == unknown_last, k))
+    out = []
+    for name in names:
+        o = reports.outcome(by[name])
+        out.append({"name": name, **o, "rate": vn_pct(o["delivery_rate"])})
+    return out
 
 
 def context(data: Mapping[str, Any], *, org: str | None = None, place: str | None = None,
-            chart: bytes | None = None) -> dict[str, Any]:
-    """What the template shows, computed from :func:`outreach.reporting.reports.campaign_report`."""
-    districts = []
-    names = sorted(data["by_district"], key=lambda k: (k == reports.UNKNOWN_DISTRICT, k))
-    for name in names:  # "(không rõ)" last
-        o = reports.outcome(data["by_district"][name])
-        districts.append({"name": name, **o, "rate": vn_pct(o["delivery_rate"])})
+            info: DocumentInfo | None = None) -> dict[str, Any]:
+    """What the HTML and the DOCX show, computed from
+    :func:`outreach.reporting.reports.campaign_report` (``data``) and the document's fixed parts
+    (``info``, else :func:`document_info` with ``org`` and ``place``)."""
+    info = info or document_info(data, org=org, place=place)
+    districts = _rows(data["by_district"], unknown_last=reports.UNKNOWN_DISTRICT)
+    carriers_rows = _rows(data["by_carrier"], unknown_last=reports.UNKNOWN_VALUE)
     total = reports.outcome(data["by_status"])
     reasons = [{"status": STATUS_VI.get(r["status"], r["status"]),
                 "gateway": r["gateway"] or "",
@@ -196,10 +299,11 @@ def context(data: Mapping[str, Any], *, org: str | None = None, place: str | Non
                 "reason": REASON_VI.get(r["error_reason"] or "", r["error_reason"] or ""),
                 "count": r["count"]} for r in data["failure_reasons"]]
     now = dt.datetime.now(VN_TZ)
-    png = chart if chart is not None else chart_png(data["by_day"])
-    return {
-        "d": data, "org": org, "place": place,
-        "today": f"ngày {now.day} tháng {now.month} năm {now.year}",
+    day = info.date or now.date()
+    ctx = {
+        "d": data, "org": info.org or None, "place": info.place or None, "info": info,
+        "today": decree30_date(day),
+        "date_line": decree30_date(day, info.place),
         "generated": vn_datetime(data.get("generated_at") or now.isoformat()),
         "source_reference": source_reference(data),
         "source_title": (data.get("source_detail") or {}).get("title"),
@@ -213,15 +317,19 @@ def context(data: Mapping[str, Any], *, org: str | None = None, place: str | Non
         "reach_rate": vn_pct(data.get("reach_rate")),
         "status_rows": [{"label": STATUS_VI.get(s, s), "code": s, "count": n}
                         for s, n in data["by_status"].items() if n],
-        "districts": districts, "reasons": reasons,
+        "districts": districts, "area_label": area_label(data),
+        "carrier_rows": carriers_rows, "reasons": reasons,
         "reasons_total": sum(r["count"] for r in data["failure_reasons"]),
-        "chart_b64": base64.b64encode(png).decode("ascii"),
+        "chart_svg": chart_svg(data["by_day"]),
         "days": [{"day": vn_date(d), "count": sum(v.values()),
                   "delivered": v.get(states.DELIVERED, 0)} for d, v in data["by_day"].items()],
         "n": vn_int, "pct": vn_pct,
         "carriers": carrier_context(data.get("carrier_broadcasts") or {}),
         "replies": replies_context(data.get("replies") or {}),
     }
+    ctx["body"] = body(ctx)
+    ctx["attach"] = attach_line(ctx)
+    return ctx
 
 
 #: Kinds of citizens' replies (outreach.receipts.inbound) in the report's words.
@@ -242,6 +350,133 @@ def replies_context(r: Mapping[str, Any]) -> dict[str, Any]:
                   "others": v.get("message", 0) + v.get("optin", 0)}
                  for d, v in (r.get("by_day") or {}).items()],
     }
+
+
+def _sentence_org(info: DocumentInfo) -> str:
+    return info.org or "……………………"
+
+
+def body(ctx: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The report's body as (kind, payload) pairs, shared by the HTML and the DOCX: ``h`` a
+    section heading, ``p`` a paragraph, ``quote`` the message text (exactly as sent),
+    ``warn`` the trial banner, ``table`` ``(name, header, rows)`` with the total last.
+    Every figure comes from the JSON report (``ctx["d"]``), formatted with :func:`vn_int` and
+    :func:`vn_pct`."""
+    d, info, n = ctx["d"], ctx["info"], vn_int
+    total = ctx["total"]
+    org = _sentence_org(info)
+    out: list[tuple[str, Any]] = []
+    if d.get("local_gateways"):
+        out.append(("warn", "BẢN CHẠY THỬ — KHÔNG DÙNG ĐỂ BÁO CÁO. Các tin nhắn qua cổng "
+                            f"{', '.join(d['local_gateways'])} chỉ được ghi vào tệp trên máy "
+                            "(để kiểm tra), không gửi đến điện thoại nào và không phát sinh "
+                            "cước."))
+    title = ctx["source_title"]
+    about = f" về việc {_lower_first(title)}" if title else ""
+    out.append(("p", f"Thực hiện {ctx['source_reference']}{about}, {org} báo cáo kết quả nhắn "
+                     "tin tuyên truyền đến người dân như sau:"))
+    out.append(("h", "I. NỘI DUNG VÀ THỜI GIAN THỰC HIỆN"))
+    out.append(("p", "1. Nội dung tin nhắn đã gửi (đúng nguyên văn):"))
+    out.append(("quote", d["text"]))
+    out.append(("p", f"Mã kiểm tra SHA-256 của nội dung: {d['text_sha256']}."))
+    out.append(("p", f"2. Thời gian: chiến dịch từ ngày {ctx['window_start']} đến ngày "
+                     f"{ctx['window_end']}; tin nhắn đầu tiên được gửi lúc {ctx['first_send']}, "
+                     f"tin nhắn cuối cùng lúc {ctx['last_send']}."
+                + (" Số liệu trong báo cáo tính"
+                   + (f" từ {ctx['since']}" if ctx["since"] else "")
+                   + (f" đến trước {ctx['until']}" if ctx["until"] else "") + "."
+                   if ctx["since"] or ctx["until"] else "")))
+    chans = "; ".join(f"{CHANNEL_VI.get(c, c)}: {n(sum(v.values()))} tin"
+                      for c, v in d["by_channel"].items())
+    out.append(("p", f"3. Kênh gửi: {chans or 'chưa gửi tin nào'}."))
+    out.append(("h", "II. KẾT QUẢ THỰC HIỆN"))
+    out.append(("p", f"1. Kết quả chung: đã gửi tin nhắn đến {n(d['recipients'])} người nhận, "
+                     f"trong đó {n(d['reached'])} người đã nhận được tin nhắn "
+                     f"({ctx['reach_rate']}). Tổng số {n(total['deliveries'])} tin nhắn, trong đó "
+                     f"{n(total['attempted'])} tin đã gửi đi: {n(total['delivered'])} tin đã đến "
+                     f"máy người nhận, {n(total['failures'])} tin không thành công, "
+                     f"{n(total['awaiting'])} tin chưa xác định kết quả; "
+                     f"{n(total['not_sent'])} tin không gửi (người nhận từ chối nhận tin, bỏ qua, "
+                     f"chờ gửi). Tỷ lệ tin đến máy người nhận trên số tin đã gửi: "
+                     f"{ctx['total_rate']}. Số bản tin SMS tính cước: {n(d['segments'])}; chi phí "
+                     f"{n(d['cost_vnd'])} đồng."))
+    header = ("STT", ctx["area_label"], "Tổng số tin", "Đã gửi", "Đã nhận", "Không thành công",
+              "Tỷ lệ nhận")
+    totals = ("", "Tổng cộng", n(total["deliveries"]), n(total["attempted"]),
+              n(total["delivered"]), n(total["failures"]), ctx["total_rate"])
+
+    def rows(items: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+        return [(str(i), r["name"], n(r["deliveries"]), n(r["attempted"]), n(r["delivered"]),
+                 n(r["failures"]), r["rate"]) for i, r in enumerate(items, 1)] + [totals]
+
+    out.append(("p", f"2. Kết quả theo {ctx['area_label'].lower()}:"))
+    out.append(("table", ("districts", header, rows(ctx["districts"]))))
+    out.append(("p", "3. Kết quả theo nhà mạng (doanh nghiệp viễn thông di động của thuê bao):"))
+    out.append(("table", ("carriers", ("STT", "Nhà mạng", *header[2:]),
+                          rows(ctx["carrier_rows"]))))
+    cb = ctx["carriers"]
+    if cb:
+        per = "; ".join(f"{r['name']}: {n(r['sent']) if r['sent'] is not None else 'chưa báo cáo'}"
+                        for r in cb["rows"])
+        out.append(("p", f"4. Tin nhắn do các doanh nghiệp viễn thông di động gửi theo đề nghị "
+                         f"của {org}: theo báo cáo của các doanh nghiệp, "
+                         f"{n(cb['total'])} lượt thuê bao đã được nhắn tin ({per}). Số liệu này "
+                         "do doanh nghiệp báo cáo, không cộng vào số người nhận ở trên."))
+    out.append(("h", "III. TIN NHẮN KHÔNG THÀNH CÔNG VÀ BIỆN PHÁP XỬ LÝ"))
+    failed = [r for r in d["failure_reasons"]
+              if r["status"] in (states.FAILED, states.UNDELIVERED)][:5]
+    why = "; ".join(f"{_reason_vi(r)} ({n(r['count'])} tin)" for r in failed)
+    by = d["by_status"]
+    out.append(("p", f"1. Có {n(total['failures'])} tin không thành công ({n(by.get('failed', 0))}"
+                     f" tin nhà cung cấp báo không gửi được, {n(by.get('undelivered', 0))} tin "
+                     "không đến được máy người nhận)"
+                + (f"; các lý do chính: {why}." if why else ".")
+                + " Chi tiết tại Phụ lục."))
+    out.append(("p", f"2. Đã gửi lại {n(d.get('resends', 0))} tin cho người nhận có tin không "
+                     "thành công (mỗi người nhận tối đa một lần trong mỗi đợt gửi lại)."
+                if d.get("resends") else
+                "2. Chưa gửi lại tin nào cho người nhận có tin không thành công."))
+    out.append(("p", f"3. {n(by.get('unknown', 0))} tin không xác định được đã gửi hay chưa và "
+                     f"{n(by.get('sent', 0) + by.get('sending', 0))} tin đã gửi, chưa có báo cáo "
+                     "nhận: các tin này được đối soát với nhà cung cấp, không gửi lại tự động để "
+                     "không người nào nhận hai lần."))
+    out.append(("p", f"4. {n(by.get('opted_out', 0))} tin không gửi vì người nhận đã từ chối "
+                     f"nhận tin; {n(by.get('skipped', 0))} tin bỏ qua; {n(by.get('queued', 0))} "
+                     "tin đang chờ gửi."))
+    out.append(("h", "IV. TIN NHẮN TRẢ LỜI CỦA NGƯỜI DÂN"))
+    rep = d.get("replies") or {}
+    total_replies = int(rep.get("total") or 0)
+    chans = ", ".join(CHANNEL_VI.get(c, c) for c in sorted(rep.get("by_channel") or {}))
+    if total_replies:
+        kinds = rep.get("by_kind") or {}
+        out.append(("p", f"Đã nhận {n(total_replies)} tin nhắn trả lời của người dân ({chans}): "
+                         f"{n(kinds.get('optout', 0))} tin từ chối nhận tin (nhắn từ khóa), "
+                         f"{n(kinds.get('unfollow', 0))} lượt bỏ quan tâm Zalo OA, "
+                         f"{n(kinds.get('optin', 0))} tin đăng ký nhận lại, "
+                         f"{n(kinds.get('message', 0))} phản hồi khác. Người từ chối được đưa "
+                         "vào danh sách không gửi và không nhận thêm tin nào của đợt gửi."))
+    else:
+        out.append(("p", "Chưa ghi nhận tin nhắn trả lời nào của người dân (0 tin) qua SMS, "
+                         "Zalo OA và kết nối SMPP với nhà mạng."))
+    to = info.to or "Ủy ban nhân dân"
+    out.append(("p", f"Trên đây là báo cáo kết quả nhắn tin tuyên truyền của {org}, kính báo cáo "
+                     f"{to}./."))
+    return out
+
+
+def _reason_vi(r: Mapping[str, Any]) -> str:
+    """A failure reason in Vietnamese (:data:`REASON_VI`), else its code, else its state."""
+    why = r["error_reason"] or ""
+    return REASON_VI.get(why) or why or r["error_code"] or STATUS_VI.get(r["status"], r["status"])
+
+
+def _lower_first(s: str) -> str:
+    s = re.sub(r"^(Kế hoạch|Quyết định|Chỉ thị|Công văn|Văn bản)\s+(về việc\s+)?", "", s)
+    return s[:1].lower() + s[1:] if s else s
+
+
+#: Vietnamese names of the channels and of the reply channels recorded.
+CHANNEL_VI = {"sms": "SMS", "zalo": "Zalo"}
 
 
 def carrier_context(cb: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -272,14 +507,24 @@ def carrier_context(cb: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def render(data: Mapping[str, Any], *, org: str | None = None, place: str | None = None) -> str:
-    """The report as one self-contained HTML document (NFC, no external URL, A4 print CSS)."""
+def _env() -> Any:
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-    env = Environment(loader=PackageLoader("outreach", "templates"),
-                      autoescape=select_autoescape(["html"]), undefined=StrictUndefined,
-                      trim_blocks=True, lstrip_blocks=True)
-    html = env.get_template("official_report.html").render(**context(data, org=org, place=place))
+    return Environment(loader=PackageLoader("outreach", "templates"),
+                       autoescape=select_autoescape(["html"]), undefined=StrictUndefined,
+                       trim_blocks=True, lstrip_blocks=True)
+
+
+def render(data: Mapping[str, Any], *, org: str | None = None, place: str | None = None,
+           info: DocumentInfo | None = None) -> str:
+    """The report as one self-contained HTML document (NFC, no external URL, A4 print CSS): the
+    BÁO CÁO (:func:`body`) in the Decree 30 layout, then the appendix with its tables and the
+    chart as inline SVG (:func:`chart_svg`)."""
+    from markupsafe import Markup
+
+    ctx = context(data, org=org, place=place, info=info)
+    ctx["chart_svg"] = Markup(ctx["chart_svg"])  # drawn here, every text escaped
+    html = _env().get_template("official_report.html").render(**ctx)
     return unicodedata.normalize("NFC", html)
 
 
@@ -291,31 +536,216 @@ def render_html(conn: Connection, campaign_id: str, *, since: dt.datetime | None
                   org=org, place=place)
 
 
-def write(html: str, out: str | Path) -> Path:
-    """Write ``html`` to ``out``: ``.html``/``.htm`` as UTF-8, ``.pdf`` through WeasyPrint.
+# --- DOCX ------------------------------------------------------------------------------------
 
-    Raises OfficialReportError for another suffix, or for PDF when WeasyPrint (an optional
-    dependency with system libraries) cannot be imported.
-    """
+def docx_bytes(data: Mapping[str, Any], *, info: DocumentInfo | None = None) -> bytes:
+    """The report as a Word file (python-docx, :mod:`outreach.decree30`): the header (superior
+    and issuing body, ``Số:``, quốc hiệu, tiêu ngữ, place and date), ``BÁO CÁO`` and the
+    summary, ``Kính gửi``, the body of :func:`body` with its tables, ``Nơi nhận`` and the signer;
+    then, on a new page, the appendix: its tables as in the HTML and the chart as a native Word
+    bar chart (:func:`outreach.decree30.add_bar_chart`), which staff can restyle."""
+    from outreach import decree30 as d30
+
+    ctx = context(data, info=info)
+    info = ctx["info"]
+    doc = d30.new_document()
+    d30.add_header(doc, superior=info.superior, org=info.org or "Tên cơ quan, đơn vị: ……………",
+                   number=info.number, date_line=ctx["date_line"])
+    d30.add_title(doc, "BÁO CÁO", info.subject or f"Kết quả {data['name'][:1].lower()}"
+                                                  f"{data['name'][1:]}")
+    if info.to:
+        d30.para(doc, f"Kính gửi: {info.to}")
+        doc.add_paragraph()
+    _docx_items(doc, ctx["body"])
+    d30.add_signature(doc, cc=info.cc, signer_authority=info.signer_authority,
+                      signer_title=info.signer_title, signer_name=info.signer_name)
+    d30.page_break(doc)
+    d30.para(doc, "PHỤ LỤC", bold=True, size=14)
+    d30.para(doc, "Kết quả nhắn tin tuyên truyền", bold=True, size=14)
+    d30.para(doc, data["name"], bold=True, size=13)
+    d30.para(doc, attach_line(ctx), italic=True, size=12)
+    doc.add_paragraph()
+    _docx_items(doc, appendix(ctx))
+    return d30.to_bytes(doc, title=f"Báo cáo kết quả nhắn tin – {data['campaign']}",
+                        author=info.org or "outreach")
+
+
+def _docx_items(doc: Any, items: list[tuple[str, Any]]) -> None:
+    from outreach import decree30 as d30
+
+    for kind, payload in items:
+        if kind == "h":
+            d30.add_body(doc, payload, bold=True, indent=False, align="left")
+        elif kind == "quote":
+            d30.add_body(doc, f"“{payload}”", italic=True)
+        elif kind == "warn":
+            d30.add_body(doc, payload, bold=True, indent=False)
+        elif kind == "table":
+            name, header, rows = payload
+            right_from, widths = _DOCX_TABLES.get(name, (len(header) - 1, None))
+            d30.add_table(doc, header, rows, bold_last="Tổng cộng" in rows[-1][:2] if rows
+                          else False, right_from=right_from, widths_mm=widths)
+            doc.add_paragraph()
+        elif kind == "chart":
+            d30.add_bar_chart(doc, **payload)
+        else:
+            d30.add_body(doc, payload, align="left" if "SHA-256" in payload else "justify")
+
+
+#: DOCX tables: the first right-aligned (figure) column and the column widths in mm (165 mm).
+_DOCX_TABLES: dict[str, tuple[int, tuple[float, ...] | None]] = {
+    "districts": (2, (12, 43, 22, 20, 20, 26, 22)),
+    "carriers": (2, (12, 43, 22, 20, 20, 26, 22)),
+    "totals": (1, (125, 40)),
+    "days": (1, (55, 55, 55)),
+    "reasons": (4, (32, 22, 37, 54, 20)),
+    "carrier-broadcasts": (5, (28, 32, 24, 27, 24, 30)),
+}
+
+
+def attach_line(ctx: Mapping[str, Any]) -> str:
+    """``(Kèm theo Báo cáo số      /BC-STTTT ngày 02/8/2024 của Sở Thông tin và Truyền thông)``."""
+    info = ctx["info"]
+    day = info.date or dt.datetime.now(VN_TZ).date()
+    return (f"(Kèm theo Báo cáo số {info.number.strip() or '……'} ngày {vn_date(day)} của "
+            f"{_sentence_org(info)})")
+
+
+def appendix(ctx: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The appendix as (kind, payload) pairs for the DOCX (the HTML template lays out the same
+    tables): totals, by district, the chart and days, failure reasons, the operators' figures."""
+    d, n, total = ctx["d"], vn_int, ctx["total"]
+    out: list[tuple[str, Any]] = [("h", "1. Kết quả chung"), ("table", ("totals", (
+        "Chỉ tiêu", "Số lượng"), [
+        ("Số người nhận (số thuê bao trong danh sách được gửi)", n(d["recipients"])),
+        ("Số người đã nhận được tin nhắn", f"{n(d['reached'])} ({ctx['reach_rate']})"),
+        ("Tổng số tin nhắn", n(total["deliveries"])),
+        ("– Số tin đã gửi đi", n(total["attempted"])),
+        ("+ Đã đến máy người nhận", n(total["delivered"])),
+        ("+ Không thành công", n(total["failures"])),
+        ("+ Chưa xác định kết quả", n(total["awaiting"])),
+        ("– Số tin không gửi (từ chối nhận tin, bỏ qua, chờ gửi)", n(total["not_sent"])),
+        ("Tỷ lệ tin đến máy người nhận trên số tin đã gửi", ctx["total_rate"]),
+        ("Số bản tin SMS tính cước (tin dài được tách thành nhiều bản tin)", n(d["segments"])),
+        ("Chi phí (đồng)", n(d["cost_vnd"]))]))]
+    out.append(("p", "Chi tiết theo trạng thái: " + "; ".join(
+        f"{r['label']}: {n(r['count'])}" for r in ctx["status_rows"]) + "."))
+    body_tables = {p[0]: p for k, p in ctx["body"] if k == "table"}
+    out += [("h", f"2. Kết quả theo {ctx['area_label'].lower()}"),
+            ("table", body_tables["districts"]),
+            ("h", "3. Số tin nhắn theo ngày"),
+            ("chart", {"by_day": d["by_day"], "title": CHART_TITLE,
+                       "series": [(STATUS_VI.get(s, s), STATUS_COLOURS.get(s, "#444444"), s)
+                                  for s in _chart_states(d["by_day"])],
+                       "categories": [(day, vn_date(day)) for day in sorted(d["by_day"])]}),
+            ("table", ("days", ("Ngày", "Số tin nhắn", "Đã đến máy người nhận"),
+                       [(r["day"], n(r["count"]), n(r["delivered"])) for r in ctx["days"]])),
+            ("h", "4. Lý do tin nhắn không đến được người nhận")]
+    if ctx["reasons"]:
+        out.append(("table", ("reasons", ("Trạng thái", "Cổng gửi", "Mã lỗi", "Lý do", "Số tin"),
+                              [(r["status"], r["gateway"], r["code"], r["reason"], n(r["count"]))
+                               for r in ctx["reasons"]]
+                              + [("Tổng cộng", "", "", "", n(ctx["reasons_total"]))])))
+    else:
+        out.append(("p", "Không có tin nhắn nào không thành công."))
+    cb = ctx["carriers"]
+    if cb:
+        out += [("h", "5. Tin nhắn do các doanh nghiệp viễn thông di động gửi"),
+                ("table", ("carrier-broadcasts", ("Doanh nghiệp", "Công văn đề nghị",
+                                                  "Ngày gửi đề nghị", "Tình trạng",
+                                                  "Ngày báo cáo", "Số thuê bao đã nhắn tin"),
+                           [(r["name"], r["letter"], r["requested_on"], r["status"],
+                             r["results_on"],
+                             n(r["sent"]) if r["sent"] is not None else "Chưa báo cáo")
+                            for r in cb["rows"]]
+                           + [("Tổng cộng", "", "", "", "", n(cb["total"]))]))]
+    out.append(("p", f"Số liệu được tổng hợp lúc {ctx['generated']}. Phụ lục không chứa số điện "
+                     "thoại hay họ tên của người nhận (dữ liệu cá nhân). Chiến dịch: "
+                     f"{d['campaign']}."))
+    return out
+
+
+def _chart_states(by_day: Mapping[str, Mapping[str, int]]) -> list[str]:
+    days = list(by_day)
+    shown = [s for s in CHART_ORDER if any(by_day[d].get(s) for d in days)]
+    return shown + sorted({s for d in days for s in by_day[d] if s not in CHART_ORDER})
+
+
+# --- files -----------------------------------------------------------------------------------
+
+SUFFIXES = (".html", ".htm", ".pdf", ".docx")
+
+
+def write_report(data: Mapping[str, Any], out: str | Path, *,
+                 info: DocumentInfo | None = None) -> Path:
+    """Write the report to ``out`` by its suffix: ``.html``/``.htm`` (UTF-8), ``.docx``
+    (:func:`docx_bytes`), ``.pdf`` (:func:`pdf_bytes`); the file is private (0600).
+
+    Raises OfficialReportError for another suffix or when no PDF renderer is installed."""
+    from outreach import safeio
+
     path = Path(out)
     suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise OfficialReportError(f"{path.name}: the official report is written as .docx, .pdf "
+                                  "or .html")
     if suffix in (".html", ".htm"):
-        from outreach import safeio
+        safeio.write_private(path, render(data, info=info))
+    elif suffix == ".docx":
+        safeio.write_private(path, docx_bytes(data, info=info))
+    else:
+        safeio.write_private(path, pdf_bytes(data, info=info))
+    return path
 
-        safeio.write_private(path, html)
-        return path
-    if suffix == ".pdf":
-        try:
-            from weasyprint import HTML  # type: ignore[import-not-found]
-        except (ImportError, OSError) as exc:
+
+def pdf_bytes(data: Mapping[str, Any], *, info: DocumentInfo | None = None) -> bytes:
+    """The report as PDF: the HTML through WeasyPrint (the ``pdf`` extra), else the DOCX through
+    LibreOffice (``soffice --headless --convert-to pdf``) when it is installed.
+
+    Raises OfficialReportError naming ``pip install 'outreach[pdf]'`` when neither is there."""
+    try:
+        from weasyprint import HTML  # type: ignore[import-not-found]
+    except (ImportError, OSError) as exc:
+        office = libreoffice()
+        if office is None:
             raise OfficialReportError(
                 "PDF output needs WeasyPrint, which is not installed here "
-                f"({type(exc).__name__}: {exc}). Install it with `pip install weasyprint` and its "
-                "system libraries (Pango; on Debian/Ubuntu `apt install libpango-1.0-0 "
-                "libpangoft2-1.0-0`), or write --out FILE.html and print it to PDF from a browser "
-                "(the page is laid out for A4).") from None
-        from outreach import safeio
+                f"({type(exc).__name__}: {exc}). Install it with `pip install 'outreach[pdf]'` "
+                "(WeasyPrint) and its system libraries (Pango; on Debian/Ubuntu `apt install "
+                "libpango-1.0-0 libpangoft2-1.0-0`), or install LibreOffice, or write --out "
+                "FILE.docx (or FILE.html) and print it to PDF.") from None
+        return docx_to_pdf(docx_bytes(data, info=info), office)
+    return HTML(string=render(data, info=info)).write_pdf()
 
-        safeio.write_private(path, HTML(string=html).write_pdf())
-        return path
-    raise OfficialReportError(f"{path.name}: the official report is written as .html or .pdf")
+
+def libreoffice() -> str | None:
+    """The LibreOffice program (``soffice`` or ``libreoffice`` on PATH), or None."""
+    import shutil
+
+    return shutil.which("soffice") or shutil.which("libreoffice")
+
+
+def docx_to_pdf(docx: bytes, office: str, *, timeout: float = 120.0) -> bytes:
+    """Convert DOCX bytes to PDF with LibreOffice in a private temporary folder (its own
+    profile, so a running LibreOffice is not disturbed). Raises OfficialReportError when the
+    conversion fails or takes longer than ``timeout`` seconds."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="outreach-pdf-") as tmp:
+        src = Path(tmp) / "bao-cao.docx"
+        src.write_bytes(docx)
+        try:
+            proc = subprocess.run(
+                [office, f"-env:UserInstallation=file://{tmp}/profile", "--headless",
+                 "--convert-to", "pdf", "--outdir", tmp, str(src)],
+                capture_output=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise OfficialReportError(f"LibreOffice did not convert the report to PDF within "
+                                      f"{timeout:.0f} s") from None
+        pdf = Path(tmp) / "bao-cao.pdf"
+        if proc.returncode != 0 or not pdf.exists():
+            raise OfficialReportError("LibreOffice could not convert the report to PDF: "
+                                      + (proc.stderr.decode("utf-8", "replace").strip()[-300:]
+                                         or f"exit code {proc.returncode}"))
+        return pdf.read_bytes()

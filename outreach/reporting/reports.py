@@ -146,8 +146,11 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
     ``local_gateways``: the gateways used that reach no phone (``["outbox"]`` for a trial run);
     ``carrier_broadcasts``: the operators' own broadcasts at the Department's request, as they
     reported them (:func:`carrier_summary`), never part of ``recipients`` or ``reached``;
+    ``resends``: deliveries that are an explicit resend of failures (dedupe key ``resend:<run>``);
     ``replies``: citizens' replies that most likely answer the campaign, by kind, keyword, day
-    and channel (:func:`reply_summary`; ``since``/``until`` by the time of receipt).
+    and channel (:func:`reply_summary`; ``since``/``until`` by the time of receipt);
+    ``document``: the campaign file's ``[report]`` table (number, signer... of the official
+    report; no figure).
 
     The sum over every breakdown equals ``deliveries`` provided every statement reads one
     snapshot: pass a connection from :func:`report_connection` (SQLite: the connection's one
@@ -269,8 +272,12 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
         "unknown_no_fallback": _unknown_no_fallback(conn, campaign_id, definition),
         # the operators' own broadcasts: counts they report, kept apart from per-person reach
         "carrier_broadcasts": carrier_summary(conn, campaign_id),
+        "resends": conn.execute(select(func.count()).where(
+            *conds, Delivery.dedupe_key.like("resend:%"))).scalar_one(),
         # citizens' replies that most likely answer this campaign (issue #20)
         "replies": reply_summary(conn, campaign_id, since=since, until=until),
+        # the official report's fixed parts from the campaign file's [report] table (no figure)
+        "document": dict(definition.get("report") or {}),
     }
 
 
