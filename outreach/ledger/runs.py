@@ -112,12 +112,12 @@ def create_run(conn: Connection, spec: CampaignSpec, *, kind: str, gateway_names
     reason. ``daily_cap`` limits how many rows this run creates (the rest wait for later runs).
 
     The rows are written by the database where it can: a text that is the same for everyone
-    is analysed once and every row goes in one ``INSERT … SELECT`` (price by carrier and
-    suppression as SQL ``CASE``); a personalised text is rendered in pages of :data:`BATCH`
+    is analysed once and the rows go in by ``INSERT … SELECT`` (price by carrier and
+    suppression as SQL ``CASE``; one statement per slice of 50,000 recipient ids); a personalised text is rendered in pages of :data:`BATCH`
     recipients, each distinct text analysed once. Nothing per recipient is held in Python
     across the run, so memory does not grow with the list. The plan's figures are read back
-    with one grouped query. ``progress(done, total)`` is called after each page (and once at
-    the end), rows of this run.
+    with one grouped query. ``progress(done, total)`` (rows of this run) is called after each
+    slice or page.
 
     Returns the plan; ``run_id`` is None when no recipient needed a delivery (nothing is
     written then).
@@ -186,11 +186,9 @@ def create_run(conn: Connection, spec: CampaignSpec, *, kind: str, gateway_names
                  unaccented=spec.unaccented or first.unaccented,
                  gsm_safe=spec.gsm_safe or first.gsm_safe, now=now)
     if take and not textmod.placeholders(spec.text):
-        plan.created = _insert_same_text(conn, members, take, **fixed)
+        plan.created = _insert_same_text(conn, members, take, progress=progress, **fixed)
     elif take:
         plan.created = _insert_personalised(conn, members, take, progress=progress, **fixed)
-    if progress is not None:
-        progress(plan.created, take)
     _tally(conn, plan, run_id, spec.text, fixed["unaccented"], fixed["gsm_safe"])
     if plan.created == 0:
         conn.execute(Run.__table__.delete().where(Run.id == run_id))
@@ -205,11 +203,13 @@ BATCH = 5000
 
 def _insert_same_text(conn: Connection, members: Any, take: int, *, spec: CampaignSpec,
                       run_id: int, dedupe: str, channel: str, gateway: str, unaccented: bool,
-                      gsm_safe: bool, now: dt.datetime) -> int:
-    """Every delivery row of a text that is the same for everyone in one ``INSERT … SELECT``:
-    the text is analysed once (encoding, segments), the price is a ``CASE`` on the carrier
-    (the campaign's ``[pricing]`` table), a suppressed number gets ``opted_out`` with reason
-    ``suppressed``. Returns the rows inserted (a row that already exists is left alone)."""
+                      gsm_safe: bool, now: dt.datetime,
+                      progress: Callable[[int, int], None] | None = None) -> int:
+    """Every delivery row of a text that is the same for everyone by ``INSERT … SELECT``: the
+    text is analysed once (encoding, segments), the price is a ``CASE`` on the carrier (the
+    campaign's ``[pricing]`` table), a suppressed number gets ``opted_out`` with reason
+    ``suppressed``. One statement per :data:`SLICE` recipient ids, so ``progress`` can say
+    how far it is. Returns the rows inserted (a row that already exists is left alone)."""
     analysis = textmod.analyse(spec.text, unaccented=unaccented, gsm_safe=gsm_safe)
     segments = 1 if channel == "zalo" else analysis.segments
     table = spec.pricing.get(channel, {})
@@ -222,20 +222,33 @@ def _insert_same_text(conn: Connection, members: Any, take: int, *, spec: Campai
                     else_=literal(default, Float))
     suppressed = m.c.e164.in_(select(Suppression.e164))
     ts = literal(now, UTCDateTime())
-    sel = (select(
-        literal(spec.id), literal(run_id), m.c.id, literal(dedupe), literal(channel),
-        literal(gateway), m.c.e164, m.c.district, m.c.ward, m.c.carrier,
-        case((suppressed, literal(states.OPTED_OUT)), else_=literal(states.QUEUED)),
-        literal(None, String),
-        literal(analysis.encoding if channel == "sms" else None, String),
-        literal(segments), cost, case((suppressed, literal("suppressed")), else_=None),
-        literal(0), ts, ts, case((suppressed, ts), else_=None))
-        .where(literal(True)).order_by(m.c.id).limit(take))
     cols = ["campaign_id", "run_id", "recipient_id", "dedupe_key", "channel", "gateway", "address",
             "district", "ward", "carrier", "status", "body", "encoding", "segments", "cost_vnd",
             "error_reason", "attempts", "queued_at", "updated_at", "final_at"]
     ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(Delivery)
-    return conn.execute(ins.from_select(cols, sel).on_conflict_do_nothing()).rowcount
+    low, high = conn.execute(select(func.min(m.c.id), func.max(m.c.id))).one()
+    created = 0
+    start = low
+    while start is not None and start <= high and created < take:
+        sel = (select(
+            literal(spec.id), literal(run_id), m.c.id, literal(dedupe), literal(channel),
+            literal(gateway), m.c.e164, m.c.district, m.c.ward, m.c.carrier,
+            case((suppressed, literal(states.OPTED_OUT)), else_=literal(states.QUEUED)),
+            literal(None, String),
+            literal(analysis.encoding if channel == "sms" else None, String),
+            literal(segments), cost, case((suppressed, literal("suppressed")), else_=None),
+            literal(0), ts, ts, case((suppressed, ts), else_=None))
+            .where(m.c.id >= start, m.c.id < start + SLICE)
+            .order_by(m.c.id).limit(take - created))
+        created += conn.execute(ins.from_select(cols, sel).on_conflict_do_nothing()).rowcount
+        start += SLICE
+        if progress is not None:
+            progress(created, take)
+    return created
+
+
+#: Recipient ids per ``INSERT … SELECT`` of :func:`_insert_same_text`
+SLICE = 50_000
 
 
 def _insert_personalised(conn: Connection, members: Any, take: int, *, spec: CampaignSpec,
