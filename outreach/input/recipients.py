@@ -451,7 +451,7 @@ def _import(conn: Connection, summary: ImportSummary, files: list[str], encoding
     flush()
     summary.unknown_units = units.unknown
     if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("PRAGMA cache_size=-65536")
+        conn.exec_driver_sql("PRAGMA cache_size=-16384")  # the default of outreach.ledger.db
     after = conn.execute(select(func.count()).select_from(Recipient)).scalar_one()
     summary.new_recipients = after - before
 
