@@ -71,34 +71,90 @@ def graceful_stop(then: str = "pausing") -> Iterator[threading.Event]:
             signal.signal(sig, h)
 
 
+class PhaseProgress:
+    """The progress view of a launch on the error console: one line per phase (reading the
+    lists, creating the run, sending) with its count, rate per second, elapsed time and ETA.
+    Each line appears when its phase begins. The number of rows of the lists is estimated
+    from their line count (CSV and TSV; a workbook's is unknown, so its line shows no ETA)."""
+
+    def __init__(self) -> None:
+        self._prog: Any = None
+        self._tasks: dict[str, Any] = {}
+        self._start: dict[str, tuple[float, int]] = {}
+        self.import_total: int | None = None
+
+    def _update(self, phase: str, label: str, done: int, total: int | None, unit: str) -> None:
+        import time
+
+        if self._prog is None:
+            self._prog = Progress(TextColumn("[bold]{task.description:<13}"), BarColumn(),
+                                  MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                                  TimeElapsedColumn(), TextColumn("ETA"),
+                                  TimeRemainingColumn(), console=err_console, transient=False)
+            self._prog.start()
+        if phase not in self._tasks:
+            self._tasks[phase] = self._prog.add_task(label, total=total, rate="")
+            self._start[phase] = (time.monotonic(), done)
+        t0, first = self._start[phase]
+        elapsed = max(time.monotonic() - t0, 1e-6)
+        if total is not None and done > total:
+            total = done
+        self._prog.update(self._tasks[phase], completed=done, total=total,
+                          rate=f"{(done - first) / elapsed:,.0f} {unit}/s")
+
+    def importing(self, rows: int) -> None:
+        self._update("import", "reading lists", rows, self.import_total, "rows")
+
+    def creating(self, done: int, total: int) -> None:
+        if "import" in self._tasks:  # the lists are read: their line shows the real count
+            self._prog.update(self._tasks["import"], total=self._prog.tasks[
+                self._tasks["import"]].completed)
+        self._update("create", "creating run", done, total, "rows")
+
+    def sending(self, done: int, total: int) -> None:
+        self._update("send", "sending", done, total, "msg")
+
+    def stop(self) -> None:
+        if self._prog is not None:
+            self._prog.stop()
+
+
+def estimate_rows(files: list[Any]) -> int | None:
+    """Data rows of delimited text lists, estimated as their lines minus one header line
+    each (1 MB reads; a 60 MB list takes a few hundredths of a second); None when one of
+    them is a workbook or cannot be read."""
+    total = 0
+    for f in files:
+        if str(f).lower().rsplit(".", 1)[-1] not in ("csv", "tsv", "txt"):
+            return None
+        try:
+            with open(f, "rb") as fh:
+                lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+        except OSError:
+            return None
+        total += max(lines - 1, 0)
+    return total
+
+
 @contextmanager
-def progress_bar(enabled: bool) -> Iterator[Any]:
-    """A rich progress bar (rate and ETA) that appears with the first message sent."""
+def phase_progress(enabled: bool) -> Iterator[PhaseProgress | None]:
+    """A :class:`PhaseProgress` while enabled (else None), stopped on the way out."""
     if not enabled:
         yield None
         return
-    import time
-
-    state: dict[str, Any] = {}
-
-    def update(done: int, total: int) -> None:
-        if "prog" not in state:
-            prog = Progress(TextColumn("[bold]sending"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[rate]:.0f} msg/s"), TimeElapsedColumn(),
-                            TextColumn("ETA"), TimeRemainingColumn(), console=err_console,
-                            transient=False)
-            prog.start()
-            state.update(prog=prog, task=prog.add_task("send", total=total, rate=0.0),
-                         start=time.monotonic(), first=done)
-        elapsed = max(time.monotonic() - state["start"], 1e-6)
-        state["prog"].update(state["task"], completed=done, total=total,
-                             rate=(done - state["first"]) / elapsed)
-
+    view = PhaseProgress()
     try:
-        yield update
+        yield view
     finally:
-        if "prog" in state:
-            state["prog"].stop()
+        view.stop()
+
+
+@contextmanager
+def progress_bar(enabled: bool) -> Iterator[Any]:
+    """A progress line for sending (rate and ETA) that appears with the first message sent:
+    a ``(done, total)`` callback, or None when not enabled."""
+    with phase_progress(enabled) as view:
+        yield view.sending if view is not None else None
 
 
 def _plan_dict(res: ops.LaunchResult) -> dict[str, Any]:
@@ -256,10 +312,15 @@ def _launch(c: Ctx, ref: str, gateway: str | None, dry_run: bool, override_windo
             convert_old_prefixes: bool, dispatch: bool = True,
             reject_file: str | None = None) -> None:
     spec = load_spec(ref, c)
-    with graceful_stop() as stop, progress_bar(show_progress and not dry_run and dispatch) as prog:
+    with graceful_stop() as stop, phase_progress(show_progress and not dry_run) as view:
+        if view is not None:
+            view.import_total = estimate_rows(spec.list_files())
         res = ops.launch(c.db, spec, gateway=gateway, dry_run=dry_run,
                          override_window=override_window, accept_new_text=accept_new_text,
-                         operator=c.operator, progress=prog, stop_event=stop, encoding=encoding,
+                         operator=c.operator, progress=view.sending if view else None,
+                         import_progress=view.importing if view else None,
+                         create_progress=view.creating if view else None,
+                         stop_event=stop, encoding=encoding,
                          convert_old_prefixes=convert_old_prefixes, dispatch=dispatch)
     if reject_file and res.import_summary is not None:
         from pathlib import Path

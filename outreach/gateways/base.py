@@ -279,9 +279,23 @@ class Gateway(abc.ABC):
         nothing and reconciliation waits. 0 for a gateway that records synchronously."""
         return 0.0
 
+    #: True when :meth:`send_many` takes a whole batch in one operation (the outbox: one
+    #: buffered write and one fsync); the sender then hands it each claimed batch at once
+    #: when no rate limit or send window applies
+    batched: ClassVar[bool] = False
+    #: rows per claim that suit this gateway when the run sets no batch size (None: the
+    #: engine's default, 500)
+    preferred_batch: ClassVar[int | None] = None
+
     @abc.abstractmethod
     def send(self, message: OutboundMessage) -> SendResult:
         """Send one message. Returns a :class:`SendResult` or raises a :class:`GatewayError`."""
+
+    def send_many(self, messages: list[OutboundMessage]) -> list[SendResult]:
+        """Send several messages in one operation; results in the order given. All or nothing
+        as far as the caller knows: an exception means any of them may have been received
+        (reconciliation asks :meth:`lookup`). The default sends them one by one."""
+        return [self.send(m) for m in messages]
 
     def lookup(self, message: OutboundMessage, since: dt.datetime,
                until: dt.datetime) -> StatusUpdate | None | bool:

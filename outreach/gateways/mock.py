@@ -45,6 +45,12 @@ class MockGateway(Gateway):
 
     ``confirm=False`` makes it a gateway that cannot be asked (like Zalo): :meth:`lookup`
     answers None and :attr:`can_confirm` is False.
+
+    ``keep=False`` keeps counts only (:attr:`requests`, :attr:`accepted`), not every message:
+    ``outbox`` and ``attempts`` stay empty and memory does not grow with the run (one bit per
+    delivery id, for :meth:`lookup`; message ids are then ``MOCKD<delivery id>``). The mock
+    that the CLI builds (``--gateway mock``: benchmarks, workers) is such a one, since nobody
+    can read its lists; a test that constructs one keeps everything unless it asks.
     """
 
     name: ClassVar[str] = "mock"
@@ -57,7 +63,7 @@ class MockGateway(Gateway):
                  latency: float = 0.0, channel: str | None = None,
                  sleep: Callable[[float], None] = time.sleep,
                  record: str | os.PathLike[str] | None = None, confirm: bool | str = True,
-                 **_: Any) -> None:
+                 keep: bool | str = True, **_: Any) -> None:
         if default not in OUTCOMES:
             raise base.ConfigurationError(f"unknown mock outcome {default!r}")
         self.script: dict[str, deque[str]] = defaultdict(deque)
@@ -73,6 +79,9 @@ class MockGateway(Gateway):
         self.outbox: list[OutboundMessage] = []
         self.attempts: list[tuple[float, OutboundMessage]] = []
         self.requests = 0
+        self.accepted = 0
+        self.keep = str(keep).lower() not in ("false", "0", "no")
+        self._sent_bits = bytearray()  # keep=False: bit per delivery id accepted
         self._ids = itertools.count(1)
         self._by_delivery: dict[int, str] = {}
         self._lock = threading.Lock()
@@ -84,7 +93,8 @@ class MockGateway(Gateway):
         arrived = time.time()
         with self._lock:
             self.requests += 1
-            self.attempts.append((time.monotonic(), message))
+            if self.keep:
+                self.attempts.append((time.monotonic(), message))
             queue = self.script.get(message.to)
             outcome = queue.popleft() if queue else self.default
         if self.latency:
@@ -93,10 +103,18 @@ class MockGateway(Gateway):
         if factory is not None:
             raise factory()
         with self._lock:
-            sid = (f"MOCK{os.getpid()}-{next(self._ids):08d}" if self.record
-                   else f"MOCK{next(self._ids):08d}")
-            self.outbox.append(message)
-            self._by_delivery[message.delivery_id] = sid
+            self.accepted += 1
+            if self.record:
+                sid = f"MOCK{os.getpid()}-{next(self._ids):08d}"
+            elif self.keep:
+                sid = f"MOCK{next(self._ids):08d}"
+            else:
+                sid = f"MOCKD{message.delivery_id:08d}"
+            if self.keep:
+                self.outbox.append(message)
+                self._by_delivery[message.delivery_id] = sid
+            elif not self.record:
+                self._mark(message.delivery_id)
             if self.record:
                 if self._record_fd is None:
                     self._record_fd = os.open(self.record, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
@@ -115,6 +133,9 @@ class MockGateway(Gateway):
             return None
         with self._lock:
             sid = self._by_delivery.get(message.delivery_id)
+            if sid is None and not self.keep and not self.record and self._marked(
+                    message.delivery_id):
+                sid = f"MOCKD{message.delivery_id:08d}"
             if sid is None and self.record:
                 self._read_record()
                 sid = self._by_delivery.get(message.delivery_id)
@@ -122,6 +143,16 @@ class MockGateway(Gateway):
             return False
         return StatusUpdate(status="sent", provider_message_id=sid, delivery_id=message.delivery_id,
                             provider_status="accepted")
+
+    def _mark(self, delivery_id: int) -> None:
+        byte = delivery_id >> 3
+        if byte >= len(self._sent_bits):
+            self._sent_bits.extend(bytes(max(byte + 1 - len(self._sent_bits), 4096)))
+        self._sent_bits[byte] |= 1 << (delivery_id & 7)
+
+    def _marked(self, delivery_id: int) -> bool:
+        byte = delivery_id >> 3
+        return byte < len(self._sent_bits) and bool(self._sent_bits[byte] >> (delivery_id & 7) & 1)
 
     def _read_record(self) -> None:
         """Index the record file's lines written since the last call (other processes' too)."""

@@ -9,7 +9,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, select, update
+
+from sqlalchemy import Connection, Float, String, and_, case, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from outreach.ledger import runstates, states, suppression
@@ -17,7 +18,8 @@ from outreach.input import text as textmod
 from outreach.input.adminunits import REFORM_DATE
 from outreach.input.campaigns import CampaignSpec
 from outreach.clock import vn_today
-from outreach.ledger.models import Campaign, Delivery, ListMember, Recipient, Run
+from outreach.ledger.models import (Campaign, Delivery, ListMember, Recipient, Run, Suppression,
+                                    UTCDateTime)
 
 
 
@@ -100,7 +102,7 @@ def create_run(conn: Connection, spec: CampaignSpec, *, kind: str, gateway_names
                operator: str | None = None, daily_cap: int | None = None,
                resend_statuses: tuple[str, ...] | None = None, run_date: dt.date | None = None,
                check: Callable[[str, str, Mapping[str, str] | None], str | None] | None = None,
-               ) -> RunPlan:
+               progress: Callable[[int, int], None] | None = None) -> RunPlan:
     """Create a run and its delivery rows, in the caller's transaction.
 
     Eligible recipients are the members of the campaign's list. For a ``once`` campaign each
@@ -117,6 +119,14 @@ def create_run(conn: Connection, spec: CampaignSpec, *, kind: str, gateway_names
     (:func:`outreach.sending.limits.recipient_checker`) is asked about each personalised
     message: a reason makes the row ``skipped`` with that reason (what the provider would
     refuse is never sent).
+
+    The rows are written by the database where it can: a text that is the same for everyone
+    is analysed once and the rows go in by ``INSERT … SELECT`` (price by carrier and
+    suppression as SQL ``CASE``; one statement per slice of 50,000 recipient ids); a personalised text (or ZNS template data) is rendered in pages of :data:`BATCH`
+    recipients, each distinct text analysed once. Nothing per recipient is held in Python
+    across the run, so memory does not grow with the list. The plan's figures are read back
+    with one grouped query. ``progress(done, total)`` (rows of this run) is called after each
+    slice or page.
 
     Returns the plan; ``run_id`` is None when no recipient needed a delivery (nothing is
     written then).
@@ -172,69 +182,24 @@ def create_run(conn: Connection, spec: CampaignSpec, *, kind: str, gateway_names
         since = run_date - dt.timedelta(days=every - 1)
         recent = [f"day:{(since + dt.timedelta(days=i)).isoformat()}" for i in range(every)]
         members = members.where(~existing.where(Delivery.dedupe_key.in_(recent)).exists())
-    members = members.order_by(Recipient.id)
     plan = RunPlan(run_id=run_id)
-    plan.already_had_delivery = conn.execute(
+    in_list = conn.execute(
         select(func.count()).select_from(ListMember).where(ListMember.list_name == spec.list_name)
     ).scalar_one()
-    rows = conn.execute(members).all()
-    if daily_cap:
-        plan.deferred_by_cap = max(len(rows) - daily_cap, 0)
-        rows = rows[:daily_cap]
-    plan.already_had_delivery -= len(rows) + plan.deferred_by_cap
+    eligible = conn.execute(select(func.count()).select_from(members.subquery())).scalar_one()
+    take = min(eligible, daily_cap) if daily_cap else eligible
+    plan.deferred_by_cap = eligible - take
+    plan.already_had_delivery = in_list - eligible
 
-    unacc = spec.unaccented or first.unaccented
-    gsafe = spec.gsm_safe or first.gsm_safe
-    personalised = is_personalised(spec, first)
-    suppressed = suppression.suppressed_among(conn, [r.e164 for r in rows],
-                                             channel=first.channel)
-    batch: list[dict[str, Any]] = []
-    for r in rows:
-        status, reason, body, tdata, text = states.QUEUED, None, None, None, spec.text
-        if personalised:
-            try:
-                body, tdata = personalise(spec, first, recipient_fields(r))
-                text = body if body is not None else spec.text
-            except textmod.MissingFieldError as exc:
-                status, reason = states.SKIPPED, f"missing-field:{exc.field}"
-        analysis = textmod.analyse(text, unaccented=unacc, gsm_safe=gsafe)
-        if body is not None:
-            body = analysis.text
-        if status == states.QUEUED and personalised and check is not None:
-            refused = check(first.channel, analysis.text, tdata)
-            if refused:
-                status, reason = states.SKIPPED, refused
-        if r.e164 in suppressed:
-            status, reason = states.OPTED_OUT, "suppressed"
-        if first.channel == "zalo":
-            segments = 1
-        else:
-            segments = analysis.segments
-        cost = segments * spec.price_per_segment(first.channel, r.carrier)
-        plan.by_status[status] += 1
-        if reason:
-            plan.skipped_reasons[reason] += 1
-        if status == states.QUEUED:
-            plan.by_carrier[r.carrier or "unknown"] += 1
-            plan.segments += segments
-            plan.cost_vnd += cost
-            plan.encoding[analysis.encoding] += 1
-            if plan.sample is None:
-                plan.sample = analysis.text
-                plan.sample_analysis = analysis.to_dict()
-        batch.append({
-            "campaign_id": spec.id, "run_id": run_id, "recipient_id": r.id, "dedupe_key": dedupe,
-            "channel": first.channel, "gateway": gw, "address": r.e164, "district": r.district,
-            "ward": r.ward, "carrier": r.carrier, "status": status, "body": body,
-            "template_data": json.dumps(tdata, ensure_ascii=False) if tdata is not None else None,
-            "encoding": analysis.encoding if first.channel == "sms" else None,
-            "segments": segments, "cost_vnd": cost, "error_reason": reason, "attempts": 0,
-            "queued_at": now, "updated_at": now,
-            "final_at": now if status in states.FINAL_STATES else None})
-        if len(batch) >= 5000:
-            plan.created += _insert_deliveries(conn, batch)
-            batch.clear()
-    plan.created += _insert_deliveries(conn, batch)
+    fixed = dict(spec=spec, run_id=run_id, dedupe=dedupe, channel=first.channel, gateway=gw,
+                 unaccented=spec.unaccented or first.unaccented,
+                 gsm_safe=spec.gsm_safe or first.gsm_safe, now=now)
+    if take and not is_personalised(spec, first):
+        plan.created = _insert_same_text(conn, members, take, progress=progress, **fixed)
+    elif take:
+        plan.created = _insert_personalised(conn, members, take, progress=progress, chan=first,
+                                            check=check, **fixed)
+    _tally(conn, plan, run_id, spec.text, fixed["unaccented"], fixed["gsm_safe"])
     if plan.created == 0:
         conn.execute(Run.__table__.delete().where(Run.id == run_id))
         plan.run_id = None
@@ -271,17 +236,173 @@ def personalise(spec: CampaignSpec, channel: Any, fields: Mapping[str, str | Non
     return body, data
 
 
+#: Rows per statement where Python must compute each row (personalised texts): memory stays
+#: bounded by this, whatever the list's size.
+BATCH = 5000
+
+
+def _insert_same_text(conn: Connection, members: Any, take: int, *, spec: CampaignSpec,
+                      run_id: int, dedupe: str, channel: str, gateway: str, unaccented: bool,
+                      gsm_safe: bool, now: dt.datetime,
+                      progress: Callable[[int, int], None] | None = None) -> int:
+    """Every delivery row of a text that is the same for everyone by ``INSERT … SELECT``: the
+    text is analysed once (encoding, segments), the price is a ``CASE`` on the carrier (the
+    campaign's ``[pricing]`` table), a suppressed number gets ``opted_out`` with reason
+    ``suppressed``. One statement per :data:`SLICE` recipient ids, so ``progress`` can say
+    how far it is. Returns the rows inserted (a row that already exists is left alone)."""
+    analysis = textmod.analyse(spec.text, unaccented=unaccented, gsm_safe=gsm_safe)
+    segments = 1 if channel == "zalo" else analysis.segments
+    table = spec.pricing.get(channel, {})
+    default = segments * spec.price_per_segment(channel, None)
+    m = members.subquery()
+    cost: Any = literal(default, Float)
+    priced = {c: segments * spec.price_per_segment(channel, c) for c in table if c != "default"}
+    if priced:
+        cost = case(*((m.c.carrier == c, literal(v, Float)) for c, v in priced.items()),
+                    else_=literal(default, Float))
+    suppressed = m.c.e164.in_(select(Suppression.e164).where(
+        suppression.applies_to(channel)))
+    ts = literal(now, UTCDateTime())
+    cols = ["campaign_id", "run_id", "recipient_id", "dedupe_key", "channel", "gateway", "address",
+            "district", "ward", "carrier", "status", "body", "encoding", "segments", "cost_vnd",
+            "error_reason", "attempts", "queued_at", "updated_at", "final_at"]
+    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(Delivery)
+    low, high = conn.execute(select(func.min(m.c.id), func.max(m.c.id))).one()
+    created = 0
+    start = low
+    while start is not None and start <= high and created < take:
+        sel = (select(
+            literal(spec.id), literal(run_id), m.c.id, literal(dedupe), literal(channel),
+            literal(gateway), m.c.e164, m.c.district, m.c.ward, m.c.carrier,
+            case((suppressed, literal(states.OPTED_OUT)), else_=literal(states.QUEUED)),
+            literal(None, String),
+            literal(analysis.encoding if channel == "sms" else None, String),
+            literal(segments), cost, case((suppressed, literal("suppressed")), else_=None),
+            literal(0), ts, ts, case((suppressed, ts), else_=None))
+            .where(m.c.id >= start, m.c.id < start + SLICE)
+            .order_by(m.c.id).limit(take - created))
+        created += conn.execute(ins.from_select(cols, sel).on_conflict_do_nothing()).rowcount
+        start += SLICE
+        if progress is not None:
+            progress(created, take)
+    return created
+
+
+#: Recipient ids per ``INSERT … SELECT`` of :func:`_insert_same_text`
+SLICE = 50_000
+
+
+def _insert_personalised(conn: Connection, members: Any, take: int, *, spec: CampaignSpec,
+                         run_id: int, dedupe: str, channel: str, gateway: str, unaccented: bool,
+                         gsm_safe: bool, now: dt.datetime,
+                         progress: Callable[[int, int], None] | None, chan: Any,
+                         check: Callable[[str, str, Mapping[str, str] | None], str | None] | None
+                         ) -> int:
+    """Delivery rows of a personalised text or ZNS template data (:func:`personalise` for
+    channel ``chan``), in pages of :data:`BATCH` recipients (keyset on the recipient id: nothing
+    of the list is held across pages). Each distinct text is analysed once (a bounded cache); a
+    recipient missing a field gets a ``skipped`` row with reason ``missing-field:<name>``, a
+    message ``check`` refuses a ``skipped`` row with its reason, a suppressed number
+    ``opted_out``."""
+    analyses: dict[str, textmod.MessageAnalysis] = {}
+    prices: dict[str | None, float] = {}
+    created = done = 0
+    last = 0
+    while done < take:
+        page = conn.execute(members.where(Recipient.id > last).order_by(Recipient.id)
+                            .limit(min(BATCH, take - done))).all()
+        if not page:
+            break
+        last = page[-1].id
+        done += len(page)
+        suppressed = suppression.suppressed_among(conn, [r.e164 for r in page], channel=channel)
+        text_personalised = bool(textmod.placeholders(spec.text))
+        batch: list[dict[str, Any]] = []
+        for r in page:
+            status, reason, body, tdata, text = states.QUEUED, None, None, None, spec.text
+            try:
+                body, tdata = personalise(spec, chan, recipient_fields(r))
+                text = body if body is not None else spec.text
+            except textmod.MissingFieldError as exc:
+                status, reason, body = states.SKIPPED, f"missing-field:{exc.field}", None
+            analysis = analyses.get(text)
+            if analysis is None:
+                if len(analyses) >= 10_000:
+                    analyses.clear()
+                analysis = analyses[text] = textmod.analyse(text, unaccented=unaccented,
+                                                            gsm_safe=gsm_safe)
+            if status == states.QUEUED and text_personalised:
+                body = analysis.text
+            if status == states.QUEUED and check is not None:
+                refused = check(channel, analysis.text, tdata)
+                if refused:
+                    status, reason = states.SKIPPED, refused
+            if r.e164 in suppressed:
+                status, reason = states.OPTED_OUT, "suppressed"
+            segments = 1 if channel == "zalo" else analysis.segments
+            price = prices.get(r.carrier)
+            if price is None:
+                price = prices[r.carrier] = spec.price_per_segment(channel, r.carrier)
+            batch.append({
+                "campaign_id": spec.id, "run_id": run_id, "recipient_id": r.id,
+                "dedupe_key": dedupe, "channel": channel, "gateway": gateway, "address": r.e164,
+                "district": r.district, "ward": r.ward, "carrier": r.carrier, "status": status,
+                "body": body,
+                "template_data": (json.dumps(tdata, ensure_ascii=False) if tdata is not None
+                                  else None),
+                "encoding": analysis.encoding if channel == "sms" else None,
+                "segments": segments, "cost_vnd": segments * price, "error_reason": reason,
+                "attempts": 0, "queued_at": now, "updated_at": now,
+                "final_at": now if status in states.FINAL_STATES else None})
+        created += _insert_deliveries(conn, batch)
+        if progress is not None:
+            progress(created, take)
+    return created
+
+
+def _tally(conn: Connection, plan: RunPlan, run_id: int, text: str, unaccented: bool,
+           gsm_safe: bool) -> None:
+    """The plan's counts from the rows just written (one grouped read, nothing per row):
+    statuses, reasons, carriers, segments, cost and encodings of the queued rows, and the first
+    queued message as the sample."""
+    rows = conn.execute(
+        select(Delivery.status, Delivery.error_reason, Delivery.carrier, Delivery.encoding,
+               func.count(), func.sum(Delivery.segments), func.sum(Delivery.cost_vnd))
+        .where(Delivery.run_id == run_id)
+        .group_by(Delivery.status, Delivery.error_reason, Delivery.carrier, Delivery.encoding)
+    ).all()
+    default_encoding = textmod.analyse(text, unaccented=unaccented, gsm_safe=gsm_safe).encoding
+    for status, reason, carrier, encoding, n, segs, cost in rows:
+        plan.by_status[status] += n
+        if reason:
+            plan.skipped_reasons[reason] += n
+        if status == states.QUEUED:
+            plan.by_carrier[carrier or "unknown"] += n
+            plan.segments += int(segs or 0)
+            plan.cost_vnd += float(cost or 0.0)
+            plan.encoding[encoding or default_encoding] += n
+    if plan.by_status.get(states.QUEUED):
+        body = conn.execute(select(Delivery.body).where(
+            Delivery.run_id == run_id, Delivery.status == states.QUEUED)
+            .order_by(Delivery.id).limit(1)).scalar()
+        analysis = textmod.analyse(body if body is not None else text, unaccented=unaccented,
+                                   gsm_safe=gsm_safe)
+        plan.sample = analysis.text
+        plan.sample_analysis = analysis.to_dict()
+
+
 def _insert_deliveries(conn: Connection, rows: list[dict[str, Any]]) -> int:
     if not rows:
         return 0
     ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(Delivery)
-    before = _count(conn)
+    before = _count_run(conn, rows[0]["run_id"])
     conn.execute(ins.on_conflict_do_nothing(), rows)
-    return _count(conn) - before
+    return _count_run(conn, rows[0]["run_id"]) - before
 
 
-def _count(conn: Connection) -> int:
-    return conn.execute(select(func.count()).select_from(Delivery)).scalar_one()
+def _count_run(conn: Connection, run_id: int) -> int:
+    return conn.execute(select(func.count()).select_from(Delivery)
+                        .where(Delivery.run_id == run_id)).scalar_one()
 
 
 def remaining(conn: Connection, run_id: int) -> dict[str, int]:

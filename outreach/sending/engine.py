@@ -47,7 +47,8 @@ INTERRUPTED_REASON = "interrupted by the operator"
 
 @dataclass(frozen=True)
 class SendSettings:
-    """How a run is sent (all optional). ``batch_size`` rows per claim; ``max_attempts`` per
+    """How a run is sent (all optional). ``batch_size`` rows per claim (None: the gateways'
+    :attr:`~outreach.gateways.base.Gateway.preferred_batch` when they all state one, else 500); ``max_attempts`` per
     message for transient errors (exponential backoff with jitter from ``backoff_initial`` to
     ``backoff_max`` seconds, never shorter than a Retry-After); the run pauses when more than
     ``error_rate_threshold`` of the last ``error_window`` sends failed; ``override_window``
@@ -61,7 +62,7 @@ class SendSettings:
     writer finish a batch's outcomes while the next batch is claimed and sent (a worker, which
     serves several runs in turn, records each batch before its step returns)."""
 
-    batch_size: int = 500
+    batch_size: int | None = None
     max_attempts: int = 5
     override_window: bool = False
     allow_late: bool = False
@@ -203,6 +204,9 @@ class RunEngine:
             max_attempts=st.max_attempts, backoff_initial=st.backoff_initial,
             backoff_max=st.backoff_max, error_rate_threshold=st.error_rate_threshold,
             error_window=st.error_window)
+        preferred = [g.preferred_batch for g in gateways.values()]
+        self.batch_size = st.batch_size or (
+            min(preferred) if preferred and all(preferred) else 500)  # type: ignore[type-var]
         self._held: list[int] = []
         self._sending = False
         self._done = 0
@@ -433,7 +437,7 @@ class RunEngine:
         """Claim the next batch: ``sending`` under this engine's lease (rows as dicts with
         ``id``, ``channel``, ``address``, ``body``, ``segments``...)."""
         now = self.clock.now()
-        batch_size = self.settings.batch_size
+        batch_size = self.batch_size
         with self.db.engine.begin() as conn:
             # opt-outs are checked again just before sending: queued rows whose number joined
             # the suppression list since the run was created become opted_out. Only the head of

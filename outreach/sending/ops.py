@@ -85,10 +85,14 @@ def launch(db: Database, spec: CampaignSpec, *, gateway: str | None = None, dry_
            gateway_options: dict[str, Any] | None = None,
            progress: Callable[[int, int], None] | None = None,
            import_progress: Callable[[int], None] | None = None,
+           create_progress: Callable[[int, int], None] | None = None,
            stop_event: threading.Event | None = None, encoding: str | None = None,
            convert_old_prefixes: bool = False, gateways: dict[str, gwbase.Gateway] | None = None,
            dispatch: bool = True) -> LaunchResult:
     """Validate, import the campaign's lists, create the run and send it.
+
+    ``import_progress(rows read)``, ``create_progress(rows, total)`` and ``progress(sent,
+    total)`` report the three phases (the CLI's progress view).
 
     With ``dispatch=False`` the run is only created (status ``created``, ``report`` None) and
     ``outreach worker`` processes send it.
@@ -144,7 +148,7 @@ def launch(db: Database, spec: CampaignSpec, *, gateway: str | None = None, dry_
                 raise KeyboardInterrupt
             plan = runs.create_run(conn, spec, kind="launch", gateway_names=names, now=now,
                                    run_key=f"launch:{now.isoformat()}", operator=operator,
-                                   check=checker)
+                                   check=checker, progress=create_progress)
             if dry_run:
                 trans.rollback()
                 trans = conn.begin()

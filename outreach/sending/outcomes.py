@@ -208,6 +208,13 @@ class LedgerWriter:
             if len(self._outcomes) >= self.MAX_GROUP:
                 self._cond.notify_all()
 
+    def outcomes(self, outcomes: list[Outcome]) -> None:
+        """Queue several outcomes at once (a batch sent in one request)."""
+        with self._cond:
+            self._outcomes.extend(outcomes)
+            self._queued += len(outcomes)
+            self._cond.notify_all()
+
     def flush(self) -> None:
         """Wait until every outcome queued so far is committed. Raises :class:`RecordFailed`."""
         with self._cond:

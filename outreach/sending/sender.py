@@ -137,6 +137,9 @@ class BatchSender:
         msgs = [outbound.message(self.spec, r, self._parts) for r in batch]
         self.writer.begin(batch)
         self._window_closes = self._window_close(self.clock.now())
+        together = self._together(msgs)
+        if together is not None:
+            return self._send_together(msgs, together)
         width = min(len(msgs), max((self.concurrency.get(m.channel, 1) for m in msgs), default=1))
         if width <= 1:
             return [self._send_one(m) for m in msgs]
@@ -157,6 +160,67 @@ class BatchSender:
                     out[i] = self._send_one(msgs[i])
                 break
         return out  # type: ignore[return-value]
+
+    def _together(self, msgs: list[gw.OutboundMessage]) -> gw.Gateway | None:
+        """The gateway that takes this whole batch in one :meth:`~outreach.gateways.base.Gateway.send_many`
+        — a batched gateway (the outbox) of one channel, with no rate limit and no send window
+        to keep, every number once in the batch — else None (message by message)."""
+        if not msgs or self._enforce_window:
+            return None
+        channel = msgs[0].channel
+        gateway = self.gateways.get(channel)
+        limiter = self.limiters.get(channel)
+        if gateway is None or not gateway.batched or getattr(limiter, "rate", None) != 0:
+            return None
+        if any(m.channel != channel for m in msgs) or len({m.to for m in msgs}) < len(msgs):
+            return None
+        return gateway
+
+    def _send_together(self, msgs: list[gw.OutboundMessage], gateway: gw.Gateway) -> list[Outcome]:
+        """The batch in one request: the starts of all its rows committed first (one
+        transaction), then one ``send_many``, then the outcomes handed to the writer. The same
+        guarantees as one by one: nothing leaves before its start is committed; an error of the
+        request makes every row of it ``unknown`` (reconciliation asks the gateway) and pauses
+        the run."""
+        out: list[Outcome] = []
+        todo: list[gw.OutboundMessage] = []
+        for m in msgs:
+            if self._halt.is_set() or self.stop_event.is_set():
+                out.append(Outcome(m.delivery_id, "not_sent"))
+            elif m.to in self._opted_now:
+                out.append(Outcome(m.delivery_id, "opted_out", error=gw.OptedOutError(
+                    "opted out earlier in this run", reason="suppressed")))
+            else:
+                todo.append(m)
+        if todo:
+            self.limiters[todo[0].channel].acquire(1)  # no rate: only a provider's hold
+            self.lease.check()
+            self.writer.start(todo[-1].delivery_id)  # every row up to the last one
+            if self._halt.is_set() or self.stop_event.is_set():
+                out += [Outcome(m.delivery_id, "not_sent") for m in todo]
+                todo = []
+        if todo:
+            try:
+                results = gateway.send_many(todo)
+                if len(results) != len(todo):
+                    raise gw.OutcomeUnknownError(
+                        f"{len(results)} answers for {len(todo)} messages", reason="adapter-error")
+                out += [self._note(Outcome(m.delivery_id, "sent", result=r))
+                        for m, r in zip(todo, results)]
+            except (AbortBatch, LeaseLost, RecordFailed):
+                raise
+            except Exception as exc:  # noqa: BLE001 - the whole request's outcome is unknown
+                log.exception("%d deliveries: %s.send_many raised %s", len(todo), gateway.name,
+                              type(exc).__name__)
+                self._halt_with("gateway", f"{gateway.name}: {type(exc).__name__} while writing "
+                                f"a batch ({exc}); its {len(todo)} deliveries are recorded as "
+                                "unknown — `outreach campaign resume` reconciles them")
+                out += [Outcome(m.delivery_id, "unknown", error=gw.OutcomeUnknownError(
+                    f"{type(exc).__name__}: {exc}", reason="adapter-error")) for m in todo]
+        by_id = {o.delivery_id: o for o in out}
+        ordered = [by_id[m.delivery_id] for m in msgs]
+        self.writer.outcomes(ordered)
+        return ordered
 
     def _send_parallel(self, msgs: list[gw.OutboundMessage], order: list[int],
                        out: list[Outcome | None], width: int) -> None:
