@@ -9,7 +9,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-
 from sqlalchemy import Connection, Float, String, and_, case, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
