@@ -186,11 +186,13 @@ def test_the_scheduler_fires_only_approved_campaigns(world: World, twilio: FakeT
                                                      tmp_path: Path) -> None:
     from tests.helpers import write_daily_campaign
 
-    path = write_daily_campaign(tmp_path, cid="lich-that", start="2026-01-01", end="2027-12-31",
+    # registered now (real time), so the first fire is the next 08:00 in Vietnam: tomorrow's
+    tomorrow = dt.datetime.now(VN_TZ).date() + dt.timedelta(days=1)
+    path = write_daily_campaign(tmp_path, cid="lich-that", start="2026-01-01", end="2099-12-31",
                                 numbers=["0965550101", "0965550102"], key_dates="[]")
     spec = campaigns.load(path)
     scheduling.register(world.db, spec, operator="olga")
-    now = dt.datetime.combine(dt.date(2026, 12, 2), dt.time(8, 1), tzinfo=VN_TZ)
+    now = dt.datetime.combine(tomorrow, dt.time(8, 1), tzinfo=VN_TZ)
 
     def factory(names: dict[str, str]) -> dict:
         return {ch: TwilioGateway(**twilio.gateway_options()) for ch in names}
