@@ -907,27 +907,19 @@ class _XlsxBook:
         columns: dict[str, int] = {}
         done: list[tuple[int, list[str]]] = []
         cells: list[str] = []
-        pieces: list[str] = []
+        text: str | None = None  # the value's text read so far; None: the cell has no value
+        attrs_c: dict[str, str] = {}
         row_no = 0
         col = -1
-        kind: str | None = None
-        style: str | None = None
-        ref: str | None = None
         capture = False  # inside <v>, or inside <t> of an inline string (not a phonetic run)
         inline = phonetic = 0
-        names = {"row": "row", "c": "c", "v": "v", "is": "is", "t": "t", "rPh": "rPh"}
+        names = ("row", "c", "v", "is", "t", "rPh")
 
         def bad(reason: str) -> ListFileError:
             return ListFileError(file, row_no or None, f"cannot read sheet ({reason})", name)
 
-        def value() -> str:
-            text = "".join(pieces)
-            if kind == "s":
-                try:
-                    return strings[int(text)]
-                except (ValueError, IndexError):
-                    raise bad(f"cell {ref}: shared string {text!r} is not in the workbook's "
-                              "table") from None
+        def other(kind: str | None, text: str) -> str:
+            """Every value but a shared string and a plain whole number."""
             if kind == "inlineStr" or kind == "str":
                 text = unescape(text)
                 return text.strip() if text.isascii() else nfc(text)
@@ -937,22 +929,23 @@ class _XlsxBook:
                 return ""
             if kind == "d":
                 return _iso_date_text(text)
-            dated = style is not None and style in special
-            if not dated and len(text) < 16 and text.isdigit() and text.isascii():
-                return str(int(text))  # what float() and _cell_text() give, without them
             try:
                 number = float(text)
             except ValueError:
-                raise bad(f"cell {ref}: {text!r} is not a number") from None
-            if dated:
-                if style in dates:
-                    return _excel_date_text(number)
+                raise bad(f"cell {attrs_c.get('r')}: {text!r} is not a number") from None
+            style = attrs_c.get("s")
+            if style in dates:
+                return _excel_date_text(number)
+            if style in special:
                 return cell_text(dt.timedelta(days=number))
             return cell_text(number)
 
         def start(tag: str, attrs: dict[str, str]) -> None:
-            nonlocal row_no, col, kind, style, ref, capture, inline, phonetic, cells
-            if tag == C:
+            nonlocal row_no, col, capture, inline, phonetic, cells, attrs_c
+            if tag == V:
+                capture = True
+            elif tag == C:
+                attrs_c = attrs
                 ref = attrs.get("r")
                 if ref is None:
                     col += 1
@@ -962,11 +955,6 @@ class _XlsxBook:
                     if found is None:
                         found = columns[letters] = _column_index(letters)
                     col = found
-                kind = attrs.get("t")
-                style = attrs.get("s")
-                pieces.clear()
-            elif tag == V:
-                capture = True
             elif tag == ROW:
                 r = attrs.get("r")
                 row_no = int(r) if r else row_no + 1
@@ -980,32 +968,48 @@ class _XlsxBook:
                 phonetic += 1
 
         def end(tag: str) -> None:
-            nonlocal capture, inline, phonetic
-            if tag == V or tag == T:
+            nonlocal capture, inline, phonetic, text
+            if tag == V:
                 capture = False
             elif tag == C:
-                if pieces:
-                    text = value()
-                    if text:
-                        n = len(cells)
-                        if col == n:
-                            cells.append(text)
-                        elif col > n:
-                            cells.extend([""] * (col - n))
-                            cells.append(text)
-                        else:
-                            cells[col] = text
+                if text is None:
+                    return
+                kind = attrs_c.get("t")
+                if kind == "s":
+                    try:
+                        value = strings[int(text)]
+                    except (ValueError, IndexError):
+                        raise bad(f"cell {attrs_c.get('r')}: shared string {text!r} is not in "
+                                  "the workbook's table") from None
+                elif (kind is None or kind == "n") and len(text) < 16 and text.isdigit() and (
+                        text.isascii() and attrs_c.get("s") not in special):
+                    value = str(int(text))  # what float() and _cell_text() give, sooner
+                else:
+                    value = other(kind, text)
+                text = None
+                if value:
+                    n = len(cells)
+                    if col == n:
+                        cells.append(value)
+                    elif col > n:
+                        cells.extend([""] * (col - n))
+                        cells.append(value)
+                    else:
+                        cells[col] = value
             elif tag == ROW:
                 if cells:
                     done.append((row_no, cells))
+            elif tag == T:
+                capture = False
             elif tag == IS:
                 inline -= 1
             elif tag == RPH:
                 phonetic -= 1
 
-        def data(text: str) -> None:
+        def data(chunk: str) -> None:
+            nonlocal text
             if capture:
-                pieces.append(text)
+                text = chunk if text is None else text + chunk
 
         def first(tag: str, attrs: dict[str, str]) -> None:
             # the root element tells the namespace prefix the part uses ("x:row" or "row")
@@ -1025,16 +1029,22 @@ class _XlsxBook:
             raise bad(f"the part {part} is missing from the package") from None
         with fh:
             while True:
+                failed: ListFileError | None = None
+                chunk = b""
                 try:
                     chunk = fh.read(_READ_BYTES)
                     p.Parse(chunk, not chunk)
                 except expat.ExpatError as exc:
-                    raise bad(f"malformed XML in {part}: {exc}") from None
+                    failed = bad(f"malformed XML in {part}: {exc}")
                 except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                    raise bad(f"damaged package: {exc}") from None
-                if done:
+                    failed = bad(f"damaged package: {exc}")
+                except ListFileError as exc:  # a bad cell, raised by a handler
+                    failed = exc
+                if done:  # the rows before the failing one are yielded first
                     yield from done
                     done.clear()
+                if failed is not None:
+                    raise failed
                 if not chunk:
                     return
 
@@ -1092,13 +1102,16 @@ _PROTECTED: Final = ("the workbook is password-protected (encrypted): open it in
 
 
 def _sheet_records(ws: Any) -> Iterator[tuple[int, list[str]]]:
+    """``(row number, cells)`` of a python-calamine sheet, cells at their column (0 = A).
+    python-calamine (0.9) yields rows from the sheet's first row, empty ones included, and
+    cells from the first column that holds a value: rows are numbered from 1, cells padded."""
     start = ws.start
     if start is None:
         return
-    row0, col0 = start
+    col0 = start[1]
     pad = [""] * col0
     cell_text, nfc = _cell_text, _nfc
-    for i, values in enumerate(ws.iter_rows(), start=row0 + 1):
+    for i, values in enumerate(ws.iter_rows(), start=1):
         cells = [(v.strip() if v.isascii() else nfc(v)) if type(v) is str else cell_text(v)
                  for v in values]
         yield i, (pad + cells) if col0 else cells
