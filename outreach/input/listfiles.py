@@ -1344,9 +1344,11 @@ def read_list(path: str | os.PathLike[str], *, encoding: str | None = None,
               sheet: str | None = None, info: ListInfo | None = None) -> Iterator[RawRow]:
     """Stream the recipient rows of a list file, header and non-data rows excluded.
 
-    Formats, recognised by content (the extension is only a hint): ``.xlsx``/``.xlsm``, legacy
-    ``.xls`` (BIFF) and ``.ods`` through python-calamine (cells read as stored, whatever the
-    declared sheet dimension); an HTML table saved with an ``.xls`` name (web portals); and
+    Formats, recognised by content (the extension is only a hint): ``.xlsx``/``.xlsm``,
+    streamed (the sheet XML parsed with expat as it is decompressed: memory does not grow with
+    the rows; values as python-calamine gives them), legacy ``.xls`` (BIFF) and ``.ods``
+    through python-calamine (one sheet in memory at a time); cells read as stored, whatever
+    the declared sheet dimension; an HTML table saved with an ``.xls`` name (web portals); and
     delimited text: comma, semicolon or tab, detected from the first lines or named by Excel's
     ``sep=;`` line. Text encodings: UTF-8 with or without BOM, UTF-16 with BOM (Excel "Unicode
     Text"), Windows-1258 (recognised when the text is not UTF-8 and reads cleanly as 1258; its
