@@ -760,7 +760,8 @@ class _XlsxBook:
         try:
             f.seek(0)
             self.zf = zipfile.ZipFile(f)
-            root = ET.fromstring(self.zf.read("_rels/.rels"))
+            names = set(self.zf.namelist())
+            root = ET.fromstring(self.zf.read("_rels/.rels")) if "_rels/.rels" in names else []
             book_part = next((_part_path("", r.get("Target", "")) for r in root
                               if r.get("Type", "").endswith("/officeDocument")), "xl/workbook.xml")
             book = ET.fromstring(self.zf.read(book_part))
