@@ -77,3 +77,43 @@ def test_a_workbook_error_in_the_child_process_keeps_its_sheet(tmp_path: Path,
     assert (err.value.sheet, str(err.value).split(":")[0]) == ("Ấp Mỹ Khánh",
                                                                 f"{path} [sheet 'Ấp Mỹ Khánh']")
     assert "formula cells without a saved value (B152)" in err.value.reason
+
+
+def test_a_large_workbook_imports_the_same_read_in_a_child_or_here(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # a workbook's child process only reads; the numbers are normalised by the importing one
+    import openpyxl
+    from sqlalchemy import select
+
+    from outreach.ledger.models import Recipient
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "Cái Khế"
+    ws.append(["DANH SÁCH"])
+    ws.append(["STT", "Họ và tên", "Số điện thoại", "Quận"])
+    for i in range(1_000):
+        phone = (f"09123{i:05d} / 09876{i:05d}" if i % 100 == 7 else "0292 3820 123" if i % 50 == 3
+                 else 912000000 + i if i % 2 else f"09120{i:05d}")
+        ws.append([i + 1, f"Người {i}", phone, "Ninh Kiều" if i % 500 == 0 else None])
+        if i % 500 == 0:
+            ws.merge_cells(f"D{i + 3}:D{i + 502}")
+    path = tmp_path / "big.xlsx"
+    wb.save(path)
+    monkeypatch.setattr(recipients, "PARALLEL_MIN_BYTES", 1000)
+    got = []
+    for parallel in ("1", "0"):
+        monkeypatch.setenv("OUTREACH_IMPORT_PARALLEL", parallel)
+        (tmp_path / parallel).mkdir()
+        db = fresh_db(tmp_path / parallel)
+        s = recipients.import_files(db, [path], list_name="big")
+        with db.engine.connect() as conn:
+            people = conn.execute(select(Recipient.e164, Recipient.name, Recipient.district,
+                                         Recipient.source_line).order_by(Recipient.e164)).all()
+        got.append((s.to_dict() | {"import_id": None}, people))
+    assert got[0] == got[1]
+    summary, people = got[0]
+    assert (summary["rows_read"], summary["extra_numbers"], summary["rejected"]) == (1_000, 10, 20)
+    assert summary["imported"] == 1_000 + 10 - 20 - summary["duplicates"]
+    assert people[0] == ("+84912000000", "Người 0", "Ninh Kiều", 3)
+    assert all(district == "Ninh Kiều" for _, _, district, _ in people)

@@ -624,3 +624,176 @@ def test_the_letterhead_number_and_a_title_are_never_the_header(tmp_path: Path) 
     got, info = read(write(tmp_path, "letterhead.csv", text.encode()))
     assert [(r.line, r.phone) for r in got] == [(4, "0912345001")]
     assert info.sheets[0].header_line == 3
+
+
+# --- the streamed XLSX reader gives what python-calamine gives ---------------------------------
+
+
+def _calamine_records(path: Path, sheet: str) -> list[tuple[int, list[str]]]:
+    """python-calamine's rows of a sheet through the same text conversion, trailing empty cells
+    and empty rows dropped (the streamed reader leaves them out)."""
+    import python_calamine as pc
+
+    from outreach.input.listfiles import _sheet_records
+
+    wb = pc.CalamineWorkbook.from_path(str(path))
+    out = []
+    for line, cells in _sheet_records(wb.get_sheet_by_name(sheet)):
+        while cells and not cells[-1]:
+            cells.pop()
+        if cells:
+            out.append((line, cells))
+    wb.close()
+    return out
+
+
+def _streamed_records(path: Path) -> dict[str, list[tuple[int, list[str]]]]:
+    from outreach.input.listfiles import _XlsxBook
+
+    with open(path, "rb") as f:
+        book = _XlsxBook(str(path), f)
+        return {name: list(book.records(name, part)) for name, _, part in book.sheets}
+
+
+def _raw_xlsx(path: Path, sheets: dict[str, str], strings: str, prefix: str = "") -> None:
+    """A package written the way Excel writes it (shared strings), sheet XML given as is."""
+    ns = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+    rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+    pkg = "http://schemas.openxmlformats.org/package/2006/relationships"
+    x = f"{prefix}:" if prefix else ""
+    xmlns = f'xmlns{":" + prefix if prefix else ""}="{ns}"'
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("_rels/.rels", f'<Relationships xmlns="{pkg}"><Relationship Id="rId1" '
+                   f'Type="{rel}/officeDocument" Target="xl/workbook.xml"/></Relationships>')
+        z.writestr("xl/workbook.xml", f'<{x}workbook {xmlns} xmlns:r="{rel}"><{x}sheets>' + "".join(
+            f'<{x}sheet name="{n}" sheetId="{i}" r:id="rId{i}"/>' for i, n in enumerate(sheets, 1))
+            + f"</{x}sheets></{x}workbook>")
+        z.writestr("xl/_rels/workbook.xml.rels", f'<Relationships xmlns="{pkg}">' + "".join(
+            f'<Relationship Id="rId{i}" Type="{rel}/worksheet" Target="worksheets/sheet{i}.xml"/>'
+            for i in range(1, len(sheets) + 1))
+            + f'<Relationship Id="rId99" Type="{rel}/sharedStrings" Target="sharedStrings.xml"/>'
+              "</Relationships>")
+        z.writestr("xl/sharedStrings.xml", f"<{x}sst {xmlns}>{strings}</{x}sst>")
+        for i, body in enumerate(sheets.values(), 1):
+            z.writestr(f"xl/worksheets/sheet{i}.xml",
+                       f"<{x}worksheet {xmlns}><{x}sheetData>{body}</{x}sheetData></{x}worksheet>")
+
+
+def test_streamed_xlsx_cells_are_calamines_for_every_kind_of_value(tmp_path: Path) -> None:
+    import datetime as dt
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "Giá trị"
+    ws.append(["SĐT", unicodedata.normalize("NFD", "Họ và tên"), "  cách  ", None, "x"])
+    ws.append([912345678, 912345004.0, 1.2345678901234567e19, -3, 0.1 + 0.2])
+    ws.append([123456789012345678, 1e-5, 1e20, 0, 2.5])
+    ws.append([True, False, "0912 345 678", "'0912345678", "a_x000D_b"])
+    ws["B7"] = "after a gap"
+    ws["H7"] = "far right"
+    formats = ["yyyy-mm-dd h:mm:ss", "dd/mm/yyyy", "h:mm:ss", "[h]:mm:ss", "0.00", "General",
+               '"ngày" 0', "mmm yyyy", "[$-F800]dddd, mmmm dd, yyyy", "hh:mm AM/PM", "@"]
+    values = [45474.0, 45474.5, 1.5, 0.25, 59, 60, 61, 2958466]
+    for r, fmt in enumerate(formats, start=9):
+        for c, v in enumerate(values, start=1):
+            ws.cell(row=r, column=c, value=v).number_format = fmt
+    ws.cell(row=21, column=1, value=dt.datetime(2024, 7, 1, 8, 30))
+    ws.cell(row=21, column=2, value=dt.date(2024, 7, 30))
+    ws.cell(row=21, column=3, value=dt.time(8, 30))
+    ws.cell(row=22, column=1, value=14).number_format = "mm-dd-yy"  # built-in format 14
+    other = wb.create_sheet("Thưa")
+    other["C3"] = "sparse"
+    other["A5"] = 7
+    other.merge_cells("A5:A7")
+    path = tmp_path / "values.xlsx"
+    wb.save(path)
+    streamed = _streamed_records(path)
+    assert list(streamed) == ["Giá trị", "Thưa"]
+    for name, got in streamed.items():
+        assert got == _calamine_records(path, name)
+    assert streamed["Giá trị"][0] == (1, ["SĐT", "Họ và tên", "cách", "", "x"])
+    assert streamed["Giá trị"][1] == (2, ["912345678", "912345004", "1.23457E+19", "-3", "0.3"])
+    assert streamed["Thưa"] == [(3, ["", "", "sparse"]), (5, ["7"])]
+
+
+def test_streamed_xlsx_shared_strings_rich_text_prefixes_and_odd_cells(tmp_path: Path) -> None:
+    # shared strings: plain, rich-text runs, a phonetic run (not part of the text), an escaped
+    # carriage return, entities, NFD text; cells and rows without a reference; error, ISO-date,
+    # boolean, inline and formula-string cells; a namespace prefix on every element
+    strings = ("<x:si><x:t>Số điện thoại</x:t></x:si>"
+               "<x:si><x:r><x:t xml:space='preserve'>Nguyễn </x:t></x:r><x:r><x:rPr><x:b/></x:rPr><x:t>Văn An</x:t></x:r>"
+               "<x:rPh sb='0' eb='1'><x:t>PHONETIC</x:t></x:rPh></x:si>"
+               "<x:si><x:t xml:space='preserve'> 0912 345 001 </x:t></x:si>"
+               "<x:si><x:t>a_x000D_b &amp; &lt;c&gt;</x:t></x:si>"
+               f"<x:si><x:t>{unicodedata.normalize('NFD', 'Trần Thị Bình')}</x:t></x:si>")
+    body = ('<x:row r="2"><x:c r="A2" t="s"><x:v>0</x:v></x:c><x:c r="B2" t="s"><x:v>1</x:v></x:c></x:row>'
+            '<x:row r="3"><x:c r="A3" t="s"><x:v>2</x:v></x:c><x:c r="C3" t="s"><x:v>3</x:v></x:c></x:row>'
+            '<x:row><x:c><x:v>912345002</x:v></x:c><x:c t="s"><x:v>4</x:v></x:c>'
+            '<x:c t="e"><x:v>#N/A</x:v></x:c><x:c t="b"><x:v>1</x:v></x:c></x:row>'
+            '<x:row r="9"><x:c r="A9" t="d"><x:v>2024-07-01T08:30:00</x:v></x:c>'
+            '<x:c r="B9" t="str"><x:f>A1</x:f><x:v> formula text </x:v></x:c>'
+            '<x:c r="C9" t="inlineStr"><x:is><x:r><x:t>in</x:t></x:r><x:r><x:t>line</x:t></x:r></x:is></x:c>'
+            '<x:c r="D9" s="0"/><x:c r="E9"><x:v>1.0E+3</x:v></x:c></x:row>')
+    path = tmp_path / "excel.xlsx"
+    _raw_xlsx(path, {"DS": body}, strings, prefix="x")
+    got = _streamed_records(path)["DS"]
+    assert got == _calamine_records(path, "DS")
+    assert got == [(2, ["Số điện thoại", "Nguyễn Văn An"]), (3, ["0912 345 001", "", "a\rb & <c>"]),
+                   (4, ["912345002", "Trần Thị Bình", "", "TRUE"]),
+                   (9, ["2024-07-01T08:30:00", "formula text", "inline", "", "1000"])]
+
+
+def test_workbook_rows_below_the_first_keep_their_row_numbers(tmp_path: Path) -> None:
+    # python-calamine yields rows from row 1 (leading empty rows included) and cells from the
+    # first column with a value: an .xls list that starts at C3 has its number on row 4
+    import xlwt
+
+    book = xlwt.Workbook(encoding="utf-8")
+    sh = book.add_sheet("DS")
+    sh.write(2, 2, "SĐT")
+    sh.write(2, 3, "Họ tên")
+    sh.write(3, 2, "0912345001")
+    sh.write(3, 3, "An")
+    book.save(str(tmp_path / "low.xls"))
+    wb = openpyxl.Workbook()
+    wb.active["C3"], wb.active["D3"], wb.active["C4"], wb.active["D4"] = "SĐT", "Họ tên", "0912345001", "An"
+    wb.save(tmp_path / "low.xlsx")
+    for name in ("low.xls", "low.xlsx"):
+        got, info = read(tmp_path / name)
+        assert [(r.line, r.phone, r.name) for r in got] == [(4, "0912345001", "An")], name
+        assert info.sheets[0].header_line == 3
+
+
+def test_streamed_xlsx_refuses_a_damaged_sheet_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "bad-index.xlsx"
+    _raw_xlsx(path, {"DS": '<row r="1"><c r="A1" t="s"><v>0</v></c></row>'
+                           '<row r="2"><c r="A2" t="s"><v>7</v></c></row>'}, "<si><t>SĐT</t></si>")
+    with pytest.raises(ListFileError) as err:
+        rows(path)
+    assert str(err.value) == (f"{path} [sheet 'DS']:2: cannot read sheet (cell A2: shared string "
+                              "'7' is not in the workbook's table)")
+    path = tmp_path / "bad-xml.xlsx"
+    _raw_xlsx(path, {"DS": '<row r="1"><c r="A1" t="s"><v>0</v></c></row><row r="2"><c r="A2">'},
+              "<si><t>SĐT</t></si>")
+    with pytest.raises(ListFileError) as err:
+        rows(path)
+    assert err.value.sheet == "DS"
+    assert err.value.reason.startswith("cannot read sheet (malformed XML in xl/worksheets/sheet1.xml: ")
+
+
+def test_streamed_xlsx_yields_rows_before_the_rest_of_the_sheet_is_read(tmp_path: Path) -> None:
+    # the rows come as the sheet XML is decompressed: a sheet cut short after 3,000 rows gives
+    # them before the error (a reader that loads the whole sheet first gives none)
+    body = '<row r="1"><c r="A1" t="s"><v>0</v></c><c r="B1" t="s"><v>1</v></c></row>' + "".join(
+        f'<row r="{r}"><c r="A{r}"><v>9123{r:05d}</v></c><c r="B{r}" t="inlineStr"><is><t>N {r}</t>'
+        "</is></c></row>" for r in range(2, 3_002)) + '<row r="3002"><c r="A3002"><v>91'
+    path = tmp_path / "cut.xlsx"
+    _raw_xlsx(path, {"DS": body}, "<si><t>SĐT</t></si><si><t>Họ tên</t></si>")
+    got: list[RawRow] = []
+    with pytest.raises(ListFileError) as err:
+        for row in read_list(path):
+            got.append(row)
+    assert len(got) == 3_000
+    assert (got[0].line, got[0].phone, got[0].name) == (2, "912300002", "N 2")
+    assert (got[-1].line, got[-1].phone) == (3_001, "912303001")
+    assert err.value.reason.startswith("cannot read sheet (malformed XML in xl/worksheets/sheet1.xml")

@@ -409,6 +409,9 @@ class _Sheet:
         elif self.footer:
             self.footer = False  # a list may go on after a subtotal
         self.info.rows += 1
+        if clean and len(cells) < cols.width:
+            # a workbook row ends at its last value: every header column is still in ``extra``
+            cells.extend([""] * (cols.width - len(cells)))
         return cols.row(self.file, line, cells, self.sheet)
 
     def searching(self) -> bool:
@@ -642,55 +645,445 @@ def _cell_text(value: object) -> str:
     return str(value)
 
 
-_SHEET_TAG: Final = re.compile(rb'<(?:\w+:)?sheet\b[^>]*?\bname="([^"]*)"[^>]*?\br:id="([^"]*)"')
-_REL_TAG: Final = re.compile(rb'<Relationship\b[^>]*?\bId="([^"]*)"[^>]*?\bTarget="([^"]*)"'
-                             rb'|<Relationship\b[^>]*?\bTarget="([^"]*)"[^>]*?\bId="([^"]*)"')
+# --- XLSX, streamed --------------------------------------------------------------------------
+#
+# An .xlsx sheet is read as it is decompressed, with the standard library's expat parser: one
+# window of rows in memory at a time, whatever the sheet's size (python-calamine, used for .xls
+# and .ods, holds a whole sheet: about 170 MB for 500,000 rows of six columns). Merged ranges
+# come after the rows in the sheet XML (ECMA-376 Part 1, 18.3.1.55 mergeCells), so they are
+# collected by the bounded byte scan that already looks for formulas without saved values,
+# before the rows are read. Cell values come out as python-calamine gives them (shared and
+# inline strings with rich-text runs and without phonetic runs, _xHHHH_ escapes, booleans,
+# error cells empty, numbers, date-formatted numbers as dates); tests/test_listfiles.py
+# compares the two readers on the same workbooks.
+
+_MAIN_NS: Final = ("http://schemas.openxmlformats.org/spreadsheetml/2006/main",
+                   "http://purl.oclc.org/ooxml/spreadsheetml/main")  # transitional, strict
+_REL_NS: Final = ("http://schemas.openxmlformats.org/officeDocument/2006/relationships",
+                  "http://purl.oclc.org/ooxml/officeDocument/relationships")
+_PKG_REL_NS: Final = "http://schemas.openxmlformats.org/package/2006/relationships"
 # a formula cell whose value was never computed: <c r="C5"><f>…</f></c> or an empty <v/>
 _UNCACHED: Final = re.compile(rb'<c\b[^>]*?\br="([A-Z]{1,3}[0-9]{1,7})"[^>]*>\s*<f\b[^>]*(?:/>|>[^<]*</f>)'
                               rb'\s*(?:<v\s*/>|<v>\s*</v>)?\s*</c>')
+_MERGE_CELL: Final = re.compile(rb'<(?:\w+:)?mergeCell\b[^>]*?\bref="([A-Z]{1,3})([0-9]{1,7})'
+                                rb'(?::([A-Z]{1,3})([0-9]{1,7}))?"')
 _SCAN_BYTES: Final = 1 << 20
+_READ_BYTES: Final = 1 << 18  # sheet XML fed to the parser at a time
+_ESCAPE: Final = re.compile(r"_x([0-9A-Fa-f]{4})_")  # ST_Xstring: "_x000D_" is a carriage return
 
 
-def _xml_unescape(raw: bytes) -> str:
-    import html as _html
-    return _html.unescape(raw.decode("utf-8", errors="replace"))
+def _unescape_x(text: str) -> str:
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text) if "_x" in text else text
 
 
-def _xlsx_sheet_parts(zf: zipfile.ZipFile) -> dict[str, str]:
-    """Sheet name → its XML part in an XLSX package."""
+def _column_index(letters: str) -> int:
+    """"A" → 0, "Z" → 25, "AA" → 26."""
+    n = 0
+    for ch in letters:
+        n = n * 26 + ord(ch) - 64
+    return n - 1
+
+
+def _local(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+def _attr(el: Any, name: str, namespaces: tuple[str, ...]) -> str | None:
+    for ns in namespaces:
+        value = el.get(f"{{{ns}}}{name}")
+        if value is not None:
+            return value
+    return None
+
+
+def _part_path(base: str, target: str) -> str:
+    """A relationship target resolved against the folder of the part that names it."""
+    if target.startswith("/"):
+        return target.lstrip("/")
+    folder = base.rpartition("/")[0]
+    parts: list[str] = folder.split("/") if folder else []
+    for piece in target.split("/"):
+        if piece == "..":
+            if parts:
+                parts.pop()
+        elif piece not in ("", "."):
+            parts.append(piece)
+    return "/".join(parts)
+
+
+# Number formats that make a number a date or a duration, as python-calamine reads them: the
+# built-in ids of ECMA-376 Part 1, 18.8.30 (14-22 dates and times, 45-47 times, 27-36, 50-58
+# and 71-81 the East Asian date formats; 46 "[h]:mm:ss" a duration), and custom codes whose
+# first section has a date or time letter outside quotes, brackets and escapes.
+_DATE_FORMAT_IDS: Final = frozenset([*range(14, 23), *range(27, 37), 45, 47, *range(50, 59),
+                                     *range(71, 82)])
+_DURATION_FORMAT_IDS: Final = frozenset({46})
+
+
+def _format_kind(code: str) -> str | None:
+    """"date", "duration" or None (a plain number) for a custom number format code."""
+    escaped = quoted = False
+    brackets = 0
+    bracket_text = ""
+    for ch in code:
+        if escaped:
+            escaped = False
+        elif quoted:
+            quoted = ch != '"'
+        elif ch in "\\_":
+            escaped = True
+        elif ch == '"':
+            quoted = True
+        elif ch == ";":
+            return None
+        elif ch == "[":
+            brackets += 1
+            bracket_text = ""
+        elif ch == "]":
+            brackets = max(0, brackets - 1)
+            if bracket_text and bracket_text[0] in "hHmMsS" and len(set(bracket_text.lower())) == 1:
+                return "duration"
+        elif brackets:
+            bracket_text += ch
+        elif ch in "dmhysDMHYS":
+            return "date"
+    return None
+
+
+class _XlsxBook:
+    """An .xlsx package: its sheets (name, visible, XML part) in workbook order, the shared
+    strings (stripped, NFC) and which cell styles are dates or durations. Raises
+    ListFileError for a package whose workbook parts are missing or not XML."""
+
+    def __init__(self, file: str, f: BinaryIO) -> None:
+        import xml.etree.ElementTree as ET
+
+        self.file = file
+        try:
+            f.seek(0)
+            self.zf = zipfile.ZipFile(f)
+            names = set(self.zf.namelist())
+            root = ET.fromstring(self.zf.read("_rels/.rels")) if "_rels/.rels" in names else []
+            book_part = next((_part_path("", r.get("Target", "")) for r in root
+                              if r.get("Type", "").endswith("/officeDocument")), "xl/workbook.xml")
+            book = ET.fromstring(self.zf.read(book_part))
+            rels_part = _part_path(book_part, "_rels/" + book_part.rpartition("/")[2] + ".rels")
+            rels = {r.get("Id"): (r.get("Type", ""), _part_path(book_part, r.get("Target", "")))
+                    for r in ET.fromstring(self.zf.read(rels_part))}
+        except (KeyError, ET.ParseError, zipfile.BadZipFile, OSError, UnicodeError) as exc:
+            raise ListFileError(file, None, f"not a readable .xlsx workbook ({exc}): open it in "
+                                            "Excel or LibreOffice and save it again as .xlsx") from None
+        self.sheets: list[tuple[str, bool, str]] = []
+        for el in book.iter():
+            if _local(el.tag) == "sheet":
+                _, target = rels.get(_attr(el, "id", _REL_NS) or "", ("", ""))
+                self.sheets.append((el.get("name", ""),
+                                    el.get("state", "visible") not in ("hidden", "veryHidden"), target))
+        by_type = {kind.rpartition("/")[2]: target for kind, target in rels.values()}
+        self.strings = self._shared_strings(by_type.get("sharedStrings"))
+        self.dates, self.durations = self._styles(by_type.get("styles"))
+
+    def _shared_strings(self, part: str | None) -> list[str]:
+        import xml.parsers.expat as expat
+
+        strings: list[str] = []
+        if not part or part not in self.zf.namelist():
+            return strings
+        pieces: list[str] = []
+        in_text = False
+        phonetic = 0
+
+        def start(name: str, attrs: dict[str, str]) -> None:
+            nonlocal in_text, phonetic
+            local = name.rpartition(":")[2]
+            if local == "t":
+                in_text = not phonetic
+            elif local == "rPh":
+                phonetic += 1
+
+        def end(name: str) -> None:
+            nonlocal in_text, phonetic
+            local = name.rpartition(":")[2]
+            if local == "t":
+                in_text = False
+            elif local == "rPh":
+                phonetic -= 1
+            elif local == "si":
+                text = _unescape_x("".join(pieces))
+                strings.append(text.strip() if text.isascii() else _nfc(text))
+                pieces.clear()
+
+        def data(text: str) -> None:
+            if in_text:
+                pieces.append(text)
+
+        p = expat.ParserCreate()
+        p.buffer_text = True
+        p.StartElementHandler, p.EndElementHandler, p.CharacterDataHandler = start, end, data
+        try:
+            with self.zf.open(part) as fh:
+                p.ParseFile(fh)
+        except (expat.ExpatError, zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise ListFileError(self.file, None, f"not a readable .xlsx workbook (shared strings: "
+                                                 f"{exc}): open it in Excel or LibreOffice and save "
+                                                 "it again as .xlsx") from None
+        return strings
+
+    def _styles(self, part: str | None) -> tuple[frozenset[str], frozenset[str]]:
+        """Indexes (as the ``s`` attribute writes them) of the cell styles that show a number
+        as a date or time, and as a duration."""
+        import xml.etree.ElementTree as ET
+
+        if not part or part not in self.zf.namelist():
+            return frozenset(), frozenset()
+        try:
+            root = ET.fromstring(self.zf.read(part))
+        except ET.ParseError:
+            return frozenset(), frozenset()
+        kinds: dict[int, str | None] = {i: "date" for i in _DATE_FORMAT_IDS}
+        kinds.update({i: "duration" for i in _DURATION_FORMAT_IDS})
+        cell_xfs: list[int] = []
+        for el in root:
+            if _local(el.tag) == "numFmts":
+                for fmt in el:
+                    try:
+                        kinds[int(fmt.get("numFmtId", ""))] = _format_kind(fmt.get("formatCode", ""))
+                    except ValueError:
+                        continue
+            elif _local(el.tag) == "cellXfs":
+                for xf in el:
+                    try:
+                        cell_xfs.append(int(xf.get("numFmtId", "0")))
+                    except ValueError:
+                        cell_xfs.append(0)
+        dates = frozenset(str(i) for i, fmt in enumerate(cell_xfs) if kinds.get(fmt) == "date")
+        durations = frozenset(str(i) for i, fmt in enumerate(cell_xfs) if kinds.get(fmt) == "duration")
+        return dates, durations
+
+    def close(self) -> None:
+        self.zf.close()
+
+    def scan(self, part: str) -> tuple[list[str], list[tuple[int, int, int, int]]]:
+        """One bounded pass over a sheet's XML bytes: the cells holding a formula without a
+        saved value (a reader sees them empty), and the merged ranges as (first row, first
+        column, last row, last column), 0-based."""
+        found: list[str] = []
+        merges: set[tuple[int, int, int, int]] = set()
+        try:
+            fh = self.zf.open(part)
+        except KeyError:
+            return found, []
+        with fh:
+            tail = b""
+            while chunk := fh.read(_SCAN_BYTES):
+                data = tail + chunk
+                if b"<f" in data:
+                    for m in _UNCACHED.finditer(data):
+                        ref = m.group(1).decode()
+                        if ref not in found:
+                            found.append(ref)
+                if b"mergeCell" in data:
+                    for m in _MERGE_CELL.finditer(data):
+                        c0, r0 = _column_index(m.group(1).decode()), int(m.group(2)) - 1
+                        if m.group(3):
+                            c1, r1 = _column_index(m.group(3).decode()), int(m.group(4)) - 1
+                        else:
+                            c1, r1 = c0, r0
+                        merges.add((min(r0, r1), min(c0, c1), max(r0, r1), max(c0, c1)))
+                # a formula cell or a tag cut by the chunk's end is scanned again with the next
+                cut = data.rfind(b"<c ")
+                if cut < 0 or len(data) - cut >= 65536:
+                    cut = data.rfind(b"<")
+                tail = data[cut:] if cut >= 0 and len(data) - cut < 65536 else b""
+        return found, sorted(merges)
+
+    def records(self, name: str, part: str) -> Iterator[tuple[int, list[str]]]:
+        """``(row number, cells)`` of one sheet as the XML is decompressed: cells at their
+        column (0 = A), stripped NFC text, rows without a value left out. Raises
+        ListFileError ("cannot read sheet …") for XML that is not well-formed, a shared
+        string index past the table or a number that is not one."""
+        import xml.parsers.expat as expat
+
+        strings, dates, file = self.strings, self.dates, self.file
+        special = self.dates | self.durations
+        cell_text, nfc, unescape = _cell_text, _nfc, _unescape_x
+        columns: dict[str, int] = {}
+        done: list[tuple[int, list[str]]] = []
+        cells: list[str] = []
+        text: str | None = None  # the value's text read so far; None: the cell has no value
+        attrs_c: dict[str, str] = {}
+        row_no = 0
+        col = -1
+        capture = False  # inside <v>, or inside <t> of an inline string (not a phonetic run)
+        inline = phonetic = 0
+        names = ("row", "c", "v", "is", "t", "rPh")
+
+        def bad(reason: str) -> ListFileError:
+            return ListFileError(file, row_no or None, f"cannot read sheet ({reason})", name)
+
+        def other(kind: str | None, text: str) -> str:
+            """Every value but a shared string and a plain whole number."""
+            if kind == "inlineStr" or kind == "str":
+                text = unescape(text)
+                return text.strip() if text.isascii() else nfc(text)
+            if kind == "b":
+                return "FALSE" if text.strip() == "0" else "TRUE"
+            if kind == "e":
+                return ""
+            if kind == "d":
+                return _iso_date_text(text)
+            try:
+                number = float(text)
+            except ValueError:
+                raise bad(f"cell {attrs_c.get('r')}: {text!r} is not a number") from None
+            style = attrs_c.get("s")
+            if style in dates:
+                return _excel_date_text(number)
+            if style in special:
+                return cell_text(dt.timedelta(days=number))
+            return cell_text(number)
+
+        def start(tag: str, attrs: dict[str, str]) -> None:
+            nonlocal row_no, col, capture, inline, phonetic, cells, attrs_c
+            if tag == V:
+                capture = True
+            elif tag == C:
+                attrs_c = attrs
+                ref = attrs.get("r")
+                if ref is None:
+                    col += 1
+                else:
+                    letters = ref.rstrip("0123456789")
+                    found = columns.get(letters)
+                    if found is None:
+                        found = columns[letters] = _column_index(letters)
+                    col = found
+            elif tag == ROW:
+                r = attrs.get("r")
+                row_no = int(r) if r else row_no + 1
+                col = -1
+                cells = []
+            elif tag == T:
+                capture = inline > 0 and not phonetic
+            elif tag == IS:
+                inline += 1
+            elif tag == RPH:
+                phonetic += 1
+
+        def end(tag: str) -> None:
+            nonlocal capture, inline, phonetic, text
+            if tag == V:
+                capture = False
+            elif tag == C:
+                if text is None:
+                    return
+                kind = attrs_c.get("t")
+                if kind == "s":
+                    try:
+                        value = strings[int(text)]
+                    except (ValueError, IndexError):
+                        raise bad(f"cell {attrs_c.get('r')}: shared string {text!r} is not in "
+                                  "the workbook's table") from None
+                elif (kind is None or kind == "n") and len(text) < 16 and text.isdigit() and (
+                        text.isascii() and attrs_c.get("s") not in special):
+                    value = str(int(text))  # what float() and _cell_text() give, sooner
+                else:
+                    value = other(kind, text)
+                text = None
+                if value:
+                    n = len(cells)
+                    if col == n:
+                        cells.append(value)
+                    elif col > n:
+                        cells.extend([""] * (col - n))
+                        cells.append(value)
+                    else:
+                        cells[col] = value
+            elif tag == ROW:
+                if cells:
+                    done.append((row_no, cells))
+            elif tag == T:
+                capture = False
+            elif tag == IS:
+                inline -= 1
+            elif tag == RPH:
+                phonetic -= 1
+
+        def data(chunk: str) -> None:
+            nonlocal text
+            if capture:
+                text = chunk if text is None else text + chunk
+
+        def first(tag: str, attrs: dict[str, str]) -> None:
+            # the root element tells the namespace prefix the part uses ("x:row" or "row")
+            nonlocal ROW, C, V, IS, T, RPH
+            prefix = tag[: tag.index(":") + 1] if ":" in tag else ""
+            ROW, C, V, IS, T, RPH = (prefix + n for n in names)
+            p.StartElementHandler = start
+
+        ROW = C = V = IS = T = RPH = ""
+        p = expat.ParserCreate()
+        p.buffer_text = True
+        p.buffer_size = 1 << 16
+        p.StartElementHandler, p.EndElementHandler, p.CharacterDataHandler = first, end, data
+        try:
+            fh = self.zf.open(part)
+        except KeyError:
+            raise bad(f"the part {part} is missing from the package") from None
+        with fh:
+            while True:
+                failed: ListFileError | None = None
+                chunk = b""
+                try:
+                    chunk = fh.read(_READ_BYTES)
+                    p.Parse(chunk, not chunk)
+                except expat.ExpatError as exc:
+                    failed = bad(f"malformed XML in {part}: {exc}")
+                except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                    failed = bad(f"damaged package: {exc}")
+                except ListFileError as exc:  # a bad cell, raised by a handler
+                    failed = exc
+                if done:  # the rows before the failing one are yielded first
+                    yield from done
+                    done.clear()
+                if failed is not None:
+                    raise failed
+                if not chunk:
+                    return
+
+
+_EXCEL_EPOCH: Final = dt.datetime(1899, 12, 31)
+_EXCEL_MAX_SERIAL: Final = 2958466  # 10000-01-01: past the last date Excel has
+
+
+def _excel_date_text(serial: float) -> str:
+    """A date-formatted number as python-calamine gives it, as text: Excel's 1900 date system
+    (serial 1 = 1900-01-01, the phantom 29 February 1900 = serial 60 read as the 28th), a
+    value under 1 a time of day, a whole number a date; past 9999 the number itself."""
+    if not -_EXCEL_MAX_SERIAL < serial < _EXCEL_MAX_SERIAL:
+        return _cell_text(serial)
+    base = _EXCEL_EPOCH if serial < 60 else _EXCEL_EPOCH - dt.timedelta(days=1)
+    moment = base + dt.timedelta(milliseconds=round(serial * 86_400_000))
+    if serial < 1:
+        return moment.time().isoformat()
+    if moment.time() == dt.time(0):
+        return moment.date().isoformat()
+    return moment.isoformat()
+
+
+def _iso_date_text(text: str) -> str:
+    """A t="d" cell (ISO 8601 text) as python-calamine gives it, as text."""
     try:
-        book = zf.read("xl/workbook.xml")
-        rels = zf.read("xl/_rels/workbook.xml.rels")
-    except KeyError:
-        return {}
-    targets: dict[bytes, str] = {}
-    for m in _REL_TAG.finditer(rels):
-        rid, target = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(3))
-        t = target.decode()
-        targets[rid] = t.lstrip("/") if t.startswith("/") else "xl/" + t
-    return {_xml_unescape(name): targets.get(rid, "") for name, rid in _SHEET_TAG.findall(book)}
+        if "T" in text or " " in text.strip():
+            return dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00")).isoformat()
+        if ":" in text:
+            return dt.time.fromisoformat(text.strip()).isoformat()
+        return dt.date.fromisoformat(text.strip()).isoformat()
+    except ValueError:
+        return text.strip()
 
 
-def _uncached_formulas(zf: zipfile.ZipFile, part: str) -> list[str]:
-    """Cells holding a formula without a saved value (files written by programs, never opened
-    in Excel): a reader sees them empty. Scans the sheet XML in bounded chunks."""
-    found: list[str] = []
-    try:
-        fh = zf.open(part)
-    except KeyError:
-        return found
-    with fh:
-        tail = b""
-        while chunk := fh.read(_SCAN_BYTES):
-            data = tail + chunk
-            if b"<f" in data:
-                for m in _UNCACHED.finditer(data):
-                    ref = m.group(1).decode()
-                    if ref not in found:
-                        found.append(ref)
-            cut = data.rfind(b"<c ")
-            tail = data[cut:] if cut >= 0 and len(data) - cut < 65536 else b""
-    return found
+# --- workbooks (XLS, ODS) through python-calamine ---------------------------------------------
 
 
 def _workbook(file: str, f: BinaryIO, fmt: str) -> Any:
@@ -712,59 +1105,75 @@ _PROTECTED: Final = ("the workbook is password-protected (encrypted): open it in
 
 
 def _sheet_records(ws: Any) -> Iterator[tuple[int, list[str]]]:
+    """``(row number, cells)`` of a python-calamine sheet, cells at their column (0 = A).
+    python-calamine (0.9) yields rows from the sheet's first row, empty ones included, and
+    cells from the first column that holds a value: rows are numbered from 1, cells padded."""
     start = ws.start
     if start is None:
         return
-    row0, col0 = start
+    col0 = start[1]
     pad = [""] * col0
     cell_text, nfc = _cell_text, _nfc
-    for i, values in enumerate(ws.iter_rows(), start=row0 + 1):
+    for i, values in enumerate(ws.iter_rows(), start=1):
         cells = [(v.strip() if v.isascii() else nfc(v)) if type(v) is str else cell_text(v)
                  for v in values]
         yield i, (pad + cells) if col0 else cells
 
 
+class _CalamineBook:
+    """An .xls or .ods workbook through python-calamine (one sheet in memory at a time)."""
+
+    def __init__(self, file: str, f: BinaryIO, fmt: str) -> None:
+        import python_calamine as pc
+
+        self.file, self.pc = file, pc
+        self.wb = _workbook(file, f, fmt)
+        meta = {m.name: m for m in self.wb.sheets_metadata}
+        self.sheets = [(n, meta[n].visible == pc.SheetVisibleEnum.Visible if n in meta else True, n)
+                       for n in self.wb.sheet_names]
+
+    def scan(self, part: str) -> tuple[list[str], list[tuple[int, int, int, int]]]:
+        return [], []
+
+    def open(self, name: str) -> tuple[Iterator[tuple[int, list[str]]], list[tuple[int, int, int, int]]]:
+        try:
+            ws = self.wb.get_sheet_by_name(name)
+        except self.pc.CalamineError as exc:
+            raise ListFileError(self.file, None, f"cannot read sheet ({exc})", name) from None
+        merges = [(r0, c0, r1, c1) for (r0, c0), (r1, c1) in (ws.merged_cell_ranges or [])]
+        return _sheet_records(ws), merges
+
+    def close(self) -> None:
+        self.wb.close()
+
+
 def _workbook_rows(file: str, f: BinaryIO, fmt: str, sheet: str | None,
                    info: ListInfo) -> Iterator[RawRow]:
-    import python_calamine as pc
-
-    wb = _workbook(file, f, fmt)
+    book: _XlsxBook | _CalamineBook = _XlsxBook(file, f) if fmt == "xlsx" else _CalamineBook(file, f, fmt)
     try:
-        names = list(wb.sheet_names)
-        meta = {m.name: m for m in wb.sheets_metadata}
+        names = [name for name, _, _ in book.sheets]
         if sheet is not None and sheet not in names:
             listed = ", ".join(repr(n) for n in names)
             raise ListFileError(file, None, f"no sheet {sheet!r}; sheets: {listed}")
-        chosen = [sheet] if sheet is not None else names
-        parts: dict[str, str] = {}
-        zf: zipfile.ZipFile | None = None
-        if fmt == "xlsx":
-            f.seek(0)
-            zf = zipfile.ZipFile(f)
-            parts = _xlsx_sheet_parts(zf)
+        chosen = [s for s in book.sheets if sheet is None or s[0] == sheet]
         errors: list[ListFileError] = []
-        for name in chosen:
+        for name, visible, part in chosen:
             si = SheetInfo(name)
             info.sheets.append(si)
-            m = meta.get(name)
-            if sheet is None and m is not None and m.visible != pc.SheetVisibleEnum.Visible:
+            if sheet is None and not visible:
                 si.note = "hidden sheet: not read (give --sheet to read it)"
                 continue
-            if zf is not None and name in parts:
-                cells = _uncached_formulas(zf, parts[name])
-                if cells:
-                    shown = ", ".join(cells[:10]) + (f" and {len(cells) - 10} more" if len(cells) > 10 else "")
-                    raise ListFileError(
-                        file, None, f"formula cells without a saved value ({shown}): the file was "
-                        "written by a program that does not compute formulas; open it in Excel or "
-                        "LibreOffice and save it (or paste the values), then import again", name)
-            try:
-                ws = wb.get_sheet_by_name(name)
-            except pc.CalamineError as exc:
-                raise ListFileError(file, None, f"cannot read sheet ({exc})", name) from None
-            merges = [(r0, c0, r1, c1) for (r0, c0), (r1, c1) in (ws.merged_cell_ranges or [])]
-            records = _sheet_records(ws)
-            del ws  # one sheet in memory at a time: calamine holds a whole sheet
+            uncached, merges = book.scan(part)
+            if uncached:
+                shown = ", ".join(uncached[:10]) + (f" and {len(uncached) - 10} more" if len(uncached) > 10 else "")
+                raise ListFileError(
+                    file, None, f"formula cells without a saved value ({shown}): the file was "
+                    "written by a program that does not compute formulas; open it in Excel or "
+                    "LibreOffice and save it (or paste the values), then import again", name)
+            if isinstance(book, _XlsxBook):
+                records = book.records(name, part)
+            else:
+                records, merges = book.open(name)
             try:
                 yield from _sheet_rows(file, si, records, merges, clean=True)
             except ListFileError as exc:
@@ -784,7 +1193,7 @@ def _workbook_rows(file: str, f: BinaryIO, fmt: str, sheet: str | None,
             notes = "; ".join(f"{s.name!r}: {s.note}" for s in info.sheets)
             raise ListFileError(file, None, f"no sheet holds a list with a phone column ({notes})")
     finally:
-        wb.close()
+        book.close()
 
 
 # --- HTML tables saved as .xls by web portals -------------------------------------------------
@@ -938,9 +1347,11 @@ def read_list(path: str | os.PathLike[str], *, encoding: str | None = None,
               sheet: str | None = None, info: ListInfo | None = None) -> Iterator[RawRow]:
     """Stream the recipient rows of a list file, header and non-data rows excluded.
 
-    Formats, recognised by content (the extension is only a hint): ``.xlsx``/``.xlsm``, legacy
-    ``.xls`` (BIFF) and ``.ods`` through python-calamine (cells read as stored, whatever the
-    declared sheet dimension); an HTML table saved with an ``.xls`` name (web portals); and
+    Formats, recognised by content (the extension is only a hint): ``.xlsx``/``.xlsm``,
+    streamed (the sheet XML parsed with expat as it is decompressed: memory does not grow with
+    the rows; values as python-calamine gives them), legacy ``.xls`` (BIFF) and ``.ods``
+    through python-calamine (one sheet in memory at a time); cells read as stored, whatever
+    the declared sheet dimension; an HTML table saved with an ``.xls`` name (web portals); and
     delimited text: comma, semicolon or tab, detected from the first lines or named by Excel's
     ``sep=;`` line. Text encodings: UTF-8 with or without BOM, UTF-16 with BOM (Excel "Unicode
     Text"), Windows-1258 (recognised when the text is not UTF-8 and reads cleanly as 1258; its

@@ -195,21 +195,18 @@ Cell = tuple[int, str, "str | None", "str | None", "str | None", "str | None", "
              "str | None"]
 
 
-def _cells(path: str, encoding: str | None, convert: bool, sheet: str | None,
-           info: listfiles.ListInfo) -> Iterator[list[Cell]]:
-    """Read one file and normalise every number in it, in batches. Pure: no database."""
-    batch: list[Cell] = []
-    split, normalise = phones.split_cell, phones.normalise
+# One row as read: (line, phone cell, name, district, ward, zalo user id, sheet, province)
+Row = tuple[int, str, "str | None", "str | None", "str | None", "str | None", "str | None",
+            "str | None"]
+
+
+def _rows(path: str, encoding: str | None, sheet: str | None,
+          info: listfiles.ListInfo) -> Iterator[list[Row]]:
+    """Read one file, in batches of rows. Pure: no database, no normalisation."""
+    batch: list[Row] = []
     for row in listfiles.read_list(path, encoding=encoding, sheet=sheet, info=info):
-        raw = row.phone
-        cells = (split(raw) if raw else None) or [raw or ""]
-        extra = len(cells) - 1
-        whole = raw if extra > 0 or (len(cells) == 1 and cells[0] != raw.strip()) else None
-        for i, cell in enumerate(cells):
-            res = normalise(cell, convert_old_prefixes=convert)
-            batch.append((row.line, cell, res.e164, res.carrier, res.reason, res.hint, row.name,
-                          row.district, row.ward, row.zalo_user_id, extra if i == 0 else -1,
-                          row.sheet, row.province, whole if i == 0 else None))
+        batch.append((row.line, row.phone, row.name, row.district, row.ward, row.zalo_user_id,
+                      row.sheet, row.province))
         if len(batch) >= _BATCH:
             yield batch
             batch = []
@@ -217,10 +214,36 @@ def _cells(path: str, encoding: str | None, convert: bool, sheet: str | None,
         yield batch
 
 
-def _produce(path: str, encoding: str | None, convert: bool, sheet: str | None, queue: Any) -> None:
+def _normalised(rows: list[Row], convert: bool) -> list[Cell]:
+    """Every number of a batch of rows normalised (a cell may hold several)."""
+    out: list[Cell] = []
+    split, normalise = phones.split_cell, phones.normalise
+    for line, raw, name, district, ward, zalo, sheet, province in rows:
+        cells = (split(raw) if raw else None) or [raw or ""]
+        extra = len(cells) - 1
+        whole = raw if extra > 0 or (len(cells) == 1 and cells[0] != raw.strip()) else None
+        for i, cell in enumerate(cells):
+            res = normalise(cell, convert_old_prefixes=convert)
+            out.append((line, cell, res.e164, res.carrier, res.reason, res.hint, name, district,
+                        ward, zalo, extra if i == 0 else -1, sheet, province,
+                        whole if i == 0 else None))
+    return out
+
+
+def _cells(path: str, encoding: str | None, convert: bool, sheet: str | None,
+           info: listfiles.ListInfo) -> Iterator[list[Cell]]:
+    """Read one file and normalise every number in it, in batches. Pure: no database."""
+    for batch in _rows(path, encoding, sheet, info):
+        yield _normalised(batch, convert)
+
+
+def _produce(path: str, encoding: str | None, convert: bool, sheet: str | None, queue: Any,
+             normalise: bool = True) -> None:
     info = listfiles.ListInfo(path)
     try:
-        for batch in _cells(path, encoding, convert, sheet, info):
+        batches = (_cells(path, encoding, convert, sheet, info) if normalise
+                   else _rows(path, encoding, sheet, info))
+        for batch in batches:
             queue.put(batch)
         queue.put(info)
         queue.put(None)
@@ -231,10 +254,24 @@ def _produce(path: str, encoding: str | None, convert: bool, sheet: str | None, 
                   else listfiles.ListFileError(path, None, f"{type(exc).__name__}: {exc}"))
 
 
+_WORKBOOK_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
+
+
+def _is_workbook(path: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8).startswith(_WORKBOOK_MAGIC)
+    except OSError:
+        return False
+
+
 def _batches(path: str, encoding: str | None, convert: bool, sheet: str | None,
              info: listfiles.ListInfo) -> Iterator[list[Cell]]:
     """Batches of normalised cells; large files are read by a child process. ``info`` is
-    filled once the file has been read."""
+    filled once the file has been read. A text file's child also normalises the numbers
+    (reading text is cheap); a workbook's child only reads (parsing the sheet XML costs about
+    as much as everything else), and the numbers are normalised here, so that the two
+    processes share the work."""
     try:
         big = Path(path).stat().st_size >= PARALLEL_MIN_BYTES
     except OSError:
@@ -244,9 +281,11 @@ def _batches(path: str, encoding: str | None, convert: bool, sheet: str | None,
         return
     import multiprocessing as mp
 
+    in_child = not _is_workbook(path)
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     queue = ctx.Queue(maxsize=8)
-    proc = ctx.Process(target=_produce, args=(path, encoding, convert, sheet, queue), daemon=True)
+    proc = ctx.Process(target=_produce, args=(path, encoding, convert, sheet, queue, in_child),
+                       daemon=True)
     proc.start()
     try:
         while True:
@@ -258,7 +297,7 @@ def _batches(path: str, encoding: str | None, convert: bool, sheet: str | None,
             if isinstance(item, listfiles.ListInfo):
                 info.format, info.sheets = item.format, item.sheets
                 continue
-            yield item
+            yield item if in_child else _normalised(item, convert)
     finally:
         if proc.is_alive():
             proc.terminate()
