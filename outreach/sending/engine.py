@@ -188,7 +188,8 @@ class RunEngine:
         self.writer = LedgerWriter(db, run_id, gateway_names=[g.name for g in gateways.values()],
                                    clock=clock, owner=self.lease.owner,
                                    lookahead=max([64, *self.concurrency.values()]) if confirm
-                                   else 0, deadline=st.record_deadline)
+                                   else 0, deadline=st.record_deadline,
+                                   on_recorded=self._recorded)
         self.sender = BatchSender(
             spec, gateways, limiters=self.limiters, units=self.units,
             concurrency=self.concurrency, clock=clock, lease=self.lease, writer=self.writer,
@@ -200,6 +201,7 @@ class RunEngine:
         self._sending = False
         self._done = 0
         self._total: int | None = None
+        self._progress_lock = threading.Lock()
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -290,6 +292,15 @@ class RunEngine:
             return runs.remaining(conn, self.run_id)
 
     # -- the step --------------------------------------------------------------------------
+    def _recorded(self, n: int) -> None:
+        """The writer committed ``n`` outcomes: the progress counts what is recorded, message by
+        message as the group commits land (never a claimed batch that may be returned)."""
+        with self._progress_lock:
+            self._done += n
+            done, total = self._done, self._total
+        if self.progress and total is not None:
+            self.progress(done, total)
+
     def step(self) -> Step:
         """One batch: check the run may go on, claim a batch under the lease, send it; the
         writer commits each request's start before it leaves and each outcome as it comes, and
@@ -332,9 +343,6 @@ class RunEngine:
         self._held = ids
         self.sender.window_shut.clear()
         step = Step(outcomes=Counter(o.kind for o in outcomes), more=True)
-        self._done += len(batch)
-        if self.progress:
-            self.progress(self._done, self._total)
         halted = self.sender.halted
         if halted:
             self.writer.flush()
