@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -14,11 +14,13 @@ from outreach.ledger.models import Suppression
 
 def add(conn: Connection, numbers: Iterable[str], *, reason: str, source: str,
         operator: str | None = None, now: dt.datetime | None = None, log: bool = True,
-        action: str = "optout-add") -> int:
+        action: str = "optout-add", reasons: Mapping[str, str] | None = None) -> int:
     """Suppress E.164 numbers; returns how many were new. Already suppressed numbers keep their
-    first reason and source."""
+    first reason and source. ``reasons`` gives a number its own reason (an opt-out file's
+    reason column) instead of ``reason``."""
     now = now or dt.datetime.now(dt.timezone.utc)
-    rows = [{"e164": n, "reason": reason, "source": source, "created_at": now}
+    reasons = reasons or {}
+    rows = [{"e164": n, "reason": reasons.get(n) or reason, "source": source, "created_at": now}
             for n in dict.fromkeys(numbers)]
     if not rows:
         return 0
