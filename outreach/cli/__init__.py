@@ -17,6 +17,11 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
+class DatabaseProblem(Exception):
+    """The database cannot be opened or brought up to date: the message names the database and
+    the likely cause (:func:`database_error_message`)."""
+
+
 class Ctx:
     """What every command shares: database URL, operator name, whether to show numbers."""
 
@@ -37,8 +42,17 @@ class Ctx:
             url = config.database_url(self.db_url)
             path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
             fresh = path is not None and path != ":memory:" and not os.path.exists(path)
-            self._db = Database(url)
-            self._db.upgrade()
+            try:
+                self._db = Database(url)
+                self._db.upgrade()
+            except Exception as exc:
+                from alembic.util import CommandError
+                from sqlalchemy.exc import SQLAlchemyError
+
+                if isinstance(exc, (CommandError, SQLAlchemyError)):
+                    self._db = None
+                    raise DatabaseProblem(database_error_message(exc, self)) from None
+                raise
             if fresh:
                 err_console.print(_("note: created a new, empty database at {path}").format(
                     path=path))
@@ -68,7 +82,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from outreach.users import UserError
 
     return (OperatorError, CampaignError, ListFileError, GatewayError, RunError, SQLAlchemyError,
-            OSError, UserError)
+            OSError, UserError, DatabaseProblem)
 
 
 class OutreachGroup(click.Group):

@@ -157,7 +157,10 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
     if camp is None:
         from outreach.sending.ops import OperatorError
 
-        raise OperatorError(f"no campaign {campaign_id!r} in the database (launch it first)")
+        from outreach.i18n import _
+
+        raise OperatorError(_("no campaign {id!r} in the database (launch it first)").format(
+            id=campaign_id))
     conds = _conds(campaign_id, since, until)
 
     # 1. settled rows: one scan of ix_deliveries_report, every breakdown but the day, with
