@@ -218,3 +218,15 @@ def install_click() -> None:
             mod._ = _
         if hasattr(mod, "ngettext"):
             mod.ngettext = ngettext
+
+
+#: Words shown from data (delivery and run states, run kinds, stop reasons, unit kinds): the
+#: console shows ``_(status)``; the JSON and CSV values stay these codes.
+TERMS = (
+    N_("queued"), N_("sending"), N_("sent"), N_("delivered"), N_("undelivered"), N_("failed"),
+    N_("skipped"), N_("opted_out"), N_("unknown"), N_("created"), N_("running"), N_("paused"),
+    N_("completed"), N_("cancelled"), N_("missed"), N_("launch"), N_("daily"), N_("resend"),
+    N_("gateway"), N_("error-rate"), N_("window"), N_("late"), N_("gone"), N_("active"),
+    N_("pending"), N_("approved"), N_("rejected"), N_("void"), N_("requeued"),
+    N_("district"), N_("ward"), N_("orphaned"), N_("looked_up"), N_("deferred"),
+)

@@ -72,11 +72,11 @@ def extract(fileobj: IO[bytes], keywords: Any, comment_tags: Any,
                     if text and text.strip():
                         yield (kw.value.lineno, "_", [help_key(text)], [])
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            if any(isinstance(d, ast.Call) and _func_name(d.func) in CLICK_DECORATORS
-                   for d in node.decorator_list):
+            cmds = [d for d in node.decorator_list
+                    if isinstance(d, ast.Call) and _func_name(d.func) in CLICK_DECORATORS]
+            if cmds:
                 doc = ast.get_docstring(node, clean=False)
-                if doc and not any(kw.arg == "help" for d in node.decorator_list
-                                   if isinstance(d, ast.Call) for kw in d.keywords):
+                if doc and not any(kw.arg == "help" for d in cmds for kw in d.keywords):
                     yield (node.lineno, "_", [help_key(doc)], [])
 
 
