@@ -163,6 +163,13 @@ def _fmt_rate(rate: float | None) -> str:
     return percent(rate)
 
 
+def _when(iso: str | None) -> str:
+    """An ISO time of the report as the operator reads it (``08:00 ngày 30/07/2024``)."""
+    from outreach.i18n import when
+
+    return when(dt.datetime.fromisoformat(iso)) if iso else "–"
+
+
 def _key(key: str) -> str:
     return _("TOTAL") if key == "TOTAL" else key
 
@@ -186,8 +193,8 @@ def _table(data: dict[str, Any], wanted: set[str]) -> None:
             not_sent=n(data["not_sent"])))
     console.print(_("segments {segments}, cost {cost} VND; first send {first}, last send "
                     "{last}").format(segments=n(data["segments"]), cost=n(data["cost_vnd"]),
-                                     first=data["first_send"] or "–",
-                                     last=data["last_send"] or "–"))
+                                     first=_when(data["first_send"]),
+                                     last=_when(data["last_send"])))
     for g in data.get("local_gateways") or []:
         count = sum((data["by_gateway"].get(g) or {}).values())
         console.print(_("[yellow]note: {n} deliveries went to the {gateway} gateway (a local "
