@@ -15,6 +15,9 @@ from outreach.i18n import _
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
+#: ``--wide``: the width tables may take (columns); otherwise the terminal's (80 in a pipe).
+WIDE_COLUMNS = 400
+_NATURAL_WIDTH = {id(console): console._width, id(err_console): err_console._width}
 
 
 class DatabaseProblem(Exception):
@@ -209,6 +212,10 @@ def translate_commands(cmd: click.Command) -> None:
         for p in c.params:
             if isinstance(p, click.Option):
                 tr(p, "help")
+        helper = getattr(c, "_help_option", None)  # click caches --help once made
+        if helper is not None:
+            helper._i18n_help = "Show this message and exit."
+            tr(helper, "help")
         if isinstance(c, click.Group):
             for sub in c.commands.values():
                 walk(sub)
@@ -229,11 +236,14 @@ def translate_commands(cmd: click.Command) -> None:
 @click.option("--operator", envvar="OUTREACH_OPERATOR", help="Name recorded in the audit log "
               "(default: the operating-system user).")
 @click.option("--show-numbers", is_flag=True, help="Show whole phone numbers (masked by default).")
+@click.option("--wide", is_flag=True,
+              help="Tables at their full width (no wrapping at the terminal's width): for "
+                   "copying file:line and long values, or piping into a file.")
 @click.option("--debug", is_flag=True, hidden=True)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.pass_context
 def main(ctx: click.Context, database_url: str | None, operator: str | None, show_numbers: bool,
-         debug: bool, verbose: int) -> None:
+         wide: bool, debug: bool, verbose: int) -> None:
     """outreach: send a prescribed message by SMS and Zalo to every recipient, exactly once,
     and report who got it."""
     level = logging.WARNING - 10 * verbose
@@ -242,6 +252,8 @@ def main(ctx: click.Context, database_url: str | None, operator: str | None, sho
     from outreach.logmask import install
 
     install()
+    for con in (console, err_console):
+        con._width = WIDE_COLUMNS if wide else _NATURAL_WIDTH[id(con)]
     ctx.obj = Ctx(database_url, operator, show_numbers, debug)
 
 

@@ -350,7 +350,7 @@ def _confirm_plan(c: Ctx, spec: campaigns.CampaignSpec, gateway: str | None,
 
     names = gateway_names_for(spec, gateway)
     gws = build_gateways(names, c.db, SYSTEM_CLOCK)
-    reaching = [g.name for g in gws.values() if g.reaches_phones]
+    reaching = approvals.phone_gateways(gws)  # outbox and the rehearsal gateways (mock) do not
     now = SYSTEM_CLOCK.now()
     ops.check_window(spec, gws, now, override_window)
     if reaching:

@@ -438,6 +438,13 @@ EXPORT_HEADINGS = (N_("key"), N_("subkey"), N_("queued"), N_("sending"), N_("sen
            N_("province"), N_("commune"))
 
 
+def sheet_title(code: str) -> str:
+    """The XLSX sheet of ``code``: its translation, or (English, no translation) the code
+    itself (``summary``, ``district``, ``failure_reasons``...)."""
+    text = _(SHEETS[code])
+    return code if text == SHEETS[code] else text
+
+
 def heading(code: str) -> str:
     """The export heading of column ``code`` in the interface language."""
     return _(code)
@@ -516,7 +523,7 @@ def write_xlsx(data: Mapping[str, Any], path: str | Any) -> None:
 
     wb = Workbook()
     ws = wb.active
-    ws.title = _(SHEETS["summary"])
+    ws.title = sheet_title("summary")
     safeio.xlsx_append(ws, headings(["figure", "value"]))
     for k in SUMMARY_KEYS:
         safeio.xlsx_append(ws, [heading(k), data.get(k)])
@@ -526,7 +533,7 @@ def write_xlsx(data: Mapping[str, Any], path: str | Any) -> None:
     ws.column_dimensions["A"].width = 16
     ws.column_dimensions["B"].width = 70
     for dim in DIMENSIONS:
-        sh = wb.create_sheet(_(SHEETS[dim]))
+        sh = wb.create_sheet(sheet_title(dim))
         safeio.xlsx_append(sh, headings(ROW_COLUMNS))
         rate_col = ROW_COLUMNS.index("delivery_rate") + 1
         for row in breakdown_rows(data, dim):
@@ -537,14 +544,14 @@ def write_xlsx(data: Mapping[str, Any], path: str | Any) -> None:
         sh.column_dimensions["A"].width = 22
         sh.column_dimensions["B"].width = 18
         sh.freeze_panes = "C2"
-    sh = wb.create_sheet(_(SHEETS["failure_reasons"]))
+    sh = wb.create_sheet(sheet_title("failure_reasons"))
     safeio.xlsx_append(sh, headings(REASON_COLUMNS))
     for r in data["failure_reasons"]:
         safeio.xlsx_append(sh, [_cell(r[c]) for c in REASON_COLUMNS])
     cb = data.get("carrier_broadcasts") or {}
     if cb.get("carriers"):
         # the operators' own counts, in their own sheet: never summed with the figures above
-        sh = wb.create_sheet(_(SHEETS["carrier_broadcasts"]))
+        sh = wb.create_sheet(sheet_title("carrier_broadcasts"))
         safeio.xlsx_append(sh, headings(["carrier", "day", "area", "subscribers_messaged"]))
         for day, per in cb["by_day"].items():
             for carrier, n in sorted(per.items()):
