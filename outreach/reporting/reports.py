@@ -52,6 +52,7 @@ from sqlalchemy import text as sql_text
 
 from outreach.ledger import states
 from outreach.clock import VN_TZ
+from outreach import i18n
 from outreach.i18n import N_, _
 from outreach.ledger.models import REACHED_SQL, REASON_SQL, SETTLED_SQL, Campaign, Delivery, Import, Run
 
@@ -158,7 +159,8 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
     if camp is None:
         from outreach.sending.ops import OperatorError
 
-        raise OperatorError(_("no campaign {id!r} in the database (launch it first)").format(
+        raise OperatorError(i18n._("no campaign {id!r} in the database (launch it "
+                                   "first)").format(
             id=campaign_id))
     conds = _conds(campaign_id, since, until)
 
