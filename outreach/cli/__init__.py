@@ -107,7 +107,7 @@ class OutreachGroup(click.Group):
         except (KeyboardInterrupt, click.Abort) as exc:
             if isinstance(exc, click.Abort) and exc.__context__ is None:
                 raise  # a prompt answered "no": click prints "Aborted!" (exit 1)
-            err_console.print(_("interrupted"))
+            err_console.print(_("interrupted (Ctrl-C)"))
             raise SystemExit(130) from None
         except Exception as exc:
             debug = bool(ctx.obj and getattr(ctx.obj, "debug", False))
