@@ -8,6 +8,7 @@ import click
 from click.core import ParameterSource
 
 from outreach import config
+from outreach.i18n import _
 
 
 @click.group()
@@ -69,20 +70,22 @@ def serve(ctx: click.Context, host: str, port: int, threads: int, no_twilio: boo
     if no_twilio:
         token = None
     elif not token:
-        raise click.UsageError("TWILIO_AUTH_TOKEN is not set: Twilio callbacks could not be "
-                               "verified. Set it, or pass --no-twilio to serve without them.")
+        raise click.UsageError(_("TWILIO_AUTH_TOKEN is not set: Twilio callbacks could not be "
+                                 "verified. Set it, or pass --no-twilio to serve without them."))
     public = os.environ.get("OUTREACH_PUBLIC_BASE_URL") or None
     url = config.database_url(ctx.meta.get(_DB_URL))
     db = Database(url)
     if not has_schema(db.engine):
-        raise click.ClickException(f"the database {config.redact_url(url)} has no schema; run "
-                                   "`outreach db upgrade` first")
+        raise click.ClickException(_("the database {url} has no schema; run `outreach db "
+                                     "upgrade` first").format(url=config.redact_url(url)))
     if token and not public:
-        click.echo("warning: OUTREACH_PUBLIC_BASE_URL is not set; signatures are checked against "
-                   "the URL this server sees, which is wrong behind a reverse proxy", err=True)
-    routes = "Twilio receipts" if token else "no Twilio routes"
-    click.echo(f"outreach webhooks on http://{host}:{port} ({routes}, {threads} threads, "
-               f"database {config.redact_url(url)})", err=True)
+        click.echo(_("warning: OUTREACH_PUBLIC_BASE_URL is not set; signatures are checked "
+                     "against the URL this server sees, which is wrong behind a reverse proxy"),
+                   err=True)
+    routes = _("Twilio receipts") if token else _("no Twilio routes")
+    click.echo(_("outreach webhooks on http://{host}:{port} ({routes}, {threads} threads, "
+                 "database {db})").format(host=host, port=port, routes=routes, threads=threads,
+                                          db=config.redact_url(url)), err=True)
     limits = {k: v for k, v in (("max_body_bytes", max_body_bytes),
                                 ("max_header_bytes", max_header_bytes),
                                 ("channel_timeout", channel_timeout)) if v is not None}
