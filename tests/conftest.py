@@ -12,6 +12,9 @@ CAMPAIGN_FILE = ROOT / "campaigns" / "cantho-2024-pcmbn.toml"
 #: A fixed Fernet key for the tests (outreach.secretstore); set before any test or subprocess runs.
 TEST_SECRET_KEY = "dGVzdC1vbmx5LWtleS1ub3QtYS1yZWFsLXNlY3JldCE="
 os.environ.setdefault("OUTREACH_SECRET_KEY", TEST_SECRET_KEY)
+#: The tests assert English output unless they ask for Vietnamese (tests/test_i18n.py):
+#: ``--lang vi`` or ``OUTREACH_LANG=vi`` in the test, never the machine's locale.
+os.environ["OUTREACH_LANG"] = "en"
 PLAN_TEXT = ("Toàn dân tích cực tham gia phòng, chống mua bán người. Khi phát hiện dấu hiệu liên "
              "quan đến mua bán người hãy thông báo ngay cho cơ quan Công an nơi gần nhất hoặc Tổng "
              "đài quốc gia 111 để được tư vấn, hỗ trợ, hướng dẫn kịp thời")
@@ -28,6 +31,10 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                 "https_proxy", "TWILIO_EDGE", "TWILIO_REGION"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("OUTREACH_LANG", "en")
+    from outreach import i18n
+
+    i18n.set_language("en")
 
 
 @pytest.fixture

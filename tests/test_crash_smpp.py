@@ -62,7 +62,7 @@ gateway = "smpp"
             with db.engine.connect() as conn:
                 has_run = conn.execute(select(func.count()).select_from(Run)).scalar_one() > 0
         args = ("campaign", "resume", str(campaign)) if has_run else (
-            "campaign", "launch", str(campaign))
+            "campaign", "launch", str(campaign), "--yes")
         proc = _cli(tmp_path, smsc, *args)
         if kills < KILLS:
             target = len(smsc.messages) + rng.randint(50, 250)

@@ -263,7 +263,7 @@ def test_console_script_runs_the_readme_command(tmp_path: Path) -> None:
     r = subprocess.run([str(exe), "campaign", "launch", CID, "--no-progress"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "run #1: sent 2098" in r.stdout
+    assert "run #1: sent 2,098" in r.stdout
     lines = (tmp_path / "h" / "outbox" / f"{CID}.jsonl").read_text("utf-8").splitlines()
     assert len(lines) == 2098
 
@@ -348,7 +348,7 @@ def test_a_launch_in_table_form_says_where_the_outbox_is(home: Path,
     code, out, err = run("campaign", "launch", CID, "--no-progress")
     assert code == 0, err
     flat = " ".join(out.split())
-    assert "run #1: sent 2098" in flat
+    assert "run #1: sent 2,098" in flat
     said = f"outbox (a local file, nothing reached a phone): {home / 'outbox' / CID}.jsonl"
     assert "".join(said.split()) in "".join(out.split())  # rich wraps the long path anywhere
     assert len(outbox_lines(home)) == 2098

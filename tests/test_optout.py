@@ -32,7 +32,7 @@ def test_optout_import_reports_rows_numbers_and_unreadable_lines(tmp_path: Path)
                                  "--source", "hotline 111"])
     assert first.exit_code == 0, first.output
     out, err = flat(first.stdout), flat(first.stderr)  # rich wraps long lines
-    assert (f"{lst}: 6 row(s) read; 4 number(s): 4 added to the suppression list, "
+    assert (f"{lst}: 6 rows read; 4 numbers: 4 added to the suppression list, "
             "0 already on it; 2 unreadable") in out
     assert f"{lst}:5: skipped (not-a-number)" in err
     assert f"{lst}:7: skipped (empty)" in err
@@ -43,5 +43,5 @@ def test_optout_import_reports_rows_numbers_and_unreadable_lines(tmp_path: Path)
     again = runner.invoke(main, ["--database-url", db_url, "optout", "import", str(lst), str(lst)])
     assert again.exit_code == 0, again.output
     out = flat(again.stdout)
-    assert "4 number(s): 0 added to the suppression list, 4 already on it" in out
-    assert "total: 12 row(s) read; 8 number(s): 0 added; 4 unreadable" in out
+    assert "4 numbers: 0 added to the suppression list, 4 already on it" in out
+    assert "total: 12 rows read; 8 numbers: 0 added; 4 unreadable" in out

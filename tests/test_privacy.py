@@ -165,7 +165,7 @@ def test_dry_run_changes_nothing_and_needs_no_key(two_campaigns: Database,
     monkeypatch.delenv("OUTREACH_PURGE_KEY", raising=False)
     code, out, err = cli(db, "privacy", "purge", "--older-than", "90", "--dry-run")
     assert code == 0, err
-    assert f"would purge 1 campaign(s): {CID}" in out
+    assert f"would purge 1 campaign: {CID}" in out
     assert "deliveries: 18 numbers" in out and "recipients: 16 numbers" in out
     assert f"kept {OTHER}: run #3 is running" in out
     assert "a real purge needs the key in $OUTREACH_PURGE_KEY" in out
@@ -197,7 +197,7 @@ def test_cli_purge_then_again_is_idempotent(two_campaigns: Database,
     code, out, err = cli(db, "--operator", "thu.pham", "privacy", "purge", "--older-than", "90",
                          "--key-env", "PURGE_SECRET")
     assert code == 0, err
-    assert f"purged 1 campaign(s): {CID}" in out
+    assert f"purged 1 campaign: {CID}" in out
     assert "raw payloads scrubbed: 2 events, 1 pending receipts" in out
     code, out, err = cli(db, "privacy", "purge", "--older-than", "90", "--key-env",
                          "PURGE_SECRET", "--format", "json")

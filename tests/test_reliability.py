@@ -235,7 +235,7 @@ def test_a_slow_creating_provider_and_kills_in_flight_send_nobody_twice(tmp_path
                    TWILIO_FROM="TEST", OUTREACH_TWILIO_API_URL=server.base_url,
                    OUTREACH_TWILIO_TIMEOUT="10", OUTREACH_TWILIO_LISTING_MARGIN="5",
                    NO_PROXY="127.0.0.1,localhost")
-        args: tuple[str, ...] = ("campaign", "launch", str(campaign))
+        args: tuple[str, ...] = ("campaign", "launch", str(campaign), "--yes")
         for _ in range(kills):
             proc = _cli(tmp_path, env, *args)
             target = len(server.creates()) + 8  # requests are in flight

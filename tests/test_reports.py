@@ -547,7 +547,7 @@ def test_operator_actions_are_audited_with_who_and_text_hash(seeded: Database,
                                   .where(Delivery.status == "unknown")).scalar_one()
     code, out, err = cli(seeded, "deliveries", "resolve", str(unknown_id), "--skip",
                          operator="minh.le")
-    assert code == 0 and "1 deliveries skip" in out, err
+    assert code == 0 and "1 delivery: skipped" in out, err
     code, _, err = cli(seeded, "optout", "add", "0905550099", operator="lan.tran")
     assert code == 0, err
     code, _, err = cli(seeded, "optout", "remove", "0905550099", operator="lan.tran")

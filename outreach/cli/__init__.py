@@ -10,10 +10,19 @@ from typing import Any
 import click
 from rich.console import Console
 
-from outreach import __version__
+from outreach import __version__, i18n
+from outreach.i18n import _
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
+#: ``--wide``: the width tables may take (columns); otherwise the terminal's (80 in a pipe).
+WIDE_COLUMNS = 400
+_NATURAL_WIDTH = {id(console): console._width, id(err_console): err_console._width}
+
+
+class DatabaseProblem(Exception):
+    """The database cannot be opened or brought up to date: the message names the database and
+    the likely cause (:func:`database_error_message`)."""
 
 
 class Ctx:
@@ -36,10 +45,20 @@ class Ctx:
             url = config.database_url(self.db_url)
             path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
             fresh = path is not None and path != ":memory:" and not os.path.exists(path)
-            self._db = Database(url)
-            self._db.upgrade()
+            try:
+                self._db = Database(url)
+                self._db.upgrade()
+            except Exception as exc:
+                from alembic.util import CommandError
+                from sqlalchemy.exc import SQLAlchemyError
+
+                if isinstance(exc, (CommandError, SQLAlchemyError)):
+                    self._db = None
+                    raise DatabaseProblem(database_error_message(exc, self)) from None
+                raise
             if fresh:
-                err_console.print(f"note: created a new, empty database at {path}")
+                err_console.print(_("note: created a new, empty database at {path}").format(
+                    path=path))
         return self._db
 
     def phone(self, e164: str | None) -> str:
@@ -67,20 +86,29 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from outreach.users import UserError
 
     return (OperatorError, CampaignError, ListFileError, GatewayError, RunError, SQLAlchemyError,
-            OSError, UserError, InboundConfigError)
+            OSError, UserError, InboundConfigError, DatabaseProblem)
 
 
 class OutreachGroup(click.Group):
     """Turns every expected error into one line on stderr and exit code 1; anything else into
-    an 'internal error' line (exit 2) — the traceback only with ``--debug``."""
+    an 'internal error' line (exit 2) — the traceback only with ``--debug``; Ctrl-C exits 130
+    (128 + SIGINT, as shells do). Sets the interface language before anything is parsed
+    (``OUTREACH_LANG`` or the locale; ``--lang`` then overrides it, see ``outreach.i18n``)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        i18n.init_from_environment()
+        translate_commands(self)
+        return super().main(*args, **kwargs)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+        except (click.ClickException, click.exceptions.Exit, SystemExit):
             raise
-        except KeyboardInterrupt:
-            err_console.print("interrupted")
+        except (KeyboardInterrupt, click.Abort) as exc:
+            if isinstance(exc, click.Abort) and exc.__context__ is None:
+                raise  # a prompt answered "no": click prints "Aborted!" (exit 1)
+            err_console.print(_("interrupted (Ctrl-C)"))
             raise SystemExit(130) from None
         except Exception as exc:
             debug = bool(ctx.obj and getattr(ctx.obj, "debug", False))
@@ -98,39 +126,138 @@ class OutreachGroup(click.Group):
                     err_console.print(f"[red]error:[/red] {escape(str(missing))}", markup=True,
                                       soft_wrap=True)
                     raise SystemExit(1) from None
-                err_console.print(f"[red]error:[/red] a required module is not installed: "
-                                  f"{exc.name} (for this database URL or gateway)", markup=True)
+                err_console.print(_("[red]error:[/red] a required module is not installed: "
+                                    "{name} (for this database URL or gateway)").format(
+                                        name=exc.name), markup=True)
                 raise SystemExit(1) from None
             if isinstance(exc, expected):
                 msg = str(exc)
                 from sqlalchemy.exc import SQLAlchemyError
 
                 if isinstance(exc, SQLAlchemyError):
-                    msg = f"database error: {getattr(exc, 'orig', exc)}"
+                    msg = database_error_message(exc, ctx.obj)
                 from rich.markup import escape
 
                 # escaped: "pip install 'outreach[twilio]'" is text, not a style tag
-                err_console.print(f"[red]error:[/red] {escape(msg)}", markup=True,
-                                  soft_wrap=True)
+                err_console.print(_("[red]error:[/red] {message}").format(message=escape(msg)),
+                                  markup=True, soft_wrap=True)
                 raise SystemExit(1) from None
-            err_console.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} "
-                              "(run with --debug for the traceback, and report it)", markup=True)
+            err_console.print(_("[red]internal error:[/red] {kind}: {message} (run with --debug "
+                                "for the traceback, and report it)").format(
+                                    kind=type(exc).__name__, message=exc), markup=True)
             raise SystemExit(2) from None
+
+
+def database_error_message(exc: BaseException, obj: Any) -> str:
+    """One line for a database error: the database (the SQLite file, or the server URL without
+    its password) and the likely cause — no permission, a damaged file, a database written by
+    another version of outreach, a server that does not answer — else the driver's message."""
+    from outreach import config
+
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig)
+    low = text.lower()
+    try:
+        url = config.database_url(getattr(obj, "db_url", None))
+    except Exception:  # noqa: BLE001 - the message must still be shown
+        url = ""
+    if url.startswith("sqlite:///"):
+        where = url[len("sqlite:///"):]
+    else:
+        from sqlalchemy.engine import make_url
+
+        try:
+            where = make_url(url).render_as_string(hide_password=True) if url else "?"
+        except Exception:  # noqa: BLE001
+            where = "?"
+    if "readonly" in low or "read-only" in low or "permission denied" in low or \
+            "unable to open database" in low:
+        cause = _("the file or its folder cannot be written by this user (permissions): check "
+                  "its owner and mode, e.g. `ls -l {where}`").format(where=where)
+    elif "malformed" in low or "not a database" in low or "file is encrypted" in low or \
+            "disk image" in low:
+        cause = _("the file is damaged or is not an outreach database (corruption): restore "
+                  "it from a backup, or point --database-url at the right file")
+    elif "no such table" in low or "no such column" in low or "undefinedtable" in low or \
+            "undefinedcolumn" in low or ("column" in low and "does not exist" in low) or \
+            "can't locate revision" in low:
+        cause = _("the database was written by another version of outreach: run `outreach db "
+                  "upgrade` with the newest version (or use the version that created it)")
+    elif "connection refused" in low or "could not connect" in low or "timeout" in low:
+        cause = _("the database server does not answer: is it running, and is the URL right?")
+    elif "locked" in low or "busy" in low:
+        cause = _("another outreach process holds the database: wait for it to finish")
+    else:
+        cause = text.splitlines()[0] if text else type(orig).__name__
+    return _("database {where}: {cause}").format(where=where, cause=cause)
+
+
+def _lang_option(ctx: click.Context, _param: click.Parameter, value: str | None) -> str:
+    try:
+        lang = i18n.resolve(value)
+    except i18n.LanguageError as exc:
+        raise click.BadParameter(str(exc)) from None
+    i18n.set_language(lang)
+    translate_commands(ctx.find_root().command)
+    return lang
+
+
+def translate_commands(cmd: click.Command) -> None:
+    """Put every help text of ``cmd`` and its subcommands in the current language (the English
+    originals are kept on the objects, so the language can change between invocations)."""
+    from outreach.i18n_tools import help_key
+
+    def tr(obj: Any, attr: str) -> None:
+        key = f"_i18n_{attr}"
+        if not hasattr(obj, key):
+            setattr(obj, key, getattr(obj, attr, None))
+        orig = getattr(obj, key)
+        if orig:
+            setattr(obj, attr, _(help_key(orig)))
+
+    seen: set[int] = set()
+
+    def walk(c: click.Command) -> None:
+        if id(c) in seen:
+            return
+        seen.add(id(c))
+        tr(c, "help")
+        tr(c, "short_help")
+        for p in c.params:
+            if isinstance(p, click.Option):
+                tr(p, "help")
+        helper = getattr(c, "_help_option", None)  # click caches --help once made
+        if helper is not None:
+            helper._i18n_help = "Show this message and exit."
+            tr(helper, "help")
+        if isinstance(c, click.Group):
+            for sub in c.commands.values():
+                walk(sub)
+
+    walk(cmd)
+    i18n.install_click()
 
 
 @click.group(cls=OutreachGroup)
 @click.version_option(__version__, prog_name="outreach")
+@click.option("--lang", metavar="vi|en", envvar="OUTREACH_LANG", is_eager=True,
+              expose_value=False, callback=_lang_option,
+              help="Interface language: vi or en (default: $OUTREACH_LANG, else the locale; "
+                   "Vietnamese when the locale is Vietnamese or not set).")
 @click.option("--database-url", envvar="OUTREACH_DATABASE_URL", metavar="URL",
               help="SQLAlchemy URL (default: SQLite at $OUTREACH_HOME/outreach.db, "
                    "OUTREACH_HOME defaults to ./.outreach).")
 @click.option("--operator", envvar="OUTREACH_OPERATOR", help="Name recorded in the audit log "
               "(default: the operating-system user).")
 @click.option("--show-numbers", is_flag=True, help="Show whole phone numbers (masked by default).")
+@click.option("--wide", is_flag=True,
+              help="Tables at their full width (no wrapping at the terminal's width): for "
+                   "copying file:line and long values, or piping into a file.")
 @click.option("--debug", is_flag=True, hidden=True)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.pass_context
 def main(ctx: click.Context, database_url: str | None, operator: str | None, show_numbers: bool,
-         debug: bool, verbose: int) -> None:
+         wide: bool, debug: bool, verbose: int) -> None:
     """outreach: send a prescribed message by SMS and Zalo to every recipient, exactly once,
     and report who got it."""
     level = logging.WARNING - 10 * verbose
@@ -139,6 +266,8 @@ def main(ctx: click.Context, database_url: str | None, operator: str | None, sho
     from outreach.logmask import install
 
     install()
+    for con in (console, err_console):
+        con._width = WIDE_COLUMNS if wide else _NATURAL_WIDTH[id(con)]
     ctx.obj = Ctx(database_url, operator, show_numbers, debug)
 
 

@@ -15,6 +15,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from rich.table import Table
 
 from outreach.clock import VN_TZ
+from outreach.i18n import N_, _, ngettext, number
 from outreach.input import campaigns
 from outreach.ledger import states
 from outreach.sending import ops
@@ -40,13 +41,27 @@ def load_spec(ref: str, c: Ctx | None = None) -> campaigns.CampaignSpec:
         return campaigns.load(stored)
 
 
+def unknown_campaign(conn: Any, campaign_id: str) -> str:
+    """The message for a campaign id that is not in the database, naming those that are."""
+    from sqlalchemy import select
+
+    from outreach.ledger.models import Campaign
+
+    known = list(conn.execute(select(Campaign.id).order_by(Campaign.id).limit(10)).scalars())
+    if not known:
+        return _("no campaign {id} in this database: no campaign was launched yet (`outreach "
+                 "campaign launch FILE.toml`)").format(id=campaign_id)
+    return _("no campaign {id} in this database; campaigns: {known}").format(
+        id=campaign_id, known=", ".join(known))
+
+
 @click.group()
 def campaign() -> None:
     """Check, launch, pause, resume, cancel and resend campaigns."""
 
 
 @contextmanager
-def graceful_stop(then: str = "pausing") -> Iterator[threading.Event]:
+def graceful_stop(then: str = N_("pausing")) -> Iterator[threading.Event]:
     """SIGINT/SIGTERM set an event: in-flight sends finish and are recorded, then the run pauses
     (or, for a worker, the process stops); a second signal aborts at once."""
     event = threading.Event()
@@ -55,8 +70,9 @@ def graceful_stop(then: str = "pausing") -> Iterator[threading.Event]:
     def handler(signum: int, _frame: Any) -> None:
         if event.is_set():
             raise KeyboardInterrupt
-        err_console.print(f"\n{signal.Signals(signum).name}: finishing the sends in flight, "
-                          f"then {then} (press again to abort)", soft_wrap=True)
+        err_console.print("\n" + _("{signal}: finishing the sends in flight, then {then} (press "
+                                   "again to abort)").format(signal=signal.Signals(signum).name,
+                                                             then=_(then)), soft_wrap=True)
         event.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -89,7 +105,7 @@ class PhaseProgress:
         if self._prog is None:
             self._prog = Progress(TextColumn("[bold]{task.description:<13}"), BarColumn(),
                                   MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                                  TimeElapsedColumn(), TextColumn("ETA"),
+                                  TimeElapsedColumn(), TextColumn(_("ETA")),
                                   TimeRemainingColumn(), console=err_console, transient=False)
             self._prog.start()
         if phase not in self._tasks:
@@ -100,23 +116,37 @@ class PhaseProgress:
         if total is not None and done > total:
             total = done
         self._prog.update(self._tasks[phase], completed=done, total=total,
-                          rate=f"{(done - first) / elapsed:,.0f} {unit}/s")
+                          rate=f"{number((done - first) / elapsed)} {unit}/s")
 
     def importing(self, rows: int) -> None:
-        self._update("import", "reading lists", rows, self.import_total, "rows")
+        self._update("import", _("reading lists"), rows, self.import_total, _("rows"))
 
     def creating(self, done: int, total: int) -> None:
         if "import" in self._tasks:  # the lists are read: their line shows the real count
             self._prog.update(self._tasks["import"], total=self._prog.tasks[
                 self._tasks["import"]].completed)
-        self._update("create", "creating run", done, total, "rows")
+        self._update("create", _("creating run"), done, total, _("rows"))
 
     def sending(self, done: int, total: int) -> None:
-        self._update("send", "sending", done, total, "msg")
+        """``(done, total)``: messages the ledger has recorded (called from its writer thread
+        after each group commit), never a claimed batch."""
+        self._update("send", _("sending"), done, total, _("msg"))
+        self._sent = (done, total)
 
     def stop(self) -> None:
+        """Stop the view; after sending, one line says how many were recorded."""
         if self._prog is not None:
             self._prog.stop()
+        if "send" in self._tasks:
+            import time
+
+            done, total = self._sent
+            t0, first = self._start["send"]
+            rate = (done - first) / max(time.monotonic() - t0, 1e-6)
+            err_console.print(ngettext(
+                "{done} of {total} message recorded ({rate} messages per second)",
+                "{done} of {total} messages recorded ({rate} messages per second)",
+                total).format(done=number(done), total=number(total), rate=number(rate)))
 
 
 def estimate_rows(files: list[Any]) -> int | None:
@@ -193,77 +223,119 @@ def _plan_dict(res: ops.LaunchResult) -> dict[str, Any]:
     return out
 
 
-def _print_summary(c: Ctx, res: ops.LaunchResult) -> None:
+def _print_summary(c: Ctx, res: ops.LaunchResult, *, plan_only: bool = False,
+                   window: str | None = None, out: Any = None) -> None:
+    """The launch's plan (lists read, rejected and duplicate rows, recipients, segments, cost,
+    gateway, send window) and, unless ``plan_only``, what was sent."""
+    out = out or console
     d = _plan_dict(res)
     if res.window_note:
-        console.print(f"[yellow]note:[/yellow] {res.window_note}")
+        out.print(_("[yellow]note:[/yellow] {note}").format(note=res.window_note))
     for line in res.advice:
-        console.print(f"[yellow]advice:[/yellow] {line}", soft_wrap=True)
+        out.print(_("[yellow]advice:[/yellow] {line}").format(line=line), soft_wrap=True)
     imp = res.import_summary
     if imp:
-        t = Table(title=f"Recipient lists ({len(imp.files)} files)", show_header=False)
-        t.add_row("rows read", str(imp.rows_read))
+        t = Table(title=ngettext("Recipient lists ({n} file)", "Recipient lists ({n} files)",
+                                 len(imp.files)).format(n=len(imp.files)), show_header=False)
+        t.add_row(_("rows read"), number(imp.rows_read))
         if imp.extra_numbers:
-            t.add_row("extra numbers in shared cells", str(imp.extra_numbers))
-        t.add_row("valid unique mobile numbers", str(imp.imported))
-        t.add_row("rejected", str(imp.rejected))
-        t.add_row("duplicates", str(imp.duplicates))
+            t.add_row(_("extra numbers in shared cells"), number(imp.extra_numbers))
+        t.add_row(_("valid unique mobile numbers"), number(imp.imported))
+        t.add_row(_("rejected"), number(imp.rejected))
+        t.add_row(_("duplicates"), number(imp.duplicates))
         for reason, n in sorted(imp.by_reason.items()):
             if reason != "duplicate":
-                t.add_row(f"  rejected: {reason}", str(n))
-        console.print(t)
-    t = Table(title=f"Campaign {res.campaign_id}" + (" — DRY RUN, nothing sent" if res.dry_run else ""),
-              show_header=False)
-    t.add_row("gateway", ", ".join(f"{k}: {v}" for k, v in res.gateway_names.items()))
-    t.add_row("encoding", f"{d['encoding']} ({d['characters']} characters)")
-    t.add_row("segments per message", str(d["segments"]))
+                t.add_row(_("  rejected: {reason}").format(reason=reason), number(n))
+        out.print(t)
+    title = _("Campaign {id}").format(id=res.campaign_id)
+    if res.dry_run and not plan_only:
+        title += _(" — DRY RUN, nothing sent")
+    elif plan_only:
+        title += _(" — what the launch will send")
+    t = Table(title=title, show_header=False)
+    t.add_row(_("gateway"), ", ".join(f"{k}: {v}" for k, v in res.gateway_names.items()))
+    if window:
+        t.add_row(_("send window"), window)
+    t.add_row(_("encoding"), ngettext("{encoding} ({n} character)", "{encoding} ({n} characters)",
+                                      d["characters"] or 0).format(
+                                          encoding=d["encoding"], n=number(d["characters"] or 0)))
+    t.add_row(_("segments per message"), number(d["segments"] or 0))
     if d["ucs2_characters"]:
-        t.add_row("characters forcing UCS-2", " ".join(d["ucs2_characters"]))
-    t.add_row("recipients to send", str(d["recipients"]))
-    t.add_row("opted out", str(d["opted_out"]))
+        t.add_row(_("characters forcing UCS-2"), " ".join(d["ucs2_characters"]))
+    t.add_row(_("recipients to send"), number(d["recipients"]))
+    t.add_row(_("opted out"), number(d["opted_out"]))
     if d["skipped"]:
-        t.add_row("skipped", str(d["skipped"]))
-    t.add_row("already had this campaign", str(d["already_sent"]))
-    t.add_row("by carrier", ", ".join(f"{k} {v}" for k, v in d["by_carrier"].items()) or "-")
-    t.add_row("segments in all", str(d["total_segments"]))
-    t.add_row("estimated cost", f"{d['estimated_cost_vnd']:,.0f} VND")
+        t.add_row(_("skipped"), number(d["skipped"]))
+    t.add_row(_("already had this campaign"), number(d["already_sent"]))
+    t.add_row(_("by carrier"), ", ".join(f"{k} {number(v)}" for k, v in d["by_carrier"].items())
+              or "-")
+    t.add_row(_("segments in all"), number(d["total_segments"]))
+    t.add_row(_("estimated cost"), _("{amount} VND").format(amount=number(d["estimated_cost_vnd"])))
     if d["estimated_duration_s"] is not None:
-        t.add_row("estimated duration", f"{d['estimated_duration_s']:,.0f} s at the configured rate")
-    if res.dry_run and d["sample"]:
-        t.add_row("sample", d["sample"])
-    console.print(t)
+        t.add_row(_("estimated duration"), _("{seconds} s at the configured rate").format(
+            seconds=number(d["estimated_duration_s"])))
+    if (res.dry_run or plan_only) and d["sample"]:
+        t.add_row(_("sample"), d["sample"])
+    out.print(t)
     if res.nothing_new:
-        console.print("[green]Nothing new to send:[/green] every recipient on the lists already "
-                      "has a delivery in this campaign (see `outreach report "
-                      f"{res.campaign_id}`).")
-    if res.report:
-        _print_report(res.report)
-        if "outbox" in res.gateway_names.values():
-            from outreach import config
-
-            path = config.outbox_dir() / f"{res.campaign_id}.jsonl"
-            console.print(f"outbox (a local file, nothing reached a phone): {path}")
+        out.print(_("[green]Nothing new to send:[/green] every recipient on the lists already "
+                    "has a delivery in this campaign (see `outreach report {id}`).").format(
+                        id=res.campaign_id))
+    if res.report and not plan_only:
+        _print_sent(res)
 
 
-def _print_report(rep: Any) -> None:
+def _print_sent(res: ops.LaunchResult) -> None:
+    assert res.report is not None
+    _print_report(res.report, res.campaign_id)
+    if "outbox" in res.gateway_names.values():
+        from outreach import config
+
+        path = config.outbox_dir() / f"{res.campaign_id}.jsonl"
+        console.print(_("outbox (a local file, nothing reached a phone): {path}").format(path=path))
+
+
+def _print_report(rep: Any, campaign_id: str) -> None:
     counts = {k: v for k, v in rep.counts.items() if v}
-    console.print(f"run #{rep.run_id}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    console.print(_("run #{run}: {counts}").format(
+        run=rep.run_id, counts=", ".join(f"{_(k)} {number(v)}" for k, v in sorted(counts.items()))))
     rec = {k: v for k, v in (rep.reconciled or {}).items() if v}
     if rec:
-        console.print("interrupted sends reconciled: " + ", ".join(f"{k} {v}" for k, v in rec.items()))
+        console.print(_("interrupted sends reconciled: {counts}").format(
+            counts=", ".join(f"{_(k)} {number(v)}" for k, v in rec.items())))
     after = getattr(rep.reconciled, "decide_after", None)
     if after is not None:
-        console.print(f"[yellow]{rep.reconciled['deferred']} deliveries were not listed by the "
-                      "provider yet, which proves nothing while it may still be creating them; "
-                      f"they stay unknown until {after.astimezone(VN_TZ):%H:%M:%S} (Vietnam "
-                      "time): run `outreach campaign resume` again after that[/yellow]")
+        console.print(_("[yellow]{n} deliveries were not listed by the provider yet, which proves "
+                        "nothing while it may still be creating them; they stay unknown until "
+                        "{time} (Vietnam time): run `outreach campaign resume {id}` again after "
+                        "that[/yellow]").format(n=number(rep.reconciled["deferred"]),
+                                                time=f"{after.astimezone(VN_TZ):%H:%M:%S}",
+                                                id=campaign_id))
     if rep.stopped:
-        when = f"; the window opens again at {rep.resume_at:%Y-%m-%d %H:%M %Z}" if rep.resume_at else ""
-        console.print(f"[yellow]run stopped ({rep.stopped}):[/yellow] {rep.reason or ''}{when}")
+        from outreach.i18n import when
+
+        when_txt = (_("; the window opens again at {time}").format(time=when(rep.resume_at))
+                    if rep.resume_at else "")
+        console.print(_("[yellow]run stopped ({why}):[/yellow] {reason}{when}").format(
+            why=_(rep.stopped), reason=rep.reason or "", when=when_txt))
     elif counts.get("unknown"):
-        console.print(f"[yellow]{counts['unknown']} deliveries have an unknown outcome[/yellow]: "
-                      "see `outreach deliveries list CAMPAIGN --status unknown` and "
-                      "`outreach deliveries resolve`")
+        console.print(ngettext(
+            "[yellow]{n} delivery has an unknown outcome[/yellow]: see `outreach deliveries list "
+            "{id} --status unknown` and `outreach deliveries resolve`",
+            "[yellow]{n} deliveries have an unknown outcome[/yellow]: see `outreach deliveries "
+            "list {id} --status unknown` and `outreach deliveries resolve`",
+            counts["unknown"]).format(n=number(counts["unknown"]), id=campaign_id))
+
+
+def describe_window(spec: campaigns.CampaignSpec) -> str:
+    """The campaign's dates and daily window, e.g. ``01/07/2024 – 30/09/2024, 07:00–22:00
+    (Asia/Ho_Chi_Minh)``."""
+    from outreach.i18n import day
+
+    w = spec.window
+    return _("{start} – {end}, daily {opens}–{closes} ({tz})").format(
+        start=day(w.start_date), end=day(w.end_date), opens=f"{w.daily_start:%H:%M}",
+        closes=f"{w.daily_end:%H:%M}", tz=w.timezone)
 
 
 @campaign.command("check")
@@ -294,24 +366,103 @@ def check(c: Ctx, campaign_ref: str, gateway: str | None, fmt: str) -> None:
               help="Only create the run; `outreach worker` processes send it.")
 @click.option("--reject-file", type=click.Path(dir_okay=False, writable=True),
               help="Write every rejected and duplicate row (file, line, masked value, reason) as CSV.")
+@click.option("-y", "--yes", is_flag=True,
+              help="Do not ask for confirmation after showing the plan (scripts). Without it, "
+                   "a gateway that reaches phones is refused when no one can answer (stdin is "
+                   "not a terminal).")
 @pass_ctx
 def launch(c: Ctx, campaign_ref: str, gateway: str | None, dry_run: bool, override_window: bool,
            accept_new_text: bool, fmt: str, no_progress: bool, encoding: str | None,
-           convert_old_prefixes: bool, enqueue_only: bool, reject_file: str | None) -> None:
-    """Import the campaign's lists, create the run and send every eligible recipient once."""
+           convert_old_prefixes: bool, enqueue_only: bool, reject_file: str | None,
+           yes: bool) -> None:
+    """Import the campaign's lists, show the plan, ask, then create the run and send every
+    eligible recipient once.
+
+    The plan: lists read, rejected and duplicate rows, recipients, segments, cost, gateway and
+    send window. Then the launch asks for confirmation; --yes skips the question. When stdin is
+    not a terminal, a gateway that reaches no phone (outbox, mock) goes ahead after the plan and
+    a gateway that reaches phones is refused unless --yes is given."""
     if enqueue_only and override_window:
-        raise click.UsageError("--override-window needs the launch to send; workers always "
-                               "keep the campaign's send window")
+        raise click.UsageError(_("--override-window needs the launch to send; workers always "
+                                 "keep the campaign's send window"))
     _launch(c, campaign_ref, gateway, dry_run, override_window, accept_new_text, fmt,
             not no_progress and fmt == "table", encoding, convert_old_prefixes,
-            dispatch=not enqueue_only, reject_file=reject_file)
+            dispatch=not enqueue_only, reject_file=reject_file, confirm=not yes)
+
+
+def stdin_is_terminal() -> bool:
+    """Whether someone can answer a question (stdin is a terminal)."""
+    import sys
+
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (ValueError, OSError):  # closed
+        return False
+
+
+def _confirm_plan(c: Ctx, spec: campaigns.CampaignSpec, gateway: str | None,
+                  override_window: bool, accept_new_text: bool, fmt: str, encoding: str | None,
+                  convert_old_prefixes: bool) -> tuple[dict[str, Any] | None, bool]:
+    """Show the plan of a launch (a dry run: the same import and run creation, rolled back) and
+    ask. Returns (the gateways to send with, whether there is anything to send); raises
+    ClickException when a gateway reaches phones and no one can answer, SystemExit(1) when
+    the operator answers no. Every refusal the launch itself would make (window, approval)
+    comes before the question."""
+    from outreach.clock import SYSTEM_CLOCK
+    from outreach.gateways import build_gateways, gateway_names_for
+    from outreach.sending import approvals
+
+    names = gateway_names_for(spec, gateway)
+    gws = build_gateways(names, c.db, SYSTEM_CLOCK)
+    reaching = approvals.phone_gateways(gws)  # outbox and the rehearsal gateways (mock) do not
+    now = SYSTEM_CLOCK.now()
+    ops.check_window(spec, gws, now, override_window)
+    if reaching:
+        with c.db.engine.connect() as conn:
+            trans = conn.begin()
+            try:
+                approvals.require_approval(conn, spec, gws, operator=c.operator, now=now)
+            finally:
+                trans.rollback()
+    res = ops.launch(c.db, spec, gateway=gateway, dry_run=True, accept_new_text=accept_new_text,
+                     operator=c.operator, encoding=encoding, gateways=gws,
+                     convert_old_prefixes=convert_old_prefixes)
+    out = console if fmt == "table" else err_console
+    _print_summary(c, res, plan_only=True, window=describe_window(spec), out=out)
+    if res.nothing_new:
+        return gws, False
+    recipients = res.plan.by_status.get(states.QUEUED, 0) if res.plan else 0
+    if not stdin_is_terminal():
+        if reaching:
+            raise click.ClickException(_(
+                "campaign {id}: gateway {gateways} reaches phones and nobody can confirm here "
+                "(stdin is not a terminal); nothing was sent. Read the plan above, then run "
+                "`outreach campaign launch {id} --yes`").format(id=spec.id,
+                                                                gateways=", ".join(reaching)))
+        out.print(_("gateway {gateways} reaches no phone: going ahead without asking").format(
+            gateways=", ".join(res.gateway_names.values())))
+        return gws, True
+    question = ngettext("Send campaign {id} to {n} recipient through {gateways}?",
+                        "Send campaign {id} to {n} recipients through {gateways}?",
+                        recipients).format(id=spec.id, n=number(recipients),
+                                           gateways=", ".join(res.gateway_names.values()))
+    if not click.confirm(question, default=False, err=True):
+        err_console.print(_("not confirmed: nothing was sent"))
+        raise SystemExit(1)
+    return gws, True
 
 
 def _launch(c: Ctx, ref: str, gateway: str | None, dry_run: bool, override_window: bool,
             accept_new_text: bool, fmt: str, show_progress: bool, encoding: str | None,
             convert_old_prefixes: bool, dispatch: bool = True,
-            reject_file: str | None = None) -> None:
+            reject_file: str | None = None, confirm: bool = False) -> None:
     spec = load_spec(ref, c)
+    gws = None
+    planned = confirm and not dry_run  # the plan is shown first, then the launch asks
+    if planned:
+        # nothing new: the launch below creates nothing and says so, as it always did
+        gws, _anything = _confirm_plan(c, spec, gateway, override_window, accept_new_text, fmt,
+                                   encoding, convert_old_prefixes)
     with graceful_stop() as stop, phase_progress(show_progress and not dry_run) as view:
         if view is not None:
             view.import_total = estimate_rows(spec.list_files())
@@ -321,7 +472,8 @@ def _launch(c: Ctx, ref: str, gateway: str | None, dry_run: bool, override_windo
                          import_progress=view.importing if view else None,
                          create_progress=view.creating if view else None,
                          stop_event=stop, encoding=encoding,
-                         convert_old_prefixes=convert_old_prefixes, dispatch=dispatch)
+                         convert_old_prefixes=convert_old_prefixes, dispatch=dispatch,
+                         gateways=gws)
     if reject_file and res.import_summary is not None:
         from pathlib import Path
 
@@ -331,15 +483,25 @@ def _launch(c: Ctx, ref: str, gateway: str | None, dry_run: bool, override_windo
     if fmt == "json":
         click.echo(json.dumps(_plan_dict(res), ensure_ascii=False, indent=2))
     else:
-        _print_summary(c, res)
+        if planned:  # the plan was printed before the question ("Nothing new" included)
+            if res.report:
+                _print_sent(res)
+        else:
+            _print_summary(c, res)
         if res.import_summary and res.import_summary.issues and not reject_file:
-            console.print(f"{len(res.import_summary.issues)} rejected or duplicate rows: add "
-                          "--reject-file FILE.csv to get each one with its file, line and reason")
+            n = len(res.import_summary.issues)
+            console.print(ngettext(
+                "{n} rejected or duplicate row: add --reject-file FILE.csv to get it with its "
+                "file, line and reason",
+                "{n} rejected or duplicate rows: add --reject-file FILE.csv to get each one with "
+                "its file, line and reason", n).format(n=number(n)))
         if not dispatch and not res.dry_run and res.plan and res.plan.run_id is not None:
-            console.print(f"run #{res.plan.run_id} created, nothing sent yet: `outreach worker` "
-                          "processes send it")
+            console.print(_("run #{run} created, nothing sent yet: `outreach worker` processes "
+                            "send it").format(run=res.plan.run_id))
     if res.report and res.report.stopped in ("gateway", "error-rate", "content"):
         raise SystemExit(1)
+    if stop.is_set():
+        raise SystemExit(130)  # stopped by Ctrl-C (128 + SIGINT): the run is paused, resumable
 
 
 @campaign.command("resume")
@@ -358,7 +520,7 @@ def resume(c: Ctx, campaign_ref: str, run_id: int | None, gateway: str | None,
         rep = ops.resume(c.db, spec, gateway=gateway, override_window=override_window,
                          allow_late=allow_late, operator=c.operator, run_id=run_id,
                          progress=prog, stop_event=stop)
-    _print_report(rep)
+    _print_report(rep, spec.id)
     if rep.stopped in ("gateway", "error-rate", "content"):
         raise SystemExit(1)
 
@@ -369,8 +531,8 @@ def resume(c: Ctx, campaign_ref: str, run_id: int | None, gateway: str | None,
 def pause(c: Ctx, campaign_id: str) -> None:
     """Pause the unfinished run: a running dispatcher stops after its current batch."""
     run = ops.set_run_state(c.db, campaign_id, "pause", operator=c.operator)
-    console.print(f"run #{run.id} of {campaign_id} paused; `outreach campaign resume "
-                  f"{campaign_id}` continues it")
+    console.print(_("run #{run} of {id} paused; `outreach campaign resume {id}` continues "
+                    "it").format(run=run.id, id=campaign_id))
 
 
 @campaign.command("cancel")
@@ -381,10 +543,10 @@ def cancel(c: Ctx, campaign_id: str, yes: bool) -> None:
     """Cancel the unfinished run: queued deliveries become skipped (reason: cancelled)."""
     run = ops.find_run(c.db, campaign_id)
     if not yes:
-        click.confirm(f"Cancel run #{run.id} of {campaign_id}? Queued messages will not be sent.",
-                      abort=True)
+        click.confirm(_("Cancel run #{run} of {id}? Queued messages will not be sent.").format(
+            run=run.id, id=campaign_id), abort=True)
     run = ops.set_run_state(c.db, campaign_id, "cancel", operator=c.operator)
-    console.print(f"run #{run.id} of {campaign_id} cancelled")
+    console.print(_("run #{run} of {id} cancelled").format(run=run.id, id=campaign_id))
 
 
 @campaign.command("resend")
@@ -408,10 +570,10 @@ def resend(c: Ctx, campaign_ref: str, failed: bool, include_unknown: bool, gatew
         res = ops.resend(c.db, spec, statuses=statuses, gateway=gateway, operator=c.operator,
                          override_window=override_window, progress=prog)
     if res.nothing_new:
-        console.print("nobody to resend to: no recipient's latest delivery failed")
+        console.print(_("nobody to resend to: no recipient's latest delivery failed"))
         return
     assert res.report is not None
-    _print_report(res.report)
+    _print_report(res.report, spec.id)
 
 
 @click.group()
@@ -429,9 +591,13 @@ def runs_list(c: Ctx, campaign_id: str | None, fmt: str) -> None:
 
     from outreach.ledger.models import Delivery, Run
 
+    from outreach.ledger.models import Campaign
+
     with c.db.engine.connect() as conn:
         stmt = select(Run.__table__).order_by(Run.id)
         if campaign_id:
+            if conn.execute(select(Campaign.id).where(Campaign.id == campaign_id)).first() is None:
+                raise ops.OperatorError(unknown_campaign(conn, campaign_id))
             stmt = stmt.where(Run.campaign_id == campaign_id)
         rows = conn.execute(stmt).mappings().all()
         counts: dict[int, dict[str, int]] = {}
@@ -447,20 +613,26 @@ def runs_list(c: Ctx, campaign_id: str | None, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
-    t = Table(title="Runs")
-    for col in ("id", "campaign", "kind", "date", "status", "gateway", "deliveries", "reason"):
+    t = Table(title=_("Runs"))
+    for col in (_("id"), _("campaign"), _("kind"), _("date"), _("status"), _("gateway"),
+                _("deliveries"), _("reason")):
         t.add_column(col)
     for d in data:
-        t.add_row(str(d["id"]), d["campaign"], d["kind"], d["run_date"], d["status"], d["gateway"],
-                  ", ".join(f"{k} {v}" for k, v in sorted(d["counts"].items())),
+        t.add_row(str(d["id"]), d["campaign"], _(d["kind"]), d["run_date"], _(d["status"]),
+                  d["gateway"], ", ".join(f"{_(k)} {number(v)}" for k, v in
+                                          sorted(d["counts"].items())),
                   d["reason"] or "")
     console.print(t)
 
 
 def _approval_line(a: Any) -> str:
-    return (f"#{a.id} {a.status}: text {a.text_sha256[:12]}…, {len(a.lists)} lists, {a.rows} rows, "
-            f"prepared by {a.prepared_by}"
-            + (f", approved by {a.approved_by}" if a.approved_by else ""))
+    line = _("#{id} {status}: text {sha}…, {lists}, {rows}, prepared by {by}").format(
+        id=a.id, status=_(a.status), sha=a.text_sha256[:12],
+        lists=ngettext("{n} list", "{n} lists", len(a.lists)).format(n=len(a.lists)),
+        rows=ngettext("{n} row", "{n} rows", a.rows).format(n=number(a.rows)), by=a.prepared_by)
+    if a.approved_by:
+        line += _(", approved by {by}").format(by=a.approved_by)
+    return line
 
 
 @campaign.command("submit")
@@ -476,10 +648,16 @@ def submit(c: Ctx, campaign_ref: str, note: str | None) -> None:
     with c.db.engine.begin() as conn:
         a = approvals.prepare(conn, spec, operator=c.operator or config.default_operator(),
                               note=note)
-    console.print(f"approval requested for {spec.id}: {_approval_line(a)}", soft_wrap=True)
+    console.print(_("approval requested for {id}: {line}").format(id=spec.id,
+                                                                   line=_approval_line(a)),
+                  soft_wrap=True)
     for x in a.lists:
-        console.print(f"  {x['file']}: {x['rows']} rows, sha256 {x['sha256'][:16]}…")
-    console.print(f"another person approves it: `outreach --operator NAME campaign approve {spec.id}`")
+        console.print("  " + ngettext("{file}: {n} row, sha256 {sha}…",
+                                      "{file}: {n} rows, sha256 {sha}…", x["rows"]).format(
+                                          file=x["file"], n=number(x["rows"]),
+                                          sha=x["sha256"][:16]), soft_wrap=True)
+    console.print(_("another person approves it: `outreach --operator NAME campaign approve "
+                    "{id}`").format(id=spec.id))
 
 
 @campaign.command("approve")
@@ -494,4 +672,6 @@ def approve(c: Ctx, campaign_ref: str) -> None:
     spec = load_spec(campaign_ref, c)
     with c.db.engine.begin() as conn:
         a = approvals.approve(conn, spec, approver=c.operator or config.default_operator())
-    console.print(f"[green]approved[/green] {spec.id}: {_approval_line(a)}", soft_wrap=True)
+    console.print(_("[green]approved[/green] {id}: {line}").format(id=spec.id,
+                                                                    line=_approval_line(a)),
+                  soft_wrap=True)

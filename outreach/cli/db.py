@@ -9,6 +9,7 @@ from rich.table import Table
 
 from outreach import config
 from outreach.cli import Ctx, console, pass_ctx
+from outreach.i18n import _, ngettext, number
 
 
 @click.group()
@@ -23,7 +24,8 @@ def upgrade(c: Ctx) -> None:
     from outreach.ledger import migrate
 
     database = c.db  # upgrades on first use
-    console.print(f"{config.redact_url(database.url)} is at revision {migrate.current(database.engine)}")
+    console.print(_("{url} is at revision {rev}").format(url=config.redact_url(database.url),
+                                                         rev=migrate.current(database.engine)))
 
 
 @db.command("current")
@@ -39,8 +41,8 @@ def current(c: Ctx) -> None:
         cur = migrate.current(engine)
     finally:
         engine.dispose()
-    console.print(f"database: {config.redact_url(url)}\ncurrent: {cur or '(empty)'}\n"
-                  f"newest:  {migrate.head()}")
+    console.print(_("database: {url}\ncurrent: {current}\nnewest:  {newest}").format(
+        url=config.redact_url(url), current=cur or _("(empty)"), newest=migrate.head()))
 
 
 @click.group()
@@ -91,8 +93,10 @@ def audit_list(c: Ctx, campaign_id: str | None, actions: tuple[str, ...], who: s
     if fmt == "json":
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
-    t = Table(title=f"Audit log: {len(data)} entries")
-    for col in ("at (Asia/Ho_Chi_Minh)", "operator", "action", "campaign", "text", "details"):
+    t = Table(title=ngettext("Audit log: {n} entry", "Audit log: {n} entries", len(data)).format(
+        n=number(len(data))))
+    for col in (_("at (Asia/Ho_Chi_Minh)"), _("operator"), _("action"), _("campaign"), _("text"),
+                _("details")):
         t.add_column(col)
     for d in data:
         t.add_row(d["at"][:19], d["operator"], d["action"], d["campaign"] or "",

@@ -15,6 +15,7 @@ from sqlalchemy import case, select
 from outreach import safeio
 from outreach.ledger import states
 from outreach.cli import Ctx, console, pass_ctx
+from outreach.i18n import N_, _, ngettext, number
 from outreach.ledger.models import Delivery
 
 
@@ -52,12 +53,15 @@ def list_(c: Ctx, campaign_id: str, statuses: tuple[str, ...], not_reached: bool
         wanted.discard("not-reached")
         not_reached = True
     if not_reached and wanted:
-        raise click.UsageError("--not-reached lists recipients; do not combine it with --status")
+        raise click.UsageError(_("--not-reached lists recipients; do not combine it with "
+                                 "--status"))
     with c.db.engine.connect() as conn:
         from outreach.ledger.models import Campaign
 
         if conn.execute(select(Campaign.id).where(Campaign.id == campaign_id)).first() is None:
-            raise click.ClickException(f"no campaign {campaign_id!r} in the database")
+            from outreach.cli.campaign import unknown_campaign
+
+            raise click.ClickException(unknown_campaign(conn, campaign_id))
         if not_reached:
             rows = [dict(r._mapping) for r in conn.execute(not_reached_query(campaign_id))]
         else:
@@ -76,10 +80,9 @@ def list_(c: Ctx, campaign_id: str, statuses: tuple[str, ...], not_reached: bool
         path = Path(export)
         with safeio.open_private(path, "w", encoding="utf-8-sig", newline="") as fh:
             w = safeio.csv_writer(fh)
-            w.writerow(columns)
+            w.writerow([_(COLUMN_HEADERS[col]) for col in columns])
             for r in rows:
                 w.writerow([_csv_value(r.get(col)) for col in columns])
-        what = "recipients not reached" if not_reached else "deliveries"
         from outreach.reporting import audit
 
         with c.db.engine.begin() as conn:  # whole numbers left the database: say who and why
@@ -87,27 +90,33 @@ def list_(c: Ctx, campaign_id: str, statuses: tuple[str, ...], not_reached: bool
                          details={"what": "not-reached" if not_reached else "deliveries",
                                   "statuses": sorted(wanted), "rows": len(rows),
                                   "file": str(path.resolve())})
-        console.print(f"{len(rows)} {what} written to {path} (whole phone numbers: keep the file "
-                      "safe and delete it after use)")
+        what = (ngettext("{n} recipient not reached", "{n} recipients not reached", len(rows))
+                if not_reached else ngettext("{n} delivery", "{n} deliveries", len(rows)))
+        console.print(_("{what} written to {path} (whole phone numbers: keep the file safe and "
+                        "delete it after use)").format(what=what.format(n=number(len(rows))),
+                                                        path=path), soft_wrap=True)
         return
     data = [{col: _json_value(c.phone(r[col]) if col == "phone" else r.get(col))
              for col in columns} for r in rows]
     if fmt == "json":
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
-    title = "Recipients not reached" if not_reached else "Deliveries"
-    t = Table(title=f"{title} of {campaign_id}: {len(data)}" + (
-        f" (first {limit})" if len(data) > limit else ""), box=box.SIMPLE_HEAD, pad_edge=False,
-        collapse_padding=True)
+    title = (_("Recipients not reached of {id}: {n}") if not_reached
+             else _("Deliveries of {id}: {n}")).format(id=campaign_id, n=number(len(data)))
+    if len(data) > limit:
+        title += _(" (first {n})").format(n=number(limit))
+    t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     shown = (("recipient_id", "phone", "district", "status", "channel", "deliveries")
              if not_reached else ("delivery_id", "run_id", "phone", "channel", "status", "district"))
-    heads = {"recipient_id": "recipient", "delivery_id": "id", "run_id": "run",
-             "deliveries": "msgs"}
+    heads = {"recipient_id": N_("recipient"), "delivery_id": N_("id"), "run_id": N_("run"),
+             "deliveries": N_("msgs"), "phone": N_("phone"), "district": N_("district"),
+             "status": N_("status"), "channel": N_("channel")}
     for col in shown:
-        t.add_column(heads.get(col, col), no_wrap=col != "district")
-    t.add_column("error")
+        t.add_column(_(heads[col]), no_wrap=col != "district")
+    t.add_column(_("error"))
     for d in data[:limit]:
-        t.add_row(*(str(d[col]) if d[col] is not None else "" for col in shown),
+        t.add_row(*((_(d[col]) if col == "status" else str(d[col])) if d[col] is not None
+                    else "" for col in shown),
                   " ".join(x for x in (d["error_code"], d["error_reason"]) if x))
     console.print(t)
 
@@ -118,6 +127,15 @@ DELIVERY_COLUMNS = ("delivery_id", "run_id", "recipient_id", "phone", "channel",
 NOT_REACHED_COLUMNS = ("recipient_id", "phone", "district", "ward", "carrier", "status",
                        "channel", "gateway", "error_code", "error_reason", "deliveries",
                        "last_attempt_at", "delivery_id")
+#: The exported CSV's header of each column (msgids: English keeps the column names).
+COLUMN_HEADERS = {
+    "delivery_id": N_("delivery_id"), "run_id": N_("run_id"), "recipient_id": N_("recipient_id"),
+    "phone": N_("phone"), "channel": N_("channel"), "gateway": N_("gateway"),
+    "status": N_("status"), "district": N_("district"), "ward": N_("ward"),
+    "carrier": N_("carrier"), "error_code": N_("error_code"), "error_reason": N_("error_reason"),
+    "provider_message_id": N_("provider_message_id"), "updated_at": N_("updated_at"),
+    "deliveries": N_("deliveries"), "last_attempt_at": N_("last_attempt_at"),
+}
 
 
 def not_reached_query(campaign_id: str) -> Any:
@@ -179,7 +197,8 @@ def lookup(c: Ctx, phone: str, fmt: str, key_env: str | None) -> None:
 
     res = phones.normalise(phone)
     if not res.ok or not res.e164:
-        raise click.BadParameter(f"{phone!r} is not a mobile number ({res.reason})")
+        raise click.BadParameter(_("{phone!r} is not a mobile number ({reason})").format(
+            phone=phone, reason=res.reason))
     addresses = [res.e164]
     if key_env:
         from outreach.reporting import privacy
@@ -216,14 +235,16 @@ def lookup(c: Ctx, phone: str, fmt: str, key_env: str | None) -> None:
     if fmt == "json":
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
-    console.print(f"history of {data['phone']}: {len(rows)} deliveries")
+    console.print(ngettext("history of {phone}: {n} delivery", "history of {phone}: {n} deliveries",
+                           len(rows)).format(phone=data["phone"], n=number(len(rows))))
     for d in data["deliveries"]:
-        console.print(f"- {d['campaign']} run #{d['run']} {d['channel']}: [bold]{d['status']}[/bold]"
-                      + (f" ({d['error_code'] or ''} {d['error_reason'] or ''})" if d["error_reason"]
-                         else "") + (" (number purged)" if d["purged"] else ""))
+        console.print(_("- {campaign} run #{run} {channel}: [bold]{status}[/bold]").format(
+            campaign=d["campaign"], run=d["run"], channel=d["channel"], status=_(d["status"]))
+            + (f" ({d['error_code'] or ''} {d['error_reason'] or ''})" if d["error_reason"]
+               else "") + (_(" (number purged)") if d["purged"] else ""))
         for e in d["events"]:
-            console.print(f"    {e['at'][:19]} {e['source']:<10} → {e['status']}"
-                          + ("" if e["applied"] else " (ignored: late or duplicate)"))
+            console.print(f"    {e['at'][:19]} {e['source']:<10} → {_(e['status'])}"
+                          + ("" if e["applied"] else _(" (ignored: late or duplicate)")))
 
 
 @deliveries.command("sync")
@@ -238,7 +259,11 @@ def sync(c: Ctx, campaign_id: str, gateway: str, batch_size: int) -> None:
 
     g = make_gateway(gateway)
     counts = syncmod.sync_campaign(c.db, campaign_id, g, batch_size=batch_size)
-    console.print(", ".join(f"{k} {v}" for k, v in counts.items()))
+    console.print(", ".join(f"{_(k)} {number(v)}" for k, v in counts.items()))
+
+
+ACTIONS = {"resend": N_("requeued"), "sent": N_("marked sent"), "skip": N_("skipped"),
+           "fallback": N_("left to the next channel")}
 
 
 @deliveries.command("resolve")
@@ -257,7 +282,7 @@ def resolve(c: Ctx, delivery_ids: tuple[int, ...], action: str | None) -> None:
     from outreach.sending.reconcile import resolve_unknown
 
     if not action:
-        raise click.UsageError("choose --resend, --mark-sent, --skip or --fallback")
+        raise click.UsageError(_("choose --resend, --mark-sent, --skip or --fallback"))
     from outreach.ledger.models import Campaign
 
     now = dt.datetime.now(dt.timezone.utc)
@@ -267,7 +292,9 @@ def resolve(c: Ctx, delivery_ids: tuple[int, ...], action: str | None) -> None:
                               .where(Delivery.id.in_(delivery_ids))).all()
         missing = sorted(set(delivery_ids) - {r.id for r in owners})
         if missing:
-            raise click.ClickException(f"no delivery {', '.join(map(str, missing))}")
+            raise click.ClickException(ngettext("no delivery {ids}", "no deliveries {ids}",
+                                                len(missing)).format(
+                                                    ids=", ".join(map(str, missing))))
         res = resolve_unknown(conn, list(delivery_ids), action=action, now=now)
         # one entry per campaign, with the text hash of the message concerned
         for campaign_id, text_sha256 in sorted({(r.campaign_id, r.text_sha256) for r in owners}):
@@ -278,9 +305,12 @@ def resolve(c: Ctx, delivery_ids: tuple[int, ...], action: str | None) -> None:
                                   "changed": [i for i in ids if res.get(i)]})
     ok = [i for i, v in res.items() if v]
     bad = [i for i, v in res.items() if not v]
-    console.print(f"{len(ok)} deliveries {action}" + (
-        f"; not unknown, left unchanged: {', '.join(map(str, bad))}" if bad else ""))
+    line = ngettext("{n} delivery: {action}", "{n} deliveries: {action}", len(ok)).format(
+        n=number(len(ok)), action=_(ACTIONS[action]))
+    if bad:
+        line += _("; not unknown, left unchanged: {ids}").format(ids=", ".join(map(str, bad)))
+    console.print(line)
     if ok and action in ("resend", "fallback"):
         campaigns_ = sorted({r.campaign_id for r in owners if r.id in ok})
-        console.print("to send them: " + "; ".join(f"`outreach campaign resume {cid}`"
-                                                   for cid in campaigns_))
+        console.print(_("to send them: {commands}").format(commands="; ".join(
+            f"`outreach campaign resume {cid}`" for cid in campaigns_)))

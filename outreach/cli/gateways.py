@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from outreach import config
+from outreach.i18n import _
 from outreach.reporting import audit
 from outreach.clock import VN_TZ
 
@@ -97,9 +98,9 @@ def check(name: str) -> None:
     finally:
         if db is not None:
             db.dispose()
-    table = Table(title=f"gateway {name}", show_header=False)
-    table.add_column("fact", style="bold")
-    table.add_column("value")
+    table = Table(title=_("gateway {name}").format(name=name), show_header=False)
+    table.add_column(_("fact"), style="bold")
+    table.add_column(_("value"))
     for key, value in _printable(facts).items():
         table.add_row(str(key), str(value))
     console.print(table)
@@ -133,9 +134,9 @@ def set_token(access_token: str | None, refresh_token: str | None, expires_in: i
 
     ctx = click.get_current_context()
     if refresh_token is None:
-        refresh_token = click.prompt("Zalo refresh token", hide_input=True)
+        refresh_token = click.prompt(_("Zalo refresh token"), hide_input=True)
     if access_token is None:
-        access_token = click.prompt("Zalo access token (Enter: refresh on first use)",
+        access_token = click.prompt(_("Zalo access token (Enter: refresh on first use)"),
                                     hide_input=True, default="", show_default=False)
     refresh_token = (refresh_token or "").strip()
     access_token = (access_token or "").strip()
@@ -154,12 +155,12 @@ def set_token(access_token: str | None, refresh_token: str | None, expires_in: i
         from sqlalchemy.exc import SQLAlchemyError
 
         if isinstance(exc, SQLAlchemyError):
-            _fail(f"could not store the token: database error ({type(exc).__name__}); is the "
-                  "schema created (`outreach db upgrade`)?")
+            _fail(_("could not store the token: database error ({kind}); is the schema created "
+                    "(`outreach db upgrade`)?").format(kind=type(exc).__name__))
         raise
     finally:
         db.dispose()
-    click.echo(f"Zalo tokens stored (version {version}).")
+    click.echo(_("Zalo tokens stored (version {version}).").format(version=version))
 
 
 @zalo.command("token-status")
@@ -176,24 +177,25 @@ def token_status() -> None:
     try:
         st = TokenStore(db, "zalo").status()
     except SQLAlchemyError as exc:
-        _fail(f"database error ({type(exc).__name__}); is the schema created?")
+        _fail(_("database error ({kind}); is the schema created?").format(
+            kind=type(exc).__name__))
         return
     finally:
         db.dispose()
-    table = Table(title="Zalo token", show_header=False)
+    table = Table(title=_("Zalo token"), show_header=False)
     table.add_column("", style="bold")
-    table.add_column("value")
-    table.add_row("state", st["state"])
-    table.add_row("version", str(st["version"]) if st["version"] is not None else "-")
+    table.add_column(_("value"))
+    table.add_row(_("state"), _(st["state"]))
+    table.add_row(_("version"), str(st["version"]) if st["version"] is not None else "-")
     expires: dt.datetime | None = st["expires_at"]
     if expires is not None:
-        table.add_row("expires at", f"{expires.astimezone(VN_TZ):%Y-%m-%d %H:%M:%S} "
-                                    f"Asia/Ho_Chi_Minh ({expires:%Y-%m-%d %H:%M:%S} UTC)")
-        table.add_row("expires in", f"{st['expires_in_seconds']} s")
+        table.add_row(_("expires at"), f"{expires.astimezone(VN_TZ):%Y-%m-%d %H:%M:%S} "
+                                       f"Asia/Ho_Chi_Minh ({expires:%Y-%m-%d %H:%M:%S} UTC)")
+        table.add_row(_("expires in"), _("{n} s").format(n=st["expires_in_seconds"]))
     if st["updated_at"] is not None:
-        table.add_row("updated at", f"{st['updated_at']:%Y-%m-%d %H:%M:%S} UTC")
+        table.add_row(_("updated at"), f"{st['updated_at']:%Y-%m-%d %H:%M:%S} UTC")
     if st["detail"]:
-        table.add_row("note", st["detail"])
+        table.add_row(_("note"), st["detail"])
     Console().print(table)
     if st["state"] in ("missing", "rejected", "unknown", "interrupted"):
         ctx.exit(1)

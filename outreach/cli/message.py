@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from outreach.i18n import _, number
 from outreach.input.text import GSM7, MessageAnalysis, analyse, gsm7_septets, utf16_units
 
 
@@ -25,16 +26,17 @@ def _read_text(text: str) -> str:
             buffer = getattr(sys.stdin, "buffer", None)
             data = buffer.read().decode("utf-8-sig") if buffer is not None else sys.stdin.read()
         except UnicodeDecodeError as exc:
-            raise click.ClickException(f"standard input is not valid UTF-8: {exc}") from exc
+            raise click.ClickException(_("standard input is not valid UTF-8: {error}").format(
+                error=exc)) from exc
         if data.endswith("\r\n"):
             data = data[:-2]
         elif data.endswith("\n"):
             data = data[:-1]
         text = data
     if any("\ud800" <= ch <= "\udfff" for ch in text):
-        raise click.ClickException("TEXT is not valid UTF-8")
+        raise click.ClickException(_("TEXT is not valid UTF-8"))
     if not text:
-        raise click.ClickException("the message is empty")
+        raise click.ClickException(_("the message is empty"))
     return text
 
 
@@ -43,20 +45,20 @@ def _codepoint(ch: str) -> str:
 
 
 def _table(a: MessageAnalysis) -> Table:
-    unit_name = "septets" if a.encoding == GSM7 else "UTF-16 units"
-    table = Table(title="SMS message", show_header=True, header_style="bold")
+    unit_name = _("septets") if a.encoding == GSM7 else _("UTF-16 units")
+    table = Table(title=_("SMS message"), show_header=True, header_style="bold")
     table.add_column("", style="bold")
-    table.add_column("value", overflow="fold")
-    table.add_row("encoding", a.encoding)
-    table.add_row("characters", str(a.characters))
-    table.add_row("units", f"{a.units} {unit_name}")
-    table.add_row("segments", str(a.segments))
-    table.add_row("per segment", f"{a.per_segment} {unit_name}")
+    table.add_column(_("value"), overflow="fold")
+    table.add_row(_("encoding"), a.encoding)
+    table.add_row(_("characters"), number(a.characters))
+    table.add_row(_("units"), f"{number(a.units)} {unit_name}")
+    table.add_row(_("segments"), number(a.segments))
+    table.add_row(_("per segment"), f"{number(a.per_segment)} {unit_name}")
     forcing = ", ".join(_codepoint(ch) for ch in a.ucs2_characters) or "-"
-    table.add_row("characters forcing UCS-2", Text(forcing))
+    table.add_row(_("characters forcing UCS-2"), Text(forcing))
     for i, part in enumerate(a.parts, start=1):
         size = gsm7_septets(part) if a.encoding == GSM7 else utf16_units(part)
-        table.add_row(f"part {i} ({size})", Text(part))
+        table.add_row(_("part {i} ({size})").format(i=i, size=size), Text(part))
     return table
 
 

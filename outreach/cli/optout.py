@@ -10,6 +10,26 @@ from rich.table import Table
 from outreach.input import listfiles, phones
 from outreach.ledger import suppression
 from outreach.cli import Ctx, console, err_console, pass_ctx
+from outreach.i18n import _, ngettext, number
+
+#: Headers of an opt-out file's reason column (compared without case or diacritics).
+REASON_HEADERS = ("reason", "ly do", "ly do tu choi", "ly do tu choi nhan tin")
+
+
+def _plain(label: str) -> str:
+    import unicodedata
+
+    text = unicodedata.normalize("NFD", label.replace("đ", "d").replace("Đ", "D"))
+    return " ".join("".join(ch for ch in text if not unicodedata.combining(ch)).lower().split())
+
+
+def reason_column(extra: dict[str, str]) -> str | None:
+    """The header of the reason column among a row's other columns ("Lý do", "Lý do từ chối
+    nhận tin", "Reason"), or None (a "Ghi chú" column is a note, not a reason)."""
+    for label in extra:
+        if _plain(label) in REASON_HEADERS:
+            return label
+    return None
 
 
 def _normalise_all(numbers: tuple[str, ...]) -> list[str]:
@@ -19,8 +39,8 @@ def _normalise_all(numbers: tuple[str, ...]) -> list[str]:
     for raw in numbers:
         res = phones.normalise(raw, convert_old_prefixes=True)
         if not res.ok:
-            raise click.ClickException(f"{raw!r} is not a mobile number ({res.reason}); nothing "
-                                       "was changed")
+            raise click.ClickException(_("{raw!r} is not a mobile number ({reason}); nothing "
+                                         "was changed").format(raw=raw, reason=res.reason))
         assert res.e164
         out.append(res.e164)
     return out
@@ -42,7 +62,9 @@ def add(c: Ctx, numbers: tuple[str, ...], reason: str, source: str) -> None:
     e164s = _normalise_all(numbers)
     with c.db.engine.begin() as conn:
         n = suppression.add(conn, e164s, reason=reason, source=source, operator=c.operator)
-    console.print(f"{n} number(s) added to the suppression list ({len(e164s) - n} already there)")
+    console.print(ngettext("{n} number added to the suppression list ({old} already there)",
+                           "{n} numbers added to the suppression list ({old} already there)",
+                           n).format(n=number(n), old=number(len(e164s) - n)))
 
 
 @optout.command("import")
@@ -54,34 +76,52 @@ def import_(c: Ctx, files: tuple[str, ...], reason: str, source: str | None) -> 
     """Import opt-outs from CSV/XLSX files (a phone column is required).
 
     Every number in a cell is read, old 11-digit forms converted (an opt-out must block the
-    number as it is dialled today). Prints, per file, the rows read and the numbers suppressed
-    (new, or already on the list); unreadable rows are named by file and line on stderr. Each
-    file is added in one transaction, after it has been read in full.
+    number as it is dialled today). A reason column ("Lý do", "Reason") gives each
+    number its own reason; --reason is used for rows without one. Prints, per file, the rows
+    read and the numbers suppressed (new, or already on the list); unreadable rows are named by
+    file and line on stderr. Each file is added in one transaction, after it has been read in
+    full.
     """
     sums = {"rows": 0, "numbers": 0, "added": 0, "bad": 0}
     for f in files:
         good: list[str] = []
+        reasons: dict[str, str] = {}
         rows = bad = 0
         for row in listfiles.read_list(f):
             rows += 1
+            col = reason_column(row.extra)
+            row_reason = (row.extra.get(col) or "").strip() if col else ""
             for cell in phones.split_cell(row.phone or "") or [""]:
                 res = phones.normalise(cell, convert_old_prefixes=True)
                 if res.ok and res.e164:
                     good.append(res.e164)
+                    if row_reason:
+                        reasons.setdefault(res.e164, row_reason)
                 else:
                     bad += 1
-                    err_console.print(f"{row.file}:{row.line}: skipped ({res.reason})")
+                    err_console.print(_("{file}:{line}: skipped ({reason})").format(
+                        file=row.file, line=row.line, reason=res.reason), soft_wrap=True)
         with c.db.engine.begin() as conn:
             added = suppression.add(conn, good, reason=reason, source=source or f,
-                                    operator=c.operator, action="optout-import")
+                                    operator=c.operator, action="optout-import", reasons=reasons)
         unique = len(set(good))
-        console.print(f"{f}: {rows} row(s) read; {unique} number(s): {added} added to the "
-                      f"suppression list, {unique - added} already on it; {bad} unreadable")
+        console.print(_("{file}: {rows}; {numbers}: {added} added to the suppression list, {old} "
+                        "already on it; {bad} unreadable").format(
+                            file=f, rows=ngettext("{n} row read", "{n} rows read", rows).format(
+                                n=number(rows)),
+                            numbers=ngettext("{n} number", "{n} numbers", unique).format(
+                                n=number(unique)),
+                            added=number(added), old=number(unique - added), bad=number(bad)),
+                      soft_wrap=True)
         for key, value in (("rows", rows), ("numbers", unique), ("added", added), ("bad", bad)):
             sums[key] += value
     if len(files) > 1:
-        console.print(f"total: {sums['rows']} row(s) read; {sums['numbers']} number(s): "
-                      f"{sums['added']} added; {sums['bad']} unreadable")
+        console.print(_("total: {rows}; {numbers}: {added} added; {bad} unreadable").format(
+            rows=ngettext("{n} row read", "{n} rows read", sums["rows"]).format(
+                n=number(sums["rows"])),
+            numbers=ngettext("{n} number", "{n} numbers", sums["numbers"]).format(
+                n=number(sums["numbers"])),
+            added=number(sums["added"]), bad=number(sums["bad"])))
 
 
 @optout.command("remove")
@@ -91,7 +131,7 @@ def remove(c: Ctx, numbers: tuple[str, ...]) -> None:
     """Remove numbers from the suppression list (the citizen asked to receive messages again)."""
     with c.db.engine.begin() as conn:
         n = suppression.remove(conn, _normalise_all(numbers), operator=c.operator)
-    console.print(f"{n} number(s) removed")
+    console.print(ngettext("{n} number removed", "{n} numbers removed", n).format(n=number(n)))
 
 
 @optout.command("list")
@@ -110,8 +150,8 @@ def list_(c: Ctx, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
-    t = Table(title=f"Suppression list ({len(data)})")
-    for col in ("number", "reason", "source", "channels", "evidence", "since"):
+    t = Table(title=_("Suppression list ({n})").format(n=number(len(data))))
+    for col in (_("number"), _("reason"), _("source"), _("channels"), _("evidence"), _("since")):
         t.add_column(col)
     for d in data:
         t.add_row(d["e164"], d["reason"], d["source"], d["channels"], d["evidence"] or "",

@@ -7,6 +7,7 @@ import json
 import click
 
 from outreach.cli import Ctx, console, pass_ctx
+from outreach.i18n import _, ngettext, number
 
 
 @click.group()
@@ -44,27 +45,37 @@ def purge(c: Ctx, days: int, key_env: str, dry_run: bool, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(res.to_dict(), ensure_ascii=False, indent=2))
         return
-    verb = "would purge" if dry_run else "purged"
     if not res.campaigns:
-        console.print(f"nothing to purge: no campaign finished more than {days} days ago")
+        console.print(ngettext("nothing to purge: no campaign finished more than {n} day ago",
+                               "nothing to purge: no campaign finished more than {n} days ago",
+                               days).format(n=days))
     else:
-        console.print(f"{verb} {len(res.campaigns)} campaign(s): {', '.join(res.campaigns)}")
-        console.print(f"  deliveries: {res.deliveries} numbers replaced by keyed hashes")
-        console.print(f"  recipients: {res.recipients} numbers and names replaced; "
-                      f"{res.recipients_kept} kept (still in another campaign or list)")
-        console.print(f"  list memberships removed: {res.list_memberships}")
+        n = len(res.campaigns)
+        line = (ngettext("would purge {n} campaign: {ids}", "would purge {n} campaigns: {ids}", n)
+                if dry_run else
+                ngettext("purged {n} campaign: {ids}", "purged {n} campaigns: {ids}", n))
+        console.print(line.format(n=n, ids=", ".join(res.campaigns)))
+        console.print(_("  deliveries: {n} numbers replaced by keyed hashes").format(
+            n=number(res.deliveries)))
+        console.print(_("  recipients: {n} numbers and names replaced; {kept} kept (still in "
+                        "another campaign or list)").format(n=number(res.recipients),
+                                                            kept=number(res.recipients_kept)))
+        console.print(_("  list memberships removed: {n}").format(n=number(res.list_memberships)))
         if not dry_run:
-            console.print(f"  raw payloads scrubbed: {res.events_scrubbed} events, "
-                          f"{res.receipts_scrubbed} pending receipts; key id {res.key_id}")
+            console.print(_("  raw payloads scrubbed: {events} events, {receipts} pending "
+                            "receipts; key id {key}").format(events=number(res.events_scrubbed),
+                                                             receipts=number(res.receipts_scrubbed),
+                                                             key=res.key_id))
     if res.inbound_messages:
-        console.print(f"  citizens' replies: {res.inbound_messages} {verb} (sender hashed, text "
-                      f"cleared; {res.smpp_inbound} raw SMPP parts)" if not dry_run else
-                      f"  citizens' replies: {res.inbound_messages} {verb} (sender hashed, text "
-                      "cleared)")
+        console.print((_("  citizens' replies: {n} would be purged (sender hashed, text cleared)")
+                       if dry_run else
+                       _("  citizens' replies: {n} purged (sender hashed, text cleared; {raw} raw "
+                         "SMPP parts)")).format(n=number(res.inbound_messages),
+                                                raw=number(res.smpp_inbound)))
     for cid, why in res.not_eligible.items():
-        console.print(f"  kept {cid}: {why}")
+        console.print(_("  kept {id}: {why}").format(id=cid, why=why))
     if dry_run and key is None:
-        console.print(f"note: a real purge needs the key in ${key_env}")
+        console.print(_("note: a real purge needs the key in ${name}").format(name=key_env))
 
 
 @privacy.command("check")

@@ -14,6 +14,7 @@ from rich.table import Table
 from outreach import safeio
 from outreach.reporting import reports
 from outreach.cli import Ctx, console, pass_ctx
+from outreach.i18n import N_, _, number, percent
 
 #: Breakdowns the table shows unless --by says otherwise (wards are long: ask for them).
 DEFAULT_TABLES = ("status", "district", "carrier", "channel", "gateway", "day", "reasons")
@@ -30,7 +31,8 @@ def parse_when(value: str | None, *, end: bool = False) -> dt.datetime | None:
     try:
         d = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date or date-time (YYYY-MM-DD[THH:MM])")
+        raise click.BadParameter(_("{value!r} is not a date or date-time "
+                                   "(YYYY-MM-DD[THH:MM])").format(value=value))
     if end and len(value.strip()) == 10:
         d += dt.timedelta(days=1)
     return d if d.tzinfo else d.replace(tzinfo=VN_TZ)
@@ -95,13 +97,15 @@ def report(c: Ctx, campaign_id: str, fmt: str, out: str | None, since: str | Non
                        signer_name=signer_name))
         return
     if fmt == "xlsx" and not out:
-        raise click.UsageError("--format xlsx needs --out FILE.xlsx")
+        raise click.UsageError(_("--format xlsx needs --out FILE.xlsx"))
+    if out:
+        check_suffix(fmt, out)
     with reports.report_connection(c.db.engine) as conn:
         data = reports.campaign_report(conn, campaign_id, since=since_at, until=until_at)
     if fmt == "xlsx":
         assert out is not None
         reports.write_xlsx(data, out)
-        console.print(f"report of {campaign_id} written to {out}")
+        console.print(_("report of {id} written to {out}").format(id=campaign_id, out=out))
     elif fmt in ("json", "csv"):
         if fmt == "json":
             body = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
@@ -112,7 +116,7 @@ def report(c: Ctx, campaign_id: str, fmt: str, out: str | None, since: str | Non
         if out:
             # utf-8-sig: Excel opens a CSV with a BOM as UTF-8 (Vietnamese diacritics intact)
             safeio.write_private(out, body, encoding="utf-8-sig" if fmt == "csv" else "utf-8")
-            console.print(f"report of {campaign_id} written to {out}")
+            console.print(_("report of {id} written to {out}").format(id=campaign_id, out=out))
         else:
             click.echo(body, nl=False)
     else:
@@ -120,6 +124,27 @@ def report(c: Ctx, campaign_id: str, fmt: str, out: str | None, since: str | Non
         if "all" in wanted:
             wanted = set(reports.DIMENSIONS) | {"reasons"}
         _table(data, wanted)
+
+
+#: The file suffixes of each --format; an --out with another format's suffix is refused.
+SUFFIXES = {"csv": (".csv",), "json": (".json",), "xlsx": (".xlsx",)}
+KNOWN_SUFFIXES = (".csv", ".json", ".xlsx", ".xls", ".ods", ".html", ".htm", ".pdf", ".docx",
+                  ".txt", ".tsv")
+
+
+def check_suffix(fmt: str, out: str) -> None:
+    """Refuse (UsageError) an --out whose suffix says another format than --format, e.g.
+    ``--format xlsx --out report.csv`` (a workbook that Excel would refuse to open as CSV);
+    an unknown suffix, or none, is accepted (xlsx needs .xlsx)."""
+    if fmt not in SUFFIXES:
+        return
+    suffix = Path(out).suffix.lower()
+    if suffix in SUFFIXES[fmt] or (suffix not in KNOWN_SUFFIXES and fmt != "xlsx"):
+        return
+    raise click.UsageError(_("--format {fmt} writes a {want} file, but --out {out} says {got}: "
+                             "give --out with {want} (or the --format that matches "
+                             "{got})").format(fmt=fmt, want=SUFFIXES[fmt][0], out=out,
+                                              got=suffix or _("no suffix")))
 
 
 def _official(c: Ctx, campaign_id: str, out: str | None, since: dt.datetime | None,
@@ -141,15 +166,33 @@ def _official(c: Ctx, campaign_id: str, out: str | None, since: dt.datetime | No
                   f"({data['deliveries']} deliveries, {data['recipients']} recipients)")
 
 
-_SHORT = {"deliveries": "total", "attempted": "tried", "delivered": "deliv", "failures": "fail",
-          "awaiting": "wait", "not_sent": "unsent", "rate": "rate", "segments": "segs",
-          "cost_vnd": "VND"}
-_CAPTION = ("tried = handed to a gateway; fail = failed or undelivered; wait = sending, sent or "
-            "unknown; unsent = queued, skipped or opted out; rate = deliv / tried")
+_SHORT = {"deliveries": N_("total"), "attempted": N_("tried"), "delivered": N_("deliv"),
+          "failures": N_("fail"), "awaiting": N_("wait"), "not_sent": N_("unsent"),
+          "rate": N_("rate"), "segments": N_("segs"), "cost_vnd": N_("VND")}
+_CAPTION = N_("tried = handed to a gateway; fail = failed or undelivered; wait = sending, sent "
+              "or unknown; unsent = queued, skipped or opted out; rate = deliv / tried")
+_DIMENSION = {"district": N_("district"), "ward": N_("ward"), "carrier": N_("carrier"),
+              "channel": N_("channel"), "gateway": N_("gateway"), "day": N_("day"),
+              "province": N_("province"), "commune": N_("commune"), "status": N_("status")}
+_BY = {"district": N_("Deliveries by district"), "ward": N_("Deliveries by ward"),
+       "carrier": N_("Deliveries by carrier"), "channel": N_("Deliveries by channel"),
+       "gateway": N_("Deliveries by gateway"), "day": N_("Deliveries by day"),
+       "province": N_("Deliveries by province"), "commune": N_("Deliveries by commune")}
 
 
 def _fmt_rate(rate: float | None) -> str:
-    return "–" if rate is None else f"{rate:.1%}"
+    return percent(rate)
+
+
+def _when(iso: str | None) -> str:
+    """An ISO time of the report as the operator reads it (``08:00 ngày 30/07/2024``)."""
+    from outreach.i18n import when
+
+    return when(dt.datetime.fromisoformat(iso)) if iso else "–"
+
+
+def _key(key: str) -> str:
+    return _("TOTAL") if key == "TOTAL" else key
 
 
 def _reply_line(replies: dict[str, Any]) -> None:
@@ -163,74 +206,86 @@ def _reply_line(replies: dict[str, Any]) -> None:
 
 
 def _table(data: dict[str, Any], wanted: set[str]) -> None:
+    n = number
     console.print(f"[bold]{data['name']}[/bold] ({data['campaign']})")
-    console.print(f"source: {data['source']}")
+    console.print(_("source: {source}").format(source=data["source"]))
     if data["since"] or data["until"]:
-        console.print(f"period: {data['since'] or '…'} – {data['until'] or '…'}")
-    console.print(
-        f"recipients {data['recipients']:,} (reached {data['reached']:,}, "
-        f"{_fmt_rate(data['reach_rate'])}; not reached {data['not_reached']:,}); deliveries "
-        f"{data['deliveries']:,}: attempted {data['attempted']:,}, delivered "
-        f"{data['delivered']:,} ({_fmt_rate(data['delivery_rate'])} of attempted), failures "
-        f"{data['failures']:,}, awaiting {data['awaiting']:,}, not sent {data['not_sent']:,}")
-    console.print(f"segments {data['segments']:,}, cost {data['cost_vnd']:,.0f} VND; first send "
-                  f"{data['first_send'] or '–'}, last send {data['last_send'] or '–'}")
+        console.print(_("period: {since} – {until}").format(since=data["since"] or "…",
+                                                           until=data["until"] or "…"))
+    console.print(_(
+        "recipients {recipients} (reached {reached}, {reach_rate}; not reached {not_reached}); "
+        "deliveries {deliveries}: attempted {attempted}, delivered {delivered} ({delivery_rate} "
+        "of attempted), failures {failures}, awaiting {awaiting}, not sent {not_sent}").format(
+            recipients=n(data["recipients"]), reached=n(data["reached"]),
+            reach_rate=_fmt_rate(data["reach_rate"]), not_reached=n(data["not_reached"]),
+            deliveries=n(data["deliveries"]), attempted=n(data["attempted"]),
+            delivered=n(data["delivered"]), delivery_rate=_fmt_rate(data["delivery_rate"]),
+            failures=n(data["failures"]), awaiting=n(data["awaiting"]),
+            not_sent=n(data["not_sent"])))
+    console.print(_("segments {segments}, cost {cost} VND; first send {first}, last send "
+                    "{last}").format(segments=n(data["segments"]), cost=n(data["cost_vnd"]),
+                                     first=_when(data["first_send"]),
+                                     last=_when(data["last_send"])))
     for g in data.get("local_gateways") or []:
-        n = sum((data["by_gateway"].get(g) or {}).values())
-        console.print(f"[yellow]note: {n:,} deliveries went to the {g} gateway (a local file): "
-                      "none reached a phone and none is billed[/yellow]")
-    for ch, n in (data.get("unknown_no_fallback") or {}).items():
-        console.print(f"[yellow]note: {n:,} deliveries by {ch} have an unknown outcome, so the "
-                      "next channel was not sent (the provider may have delivered them); "
-                      "`outreach deliveries list ID --status unknown`, then `outreach deliveries "
-                      "resolve … --fallback` to send by the next channel anyway[/yellow]")
+        count = sum((data["by_gateway"].get(g) or {}).values())
+        console.print(_("[yellow]note: {n} deliveries went to the {gateway} gateway (a local "
+                        "file): none reached a phone and none is billed[/yellow]").format(
+                            n=n(count), gateway=g))
+    for ch, count in (data.get("unknown_no_fallback") or {}).items():
+        console.print(_("[yellow]note: {n} deliveries by {channel} have an unknown outcome, so "
+                        "the next channel was not sent (the provider may have delivered them); "
+                        "`outreach deliveries list {id} --status unknown`, then `outreach "
+                        "deliveries resolve … --fallback` to send by the next channel "
+                        "anyway[/yellow]").format(n=n(count), channel=ch, id=data["campaign"]))
     for dim in reports.DIMENSIONS:
         if dim not in wanted:
             continue
         rows = reports.breakdown_rows(data, dim)
         if dim == "status":
-            t = Table(title="Deliveries by status")
-            t.add_column("status")
-            t.add_column("deliveries", justify="right")
+            t = Table(title=_("Deliveries by status"))
+            t.add_column(_("status"))
+            t.add_column(_("deliveries"), justify="right")
             for r in rows:
-                n = r["deliveries"]
-                if n or r["key"] == "TOTAL":
-                    t.add_row(r["key"], f"{n:,}")
+                count = r["deliveries"]
+                if count or r["key"] == "TOTAL":
+                    t.add_row(_key(r["key"]) if r["key"] == "TOTAL" else _(r["key"]), n(count))
             console.print(t)
             continue
-        t = Table(title=f"Deliveries by {dim}", caption=_CAPTION if dim == "district" else None,
+        t = Table(title=_(_BY[dim]) if dim in _BY else _("Deliveries by {dim}").format(dim=dim),
+                  caption=_(_CAPTION) if dim == "district" else None,
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-        t.add_column("district" if dim == "ward" else dim, no_wrap=True)
+        first = "district" if dim == "ward" else dim
+        t.add_column(_(_DIMENSION.get(first, first)), no_wrap=True)
         if dim == "ward":
-            t.add_column("ward", no_wrap=True)
+            t.add_column(_("ward"), no_wrap=True)
         cols = ["deliveries", "attempted", "delivered", "failures", "awaiting", "not_sent"]
-        for col in (_SHORT[c] for c in cols + ["rate"] + (["segments", "cost_vnd"]
-                                                          if dim in data["cost"] else [])):
+        for col in (_(_SHORT[c]) for c in cols + ["rate"] + (["segments", "cost_vnd"]
+                                                             if dim in data["cost"] else [])):
             t.add_column(col, justify="right", no_wrap=True)
         for r in rows:
-            cells = [r["key"]] + ([r["subkey"]] if dim == "ward" else [])
-            cells += [f"{r[c]:,}" for c in cols] + [_fmt_rate(r["delivery_rate"])]
+            cells = [_key(r["key"])] + ([r["subkey"]] if dim == "ward" else [])
+            cells += [n(r[c]) for c in cols] + [_fmt_rate(r["delivery_rate"])]
             if dim in data["cost"]:
-                cells += [f"{r['segments']:,}", f"{r['cost_vnd']:,.0f}"]
+                cells += [n(r["segments"]), n(r["cost_vnd"])]
             if r["key"] == "TOTAL":
                 cells = [f"[bold]{x}[/bold]" for x in cells]
             t.add_row(*cells)
         console.print(t)
     if "reasons" in wanted:
-        t = Table(title="Failure reasons (failed, undelivered, unknown, skipped, opted out)")
-        for col in ("status", "gateway", "code", "reason"):
+        t = Table(title=_("Failure reasons (failed, undelivered, unknown, skipped, opted out)"))
+        for col in (_("status"), _("gateway"), _("code"), _("reason")):
             t.add_column(col)
-        t.add_column("deliveries", justify="right")
+        t.add_column(_("deliveries"), justify="right")
         for r in data["failure_reasons"]:
-            t.add_row(r["status"], r["gateway"] or "", r["error_code"] or "",
-                      r["error_reason"] or "", f"{r['count']:,}")
+            t.add_row(_(r["status"]), r["gateway"] or "", r["error_code"] or "",
+                      r["error_reason"] or "", n(r["count"]))
         if not data["failure_reasons"]:
-            t.add_row("–", "", "", "none", "0")
+            t.add_row("–", "", "", _("none"), "0")
         console.print(t)
     _carrier_tables(data.get("carrier_broadcasts") or {})
     _reply_line(data.get("replies") or {})
     if not data["deliveries"]:
-        console.print("no delivery yet")
+        console.print(_("no delivery yet"))
 
 
 def _carrier_tables(cb: dict[str, Any]) -> None:

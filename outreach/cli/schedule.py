@@ -18,6 +18,7 @@ from sqlalchemy import select
 from outreach.input import campaigns
 from outreach.sending import scheduling
 from outreach.cli import Ctx, console, err_console, pass_ctx
+from outreach.i18n import N_, _, ngettext, number
 from outreach.clock import UTC, VN_TZ
 from outreach.ledger.models import Schedule
 
@@ -38,6 +39,10 @@ def _stamp() -> str:
     return f"[{dt.datetime.now(VN_TZ):%Y-%m-%d %H:%M:%S} +07]"
 
 
+#: What registering did (scheduling.register), as shown.
+ACTIONS = {"added": N_("added"), "updated": N_("updated")}
+
+
 @click.group()
 def schedule() -> None:
     """Register campaigns for daily sends at their send time in Asia/Ho_Chi_Minh."""
@@ -54,29 +59,37 @@ def add(c: Ctx, campaign_ref: str) -> None:
     now = dt.datetime.now(UTC)
     action, first = scheduling.register(c.db, spec, operator=c.operator, now=now)
     w, s = spec.window, spec.schedule
-    console.print(f"[green]schedule {action}:[/green] {spec.id} daily at "
-                  f"{s.send_time:%H:%M} {w.timezone}, {w.start_date.isoformat()} – "
-                  f"{w.end_date.isoformat()}")
-    console.print(f"file: {path}")
-    who = ("every recipient once" if s.mode == "once"
-           else f"each recipient every {s.repeat_every_days} days")
-    cap = f", at most {s.daily_cap} messages a day" if s.daily_cap else ""
-    console.print(f"sends: {who}{cap}; lateness limit {w.lateness_limit_minutes} min; "
-                  f"daily window {w.daily_start:%H:%M}–{w.daily_end:%H:%M}")
+    console.print(_("[green]schedule {action}:[/green] {id} daily at {time} {tz}, {start} – "
+                    "{end}").format(action=_(ACTIONS.get(action, action)), id=spec.id,
+                                    time=f"{s.send_time:%H:%M}", tz=w.timezone,
+                                    start=w.start_date.isoformat(), end=w.end_date.isoformat()))
+    console.print(_("file: {path}").format(path=path), soft_wrap=True)
+    who = (_("every recipient once") if s.mode == "once"
+           else ngettext("each recipient every {n} day", "each recipient every {n} days",
+                         s.repeat_every_days or 0).format(n=s.repeat_every_days))
+    cap = (ngettext(", at most {n} message a day", ", at most {n} messages a day",
+                    s.daily_cap).format(n=number(s.daily_cap)) if s.daily_cap else "")
+    console.print(_("sends: {who}{cap}; lateness limit {minutes} min; daily window "
+                    "{opens}–{closes}").format(who=who, cap=cap,
+                                               minutes=w.lateness_limit_minutes,
+                                               opens=f"{w.daily_start:%H:%M}",
+                                               closes=f"{w.daily_end:%H:%M}"))
     if first is not None:
         note = ""
         if first.at <= now:
-            note = " (already passed, within the lateness limit: sent at the scheduler's next check)"
-        console.print(f"first firing: {_vn(first.at)} = {_utc(first.at)}{note}")
+            note = _(" (already passed, within the lateness limit: sent at the scheduler's next "
+                     "check)")
+        console.print(_("first firing: {local} = {utc}{note}").format(
+            local=_vn(first.at), utc=_utc(first.at), note=note))
     if action == "updated":
         with c.db.engine.connect() as conn:
             paused = conn.execute(select(Schedule.paused).where(
                 Schedule.campaign_id == spec.id)).scalar()
         if paused:
-            console.print(f"[yellow]the schedule is paused[/yellow]: `outreach schedule resume "
-                          f"{spec.id}` to send again")
-    console.print("runs are sent by `outreach scheduler run` (keep one running, e.g. as a "
-                  "systemd service)")
+            console.print(_("[yellow]the schedule is paused[/yellow]: `outreach schedule resume "
+                            "{id}` to send again").format(id=spec.id))
+    console.print(_("runs are sent by `outreach scheduler run` (keep one running, e.g. as a "
+                    "systemd service)"))
 
 
 @schedule.command("list")
@@ -101,29 +114,29 @@ def list_(c: Ctx, fmt: str) -> None:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
     if not infos:
-        console.print("no schedules: `outreach schedule add CAMPAIGN_FILE` registers one")
+        console.print(_("no schedules: `outreach schedule add CAMPAIGN_FILE` registers one"))
         return
-    t = Table(title="Schedules", show_lines=True)
-    t.add_column("campaign", overflow="fold")
-    t.add_column("daily at, dates", no_wrap=True)
-    t.add_column("next firing", no_wrap=True)
-    t.add_column("last run", min_width=14)
+    t = Table(title=_("Schedules"), show_lines=True)
+    t.add_column(_("campaign"), overflow="fold")
+    t.add_column(_("daily at, dates"), no_wrap=True)
+    t.add_column(_("next firing"), no_wrap=True)
+    t.add_column(_("last run"), min_width=14)
     for i in infos:
         last = "-"
         if i.last_run:
             lr = i.last_run
-            last = f"{lr['run_date'].isoformat()}\n#{lr['id']} {lr['status']}"
+            last = f"{lr['run_date'].isoformat()}\n#{lr['id']} {_(lr['status'])}"
             if lr["status_reason"] and lr["status"] in ("missed", "waiting", "paused", "expired"):
                 last += f": {lr['status_reason']}"
         if i.error:
-            t.add_row(i.campaign_id, "-", "[yellow]paused[/yellow]" if i.paused else "-",
+            t.add_row(i.campaign_id, "-", f"[yellow]{_('paused')}[/yellow]" if i.paused else "-",
                       escape(last))
             t.add_row("", f"[red]{escape(i.error)}[/red]", "", "")
             continue
         zone = "+07" if i.timezone == "Asia/Ho_Chi_Minh" else i.timezone
-        nxt = f"{_vn(i.next_fire)}\n{_utc(i.next_fire)}" if i.next_fire else "campaign ended"
+        nxt = f"{_vn(i.next_fire)}\n{_utc(i.next_fire)}" if i.next_fire else _("campaign ended")
         if i.paused:
-            nxt = "[yellow]paused[/yellow]\n" + nxt
+            nxt = f"[yellow]{_('paused')}[/yellow]\n" + nxt
         t.add_row(i.campaign_id,
                   f"{i.send_time:%H:%M} {zone}\n{i.start_date.isoformat()}\n{i.end_date.isoformat()}",
                   nxt, escape(last))
@@ -137,7 +150,8 @@ def pause(c: Ctx, campaign_id: str) -> None:
     """Stop the daily sends of a campaign (runs already going on are not touched; use
     `outreach campaign pause` for those). Paused days are not recorded as missed."""
     changed = scheduling.set_paused(c.db, campaign_id, True, operator=c.operator)
-    console.print(f"schedule of {campaign_id} " + ("paused" if changed else "was already paused"))
+    console.print((_("schedule of {id} paused") if changed else
+                   _("schedule of {id} was already paused")).format(id=campaign_id))
 
 
 @schedule.command("resume")
@@ -146,7 +160,8 @@ def pause(c: Ctx, campaign_id: str) -> None:
 def resume(c: Ctx, campaign_id: str) -> None:
     """Send daily again from now on (today's firing too, if within the lateness limit)."""
     changed = scheduling.set_paused(c.db, campaign_id, False, operator=c.operator)
-    console.print(f"schedule of {campaign_id} " + ("resumed" if changed else "was not paused"))
+    console.print((_("schedule of {id} resumed") if changed else
+                   _("schedule of {id} was not paused")).format(id=campaign_id))
 
 
 @schedule.command("remove")
@@ -155,7 +170,7 @@ def resume(c: Ctx, campaign_id: str) -> None:
 def remove(c: Ctx, campaign_id: str) -> None:
     """Delete the schedule of a campaign; its runs and deliveries stay."""
     scheduling.remove(c.db, campaign_id, operator=c.operator)
-    console.print(f"schedule of {campaign_id} removed")
+    console.print(_("schedule of {id} removed").format(id=campaign_id))
 
 
 # -- the scheduler process ----------------------------------------------------------------------

@@ -8,6 +8,7 @@ import click
 from sqlalchemy import select
 
 from outreach.cli import Ctx, console, pass_ctx
+from outreach.i18n import _
 
 
 @click.group()
@@ -36,11 +37,11 @@ def status(c: Ctx, fmt: str) -> None:
         click.echo(json.dumps(data, indent=2))
         return
     if not data:
-        console.print("no provider secret is stored in the database")
+        console.print(_("no provider secret is stored in the database"))
     for d in data:
-        console.print(f"{d['gateway']}: tokens {'encrypted' if d['encrypted'] else 'in PLAINTEXT'}"
-                      f" ({d['state']})" + ("" if d["encrypted"]
-                                            else "; run `outreach secrets rotate`"))
+        line = (_("{gateway}: tokens encrypted ({state})") if d["encrypted"] else
+                _("{gateway}: tokens in PLAINTEXT ({state}); run `outreach secrets rotate`"))
+        console.print(line.format(gateway=d["gateway"], state=_(d["state"])))
 
 
 @secrets.command("rotate")
@@ -63,12 +64,12 @@ def rotate(c: Ctx) -> None:
             if store.reseal():
                 break
         else:
-            raise click.ClickException(f"{g}: the tokens kept changing during the rotation; run "
-                                       "it again")
+            raise click.ClickException(_("{gateway}: the tokens kept changing during the "
+                                         "rotation; run it again").format(gateway=g))
         done.append(g)
-        console.print(f"{g}: tokens encrypted with key {kid}")
+        console.print(_("{gateway}: tokens encrypted with key {key}").format(gateway=g, key=kid))
     with c.db.engine.begin() as conn:
         audit.record(conn, "token", operator=c.operator,
                      details={"action": "rotate-key", "key_id": kid, "gateways": done})
     if not done:
-        console.print("no provider secret is stored in the database")
+        console.print(_("no provider secret is stored in the database"))

@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 
 from outreach.cli import Ctx, console, pass_ctx
+from outreach.i18n import _
 
 
 @click.group()
@@ -36,14 +37,16 @@ def add(c: Ctx, username: str, role: str, display_name: str | None, password_env
     elif password_env:
         password = os.environ.get(password_env)
         if not password:
-            raise usermod.UserError(f"environment variable {password_env} is not set or empty")
+            raise usermod.UserError(_("environment variable {name} is not set or empty").format(
+                name=password_env))
     else:
-        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+        password = click.prompt(_("password"), hide_input=True, confirmation_prompt=True)
     with c.db.engine.begin() as conn:
         acc = usermod.add(conn, username, role, password=password, display_name=display_name,
                           operator=c.operator)
-    console.print(f"user {acc.username} added (role {acc.role}"
-                  f"{', reverse-proxy sign-in only' if password is None else ''})")
+    console.print(_("user {user} added (role {role}{proxy})").format(
+        user=acc.username, role=acc.role,
+        proxy=_(", reverse-proxy sign-in only") if password is None else ""))
 
 
 @users.command("list")
@@ -59,11 +62,11 @@ def list_(c: Ctx, fmt: str) -> None:
         click.echo(json.dumps([{"username": a.username, "name": a.display_name, "role": a.role,
                                 "active": a.active} for a in accs], ensure_ascii=False, indent=2))
         return
-    t = Table(title="Users")
-    for col in ("user", "name", "role", "active"):
+    t = Table(title=_("Users"))
+    for col in (_("user"), _("name"), _("role"), _("active")):
         t.add_column(col)
     for a in accs:
-        t.add_row(a.username, a.display_name or "", a.role, "yes" if a.active else "no")
+        t.add_row(a.username, a.display_name or "", a.role, _("yes") if a.active else _("no"))
     console.print(t)
 
 
@@ -76,7 +79,7 @@ def disable(c: Ctx, username: str) -> None:
 
     with c.db.engine.begin() as conn:
         acc = usermod.set_active(conn, username, False, operator=c.operator)
-    console.print(f"user {acc.username} disabled")
+    console.print(_("user {user} disabled").format(user=acc.username))
 
 
 @users.command("enable")
@@ -88,7 +91,7 @@ def enable(c: Ctx, username: str) -> None:
 
     with c.db.engine.begin() as conn:
         acc = usermod.set_active(conn, username, True, operator=c.operator)
-    console.print(f"user {acc.username} enabled")
+    console.print(_("user {user} enabled").format(user=acc.username))
 
 
 @click.group()
@@ -107,8 +110,8 @@ def relax(c: Ctx, reason: str) -> None:
     with c.db.engine.begin() as conn:
         ap.set_required(conn, False, operator=c.operator or config.default_operator(),
                         reason=reason)
-    console.print("[yellow]approval requirement lifted[/yellow]: sends that reach phones no "
-                  "longer need a second person's approval (recorded in the audit log)")
+    console.print(_("[yellow]approval requirement lifted[/yellow]: sends that reach phones no "
+                    "longer need a second person's approval (recorded in the audit log)"))
 
 
 @approvals.command("require")
@@ -120,4 +123,4 @@ def require(c: Ctx) -> None:
 
     with c.db.engine.begin() as conn:
         ap.set_required(conn, True, operator=c.operator or config.default_operator(), reason=None)
-    console.print("approval requirement restored")
+    console.print(_("approval requirement restored"))

@@ -8,6 +8,7 @@ import click
 
 from outreach import config
 from outreach.cli import Ctx, pass_ctx
+from outreach.i18n import _
 
 
 @click.group()
@@ -37,18 +38,20 @@ def serve(c: Ctx, host: str, port: int, threads: int, trusted_header: str | None
 
     key = os.environ.get("OUTREACH_WEB_SECRET_KEY") or None
     if key is not None and len(key) < 32:
-        raise click.UsageError("OUTREACH_WEB_SECRET_KEY must have at least 32 characters")
+        raise click.UsageError(_("OUTREACH_WEB_SECRET_KEY must have at least 32 characters"))
     db = c.db
     with db.engine.connect() as conn:
         from outreach import users
 
         if not users.list_all(conn):
-            click.echo("note: no account yet; add one with `outreach users add NAME --role admin`",
-                       err=True)
+            click.echo(_("note: no account yet; add one with `outreach users add NAME --role "
+                         "admin`"), err=True)
     if host not in ("127.0.0.1", "::1", "localhost"):
-        click.echo(f"warning: listening on {host}, not only on this machine: use HTTPS through a "
-                   "reverse proxy and --secure-cookies", err=True)
-    click.echo(f"outreach web on http://{host}:{port} (database {config.redact_url(db.url)}"
-               f"{', sign-in by header ' + trusted_header if trusted_header else ''})", err=True)
+        click.echo(_("warning: listening on {host}, not only on this machine: use HTTPS through "
+                     "a reverse proxy and --secure-cookies").format(host=host), err=True)
+    header = (_(", sign-in by header {header}").format(header=trusted_header)
+              if trusted_header else "")
+    click.echo(_("outreach web on http://{host}:{port} (database {db}{header})").format(
+        host=host, port=port, db=config.redact_url(db.url), header=header), err=True)
     webapp.serve(db, host, port, threads=threads, secret_key=key, trusted_header=trusted_header,
                  trusted_proxies=trusted_proxies, secure_cookies=secure_cookies, org=org)

@@ -8,6 +8,7 @@ import click
 from click.core import ParameterSource
 
 from outreach import config
+from outreach.i18n import _
 
 
 @click.group()
@@ -74,8 +75,8 @@ def serve(ctx: click.Context, host: str, port: int, threads: int, no_twilio: boo
     if no_twilio:
         token = None
     elif not token:
-        raise click.UsageError("TWILIO_AUTH_TOKEN is not set: Twilio callbacks could not be "
-                               "verified. Set it, or pass --no-twilio to serve without them.")
+        raise click.UsageError(_("TWILIO_AUTH_TOKEN is not set: Twilio callbacks could not be "
+                                 "verified. Set it, or pass --no-twilio to serve without them."))
     from outreach.receipts import inbound
 
     try:
@@ -86,15 +87,18 @@ def serve(ctx: click.Context, host: str, port: int, threads: int, no_twilio: boo
     url = config.database_url(ctx.meta.get(_DB_URL))
     db = Database(url)
     if not has_schema(db.engine):
-        raise click.ClickException(f"the database {config.redact_url(url)} has no schema; run "
-                                   "`outreach db upgrade` first")
+        raise click.ClickException(_("the database {url} has no schema; run `outreach db "
+                                     "upgrade` first").format(url=config.redact_url(url)))
     if token and not public:
-        click.echo("warning: OUTREACH_PUBLIC_BASE_URL is not set; signatures are checked against "
-                   "the URL this server sees, which is wrong behind a reverse proxy", err=True)
-    routes = ("Twilio receipts and inbound SMS" if token else "no Twilio routes")
-    routes += f"; {len(settings.optout)} opt-out and {len(settings.optin)} opt-in keywords"
-    click.echo(f"outreach webhooks on http://{host}:{port} ({routes}, {threads} threads, "
-               f"database {config.redact_url(url)})", err=True)
+        click.echo(_("warning: OUTREACH_PUBLIC_BASE_URL is not set; signatures are checked "
+                     "against the URL this server sees, which is wrong behind a reverse proxy"),
+                   err=True)
+    routes = _("Twilio receipts and inbound SMS") if token else _("no Twilio routes")
+    routes += _("; {optout} opt-out and {optin} opt-in keywords").format(
+        optout=len(settings.optout), optin=len(settings.optin))
+    click.echo(_("outreach webhooks on http://{host}:{port} ({routes}, {threads} threads, "
+                 "database {db})").format(host=host, port=port, routes=routes, threads=threads,
+                                          db=config.redact_url(url)), err=True)
     limits = {k: v for k, v in (("max_body_bytes", max_body_bytes),
                                 ("max_header_bytes", max_header_bytes),
                                 ("channel_timeout", channel_timeout)) if v is not None}

@@ -9,6 +9,7 @@ import click
 
 from outreach import config
 from outreach.cli import Ctx, err_console, pass_ctx
+from outreach.i18n import _
 
 
 def parse_gateway_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -73,7 +74,7 @@ def worker(c: Ctx, campaign_id: str | None, concurrency: int | None, gateway: st
 
     options = parse_gateway_options(gateway_option)
     if options and not gateway:
-        raise click.UsageError("--gateway-option needs --gateway")
+        raise click.UsageError(_("--gateway-option needs --gateway"))
     database = c.db
     if gateway:  # a wrong name or option is refused now, not found run after run
         from outreach.gateways import gateway_class
@@ -89,9 +90,12 @@ def worker(c: Ctx, campaign_id: str | None, concurrency: int | None, gateway: st
                    idle_seconds=idle, exit_when_done=exit_when_done, stop_event=stop,
                    on_run_done=lambda run_id, what: err_console.print(f"run #{run_id}: {what}",
                                                                       soft_wrap=True))
-        err_console.print(f"worker {w.owner} on {config.redact_url(database.url)}: "
-                          f"{'campaign ' + campaign_id if campaign_id else 'every campaign'}, "
-                          f"batches of {batch_size}, lease {lease:g} s", soft_wrap=True)
+        which = (_("campaign {id}").format(id=campaign_id) if campaign_id
+                 else _("every campaign"))
+        err_console.print(_("worker {owner} on {db}: {which}, batches of {size}, lease {lease} "
+                            "s").format(owner=w.owner, db=config.redact_url(database.url),
+                                        which=which, size=batch_size, lease=f"{lease:g}"),
+                          soft_wrap=True)
         rep = w.run()
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(rep.outcomes.items()) if v) or "nothing"
     rate = rep.sent / rep.seconds if rep.seconds else 0.0

@@ -91,14 +91,17 @@ class Window:
 
     def closed_reason(self, now: dt.datetime) -> str | None:
         """Why the window is closed at ``now`` (Vietnamese operator wording in English), or None."""
+        from outreach.i18n import _, day
+
         local = now.astimezone(self.tz)
         if local.date() < self.start_date:
-            return f"the campaign starts on {self.start_date.isoformat()}"
+            return _("the campaign starts on {date}").format(date=day(self.start_date))
         if local.date() > self.end_date:
-            return f"the campaign ended on {self.end_date.isoformat()}"
+            return _("the campaign ended on {date}").format(date=day(self.end_date))
         if not (self.daily_start <= local.time() < self.daily_end):
-            return (f"outside the daily send window {self.daily_start:%H:%M}–{self.daily_end:%H:%M} "
-                    f"{self.timezone} (now {local:%H:%M})")
+            return _("outside the daily send window {opens}–{closes} {tz} (now {now})").format(
+                opens=f"{self.daily_start:%H:%M}", closes=f"{self.daily_end:%H:%M}",
+                tz=self.timezone, now=f"{local:%H:%M}")
         return None
 
     def next_open(self, now: dt.datetime) -> dt.datetime | None:

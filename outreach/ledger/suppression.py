@@ -9,7 +9,7 @@ the reverse. Deliveries match on their ``address`` and ``channel``
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from typing import Any
 
@@ -23,14 +23,16 @@ from outreach.ledger.models import SUPPRESSED_SQL, Suppression
 def add(conn: Connection, numbers: Iterable[str], *, reason: str, source: str,
         operator: str | None = None, now: dt.datetime | None = None, log: bool = True,
         action: str = "optout-add", channel: str | None = None, evidence: str | None = None,
-        inbound_id: int | None = None) -> int:
+        inbound_id: int | None = None, reasons: Mapping[str, str] | None = None) -> int:
     """Suppress E.164 numbers (or Zalo user ids) on ``channel`` (None: every channel); returns
     how many were new. Already suppressed numbers keep their first reason and source; an entry
     limited to one channel becomes an every-channel one when ``channel`` is None or the other
     channel (SMS and Zalo are then both stopped; its reason, source and evidence become this
-    one's)."""
+    one's). ``reasons`` gives a number its own reason (an opt-out file's reason column) instead
+    of ``reason``."""
     now = now or dt.datetime.now(dt.timezone.utc)
-    rows = [{"e164": n, "reason": reason, "source": source, "created_at": now,
+    reasons = reasons or {}
+    rows = [{"e164": n, "reason": reasons.get(n) or reason, "source": source, "created_at": now,
              "channel": channel, "evidence": evidence, "inbound_id": inbound_id}
             for n in dict.fromkeys(numbers)]
     if not rows:

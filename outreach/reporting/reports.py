@@ -52,6 +52,8 @@ from sqlalchemy import text as sql_text
 
 from outreach.ledger import states
 from outreach.clock import VN_TZ
+from outreach import i18n
+from outreach.i18n import N_, _
 from outreach.ledger.models import REACHED_SQL, REASON_SQL, SETTLED_SQL, Campaign, Delivery, Import, Run
 
 UNKNOWN_DISTRICT = "(không rõ)"
@@ -162,7 +164,9 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
     if camp is None:
         from outreach.sending.ops import OperatorError
 
-        raise OperatorError(f"no campaign {campaign_id!r} in the database (launch it first)")
+        raise OperatorError(i18n._("no campaign {id!r} in the database (launch it "
+                                   "first)").format(
+            id=campaign_id))
     conds = _conds(campaign_id, since, until)
 
     # 1. settled rows: one scan of ix_deliveries_report, every breakdown but the day, with
@@ -434,6 +438,45 @@ SUMMARY_KEYS = ("campaign", "name", "source", "text_sha256", "since", "until", "
 REASON_COLUMNS = ("status", "gateway", "error_code", "error_reason", "count")
 
 
+#: The XLSX sheet of each breakdown (msgids: English keeps these names; a sheet name cannot
+#: hold "/", so they are not the column terms).
+SHEETS = {"summary": N_("summary"), "status": N_("by status"), "district": N_("by district"),
+          "ward": N_("by ward"), "carrier": N_("by carrier"), "channel": N_("by channel"),
+          "gateway": N_("by gateway"), "day": N_("by day"), "province": N_("by province"),
+          "commune": N_("by commune"), "failure_reasons": N_("failure_reasons"),
+          "carrier_broadcasts": N_("carrier_broadcasts")}
+#: Column headings of the exports (CSV and XLSX), as msgids: in English the column names
+#: themselves, in Vietnamese the Department's words (outreach/locale/vi).
+EXPORT_HEADINGS = (N_("key"), N_("subkey"), N_("queued"), N_("sending"), N_("sent"), N_("delivered"),
+           N_("undelivered"), N_("failed"), N_("skipped"), N_("opted_out"), N_("unknown"),
+           N_("deliveries"), N_("attempted"), N_("failures"), N_("awaiting"), N_("not_sent"),
+           N_("delivery_rate"), N_("segments"), N_("cost_vnd"), N_("campaign"), N_("name"),
+           N_("source"), N_("text_sha256"), N_("since"), N_("until"), N_("generated_at"),
+           N_("recipients"), N_("reached"), N_("not_reached"), N_("reach_rate"),
+           N_("first_send"), N_("last_send"), N_("status"), N_("gateway"), N_("error_code"),
+           N_("error_reason"), N_("count"), N_("figure"), N_("value"), N_("text"),
+           N_("breakdown"), N_("total"), N_("area"), N_("subscribers_messaged"),
+           N_("district"), N_("ward"), N_("carrier"), N_("channel"), N_("day"),
+           N_("province"), N_("commune"))
+
+
+def sheet_title(code: str) -> str:
+    """The XLSX sheet of ``code``: its translation, or (English, no translation) the code
+    itself (``summary``, ``district``, ``failure_reasons``...)."""
+    text = _(SHEETS[code])
+    return code if text == SHEETS[code] else text
+
+
+def heading(code: str) -> str:
+    """The export heading of column ``code`` in the interface language."""
+    return _(code)
+
+
+def headings(codes: Sequence[str]) -> list[str]:
+    """:func:`heading` of each code, in order."""
+    return [heading(c) for c in codes]
+
+
 def to_csv(data: Mapping[str, Any], breakdowns: Sequence[str] = ("district",)) -> str:
     """The report as CSV text.
 
@@ -452,7 +495,7 @@ def to_csv(data: Mapping[str, Any], breakdowns: Sequence[str] = ("district",)) -
     buf = io.StringIO()
     w = safeio.csv_writer(buf, lineterminator="\n")  # district, ward, reasons come from data
     if len(breakdowns) == 1 and breakdowns[0] == "reasons":
-        w.writerow(REASON_COLUMNS)
+        w.writerow(headings(REASON_COLUMNS))
         for r in data["failure_reasons"]:
             w.writerow([_cell(r[c]) for c in REASON_COLUMNS])
         return buf.getvalue()
@@ -460,12 +503,12 @@ def to_csv(data: Mapping[str, Any], breakdowns: Sequence[str] = ("district",)) -
     if len(breakdowns) == 1:
         dim = breakdowns[0]
         keys = ["district", "ward"] if dim == "ward" else [dim]
-        w.writerow([*keys, *("total" if c == "deliveries" else c for c in values)])
+        w.writerow(headings([*keys, *("total" if c == "deliveries" else c for c in values)]))
         for row in breakdown_rows(data, dim):
             w.writerow([row["key"], *([row["subkey"]] if dim == "ward" else []),
                         *(_cell(row[c]) for c in values)])
         return buf.getvalue()
-    w.writerow(["breakdown", *ROW_COLUMNS])
+    w.writerow(headings(["breakdown", *ROW_COLUMNS]))
     for dim in breakdowns:
         if dim == "reasons":
             continue
@@ -502,18 +545,18 @@ def write_xlsx(data: Mapping[str, Any], path: str | Any) -> None:
 
     wb = Workbook()
     ws = wb.active
-    ws.title = "summary"
-    safeio.xlsx_append(ws, ["figure", "value"])
+    ws.title = sheet_title("summary")
+    safeio.xlsx_append(ws, headings(["figure", "value"]))
     for k in SUMMARY_KEYS:
-        safeio.xlsx_append(ws, [k, data.get(k)])
+        safeio.xlsx_append(ws, [heading(k), data.get(k)])
         if k.endswith("rate"):
             ws.cell(ws.max_row, 2).number_format = "0.00%"
-    safeio.xlsx_append(ws, ["text", data.get("text")])
+    safeio.xlsx_append(ws, [heading("text"), data.get("text")])
     ws.column_dimensions["A"].width = 16
     ws.column_dimensions["B"].width = 70
     for dim in DIMENSIONS:
-        sh = wb.create_sheet(dim)
-        safeio.xlsx_append(sh, list(ROW_COLUMNS))
+        sh = wb.create_sheet(sheet_title(dim))
+        safeio.xlsx_append(sh, headings(ROW_COLUMNS))
         rate_col = ROW_COLUMNS.index("delivery_rate") + 1
         for row in breakdown_rows(data, dim):
             safeio.xlsx_append(sh, [_cell(row[c]) for c in ROW_COLUMNS])
@@ -523,15 +566,15 @@ def write_xlsx(data: Mapping[str, Any], path: str | Any) -> None:
         sh.column_dimensions["A"].width = 22
         sh.column_dimensions["B"].width = 18
         sh.freeze_panes = "C2"
-    sh = wb.create_sheet("failure_reasons")
-    safeio.xlsx_append(sh, list(REASON_COLUMNS))
+    sh = wb.create_sheet(sheet_title("failure_reasons"))
+    safeio.xlsx_append(sh, headings(REASON_COLUMNS))
     for r in data["failure_reasons"]:
         safeio.xlsx_append(sh, [_cell(r[c]) for c in REASON_COLUMNS])
     cb = data.get("carrier_broadcasts") or {}
     if cb.get("carriers"):
         # the operators' own counts, in their own sheet: never summed with the figures above
-        sh = wb.create_sheet("carrier_broadcasts")
-        safeio.xlsx_append(sh, ["carrier", "day", "area", "subscribers_messaged"])
+        sh = wb.create_sheet(sheet_title("carrier_broadcasts"))
+        safeio.xlsx_append(sh, headings(["carrier", "day", "area", "subscribers_messaged"]))
         for day, per in cb["by_day"].items():
             for carrier, n in sorted(per.items()):
                 safeio.xlsx_append(sh, [carrier, day, "", n])

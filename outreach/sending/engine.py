@@ -196,7 +196,8 @@ class RunEngine:
             db, run_id, gateway_names=[g.name for g in gateways.values()], clock=clock,
             owner=self.lease.owner,
             lookahead=max(64, in_flight) if confirm else in_flight if idempotent else 0,
-            max_lookahead=4096 if confirm else 2 * in_flight, deadline=st.record_deadline)
+            max_lookahead=4096 if confirm else 2 * in_flight, deadline=st.record_deadline,
+            on_recorded=self._recorded)
         self.sender = BatchSender(
             spec, gateways, limiters=self.limiters, units=self.units,
             concurrency=self.concurrency, clock=clock, lease=self.lease, writer=self.writer,
@@ -211,6 +212,7 @@ class RunEngine:
         self._sending = False
         self._done = 0
         self._total: int | None = None
+        self._progress_lock = threading.Lock()
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -301,6 +303,15 @@ class RunEngine:
             return runs.remaining(conn, self.run_id)
 
     # -- the step --------------------------------------------------------------------------
+    def _recorded(self, n: int) -> None:
+        """The writer committed ``n`` outcomes: the progress counts what is recorded, message by
+        message as the group commits land (never a claimed batch that may be returned)."""
+        with self._progress_lock:
+            self._done += n
+            done, total = self._done, self._total
+        if self.progress and total is not None:
+            self.progress(done, total)
+
     def step(self) -> Step:
         """One batch: check the run may go on, claim a batch under the lease, send it; the
         writer commits each request's start before it leaves and each outcome as it comes, and
@@ -343,9 +354,6 @@ class RunEngine:
         self._held = ids
         self.sender.window_shut.clear()
         step = Step(outcomes=Counter(o.kind for o in outcomes), more=True)
-        self._done += len(batch)
-        if self.progress:
-            self.progress(self._done, self._total)
         halted = self.sender.halted
         if halted:
             self.writer.flush()

@@ -22,6 +22,7 @@ from outreach.sending.engine import RunReport
 from outreach.gateways import base as gwbase
 from outreach.gateways import build_gateways, gateway_names_for, run_gateway_names
 from outreach.ledger.models import Delivery, Run
+from outreach.i18n import _
 from outreach.sending.reconcile import stale_sending
 
 
@@ -56,14 +57,15 @@ def check_window(spec: CampaignSpec, gateways: dict[str, gwbase.Gateway], now: d
         return None
     reaches = [g.name for g in gateways.values() if g.reaches_phones]
     if reaches and not override:
-        raise OperatorError(
-            f"campaign {spec.id}: the send window is closed ({why}); gateway "
-            f"{', '.join(reaches)} reaches phones, so nothing was sent. Pass "
-            "--override-window to send anyway (recorded in the audit log).")
+        raise OperatorError(_(
+            "campaign {id}: the send window is closed ({why}); gateway {gateways} reaches "
+            "phones, so nothing was sent. Pass --override-window to send anyway (recorded in "
+            "the audit log).").format(id=spec.id, why=why, gateways=", ".join(reaches)))
     if reaches:
-        return f"send window closed ({why}); sending anyway because --override-window was given"
-    return (f"send window closed ({why}); the outbox gateway reaches no phone, so the run "
-            "goes ahead and writes the messages to the outbox file")
+        return _("send window closed ({why}); sending anyway because --override-window was "
+                 "given").format(why=why)
+    return _("send window closed ({why}); the outbox gateway reaches no phone, so the run goes "
+             "ahead and writes the messages to the outbox file").format(why=why)
 
 
 def estimate_seconds(spec: CampaignSpec, gateways: dict[str, gwbase.Gateway],
@@ -112,7 +114,7 @@ def launch(db: Database, spec: CampaignSpec, *, gateway: str | None = None, dry_
         note = None
         why = spec.window.closed_reason(now)
         if why:
-            note = f"send window closed now ({why})"
+            note = _("send window closed now ({why})").format(why=why)
     else:
         note = check_window(spec, gateways, now, override_window)
     # what a provider would refuse for every recipient: refused here, before the lists are
@@ -132,12 +134,14 @@ def launch(db: Database, spec: CampaignSpec, *, gateway: str | None = None, dry_
             active = runs.active_run(conn, spec.id)
             if active is not None and not dry_run:
                 stale = stale_sending(conn, active.id, now)
-                raise OperatorError(
-                    f"campaign {spec.id} already has run #{active.id} ({active.status}"
-                    f"{': ' + active.status_reason if active.status_reason else ''}"
-                    f"{f'; {stale} sends were interrupted' if stale else ''}). "
-                    f"Use `outreach campaign resume {spec.id}` to continue it, or "
-                    f"`outreach campaign cancel {spec.id}` first.")
+                state = _(active.status) + (": " + active.status_reason
+                                            if active.status_reason else "")
+                if stale:
+                    state += _("; {n} sends were interrupted").format(n=stale)
+                raise OperatorError(_(
+                    "campaign {id} already has run #{run} ({state}). Use `outreach campaign "
+                    "resume {id}` to continue it, or `outreach campaign cancel {id}` "
+                    "first.").format(id=spec.id, run=active.id, state=state))
             summary = recipients.import_into(
                 conn, files, list_name=spec.list_name, encoding=encoding,
                 convert_old_prefixes=convert_old_prefixes, district_by_file=district_map,
@@ -210,16 +214,19 @@ def find_run(db: Database, campaign_id: str, run_id: int | None = None) -> Run:
         if run_id is not None:
             run = runs.get_run(conn, run_id)
             if run is None or run.campaign_id != campaign_id:
-                raise OperatorError(f"campaign {campaign_id} has no run #{run_id}")
+                raise OperatorError(_("campaign {id} has no run #{run}").format(
+                    id=campaign_id, run=run_id))
             return run
         run = runs.active_run(conn, campaign_id)
         if run is None:
             last = conn.execute(select(Run.id, Run.status).where(Run.campaign_id == campaign_id)
                                 .order_by(Run.id.desc())).first()
             if last is None:
-                raise OperatorError(f"campaign {campaign_id} has never been launched")
-            raise OperatorError(f"campaign {campaign_id} has no unfinished run (last: #{last.id}, "
-                                f"{last.status})")
+                raise OperatorError(_("campaign {id} has never been launched (`outreach "
+                                      "campaign launch {id}`)").format(id=campaign_id))
+            raise OperatorError(_("campaign {id} has no unfinished run (last: #{run}, "
+                                  "{status})").format(id=campaign_id, run=last.id,
+                                                      status=_(last.status)))
         return run
 
 

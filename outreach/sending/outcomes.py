@@ -7,7 +7,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,8 +127,12 @@ class LedgerWriter:
 
     def __init__(self, db: Database, run_id: int, *, gateway_names: Iterable[str], clock: Clock,
                  owner: str, lookahead: int = 0, max_lookahead: int = 4096,
-                 deadline: float | None = None) -> None:
+                 deadline: float | None = None,
+                 on_recorded: Callable[[int], None] | None = None) -> None:
         self.db, self.run_id, self.clock, self.owner = db, run_id, clock, owner
+        #: called from the writer thread after each commit with the number of sends whose
+        #: outcome it recorded (requests never sent, returned to the queue, not counted)
+        self.on_recorded = on_recorded
         self.gateway_names = list(gateway_names)
         self.lookahead, self.max_lookahead = lookahead, max_lookahead
         # with marks ahead, outcomes wait longer for company (a crash meanwhile leaves them to
@@ -300,6 +304,12 @@ class LedgerWriter:
                     self._marked = max(self._marked, upto)
                 self._written = max(self._written, generation)
                 self._cond.notify_all()
+            recorded = sum(1 for o in outcomes if o.kind != "not_sent")
+            if recorded and self.on_recorded is not None:
+                try:
+                    self.on_recorded(recorded)
+                except Exception:  # noqa: BLE001 - a progress display never stops the writer
+                    log.exception("progress callback failed")
 
     def _write(self, starts: list[int], outcomes: list[Outcome],
                rows: dict[int, dict[str, Any]]) -> None:

@@ -1,0 +1,233 @@
+"""The interface language: gettext catalogs (Babel), Vietnamese or English.
+
+``_(msgid) -> str`` and ``ngettext(singular, plural, n) -> str`` translate console messages,
+table headings, help texts and export headers; ``N_(msgid)`` only marks a string for
+extraction. The source strings are English; the Vietnamese catalog is
+``outreach/locale/vi/LC_MESSAGES/outreach.po``, compiled in memory with Babel when first
+needed (so a catalog can never be older than its ``.po``). The terms follow the Department's
+usage: *tin nhắn thương hiệu* (brandname SMS), *người nhận* (recipient), *danh sách* (list),
+*đợt gửi* (run), *từ chối nhận tin* (opt-out).
+
+Which language (:func:`resolve`): the ``--lang vi|en`` option of the top-level command, else
+``OUTREACH_LANG``, else the locale (``LC_ALL``, ``LC_MESSAGES``, ``LANG``, the first one set, as
+POSIX orders them): Vietnamese when it is ``vi_*`` or unset, ``C`` or ``POSIX`` (a server set up
+for Vietnam usually has no locale at all), English for any other language.
+
+Formats (:func:`number`, :func:`when`): numbers with the locale's separators from Babel's CLDR
+data (vi ``1.234.567``, en ``1,234,567``); times in Asia/Ho_Chi_Minh as
+``08:00 ngày 30/07/2024`` (vi) or ``08:00 30/07/2024`` (en).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+from gettext import GNUTranslations, NullTranslations
+from pathlib import Path
+
+#: The languages of the interface; the first is the default of a Vietnamese or unset locale.
+LANGUAGES = ("vi", "en")
+DOMAIN = "outreach"
+LOCALE_DIR = Path(__file__).resolve().parent / "locale"
+
+_current = "vi"
+_catalogs: dict[str, NullTranslations] = {}
+
+
+class LanguageError(ValueError):
+    """An unknown language code (``OUTREACH_LANG`` or ``--lang``)."""
+
+
+def po_path(lang: str) -> Path:
+    """The catalog file of ``lang`` (``outreach/locale/<lang>/LC_MESSAGES/outreach.po``)."""
+    return LOCALE_DIR / lang / "LC_MESSAGES" / f"{DOMAIN}.po"
+
+
+def language_from_locale(env: dict[str, str] | os._Environ[str] | None = None) -> str:
+    """``vi`` or ``en`` from the POSIX locale variables (the first of LC_ALL, LC_MESSAGES, LANG
+    that is set): ``vi`` for ``vi_*``, unset, ``C`` and ``POSIX``; ``en`` for any other."""
+    env = os.environ if env is None else env
+    value = ""
+    for var in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        if env.get(var):
+            value = env[var]
+            break
+    base = value.split(".", 1)[0].split("@", 1)[0].strip()
+    if base in ("", "C", "POSIX") or base.lower().startswith("vi"):
+        return "vi"
+    return "en"
+
+
+def resolve(option: str | None = None, env: dict[str, str] | os._Environ[str] | None = None) -> str:
+    """The language to use: ``option`` (``--lang``), else ``OUTREACH_LANG``, else the locale.
+
+    Raises LanguageError for a code other than ``vi`` or ``en`` (case-insensitive, ``vi_VN``
+    accepted)."""
+    env = os.environ if env is None else env
+    for source, value in (("--lang", option), ("OUTREACH_LANG", env.get("OUTREACH_LANG"))):
+        if value:
+            code = value.strip().lower().replace("-", "_").split("_", 1)[0].split(".", 1)[0]
+            if code not in LANGUAGES:
+                raise LanguageError(f"{source}={value!r}: the interface speaks vi or en")
+            return code
+    return language_from_locale(env)
+
+
+def _load(lang: str) -> NullTranslations:
+    if lang not in _catalogs:
+        path = po_path(lang)
+        if lang == "en" or not path.exists():
+            _catalogs[lang] = NullTranslations()
+        else:
+            from babel.messages.mofile import write_mo
+            from babel.messages.pofile import read_po
+
+            with path.open("rb") as fh:
+                catalog = read_po(fh, locale=lang, domain=DOMAIN)
+            buf = io.BytesIO()
+            write_mo(buf, catalog)
+            buf.seek(0)
+            _catalogs[lang] = GNUTranslations(buf)
+    return _catalogs[lang]
+
+
+def set_language(lang: str) -> None:
+    """Make ``lang`` (``vi`` or ``en``) the language of every later ``_()``."""
+    global _current
+    if lang not in LANGUAGES:
+        raise LanguageError(f"{lang!r}: the interface speaks vi or en")
+    _current = lang
+
+
+def current() -> str:
+    """The language in use (``vi`` or ``en``)."""
+    return _current
+
+
+def _(message: str) -> str:
+    """``message`` in the current language (itself when it has no translation)."""
+    return _load(_current).gettext(message)
+
+
+def gettext(message: str) -> str:
+    """The same as :func:`_`."""
+    return _(message)
+
+
+def ngettext(singular: str, plural: str, n: int) -> str:
+    """The form that agrees with ``n`` (English: 1 → singular; Vietnamese has one form)."""
+    return _load(_current).ngettext(singular, plural, n)
+
+
+def N_(message: str) -> str:
+    """Marks ``message`` for extraction without translating it (translated where shown)."""
+    return message
+
+
+def N_plural(singular: str, plural: str) -> tuple[str, str]:
+    """Marks a singular/plural pair for extraction (translated with :func:`ngettext`)."""
+    return singular, plural
+
+
+def number(n: int | float, decimals: int = 0) -> str:
+    """``n`` with the current language's separators (CLDR through Babel): vi ``1.234.567``
+    and ``12,5``; en ``1,234,567`` and ``12.5``."""
+    from babel.numbers import format_decimal
+
+    fmt = "#,##0" + ("." + "0" * decimals if decimals else "")
+    return format_decimal(n, format=fmt, locale="vi" if _current == "vi" else "en")
+
+
+def percent(rate: float | None) -> str:
+    """A rate 0..1 as a percentage with one decimal (vi ``97,3%``, en ``97.3%``); ``–`` for
+    None."""
+    if rate is None:
+        return "–"
+    return number(rate * 100, 1) + "%"
+
+
+def when(moment: dt.datetime | None) -> str:
+    """A time in Asia/Ho_Chi_Minh: vi ``08:00 ngày 30/07/2024``, en ``08:00 30/07/2024``;
+    ``–`` for None. A naive datetime is taken as UTC (the database stores UTC)."""
+    if moment is None:
+        return "–"
+    from outreach.clock import VN_TZ
+
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    local = moment.astimezone(VN_TZ)
+    if _current == "vi":
+        return f"{local:%H:%M} ngày {local:%d/%m/%Y}"
+    return f"{local:%H:%M %d/%m/%Y}"
+
+
+def day(d: dt.date | None) -> str:
+    """A calendar day: vi ``30/07/2024``, en ``2024-07-30``; ``–`` for None."""
+    if d is None:
+        return "–"
+    return f"{d:%d/%m/%Y}" if _current == "vi" else d.isoformat()
+
+
+def init_from_environment() -> str:
+    """Set the language from ``OUTREACH_LANG`` or the locale (no ``--lang``); an unknown
+    ``OUTREACH_LANG`` falls back to the locale here (``--lang`` parsing reports it)."""
+    try:
+        lang = resolve(None)
+    except LanguageError:
+        lang = language_from_locale()
+    set_language(lang)
+    return lang
+
+
+#: click's own messages that an operator sees (usage, errors, prompts), translated in the
+#: catalog like ours; :func:`install_click` makes click look them up here.
+CLICK_MESSAGES = (
+    N_("Usage:"), N_("Options"), N_("Commands"), N_("Show this message and exit."),
+    N_("Show the version and exit."), N_("Error: {message}"), N_("Aborted!"),
+    N_("Missing argument"), N_("Missing option"), N_("Missing parameter"),
+    N_("Missing argument '{param_name}'"), N_("No such command {name!r}."),
+    N_("No such option {name!r}."), N_("Try '{command} {option}' for help."),
+    N_("Invalid value for {param_hint}: {message}"), N_("Invalid value: {message}"),
+    N_("default: {default}"), N_("env var: {var}"), N_("Do you want to continue?"),
+    N_("Error: invalid input"), N_("Option {name!r} requires an argument."),
+    N_("Got unexpected extra argument ({args})"), N_("Missing command."),
+    N_("{name} {filename!r} does not exist."), N_("Path"), N_("File"),
+    N_("{value!r} is not a valid {number_type}."),
+)
+CLICK_PLURALS = (
+    N_plural("{value!r} is not {choice}.", "{value!r} is not one of {choices}."),
+    N_plural("Got unexpected extra argument ({args})", "Got unexpected extra arguments ({args})"),
+    N_plural("Option {name!r} requires an argument.", "Option {name!r} requires {nargs} arguments."),
+)
+
+
+def install_click() -> None:
+    """Make click's own messages ("Usage:", "Error: …", "Missing argument", …) use these
+    catalogs: click calls the module-level ``_`` and ``ngettext`` it imported from the standard
+    ``gettext``, which are replaced here by this module's."""
+    import importlib
+
+    for name in ("core", "exceptions", "formatting", "termui", "types", "parser",
+                 "decorators", "_termui_impl"):
+        try:
+            mod = importlib.import_module(f"click.{name}")
+        except ImportError:  # pragma: no cover - a click without that module
+            continue
+        if hasattr(mod, "_"):
+            mod._ = _
+        if hasattr(mod, "ngettext"):
+            mod.ngettext = ngettext
+
+
+#: Words shown from data (delivery and run states, run kinds, stop reasons, unit kinds): the
+#: console shows ``_(status)``; the JSON and CSV values stay these codes.
+TERMS = (
+    N_("queued"), N_("sending"), N_("sent"), N_("delivered"), N_("undelivered"), N_("failed"),
+    N_("skipped"), N_("opted_out"), N_("unknown"), N_("created"), N_("running"), N_("paused"),
+    N_("completed"), N_("cancelled"), N_("missed"), N_("launch"), N_("daily"), N_("resend"),
+    N_("gateway"), N_("error-rate"), N_("window"), N_("late"), N_("gone"), N_("active"),
+    N_("pending"), N_("approved"), N_("rejected"), N_("void"), N_("requeued"),
+    N_("district"), N_("ward"), N_("orphaned"), N_("looked_up"), N_("deferred"),
+    N_("missing"), N_("expired"), N_("interrupted"), N_("ready"), N_("refreshing"),
+)
