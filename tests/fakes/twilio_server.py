@@ -439,6 +439,10 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if len(raw) < length:
+            # the client went away mid-body (killed): a real server never sees this request
+            self.close_connection = True
+            return
         source = raw.decode("utf-8") if method == "POST" else parts.query
         params = {k: v[0] for k, v in parse_qs(source, keep_blank_values=True).items()}
         user, password = self._credentials()
@@ -476,6 +480,9 @@ class _Handler(BaseHTTPRequestHandler):
                                          "title": f.message, "status": f.status, "code": f.code,
                                          "detail": f"{f.message} for {params.get('To', '')}"})
 
+        if route == "create" and not params.get("To"):
+            rec.outcome = "error:21604"
+            return self._error(400, 21604, "A 'To' phone number is required.")
         if route == "create":
             self._delay(fake.create_delay)
             sid = fake._store(params, dt.datetime.now(dt.timezone.utc))
