@@ -21,9 +21,16 @@ ROOT = Path(__file__).resolve().parents[1]
 def _block(monkeypatch: pytest.MonkeyPatch, module: str, *loaded: str) -> None:
     """Make ``import module`` fail as when it is not installed, and forget the project's
     modules that imported it already."""
-    monkeypatch.setitem(sys.modules, module, None)
+    # the package and every submodule an earlier test imported (``from twilio.rest import``
+    # finds ``twilio.rest`` in sys.modules without looking at ``twilio``)
+    for key in [k for k in sys.modules if k == module or k.startswith(module + ".")] or [module]:
+        monkeypatch.setitem(sys.modules, key, None)
     for name in loaded:
         monkeypatch.delitem(sys.modules, name, raising=False)
+        parent, _, child = name.rpartition(".")
+        # ``from outreach.gateways import twilio`` reads the package's attribute: drop it too,
+        # so that the module re-imported here never outlives the test
+        monkeypatch.delattr(sys.modules[parent], child, raising=False)
 
 
 @pytest.mark.parametrize("gateway,module,extra,loaded", [
