@@ -182,3 +182,19 @@ def test_ctrl_c_pauses_the_run_and_exits_130(tmp_path: Path) -> None:
         assert conn.execute(select(Run.status)).scalar_one() == "paused"
     left = counts(db, "cham")
     assert left.get("queued", 0) > 0 and left.get("sent", 0) + left["queued"] == 400
+    # the resume stopped the same way exits 130 too (a script must not read it as success)
+    proc = subprocess.Popen([sys.executable, "-m", "outreach.cli", "campaign", "resume",
+                             str(toml), "--no-progress"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sent_before = left.get("sent", 0)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None and \
+            counts(db, "cham").get("sent", 0) < sent_before + 20:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    with db.engine.connect() as conn:
+        assert conn.execute(select(Run.status)).scalar_one() == "paused"
+    again = counts(db, "cham")
+    assert again.get("queued", 0) > 0 and again.get("sent", 0) > sent_before

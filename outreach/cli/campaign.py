@@ -523,6 +523,8 @@ def resume(c: Ctx, campaign_ref: str, run_id: int | None, gateway: str | None,
     _print_report(rep, spec.id)
     if rep.stopped in ("gateway", "error-rate", "content"):
         raise SystemExit(1)
+    if stop.is_set():
+        raise SystemExit(130)  # stopped by Ctrl-C (128 + SIGINT): the run is paused, resumable
 
 
 @campaign.command("pause")
