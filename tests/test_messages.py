@@ -182,3 +182,17 @@ def test_optout_import_keeps_the_reason_column(tmp_path: Path) -> None:
                        "+84905550003": "Đã chuyển vùng", "+84905550004": "Đã chuyển vùng"}
     code, out, err = run("optout", "list", db=url, wide=True)
     assert "Không muốn nhận tin" in out and "Đã chuyển vùng" in out
+
+
+def test_an_empty_database_file_is_said_not_passed_over(tmp_path) -> None:
+    """A 0-byte database file (a failed copy) gets a warning, not the silent new ledger."""
+    from click.testing import CliRunner
+
+    from outreach.cli import main
+
+    path = tmp_path / "outreach.db"
+    path.write_bytes(b"")
+    r = CliRunner().invoke(main, ["--database-url", f"sqlite:///{path}", "runs", "list"])
+    assert r.exit_code == 0
+    assert (f"the database file {path} was empty (0 bytes)" in " ".join(r.stderr.split())
+            and "restore it from a backup" in " ".join(r.stderr.split()))

@@ -45,6 +45,9 @@ class Ctx:
             url = config.database_url(self.db_url)
             path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
             fresh = path is not None and path != ":memory:" and not os.path.exists(path)
+            # a 0-byte file (a failed copy, a truncated restore) is said, never passed over
+            emptied = (path is not None and path != ":memory:" and not fresh
+                       and os.path.getsize(path) == 0)
             try:
                 self._db = Database(url)
                 self._db.upgrade()
@@ -59,6 +62,11 @@ class Ctx:
             if fresh:
                 err_console.print(_("note: created a new, empty database at {path}").format(
                     path=path))
+            elif emptied:
+                err_console.print(_("[yellow]warning:[/yellow] the database file {path} was "
+                                    "empty (0 bytes); it now holds a new, empty ledger. If it "
+                                    "should have held campaigns, stop and restore it from a "
+                                    "backup.").format(path=path), markup=True)
         return self._db
 
     def phone(self, e164: str | None) -> str:
