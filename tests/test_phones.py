@@ -404,3 +404,18 @@ def test_invisible_and_look_alike_characters(raw: str) -> None:
 def test_every_number_in_a_labelled_cell_gets_its_own_reason() -> None:
     got = [normalise(p) for p in split_cell("ĐT: 0292 3820 123 - DĐ: 0912345678 (Zalo)")]
     assert [(r.e164, r.reason) for r in got] == [(None, "landline"), ("+84912345678", None)]
+
+
+@pytest.mark.parametrize("cell,expected", [
+    ("912,345,670.00", "+84912345670"),   # en-US number format
+    ("912.345.678,00", "+84912345678"),   # vi-VN number format
+    ("0912.345.678,00", "+84912345678"),
+    ("84,912,345,678.00", "+84912345678"),
+    ("912,345,678", "+84912345678"),
+])
+def test_a_number_shown_with_thousands_separators_is_one_number(cell: str, expected: str) -> None:
+    from outreach.input.phones import split_cell
+
+    parts = split_cell(cell)
+    assert len(parts) == 1
+    assert normalise(parts[0]).e164 == expected

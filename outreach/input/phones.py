@@ -384,6 +384,10 @@ def _split_on_whitespace(part: str) -> list[str]:
 _WORDS: Final = re.compile(r"[^\W\d_]{2}")
 _WORD_SEPARATORS: Final = re.compile(r"\b(?:hoặc|hoac|or|và|va)\b", re.IGNORECASE)
 _DIGIT_DASH: Final = re.compile(r"(?<=\d)-(?=\d)")
+# A number a spreadsheet showed with thousands separators (en-US "912,345,670.00", vi-VN
+# "912.345.678,00"): digit groups of three joined by one separator, then at most a decimal part
+# of zeros after the other separator. One number, never three.
+_GROUPED_NUMBER: Final = re.compile(r"(\+?\d{1,4})((?:([.,])\d{3})(?:\3\d{3})+)(?:(?!\3)[.,]0{1,2})?")
 
 
 def _matched_numbers(text: str) -> list[str]:
@@ -412,6 +416,9 @@ def split_cell(raw: str) -> list[str]:
         return [text] if text else []  # the usual cell: one number, nothing to split
     if "," in text and _NUMERIC_CELL.fullmatch(text):  # "912345004,0": a decimal comma
         return [text]
+    grouped = _GROUPED_NUMBER.fullmatch(text.translate(_TRANSLATION).strip())
+    if grouped:  # "912,345,670.00", "0912.345.678,00": one number shown with a number format
+        return [grouped.group(1) + grouped.group(2).replace(grouped.group(3), "")]
     if words:
         found = _matched_numbers(text.translate(_TRANSLATION))
         if found:
