@@ -604,3 +604,23 @@ def test_threads_refresh_exactly_once_on_postgresql(pg_db: Database, pg_url: str
         t.join(30)
     assert results == ["AT-2"] * 6
     assert oauth.calls == ["RT-1"]
+
+
+def test_a_refresh_that_finished_after_it_was_read_is_not_called_interrupted(
+        db: Database, tmp_path: Path) -> None:
+    """A worker read the row while another thread's refresh was out; by the time it judges the
+    holder gone, the holder has stored the new tokens: nothing is raised, the row is read again."""
+    from outreach.gateways.zalo_tokens import _SENT
+    from outreach.sending import leases
+
+    clock = FakeClock(T0)
+    store = TokenStore(db, clock=clock, refresher=Refresher(), journal_dir=tmp_path / "j")
+    store.set_tokens("AT-1", "RT-1", 90000)
+    gone = f"{leases.node_name()}:999999:deadbeef"  # a holder on this node whose process is gone
+    with db.engine.begin() as conn:
+        conn.execute(GatewayToken.__table__.update().values(access_token=f"{_SENT}:{gone}",
+                                                            version=2, updated_at=clock.now()))
+    stale = store._read()
+    store.set_tokens("AT-2", "RT-2", 90000)  # meanwhile the refresh was stored after all
+    assert store._settle_interrupted(stale) is None
+    assert store.current()[0] == "AT-2" and store.status()["state"] == "ready"

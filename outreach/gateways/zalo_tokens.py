@@ -418,10 +418,13 @@ class TokenStore:
                 return grant.access_token, row.version + 1
             return None
         sent_at = row.updated_at
-        if self._finish(claim, access_token=_UNKNOWN, refresh_token=row.refresh_token,
-                        expires_at=row.expires_at, sealed=True):
-            log.error("a %s token refresh by %s stopped after its request left and before the "
-                      "answer was stored", self.gateway, owner)
+        if not self._finish(claim, access_token=_UNKNOWN, refresh_token=row.refresh_token,
+                            expires_at=row.expires_at, sealed=True):
+            # the row changed since it was read (its holder finished after all, or an operator
+            # set new tokens): read it again
+            return None
+        log.error("a %s token refresh by %s stopped after its request left and before the "
+                  "answer was stored", self.gateway, owner)
         raise AuthenticationError(
             f"the Zalo token refresh sent by {owner} at {sent_at:%Y-%m-%d %H:%M:%S} UTC stopped "
             "before Zalo's answer was stored (its process died); Zalo's refresh token is "
