@@ -162,8 +162,10 @@ def _official(c: Ctx, campaign_id: str, out: str | None, since: dt.datetime | No
         path = official.write_report(data, out, info=info)
     except official.OfficialReportError as exc:
         raise click.ClickException(str(exc)) from None
-    console.print(f"official report of {campaign_id} written to {path} "
-                  f"({data['deliveries']} deliveries, {data['recipients']} recipients)")
+    console.print(_("official report of {id} written to {path} ({deliveries} deliveries, "
+                    "{recipients} recipients)").format(
+                        id=campaign_id, path=path, deliveries=number(data["deliveries"]),
+                        recipients=number(data["recipients"])))
 
 
 _SHORT = {"deliveries": N_("total"), "attempted": N_("tried"), "delivered": N_("deliv"),
