@@ -43,6 +43,7 @@ constant time.
 
 from __future__ import annotations
 
+import abc
 import datetime as dt
 import hashlib
 import hmac
@@ -276,31 +277,31 @@ class BrandnameGateway(Gateway):
 
     # -- what a subclass supplies --------------------------------------------------------------
 
+    @abc.abstractmethod
     def send_request(self, message: OutboundMessage, *, request_id: str, brandname: str,
-                     callback_url: str | None) -> HttpRequest:  # pragma: no cover - abstract
+                     callback_url: str | None) -> HttpRequest:
         """The HTTP request sending ``message``."""
-        raise NotImplementedError
 
-    def read_send_answer(self, data: Any) -> Answer:  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def read_send_answer(self, data: Any) -> Answer:
         """The provider's JSON answer to a send, read."""
-        raise NotImplementedError
 
-    def status_request(self, message_id: str) -> HttpRequest:  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def status_request(self, message_id: str) -> HttpRequest:
         """The status query for one provider message id."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def read_status_answer(self, message_id: str, data: Any
-                           ) -> StatusUpdate | None:  # pragma: no cover - abstract
+                           ) -> StatusUpdate | None:
         """A status answer -> StatusUpdate, or None when the provider does not know the id."""
-        raise NotImplementedError
 
-    def check_request(self) -> HttpRequest:  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def check_request(self) -> HttpRequest:
         """A request that checks the credentials and sends nothing (a balance query)."""
-        raise NotImplementedError
 
-    def read_check_answer(self, data: Any) -> dict[str, Any]:  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def read_check_answer(self, data: Any) -> dict[str, Any]:
         """Non-secret facts from the check's answer; raises the mapped error otherwise."""
-        raise NotImplementedError
 
     # -- shared --------------------------------------------------------------------------------
 
