@@ -5,6 +5,11 @@
 ``help=`` of options), merges them into ``outreach/locale/vi/LC_MESSAGES/outreach.po`` (new
 strings empty, strings gone marked obsolete) and lists the strings still without a Vietnamese
 translation; ``python -m outreach.i18n_tools check`` only lists them (exit 1 when any).
+``python -m outreach.i18n_tools todo FILE.json`` writes the untranslated msgids to a JSON object
+(``{msgid: ""}``; a plural's key is ``singular\u0000plural`` and its value a list of one
+string), to be filled in; ``python -m outreach.i18n_tools fill FILE.json`` puts such a file's
+translations into the ``.po`` (after ``update``), so translations made on several branches
+merge without editing the ``.po`` by hand.
 The catalog is compiled in memory when loaded (``outreach.i18n``), so there is no ``.mo`` to
 rebuild.
 """
@@ -146,14 +151,58 @@ def update() -> int:
     return len(missing(template, read_vi()))
 
 
+def _key(msgid: str | tuple[str, ...]) -> str:
+    return "\x00".join(msgid) if isinstance(msgid, tuple) else msgid
+
+
+def write_todo(path: Path) -> int:
+    """Write the untranslated msgids to ``path`` as JSON (values empty); returns how many."""
+    import json
+
+    todo = {_key(msgid): ([""] if isinstance(msgid, tuple) else "") for msgid, _ in missing()}
+    path.write_text(json.dumps(todo, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    return len(todo)
+
+
+def fill(path: Path) -> int:
+    """Put the non-empty translations of the JSON file ``path`` into the Vietnamese ``.po``
+    (msgids the catalog does not hold are skipped: run ``update`` first); returns how many were
+    written. A plural's value is a list (Vietnamese has one form)."""
+    import json
+
+    from babel.messages.pofile import write_po
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    vi = read_vi()
+    done = 0
+    for key, value in data.items():
+        msgid: str | tuple[str, ...] = tuple(key.split("\x00")) if "\x00" in key else key
+        msg = vi.get(msgid)
+        if msg is None or not value or (isinstance(value, list) and not all(value)):
+            continue
+        msg.string = tuple(value) if isinstance(msgid, tuple) else value
+        msg.flags.discard("fuzzy")
+        done += 1
+    with i18n.po_path("vi").open("wb") as fh:
+        write_po(fh, vi, width=100, sort_by_file=False, include_previous=False)
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     cmd = args[0] if args else "check"
-    if cmd not in ("check", "update"):
-        print("usage: python -m outreach.i18n_tools check|update", file=sys.stderr)
+    if cmd not in ("check", "update", "todo", "fill") or (cmd in ("todo", "fill")
+                                                          and len(args) != 2):
+        print("usage: python -m outreach.i18n_tools check|update|todo FILE.json|fill FILE.json",
+              file=sys.stderr)
         return 2
     if cmd == "update":
         update()
+    if cmd == "todo":
+        print(f"{write_todo(Path(args[1]))} strings to translate in {args[1]}", file=sys.stderr)
+        return 0
+    if cmd == "fill":
+        print(f"{fill(Path(args[1]))} translations written", file=sys.stderr)
     todo = missing()
     for msgid, where in todo:
         print(f"#: {where}\n{po_entry(msgid)}\n")

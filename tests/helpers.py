@@ -195,3 +195,33 @@ def approve(db: Database, spec: campaigns.CampaignSpec) -> None:
                 users.add(conn, name, role, password=None)
         approvals.prepare(conn, spec, operator="test-preparer")
         approvals.approve(conn, spec, approver="test-approver")
+
+
+#: English words that never occur in the Vietnamese interface (field terms kept in English, such
+#: as "outbox", "mock", "SMSC", "bind", "E.164", are not on the list; nor are "to", "no", "a",
+#: which are also Vietnamese syllables).
+ENGLISH_WORDS = frozenset("""
+the is are was were be been not and of with for from this that which or must cannot can't
+only has have had should would will could does did do nothing already there their than then
+when where while because into onto after before without within per each every any some
+number numbers file files line row rows column columns sheet sheets list lists message
+messages campaign campaigns run runs sent send sending delivery deliveries recipient
+recipients refused unknown invalid missing empty found reason reasons error errors set use
+""".split())
+
+
+def english_words(text: str) -> list[str]:
+    """The English words of :data:`ENGLISH_WORDS` in ``text`` (console output of the Vietnamese
+    interface), ignoring what is not prose: paths, file names, options (``--yes``), URLs,
+    identifiers with ``-``, ``_``, ``.``, ``/`` or ``=``, and quoted values."""
+    import re
+
+    prose = re.sub(r"'[^'\n]*'|\"[^\"\n]*\"|«[^»\n]*»|`[^`\n]*`", " ", text)
+    words = []
+    for token in re.split(r"\s+", prose):
+        if re.search(r"[-_./=\\:@<>{}\[\]]", token.strip(".,;:()!?")):
+            continue  # a path, an option, a code, an identifier
+        word = token.strip(".,;:()!?\"'“”").lower()
+        if word in ENGLISH_WORDS:
+            words.append(word)
+    return words
