@@ -532,6 +532,29 @@ def _choose_encoding(file: str, head: bytes, forced: str | None) -> tuple[str, i
     return "utf-8", 0
 
 
+#: Messages of the standard library's csv and zipfile modules that reach the operator inside
+#: a refusal ("malformed CSV … (unexpected end of data)"), translated where shown.
+_LIBRARY_MESSAGES: Final[dict[str, str]] = {
+    "unexpected end of data": N_("unexpected end of data"),
+    "File is not a zip file": N_("not a zip file"),
+    "newline inside string": N_("newline inside a quoted field"),
+    "line contains NUL": N_("the line contains a NUL byte"),
+}
+_EXPECTED_AFTER: Final = re.compile(r"'(.)' expected after '(.)'")
+
+
+def _library_message(exc: BaseException) -> str:
+    """The text of a csv or zipfile exception in the interface language (others as they are)."""
+    text = str(exc)
+    found = _LIBRARY_MESSAGES.get(text)
+    if found is not None:
+        return _(found)
+    if m := _EXPECTED_AFTER.fullmatch(text):
+        return _("{delimiter!r} expected after the closing {quote!r}").format(
+            delimiter=m.group(1), quote=m.group(2))
+    return text
+
+
 def _undecodable(codec: str, exc: UnicodeDecodeError) -> str:
     bad = exc.object[exc.start : exc.end].hex(" ").upper()
     return _("cannot decode as {codec} (bytes {bad}): save the file as 'CSV UTF-8' or give its "
@@ -617,7 +640,7 @@ def _csv_records(file: str, lines: Iterator[str]) -> Iterator[tuple[int, list[st
             return
         except csv.Error as exc:
             reason = _("malformed CSV in the row starting here ({error}): check its quotes").format(
-                error=exc)
+                error=_library_message(exc))
             raise ListFileError(file, start, reason, kind="fatal") from None
         yield start, cells
         start = reader.line_num + 1 + offset
@@ -1358,7 +1381,7 @@ def _zip_format(file: str, f: BinaryIO, ext: str) -> str:
             names = set(zf.namelist())
     except zipfile.BadZipFile as exc:
         raise ListFileError(file, None, _("not a readable .{format} workbook ({error})").format(
-            format=ext.lstrip('.') or 'xlsx', error=exc), kind="fatal") from None
+            format=ext.lstrip('.') or 'xlsx', error=_library_message(exc)), kind="fatal") from None
     if "content.xml" in names:
         return "ods"
     if "xl/workbook.xml" in names or any(n.startswith("xl/") for n in names):
@@ -1408,7 +1431,7 @@ def read_list(path: str | os.PathLike[str], *, encoding: str | None = None,
         ext = os.path.splitext(file)[1].lower()
         if head.startswith(_OLE2_MAGIC):
             if _ENCRYPTED in head or _ENCRYPTED in f.read():
-                raise ListFileError(file, None, _PROTECTED)
+                raise ListFileError(file, None, _(_PROTECTED), kind="fatal")
             info.format = "xls"
             yield from _workbook_rows(file, f, "xls", sheet, info)
         elif head.startswith(_ZIP_MAGIC) or (ext in (".xlsx", ".xlsm", ".ods")
