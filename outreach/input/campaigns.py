@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from outreach.i18n import _
+from outreach.i18n import N_, _
 from outreach.input import text as textmod
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
@@ -271,10 +271,62 @@ def load(path: str | Path) -> CampaignSpec:
         raise CampaignError(path, None, _("file not found")) from None
     except UnicodeDecodeError as exc:
         raise CampaignError(path, None, _("not UTF-8 ({error} at byte {byte})").format(
-            error=exc.reason, byte=exc.start)) from None
+            error=_(_DECODE_REASONS.get(exc.reason, exc.reason)), byte=exc.start)) from None
     except tomllib.TOMLDecodeError as exc:
-        raise CampaignError(path, None, _("not valid TOML: {error}").format(error=exc)) from None
+        raise CampaignError(path, None, _("not valid TOML: {error}").format(
+            error=_toml_message(str(exc)))) from None
     return parse(raw, file=str(path))
+
+
+#: Python's UTF-8 decoding reasons, translated where shown.
+_DECODE_REASONS: dict[str, str] = {
+    "invalid continuation byte": N_("invalid continuation byte"),
+    "invalid start byte": N_("invalid start byte"),
+    "unexpected end of data": N_("unexpected end of data"),
+}
+#: tomllib's messages (Python 3.11–3.13: "reason (at line N, column M)"), translated where shown.
+_TOML_MESSAGES: dict[str, str] = {
+    "Cannot overwrite a value": N_("Cannot overwrite a value"),
+    "Expected '=' after a key in a key/value pair": N_("Expected '=' after a key in a key/value pair"),
+    "Expected ']' at the end of a table declaration": N_("Expected ']' at the end of a table declaration"),
+    "Expected ']]' at the end of an array declaration": N_("Expected ']]' at the end of an array declaration"),
+    "Invalid date or datetime": N_("Invalid date or datetime"),
+    "Invalid initial character for a key part": N_("Invalid initial character for a key part"),
+    "Invalid statement": N_("Invalid statement"),
+    "Invalid value": N_("Invalid value"),
+    "Unclosed array": N_("Unclosed array"),
+    "Unclosed inline table": N_("Unclosed inline table"),
+    "Unterminated string": N_("Unterminated string"),
+}
+_TOML_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"Cannot declare (?P<x>.+) twice"), N_("Cannot declare {x} twice")),
+    (re.compile(r"Expected (?P<x>'.*')"), N_("Expected {x}")),
+    (re.compile(r"Found invalid character (?P<x>'.*')"), N_("Found invalid character {x}")),
+    (re.compile(r"Illegal character (?P<x>'.*')"), N_("Illegal character {x}")),
+    (re.compile(r"Duplicate inline table key (?P<x>'.*')"), N_("Duplicate inline table key {x}")),
+)
+_TOML_WHERE = re.compile(r"^(?P<msg>.*?) \((?:at line (?P<line>\d+), column (?P<col>\d+)|at end of document)\)$")
+
+
+def _toml_message(text: str) -> str:
+    """A tomllib error in the interface language: ``Invalid value (at line 3, column 8)`` →
+    ``Giá trị không hợp lệ (tại dòng 3, cột 8)``; a message not known here is kept as it is."""
+    m = _TOML_WHERE.match(text)
+    msg = m.group("msg") if m else text
+    found = _TOML_MESSAGES.get(msg)
+    if found is not None:
+        msg = _(found)
+    else:
+        for pat, msgid in _TOML_PATTERNS:
+            if pm := pat.fullmatch(msg):
+                msg = _(msgid).format(x=pm.group("x"))
+                break
+    if m is None:
+        return msg
+    if m.group("line"):
+        return msg + " " + _("(at line {line}, column {column})").format(
+            line=m.group("line"), column=m.group("col"))
+    return msg + " " + _("(at end of document)")
 
 
 def parse(raw: dict[str, Any], *, file: str = "<campaign>") -> CampaignSpec:
@@ -419,7 +471,8 @@ def parse(raw: dict[str, Any], *, file: str = "<campaign>") -> CampaignSpec:
              "recipients", "pricing", "carriers", "report"}
     for key in raw:
         if key not in known:
-            r.fail(key, _("unknown field (known: {names})").format(names=", ".join(sorted(known))))
+            r.fail(key, _("unknown field (known: {names})").format(
+                names=", ".join(repr(k) for k in sorted(known))))
     # a mistyped key inside a table (unacented = true) must not be ignored silently
     for table, keys in _TABLE_KEYS.items():
         _known(r, raw.get(table, {}), table, keys)
@@ -484,7 +537,7 @@ def _known(r: "_Reader", table: Any, prefix: str, keys: set[str]) -> None:
     for key in table:
         if key not in keys:
             r.fail(f"{prefix}.{key}", _("unknown field (known: {names})").format(
-                names=", ".join(sorted(keys))))
+                names=", ".join(repr(k) for k in sorted(keys))))
 
 
 class _Reader:
