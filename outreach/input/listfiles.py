@@ -536,9 +536,9 @@ def _choose_encoding(file: str, head: bytes, forced: str | None) -> tuple[str, i
 #: a refusal ("malformed CSV … (unexpected end of data)"), translated where shown.
 _LIBRARY_MESSAGES: Final[dict[str, str]] = {
     "unexpected end of data": N_("unexpected end of data"),
-    "File is not a zip file": N_("not a zip file"),
-    "newline inside string": N_("newline inside a quoted field"),
-    "line contains NUL": N_("the line contains a NUL byte"),
+    "File is not a zip file": N_("File is not a zip file"),
+    "newline inside string": N_("newline inside string"),
+    "line contains NUL": N_("line contains NUL"),
 }
 _EXPECTED_AFTER: Final = re.compile(r"'(.)' expected after '(.)'")
 
@@ -550,7 +550,7 @@ def _library_message(exc: BaseException) -> str:
     if found is not None:
         return _(found)
     if m := _EXPECTED_AFTER.fullmatch(text):
-        return _("{delimiter!r} expected after the closing {quote!r}").format(
+        return _("{delimiter!r} expected after {quote!r}").format(
             delimiter=m.group(1), quote=m.group(2))
     return text
 
