@@ -109,16 +109,16 @@ LIST_CASES: dict[str, tuple[Callable[[Path], Path], list[str], str, str]] = {
         ": the workbook is password-protected (encrypted): open it in Excel with the password"),
     "only-landlines": (
         lambda t: _write(t / "j.csv", "SĐT\n0292 3820 123\n0292 3820 124\n"), [],
-        ": không có số di động hợp lệ nào trong 2 dòng (số cố định: không nhận được tin nhắn "
-        "SMS 2); cột số điện thoại 'SĐT', tiêu đề ở dòng 1: hãy kiểm tra cột và trang tính; "
+        ": không có số di động hợp lệ nào trong 2 dòng (2 dòng số cố định: không nhận được tin "
+        "nhắn SMS); cột số điện thoại 'SĐT', tiêu đề ở dòng 1: hãy kiểm tra cột và trang tính; "
         "chưa nhập gì (dùng --allow-few-valid để vẫn nhập)",
         ": no valid mobile number in 2 rows (landline 2); phone column 'SĐT', header at row 1: "
         "check the column and the sheet; nothing was imported (pass --allow-few-valid to import "
         "it anyway)"),
     "under-half-valid": (
         lambda t: _write(t / "k.csv", "SĐT\n0912345678\n123\n0292 3820 123\n"), [],
-        ": chỉ 1 trên 3 dòng có số di động hợp lệ (thiếu chữ số 1, số cố định: không nhận được "
-        "tin nhắn SMS 1)",
+        ": chỉ 1 trên 3 dòng có số di động hợp lệ (1 dòng thiếu chữ số, 1 dòng số cố định: "
+        "không nhận được tin nhắn SMS)",
         ": only 1 of 3 rows have a valid mobile number (too-short 1, landline 1)"),
     "no-data-rows": (
         lambda t: _write(t / "l.csv", "SĐT,Họ tên\n"), [],

@@ -322,7 +322,8 @@ def _check_valid(path: str, info: listfiles.ListInfo, rows: Counter[str | None],
         if not n:
             why = _("no data rows under the header (row {row})").format(row=sh.header_line)
         else:
-            top = ", ".join(f"{reasonmod.label(r)} {c}" for r, c in reasons[sh.name].most_common(3))
+            top = ", ".join(_("{reason} {rows}").format(reason=reasonmod.label(r), rows=c)
+                            for r, c in reasons[sh.name].most_common(3))
             why = (ngettext("no valid mobile number in {n} row", "no valid mobile number in {n} rows",
                             n).format(n=n) if not ok else
                    ngettext("only {ok} of {n} row has a valid mobile number",
