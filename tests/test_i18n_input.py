@@ -317,3 +317,33 @@ def test_list_file_errors_keep_their_kind_across_processes() -> None:
     assert (back.file, back.line, back.reason, back.sheet, back.kind) == (
         "ds.xlsx", 3, "x", "Ấp 1", "fatal")
     assert str(back) == "ds.xlsx [sheet 'Ấp 1']:3: x"
+
+
+def test_sheet_notes_of_a_workbook_are_in_vietnamese(tmp_path: Path) -> None:
+    """A hidden sheet and a sheet without a phone column are named in the files table, with
+    why they were not read; the totals row is counted as skipped."""
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "Ấp 1"
+    for row in (["SĐT", "Họ tên"], ["0912345678", "An"], ["Tổng cộng", ""]):
+        ws.append(row)
+    hidden = wb.create_sheet("Ẩn")
+    hidden.append(["SĐT"])
+    hidden.append(["0912345679"])
+    hidden.sheet_state = "hidden"
+    wb.create_sheet("Ghi chú").append(["Không có số"])
+    path = tmp_path / "ds.xlsx"
+    wb.save(path)
+    code, out = run(tmp_path, "vi", "recipients", "import", str(path))
+    assert code == 0, out
+    assert english_words(out) == [], out
+    flat = " ".join(out.split())
+    assert "trang tính ẩn: không đọc (dùng --sheet để đọc)" in flat
+    assert "không có cột số điện thoại (cần tiêu đề như" in flat
+    assert "dòng bỏ qua vì không phải dữ liệu (mục, dòng tổng, chữ ký) │ 1" in flat
+    code, out = run(tmp_path, "en", "recipients", "import", "--list", "en", str(path))
+    flat = " ".join(out.split())
+    assert "hidden sheet: not read (give --sheet to read it)" in flat
+    assert "no phone column (expected a header such as" in flat
