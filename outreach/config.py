@@ -49,4 +49,6 @@ def redact_url(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
-        return "<unparseable database URL>"
+        from outreach.i18n import _
+
+        return _("<unparseable database URL>")

@@ -199,10 +199,10 @@ def approve(db: Database, spec: campaigns.CampaignSpec) -> None:
 
 #: English words that never occur in the Vietnamese interface (field terms kept in English, such
 #: as "outbox", "mock", "SMSC", "bind", "E.164", are not on the list; nor are "to", "no", "a",
-#: which are also Vietnamese syllables).
+#: "do", which are also Vietnamese syllables: "lý do" is "reason").
 ENGLISH_WORDS = frozenset("""
 the is are was were be been not and of with for from this that which or must cannot can't
-only has have had should would will could does did do nothing already there their than then
+only has have had should would will could does did nothing already there their than then
 when where while because into onto after before without within per each every any some
 number numbers file files line row rows column columns sheet sheets list lists message
 messages campaign campaigns run runs sent send sending delivery deliveries recipient

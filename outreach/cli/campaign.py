@@ -16,7 +16,7 @@ from rich.table import Table
 
 from outreach.clock import VN_TZ
 from outreach.i18n import N_, _, ngettext, number
-from outreach.input import campaigns
+from outreach.input import campaigns, reasons
 from outreach.ledger import states
 from outreach.sending import ops
 from outreach.cli import Ctx, console, err_console, pass_ctx
@@ -245,7 +245,7 @@ def _print_summary(c: Ctx, res: ops.LaunchResult, *, plan_only: bool = False,
         t.add_row(_("duplicates"), number(imp.duplicates))
         for reason, n in sorted(imp.by_reason.items()):
             if reason != "duplicate":
-                t.add_row(_("  rejected: {reason}").format(reason=reason), number(n))
+                t.add_row(_("  rejected: {reason}").format(reason=reasons.label(reason)), number(n))
         out.print(t)
     title = _("Campaign {id}").format(id=res.campaign_id)
     if res.dry_run and not plan_only:

@@ -12,6 +12,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from outreach.input import reasons
 from outreach.input import recipients as rec
 from outreach import safeio
 from outreach.cli import Ctx, console, pass_ctx
@@ -111,7 +112,7 @@ def import_cmd(c: Ctx, files: tuple[str, ...], list_name: str, encoding: str | N
             it.add_column(col)
         it.columns[0].overflow = "fold"  # file:line wraps, never cut
         for i in summary.issues[:30]:
-            it.add_row(i.where(), i.raw_masked, i.reason, i.detail or "")
+            it.add_row(i.where(), i.raw_masked, reasons.label(i.reason), i.detail or "")
         console.print(it)
     line = _("rows read {n}").format(n=number(summary.rows_read))
     if summary.extra_numbers:
@@ -193,7 +194,8 @@ def write_issues(path: Path, issues: list[rec.Issue]) -> None:
         w = safeio.csv_writer(fh)
         w.writerow([_("kind"), _("file"), _("line"), _("value_masked"), _("reason"), _("detail")])
         for i in issues:  # a workbook's sheet is named with the file: x.xlsx [sheet 'Ấp 1']
-            file = i.file if i.sheet is None else f"{i.file} [sheet {i.sheet!r}]"
+            file = i.file if i.sheet is None else _("{file} [sheet {sheet!r}]").format(
+                file=i.file, sheet=i.sheet)
             w.writerow([i.kind, file, i.line or "", i.raw_masked, i.reason, i.detail or ""])
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from outreach.i18n import N_, _
 from outreach.input import text as textmod
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
@@ -28,7 +29,8 @@ class CampaignError(ValueError):
         self.file = str(file)
         self.field = field_name
         self.reason = reason
-        where = f"{self.file}: field '{field_name}'" if field_name else self.file
+        where = (_("{file}: field '{field}'").format(file=self.file, field=field_name)
+                 if field_name else self.file)
         super().__init__(f"{where}: {reason}")
 
 
@@ -91,7 +93,7 @@ class Window:
 
     def closed_reason(self, now: dt.datetime) -> str | None:
         """Why the window is closed at ``now`` (Vietnamese operator wording in English), or None."""
-        from outreach.i18n import _, day
+        from outreach.i18n import day
 
         local = now.astimezone(self.tz)
         if local.date() < self.start_date:
@@ -166,7 +168,7 @@ class CampaignSpec:
             matches = sorted(Path(os.path.normpath(m)) for m in nfc_glob(str(full)))
             if not matches:
                 raise CampaignError(self.file or "<campaign>", "recipients.lists",
-                                    f"no file matches {pattern!r}")
+                                    _("no file matches {pattern!r}").format(pattern=pattern))
             out.extend(m for m in matches if m not in out)
         # file names compared in NFC: a list made on macOS is named in NFD on disk, its
         # district_by_file key is typed in NFC (issue #24)
@@ -174,8 +176,8 @@ class CampaignSpec:
         for key in self.district_by_file:
             if key not in names:
                 raise CampaignError(self.file or "<campaign>", f'recipients.district_by_file."{key}"',
-                                    f"no list file is named {key!r} (files: "
-                                    f"{', '.join(sorted(names))})")
+                                    _("no list file is named {key!r} (files: {files})").format(
+                                        key=key, files=", ".join(sorted(names))))
         return out
 
     def price_per_segment(self, channel: str, carrier: str | None) -> float:
@@ -251,12 +253,13 @@ def resolve(ref: str, campaigns_dir: str | Path = "campaigns") -> Path:
     p = Path(ref)
     if p.suffix == ".toml" or p.exists():
         if not p.exists():
-            raise CampaignError(p, None, "file not found")
+            raise CampaignError(p, None, _("file not found"))
         return p
     candidate = Path(campaigns_dir) / f"{ref}.toml"
     if candidate.exists():
         return candidate
-    raise CampaignError(ref, None, f"no campaign file {candidate} (give a path or an id)")
+    raise CampaignError(ref, None, _("no campaign file {path} (give a path or an id)").format(
+        path=candidate))
 
 
 def load(path: str | Path) -> CampaignSpec:
@@ -265,19 +268,72 @@ def load(path: str | Path) -> CampaignSpec:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CampaignError(path, None, "file not found") from None
+        raise CampaignError(path, None, _("file not found")) from None
     except UnicodeDecodeError as exc:
-        raise CampaignError(path, None, f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+        raise CampaignError(path, None, _("not UTF-8 ({error} at byte {byte})").format(
+            error=_(_DECODE_REASONS.get(exc.reason, exc.reason)), byte=exc.start)) from None
     except tomllib.TOMLDecodeError as exc:
-        raise CampaignError(path, None, f"not valid TOML: {exc}") from None
+        raise CampaignError(path, None, _("not valid TOML: {error}").format(
+            error=_toml_message(str(exc)))) from None
     return parse(raw, file=str(path))
+
+
+#: Python's UTF-8 decoding reasons, translated where shown.
+_DECODE_REASONS: dict[str, str] = {
+    "invalid continuation byte": N_("invalid continuation byte"),
+    "invalid start byte": N_("invalid start byte"),
+    "unexpected end of data": N_("unexpected end of data"),
+}
+#: tomllib's messages (Python 3.11–3.13: "reason (at line N, column M)"), translated where shown.
+_TOML_MESSAGES: dict[str, str] = {
+    "Cannot overwrite a value": N_("Cannot overwrite a value"),
+    "Expected '=' after a key in a key/value pair": N_("Expected '=' after a key in a key/value pair"),
+    "Expected ']' at the end of a table declaration": N_("Expected ']' at the end of a table declaration"),
+    "Expected ']]' at the end of an array declaration": N_("Expected ']]' at the end of an array declaration"),
+    "Invalid date or datetime": N_("Invalid date or datetime"),
+    "Invalid initial character for a key part": N_("Invalid initial character for a key part"),
+    "Invalid statement": N_("Invalid statement"),
+    "Invalid value": N_("Invalid value"),
+    "Unclosed array": N_("Unclosed array"),
+    "Unclosed inline table": N_("Unclosed inline table"),
+    "Unterminated string": N_("Unterminated string"),
+}
+_TOML_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"Cannot declare (?P<x>.+) twice"), N_("Cannot declare {x} twice")),
+    (re.compile(r"Expected (?P<x>'.*')"), N_("Expected {x}")),
+    (re.compile(r"Found invalid character (?P<x>'.*')"), N_("Found invalid character {x}")),
+    (re.compile(r"Illegal character (?P<x>'.*')"), N_("Illegal character {x}")),
+    (re.compile(r"Duplicate inline table key (?P<x>'.*')"), N_("Duplicate inline table key {x}")),
+)
+_TOML_WHERE = re.compile(r"^(?P<msg>.*?) \((?:at line (?P<line>\d+), column (?P<col>\d+)|at end of document)\)$")
+
+
+def _toml_message(text: str) -> str:
+    """A tomllib error in the interface language: ``Invalid value (at line 3, column 8)`` →
+    ``Giá trị không hợp lệ (tại dòng 3, cột 8)``; a message not known here is kept as it is."""
+    m = _TOML_WHERE.match(text)
+    msg = m.group("msg") if m else text
+    found = _TOML_MESSAGES.get(msg)
+    if found is not None:
+        msg = _(found)
+    else:
+        for pat, msgid in _TOML_PATTERNS:
+            if pm := pat.fullmatch(msg):
+                msg = _(msgid).format(x=pm.group("x"))
+                break
+    if m is None:
+        return msg
+    if m.group("line"):
+        return msg + " " + _("(at line {line}, column {column})").format(
+            line=m.group("line"), column=m.group("col"))
+    return msg + " " + _("(at end of document)")
 
 
 def parse(raw: dict[str, Any], *, file: str = "<campaign>") -> CampaignSpec:
     r = _Reader(raw, file)
     cid = r.str("id")
     if not ID_RE.match(cid):
-        r.fail("id", "must be lowercase letters, digits and dashes (2–63 characters)")
+        r.fail("id", _("must be lowercase letters, digits and dashes (2–63 characters)"))
     src = r.table("source")
     source = Source(document=r.str("document", src, "source"), issuer=r.str("issuer", src, "source"),
                     date=r.date("date", src, "source"), section=r.str("section", src, "source"),
@@ -285,17 +341,19 @@ def parse(raw: dict[str, Any], *, file: str = "<campaign>") -> CampaignSpec:
     msg = r.table("message")
     text = r.str("text", msg, "message")
     if text != text.strip():
-        r.fail("message.text", "has leading or trailing whitespace")
+        r.fail("message.text", _("has leading or trailing whitespace"))
     if not unicodedata.is_normalized("NFC", text):
         text = unicodedata.normalize("NFC", text)
     recorded = r.str("sha256", msg, "message", default="")
     actual = textmod.text_sha256(text)
     if not recorded:
-        r.fail("message.sha256", f"missing: record the hash of the approved text ({actual})")
+        r.fail("message.sha256", _("missing: record the hash of the approved text ({hash})").format(
+            hash=actual))
     if recorded.lower() != actual:
-        r.fail("message.sha256", "does not match the message text: the text was edited after "
-               f"approval (recorded {recorded[:12]}…, text hashes to {actual[:12]}…); review the "
-               "text and record the new hash to approve it")
+        r.fail("message.sha256", _(
+            "does not match the message text: the text was edited after approval (recorded "
+            "{recorded}…, text hashes to {actual}…); review the text and record the new hash to "
+            "approve it").format(recorded=recorded[:12], actual=actual[:12]))
     try:
         textmod.placeholders(text)
     except ValueError as exc:
@@ -306,7 +364,7 @@ def parse(raw: dict[str, Any], *, file: str = "<campaign>") -> CampaignSpec:
     try:
         ZoneInfo(tzname)
     except (ZoneInfoNotFoundError, ValueError):
-        r.fail("window.timezone", f"unknown time zone {tzname!r}")
+        r.fail("window.timezone", _("unknown time zone {name!r}").format(name=tzname))
     window = Window(
         start_date=r.date("start_date", win, "window"), end_date=r.date("end_date", win, "window"),
         daily_start=r.time("daily_start", win, "window", default=dt.time(7, 0)),
@@ -314,12 +372,13 @@ def parse(raw: dict[str, Any], *, file: str = "<campaign>") -> CampaignSpec:
         key_dates=tuple(r.dates("key_dates", win, "window")),
         lateness_limit_minutes=r.int("lateness_limit_minutes", win, "window", default=120, minimum=0))
     if window.end_date < window.start_date:
-        r.fail("window.end_date", "is before window.start_date")
+        r.fail("window.end_date", _("is before window.start_date"))
     if window.daily_end <= window.daily_start:
-        r.fail("window.daily_end", "must be after window.daily_start")
+        r.fail("window.daily_end", _("must be after window.daily_start"))
     for d in window.key_dates:
         if not window.start_date <= d <= window.end_date:
-            r.fail("window.key_dates", f"{d.isoformat()} is outside the campaign dates")
+            r.fail("window.key_dates", _("{date} is outside the campaign dates").format(
+                date=d.isoformat()))
 
     sch = r.table("schedule", required=False)
     schedule = ScheduleSpec(
@@ -328,29 +387,29 @@ def parse(raw: dict[str, Any], *, file: str = "<campaign>") -> CampaignSpec:
         repeat_every_days=r.int("repeat_every_days", sch, "schedule", default=0, minimum=0),
         daily_cap=r.int("daily_cap", sch, "schedule", default=0, minimum=0))
     if schedule.mode == "repeat" and schedule.repeat_every_days < 1:
-        r.fail("schedule.repeat_every_days", "must be at least 1 when mode is 'repeat'")
+        r.fail("schedule.repeat_every_days", _("must be at least 1 when mode is 'repeat'"))
     if not window.daily_start <= schedule.send_time < window.daily_end:
-        r.fail("schedule.send_time", "is outside the daily send window")
+        r.fail("schedule.send_time", _("is outside the daily send window"))
 
     chans_raw = raw.get("channels")
     if not isinstance(chans_raw, list) or not chans_raw:
-        r.fail("channels", "must list at least one [[channels]] table")
+        r.fail("channels", _("must list at least one [[channels]] table"))
     channels = []
     for i, ch in enumerate(chans_raw):
         where = f"channels[{i}]"
         if not isinstance(ch, dict):
-            r.fail(where, "must be a table")
+            r.fail(where, _("must be a table"))
         name = r.choice("channel", ch, where, CHANNELS)
         sender = r.str("sender", ch, where, default="") or None
         if sender and name == "sms" and not SENDER_RE.match(sender):
-            r.fail(f"{where}.sender", "an SMS sender ID (brandname) is at most 11 characters, "
-                   "letters without diacritics, digits, space . - _ &")
+            r.fail(f"{where}.sender", _("an SMS sender ID (brandname) is at most 11 characters, "
+                   "letters without diacritics, digits, space . - _ &"))
         unit = r.str("rate_unit", ch, where, default="") or None
         if unit not in (None, "messages", "segments"):
-            r.fail(f"{where}.rate_unit", "must be 'messages' or 'segments'")
+            r.fail(f"{where}.rate_unit", _("must be 'messages' or 'segments'"))
         tfields = ch.get("template_fields", {})
         if not isinstance(tfields, dict) or not all(isinstance(v, str) for v in tfields.values()):
-            r.fail(f"{where}.template_fields", "must be a table of strings")
+            r.fail(f"{where}.template_fields", _("must be a table of strings"))
         channels.append(Channel(
             channel=name, sender=sender, gateway=r.str("gateway", ch, where, default="") or None,
             unaccented=r.bool("unaccented", ch, where, default=False),
@@ -375,29 +434,31 @@ def parse(raw: dict[str, Any], *, file: str = "<campaign>") -> CampaignSpec:
             if why:
                 r.fail(f"{where}.brandname_template", why)
         if name == "zalo" and not channels[-1].template_id:
-            r.fail(f"{where}.template_id", "a Zalo (ZNS) channel needs an approved template id")
+            r.fail(f"{where}.template_id", _("a Zalo (ZNS) channel needs an approved template id"))
     if len({c.channel for c in channels}) != len(channels):
-        r.fail("channels", "a channel is listed twice")
+        r.fail("channels", _("a channel is listed twice"))
 
     rec = r.table("recipients")
     lists = rec.get("lists")
     if not isinstance(lists, list) or not lists or not all(isinstance(x, str) for x in lists):
-        r.fail("recipients.lists", "must be a non-empty list of file paths or globs")
+        r.fail("recipients.lists", _("must be a non-empty list of file paths or globs"))
     dmap = rec.get("district_by_file", {})
     if not isinstance(dmap, dict) or not all(isinstance(v, str) for v in dmap.values()):
-        r.fail("recipients.district_by_file", "must be a table of file name = district name")
+        r.fail("recipients.district_by_file", _("must be a table of file name = district name"))
     pricing_raw = raw.get("pricing", {})
     pricing: dict[str, dict[str, float]] = {}
     if not isinstance(pricing_raw, dict):
-        r.fail("pricing", "must be a table")
+        r.fail("pricing", _("must be a table"))
     for chan, table in pricing_raw.items():
         if chan not in CHANNELS or not isinstance(table, dict):
-            r.fail(f"pricing.{chan}", f"must be a table under one of {', '.join(CHANNELS)}")
+            r.fail(f"pricing.{chan}", _("must be a table under one of {names}").format(
+                names=", ".join(CHANNELS)))
         for carrier, price in table.items():
             if carrier != "default" and carrier not in CARRIERS:
-                r.fail(f"pricing.{chan}.{carrier}", f"unknown carrier; known: {', '.join(CARRIERS)}")
+                r.fail(f"pricing.{chan}.{carrier}", _("unknown carrier; known: {names}").format(
+                    names=", ".join(CARRIERS)))
             if not isinstance(price, (int, float)) or isinstance(price, bool) or price < 0:
-                r.fail(f"pricing.{chan}.{carrier}", "must be a price in VND per segment (≥ 0)")
+                r.fail(f"pricing.{chan}.{carrier}", _("must be a price in VND per segment (≥ 0)"))
         pricing[chan] = {k: float(v) for k, v in table.items()}
 
     carriers = None
@@ -410,7 +471,8 @@ def parse(raw: dict[str, Any], *, file: str = "<campaign>") -> CampaignSpec:
              "recipients", "pricing", "carriers", "report"}
     for key in raw:
         if key not in known:
-            r.fail(key, f"unknown field (known: {', '.join(sorted(known))})")
+            r.fail(key, _("unknown field (known: {names})").format(
+                names=", ".join(repr(k) for k in sorted(known))))
     # a mistyped key inside a table (unacented = true) must not be ignored silently
     for table, keys in _TABLE_KEYS.items():
         _known(r, raw.get(table, {}), table, keys)
@@ -449,7 +511,7 @@ def _report_section(r: "_Reader", raw: dict[str, Any]) -> dict[str, Any]:
         elif key == "cc":
             cc = table["cc"]
             if not isinstance(cc, list) or not all(isinstance(x, str) for x in cc):
-                r.fail("report.cc", "must be a list of text lines (Nơi nhận)")
+                r.fail("report.cc", _("must be a list of text lines (Nơi nhận)"))
             out[key] = [textmod.nfc(x) for x in cc]
         else:
             out[key] = textmod.nfc(r.str(key, table, "report", default=""))
@@ -474,7 +536,8 @@ def _known(r: "_Reader", table: Any, prefix: str, keys: set[str]) -> None:
         return
     for key in table:
         if key not in keys:
-            r.fail(f"{prefix}.{key}", f"unknown field (known: {', '.join(sorted(keys))})")
+            r.fail(f"{prefix}.{key}", _("unknown field (known: {names})").format(
+                names=", ".join(repr(k) for k in sorted(keys))))
 
 
 class _Reader:
@@ -491,17 +554,17 @@ class _Reader:
         name = f"{prefix}.{key}" if prefix else key
         if key not in table:
             if default is _MISSING:
-                self.fail(name, "is required")
+                self.fail(name, _("is required"))
             return name, default, True
         return name, table[key], False
 
     def table(self, key: str, required: bool = True) -> dict[str, Any]:
         if key not in self.raw:
             if required:
-                self.fail(key, "is required")
+                self.fail(key, _("is required"))
             return {}
         if not isinstance(self.raw[key], dict):
-            self.fail(key, "must be a table")
+            self.fail(key, _("must be a table"))
         return self.raw[key]
 
     def str(self, key: str, table: dict[str, Any] | None = None, prefix: str | None = None,
@@ -511,15 +574,15 @@ class _Reader:
         if missing:
             return v
         if not isinstance(v, str):
-            self.fail(name, f"must be text, got {type(v).__name__}")
+            self.fail(name, _("must be text, got {type}").format(type=type(v).__name__))
         if default is _MISSING and not v.strip():
-            self.fail(name, "must not be empty")
+            self.fail(name, _("must not be empty"))
         return v
 
     def bool(self, key: str, table: dict[str, Any], prefix: str, default: bool) -> bool:
         name, v, missing = self._get(key, table, prefix, default)
         if not missing and not isinstance(v, bool):
-            self.fail(name, "must be true or false")
+            self.fail(name, _("must be true or false"))
         return v
 
     def int(self, key: str, table: dict[str, Any], prefix: str, default: Any,
@@ -528,9 +591,9 @@ class _Reader:
         if missing:
             return v
         if not isinstance(v, int) or isinstance(v, bool):
-            self.fail(name, "must be a whole number")
+            self.fail(name, _("must be a whole number"))
         if minimum is not None and v < minimum:
-            self.fail(name, f"must be at least {minimum}")
+            self.fail(name, _("must be at least {minimum}").format(minimum=minimum))
         return v
 
     def float(self, key: str, table: dict[str, Any], prefix: str, default: Any) -> Any:
@@ -538,23 +601,24 @@ class _Reader:
         if missing:
             return v
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-            self.fail(name, "must be a number ≥ 0")
+            self.fail(name, _("must be a number ≥ 0"))
         return float(v)
 
     def choice(self, key: str, table: dict[str, Any], prefix: str, options: tuple[str, ...],
                default: Any = None) -> Any:
         v = self.str(key, table, prefix, default=default)
         if v not in options:
-            self.fail(f"{prefix}.{key}", f"must be one of {', '.join(options)}, got {v!r}")
+            self.fail(f"{prefix}.{key}", _("must be one of {options}, got {value!r}").format(
+                options=", ".join(options), value=v))
         return v
 
     def date(self, key: str, table: dict[str, Any], prefix: str) -> dt.date:
-        name, v, _ = self._get(key, table, prefix, _MISSING)
+        name, v, _missing = self._get(key, table, prefix, _MISSING)
         return self._as_date(name, v)
 
     def _as_date(self, name: str, v: Any) -> dt.date:
         if isinstance(v, dt.datetime):
-            self.fail(name, "must be a date (YYYY-MM-DD), not a date-time")
+            self.fail(name, _("must be a date (YYYY-MM-DD), not a date-time"))
         if isinstance(v, dt.date):
             return v
         if isinstance(v, str):
@@ -562,13 +626,13 @@ class _Reader:
                 return dt.date.fromisoformat(v)
             except ValueError:
                 pass
-        self.fail(name, f"must be a date written YYYY-MM-DD, got {v!r}")
+        self.fail(name, _("must be a date written YYYY-MM-DD, got {value!r}").format(value=v))
         raise AssertionError
 
     def dates(self, key: str, table: dict[str, Any], prefix: str) -> list[dt.date]:
         name, v, missing = self._get(key, table, prefix, [])
         if not isinstance(v, list):
-            self.fail(name, "must be a list of dates")
+            self.fail(name, _("must be a list of dates"))
         return [self._as_date(name, x) for x in v]
 
     def time(self, key: str, table: dict[str, Any], prefix: str, default: dt.time) -> dt.time:
@@ -579,7 +643,7 @@ class _Reader:
             h, m = map(int, v.split(":"))
             if 0 <= h < 24 and 0 <= m < 60:
                 return dt.time(h, m)
-        self.fail(name, f"must be a time of day HH:MM, got {v!r}")
+        self.fail(name, _("must be a time of day HH:MM, got {value!r}").format(value=v))
         raise AssertionError
 
 
@@ -588,6 +652,6 @@ _MISSING = object()
 
 def _positive(r: _Reader, value: float | None, name: str) -> float | None:
     if value is not None and value <= 0:
-        r.fail(name, "must be more than 0 messages (or segments) per second; leave it out to use "
-               "the gateway's own limit")
+        r.fail(name, _("must be more than 0 messages (or segments) per second; leave it out to "
+                       "use the gateway's own limit"))
     return value

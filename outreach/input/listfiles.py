@@ -16,6 +16,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Final
 
+from outreach.i18n import N_, _
+
 __all__ = ["HEADER_ALIASES", "ListFileError", "ListInfo", "RawRow", "SheetInfo", "read_list"]
 
 
@@ -45,18 +47,25 @@ class RawRow:
 
 class ListFileError(Exception):
     """A list file that cannot be read: ``str()`` is ``"recipients/x.csv:12: reason"``
-    (``"x.xlsx [sheet 'Phường 1']:12: reason"`` when a sheet is named)."""
+    (``"x.xlsx [sheet 'Phường 1']:12: reason"`` when a sheet is named).
 
-    def __init__(self, file: str, line: int | None, reason: str, sheet: str | None = None) -> None:
-        super().__init__(file, line, reason, sheet)  # all four: rebuilt intact from a child process
+    ``reason`` is in the interface language (translated where it is raised); ``kind`` says
+    what a caller may act on: ``"fatal"`` (a damaged sheet or malformed file: never skipped
+    for another sheet), ``"empty"`` (no row at all) or None."""
+
+    def __init__(self, file: str, line: int | None, reason: str, sheet: str | None = None,
+                 kind: str | None = None) -> None:
+        super().__init__(file, line, reason, sheet, kind)  # all: rebuilt intact from a child process
         self.file = file
         self.line = line
         self.reason = reason
         self.sheet = sheet
+        self.kind = kind
 
     def __str__(self) -> str:
         file = unicodedata.normalize("NFC", str(self.file))  # shown in NFC (macOS names: NFD)
-        where = file if self.sheet is None else f"{file} [sheet {self.sheet!r}]"
+        where = file if self.sheet is None else _("{file} [sheet {sheet!r}]").format(
+            file=file, sheet=self.sheet)
         where = where if self.line is None else f"{where}:{self.line}"
         return f"{where}: {self.reason}"
 
@@ -194,7 +203,7 @@ class _Columns:
                 continue
             if self.stt is None and _header_key(label) in _STT_KEYS:
                 self.stt = i
-            label = label or f"column {i + 1}"
+            label = label or f"column {i + 1}"  # a key of ``extra`` (template fields): not translated
             if label in seen:
                 label = f"{label} ({i + 1})"
             seen.add(label)
@@ -358,14 +367,14 @@ class _Sheet:
         if not values:
             return "empty"
         if _numbering_row(values):
-            return "column numbering"
+            return _("column numbering")
         if any(_FOOTER.match(v.casefold()) or _DATE_LINE.search(v.casefold()) for v in values[:3]):
             self.footer = True
-            return "totals or signature"
+            return _("totals or signature")
         if cells[: len(self.header_cells)] == self.header_cells:
-            return "repeated header"
+            return _("repeated header")
         if self.footer:
-            return "signature"
+            return _("signature")
         stt = cols.stt
         own = [i for i, v in enumerate(original) if v and i != stt]
         # "Khu vực 1" stands alone at the left or in the name column; a lone note in another
@@ -373,7 +382,7 @@ class _Sheet:
         alone_at = (0, cols.name, 1 if stt == 0 else 0)
         if (len(own) <= 1 and not phone and (not own or own[0] in alone_at)
                 and (stt is None or stt >= len(original) or not original[stt].isdigit())):
-            return "section"
+            return _("section")
         return None
 
     def feed(self, line: int, raw_cells: list[str], clean: bool = False) -> RawRow | None:
@@ -419,11 +428,12 @@ class _Sheet:
 
     def missing_header(self) -> ListFileError:
         if self.first is None:
-            return ListFileError(self.file, None, "empty file: no header row", self.sheet)
-        seen = ", ".join(repr(c) for c in self.first[1] if c) or "none"
-        return ListFileError(self.file, self.first[0], f"no phone column (expected a header such as "
-                                                       f"'Số điện thoại', 'SĐT' or 'phone'); headers seen: {seen}",
-                             self.sheet)
+            return ListFileError(self.file, None, _("empty file: no header row"), self.sheet,
+                                 kind="empty")
+        seen = ", ".join(repr(c) for c in self.first[1] if c) or _("none")
+        return ListFileError(self.file, self.first[0], _(
+            "no phone column (expected a header such as 'Số điện thoại', 'SĐT' or 'phone'); "
+            "headers seen: {seen}").format(seen=seen), self.sheet)
 
 
 def _sheet_rows(file: str, info: SheetInfo, records: Iterable[tuple[int, list[str]]],
@@ -495,7 +505,8 @@ def _choose_encoding(file: str, head: bytes, forced: str | None) -> tuple[str, i
         try:
             codec = codecs.lookup(forced).name
         except LookupError:
-            raise ListFileError(file, None, f"unknown encoding {forced!r}") from None
+            raise ListFileError(file, None, _("unknown encoding {name!r}").format(
+                name=forced)) from None
         return _forced_encoding(codec, head)
     for bom, name in _BOMS:
         if head.startswith(bom):
@@ -506,7 +517,7 @@ def _choose_encoding(file: str, head: bytes, forced: str | None) -> tuple[str, i
         odd, even = sample[1::2].count(0), sample[0::2].count(0)
         if max(odd, even) > len(sample) // 4:
             return ("utf-16-le" if odd > even else "utf-16-be"), 0
-        raise ListFileError(file, None, "binary file: not CSV, TSV or XLSX")
+        raise ListFileError(file, None, _("binary file: not CSV, TSV or XLSX"), kind="fatal")
     try:
         codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) < _PREFIX_BYTES)
     except UnicodeDecodeError as exc:
@@ -517,14 +528,37 @@ def _choose_encoding(file: str, head: bytes, forced: str | None) -> tuple[str, i
         if not utf8_before and _looks_like_cp1258(head):
             return "cp1258", 0
         line = head[: exc.start].count(b"\n") + 1
-        raise ListFileError(file, line, _undecodable("utf-8", exc)) from None
+        raise ListFileError(file, line, _undecodable("utf-8", exc), kind="fatal") from None
     return "utf-8", 0
+
+
+#: Messages of the standard library's csv and zipfile modules that reach the operator inside
+#: a refusal ("malformed CSV … (unexpected end of data)"), translated where shown.
+_LIBRARY_MESSAGES: Final[dict[str, str]] = {
+    "unexpected end of data": N_("unexpected end of data"),
+    "File is not a zip file": N_("File is not a zip file"),
+    "newline inside string": N_("newline inside string"),
+    "line contains NUL": N_("line contains NUL"),
+}
+_EXPECTED_AFTER: Final = re.compile(r"'(.)' expected after '(.)'")
+
+
+def _library_message(exc: BaseException) -> str:
+    """The text of a csv or zipfile exception in the interface language (others as they are)."""
+    text = str(exc)
+    found = _LIBRARY_MESSAGES.get(text)
+    if found is not None:
+        return _(found)
+    if m := _EXPECTED_AFTER.fullmatch(text):
+        return _("{delimiter!r} expected after {quote!r}").format(
+            delimiter=m.group(1), quote=m.group(2))
+    return text
 
 
 def _undecodable(codec: str, exc: UnicodeDecodeError) -> str:
     bad = exc.object[exc.start : exc.end].hex(" ").upper()
-    return (f"cannot decode as {codec} (bytes {bad}): save the file as 'CSV UTF-8' "
-            f"or give its encoding (e.g. encoding='cp1258')")
+    return _("cannot decode as {codec} (bytes {bad}): save the file as 'CSV UTF-8' or give its "
+             "encoding (e.g. encoding='cp1258')").format(codec=codec, bad=bad)
 
 
 def _decoded_lines(f: BinaryIO, codec: str, skip: int, newline: str, file: str) -> Iterator[str]:
@@ -545,15 +579,15 @@ def _decoded_lines(f: BinaryIO, codec: str, skip: int, newline: str, file: str) 
             error = _undecodable(codec, exc)
         if (bad := text.find("\ufffd")) >= 0:
             text = text[:bad]
-            error = ("contains U+FFFD (a character already lost by an earlier wrong-encoding "
-                     "conversion): fix the name in the source file")
+            error = _("contains U+FFFD (a character already lost by an earlier wrong-encoding "
+                      "conversion): fix the name in the source file")
         lines = text.split(newline)
         tail = lines.pop()
         for line in lines:
             yield line + newline
         lines_done += len(lines)
         if error is not None:
-            raise ListFileError(file, lines_done + 1, error)
+            raise ListFileError(file, lines_done + 1, error, kind="fatal")
         if final:
             if tail:
                 yield tail
@@ -605,8 +639,9 @@ def _csv_records(file: str, lines: Iterator[str]) -> Iterator[tuple[int, list[st
         except StopIteration:
             return
         except csv.Error as exc:
-            reason = f"malformed CSV in the row starting here ({exc}): check its quotes"
-            raise ListFileError(file, start, reason) from None
+            reason = _("malformed CSV in the row starting here ({error}): check its quotes").format(
+                error=_library_message(exc))
+            raise ListFileError(file, start, reason, kind="fatal") from None
         yield start, cells
         start = reader.line_num + 1 + offset
 
@@ -771,8 +806,9 @@ class _XlsxBook:
             rels = {r.get("Id"): (r.get("Type", ""), _part_path(book_part, r.get("Target", "")))
                     for r in ET.fromstring(self.zf.read(rels_part))}
         except (KeyError, ET.ParseError, zipfile.BadZipFile, OSError, UnicodeError) as exc:
-            raise ListFileError(file, None, f"not a readable .xlsx workbook ({exc}): open it in "
-                                            "Excel or LibreOffice and save it again as .xlsx") from None
+            raise ListFileError(file, None, _(
+                "not a readable .xlsx workbook ({error}): open it in Excel or LibreOffice and "
+                "save it again as .xlsx").format(error=exc), kind="fatal") from None
         self.sheets: list[tuple[str, bool, str]] = []
         for el in book.iter():
             if _local(el.tag) == "sheet":
@@ -824,9 +860,9 @@ class _XlsxBook:
             with self.zf.open(part) as fh:
                 p.ParseFile(fh)
         except (expat.ExpatError, zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise ListFileError(self.file, None, f"not a readable .xlsx workbook (shared strings: "
-                                                 f"{exc}): open it in Excel or LibreOffice and save "
-                                                 "it again as .xlsx") from None
+            raise ListFileError(self.file, None, _(
+                "not a readable .xlsx workbook (shared strings: {error}): open it in Excel or "
+                "LibreOffice and save it again as .xlsx").format(error=exc), kind="fatal") from None
         return strings
 
     def _styles(self, part: str | None) -> tuple[frozenset[str], frozenset[str]]:
@@ -919,7 +955,8 @@ class _XlsxBook:
         names = ("row", "c", "v", "is", "t", "rPh")
 
         def bad(reason: str) -> ListFileError:
-            return ListFileError(file, row_no or None, f"cannot read sheet ({reason})", name)
+            return ListFileError(file, row_no or None, _("cannot read sheet ({reason})").format(
+                reason=reason), name, kind="fatal")
 
         def other(kind: str | None, text: str) -> str:
             """Every value but a shared string and a plain whole number."""
@@ -935,7 +972,8 @@ class _XlsxBook:
             try:
                 number = float(text)
             except ValueError:
-                raise bad(f"cell {attrs_c.get('r')}: {text!r} is not a number") from None
+                raise bad(_("cell {cell}: {text!r} is not a number").format(
+                    cell=attrs_c.get('r'), text=text)) from None
             style = attrs_c.get("s")
             if style in dates:
                 return _excel_date_text(number)
@@ -982,8 +1020,9 @@ class _XlsxBook:
                     try:
                         value = strings[int(text)]
                     except (ValueError, IndexError):
-                        raise bad(f"cell {attrs_c.get('r')}: shared string {text!r} is not in "
-                                  "the workbook's table") from None
+                        raise bad(_("cell {cell}: shared string {text!r} is not in the "
+                                    "workbook's table").format(cell=attrs_c.get('r'),
+                                                               text=text)) from None
                 elif (kind is None or kind == "n") and len(text) < 16 and text.isdigit() and (
                         text.isascii() and attrs_c.get("s") not in special):
                     value = str(int(text))  # what float() and _cell_text() give, sooner
@@ -1029,7 +1068,7 @@ class _XlsxBook:
         try:
             fh = self.zf.open(part)
         except KeyError:
-            raise bad(f"the part {part} is missing from the package") from None
+            raise bad(_("the part {part} is missing from the package").format(part=part)) from None
         with fh:
             while True:
                 failed: ListFileError | None = None
@@ -1038,9 +1077,9 @@ class _XlsxBook:
                     chunk = fh.read(_READ_BYTES)
                     p.Parse(chunk, not chunk)
                 except expat.ExpatError as exc:
-                    failed = bad(f"malformed XML in {part}: {exc}")
+                    failed = bad(_("malformed XML in {part}: {error}").format(part=part, error=exc))
                 except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                    failed = bad(f"damaged package: {exc}")
+                    failed = bad(_("damaged package: {error}").format(error=exc))
                 except ListFileError as exc:  # a bad cell, raised by a handler
                     failed = exc
                 if done:  # the rows before the failing one are yielded first
@@ -1093,15 +1132,17 @@ def _workbook(file: str, f: BinaryIO, fmt: str) -> Any:
         f.seek(0)
         return pc.CalamineWorkbook.from_filelike(f)
     except pc.PasswordError:
-        raise ListFileError(file, None, _PROTECTED) from None
+        raise ListFileError(file, None, _(_PROTECTED), kind="fatal") from None
     except (pc.CalamineError, pc.ZipError, pc.XmlError, ValueError, OSError) as exc:
-        raise ListFileError(file, None, f"not a readable .{fmt} workbook ({exc}): open it in Excel "
-                                        "or LibreOffice and save it again as .xlsx") from None
+        raise ListFileError(file, None, _(
+            "not a readable .{format} workbook ({error}): open it in Excel or LibreOffice and "
+            "save it again as .xlsx").format(format=fmt, error=exc), kind="fatal") from None
 
 
-_PROTECTED: Final = ("the workbook is password-protected (encrypted): open it in Excel with the "
+_PROTECTED: Final = N_("the workbook is password-protected (encrypted): open it in Excel with the "
                      "password, then File > Info > Protect Workbook > Encrypt with Password, "
                      "clear the password and save; or save a copy as .xlsx without a password")
+
 
 
 def _sheet_records(ws: Any) -> Iterator[tuple[int, list[str]]]:
@@ -1139,7 +1180,8 @@ class _CalamineBook:
         try:
             ws = self.wb.get_sheet_by_name(name)
         except self.pc.CalamineError as exc:
-            raise ListFileError(self.file, None, f"cannot read sheet ({exc})", name) from None
+            raise ListFileError(self.file, None, _("cannot read sheet ({reason})").format(
+                reason=exc), name, kind="fatal") from None
         merges = [(r0, c0, r1, c1) for (r0, c0), (r1, c1) in (ws.merged_cell_ranges or [])]
         return _sheet_records(ws), merges
 
@@ -1154,22 +1196,25 @@ def _workbook_rows(file: str, f: BinaryIO, fmt: str, sheet: str | None,
         names = [name for name, _, _ in book.sheets]
         if sheet is not None and sheet not in names:
             listed = ", ".join(repr(n) for n in names)
-            raise ListFileError(file, None, f"no sheet {sheet!r}; sheets: {listed}")
+            raise ListFileError(file, None, _("no sheet {sheet!r}; sheets: {listed}").format(
+                sheet=sheet, listed=listed))
         chosen = [s for s in book.sheets if sheet is None or s[0] == sheet]
         errors: list[ListFileError] = []
         for name, visible, part in chosen:
             si = SheetInfo(name)
             info.sheets.append(si)
             if sheet is None and not visible:
-                si.note = "hidden sheet: not read (give --sheet to read it)"
+                si.note = _("hidden sheet: not read (give --sheet to read it)")
                 continue
             uncached, merges = book.scan(part)
             if uncached:
-                shown = ", ".join(uncached[:10]) + (f" and {len(uncached) - 10} more" if len(uncached) > 10 else "")
+                shown = ", ".join(uncached[:10]) + (
+                    _(" and {n} more").format(n=len(uncached) - 10) if len(uncached) > 10 else "")
                 raise ListFileError(
-                    file, None, f"formula cells without a saved value ({shown}): the file was "
-                    "written by a program that does not compute formulas; open it in Excel or "
-                    "LibreOffice and save it (or paste the values), then import again", name)
+                    file, None, _("formula cells without a saved value ({cells}): the file was "
+                                  "written by a program that does not compute formulas; open it "
+                                  "in Excel or LibreOffice and save it (or paste the values), "
+                                  "then import again").format(cells=shown), name, kind="fatal")
             if isinstance(book, _XlsxBook):
                 records = book.records(name, part)
             else:
@@ -1177,10 +1222,10 @@ def _workbook_rows(file: str, f: BinaryIO, fmt: str, sheet: str | None,
             try:
                 yield from _sheet_rows(file, si, records, merges, clean=True)
             except ListFileError as exc:
-                if sheet is not None or exc.reason.startswith(("malformed", "cannot")):
+                if sheet is not None or exc.kind == "fatal":
                     raise
-                if exc.reason.startswith("empty file"):
-                    si.note = "empty sheet"
+                if exc.kind == "empty":
+                    si.note = _("empty sheet")
                 else:
                     si.note = exc.reason
                 errors.append(exc)
@@ -1191,7 +1236,8 @@ def _workbook_rows(file: str, f: BinaryIO, fmt: str, sheet: str | None,
             if len(errors) == 1 and len(chosen) == 1:
                 raise errors[0]
             notes = "; ".join(f"{s.name!r}: {s.note}" for s in info.sheets)
-            raise ListFileError(file, None, f"no sheet holds a list with a phone column ({notes})")
+            raise ListFileError(file, None, _("no sheet holds a list with a phone column "
+                                              "({notes})").format(notes=notes))
     finally:
         book.close()
 
@@ -1304,12 +1350,13 @@ def _html_rows(file: str, f: BinaryIO, info: ListInfo) -> Iterator[RawRow]:
     parser.feed(text)
     parser.close()
     if not parser.tables:
-        raise ListFileError(file, None, "an HTML page with no table (a web page saved with an "
-                                        ".xls name): export the list from the portal as .xlsx or CSV")
+        raise ListFileError(file, None, _("an HTML page with no table (a web page saved with an "
+                                          ".xls name): export the list from the portal as .xlsx "
+                                          "or CSV"))
     many = len(parser.tables) > 1
     errors: list[ListFileError] = []
     for n, table in enumerate(parser.tables, start=1):
-        si = SheetInfo(f"table {n}" if many else None)
+        si = SheetInfo(_("table {n}").format(n=n) if many else None)
         info.sheets.append(si)
         try:
             yield from _sheet_rows(file, si, enumerate(table, start=1))
@@ -1333,14 +1380,14 @@ def _zip_format(file: str, f: BinaryIO, ext: str) -> str:
         with zipfile.ZipFile(f) as zf:
             names = set(zf.namelist())
     except zipfile.BadZipFile as exc:
-        raise ListFileError(file, None, f"not a readable .{ext.lstrip('.') or 'xlsx'} workbook "
-                                        f"({exc})") from None
+        raise ListFileError(file, None, _("not a readable .{format} workbook ({error})").format(
+            format=ext.lstrip('.') or 'xlsx', error=_library_message(exc)), kind="fatal") from None
     if "content.xml" in names:
         return "ods"
     if "xl/workbook.xml" in names or any(n.startswith("xl/") for n in names):
         return "xlsx"
-    raise ListFileError(file, None, "a zip file that is not a workbook (no xl/workbook.xml or "
-                                    "content.xml): save the list as .xlsx or CSV")
+    raise ListFileError(file, None, _("a zip file that is not a workbook (no xl/workbook.xml or "
+                                      "content.xml): save the list as .xlsx or CSV"))
 
 
 def read_list(path: str | os.PathLike[str], *, encoding: str | None = None,
@@ -1377,13 +1424,14 @@ def read_list(path: str | os.PathLike[str], *, encoding: str | None = None,
     try:
         f = open(path, "rb")
     except OSError as exc:
-        raise ListFileError(file, None, f"cannot open: {exc.strerror or exc}") from None
+        raise ListFileError(file, None, _("cannot open: {error}").format(
+            error=exc.strerror or exc)) from None
     with f:
         head = f.read(_PREFIX_BYTES)
         ext = os.path.splitext(file)[1].lower()
         if head.startswith(_OLE2_MAGIC):
             if _ENCRYPTED in head or _ENCRYPTED in f.read():
-                raise ListFileError(file, None, _PROTECTED)
+                raise ListFileError(file, None, _(_PROTECTED), kind="fatal")
             info.format = "xls"
             yield from _workbook_rows(file, f, "xls", sheet, info)
         elif head.startswith(_ZIP_MAGIC) or (ext in (".xlsx", ".xlsm", ".ods")
@@ -1411,7 +1459,8 @@ def read_cells(path: str | os.PathLike[str], *, encoding: str | None = None,
     try:
         f = open(path, "rb")
     except OSError as exc:
-        raise ListFileError(file, None, f"cannot open: {exc.strerror or exc}") from None
+        raise ListFileError(file, None, _("cannot open: {error}").format(
+            error=exc.strerror or exc)) from None
     with f:
         head = f.read(_PREFIX_BYTES)
         ext = os.path.splitext(file)[1].lower()
@@ -1421,8 +1470,8 @@ def read_cells(path: str | os.PathLike[str], *, encoding: str | None = None,
             wb = _workbook(file, f, fmt)
             names = list(wb.sheet_names)
             if sheet is not None and sheet not in names:
-                raise ListFileError(file, None, f"no sheet {sheet!r}; sheets: "
-                                                + ", ".join(repr(n) for n in names))
+                raise ListFileError(file, None, _("no sheet {sheet!r}; sheets: {listed}").format(
+                    sheet=sheet, listed=", ".join(repr(n) for n in names)))
             records: Iterable[tuple[int, list[str]]] = _sheet_records(
                 wb.get_sheet_by_name(sheet if sheet is not None else names[0]))
         else:

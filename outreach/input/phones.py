@@ -33,6 +33,8 @@ from typing import Final, NamedTuple
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType, carrier as pn_carrier
 
+from outreach.i18n import _
+
 __all__ = ["REASONS", "PhoneResult", "mask", "normalise", "split_cell"]
 
 REASONS: Final[dict[str, str]] = {
@@ -283,7 +285,8 @@ def _result(raw: str, national: str, convert: bool, cached: bool) -> PhoneResult
         if new.reason is None:
             if convert:
                 return PhoneResult(raw, f"+84{new_national}", new.carrier,
-                                   hint=f"converted from old number 0{national}")
+                                   hint=_("converted from old number 0{national}").format(
+                                       national=national))
             return PhoneResult(raw, None, cls.carrier, "old-prefix", f"+84{new_national}")
         return PhoneResult(raw, None, None, "invalid")
     return PhoneResult(raw, None, None, cls.reason)
@@ -315,7 +318,8 @@ def _normalise(raw: str, convert: bool, fast: bool) -> PhoneResult:
     if num.country_code != _CC:
         if phonenumbers.is_valid_number(num):
             region = phonenumbers.region_code_for_number(num)
-            return PhoneResult(raw, None, reason="foreign", hint=f"country code {num.country_code} ({region})")
+            return PhoneResult(raw, None, reason="foreign", hint=_(
+                "country code {code} ({region})").format(code=num.country_code, region=region))
         return PhoneResult(raw, None, reason="invalid")
     return _result(raw, phonenumbers.national_significant_number(num), convert, cached=fast)
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
 
-from outreach.input import listfiles, phones
+from outreach.i18n import _, ngettext
+from outreach.input import listfiles, phones, reasons as reasonmod
 from outreach.reporting import audit
 from outreach.ledger.db import Database, retry_write
 from outreach.ledger.models import Import, ListMember, Recipient
@@ -51,7 +52,7 @@ class Issue:
 def _where(file: str, sheet: str | None, line: int | None = None) -> str:
     """``file [sheet 'S']:line`` as shown in rejects and reports, the file name in NFC."""
     file = unicodedata.normalize("NFC", str(file))
-    label = file if sheet is None else f"{file} [sheet {sheet!r}]"
+    label = file if sheet is None else _("{file} [sheet {sheet!r}]").format(file=file, sheet=sheet)
     return f"{label}:{line}" if line else label
 
 
@@ -251,7 +252,7 @@ def _produce(path: str, encoding: str | None, convert: bool, sheet: str | None, 
         return
     except BaseException as exc:  # sent to the parent, raised there with file, line, reason
         queue.put(exc if isinstance(exc, listfiles.ListFileError)
-                  else listfiles.ListFileError(path, None, f"{type(exc).__name__}: {exc}"))
+                  else listfiles.ListFileError(path, None, f"{type(exc).__name__}: {exc}"))  # a bug: as Python says it
 
 
 _WORKBOOK_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
@@ -319,14 +320,19 @@ def _check_valid(path: str, info: listfiles.ListInfo, rows: Counter[str | None],
         where = _where(path, sh.name)
         column = sh.columns.get("phone", "?")
         if not n:
-            why = f"no data rows under the header (row {sh.header_line})"
+            why = _("no data rows under the header (row {row})").format(row=sh.header_line)
         else:
-            top = ", ".join(f"{r} {c}" for r, c in reasons[sh.name].most_common(3))
-            why = (f"no valid mobile number in {n} rows" if not ok else
-                   f"only {ok} of {n} rows have a valid mobile number") + f" ({top})"
-        raise FewValidNumbers(path, None, f"{why}; phone column {column!r}, header at row "
-                              f"{sh.header_line}: check the column and the sheet; nothing was "
-                              "imported (pass --allow-few-valid to import it anyway)", sh.name)
+            top = ", ".join(_("{reason} {rows}").format(reason=reasonmod.label(r), rows=c)
+                            for r, c in reasons[sh.name].most_common(3))
+            why = (ngettext("no valid mobile number in {n} row", "no valid mobile number in {n} rows",
+                            n).format(n=n) if not ok else
+                   ngettext("only {ok} of {n} row has a valid mobile number",
+                            "only {ok} of {n} rows have a valid mobile number", n).format(ok=ok, n=n)
+                   ) + f" ({top})"
+        raise FewValidNumbers(path, None, _(
+            "{why}; phone column {column!r}, header at row {row}: check the column and the sheet; "
+            "nothing was imported (pass --allow-few-valid to import it anyway)").format(
+                why=why, column=column, row=sh.header_line), sh.name)
 
 
 class _Seen:
@@ -476,7 +482,7 @@ def _import(conn: Connection, summary: ImportSummary, files: list[str], encoding
                     summary.by_reason[reason or "invalid"] += 1
                     reasons.setdefault(sheet_name, Counter())[reason or "invalid"] += 1
                     if hint and hint.startswith("+"):
-                        hint = f"new number would be {phones.mask(hint)}"
+                        hint = _("new number would be {number}").format(number=phones.mask(hint))
                     issue("rejected", path, sheet_name, line, cell, reason or "invalid", hint)
                     continue
                 valid[sheet_name] += 1
@@ -486,7 +492,8 @@ def _import(conn: Connection, summary: ImportSummary, files: list[str], encoding
                     summary.duplicates += 1
                     summary.by_reason["duplicate"] += 1
                     issue("duplicate", path, sheet_name, line, cell, "duplicate",
-                          f"first seen at {places[seen >> 32]}:{seen & 0xFFFFFFFF}")
+                          _("first seen at {where}").format(
+                              where=f"{places[seen >> 32]}:{seen & 0xFFFFFFFF}"))
                     continue
                 summary.imported += 1
                 summary.by_carrier[carrier or "unknown"] += 1

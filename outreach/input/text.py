@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
 
+from outreach.i18n import N_, _
+
 __all__ = [
     "GSM7_BASIC",
     "GSM7_EXTENSION",
@@ -179,7 +181,7 @@ def gsm7_septets(s: str) -> int:
     Raises ValueError if ``s`` has a character outside GSM-7 (3GPP TS 23.038).
     """
     if not is_gsm7(s):
-        raise ValueError("text has characters outside the GSM-7 alphabet")
+        raise ValueError(_("text has characters outside the GSM-7 alphabet"))
     return len(s) + sum(1 for ch in s if ch in _GSM7_EXTENSION_SET)
 
 
@@ -327,7 +329,11 @@ class MissingFieldError(ValueError):
     """
 
     def __init__(self, field: str, reason: str = "missing") -> None:
-        super().__init__(f"field {field!r} is {reason}: the message would be sent with a blank")
+        # ``reason`` is a code ("missing", "empty (None)", "blank"); the message is translated
+        shown = _({"missing": N_("missing"), "empty (None)": N_("empty (None)"),
+                   "blank": N_("blank")}.get(reason, reason))
+        super().__init__(_("field {field!r} is {reason}: the message would be sent with a "
+                           "blank").format(field=field, reason=shown))
         self.field = field
         self.reason = reason
 
@@ -346,10 +352,10 @@ def _tokens(template: str) -> list[str | tuple[str]]:
     for m in _PLACEHOLDER_RE.finditer(template):
         name = m.group(1).strip()
         if not _NAME_RE.fullmatch(name):
-            raise TemplateError(
-                f"invalid placeholder {m.group(0)!r} at position {m.start()}: write {{{{field}}}}"
-                " where field is lowercase letters, digits and _, not starting with a digit"
-            )
+            raise TemplateError(_(
+                "invalid placeholder {placeholder!r} at position {position}: write {{{{field}}}} "
+                "where field is lowercase letters, digits and _, not starting with a digit").format(
+                    placeholder=m.group(0), position=m.start()))
         literal = template[pos : m.start()]
         _check_unclosed(literal, pos)
         out.append(literal)
@@ -363,10 +369,9 @@ def _tokens(template: str) -> list[str | tuple[str]]:
 def _check_unclosed(literal: str, offset: int) -> None:
     m = _UNCLOSED_RE.search(literal)
     if m:
-        raise TemplateError(
-            f"unclosed placeholder {m.group(0)!r} at position {offset + m.start()}:"
-            " write {{field}}"
-        )
+        raise TemplateError(_(
+            "unclosed placeholder {placeholder!r} at position {position}: write {{{{field}}}}"
+        ).format(placeholder=m.group(0), position=offset + m.start()))
 
 
 def placeholders(template: str) -> list[str]:
@@ -434,9 +439,9 @@ def brandname_template_mismatch(template: str, text: str) -> str | None:
     while i < min(len(literal), len(sample)) and literal[i] == sample[i]:
         i += 1
     shown = sample[i:i + 20].replace("\x00", "{{…}}")
-    return (f"the message does not match the registered template (from character {i + 1}: "
-            f"{shown!r})" if i < len(literal) else
-            "the message does not match the registered template (after its fixed beginning)")
+    return (_("the message does not match the registered template (from character {n}: "
+              "{text!r})").format(n=i + 1, text=shown) if i < len(literal) else
+            _("the message does not match the registered template (after its fixed beginning)"))
 
 
 def _brand_pattern(template: str) -> str:
