@@ -215,3 +215,47 @@ def test_campaign_without_carriers_and_mail_errors_in_vietnamese(
     assert "OUTREACH_SMTP_SECURITY phải là starttls, ssl hoặc none, nhận được 'tls'" in text
     code, _, err = run(db, "en", "carriers", "status", str(nocar))
     assert code == 1 and "no [carriers] section" in err
+
+
+def test_bad_carriers_file_is_an_error_not_a_crash(db: Database, tmp_path: Path,
+                                                  monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "carriers.json"
+    bad.write_text('{"carriers": []}', encoding="utf-8")
+    monkeypatch.setenv("OUTREACH_CARRIERS_FILE", str(bad))
+    text = vi_error(db, "carriers", "list")
+    assert "lỗi: " in text and "cần danh sách 'carriers' không rỗng" in text
+    assert "lỗi nội bộ" not in text
+    code, _, err = run(db, "en", "carriers", "list")
+    assert code == 1 and "needs a non-empty list 'carriers'" in err and "internal" not in err
+
+
+def test_carriers_section_reasons_in_vietnamese(tmp_path: Path) -> None:
+    from outreach import i18n
+    from outreach.input import campaigns
+    from tests.test_carriers import campaign_with
+
+    cases = [({'"Reddi"]': '"Reddi", "Mobicast"]'}, "'Mobicast' bị ghi hai lần"),
+             ({"reply_by = 2024-07-19": "reply_by = 2024-07-26"},
+              "nhà mạng phải xác nhận trước ngày bắt đầu nhắn tin"),
+             ({"end_date = 2024-07-30": "end_date = 2024-10-30"},
+              "thời gian nhắn tin (25/07/2024–30/10/2024) phải nằm trong [window] của chiến dịch"),
+             ({'area = ["92"]': 'area = ["99"]'},
+              "không có đơn vị hành chính nào mang mã '99' vào ngày 25/07/2024")]
+    before = i18n.current()
+    try:
+        for replace, reason in cases:
+            path = campaign_with(tmp_path, replace=replace)
+            i18n.set_language("vi")
+            try:
+                campaigns.load(path)
+            except campaigns.CampaignError as exc:
+                assert reason in exc.reason and english_words(exc.reason) == [], exc.reason
+            else:
+                raise AssertionError(f"{replace} loaded")
+            i18n.set_language("en")
+            try:
+                campaigns.load(path)
+            except campaigns.CampaignError as exc:
+                assert english_words(exc.reason) != [], exc.reason
+    finally:
+        i18n.set_language(before)

@@ -30,7 +30,12 @@ class CarrierCommandError(click.ClickException):
 def _spec(c: Ctx, ref: str) -> Any:
     from outreach.cli.campaign import load_spec
 
-    spec = load_spec(ref, c)
+    from outreach.carriers.registry import CarrierDataError
+
+    try:
+        spec = load_spec(ref, c)
+    except CarrierDataError as exc:
+        raise CarrierCommandError(str(exc)) from None
     if spec.carriers is None:
         raise CarrierCommandError(_("{file}: no [carriers] section: add one naming the "
                                     "operators, the area, the dates and deadlines (see "
@@ -92,7 +97,10 @@ def list_carriers(fmt: str) -> None:
 
     from outreach.carriers import registry
 
-    items = [asdict(x) for x in registry.carriers()]
+    try:
+        items = [asdict(x) for x in registry.carriers()]
+    except registry.CarrierDataError as exc:
+        raise CarrierCommandError(str(exc)) from None
     if fmt == "json":
         click.echo(json.dumps(items, ensure_ascii=False, indent=2))
         return
