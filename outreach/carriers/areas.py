@@ -86,8 +86,11 @@ def lookup(code: str, day: dt.date) -> Area:
     edition = units_for(day)
     area = _units(edition).get(code)
     if area is None:
-        raise AreaError(f"no administrative unit has the code {code!r} on {day.isoformat()} "
-                        f"(units of {'1 July 2025 on' if edition == '2025' else 'before 1 July 2025'})")
+        from outreach.i18n import _, day as _day
+
+        units = _("units of 1 July 2025 on") if edition == "2025" else _("units before 1 July 2025")
+        raise AreaError(_("no administrative unit has the code {code} on {day} ({units})").format(
+            code=repr(code), day=_day(day), units=units))
     return area
 
 

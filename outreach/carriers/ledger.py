@@ -12,6 +12,7 @@ from outreach.reporting import audit
 from outreach.carriers import areas
 from outreach.carriers.results import Figure
 from outreach.clock import VN_TZ
+from outreach.i18n import N_, _, day as _day, ngettext
 from outreach.ledger.models import CarrierRequest, CarrierResult
 
 DRAFTED, REQUESTED, CONFIRMED, BROADCAST, RESULTS, DECLINED = (
@@ -23,8 +24,20 @@ STATUSES = (*ORDER, DECLINED)
 DAY_COLUMN = {DRAFTED: "drafted_on", REQUESTED: "requested_on", CONFIRMED: "confirmed_on",
               BROADCAST: "broadcast_on", RESULTS: "results_on", DECLINED: "declined_on"}
 _REQ = CarrierRequest.__table__
+#: What a person reads for each status code (translated where shown, see :func:`status_label`).
+STATUS_LABELS = {DRAFTED: N_("drafted"), REQUESTED: N_("requested"), CONFIRMED: N_("confirmed"),
+                 BROADCAST: N_("broadcast"), RESULTS: N_("results"), DECLINED: N_("declined"),
+                 "not drafted": N_("not drafted")}
 STATUS_VI = {DRAFTED: "Đã soạn công văn", REQUESTED: "Đã gửi đề nghị", CONFIRMED: "Đã xác nhận",
              BROADCAST: "Đã nhắn tin", RESULTS: "Đã báo cáo kết quả", DECLINED: "Từ chối"}
+
+
+def status_label(code: str | None) -> str:
+    """The status ``code`` as a person reads it in the current language (the code itself when
+    unknown); ``–`` for None."""
+    if code is None:
+        return "–"
+    return _(STATUS_LABELS[code]) if code in STATUS_LABELS else code
 
 
 class CarrierError(ValueError):
@@ -52,8 +65,9 @@ def get(conn: Connection, campaign_id: str, carrier: str) -> Any:
     row = conn.execute(select(_REQ).where(CarrierRequest.campaign_id == campaign_id,
                                           CarrierRequest.carrier == carrier)).first()
     if row is None:
-        raise CarrierError(f"campaign {campaign_id}: no request to {carrier} (write the letters "
-                           f"first: outreach carriers request {campaign_id})")
+        raise CarrierError(_("campaign {campaign}: no request to {carrier} (write the letters "
+                             "first: outreach carriers request {campaign})").format(
+                                 campaign=campaign_id, carrier=carrier))
     return row
 
 
@@ -86,17 +100,20 @@ def mark(conn: Connection, campaign_id: str, carrier: str, status: str, *, day: 
     again only updates its day and note. Raises CarrierError otherwise. Audited as
     ``carrier-status`` with the old and new status."""
     if status not in STATUSES:
-        raise CarrierError(f"unknown status {status!r} (one of {', '.join(STATUSES)})")
+        raise CarrierError(_("unknown status {status} (one of {known})").format(
+            status=repr(status), known=", ".join(STATUSES)))
     req = get(conn, campaign_id, carrier)
     old = req.status
     if old == DECLINED and status != DECLINED:
-        raise CarrierError(f"{carrier} declined on {req.declined_on}: a new request needs a new "
-                           "letter (outreach carriers request --carrier)")
+        raise CarrierError(_("{carrier} declined on {day}: a new request needs a new "
+                             "letter (outreach carriers request --carrier)").format(
+                                 carrier=carrier, day=_day(req.declined_on)))
     if status == DECLINED and old == RESULTS:
-        raise CarrierError(f"{carrier} has already reported results")
+        raise CarrierError(_("{carrier} has already reported results").format(carrier=carrier))
     if status != DECLINED and old != DECLINED and ORDER.index(status) < ORDER.index(old):
-        raise CarrierError(f"{carrier} is already {old}: a status only moves forward "
-                           f"({' → '.join(ORDER)})")
+        raise CarrierError(_("{carrier} is already {status}: a status only moves forward "
+                             "({order})").format(carrier=carrier, status=status_label(old),
+                                                 order=" → ".join(status_label(x) for x in ORDER)))
     values: dict[str, Any] = {"status": status, DAY_COLUMN[status]: day, "updated_at": _now()}
     if note:
         values["note"] = note
@@ -122,7 +139,8 @@ def store_results(conn: Connection, campaign_id: str, carrier: str, figures: lis
     now = now or _now()
     req = get(conn, campaign_id, carrier)
     if req.status == DECLINED:
-        raise CarrierError(f"{carrier} declined the request: no results to import")
+        raise CarrierError(_("{carrier} declined the request: no results to import").format(
+            carrier=carrier))
     added = replaced = 0
     for f in figures:
         code = f.area.code if f.area else ""
@@ -164,25 +182,27 @@ def status(conn: Connection, campaign_id: str, plan: Any, today: dt.date) -> lis
         r = reqs.get(c)
         st = r.status if r else None
         flags = []
+        missing = False
         if st not in (RESULTS, DECLINED):
             if st in (None, DRAFTED) and today >= plan.start_date:
-                flags.append("not requested and the broadcast has started")
+                flags.append(_("not requested and the broadcast has started"))
             elif st == REQUESTED and today > plan.reply_by:
-                flags.append(f"no confirmation (due {plan.reply_by.isoformat()})")
+                flags.append(_("no confirmation (due {day})").format(day=_day(plan.reply_by)))
             if today > plan.results_by:
-                flags.append(f"results overdue (due {plan.results_by.isoformat()})")
+                flags.append(_("results overdue (due {day})").format(day=_day(plan.results_by)))
             if days_left <= plan.warn_days:
-                when = ("passed" if days_left < 0 else "today" if days_left == 0
-                        else f"in {days_left} day{'s' if days_left != 1 else ''}")
-                flags.append(f"RESULTS MISSING: the city's report is due "
-                             f"{plan.report_deadline.isoformat()} ({when})")
+                missing = True
+                when = (_("passed") if days_left < 0 else _("today") if days_left == 0
+                        else ngettext("in {n} day", "in {n} days", days_left).format(n=days_left))
+                flags.append(_("RESULTS MISSING: the city's report is due {day} ({when})").format(
+                    day=_day(plan.report_deadline), when=when))
         out.append({
             "carrier": c, "status": st or "not drafted", "in_plan": c in plan.operators,
             "letter_number": r.letter_number if r else None,
             "letter_date": _iso(r.letter_date) if r else None,
             **{col: _iso(getattr(r, col)) if r else None for col in DAY_COLUMN.values()},
             "requested_by": r.requested_by if r else None, "note": r.note if r else None,
-            "sent": sent.get(c, 0), "flags": flags})
+            "sent": sent.get(c, 0), "flags": flags, "results_missing": missing})
     return out
 
 

@@ -15,6 +15,7 @@ from outreach.carriers import areas, registry
 from outreach.carriers.plan import CARRIER_LIMIT_CHARS
 
 from outreach.decree30 import FONT, decree30_date  # noqa: F401  (re-exported: one implementation)
+from outreach.i18n import _
 
 
 class LetterError(Exception):
@@ -78,7 +79,7 @@ def area_rows(spec: Any) -> list[dict[str, str]]:
 def carrier_for(spec: Any, key: str) -> registry.Carrier:
     c = registry.find_carrier(key)
     if c is None:
-        raise LetterError(f"unknown operator {key!r}")
+        raise LetterError(_("unknown operator {name}").format(name=repr(key)))
     place = spec.carriers.letter.place
     unit = c.contact.unit.replace("{place}", place).strip() if place else \
         c.contact.unit.replace(" {place}", "").replace("{place}", "").strip()
@@ -242,9 +243,9 @@ def pdf_bytes(ctx: dict[str, Any]) -> bytes:
     try:
         from weasyprint import HTML  # type: ignore[import-not-found]
     except (ImportError, OSError) as exc:
-        raise LetterError(f"PDF needs WeasyPrint, not installed here ({type(exc).__name__}); "
-                          "`pip install 'outreach[pdf]'` (WeasyPrint, and Pango), or print the "
-                          "DOCX to PDF") from None
+        raise LetterError(_("PDF needs WeasyPrint, not installed here ({error}); "
+                            "`pip install 'outreach[pdf]'` (WeasyPrint, and Pango), or print the "
+                            "DOCX to PDF").format(error=type(exc).__name__)) from None
     return HTML(string=html(ctx)).write_pdf()
 
 

@@ -11,6 +11,8 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 
+from outreach.i18n import _
+
 #: Environment variables (credentials are read here only, never printed or logged).
 ENV = {"host": "OUTREACH_SMTP_HOST", "port": "OUTREACH_SMTP_PORT", "user": "OUTREACH_SMTP_USER",
        "password": "OUTREACH_SMTP_PASSWORD", "sender": "OUTREACH_SMTP_FROM",
@@ -45,21 +47,25 @@ def config_from_env(env: os._Environ[str] | dict[str, str] | None = None) -> Smt
     host = env.get(ENV["host"], "").strip()
     sender = env.get(ENV["sender"], "").strip()
     if not host or not sender:
-        raise MailError(f"e-mail is not configured: set {ENV['host']} and {ENV['sender']} "
-                        f"(and {ENV['user']}/{ENV['password']} if the server needs a login)")
+        raise MailError(_("e-mail is not configured: set {host} and {sender} "
+                          "(and {user}/{password} if the server needs a login)").format(
+            host=ENV["host"], sender=ENV["sender"], user=ENV["user"], password=ENV["password"]))
     security = env.get(ENV["security"], "starttls").strip().lower() or "starttls"
     if security not in ("starttls", "ssl", "none"):
-        raise MailError(f"{ENV['security']} must be starttls, ssl or none, got {security!r}")
+        raise MailError(_("{name} must be starttls, ssl or none, got {value}").format(
+            name=ENV["security"], value=repr(security)))
     default_port = {"starttls": 587, "ssl": 465, "none": 25}[security]
     try:
         port = int(env.get(ENV["port"], "") or default_port)
         timeout = float(env.get(ENV["timeout"], "") or 30)
     except ValueError:
-        raise MailError(f"{ENV['port']} and {ENV['timeout']} must be numbers") from None
+        raise MailError(_("{port} and {timeout} must be numbers").format(
+            port=ENV["port"], timeout=ENV["timeout"])) from None
     user = env.get(ENV["user"]) or None
     password = env.get(ENV["password"]) or None
     if user and not password:
-        raise MailError(f"{ENV['user']} is set but {ENV['password']} is not")
+        raise MailError(_("{user} is set but {password} is not").format(
+            user=ENV["user"], password=ENV["password"]))
     return SmtpConfig(host=host, port=port, sender=sender, user=user, password=password,
                       security=security, timeout=timeout)
 
@@ -107,13 +113,14 @@ def send(cfg: SmtpConfig, messages: list[EmailMessage]) -> None:
             for msg in messages:
                 server.send_message(msg)
     except smtplib.SMTPAuthenticationError as exc:
-        raise MailError(f"SMTP {cfg.host}:{cfg.port}: login refused for {cfg.user} "
-                        f"({exc.smtp_code})") from None
+        raise MailError(_("SMTP {host}:{port}: login refused for {user} ({code})").format(
+            host=cfg.host, port=cfg.port, user=cfg.user, code=exc.smtp_code)) from None
     except smtplib.SMTPRecipientsRefused as exc:
-        raise MailError(f"SMTP {cfg.host}:{cfg.port}: recipient refused: "
-                        f"{', '.join(exc.recipients)}") from None
+        raise MailError(_("SMTP {host}:{port}: recipient refused: {recipients}").format(
+            host=cfg.host, port=cfg.port, recipients=", ".join(exc.recipients))) from None
     except smtplib.SMTPNotSupportedError as exc:
-        raise MailError(f"SMTP {cfg.host}:{cfg.port}: {exc} (set {ENV['security']}=none or ssl "
-                        "if the server has no STARTTLS)") from None
+        raise MailError(_("SMTP {host}:{port}: {error} (set {name}=none or ssl "
+                          "if the server has no STARTTLS)").format(
+            host=cfg.host, port=cfg.port, error=exc, name=ENV["security"])) from None
     except (smtplib.SMTPException, OSError) as exc:
         raise MailError(f"SMTP {cfg.host}:{cfg.port}: {type(exc).__name__}: {exc}") from None

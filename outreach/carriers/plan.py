@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from outreach.input import text as textmod
+from outreach.i18n import _, day
 
 #: Carriers' usual limit for a broadcast: one unaccented GSM-7 SMS (Quảng Nam 2534/QĐ-UBND
 #: 2019, form 01: "không dấu, tối đa 160 ký tự"; domain-facts "How bulk SMS really reaches
@@ -101,59 +102,62 @@ def parse(r: Any, raw: dict[str, Any], window: Any) -> CarrierPlan:
     p = "carriers"
     for key in raw:
         if key not in _KEYS:
-            r.fail(f"{p}.{key}", f"unknown field (known: {', '.join(sorted(_KEYS))})")
+            r.fail(f"{p}.{key}", _("unknown field (known: {known})").format(known=", ".join(sorted(_KEYS))))
     ops = raw.get("operators")
     if not isinstance(ops, list) or not ops or not all(isinstance(x, str) for x in ops):
-        r.fail(f"{p}.operators", "must list the operators asked, e.g. [\"Viettel\", \"VinaPhone\"]")
+        r.fail(f"{p}.operators", _("must list the operators asked, e.g. [\"Viettel\", \"VinaPhone\"]"))
     keys: list[str] = []
     for name in ops:
         c = registry.find_carrier(name)
         if c is None:
-            r.fail(f"{p}.operators", f"unknown operator {name!r} (known: "
-                   f"{', '.join(registry.known_names())})")
+            r.fail(f"{p}.operators", _("unknown operator {name} (known: {known})").format(
+                name=repr(name), known=", ".join(registry.known_names())))
         if c.key in keys:
-            r.fail(f"{p}.operators", f"{name!r} is listed twice")
+            r.fail(f"{p}.operators", _("{name} is listed twice").format(name=repr(name)))
         keys.append(c.key)
     start = r.date("start_date", raw, p)
     end = r.date("end_date", raw, p)
     if end < start:
-        r.fail(f"{p}.end_date", "is before carriers.start_date")
+        r.fail(f"{p}.end_date", _("is before carriers.start_date"))
     if not (window.start_date <= start and end <= window.end_date):
-        r.fail(f"{p}.start_date", f"the broadcast ({start}–{end}) must lie inside the campaign's "
-               f"[window] ({window.start_date}–{window.end_date})")
+        r.fail(f"{p}.start_date", _("the broadcast ({start}–{end}) must lie inside the campaign's "
+               "[window] ({window_start}–{window_end})").format(
+                   start=day(start), end=day(end), window_start=day(window.start_date),
+                   window_end=day(window.end_date)))
     area = raw.get("area")
     if not isinstance(area, list) or not area or not all(isinstance(x, str) for x in area):
-        r.fail(f"{p}.area", "must list official administrative codes as text, e.g. [\"92\"] "
-               "(a province), [\"916\", \"917\"] (districts) or communes (5 digits)")
+        r.fail(f"{p}.area", _("must list official administrative codes as text, e.g. [\"92\"] "
+               "(a province), [\"916\", \"917\"] (districts) or communes (5 digits)"))
     for code in area:
         try:
             areas.lookup(code, start)
         except areas.AreaError as exc:
             r.fail(f"{p}.area", str(exc))
     if len(set(area)) != len(area):
-        r.fail(f"{p}.area", "a code is listed twice")
+        r.fail(f"{p}.area", _("a code is listed twice"))
     daily_start = r.time("daily_start", raw, p, default=window.daily_start)
     daily_end = r.time("daily_end", raw, p, default=window.daily_end)
     if not (window.daily_start <= daily_start < daily_end <= window.daily_end):
-        r.fail(f"{p}.daily_end", f"the broadcast hours {daily_start:%H:%M}–{daily_end:%H:%M} must "
-               f"lie inside the daily send window {window.daily_start:%H:%M}–"
-               f"{window.daily_end:%H:%M}")
+        r.fail(f"{p}.daily_end", _("the broadcast hours {start}–{end} must lie inside the daily send "
+               "window {opens}–{closes}").format(
+                   start=f"{daily_start:%H:%M}", end=f"{daily_end:%H:%M}",
+                   opens=f"{window.daily_start:%H:%M}", closes=f"{window.daily_end:%H:%M}"))
     reply_by = r.date("reply_by", raw, p)
     results_by = r.date("results_by", raw, p)
     deadline = r.date("report_deadline", raw, p)
     if reply_by > start:
-        r.fail(f"{p}.reply_by", "the operators must confirm before the broadcast starts")
+        r.fail(f"{p}.reply_by", _("the operators must confirm before the broadcast starts"))
     if results_by < end:
-        r.fail(f"{p}.results_by", "is before the broadcast ends")
+        r.fail(f"{p}.results_by", _("is before the broadcast ends"))
     if results_by >= deadline:
-        r.fail(f"{p}.results_by", "must be before carriers.report_deadline (the city's report "
-               "needs the figures)")
+        r.fail(f"{p}.results_by", _("must be before carriers.report_deadline (the city's report "
+               "needs the figures)"))
     warn = r.int("warn_days", raw, p, default=5, minimum=0)
 
     letter_raw = _subtable(r, raw, "letter", _LETTER_KEYS)
     cc = letter_raw.get("cc", list(Letter.cc))
     if not isinstance(cc, list) or not all(isinstance(x, str) for x in cc):
-        r.fail(f"{p}.letter.cc", "must be a list of text lines (Nơi nhận)")
+        r.fail(f"{p}.letter.cc", _("must be a list of text lines (Nơi nhận)"))
     ld = letter_raw.get("date")
     letter = Letter(
         number=textmod.nfc(r.str("number", letter_raw, f"{p}.letter", default=Letter.number)),
@@ -173,24 +177,25 @@ def parse(r: Any, raw: dict[str, Any], window: Any) -> CarrierPlan:
         short = _short_text(r, _subtable(r, raw, "short_text", _SHORT_KEYS))
     contacts_raw = raw.get("contacts", {})
     if not isinstance(contacts_raw, dict):
-        r.fail(f"{p}.contacts", "must be a table of [carriers.contacts.NAME] tables")
+        r.fail(f"{p}.contacts", _("must be a table of [carriers.contacts.NAME] tables"))
     contacts: dict[str, dict[str, Any]] = {}
     for name, table in contacts_raw.items():
         where = f"{p}.contacts.{name}"
         c = registry.find_carrier(name)
         if c is None:
-            r.fail(where, f"unknown operator (known: {', '.join(registry.known_names())})")
+            r.fail(where, _("unknown operator (known: {known})").format(
+                known=", ".join(registry.known_names())))
         if not isinstance(table, dict):
-            r.fail(where, "must be a table")
+            r.fail(where, _("must be a table"))
         for k, v in table.items():
             if k not in _CARRIER_CONTACT_KEYS:
-                r.fail(f"{where}.{k}", f"unknown field (known: "
-                       f"{', '.join(sorted(_CARRIER_CONTACT_KEYS))})")
+                r.fail(f"{where}.{k}", _("unknown field (known: {known})").format(
+                    known=", ".join(sorted(_CARRIER_CONTACT_KEYS))))
             if k == "verified":
                 if not isinstance(v, bool):
-                    r.fail(f"{where}.{k}", "must be true or false")
+                    r.fail(f"{where}.{k}", _("must be true or false"))
             elif not isinstance(v, str):
-                r.fail(f"{where}.{k}", "must be text")
+                r.fail(f"{where}.{k}", _("must be text"))
         contacts[c.key] = {k: textmod.nfc(v) if isinstance(v, str) else v for k, v in table.items()}
     return CarrierPlan(operators=tuple(keys), area=tuple(area), start_date=start, end_date=end,
                        daily_start=daily_start, daily_end=daily_end, reply_by=reply_by,
@@ -201,10 +206,10 @@ def parse(r: Any, raw: dict[str, Any], window: Any) -> CarrierPlan:
 def _subtable(r: Any, raw: dict[str, Any], key: str, keys: set[str]) -> dict[str, Any]:
     table = raw.get(key, {})
     if not isinstance(table, dict):
-        r.fail(f"carriers.{key}", "must be a table")
+        r.fail(f"carriers.{key}", _("must be a table"))
     for k in table:
         if k not in keys:
-            r.fail(f"carriers.{key}.{k}", f"unknown field (known: {', '.join(sorted(keys))})")
+            r.fail(f"carriers.{key}.{k}", _("unknown field (known: {known})").format(known=", ".join(sorted(keys))))
     return table
 
 
@@ -212,21 +217,24 @@ def _short_text(r: Any, raw: dict[str, Any]) -> ShortText:
     p = "carriers.short_text"
     text = textmod.nfc(r.str("text", raw, p))
     if text != text.strip():
-        r.fail(f"{p}.text", "has leading or trailing whitespace")
+        r.fail(f"{p}.text", _("has leading or trailing whitespace"))
     a = textmod.analyse(text)
     if a.encoding != textmod.GSM7 or textmod.unaccent(text) != text:
-        r.fail(f"{p}.text", "must be written without diacritics (carriers broadcast unaccented "
-               "GSM-7 text)")
+        r.fail(f"{p}.text", _("must be written without diacritics (carriers broadcast unaccented "
+               "GSM-7 text)"))
     if a.characters > CARRIER_LIMIT_CHARS or a.segments > 1:
-        r.fail(f"{p}.text", f"is {a.characters} characters ({a.units} septets): at most "
-               f"{CARRIER_LIMIT_CHARS} for one SMS")
+        r.fail(f"{p}.text", _("is {characters} characters ({units} septets): at most "
+               "{limit} for one SMS").format(characters=a.characters, units=a.units,
+                                             limit=CARRIER_LIMIT_CHARS))
     actual = textmod.text_sha256(text)
     recorded = r.str("sha256", raw, p, default="")
     if not recorded:
-        r.fail(f"{p}.sha256", f"missing: record the hash of the approved short text ({actual})")
+        r.fail(f"{p}.sha256", _("missing: record the hash of the approved short text ({hash})").format(
+            hash=actual))
     if recorded.lower() != actual:
-        r.fail(f"{p}.sha256", f"does not match the short text (recorded {recorded[:12]}…, text "
-               f"hashes to {actual[:12]}…): the text was edited after approval")
+        r.fail(f"{p}.sha256", _("does not match the short text (recorded {recorded}…, text "
+               "hashes to {actual}…): the text was edited after approval").format(
+                   recorded=recorded[:12], actual=actual[:12]))
     return ShortText(text=text, sha256=actual,
                      approved_by=textmod.nfc(r.str("approved_by", raw, p)),
                      approved_on=r.date("approved_on", raw, p),

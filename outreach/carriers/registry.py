@@ -11,6 +11,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from outreach.i18n import _
+
 #: Environment variable naming an edited copy of carriers.json (same shape).
 CARRIERS_FILE_ENV = "OUTREACH_CARRIERS_FILE"
 
@@ -58,8 +60,8 @@ def _source() -> tuple[str, str]:
         try:
             return override, Path(override).read_text(encoding="utf-8")
         except OSError as exc:
-            raise CarrierDataError(f"{override}: cannot read ({exc.strerror or exc}); "
-                                   f"{CARRIERS_FILE_ENV} names it") from None
+            raise CarrierDataError(_("{file}: cannot read ({error}); {env} names it").format(
+                file=override, error=exc.strerror or exc, env=CARRIERS_FILE_ENV)) from None
     text = resources.files("outreach.carriers").joinpath("data/carriers.json").read_text("utf-8")
     return "outreach/carriers/data/carriers.json", text
 
@@ -69,19 +71,21 @@ def _parse(name: str, text: str) -> tuple[Carrier, ...]:
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise CarrierDataError(f"{name}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        raise CarrierDataError(_("{file}:{line}: not valid JSON ({error})").format(
+            file=name, line=exc.lineno, error=exc.msg)) from None
     items = raw.get("carriers") if isinstance(raw, dict) else None
     if not isinstance(items, list) or not items:
-        raise CarrierDataError(f"{name}: needs a non-empty list 'carriers'")
+        raise CarrierDataError(_("{file}: needs a non-empty list 'carriers'").format(file=name))
     out: list[Carrier] = []
     for i, item in enumerate(items):
         where = f"{name}: carriers[{i}]"
         if not isinstance(item, dict) or not isinstance(item.get("key"), str) or not item["key"]:
-            raise CarrierDataError(f"{where}: needs a 'key' (the operator's name)")
+            raise CarrierDataError(_("{where}: needs a 'key' (the operator's name)").format(where=where))
         contact = item.get("contact") or {}
         unknown = set(contact) - set(CarrierContact.__dataclass_fields__)
         if unknown:
-            raise CarrierDataError(f"{where}.contact: unknown field {sorted(unknown)[0]!r}")
+            raise CarrierDataError(_("{where}.contact: unknown field {field}").format(
+                where=where, field=repr(sorted(unknown)[0])))
         out.append(Carrier(key=item["key"], brand=item.get("brand") or item["key"],
                            company=item.get("company") or item["key"],
                            aliases=tuple(item.get("aliases") or ()),

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from outreach.carriers import areas
+from outreach.i18n import _
 from outreach.input.listfiles import ListFileError, _header_key, read_cells
 
 #: Column -> headers it is read from (compared without case, accents or punctuation).
@@ -59,6 +60,12 @@ class Issue:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.reason}" if self.line else f"{self.file}: {self.reason}"
+
+
+def _d(d: dt.date) -> str:
+    from outreach.i18n import day
+
+    return day(d)
 
 
 def parse_day(value: str) -> dt.date | None:
@@ -145,36 +152,39 @@ def _read(file: str, rows: Iterable[tuple[int, list[str]]], scopes: list[areas.A
         if lead in _TOTAL_WORDS or _header_key(day_text) in _TOTAL_WORDS:
             n = parse_count(cell("sent"))
             if n is None:
-                issues.append(Issue(file, line, f"total row: {cell('sent')!r} is not a whole "
-                                    "number"))
+                issues.append(Issue(file, line, _("total row: {value} is not a whole number").format(
+                                    value=repr(cell("sent")))))
             else:
                 totals.append((line, n))
             continue
         day = parse_day(day_text)
         if day is None:
-            issues.append(Issue(file, line, f"day {day_text!r} is not a date (write 30/07/2024 "
-                                "or 2024-07-30)" if day_text else "no day"))
+            issues.append(Issue(file, line, _("day {value} is not a date (write 30/07/2024 "
+                                "or 2024-07-30)").format(value=repr(day_text)) if day_text
+                                else _("no day")))
             continue
         if not start <= day <= end:
-            issues.append(Issue(file, line, f"day {day.isoformat()} is outside the broadcast "
-                                f"dates {start.isoformat()} – {end.isoformat()}"))
+            issues.append(Issue(file, line, _("day {day} is outside the broadcast dates "
+                                "{start} – {end}").format(day=_d(day), start=_d(start),
+                                                          end=_d(end))))
             continue
         sent_text = cell("sent")
         sent = parse_count(sent_text)
         if sent is None:
-            issues.append(Issue(file, line, f"count {sent_text!r} is not a whole number ≥ 0"
-                                if sent_text else "no count of subscribers messaged"))
+            issues.append(Issue(file, line, _("count {value} is not a whole number ≥ 0").format(
+                                value=repr(sent_text))
+                                if sent_text else _("no count of subscribers messaged")))
             continue
         delivered = None
         if cell("delivered"):
             delivered = parse_count(cell("delivered"))
             if delivered is None:
-                issues.append(Issue(file, line, f"delivered {cell('delivered')!r} is not a "
-                                    "whole number ≥ 0"))
+                issues.append(Issue(file, line, _("delivered {value} is not a whole number ≥ 0").format(
+                                    value=repr(cell("delivered")))))
                 continue
             if delivered > sent:
-                issues.append(Issue(file, line, f"delivered ({delivered}) is more than sent "
-                                    f"({sent})"))
+                issues.append(Issue(file, line, _("delivered ({delivered}) is more than sent "
+                                    "({sent})").format(delivered=delivered, sent=sent)))
                 continue
         area = None
         code, name = cell("area_code"), cell("area")
@@ -185,29 +195,31 @@ def _read(file: str, rows: Iterable[tuple[int, list[str]]], scopes: list[areas.A
             if area is None:
                 what = " / ".join(repr(x) for x in (code, name) if x)
                 inside = ", ".join(f"{s.name} ({s.code})" for s in scopes)
-                issues.append(Issue(file, line, f"area {what} is not an administrative unit of "
-                                    f"the requested area ({inside})"))
+                issues.append(Issue(file, line, _("area {area} is not an administrative unit of "
+                                    "the requested area ({inside})").format(area=what,
+                                                                           inside=inside)))
                 continue
         key = (day, area.code if area else "")
         if key in seen:
-            issues.append(Issue(file, line, f"{day.isoformat()} {area.name if area else ''} "
-                                f"already given on line {seen[key]}".replace("  ", " ")))
+            issues.append(Issue(file, line, _("{day} {area} already given on line {line}").format(
+                                day=_d(day), area=area.name if area else "",
+                                line=seen[key]).replace("  ", " ")))
             continue
         seen[key] = line
         figures.append(Figure(day, area, sent, delivered, f"{os.path.basename(file)}:{line}"))
     if cols is None:
         if first is None:
-            issues.append(Issue(file, None, "empty file: no header row"))
+            issues.append(Issue(file, None, _("empty file: no header row")))
         else:
-            heads = ", ".join(repr(c) for c in first[1] if c) or "none"
-            issues.append(Issue(file, first[0], "no header with a day and a count column "
+            heads = ", ".join(repr(c) for c in first[1] if c) or _("none")
+            issues.append(Issue(file, first[0], _("no header with a day and a count column "
                                 "(expected e.g. 'Ngày' and 'Số thuê bao'); headers seen: "
-                                f"{heads}"))
+                                "{headers}").format(headers=heads)))
         return
     if not figures and not issues:
-        issues.append(Issue(file, None, "no figure under the header"))
+        issues.append(Issue(file, None, _("no figure under the header")))
     total = sum(f.sent for f in figures)
     for line, n in totals:
         if not issues and n != total:
-            issues.append(Issue(file, line, f"total {n} does not equal the sum of the rows "
-                                f"({total})"))
+            issues.append(Issue(file, line, _("total {total} does not equal the sum of the rows "
+                                "({sum})").format(total=n, sum=total)))

@@ -10,7 +10,9 @@ from typing import Any
 import click
 from rich.table import Table
 
+from outreach import i18n
 from outreach.cli import Ctx, console, err_console, pass_ctx
+from outreach.i18n import _, ngettext
 
 
 class CarrierCommandError(click.ClickException):
@@ -21,17 +23,23 @@ class CarrierCommandError(click.ClickException):
     def show(self, file: Any = None) -> None:
         from rich.markup import escape
 
-        err_console.print(f"[red]error:[/red] {escape(self.message)}", markup=True, soft_wrap=True)
+        err_console.print(_("[red]error:[/red] {message}").format(message=escape(self.message)),
+                          markup=True, soft_wrap=True)
 
 
 def _spec(c: Ctx, ref: str) -> Any:
     from outreach.cli.campaign import load_spec
 
-    spec = load_spec(ref, c)
+    from outreach.carriers.registry import CarrierDataError
+
+    try:
+        spec = load_spec(ref, c)
+    except CarrierDataError as exc:
+        raise CarrierCommandError(str(exc)) from None
     if spec.carriers is None:
-        raise CarrierCommandError(f"{spec.file}: no [carriers] section: add one naming the "
-                                  "operators, the area, the dates and deadlines (see "
-                                  "campaigns/cantho-2024-pcmbn.toml)")
+        raise CarrierCommandError(_("{file}: no [carriers] section: add one naming the "
+                                    "operators, the area, the dates and deadlines (see "
+                                    "campaigns/cantho-2024-pcmbn.toml)").format(file=spec.file))
     return spec
 
 
@@ -43,8 +51,8 @@ def _day(value: str | None, name: str) -> dt.date:
         return dt.datetime.now(VN_TZ).date()
     d = parse_day(value)
     if d is None:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD or DD/MM/YYYY)",
-                                 param_hint=name)
+        raise click.BadParameter(_("{value} is not a date (YYYY-MM-DD or DD/MM/YYYY)").format(
+            value=repr(value)), param_hint=name)
     return d
 
 
@@ -53,11 +61,12 @@ def _carrier(spec: Any, name: str) -> str:
 
     c = registry.find_carrier(name)
     if c is None:
-        raise CarrierCommandError(f"unknown operator {name!r} (known: "
-                                  f"{', '.join(registry.known_names())})")
+        raise CarrierCommandError(_("unknown operator {name} (known: {known})").format(
+            name=repr(name), known=", ".join(registry.known_names())))
     if c.key not in spec.carriers.operators:
-        raise CarrierCommandError(f"{spec.file}: {c.key} is not among carriers.operators "
-                                  f"({', '.join(spec.carriers.operators)})")
+        raise CarrierCommandError(_("{file}: {carrier} is not among carriers.operators "
+                                    "({operators})").format(
+            file=spec.file, carrier=c.key, operators=", ".join(spec.carriers.operators)))
     return c.key
 
 
@@ -88,17 +97,21 @@ def list_carriers(fmt: str) -> None:
 
     from outreach.carriers import registry
 
-    items = [asdict(x) for x in registry.carriers()]
+    try:
+        items = [asdict(x) for x in registry.carriers()]
+    except registry.CarrierDataError as exc:
+        raise CarrierCommandError(str(exc)) from None
     if fmt == "json":
         click.echo(json.dumps(items, ensure_ascii=False, indent=2))
         return
-    t = Table(title="Mobile operators")
-    for col in ("key", "company", "other names", "contact unit", "e-mail", "verified"):
+    t = Table(title=_("Mobile operators"))
+    for col in (_("key"), _("company"), _("other names"), _("contact unit"), _("e-mail"),
+                _("verified")):
         t.add_column(col)
     for x in items:
         ct = x["contact"]
         t.add_row(x["key"], x["company"], ", ".join(x["aliases"]), ct["unit"], ct["email"] or "–",
-                  "yes" if ct["verified"] else "no")
+                  _("yes") if ct["verified"] else _("no"))
     console.print(t)
 
 
@@ -153,9 +166,11 @@ def request(c: Ctx, campaign: str, only: tuple[str, ...], out_dir: str | None,
                                  operator=c.operator)
     first = written[0] if written else None
     if first and dt.date.fromisoformat(first["date"]) > plan.reply_by:
-        err_console.print(f"[yellow]note: the letter is dated {first['date']}, after the reply "
-                          f"deadline {plan.reply_by} (carriers.reply_by): give --date or change "
-                          "carriers.letter.date[/yellow]")
+        err_console.print("[yellow]" + _("note: the letter is dated {date}, after the reply "
+                          "deadline {deadline} (carriers.reply_by): give --date or change "
+                          "carriers.letter.date").format(
+                              date=i18n.day(dt.date.fromisoformat(first["date"])),
+                              deadline=i18n.day(plan.reply_by)) + "[/yellow]")
     sent_to: list[str] = []
     if email:
         sent_to = _email(c, spec, written)
@@ -163,32 +178,38 @@ def request(c: Ctx, campaign: str, only: tuple[str, ...], out_dir: str | None,
         click.echo(json.dumps({"campaign": spec.id, "options": options, "letters": written,
                                "pdf": pdf, "emailed": sent_to}, ensure_ascii=False, indent=2))
         return
-    console.print(f"[bold]{spec.id}[/bold]: request letters for {len(written)} operator(s) in "
-                  f"{target}")
-    t = Table(title="Texts offered to the operators")
-    for col in ("option", "encoding", "characters", "segments", "one SMS ≤ 160", "SHA-256"):
+    console.print(ngettext("[bold]{campaign}[/bold]: request letters for {n} operator in "
+                           "{folder}", "[bold]{campaign}[/bold]: request letters for {n} "
+                           "operators in {folder}", len(written)).format(
+        campaign=spec.id, n=len(written), folder=target))
+    t = Table(title=_("Texts offered to the operators"))
+    for col in (_("option"), _("encoding"), _("characters"), _("segments"), _("one SMS ≤ 160"),
+                "SHA-256"):
         t.add_column(col)
     for o in options:
-        t.add_row(o["option"], o["encoding"], str(o["characters"]), str(o["segments"]),
-                  "yes" if o["fits_one"] else "no", o["sha256"][:16] + "…")
+        t.add_row(_(OPTION_LABELS.get(o["option"], o["option"])), o["encoding"], str(o["characters"]), str(o["segments"]),
+                  _("yes") if o["fits_one"] else _("no"), o["sha256"][:16] + "…")
     console.print(t)
     p = options[0]
     if not any(o["fits_one"] for o in options):
-        console.print(
-            f"[yellow]note:[/yellow] operators usually broadcast one unaccented SMS of at most "
-            f"160 characters; the prescribed text is {p['characters']} characters "
-            f"({p['segments']} SMS with diacritics, {options[1]['segments']} unaccented). The "
+        console.print(_(
+            "[yellow]note:[/yellow] operators usually broadcast one unaccented SMS of at most "
+            "160 characters; the prescribed text is {characters} characters "
+            "({segments} SMS with diacritics, {unaccented} unaccented). The "
             "letter offers the unaccented text in 2 SMS; a shorter text can be offered only once "
-            "approved (\\[carriers.short_text] with its hash and approval).")
+            "approved (\\[carriers.short_text] with its hash and approval).").format(
+                characters=p["characters"], segments=p["segments"],
+                unaccented=options[1]["segments"]))
     for w in written:
         files = ", ".join(Path(f).name for f in w["files"])
         console.print(f"  {w['carrier']}: {w['to']} – {files}")
     if not pdf and not no_pdf:
-        console.print("note: no PDF (WeasyPrint is not installed): print the DOCX to PDF, or "
-                      "`pip install 'outreach\\[pdf]'`")  # "\\[": text, not rich markup
+        console.print(_("note: no PDF (WeasyPrint is not installed): print the DOCX to PDF, or "
+                        "`pip install 'outreach\\[pdf]'`"))  # "\\[": text, not rich markup
     if not email:
-        console.print(f"next: send the letters, then `outreach carriers mark {spec.id} --carrier "
-                      "NAME requested --number N --date D` (or re-run with --email)")
+        console.print(_("next: send the letters, then `outreach carriers mark {campaign} "
+                        "--carrier NAME requested --number N --date D` (or re-run with "
+                        "--email)").format(campaign=spec.id))
 
 
 def _email(c: Ctx, spec: Any, written: list[dict[str, Any]]) -> list[str]:
@@ -203,9 +224,10 @@ def _email(c: Ctx, spec: Any, written: list[dict[str, Any]]) -> list[str]:
     messages, targets = [], []
     for w in written:
         if not w["email"]:
-            err_console.print(f"[yellow]{w['carrier']}: no e-mail address for {w['to']} (set "
-                              f"\\[carriers.contacts.{w['carrier']}] email): send it by post or "
-                              "by hand, then mark it requested[/yellow]")
+            err_console.print("[yellow]" + _("{carrier}: no e-mail address for {to} (set "
+                              "\\[carriers.contacts.{carrier}] email): send it by post or "
+                              "by hand, then mark it requested").format(
+                                  carrier=w["carrier"], to=w["to"]) + "[/yellow]")
             continue
         subject = f"Đề nghị phối hợp nhắn tin tuyên truyền – {spec.source.document} – {w['carrier']}"
         body = (f"Kính gửi: {w['to']}\n\n"
@@ -235,7 +257,10 @@ def _email(c: Ctx, spec: Any, written: list[dict[str, Any]]) -> list[str]:
                 ledger.mark(conn, spec.id, w["carrier"], ledger.REQUESTED, day=today,
                             number=w["number"], by="email", operator=c.operator)
     for w in targets:
-        console.print(f"  e-mailed {w['carrier']} ({w['email']}) with {len(w['files'])} files")
+        console.print("  " + ngettext("e-mailed {carrier} ({email}) with {n} file",
+                                      "e-mailed {carrier} ({email}) with {n} files",
+                                      len(w["files"])).format(
+            carrier=w["carrier"], email=w["email"], n=len(w["files"])))
     return [w["carrier"] for w in targets]
 
 
@@ -265,7 +290,9 @@ def mark(c: Ctx, campaign: str, name: str, status: str, day: str | None, number:
                                    by=by, operator=c.operator)
         except ledger.CarrierError as exc:
             raise CarrierCommandError(str(exc)) from None
-    console.print(f"{spec.id}: {key} {old} → {new} on {when.isoformat()}")
+    console.print(_("{campaign}: {carrier} {old} → {new} on {day}").format(
+        campaign=spec.id, carrier=key, old=ledger.status_label(old),
+        new=ledger.status_label(new), day=i18n.day(when)))
 
 
 @carriers.command("status")
@@ -291,39 +318,61 @@ def status(c: Ctx, campaign: str, today: str | None, fmt: str) -> None:
                               ensure_ascii=False, indent=2))
         return
     left = (plan.report_deadline - day).days
-    console.print(f"[bold]{spec.id}[/bold]: broadcast {plan.start_date}–{plan.end_date}; "
-                  f"confirm by {plan.reply_by}, results by {plan.results_by}; city's report due "
-                  f"{plan.report_deadline} ({left} days from {day})")
+    console.print(ngettext(
+        "[bold]{campaign}[/bold]: broadcast {start}–{end}; confirm by {reply_by}, results by "
+        "{results_by}; city's report due {deadline} ({n} day from {today})",
+        "[bold]{campaign}[/bold]: broadcast {start}–{end}; confirm by {reply_by}, results by "
+        "{results_by}; city's report due {deadline} ({n} days from {today})", left).format(
+            campaign=spec.id, start=i18n.day(plan.start_date), end=i18n.day(plan.end_date),
+            reply_by=i18n.day(plan.reply_by), results_by=i18n.day(plan.results_by),
+            deadline=i18n.day(plan.report_deadline), n=left, today=i18n.day(day)))
     from rich import box
 
-    t = Table(title="Carrier requests", box=box.SIMPLE_HEAD, pad_edge=False,
+    t = Table(title=_("Carrier requests"), box=box.SIMPLE_HEAD, pad_edge=False,
               collapse_padding=True)
-    for col in ("carrier", "status", "asked", "agreed", "sent", "results", "subscribers", "flag"):
-        t.add_column(col, justify="right" if col == "subscribers" else "left", no_wrap=True)
+    cols = ("carrier", "status", "asked", "agreed", "sent", "results", "subscribers", "flag")
+    for col, head in zip(cols, (_("carrier"), _("status"), _("asked"), _("agreed"), _("sent"),
+                                _("results"), _("subscribers"), _("flag"))):
+        t.add_column(head, justify="right" if col == "subscribers" else "left", no_wrap=True)
     for r in rows:
-        flag = "[red]MISSING[/red]" if any(f.startswith("RESULTS MISSING")
-                                                   for f in r["flags"]) else \
-            ("[yellow]late[/yellow]" if r["flags"] else "")
-        t.add_row(r["carrier"], r["status"], *(_dm(r[k]) for k in (
-            "requested_on", "confirmed_on", "broadcast_on", "results_on")), f"{r['sent']:,}", flag)
+        flag = "[red]" + _("MISSING") + "[/red]" if r["results_missing"] else \
+            ("[yellow]" + _("late") + "[/yellow]" if r["flags"] else "")
+        t.add_row(r["carrier"], ledger.status_label(r["status"]), *(_dm(r[k]) for k in (
+            "requested_on", "confirmed_on", "broadcast_on", "results_on")),
+            i18n.number(r["sent"]), flag)
     console.print(t)
-    console.print(f"dates DD/MM of {plan.start_date.year}; asked = letter sent, agreed = "
-                  "confirmed, sent = broadcast done; subscribers = as the operator reported")
+    console.print(_("dates DD/MM of {year}; asked = letter sent, agreed = "
+                    "confirmed, sent = broadcast done; subscribers = as the operator "
+                    "reported").format(year=plan.start_date.year))
     for r in rows:
         if r["letter_number"] or r["letter_date"]:
-            how = f", sent by {r['requested_by']}" if r["requested_by"] else ""
-            console.print(f"{r['carrier']}: letter Số {(r['letter_number'] or '…').strip()} "
-                          f"of {r['letter_date'] or '…'}{how}" + (f"; note: {r['note']}"
-                                                                   if r["note"] else ""))
+            how = _(", sent by {how}").format(how=_(BY_LABELS.get(r["requested_by"],
+                                                                r["requested_by"]))) \
+                if r["requested_by"] else ""
+            letter_day = i18n.day(dt.date.fromisoformat(r["letter_date"])) \
+                if r["letter_date"] else "…"
+            console.print(_("{carrier}: letter Số {number} of {date}").format(
+                carrier=r["carrier"], number=(r["letter_number"] or "…").strip(),
+                date=letter_day) + how + (_("; note: {note}").format(note=r["note"])
+                                         if r["note"] else ""))
     for r in rows:
         for f in r["flags"]:
-            colour = "red" if f.startswith("RESULTS MISSING") else "yellow"
+            colour = "red" if f == r["flags"][-1] and r["results_missing"] else "yellow"
             console.print(f"[{colour}]{r['carrier']}: {f}[/{colour}]")
-    missing = [r["carrier"] for r in rows
-               if any(f.startswith("RESULTS MISSING") for f in r["flags"])]
+    missing = [r["carrier"] for r in rows if r["results_missing"]]
     if missing:
-        console.print(f"[red]results missing from {', '.join(missing)}: the city's report is due "
-                      f"{plan.report_deadline}[/red]")
+        console.print("[red]" + _("results missing from {carriers}: the city's report is due "
+                                  "{deadline}").format(carriers=", ".join(missing),
+                                                       deadline=i18n.day(plan.report_deadline))
+                      + "[/red]")
+
+
+#: The text options the letters offer (codes in the sheet and JSON, words on the console).
+OPTION_LABELS = {"prescribed": i18n.N_("prescribed"), "unaccented": i18n.N_("unaccented"),
+                 "short": i18n.N_("short")}
+#: How a letter went (``--by``): codes stored, words shown.
+BY_LABELS = {"post": i18n.N_("post"), "email": i18n.N_("email"), "hand": i18n.N_("hand"),
+             "fax": i18n.N_("fax"), "portal": i18n.N_("portal")}
 
 
 def _dm(iso: str | None) -> str:
@@ -357,7 +406,7 @@ def result(c: Ctx, campaign: str, file: str | None, name: str, sent: int | None,
     plan = spec.carriers
     scopes = ledger.area_scopes(plan)
     if file and sent is not None:
-        raise click.UsageError("give FILE or --sent N --date D, not both")
+        raise click.UsageError(_("give FILE or --sent N --date D, not both"))
     if file:
         if sheet is None and Path(file).suffix.lower() in (".xlsx", ".xlsm"):
             sheet = _results_sheet(file)
@@ -367,28 +416,31 @@ def result(c: Ctx, campaign: str, file: str | None, name: str, sent: int | None,
         if issues:
             for i in issues[:50]:
                 err_console.print(str(i), soft_wrap=True, markup=False)
-            more = " (first 50 shown)" if len(issues) > 50 else ""
-            raise CarrierCommandError(f"{file}: {len(issues)} row(s) cannot be used{more}; "
-                                      "nothing imported")
+            more = _(" (first 50 shown)") if len(issues) > 50 else ""
+            raise CarrierCommandError(_("{file}: {n} row(s) cannot be used{more}; "
+                                        "nothing imported").format(file=file, n=len(issues),
+                                                                   more=more))
     elif sent is not None:
         if not day:
-            raise click.UsageError("--sent needs --date D (the day of the broadcast)")
+            raise click.UsageError(_("--sent needs --date D (the day of the broadcast)"))
         when = _day(day, "--date")
         if not plan.start_date <= when <= plan.end_date:
-            raise CarrierCommandError(f"--date {when}: outside the broadcast dates "
-                                      f"{plan.start_date} – {plan.end_date}")
+            raise CarrierCommandError(_("--date {day}: outside the broadcast dates "
+                                        "{start} – {end}").format(
+                day=i18n.day(when), start=i18n.day(plan.start_date), end=i18n.day(plan.end_date)))
         if sent < 0 or (delivered is not None and not 0 <= delivered <= sent):
-            raise CarrierCommandError("--sent must be ≥ 0 and --delivered between 0 and --sent")
+            raise CarrierCommandError(_("--sent must be ≥ 0 and --delivered between 0 and "
+                                        "--sent"))
         a = None
         if area:
             a = areas.find(area, scopes, when)
             if a is None:
-                raise CarrierCommandError(f"--area {area!r}: not an administrative unit of the "
-                                          "requested area")
+                raise CarrierCommandError(_("--area {area}: not an administrative unit of the "
+                                            "requested area").format(area=repr(area)))
         source = f"typed in ({c.operator or 'operator'})"
         figures = [results.Figure(when, a, sent, delivered, source)]
     else:
-        raise click.UsageError("give FILE, or --sent N --date D")
+        raise click.UsageError(_("give FILE, or --sent N --date D"))
     with c.db.engine.begin() as conn:
         _sync(c, conn, spec)
         try:
@@ -397,8 +449,10 @@ def result(c: Ctx, campaign: str, file: str | None, name: str, sent: int | None,
                                        received=_day(received, "--received") if received else None)
         except ledger.CarrierError as exc:
             raise CarrierCommandError(str(exc)) from None
-    console.print(f"{spec.id}: {key}: {len(figures)} figure(s) imported ({res['added']} new, "
-                  f"{res['replaced']} replaced), {res['sent']:,} subscribers messaged")
+    console.print(_("{campaign}: {carrier}: {n} figure(s) imported ({added} new, "
+                    "{replaced} replaced), {sent} subscribers messaged").format(
+        campaign=spec.id, carrier=key, n=len(figures), added=res["added"],
+        replaced=res["replaced"], sent=i18n.number(res["sent"])))
 
 
 def _results_sheet(file: str) -> str | None:
