@@ -189,3 +189,22 @@ def test_cli_summary_names_sheets_header_row_columns_and_skipped_rows(tmp_path: 
     assert table.exit_code == 0, table.output
     assert "Files and sheets read" in table.output
     assert "0912345002" not in table.output  # numbers masked
+
+
+def test_an_unknown_province_is_refused_before_anything_is_read(tmp_path: Path) -> None:
+    """A mistyped --province would leave every district unresolved: refused, nothing written;
+    a real one, written loosely, is accepted."""
+    path = csv(tmp_path, "p.csv", "SĐT,Quận,Phường\n0905550001,Ninh Kiều,An Hòa\n")
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    res = CliRunner().invoke(main, ["--database-url", url, "recipients", "import", str(path),
+                                    "--province", "Hà Lội"])
+    assert res.exit_code == 2
+    assert ("'Hà Lội' is not a Vietnamese province (before or after 1 July 2025)"
+            in " ".join(res.output.split()))
+    assert "Traceback" not in res.output
+    ok = CliRunner().invoke(main, ["--database-url", url, "recipients", "import", str(path),
+                                   "--province", "TP. Cần Thơ", "--format", "json"])
+    assert ok.exit_code == 0, ok.output
+    import json
+
+    assert json.loads(ok.stdout)["imported"] == 1

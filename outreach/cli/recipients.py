@@ -51,6 +51,16 @@ def import_cmd(c: Ctx, files: tuple[str, ...], list_name: str, encoding: str | N
     database as it was."""
     from outreach.cli import err_console
 
+    if province:
+        from outreach.input.adminunits import UnknownProvince, official_province
+
+        try:
+            official_province(province)
+        except UnknownProvince:
+            raise click.BadParameter(_(
+                "{name!r} is not a Vietnamese province (before or after 1 July 2025); write it "
+                "as in 'Cần Thơ' or 'Thành phố Cần Thơ'").format(name=province),
+                param_hint="--province") from None
     try:
         with import_progress(err_console.is_terminal, list(files)) as prog:
             summary = rec.import_files(

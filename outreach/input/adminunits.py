@@ -72,6 +72,31 @@ def _short_ward(u: Any) -> str | None:
     return short
 
 
+class UnknownProvince(ValueError):
+    """A ``province`` given by the operator that is no Vietnamese province, before or after the
+    1 July 2025 reform."""
+
+
+def official_province(name: str) -> str:
+    """The official name of the province written ``name`` ("Cần Thơ", "TP. Cần Thơ", "can tho"),
+    in the pre-2025 units or the current ones (data of ``vietnamadminunits``).
+
+    Raises :class:`UnknownProvince` when neither knows it: a mistyped ``--province`` would
+    otherwise leave every district of the list unresolved, silently."""
+    import vietnamadminunits as lib
+
+    written = _clean(name) or ""
+    for mode in ("LEGACY", "FROM_2025"):
+        try:
+            u = lib.parse_address(written, mode=mode, keep_street=False, level=1)
+        except Exception:  # noqa: BLE001 - the library raises several types on unknown names
+            continue
+        if u is not None and u.province and (_same(written, u.short_province)
+                                             or _same(written, u.province)):
+            return str(u.province)
+    raise UnknownProvince(written)
+
+
 class Resolver:
     """Names as lists write them ("P. An Hoà", "TT. Cờ Đỏ", "Ninh Kieu") → official units,
     with the maintained data of the PyPI package ``vietnamadminunits`` (pre-2025 units, current
