@@ -29,6 +29,34 @@ def test_every_message_has_a_vietnamese_translation() -> None:
                       f"{i18n.po_path('vi')}:\n\n{entries}")
 
 
+def test_translations_made_on_a_branch_fill_the_catalog_from_json(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fill FILE.json``: a string and a plural written into a copy of the catalog; an empty
+    value and a msgid the catalog lacks are skipped; the result reads back."""
+    import json
+    import shutil
+
+    real = i18n.po_path("vi")
+    before = real.read_bytes()
+    locale = tmp_path / "locale"
+    shutil.copytree(i18n.LOCALE_DIR, locale)
+    monkeypatch.setattr(i18n, "LOCALE_DIR", locale)
+    done = tmp_path / "tr.json"
+    done.write_text(json.dumps({
+        "rows read": "DÒNG ĐÃ ĐỌC (thử)",
+        "{n} row\x00{n} rows": ["{n} DÒNG (thử)"],
+        "a msgid nobody extracted": "bỏ qua",
+        "recipients": "",
+    }, ensure_ascii=False), encoding="utf-8")
+    assert i18n_tools.fill(done) == 2
+    vi = i18n_tools.read_vi()
+    assert vi.get("rows read").string == "DÒNG ĐÃ ĐỌC (thử)"
+    assert tuple(vi.get(("{n} row", "{n} rows")).string) == ("{n} DÒNG (thử)",)
+    assert vi.get("a msgid nobody extracted") is None
+    assert vi.get("recipients").string  # an empty value leaves the translation as it was
+    assert real.read_bytes() == before  # the shipped catalog untouched
+
+
 def test_the_completeness_check_names_what_is_missing(tmp_path: Path) -> None:
     """The check itself: a new message in a module is reported with its file and line, and the
     entry to add is a valid .po entry with an empty msgstr."""
