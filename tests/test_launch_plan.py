@@ -51,6 +51,8 @@ def test_a_rehearsal_gateway_shows_the_plan_then_goes_ahead_without_a_terminal(
                 "send window", "rows read", "rejected", "duplicates"):
         assert row in plan, row
     assert "01/01/2026" not in plan and "2026-01-01 – 2027-12-31, daily 00:00–23:59" in plan
+    # the mock bills nothing: the cost is never shown as money spent
+    assert "0 VND through mock (nothing is billed); through a provider: " in " ".join(plan.split())
     assert "run #1: sent 6" in after
     assert counts(world.db, "thu-mock") == {"sent": 6}
 

@@ -270,7 +270,18 @@ def _print_summary(c: Ctx, res: ops.LaunchResult, *, plan_only: bool = False,
     t.add_row(_("by carrier"), ", ".join(f"{k} {number(v)}" for k, v in d["by_carrier"].items())
               or "-")
     t.add_row(_("segments in all"), number(d["total_segments"]))
-    t.add_row(_("estimated cost"), _("{amount} VND").format(amount=number(d["estimated_cost_vnd"])))
+    from outreach.sending import approvals
+
+    if res.gateway_names and not approvals.phone_gateways(res.gateway_names):
+        # the outbox and the rehearsal gateways bill nothing: the carriers' price is shown as
+        # what the same run would cost through a provider, never as money spent
+        t.add_row(_("estimated cost"), _(
+            "0 VND through {gateways} (nothing is billed); through a provider: {amount} VND"
+        ).format(gateways=", ".join(sorted(set(res.gateway_names.values()))),
+                 amount=number(d["estimated_cost_vnd"])))
+    else:
+        t.add_row(_("estimated cost"),
+                  _("{amount} VND").format(amount=number(d["estimated_cost_vnd"])))
     if d["estimated_duration_s"] is not None:
         t.add_row(_("estimated duration"), _("{seconds} s at the configured rate").format(
             seconds=number(d["estimated_duration_s"])))
