@@ -73,6 +73,25 @@ def test_twilio_body_over_1600_characters_is_refused_by_campaign_check_before_an
     assert twilio_server.requests == []  # not one request reached the provider
 
 
+def test_the_refusal_reads_in_vietnamese(tmp_path: Path, twilio_server: FakeTwilio,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same refusal with --lang vi: Vietnamese numbers and words; the rule quoted from
+    Twilio's documentation stays as written in twilio_limits.json."""
+    path = write_campaign(tmp_path, text=LONG_TEXT)
+    for k, v in {"TWILIO_ACCOUNT_SID": twilio_server.account_sid,
+                 "TWILIO_AUTH_TOKEN": twilio_server.auth_token, "TWILIO_FROM": "SYTECANTHO",
+                 "OUTREACH_TWILIO_API_URL": twilio_server.base_url}.items():
+        monkeypatch.setenv(k, v)
+    r = CliRunner().invoke(main, ["--lang", "vi", "--database-url",
+                                  f"sqlite:///{tmp_path / 'c.db'}", "campaign", "check",
+                                  str(path), "--gateway", "twilio"])
+    assert r.exit_code == 1, r.output
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"lỗi: {path}: ") and "1.649 ký tự, vượt giới hạn 1.600 (Twilio:" in last
+    assert last.endswith("twilio sẽ từ chối tin này với mọi người nhận, chưa gửi tin nào")
+    assert twilio_server.requests == []
+
+
 def test_twilio_more_than_10_segments_is_advice_not_a_refusal(tmp_path: Path,
                                                                 twilio_server: FakeTwilio) -> None:
     text = "Phòng, chống mua bán người. " * 25  # 700 characters, UCS-2: 11 segments

@@ -224,17 +224,29 @@ class Refusal:
 
     def describe(self) -> str:
         """``"1,650 characters, over the limit of 1,600 (Twilio: ...)"``; a required parameter
-        that is missing reads ``"missing, required (...)"``."""
+        that is missing reads ``"missing, required (...)"``. In the interface's language; the
+        rule (a provider's documentation, quoted) as written in the limits file."""
+        from outreach.i18n import _, ngettext, number
+
+        n, limit, rule = number(self.length), number(self.limit), self.rule
         if self.unit == "required":
-            return f"missing, required ({self.rule})"
+            return _("missing, required ({rule})").format(rule=rule)
         if self.unit == "status":
-            return f"cannot be sent ({self.rule})"
+            return _("cannot be sent ({rule})").format(rule=rule)
+        if self.unit == "characters":
+            size = ngettext("{n} character", "{n} characters", self.length).format(n=n)
+        elif self.unit == "segments":
+            size = ngettext("{n} segment", "{n} segments", self.length).format(n=n)
+        else:
+            size = f"{n} {self.unit}"
         if self.advisory:
-            return f"{self.length:,} {self.unit}, more than the recommended {self.limit:,} ({self.rule})"
+            return _("{size}, more than the recommended {limit} ({rule})").format(
+                size=size, limit=limit, rule=rule)
         if self.length < self.limit:
-            return (f"{self.length:,} {self.unit}, under the minimum of {self.limit:,} "
-                    f"({self.rule})")
-        return f"{self.length:,} {self.unit}, over the limit of {self.limit:,} ({self.rule})"
+            return _("{size}, under the minimum of {limit} ({rule})").format(
+                size=size, limit=limit, rule=rule)
+        return _("{size}, over the limit of {limit} ({rule})").format(
+            size=size, limit=limit, rule=rule)
 
 
 class Gateway(abc.ABC):

@@ -26,6 +26,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from outreach.i18n import _
 from outreach.gateways import base as gw
 from outreach.input import text as textmod
 from outreach.input.campaigns import CampaignError, CampaignSpec, Channel
@@ -88,9 +89,10 @@ def check_campaign(spec: CampaignSpec, gateways: Mapping[str, gw.Gateway]) -> Ca
         try:
             found = g.refusals(_probe(spec, ch))
         except gw.GatewayError as exc:
-            raise CampaignError(file, f"channels[{i}]", (
-                f"cannot read {g.name}'s limits for this message ({exc.reason}: "
-                f"{exc.detail or exc}); nothing was sent")) from None
+            raise CampaignError(file, f"channels[{i}]", _(
+                "cannot read {gateway}'s limits for this message ({reason}: {detail}); nothing "
+                "was sent").format(gateway=g.name, reason=exc.reason,
+                                   detail=exc.detail or exc)) from None
         for r in found:
             if r.unit == "required" and r.part.startswith("template_data.") and \
                     textmod.placeholders(ch.template_fields.get(r.part.split(".", 1)[1], "")):
@@ -99,8 +101,9 @@ def check_campaign(spec: CampaignSpec, gateways: Mapping[str, gw.Gateway]) -> Ca
             if r.advisory:
                 out.advice.append(f"{where}: {r.describe()}")
                 continue
-            raise CampaignError(file, where, f"{r.describe()}; {g.name} would refuse it for "
-                                "every recipient, nothing was sent")
+            raise CampaignError(file, where, _(
+                "{refusal}; {gateway} would refuse it for every recipient, nothing was sent"
+            ).format(refusal=r.describe(), gateway=g.name))
     return out
 
 
