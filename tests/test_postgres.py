@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
+from tests.helpers import english_words
 from outreach.cli import main
 from outreach.ledger.db import Database
 from outreach.ledger.models import Delivery, Run
@@ -83,7 +84,14 @@ def test_launch_enqueue_only_then_a_worker_sends_it_on_postgres(
         assert conn.execute(select(Run.id, Run.status)).one() == (launched["run_id"], "created")
     code, _out, err = cli(pg_url, "worker", "--campaign", CID, "--exit-when-done", "--idle", "0.1")
     assert code == 0, err
-    assert f"run #{launched['run_id']}: completed" in err and "sent 2098" in err
+    assert f"run #{launched['run_id']}: completed" in err and "sent 2,098" in err
+    # a second worker in Vietnamese: nothing left, said so in Vietnamese
+    r = CliRunner().invoke(main, ["--lang", "vi", "--database-url", pg_url, "worker",
+                                  "--campaign", CID, "--exit-when-done", "--idle", "0.1"])
+    assert r.exit_code == 0, r.stderr
+    assert "không có gì trong" in r.stderr and "tin/giây" in r.stderr
+    assert "không còn đợt gửi nào cần gửi" in r.stderr
+    assert english_words(r.stderr) == [], r.stderr
     check_report(pg_url, pg_db, home)
     with pg_db.engine.connect() as conn:
         status, started, finished = conn.execute(select(Run.status, Run.started_at,

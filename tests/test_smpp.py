@@ -520,7 +520,12 @@ def test_listen_applies_receipts_while_no_run_sends(smsc: FakeSmsc, tmp_path: Pa
     assert res.exit_code == 0, res.output
     assert "receipts applied: 1" in res.output
     assert statuses(db) == {"+84912345000": "delivered"}
-    assert smsc.unbinds == 2 and smsc.deliver_acks == 1
+    vi = CliRunner().invoke(main, ["--lang", "vi", "--database-url", url, "smpp", "listen",
+                                   "--seconds", "0.5"])
+    assert vi.exit_code == 0, vi.output
+    assert "đang nghe tại 127.0.0.1:" in vi.output and "gửi SIGTERM để dừng" in vi.output
+    assert "báo cáo phát đã ghi nhận: 0; tin trả lời đã lưu: 0" in vi.output
+    assert smsc.unbinds == 3 and smsc.deliver_acks == 1  # check, listen, listen (vi)
 
 
 def test_code_table_classes() -> None:

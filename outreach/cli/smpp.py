@@ -10,6 +10,7 @@ import time
 import click
 
 from outreach.cli import Ctx, pass_ctx
+from outreach.i18n import _, ngettext, number
 
 
 @click.group()
@@ -34,15 +35,18 @@ def listen(c: Ctx, seconds: float) -> None:
     with c.db.engine.begin() as conn:  # replies stored earlier without being recorded
         earlier = inbound.ingest_smpp(conn, settings=inbound.current_settings())
     if earlier:
-        click.echo(f"{len(earlier)} earlier SMPP replies recorded (see `outreach inbox list`)")
+        click.echo(ngettext("{n} earlier SMPP reply recorded (see `outreach inbox list`)",
+                            "{n} earlier SMPP replies recorded (see `outreach inbox list`)",
+                            len(earlier)).format(n=number(len(earlier))))
 
     gw = SmppGateway(db=c.db)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     facts = gw.check()
-    click.echo(f"listening on {facts['host']}:{facts['port']} as {facts['system_id']} "
-               f"(SMSC {facts['smsc'] or '?'}); SIGTERM to stop")
+    click.echo(_("listening on {host}:{port} as {system_id} (SMSC {smsc}); SIGTERM to stop"
+                 ).format(host=facts["host"], port=facts["port"], system_id=facts["system_id"],
+                          smsc=facts["smsc"] or "?"))
     until = time.monotonic() + seconds if seconds else None
     try:
         while not stop.wait(1.0):
@@ -58,4 +62,5 @@ def listen(c: Ctx, seconds: float) -> None:
         if confirmations is not None:
             confirmations.flush()
         gw.close()
-    click.echo(f"receipts applied: {gw.receipts.applied}; replies stored: {gw.receipts.inbound}")
+    click.echo(_("receipts applied: {applied}; replies stored: {inbound}").format(
+        applied=number(gw.receipts.applied), inbound=number(gw.receipts.inbound)))

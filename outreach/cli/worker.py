@@ -9,7 +9,7 @@ import click
 
 from outreach import config
 from outreach.cli import Ctx, err_console, pass_ctx
-from outreach.i18n import _
+from outreach.i18n import _, number
 
 
 def parse_gateway_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -20,7 +20,8 @@ def parse_gateway_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--gateway-option")
+            raise click.BadParameter(_("{pair!r} is not KEY=VALUE").format(pair=pair),
+                                     param_hint="--gateway-option")
         try:
             out[key] = json.loads(value)
         except ValueError:
@@ -88,8 +89,8 @@ def worker(c: Ctx, campaign_id: str | None, concurrency: int | None, gateway: st
                    gateway_options={gateway: options} if gateway else None,
                    concurrency=concurrency, batch_size=batch_size, lease_seconds=lease,
                    idle_seconds=idle, exit_when_done=exit_when_done, stop_event=stop,
-                   on_run_done=lambda run_id, what: err_console.print(f"run #{run_id}: {what}",
-                                                                      soft_wrap=True))
+                   on_run_done=lambda run_id, what: err_console.print(
+                       _("run #{id}: {what}").format(id=run_id, what=what), soft_wrap=True))
         which = (_("campaign {id}").format(id=campaign_id) if campaign_id
                  else _("every campaign"))
         err_console.print(_("worker {owner} on {db}: {which}, batches of {size}, lease {lease} "
@@ -97,11 +98,15 @@ def worker(c: Ctx, campaign_id: str | None, concurrency: int | None, gateway: st
                                         which=which, size=batch_size, lease=f"{lease:g}"),
                           soft_wrap=True)
         rep = w.run()
-    kinds = ", ".join(f"{k} {v}" for k, v in sorted(rep.outcomes.items()) if v) or "nothing"
+    kinds = ", ".join(f"{_(k)} {number(v)}" for k, v in sorted(rep.outcomes.items()) if v
+                      ) or _("nothing")
     rate = rep.sent / rep.seconds if rep.seconds else 0.0
     rec = {k: v for k, v in rep.reconciled.items() if v}
-    err_console.print(f"worker {rep.owner}: {kinds} in {rep.seconds:.1f} s ({rate:.0f} msg/s)"
-                      + (f"; reconciled {json.dumps(rec)}" if rec else "")
-                      + f"; {rep.reason}", soft_wrap=True)
+    line = _("worker {owner}: {kinds} in {seconds} s ({rate} msg/s)").format(
+        owner=rep.owner, kinds=kinds, seconds=number(round(rep.seconds, 1)),
+        rate=number(round(rate)))
+    if rec:
+        line += _("; reconciled {counts}").format(counts=json.dumps(rec))
+    err_console.print(line + f"; {_(rep.reason) if rep.reason else ''}", soft_wrap=True)
     if rep.exit_status:
         raise SystemExit(rep.exit_status)

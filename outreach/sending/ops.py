@@ -309,14 +309,16 @@ def set_run_state(db: Database, campaign_id: str, action: str, *, operator: str 
     with db.engine.begin() as conn:
         if action == "pause":
             runstates.move(conn, run.id, runstates.PAUSED,
-                           f"paused by {operator or 'the operator'}", now=now)
+                           (_("paused by {operator}").format(operator=operator) if operator
+                            else _("paused by the operator")), now=now)
         elif action == "cancel":
             ids = conn.execute(select(Delivery.id).where(Delivery.run_id == run.id,
                                                          Delivery.status == states.QUEUED)).scalars().all()
             states.apply(conn, [states.Change(i, states.SKIPPED, {"error_reason": "cancelled"})
                                 for i in ids], source="operator", now=now)
             runstates.move(conn, run.id, runstates.CANCELLED,
-                           f"cancelled by {operator or 'the operator'}", now=now)
+                           (_("cancelled by {operator}").format(operator=operator) if operator
+                            else _("cancelled by the operator")), now=now)
         else:
             raise ValueError(action)
         audit.record(conn, action, operator=operator, campaign_id=campaign_id,
@@ -346,8 +348,9 @@ def resend(db: Database, spec: CampaignSpec, *, statuses: tuple[str, ...] = (
         require_approval(conn, spec, gateways, operator=operator, now=now, action="resend")
         active = runs.active_run(conn, spec.id)
         if active is not None:
-            raise OperatorError(f"campaign {spec.id} has unfinished run #{active.id} "
-                                f"({active.status}); resume or cancel it before a resend")
+            raise OperatorError(_(
+                "campaign {id} has unfinished run #{run} ({status}); resume or cancel it "
+                "before a resend").format(id=spec.id, run=active.id, status=_(active.status)))
         plan = runs.create_run(conn, spec, kind="resend", gateway_names=names, now=now,
                                run_key=f"resend:{now.isoformat()}", operator=operator,
                                resend_statuses=statuses, check=checker)

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from outreach.i18n import N_
 from outreach.input import campaigns
 from outreach.ledger import runs, runstates, states
 from outreach.sending import engine, leases, reconcile
@@ -182,11 +183,11 @@ class Worker:
                 if worked:
                     continue
                 if self.exit_when_done and not self._open_runs():
-                    self.report.reason = "no run left to send"
+                    self.report.reason = N_("no run left to send")
                     break
                 self.stop_event.wait(self.idle_seconds * random.uniform(0.8, 1.2))
             if self.stop_event.is_set() and not self.report.reason:
-                self.report.reason = "stopped"
+                self.report.reason = N_("stopped")
         finally:
             aborted = self.report.exit_status == EXIT_LEASE_LOST
             for st in list(self._runs.values()):
