@@ -10,7 +10,8 @@ from rich.table import Table
 from outreach.input import listfiles, phones
 from outreach.ledger import suppression
 from outreach.cli import Ctx, console, err_console, pass_ctx
-from outreach.i18n import _, ngettext, number
+from outreach import i18n
+from outreach.i18n import N_, _, ngettext, number
 
 #: Headers of an opt-out file's reason column (compared without case or diacritics).
 REASON_HEADERS = ("reason", "ly do", "ly do tu choi", "ly do tu choi nhan tin")
@@ -143,7 +144,9 @@ def list_(c: Ctx, fmt: str) -> None:
     reply; channels ``all`` or the one channel it stops."""
     with c.db.engine.connect() as conn:
         rows = suppression.all_entries(conn)
-    data = [{"e164": c.phone(r.e164) if r.e164.startswith("+") else f"zalo …{r.e164[-4:]}",
+    from outreach.cli.inbox import label, mask_sender
+
+    data = [{"e164": mask_sender(c, r.e164),
              "reason": r.reason, "source": r.source, "channels": r.channel or "all",
              "evidence": _masked(c, r.evidence), "inbound_id": r.inbound_id,
              "created_at": r.created_at.isoformat()} for r in rows]
@@ -153,9 +156,10 @@ def list_(c: Ctx, fmt: str) -> None:
     t = Table(title=_("Suppression list ({n})").format(n=number(len(data))))
     for col in (_("number"), _("reason"), _("source"), _("channels"), _("evidence"), _("since")):
         t.add_column(col)
-    for d in data:
-        t.add_row(d["e164"], d["reason"], d["source"], d["channels"], d["evidence"] or "",
-                  d["created_at"])
+    for d, r in zip(data, rows):
+        channels = d["channels"] if r.channel else label(N_("channels|all"))
+        t.add_row(d["e164"], d["reason"], d["source"], channels, d["evidence"] or "",
+                  i18n.when(r.created_at))
     console.print(t)
 
 
