@@ -63,9 +63,14 @@ def _rows(c: Ctx, campaign: str | None, since: str | None, every: bool, whole: b
         sender = m.sender
         if not whole:
             sender = mask_sender(c, sender)
+        text = m.text
+        if not whole and text and not c.show_numbers:
+            from outreach.logmask import mask_text
+
+            text = mask_text(text)  # a reply may carry a phone number
         out.append({"id": m.id, "received_at": m.received_at.isoformat(), "channel": m.channel,
                     "gateway": m.gateway, "sender": sender, "kind": m.kind,
-                    "keyword": m.keyword, "text": m.text, "campaign_id": m.campaign_id,
+                    "keyword": m.keyword, "text": text, "campaign_id": m.campaign_id,
                     "confirmation": m.confirmation})
     return out
 
@@ -179,7 +184,7 @@ def counts(c: Ctx, since: str | None, fmt: str) -> None:
             t.add_row(k, number(n))
         console.print(t)
     t = Table(title=_("Replies by day"), box=box.SIMPLE_HEAD)
-    t.add_column(label("counts|day"))
+    t.add_column(label(N_("counts|day")))
     for k in inbound.KINDS:
         t.add_column(code_label(k), justify="right")
     for day, row in data["by_day"].items():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 
 import click
 from rich.table import Table
@@ -158,9 +160,31 @@ def list_(c: Ctx, fmt: str) -> None:
         t.add_column(col)
     for d, r in zip(data, rows):
         channels = d["channels"] if r.channel else label(N_("channels|all"))
-        t.add_row(d["e164"], d["reason"], d["source"], channels, d["evidence"] or "",
+        t.add_row(d["e164"], d["reason"], d["source"], channels, _evidence(d["evidence"]) or "",
                   i18n.when(r.created_at))
     console.print(t)
+
+
+#: The evidence :func:`outreach.receipts.inbound.record_inbound` stores for a reply opt-out.
+_EVIDENCE = re.compile(r"(?P<channel>\S+) (?P<what>reply|event) (?P<text>.*) at (?P<at>\S+) "
+                       r"\(inbound #(?P<id>\d+)\)", re.S)
+
+
+def _evidence(text: str | None) -> str | None:
+    """The stored evidence of a reply opt-out as a person reads it (Vietnamese: the reply and
+    its time in Vietnamese; English and any other evidence: as stored)."""
+    if text is None or i18n.current() == "en":
+        return text
+    m = _EVIDENCE.fullmatch(text)
+    if m is None:
+        return text
+    try:
+        at = i18n.when(dt.datetime.fromisoformat(m["at"]))
+    except ValueError:
+        return text
+    msg = (_("{channel} reply {text} at {when} (inbound #{id})") if m["what"] == "reply" else
+           _("{channel} event {text} at {when} (inbound #{id})"))
+    return msg.format(channel=m["channel"], text=m["text"], when=at, id=m["id"])
 
 
 def _masked(c: Ctx, text: str | None) -> str | None:

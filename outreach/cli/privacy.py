@@ -100,16 +100,8 @@ def check(c: Ctx, days: int, fmt: str) -> None:
     def say(line: str) -> None:
         console.print(line, soft_wrap=True)
 
-    from outreach.cli.inbox import label
-
-    kinds = {"database": N_("file|database"), "database folder": N_("file|database folder"),
-             "outbox folder": N_("file|outbox folder"), "outbox": N_("file|outbox"),
-             "recipient-list": N_("file|recipient-list"), "reject-file": N_("file|reject-file"),
-             "deliveries": N_("file|deliveries"), "inbox": N_("file|inbox"),
-             "export": N_("file|export")}
-
     def fact(f: dict) -> str:
-        kind = label(kinds[f["kind"]]) if f["kind"] in kinds else f["kind"]
+        kind = privmod.kind_label(f["kind"])
         if not f["exists"]:
             return _("  {kind} {path}  (deleted)").format(kind=f"{kind:<15}", path=f["path"])
         size = "" if f["size"] is None else "  " + ngettext(
@@ -132,7 +124,8 @@ def check(c: Ctx, days: int, fmt: str) -> None:
     for t in res["tables"]:
         note = f"; {t['note']}" if t["note"] else ""
         say(_("  {table} {rows}, {personal} with personal data{note}  [{holds}]").format(
-            table=f"{t['table']:<17}",
+            table=(f"{t['table']:<17}" if i18n.current() == "en"  # vi: a table name, as code
+                   else f"{'`' + t['table'] + '`':<19}"),
             rows=ngettext("{n} row", "{n} rows", t["rows"]).format(n=f"{number(t['rows']):>9}"),
             personal=number(t["with_personal_data"]), note=note, holds=_(t["holds"])))
     say(_("folders:"))

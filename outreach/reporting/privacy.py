@@ -403,6 +403,24 @@ PERSONAL_TABLES = (
 )
 
 
+#: What a person reads for each kind of file (translated where shown, see :func:`kind_label`).
+FILE_KINDS = {"database": N_("file|database"), "database folder": N_("file|database folder"),
+              "outbox folder": N_("file|outbox folder"), "outbox": N_("file|outbox"),
+              "recipient-list": N_("file|recipient-list"), "reject-file": N_("file|reject-file"),
+              "deliveries": N_("file|deliveries"), "inbox": N_("file|inbox"),
+              "export": N_("file|export")}
+
+
+def kind_label(kind: str) -> str:
+    """A file kind code (``database folder``, ``reject-file``...) as a person reads it in the
+    current language; English and unknown kinds: the code itself."""
+    key = FILE_KINDS.get(kind)
+    if key is None:
+        return kind
+    text = _(key)
+    return kind if text == key else text
+
+
 def _file_fact(path: str | os.PathLike[str], kind: str, **extra: Any) -> dict[str, Any]:
     from outreach import safeio
 
@@ -550,11 +568,12 @@ def check(db: Database, *, older_than_days: int = 90, outbox_dir: str | os.PathL
         fix = "chmod 700" if kind.endswith("folder") else "chmod 600"
         if len(fs) == 1:
             warnings.append(_("{path} ({kind}) is readable by others (mode {mode}): {fix} "
-                              "it").format(path=fs[0]["path"], kind=kind, mode=fs[0]["mode"],
+                              "it").format(path=fs[0]["path"], kind=kind_label(kind),
+                                           mode=fs[0]["mode"],
                                            fix=fix))
         else:
             warnings.append(_("{n} {kind} files are readable by others (e.g. {path}, mode "
-                              "{mode}): {fix} them").format(n=len(fs), kind=kind,
+                              "{mode}): {fix} them").format(n=len(fs), kind=kind_label(kind),
                                                             path=fs[0]["path"],
                                                             mode=fs[0]["mode"], fix=fix))
     on_disk = [f for f in files if f["exists"] and f["kind"] != "recipient-list"]
