@@ -49,7 +49,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from outreach.i18n import _
+from outreach.i18n import N_, _
 from outreach.input import text as textmod
 from outreach.ledger import suppression
 from outreach.ledger.db import Database, retry_write
@@ -151,6 +151,33 @@ class InboundSettings:
         return textmod.nfc(text) if text else None
 
 
+def _os_error(exc: OSError) -> str:
+    """The system's reason (``strerror``, English) in English; in Vietnamese for the usual
+    ones (no such file, permission denied, a folder)."""
+    import errno
+
+    from outreach import i18n
+
+    words = {errno.ENOENT: N_("no such file"), errno.EACCES: N_("permission denied"),
+             errno.EISDIR: N_("it is a folder")}
+    if i18n.current() == "en" or exc.errno not in words:
+        return str(exc.strerror or exc)
+    return _(words[exc.errno])
+
+
+def _toml_error(exc: Exception) -> str:
+    """The parser's message (English) in English; in Vietnamese only where it stopped (the
+    parser's own words cannot be translated): ``dòng 3, cột 7``."""
+    import re
+
+    from outreach import i18n
+
+    m = re.search(r"line (\d+), column (\d+)", str(exc))
+    if i18n.current() == "en" or m is None:
+        return str(exc)
+    return _("line {line}, column {column}").format(line=m[1], column=m[2])
+
+
 def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None
                   ) -> InboundSettings:
     """The settings: ``path`` or ``$OUTREACH_INBOUND_FILE`` (TOML), else the defaults.
@@ -180,10 +207,10 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except OSError as exc:
         raise InboundConfigError(_("{file}: cannot read the inbound settings ({error})").format(
-            file=p, error=exc.strerror)) from None
+            file=p, error=_os_error(exc))) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InboundConfigError(_("{file}: not valid TOML ({error})").format(
-            file=p, error=exc)) from None
+            file=p, error=_toml_error(exc))) from None
     kw: dict[str, Any] = {}
 
     def words(table: str, key: str, field: str) -> None:
