@@ -30,6 +30,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from outreach.gateways.base import ConfigurationError
 
+from outreach.i18n import _
 ENV_SECRET_KEY = "OUTREACH_SECRET_KEY"
 PREFIX = "fernet:"
 
@@ -48,9 +49,10 @@ _GENERATE = ('python -c "from cryptography.fernet import Fernet; '
 def _keys(value: str | None) -> list[Fernet]:
     if not value or not value.strip():
         raise SecretKeyError(
-            f"{ENV_SECRET_KEY} is not set: provider tokens are stored encrypted with it. Make a "
-            f"key with `{_GENERATE}`, keep it in the Department's password safe, and set it for "
-            "every outreach process (the same key everywhere)")
+            _("{var} is not set: provider tokens are stored encrypted with it. Make a key with "
+              "`{generate}`, keep it in the Department's password safe, and set it for every "
+              "outreach process (the same key everywhere)").format(var=ENV_SECRET_KEY,
+                                                                   generate=_GENERATE))
     keys = []
     for i, part in enumerate(p.strip() for p in value.split(",")):
         if not part:
@@ -59,10 +61,11 @@ def _keys(value: str | None) -> list[Fernet]:
             keys.append(Fernet(part.encode("ascii")))
         except (ValueError, UnicodeEncodeError):
             raise SecretKeyError(
-                f"{ENV_SECRET_KEY}: key #{i + 1} is not a Fernet key (44 URL-safe base64 "
-                f"characters; make one with `{_GENERATE}`)") from None
+                _("{var}: key #{n} is not a Fernet key (44 URL-safe base64 characters; make one "
+                  "with `{generate}`)").format(var=ENV_SECRET_KEY, n=i + 1,
+                                               generate=_GENERATE)) from None
     if not keys:
-        raise SecretKeyError(f"{ENV_SECRET_KEY} holds no key")
+        raise SecretKeyError(_("{var} holds no key").format(var=ENV_SECRET_KEY))
     return keys
 
 
@@ -103,8 +106,9 @@ def unseal(stored: str, *, mf: MultiFernet | None = None) -> str:
         return (mf or cipher()).decrypt(stored[len(PREFIX):].encode("ascii")).decode("utf-8")
     except InvalidToken:
         raise SecretKeyError(
-            f"a stored provider token cannot be decrypted with the key(s) in {ENV_SECRET_KEY} "
-            "(wrong key, or the old key was dropped before `outreach secrets rotate`)") from None
+            _("a stored provider token cannot be decrypted with the key(s) in {var} (wrong key, "
+              "or the old key was dropped before `outreach secrets rotate`)").format(
+                  var=ENV_SECRET_KEY)) from None
 
 
 def reseal(stored: str, *, mf: MultiFernet | None = None) -> str:
@@ -116,5 +120,6 @@ def reseal(stored: str, *, mf: MultiFernet | None = None) -> str:
         return PREFIX + mf.rotate(stored[len(PREFIX):].encode("ascii")).decode("ascii")
     except InvalidToken:
         raise SecretKeyError(
-            f"a stored provider token cannot be decrypted with the key(s) in {ENV_SECRET_KEY}; "
-            "put the old key after the new one (NEW,OLD) and run the rotation again") from None
+            _("a stored provider token cannot be decrypted with the key(s) in {var}; put the old "
+              "key after the new one (NEW,OLD) and run the rotation again").format(
+                  var=ENV_SECRET_KEY)) from None

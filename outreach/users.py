@@ -23,6 +23,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Connection, insert, select, update
 
+from outreach.i18n import _
 from outreach.reporting import audit
 from outreach.ledger.models import User
 
@@ -66,21 +67,23 @@ def normalise_username(name: str) -> str:
     """Lower-case NFC; raises UserError unless 2–64 characters of ``a-z 0-9 . _ @ -``."""
     name = unicodedata.normalize("NFC", (name or "").strip()).lower()
     if not _USERNAME.match(name):
-        raise UserError(f"user name {name!r}: 2–64 characters, letters a-z, digits, '.', '_', "
-                        "'@' or '-', starting with a letter or digit")
+        raise UserError(_("user name {name!r}: 2–64 characters, letters a-z, digits, '.', "
+                          "'_', '@' or '-', starting with a letter or digit").format(name=name))
     return name
 
 
 def check_role(role: str) -> str:
     if role not in ROLES:
-        raise UserError(f"role {role!r}: one of {', '.join(ROLES)}")
+        raise UserError(_("role {role!r}: one of {roles}").format(role=role,
+                                                                  roles=", ".join(ROLES)))
     return role
 
 
 def hash_password(password: str) -> str:
     """An Argon2id hash; raises UserError for a password under MIN_PASSWORD_LENGTH characters."""
     if len(password or "") < MIN_PASSWORD_LENGTH:
-        raise UserError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+        raise UserError(_("the password must have at least {n} characters").format(
+            n=MIN_PASSWORD_LENGTH))
     return _hasher.hash(password)
 
 
@@ -95,7 +98,7 @@ def add(conn: Connection, username: str, role: str, *, password: str | None,
     username = normalise_username(username)
     check_role(role)
     if get(conn, username) is not None:
-        raise UserError(f"user {username!r} already exists")
+        raise UserError(_("user {name!r} already exists").format(name=username))
     pw_hash = hash_password(password) if password is not None else None
     now = _now()
     name = unicodedata.normalize("NFC", display_name) if display_name else None
@@ -121,7 +124,7 @@ def set_active(conn: Connection, username: str, active: bool, *,
     """Disable (or enable) an account (audited ``user-disable`` / ``user-enable``)."""
     acc = get(conn, username)
     if acc is None:
-        raise UserError(f"no user {username!r}")
+        raise UserError(_("no user {name!r}").format(name=username))
     conn.execute(update(User).where(User.id == acc.id).values(active=active, updated_at=_now()))
     audit.record(conn, "user-enable" if active else "user-disable", operator=operator,
                  details={"user": acc.username})

@@ -56,6 +56,20 @@ def gateways() -> None:
     """Check gateways and manage their credentials."""
 
 
+def _fact_value(value: Any) -> str:
+    """A fact as the table shows it (English: as it is; Vietnamese: có/không for a flag, a
+    time as ``08:00 ngày 30/07/2024``)."""
+    from outreach import i18n
+
+    if i18n.current() == "en":
+        return str(value)
+    if isinstance(value, bool):
+        return _("yes") if value else _("no")
+    if isinstance(value, dt.datetime):
+        return i18n.when(value)
+    return str(value)
+
+
 def _printable(facts: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in facts.items()
             if not any(word in k.lower() for word in _SECRET_WORDS)}
@@ -82,18 +96,19 @@ def check(name: str) -> None:
         finally:
             gateway.close()
     except base.GatewayError as exc:
-        code = f" (code {exc.provider_code})" if exc.provider_code else ""
+        code = (_(" (code {code})").format(code=exc.provider_code) if exc.provider_code
+                else "")
         _fail(f"{name}: {exc.reason}{code}: {exc.detail or exc}")
         return
     except ImportError as exc:
-        _fail(f"{name}: the gateway cannot be loaded ({exc})")
+        _fail(_("{name}: the gateway cannot be loaded ({error})").format(name=name, error=exc))
         return
     except Exception as exc:  # a database without schema, an unreadable URL...
         from sqlalchemy.exc import SQLAlchemyError
 
         if isinstance(exc, SQLAlchemyError):
-            _fail(f"{name}: database error ({type(exc).__name__}); is the schema created "
-                  "(`outreach db upgrade`)?")
+            _fail(_("{name}: database error ({kind}); is the schema created (`outreach db "
+                    "upgrade`)?").format(name=name, kind=type(exc).__name__))
         raise
     finally:
         if db is not None:
@@ -102,7 +117,7 @@ def check(name: str) -> None:
     table.add_column(_("fact"), style="bold")
     table.add_column(_("value"))
     for key, value in _printable(facts).items():
-        table.add_row(str(key), str(value))
+        table.add_row(str(key), _fact_value(value))
     console.print(table)
 
 

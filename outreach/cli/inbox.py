@@ -3,6 +3,7 @@ likely answers."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,38 @@ from rich import box
 from rich.table import Table
 
 from outreach import safeio
+from outreach import i18n
 from outreach.cli import Ctx, console, pass_ctx
+from outreach.i18n import N_, _, ngettext, number
 from outreach.receipts import inbound
 
 COLUMNS = ("id", "received_at", "channel", "gateway", "sender", "kind", "keyword", "text",
            "campaign_id", "confirmation")
+#: The table's headings (the export and JSON keep the column names above).
+HEADINGS = {"id": N_("inbox|id"), "received_at": N_("inbox|received_at"),
+            "channel": N_("inbox|channel"), "gateway": N_("inbox|gateway"),
+            "sender": N_("inbox|sender"), "kind": N_("inbox|kind"),
+            "keyword": N_("inbox|keyword"), "text": N_("inbox|text"),
+            "campaign_id": N_("inbox|campaign_id"), "confirmation": N_("inbox|confirmation")}
+#: What a stored code (kind, confirmation state) reads as in a table.
+LABELS = {"optout": N_("reply|optout"), "optin": N_("reply|optin"),
+          "unfollow": N_("reply|unfollow"), "message": N_("reply|message"),
+          "pending": N_("confirmation|pending"), "sending": N_("confirmation|sending"),
+          "sent": N_("confirmation|sent"), "failed": N_("confirmation|failed"),
+          "unknown": N_("confirmation|unknown")}
+
+
+def label(key: str) -> str:
+    """``key`` ("context|word") translated; untranslated (English), the word after ``|``."""
+    text = _(key)
+    return text.split("|", 1)[1] if text == key else text
+
+
+def code_label(code: str | None) -> str:
+    """A stored code as the table shows it (translated when it is a known kind or state)."""
+    if code is None:
+        return ""
+    return label(LABELS[code]) if code in LABELS else code
 
 
 def _rows(c: Ctx, campaign: str | None, since: str | None, every: bool, whole: bool
@@ -34,12 +62,35 @@ def _rows(c: Ctx, campaign: str | None, since: str | None, every: bool, whole: b
     for m in msgs:
         sender = m.sender
         if not whole:
-            sender = c.phone(sender) if sender.startswith("+") else f"zalo …{sender[-4:]}"
+            sender = mask_sender(c, sender)
+        text = m.text
+        if not whole and text and not c.show_numbers:
+            from outreach.logmask import mask_text
+
+            text = mask_text(text)  # a reply may carry a phone number
         out.append({"id": m.id, "received_at": m.received_at.isoformat(), "channel": m.channel,
                     "gateway": m.gateway, "sender": sender, "kind": m.kind,
-                    "keyword": m.keyword, "text": m.text, "campaign_id": m.campaign_id,
+                    "keyword": m.keyword, "text": text, "campaign_id": m.campaign_id,
                     "confirmation": m.confirmation})
     return out
+
+
+def mask_sender(c: Ctx, sender: str) -> str:
+    """A sender as console output shows it: a phone number masked (whole with
+    --show-numbers), a Zalo user id cut to its last 4 characters (whole with --show-numbers)."""
+    if sender.startswith("+"):
+        return c.phone(sender)
+    return sender if c.show_numbers else f"zalo …{sender[-4:]}"
+
+
+def _cell(col: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if col == "received_at":
+        return i18n.when(dt.datetime.fromisoformat(value))
+    if col in ("kind", "confirmation"):
+        return code_label(value)
+    return str(value)
 
 
 @click.group()
@@ -67,11 +118,11 @@ def list_(c: Ctx, campaign: str | None, since: str | None, every: bool, fmt: str
     if fmt == "json":
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
-    t = Table(title=f"Inbox ({len(rows)})", box=box.SIMPLE_HEAD)
+    t = Table(title=_("Inbox ({n})").format(n=number(len(rows))), box=box.SIMPLE_HEAD)
     for col in COLUMNS:
-        t.add_column(col)
+        t.add_column(label(HEADINGS[col]))
     for r in rows:
-        t.add_row(*("" if r[col] is None else str(r[col]) for col in COLUMNS))
+        t.add_row(*(_cell(col, r[col]) for col in COLUMNS))
     console.print(t)
 
 
@@ -97,8 +148,12 @@ def export(c: Ctx, out: str, campaign: str | None, since: str | None, every: boo
         audit.record(conn, "export", operator=c.operator, campaign_id=campaign,
                      details={"what": "inbox", "rows": len(rows), "all": every,
                               "file": str(path.resolve())})
-    console.print(f"{len(rows)} replies written to {path} (whole phone numbers: keep the file "
-                  "safe and delete it after use)")
+    console.print(ngettext("{n} reply written to {path} (whole phone numbers: keep the file "
+                           "safe and delete it after use)",
+                           "{n} replies written to {path} (whole phone numbers: keep the file "
+                           "safe and delete it after use)", len(rows)).format(
+                               n=len(rows) if i18n.current() == "en" else number(len(rows)),
+                               path=path), soft_wrap=True)
 
 
 @inbox.command("counts")
@@ -116,20 +171,22 @@ def counts(c: Ctx, since: str | None, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
-    console.print(f"replies {data['total']:,}; opt-outs {data['optouts']:,} "
-                  f"({', '.join(f'{k} {n:,}' for k, n in data['by_kind'].items())})")
-    for title, key in (("by keyword", "by_keyword"), ("by campaign", "by_campaign"),
-                       ("by channel", "by_channel")):
-        t = Table(title=f"Replies {title}", box=box.SIMPLE_HEAD)
-        t.add_column(title.split()[1])
-        t.add_column("replies", justify="right")
+    console.print(_("replies {total}; opt-outs {optouts} ({kinds})").format(
+        total=number(data["total"]), optouts=number(data["optouts"]),
+        kinds=", ".join(f"{code_label(k)} {number(n)}" for k, n in data["by_kind"].items())))
+    for title, heading, key in ((N_("Replies by keyword"), N_("counts|keyword"), "by_keyword"),
+                                (N_("Replies by campaign"), N_("counts|campaign"), "by_campaign"),
+                                (N_("Replies by channel"), N_("counts|channel"), "by_channel")):
+        t = Table(title=_(title), box=box.SIMPLE_HEAD)
+        t.add_column(label(heading))
+        t.add_column(label(N_("counts|replies")), justify="right")
         for k, n in data[key].items():
-            t.add_row(k, f"{n:,}")
+            t.add_row(k, number(n))
         console.print(t)
-    t = Table(title="Replies by day", box=box.SIMPLE_HEAD)
-    t.add_column("day")
+    t = Table(title=_("Replies by day"), box=box.SIMPLE_HEAD)
+    t.add_column(label(N_("counts|day")))
     for k in inbound.KINDS:
-        t.add_column(k, justify="right")
+        t.add_column(code_label(k), justify="right")
     for day, row in data["by_day"].items():
-        t.add_row(day, *(f"{row[k]:,}" for k in inbound.KINDS))
+        t.add_row(i18n.day(dt.date.fromisoformat(day)), *(number(row[k]) for k in inbound.KINDS))
     console.print(t)

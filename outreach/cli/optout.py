@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 
 import click
 from rich.table import Table
@@ -10,7 +12,8 @@ from rich.table import Table
 from outreach.input import listfiles, phones
 from outreach.ledger import suppression
 from outreach.cli import Ctx, console, err_console, pass_ctx
-from outreach.i18n import _, ngettext, number
+from outreach import i18n
+from outreach.i18n import N_, _, ngettext, number
 
 #: Headers of an opt-out file's reason column (compared without case or diacritics).
 REASON_HEADERS = ("reason", "ly do", "ly do tu choi", "ly do tu choi nhan tin")
@@ -143,7 +146,9 @@ def list_(c: Ctx, fmt: str) -> None:
     reply; channels ``all`` or the one channel it stops."""
     with c.db.engine.connect() as conn:
         rows = suppression.all_entries(conn)
-    data = [{"e164": c.phone(r.e164) if r.e164.startswith("+") else f"zalo …{r.e164[-4:]}",
+    from outreach.cli.inbox import label, mask_sender
+
+    data = [{"e164": mask_sender(c, r.e164),
              "reason": r.reason, "source": r.source, "channels": r.channel or "all",
              "evidence": _masked(c, r.evidence), "inbound_id": r.inbound_id,
              "created_at": r.created_at.isoformat()} for r in rows]
@@ -153,10 +158,33 @@ def list_(c: Ctx, fmt: str) -> None:
     t = Table(title=_("Suppression list ({n})").format(n=number(len(data))))
     for col in (_("number"), _("reason"), _("source"), _("channels"), _("evidence"), _("since")):
         t.add_column(col)
-    for d in data:
-        t.add_row(d["e164"], d["reason"], d["source"], d["channels"], d["evidence"] or "",
-                  d["created_at"])
+    for d, r in zip(data, rows):
+        channels = d["channels"] if r.channel else label(N_("channels|all"))
+        t.add_row(d["e164"], d["reason"], d["source"], channels, _evidence(d["evidence"]) or "",
+                  i18n.when(r.created_at))
     console.print(t)
+
+
+#: The evidence :func:`outreach.receipts.inbound.record_inbound` stores for a reply opt-out.
+_EVIDENCE = re.compile(r"(?P<channel>\S+) (?P<what>reply|event) (?P<text>.*) at (?P<at>\S+) "
+                       r"\(inbound #(?P<id>\d+)\)", re.S)
+
+
+def _evidence(text: str | None) -> str | None:
+    """The stored evidence of a reply opt-out as a person reads it (Vietnamese: the reply and
+    its time in Vietnamese; English and any other evidence: as stored)."""
+    if text is None or i18n.current() == "en":
+        return text
+    m = _EVIDENCE.fullmatch(text)
+    if m is None:
+        return text
+    try:
+        at = i18n.when(dt.datetime.fromisoformat(m["at"]))
+    except ValueError:
+        return text
+    msg = (_("{channel} reply {text} at {when} (inbound #{id})") if m["what"] == "reply" else
+           _("{channel} event {text} at {when} (inbound #{id})"))
+    return msg.format(channel=m["channel"], text=m["text"], when=at, id=m["id"])
 
 
 def _masked(c: Ctx, text: str | None) -> str | None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import click
 
+from outreach import i18n
+
 from outreach.cli import Ctx, console, pass_ctx
-from outreach.i18n import _, ngettext, number
+from outreach.i18n import N_, _, ngettext, number
 
 
 @click.group()
@@ -98,45 +101,57 @@ def check(c: Ctx, days: int, fmt: str) -> None:
         console.print(line, soft_wrap=True)
 
     def fact(f: dict) -> str:
+        kind = privmod.kind_label(f["kind"])
         if not f["exists"]:
-            return f"  {f['kind']:<15} {f['path']}  (deleted)"
-        size = "" if f["size"] is None else f"  {f['size']:,} bytes"
-        flag = "  READABLE BY OTHERS" if f["too_open"] else ""
-        verb = "imported" if f["kind"] == "recipient-list" else "written"
-        when = f"  {verb} {f['written_at']}" if f.get("written_at") else ""
-        return f"  {f['kind']:<15} {f['path']}  mode {f['mode']}{size}{when}{flag}"
+            return _("  {kind} {path}  (deleted)").format(kind=f"{kind:<15}", path=f["path"])
+        size = "" if f["size"] is None else "  " + ngettext(
+            "{n} byte", "{n} bytes", f["size"]).format(n=number(f["size"]))
+        flag = _("  READABLE BY OTHERS") if f["too_open"] else ""
+        when = ""
+        if f.get("written_at"):
+            at = f["written_at"]
+            if i18n.current() != "en":
+                at = i18n.when(dt.datetime.fromisoformat(at))
+            when = (_("  imported {when}") if f["kind"] == "recipient-list" else
+                    _("  written {when}")).format(when=at)
+        return _("  {kind} {path}  mode {mode}{size}{when}{flag}").format(
+            kind=f"{kind:<15}", path=f["path"], mode=f["mode"], size=size, when=when, flag=flag)
 
-    say(f"database {res['database']['url']}")
+    say(_("database {url}").format(url=res["database"]["url"]))
     for f in res["database"]["files"]:
         say(fact(f))
-    say("tables (rows; rows still holding personal data):")
+    say(_("tables (rows; rows still holding personal data):"))
     for t in res["tables"]:
         note = f"; {t['note']}" if t["note"] else ""
-        say(f"  {t['table']:<17} {t['rows']:>9,} rows, {t['with_personal_data']:,} "
-                      f"with personal data{note}  [{t['holds']}]")
-    say("folders:")
+        say(_("  {table} {rows}, {personal} with personal data{note}  [{holds}]").format(
+            table=(f"{t['table']:<17}" if i18n.current() == "en"  # vi: a table name, as code
+                   else f"{'`' + t['table'] + '`':<19}"),
+            rows=ngettext("{n} row", "{n} rows", t["rows"]).format(n=f"{number(t['rows']):>9}"),
+            personal=number(t["with_personal_data"]), note=note, holds=_(t["holds"])))
+    say(_("folders:"))
     for f in res["folders"]:
         say(fact(f))
-    say(f"outbox files: {len(res['outbox'])}")
+    say(_("outbox files: {n}").format(n=number(len(res["outbox"]))))
     for f in res["outbox"]:
         say(fact(f))
     files = res["files"]
-    say(f"files written or read with personal data (from the audit log and imports): "
-                  f"{len(files)}")
+    say(_("files written or read with personal data (from the audit log and imports): "
+          "{n}").format(n=number(len(files))))
     for f in files:
         say(fact(f))
     p = res["purge"]
     if p["campaigns"]:
-        say(f"purge --older-than {days} would remove: {len(p['campaigns'])} "
-                      f"campaign(s) ({', '.join(p['campaigns'])}): {p['deliveries']:,} delivery "
-                      f"numbers, {p['recipients']:,} recipients' numbers and names, "
-                      f"{p['list_memberships']:,} list memberships (numbers become keyed "
-                      "hashes; counts and reports stay)")
+        say(_("purge --older-than {days} would remove: {n} campaign(s) ({ids}): {deliveries} "
+              "delivery numbers, {recipients} recipients' numbers and names, {members} list "
+              "memberships (numbers become keyed hashes; counts and reports stay)").format(
+                  days=days, n=number(len(p["campaigns"])), ids=", ".join(p["campaigns"]),
+                  deliveries=number(p["deliveries"]), recipients=number(p["recipients"]),
+                  members=number(p["list_memberships"])))
     else:
-        say(f"purge --older-than {days} would remove nothing")
+        say(_("purge --older-than {days} would remove nothing").format(days=days))
     for cid, why in p["not_eligible"].items():
-        say(f"  kept {cid}: {why}")
-    say("not removed by the purge: opt-outs (suppressions), the audit log, files on "
-                  "disk (delete them by hand)")
+        say(_("  kept {id}: {why}").format(id=cid, why=why))
+    say(_("not removed by the purge: opt-outs (suppressions), the audit log, files on disk "
+          "(delete them by hand)"))
     for w in res["warnings"]:
-        say(f"[yellow]warning: {w}[/yellow]")
+        say("[yellow]" + _("warning: {message}").format(message=w) + "[/yellow]")

@@ -11,7 +11,7 @@ import click
 from rich import box
 from rich.table import Table
 
-from outreach import safeio
+from outreach import i18n, safeio
 from outreach.reporting import reports
 from outreach.cli import Ctx, console, pass_ctx
 from outreach.i18n import N_, _, number, percent
@@ -152,9 +152,10 @@ def _official(c: Ctx, campaign_id: str, out: str | None, since: dt.datetime | No
     from outreach.reporting import official
 
     if not out:
-        raise click.UsageError("--official needs --out FILE.docx (or FILE.pdf, FILE.html)")
+        raise click.UsageError(_("--official needs --out FILE.docx (or FILE.pdf, FILE.html)"))
     if Path(out).suffix.lower() not in official.SUFFIXES:
-        raise click.UsageError("--official writes .docx, .pdf or .html: give --out FILE.docx")
+        raise click.UsageError(_("--official writes .docx, .pdf or .html: give --out "
+                                 "FILE.docx"))
     with reports.report_connection(c.db.engine) as conn:
         data = reports.campaign_report(conn, campaign_id, since=since, until=until)
     info = official.document_info(data, **overrides)
@@ -201,10 +202,15 @@ def _reply_line(replies: dict[str, Any]) -> None:
     """Citizens' replies to the campaign: total, by kind and by keyword (`outreach inbox`)."""
     if not replies.get("total"):
         return
-    kinds = ", ".join(f"{k} {n:,}" for k, n in replies["by_kind"].items() if n)
-    words = ", ".join(f"{k} {n:,}" for k, n in replies["by_keyword"].items())
-    console.print(f"replies from citizens {replies['total']:,} ({kinds})"
-                  + (f"; keywords: {words}" if words else "") + " — `outreach inbox list`")
+    from outreach.cli.inbox import code_label
+
+    kinds = ", ".join(f"{code_label(k)} {number(n)}" for k, n in replies["by_kind"].items() if n)
+    words = ", ".join(f"{k} {number(n)}" for k, n in replies["by_keyword"].items())
+    line = _("replies from citizens {n} ({kinds})").format(n=number(replies["total"]),
+                                                            kinds=kinds)
+    if words:
+        line += _("; keywords: {words}").format(words=words)
+    console.print(line + " — `outreach inbox list`")
 
 
 def _table(data: dict[str, Any], wanted: set[str]) -> None:
@@ -295,25 +301,37 @@ def _carrier_tables(cb: dict[str, Any]) -> None:
     carriers = cb.get("carriers") or {}
     if not carriers:
         return
-    t = Table(title="Carrier broadcasts (subscribers messaged as each operator reported: "
-                    "counts, not people; not in recipients or reached)")
-    for col in ("carrier", "status", "letter", "requested", "results", "subscribers"):
-        t.add_column(col, justify="right" if col == "subscribers" else "left")
+    from outreach.carriers.ledger import status_label
+    from outreach.cli.inbox import label as ctx_label
+
+    def day(value: str | None) -> str:
+        return i18n.day(dt.date.fromisoformat(value)) if value else "–"
+
+    t = Table(title=_("Carrier broadcasts (subscribers messaged as each operator reported: "
+                      "counts, not people; not in recipients or reached)"))
+    for col in (N_("broadcasts|carrier"), N_("broadcasts|status"), N_("broadcasts|letter"),
+                N_("broadcasts|requested"), N_("broadcasts|results"),
+                N_("broadcasts|subscribers")):
+        t.add_column(ctx_label(col), justify="right" if col.endswith("subscribers") else "left")
     for name, v in carriers.items():
-        t.add_row(name, v["status"], (v["letter_number"] or "").strip(), v["requested_on"] or "–",
-                  v["results_on"] or "–", f"{v['sent']:,}" if v["results_on"] else "–")
-    t.add_row("[bold]TOTAL[/bold]", "", "", "", "", f"[bold]{cb['sent']:,}[/bold]")
+        t.add_row(name, status_label(v["status"]), (v["letter_number"] or "").strip(),
+                  day(v["requested_on"]), day(v["results_on"]),
+                  number(v["sent"]) if v["results_on"] else "–")
+    t.add_row(f"[bold]{_key('TOTAL')}[/bold]", "", "", "", "",
+              f"[bold]{number(cb['sent'])}[/bold]")
     console.print(t)
     names = sorted({c for d in cb["by_day"].values() for c in d})
     if not names:
         return
-    for title, key, label in (("Carrier broadcasts by day", "by_day", "day"),
-                              ("Carrier broadcasts by area", "by_area", "area")):
-        t = Table(title=title, box=box.SIMPLE_HEAD)
-        t.add_column(label)
+    for title, key, label in ((N_("Carrier broadcasts by day"), "by_day", N_("broadcasts|day")),
+                              (N_("Carrier broadcasts by area"), "by_area",
+                               N_("broadcasts|area"))):
+        t = Table(title=_(title), box=box.SIMPLE_HEAD)
+        t.add_column(ctx_label(label))
         for n in names:
             t.add_column(n, justify="right")
-        t.add_column("total", justify="right")
+        t.add_column(ctx_label(N_("broadcasts|total")), justify="right")
         for k, v in cb[key].items():
-            t.add_row(k, *(f"{v.get(n, 0):,}" for n in names), f"{sum(v.values()):,}")
+            shown = day(k) if key == "by_day" else k
+            t.add_row(shown, *(number(v.get(n, 0)) for n in names), number(sum(v.values())))
         console.print(t)

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from outreach.i18n import _
 from outreach.gateways.base import ConfigurationError, Gateway
 
 REGISTRY: dict[str, str] = {
@@ -27,7 +28,8 @@ def gateway_class(name: str) -> type[Gateway]:
     try:
         module, cls = REGISTRY[name].split(":")
     except KeyError:
-        raise ConfigurationError(f"unknown gateway {name!r}; known: {', '.join(sorted(REGISTRY))}",
+        raise ConfigurationError(_("unknown gateway {name!r}; known: {known}").format(
+            name=name, known=", ".join(sorted(REGISTRY))),
                                  reason="unknown-gateway") from None
     try:
         mod = importlib.import_module(module)

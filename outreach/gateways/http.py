@@ -66,6 +66,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 from urllib3.util.retry import Retry
 
+from outreach.i18n import _
 from outreach.gateways.base import (ConfigurationError, GatewayError, OutcomeUnknownError,
                                     UnavailableError)
 
@@ -199,19 +200,23 @@ def check_url(value: Any, option: str, *, carries_secret: bool = False) -> str:
     url = str(value).strip().rstrip("/")
     parts = urlsplit(url)
     if "@" in parts.netloc:
-        raise ConfigurationError(f"{option} must not carry credentials (user:password@)",
+        raise ConfigurationError(_("{option} must not carry credentials (user:password@)").format(
+            option=option),
                                  reason="bad-url")
     shown = url if "@" not in url else "(a value with '@')"
     try:
         parts.port
     except ValueError:
-        raise ConfigurationError(f"{option} has a bad port: {shown!r}", reason="bad-url") from None
+        raise ConfigurationError(_("{option} has a bad port: {value!r}").format(
+            option=option, value=shown), reason="bad-url") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(f"{option} must be an http(s) URL with a host, got {shown!r}",
+        raise ConfigurationError(_("{option} must be an http(s) URL with a host, got "
+                                   "{value!r}").format(option=option, value=shown),
                                  reason="bad-url")
     if carries_secret and parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise ConfigurationError(f"{option} must use https (plain http only for 127.0.0.1): "
-                                 "the requests carry credentials", reason="bad-url")
+        raise ConfigurationError(_("{option} must use https (plain http only for 127.0.0.1): "
+                                   "the requests carry credentials").format(option=option),
+                                 reason="bad-url")
     return url
 
 

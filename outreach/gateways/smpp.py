@@ -61,6 +61,7 @@ import smpplib.consts
 import smpplib.exceptions
 import smpplib.smpp
 
+from outreach.i18n import _
 from outreach.input import text as textmod
 from outreach.gateways.base import (AuthenticationError, ConfigurationError, Gateway,
                                     GatewayError, InvalidAddressError, OptedOutError,
@@ -806,8 +807,8 @@ class SmppGateway(Gateway):
         system_id = system_id or _env("SYSTEM_ID")
         password = password if password is not None else _env("PASSWORD")
         if not host or not system_id or password is None:
-            raise ConfigurationError("SMPP needs OUTREACH_SMPP_HOST, OUTREACH_SMPP_SYSTEM_ID "
-                                     "and OUTREACH_SMPP_PASSWORD", reason="configuration")
+            raise ConfigurationError(_("SMPP needs OUTREACH_SMPP_HOST, OUTREACH_SMPP_SYSTEM_ID "
+                                       "and OUTREACH_SMPP_PASSWORD"), reason="configuration")
         try:
             self.port = int(port or _env("PORT", "2775"))  # type: ignore[arg-type]
             self.window = int(window or _env("WINDOW", "10"))  # type: ignore[arg-type]
@@ -819,22 +820,24 @@ class SmppGateway(Gateway):
             self.max_segments = int(max_segments or _env(
                 "MAX_SEGMENTS", str(limits()["max_segments"])))  # type: ignore[arg-type]
         except ValueError as exc:
-            raise ConfigurationError(f"OUTREACH_SMPP_*: not a number ({exc})") from None
+            raise ConfigurationError(_("OUTREACH_SMPP_*: not a number ({error})").format(
+                error=exc)) from None
         if len(password) > 8 or len(system_id) > 15:
-            raise ConfigurationError("SMPP 3.4 (§4.1.1) allows a system_id of at most 15 and a "
-                                     "password of at most 8 characters; ask the carrier for "
-                                     "credentials that fit", reason="configuration")
+            raise ConfigurationError(_("SMPP 3.4 (§4.1.1) allows a system_id of at most 15 and "
+                                       "a password of at most 8 characters; ask the carrier for "
+                                       "credentials that fit"), reason="configuration")
         if not 1 <= self.max_segments <= 255:
-            raise ConfigurationError("OUTREACH_SMPP_MAX_SEGMENTS must be between 1 and 255 "
-                                     "(the parts a concatenated SMS can have)")
+            raise ConfigurationError(_("OUTREACH_SMPP_MAX_SEGMENTS must be between 1 and 255 "
+                                       "(the parts a concatenated SMS can have)"))
         if not 1 <= self.window <= 1000:
-            raise ConfigurationError("OUTREACH_SMPP_WINDOW must be between 1 and 1000")
+            raise ConfigurationError(_("OUTREACH_SMPP_WINDOW must be between 1 and 1000"))
         self.join = (join or _env("JOIN", "udh")).lower()  # type: ignore[union-attr]
         if self.join not in JOIN_MODES:
-            raise ConfigurationError(f"OUTREACH_SMPP_JOIN must be one of {', '.join(JOIN_MODES)}")
+            raise ConfigurationError(_("OUTREACH_SMPP_JOIN must be one of {modes}").format(
+                modes=", ".join(JOIN_MODES)))
         bind = (bind or _env("BIND", "transceiver")).lower()  # type: ignore[union-attr]
         if bind not in ("transceiver", "transmitter"):
-            raise ConfigurationError("OUTREACH_SMPP_BIND must be transceiver or transmitter")
+            raise ConfigurationError(_("OUTREACH_SMPP_BIND must be transceiver or transmitter"))
         tls_v = tls if tls is not None else _env("TLS", "0")
         self.tls = tls_v is True or str(tls_v).lower() in ("1", "true", "yes")
         self.source = source or _env("SOURCE")

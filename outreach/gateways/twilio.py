@@ -22,6 +22,7 @@ from twilio.base.exceptions import (TwilioException, TwilioRestException,
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from outreach.i18n import _
 from outreach.gateways import base, http
 from outreach.input import text as textmod
 from outreach.gateways.base import (ConfigurationError, Gateway, OutboundMessage, SendResult,
@@ -286,42 +287,42 @@ class TwilioGateway(Gateway):
         api_secret = _opt(options, "api_secret", env, "TWILIO_API_SECRET")
         auth_token = _opt(options, "auth_token", env, "TWILIO_AUTH_TOKEN")
         if not self.account_sid:
-            raise ConfigurationError("Twilio needs an account SID (TWILIO_ACCOUNT_SID)",
+            raise ConfigurationError(_("Twilio needs an account SID (TWILIO_ACCOUNT_SID)"),
                                      reason="missing-account-sid")
         if not _ACCOUNT_SID.match(str(self.account_sid)):
-            raise ConfigurationError("TWILIO_ACCOUNT_SID must be 'AC' followed by 32 hex digits",
+            raise ConfigurationError(_("TWILIO_ACCOUNT_SID must be 'AC' followed by 32 hex digits"),
                                      reason="bad-account-sid")
         if api_key or api_secret:
             if not (api_key and api_secret):
-                raise ConfigurationError("TWILIO_API_KEY and TWILIO_API_SECRET go together",
+                raise ConfigurationError(_("TWILIO_API_KEY and TWILIO_API_SECRET go together"),
                                          reason="missing-credentials")
             if not _API_KEY_SID.match(str(api_key)):
-                raise ConfigurationError("TWILIO_API_KEY must be 'SK' followed by 32 hex digits",
+                raise ConfigurationError(_("TWILIO_API_KEY must be 'SK' followed by 32 hex digits"),
                                          reason="bad-api-key")
             self._username, self._secret, self.auth_kind = str(api_key), str(api_secret), "api-key"
         elif auth_token:
             self._username, self._secret = str(self.account_sid), str(auth_token)
             self.auth_kind = "auth-token"
         else:
-            raise ConfigurationError("Twilio needs TWILIO_AUTH_TOKEN, or TWILIO_API_KEY and "
-                                     "TWILIO_API_SECRET", reason="missing-credentials")
+            raise ConfigurationError(_("Twilio needs TWILIO_AUTH_TOKEN, or TWILIO_API_KEY and "
+                                       "TWILIO_API_SECRET"), reason="missing-credentials")
 
         self.messaging_service_sid = _opt(options, "messaging_service_sid", env,
                                           "TWILIO_MESSAGING_SERVICE_SID")
         if self.messaging_service_sid and not _SERVICE_SID.match(str(self.messaging_service_sid)):
-            raise ConfigurationError("TWILIO_MESSAGING_SERVICE_SID must be 'MG' followed by 32 hex "
-                                     "digits", reason="bad-messaging-service")
+            raise ConfigurationError(_("TWILIO_MESSAGING_SERVICE_SID must be 'MG' followed by 32 "
+                                       "hex digits"), reason="bad-messaging-service")
         self.sender = _opt(options, "sender", env, "TWILIO_FROM")
         if self.sender is not None:
             self.sender = str(self.sender).strip()
             if not (_E164.match(self.sender) or _ALPHA_SENDER.match(self.sender)):
                 raise ConfigurationError(
-                    "sender (TWILIO_FROM) must be an E.164 number or an alphanumeric sender ID of "
-                    "at most 11 characters A-Z, a-z, 0-9 or space with at least one letter "
-                    "(Vietnamese brandnames carry no diacritics)", reason="bad-sender")
+                    _("sender (TWILIO_FROM) must be an E.164 number or an alphanumeric sender ID "
+                      "of at most 11 characters A-Z, a-z, 0-9 or space with at least one letter "
+                      "(Vietnamese brandnames carry no diacritics)"), reason="bad-sender")
         if not self.sender and not self.messaging_service_sid:
-            raise ConfigurationError("Twilio needs a sender (TWILIO_FROM) or a messaging service "
-                                     "(TWILIO_MESSAGING_SERVICE_SID)", reason="missing-sender")
+            raise ConfigurationError(_("Twilio needs a sender (TWILIO_FROM) or a messaging service "
+                                       "(TWILIO_MESSAGING_SERVICE_SID)"), reason="missing-sender")
 
         self.validity_period = self._int_option(options, env, "validity_period",
                                                 "TWILIO_VALIDITY_PERIOD", VALIDITY_MIN,
@@ -343,7 +344,7 @@ class TwilioGateway(Gateway):
                                                  DEFAULT_LISTING_MARGIN)
         pool_size = int(options.get("pool_size") or DEFAULT_POOL_SIZE)
         if pool_size < 1:
-            raise ConfigurationError("pool_size must be >= 1", reason="bad-option")
+            raise ConfigurationError(_("pool_size must be >= 1"), reason="bad-option")
         explicit_url = self.api_url != DEFAULT_API_URL
         # An explicit api_url names the host; the SDK's edge/region rewriting would mangle it.
         self.edge = None if explicit_url else _opt(options, "edge", env, "TWILIO_EDGE")
@@ -370,10 +371,12 @@ class TwilioGateway(Gateway):
         try:
             number = int(value)
         except (TypeError, ValueError):
-            raise ConfigurationError(f"{key} ({env_name}) must be an integer", reason="bad-option"
+            raise ConfigurationError(_("{key} ({env}) must be an integer").format(
+                key=key, env=env_name), reason="bad-option"
                                      ) from None
         if not low <= number <= high:
-            raise ConfigurationError(f"{key} ({env_name}) must be between {low} and {high}",
+            raise ConfigurationError(_("{key} ({env}) must be between {low} and {high}").format(
+                key=key, env=env_name, low=low, high=high),
                                      reason="bad-option")
         return number
 
@@ -386,10 +389,12 @@ class TwilioGateway(Gateway):
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise ConfigurationError(f"{key} ({env_name}) must be a number", reason="bad-option"
+            raise ConfigurationError(_("{key} ({env}) must be a number").format(
+                key=key, env=env_name), reason="bad-option"
                                      ) from None
         if number <= 0:
-            raise ConfigurationError(f"{key} ({env_name}) must be > 0", reason="bad-option")
+            raise ConfigurationError(_("{key} ({env}) must be > 0").format(
+                key=key, env=env_name), reason="bad-option")
         return number
 
     def __repr__(self) -> str:

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 import requests
 
+from outreach.i18n import _
 from outreach.clock import SYSTEM_CLOCK, Clock
 from outreach.gateways import http
 from outreach.gateways.base import (AuthenticationError, ConfigurationError, Gateway,
@@ -136,10 +137,11 @@ def _positive(value: Any, option: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ConfigurationError(f"{option} must be a number of seconds, got {value!r}",
+        raise ConfigurationError(_("{option} must be a number of seconds, got {value!r}").format(
+            option=option, value=value),
                                  reason="bad-timeout") from None
     if not number > 0:
-        raise ConfigurationError(f"{option} must be > 0 seconds", reason="bad-timeout")
+        raise ConfigurationError(_("{option} must be > 0 seconds").format(option=option), reason="bad-timeout")
     return number
 
 
@@ -259,16 +261,18 @@ class ZaloGateway(Gateway):
                  clock: Clock = SYSTEM_CLOCK, session: requests.Session | None = None,
                  trust_env: bool = True, pool_maxsize: int | None = None,
                  loopback_only: bool = False,
-                 environ: Mapping[str, str] | None = None, **_: Any) -> None:
+                 environ: Mapping[str, str] | None = None, **_ignored: Any) -> None:
         env = os.environ if environ is None else environ
         self.app_id = (app_id or _env(env, ENV_APP_ID) or "").strip()
         if not self.app_id:
-            raise ConfigurationError(f"Zalo app id missing: set {ENV_APP_ID}", reason="app-id")
+            raise ConfigurationError(_("Zalo app id missing: set {var}").format(var=ENV_APP_ID),
+                                     reason="app-id")
         if any(ch.isspace() for ch in self.app_id):
-            raise ConfigurationError("Zalo app id must not contain spaces", reason="app-id")
+            raise ConfigurationError(_("Zalo app id must not contain spaces"), reason="app-id")
         self._secret_key = (secret_key or _env(env, ENV_SECRET_KEY) or "").strip()
         if not self._secret_key:
-            raise ConfigurationError(f"Zalo app secret missing: set {ENV_SECRET_KEY}",
+            raise ConfigurationError(_("Zalo app secret missing: set {var}").format(
+                var=ENV_SECRET_KEY),
                                      reason="secret-key")
         # the access token (API) and the app secret (OAuth) travel in headers: plain http
         # only for local fakes
@@ -475,7 +479,7 @@ class ZaloGateway(Gateway):
         night = error_table()["night_window"]
         if reason == "night-window":
             return night_retry_after(self.clock.now(), night)
-        _, _, hhmm = str(spec).partition(" ")
+        hhmm = str(spec).partition(" ")[2]
         return seconds_until_local(self.clock.now(), hhmm, night["timezone"])
 
     # -- provider limits ---------------------------------------------------------------------

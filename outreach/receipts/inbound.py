@@ -49,6 +49,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from outreach.i18n import N_, _
 from outreach.input import text as textmod
 from outreach.ledger import suppression
 from outreach.ledger.db import Database, retry_write
@@ -125,10 +126,13 @@ class InboundSettings:
             for w in words:
                 key = normalise_keyword(w)
                 if not key:
-                    raise InboundConfigError(f"keyword {w!r} ({kind}) has no letter or digit")
+                    raise InboundConfigError(_("keyword {word!r} ({kind}) has no letter or "
+                                                           "digit").format(word=w, kind=kind))
                 other = table.get(key)
                 if other is not None and other[0] != kind:
-                    raise InboundConfigError(f"keyword {w!r} is both {other[0]} and {kind}")
+                    raise InboundConfigError(_("keyword {word!r} is both {first} and "
+                                                           "{second}").format(
+                                                               word=w, first=other[0], second=kind))
                 table[key] = (kind, w)
         object.__setattr__(self, "_table", table)
 
@@ -145,6 +149,33 @@ class InboundSettings:
     def confirmation(self, kind: str) -> str | None:
         text = self.confirm_optout if kind == OPTOUT else self.confirm_optin if kind == OPTIN else ""
         return textmod.nfc(text) if text else None
+
+
+def _os_error(exc: OSError) -> str:
+    """The system's reason (``strerror``, English) in English; in Vietnamese for the usual
+    ones (no such file, permission denied, a folder)."""
+    import errno
+
+    from outreach import i18n
+
+    words = {errno.ENOENT: N_("no such file"), errno.EACCES: N_("permission denied"),
+             errno.EISDIR: N_("it is a folder")}
+    if i18n.current() == "en" or exc.errno not in words:
+        return str(exc.strerror or exc)
+    return _(words[exc.errno])
+
+
+def _toml_error(exc: Exception) -> str:
+    """The parser's message (English) in English; in Vietnamese only where it stopped (the
+    parser's own words cannot be translated): ``dòng 3, cột 7``."""
+    import re
+
+    from outreach import i18n
+
+    m = re.search(r"line (\d+), column (\d+)", str(exc))
+    if i18n.current() == "en" or m is None:
+        return str(exc)
+    return _("line {line}, column {column}").format(line=m[1], column=m[2])
 
 
 def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None
@@ -175,9 +206,11 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise InboundConfigError(f"{p}: cannot read the inbound settings ({exc.strerror})") from None
+        raise InboundConfigError(_("{file}: cannot read the inbound settings ({error})").format(
+            file=p, error=_os_error(exc))) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InboundConfigError(f"{p}: not valid TOML ({exc})") from None
+        raise InboundConfigError(_("{file}: not valid TOML ({error})").format(
+            file=p, error=_toml_error(exc))) from None
     kw: dict[str, Any] = {}
 
     def words(table: str, key: str, field: str) -> None:
@@ -185,7 +218,8 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         if value is None:
             return
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise InboundConfigError(f"{p}: {table}.{key} must be a list of strings")
+            raise InboundConfigError(_("{file}: {field} must be a list of strings").format(
+                file=p, field=f"{table}.{key}"))
         kw[field] = tuple(textmod.nfc(v) for v in value)
 
     def one(table: str, key: str, field: str, allowed: Iterable[str] | None = None) -> None:
@@ -193,13 +227,15 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         if value is None:
             return
         if not isinstance(value, str) or (allowed is not None and value not in allowed):
-            choices = f" one of {', '.join(allowed)}" if allowed is not None else " a string"
-            raise InboundConfigError(f"{p}: {table}.{key} must be{choices}, got {value!r}")
+            msg = (_("{file}: {field} must be one of {choices}, got {value!r}")
+                   if allowed is not None else _("{file}: {field} must be a string, got {value!r}"))
+            raise InboundConfigError(msg.format(file=p, field=f"{table}.{key}", value=value,
+                                                choices=", ".join(allowed or ())))
         kw[field] = textmod.nfc(value)
 
     for t in ("keywords", "confirm", "scope", "zalo"):
         if t in data and not isinstance(data[t], dict):
-            raise InboundConfigError(f"{p}: {t} must be a table")
+            raise InboundConfigError(_("{file}: {table} must be a table").format(file=p, table=t))
     words("keywords", "optout", "optout")
     words("keywords", "optin", "optin")
     one("confirm", "optout", "confirm_optout")
@@ -211,7 +247,7 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
     try:
         return InboundSettings(**kw)
     except InboundConfigError as exc:
-        raise InboundConfigError(f"{p}: keywords: {exc}") from None
+        raise InboundConfigError(_("{file}: keywords: {error}").format(file=p, error=exc)) from None
 
 
 @dataclasses.dataclass(frozen=True)

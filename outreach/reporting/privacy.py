@@ -34,6 +34,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, select, true, update
 
+from outreach.i18n import N_, _
 from outreach.ledger import runstates, states
 from outreach.reporting import audit
 from outreach.clock import vn_today
@@ -63,14 +64,14 @@ def key_from_env(var: str = DEFAULT_KEY_ENV) -> bytes:
     """
     value = os.environ.get(var)
     if not value:
-        raise PrivacyError(
-            f"no purge key: set {var} to a secret of at least {MIN_KEY_BYTES} characters (for "
-            "example `export " + var + "=$(openssl rand -hex 32)`) and keep it in the "
-            "Department's password safe; the same key must be used for every purge")
+        raise PrivacyError(_(
+            "no purge key: set {var} to a secret of at least {n} characters (for example "
+            "`export {var}=$(openssl rand -hex 32)`) and keep it in the Department's password "
+            "safe; the same key must be used for every purge").format(var=var, n=MIN_KEY_BYTES))
     key = value.encode("utf-8")
     if len(key) < MIN_KEY_BYTES:
-        raise PrivacyError(f"the purge key in {var} is {len(key)} bytes; at least "
-                           f"{MIN_KEY_BYTES} are needed")
+        raise PrivacyError(_("the purge key in {var} is {n} bytes; at least {min} are "
+                             "needed").format(var=var, n=len(key), min=MIN_KEY_BYTES))
     return key
 
 
@@ -142,18 +143,19 @@ def campaign_eligibility(conn: Connection, older_than_days: int, now: dt.datetim
         active = conn.execute(select(Run.id, Run.status).where(
             Run.campaign_id == cid, Run.status.in_(runstates.ACTIVE))).first()
         if active:
-            refused[cid] = f"run #{active.id} is {active.status}"
+            refused[cid] = _("run #{id} is {status}").format(id=active.id,
+                                                             status=_(active.status))
             continue
         open_n = conn.execute(select(func.count()).select_from(Delivery).where(
             Delivery.campaign_id == cid, Delivery.status.in_(OPEN_DELIVERY_STATES))).scalar_one()
         if open_n:
-            refused[cid] = (f"{open_n} deliveries are still queued, sending or unknown "
-                            "(send, cancel or resolve them first)")
+            refused[cid] = _("{n} deliveries are still queued, sending or unknown (send, "
+                             "cancel or resolve them first)").format(n=open_n)
             continue
         sched = conn.execute(select(Schedule.paused).where(Schedule.campaign_id == cid)).first()
         end = ((definition or {}).get("window") or {}).get("end_date")
         if sched is not None and not sched.paused and end and dt.date.fromisoformat(end) >= today:
-            refused[cid] = f"scheduled daily sends until {end}"
+            refused[cid] = _("scheduled daily sends until {end}").format(end=end)
             continue
         last = max(x for x in (
             updated_at,
@@ -163,8 +165,12 @@ def campaign_eligibility(conn: Connection, older_than_days: int, now: dt.datetim
                                 .where(Run.campaign_id == cid)).scalar()),
         ) if x is not None)
         if last >= cutoff:
-            refused[cid] = (f"last activity {last.isoformat(timespec='seconds')} is less than "
-                            f"{older_than_days} days ago")
+            from outreach import i18n
+
+            shown = (last.isoformat(timespec="seconds") if i18n.current() == "en"
+                     else i18n.when(last))
+            refused[cid] = i18n._("last activity {when} is less than {n} days ago").format(
+                when=shown, n=older_than_days)
             continue
         eligible.append(cid)
     return eligible, refused
@@ -208,9 +214,9 @@ def purge(db: Database, *, older_than_days: int, key: bytes | None, dry_run: boo
     ``key`` is required unless ``dry_run`` (PrivacyError otherwise); ``older_than_days`` >= 0.
     """
     if older_than_days < 0:
-        raise PrivacyError("--older-than must be 0 days or more")
+        raise PrivacyError(_("--older-than must be 0 days or more"))
     if key is None and not dry_run:
-        raise PrivacyError("a purge needs a key (see --key-env)")
+        raise PrivacyError(_("a purge needs a key (see --key-env)"))
     now = now or dt.datetime.now(dt.timezone.utc)
     res = PurgeResult(dry_run=dry_run, older_than_days=older_than_days,
                       key_id=key_id(key) if key else None)
@@ -383,18 +389,36 @@ def _scrub(text: str, e164: str, key: bytes) -> str:
 #: Tables holding personal data, what they hold, and the count query of rows that still hold
 #: it (a purged number is a keyed hash, not personal data to whoever lacks the key).
 PERSONAL_TABLES = (
-    ("recipients", "number, name, district, ward, carrier, Zalo user id"),
-    ("deliveries", "number per message, personalised text, provider ids, status, cost"),
-    ("delivery_events", "provider receipts (may contain the number)"),
-    ("pending_receipts", "receipts not yet matched (may contain the number)"),
-    ("suppressions", "opt-outs: number, reason, source, evidence, date (kept on purpose)"),
-    ("inbound_messages", "citizens' replies: number or Zalo user id, text"),
-    ("smpp_inbound", "raw SMPP replies: number, text"),
-    ("list_members", "who is on which list"),
-    ("import_issues", "rejected rows: file, line, masked value"),
-    ("audit_log", "operator actions (numbers masked)"),
-    ("gateway_tokens", "provider OAuth tokens (secrets, encrypted)"),
+    ("recipients", N_("number, name, district, ward, carrier, Zalo user id")),
+    ("deliveries", N_("number per message, personalised text, provider ids, status, cost")),
+    ("delivery_events", N_("provider receipts (may contain the number)")),
+    ("pending_receipts", N_("receipts not yet matched (may contain the number)")),
+    ("suppressions", N_("opt-outs: number, reason, source, evidence, date (kept on purpose)")),
+    ("inbound_messages", N_("citizens' replies: number or Zalo user id, text")),
+    ("smpp_inbound", N_("raw SMPP replies: number, text")),
+    ("list_members", N_("who is on which list")),
+    ("import_issues", N_("rejected rows: file, line, masked value")),
+    ("audit_log", N_("operator actions (numbers masked)")),
+    ("gateway_tokens", N_("provider OAuth tokens (secrets, encrypted)")),
 )
+
+
+#: What a person reads for each kind of file (translated where shown, see :func:`kind_label`).
+FILE_KINDS = {"database": N_("file|database"), "database folder": N_("file|database folder"),
+              "outbox folder": N_("file|outbox folder"), "outbox": N_("file|outbox"),
+              "recipient-list": N_("file|recipient-list"), "reject-file": N_("file|reject-file"),
+              "deliveries": N_("file|deliveries"), "inbox": N_("file|inbox"),
+              "export": N_("file|export")}
+
+
+def kind_label(kind: str) -> str:
+    """A file kind code (``database folder``, ``reject-file``...) as a person reads it in the
+    current language; English and unknown kinds: the code itself."""
+    key = FILE_KINDS.get(kind)
+    if key is None:
+        return kind
+    text = _(key)
+    return kind if text == key else text
 
 
 def _file_fact(path: str | os.PathLike[str], kind: str, **extra: Any) -> dict[str, Any]:
@@ -426,23 +450,23 @@ def _table_counts(conn: Connection) -> list[dict[str, Any]]:
     if "recipients" in present:
         personal["recipients"] = (
             n(count.select_from(Recipient).where(~Recipient.e164.startswith(HASH_PREFIX))),
-            f"{n(count.select_from(Recipient).where(Recipient.name.is_not(None)))} with a name, "
-            f"{n(count.select_from(Recipient).where(Recipient.zalo_user_id.is_not(None)))} with "
-            "a Zalo user id")
+            _("{named} with a name, {zalo} with a Zalo user id").format(
+                named=n(count.select_from(Recipient).where(Recipient.name.is_not(None))),
+                zalo=n(count.select_from(Recipient).where(Recipient.zalo_user_id.is_not(None)))))
     if "deliveries" in present:
         personal["deliveries"] = (
             n(count.select_from(Delivery).where(~Delivery.address.startswith(HASH_PREFIX))),
-            f"{n(count.select_from(Delivery).where(Delivery.body.is_not(None)))} with a "
-            "personalised text")
+            _("{n} with a personalised text").format(
+                n=n(count.select_from(Delivery).where(Delivery.body.is_not(None)))))
     from outreach.ledger.models import InboundMessage, SmppInbound
 
     if "inbound_messages" in present:
         personal["inbound_messages"] = (
             n(count.select_from(InboundMessage).where(InboundMessage.purged_at.is_(None))),
-            "not purged")
+            _("not purged"))
     if "smpp_inbound" in present:
         personal["smpp_inbound"] = (
-            n(count.select_from(SmppInbound).where(SmppInbound.text != "")), "with a text")
+            n(count.select_from(SmppInbound).where(SmppInbound.text != "")), _("with a text"))
     rows = []
     models = {"inbound_messages": InboundMessage, "smpp_inbound": SmppInbound,
               "recipients": Recipient, "deliveries": Delivery, "delivery_events": DeliveryEvent,
@@ -456,13 +480,14 @@ def _table_counts(conn: Connection) -> list[dict[str, Any]]:
         plain, note = personal.get(table, (None, None))
         if table == "delivery_events":
             plain = n(count.select_from(DeliveryEvent).where(DeliveryEvent.detail.is_not(None)))
-            note = "with a stored provider payload"
+            note = _("with a stored provider payload")
         if table == "gateway_tokens":
             from outreach import secretstore
 
             sealed = sum(1 for v in conn.execute(select(GatewayToken.refresh_token)).scalars()
                          if secretstore.is_sealed(v))
-            note = f"{sealed} encrypted, {total - sealed} in plaintext"
+            note = _("{sealed} encrypted, {plain} in plaintext").format(sealed=sealed,
+                                                                        plain=total - sealed)
             plain = total - sealed  # plaintext tokens: the only secret rows that matter
         rows.append({"table": table, "holds": what, "rows": total,
                      "with_personal_data": total if plain is None else plain, "note": note})
@@ -542,18 +567,22 @@ def check(db: Database, *, older_than_days: int = 90, outbox_dir: str | os.PathL
     for kind, fs in loose.items():
         fix = "chmod 700" if kind.endswith("folder") else "chmod 600"
         if len(fs) == 1:
-            warnings.append(f"{fs[0]['path']} ({kind}) is readable by others (mode "
-                            f"{fs[0]['mode']}): {fix} it")
+            warnings.append(_("{path} ({kind}) is readable by others (mode {mode}): {fix} "
+                              "it").format(path=fs[0]["path"], kind=kind_label(kind),
+                                           mode=fs[0]["mode"],
+                                           fix=fix))
         else:
-            warnings.append(f"{len(fs)} {kind} files are readable by others (e.g. "
-                            f"{fs[0]['path']}, mode {fs[0]['mode']}): {fix} them")
+            warnings.append(_("{n} {kind} files are readable by others (e.g. {path}, mode "
+                              "{mode}): {fix} them").format(n=len(fs), kind=kind_label(kind),
+                                                            path=fs[0]["path"],
+                                                            mode=fs[0]["mode"], fix=fix))
     on_disk = [f for f in files if f["exists"] and f["kind"] != "recipient-list"]
     if on_disk:
-        warnings.append(f"{len(on_disk)} export or reject file(s) with personal data are still "
-                        "on disk: delete them when no longer needed")
+        warnings.append(_("{n} export or reject file(s) with personal data are still on disk: "
+                          "delete them when no longer needed").format(n=len(on_disk)))
     tokens = next((t for t in tables if t["table"] == "gateway_tokens"), None)
     if tokens and tokens["with_personal_data"]:
-        warnings.append("provider tokens stored in plaintext: run `outreach secrets rotate`")
+        warnings.append(_("provider tokens stored in plaintext: run `outreach secrets rotate`"))
     return {"database": {"url": config.redact_url(url), "files": db_files}, "tables": tables,
             "folders": folders, "outbox": outbox, "files": files, "purge": purge_res.to_dict(),
             "warnings": warnings}

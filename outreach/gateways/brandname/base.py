@@ -63,6 +63,7 @@ from typing import Any, ClassVar
 
 import requests
 
+from outreach.i18n import _
 from outreach.clock import VN_TZ
 from outreach.gateways import base, http
 from outreach.gateways.base import (ConfigurationError, Gateway, OutboundMessage, SendResult,
@@ -227,7 +228,8 @@ class BrandnameGateway(Gateway):
         self._api_key = _opt(options, "api_key", env, p + "API_KEY")
         self._secret_key = _opt(options, "secret_key", env, p + "SECRET_KEY")
         if not self._api_key or not self._secret_key:
-            raise ConfigurationError(f"{self.provider} needs {p}API_KEY and {p}SECRET_KEY",
+            raise ConfigurationError(_("{provider} needs {key} and {secret}").format(
+                provider=self.provider, key=p + "API_KEY", secret=p + "SECRET_KEY"),
                                      reason="missing-credentials")
         self._api_key, self._secret_key = str(self._api_key), str(self._secret_key)
         self.api_url = http.check_url(_opt(options, "api_url", env, p + "API_URL")
@@ -235,12 +237,14 @@ class BrandnameGateway(Gateway):
                                       carries_secret=True)
         self.sender = _opt(options, "sender", env, p + "BRANDNAME")
         if self.sender is not None and not BRANDNAME_RE.match(str(self.sender)):
-            raise ConfigurationError(f"{p}BRANDNAME must be at most 11 characters: letters "
-                                     "without diacritics, digits, space . - _ &",
+            raise ConfigurationError(_("{var} must be at most 11 characters: letters without "
+                                       "diacritics, digits, space . - _ &").format(
+                                         var=p + "BRANDNAME"),
                                      reason="bad-brandname")
         self._callback_secret = _opt(options, "callback_secret", env, p + "CALLBACK_SECRET")
         if self._callback_secret is not None and len(str(self._callback_secret)) < 16:
-            raise ConfigurationError(f"{p}CALLBACK_SECRET must be at least 16 characters",
+            raise ConfigurationError(_("{var} must be at least 16 characters").format(
+                var=p + "CALLBACK_SECRET"),
                                      reason="bad-callback-secret")
         base_url = _opt(options, "public_base_url", env, "OUTREACH_PUBLIC_BASE_URL")
         self.public_base_url = (http.check_url(base_url, "OUTREACH_PUBLIC_BASE_URL")
@@ -265,10 +269,12 @@ class BrandnameGateway(Gateway):
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise ConfigurationError(f"{key} ({name}) must be a number", reason="bad-option"
+            raise ConfigurationError(_("{key} ({env}) must be a number").format(
+                key=key, env=name), reason="bad-option"
                                      ) from None
         if number < low:
-            raise ConfigurationError(f"{key} ({name}) must be ≥ {low:g}", reason="bad-option")
+            raise ConfigurationError(_("{key} ({env}) must be ≥ {low}").format(
+                key=key, env=name, low=f"{low:g}"), reason="bad-option")
         return number
 
     def __repr__(self) -> str:
