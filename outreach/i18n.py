@@ -230,4 +230,5 @@ TERMS = (
     N_("pending"), N_("approved"), N_("rejected"), N_("void"), N_("requeued"),
     N_("district"), N_("ward"), N_("orphaned"), N_("looked_up"), N_("deferred"),
     N_("missing"), N_("expired"), N_("interrupted"), N_("ready"), N_("refreshing"),
+    N_("waiting"),
 )
