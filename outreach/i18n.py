@@ -220,6 +220,14 @@ def install_click() -> None:
             mod.ngettext = ngettext
 
 
+def label(key: str) -> str:
+    """A word marked with its context, ``"context|word"`` (``N_("reply|optout")``), so that
+    one English word can read differently in two places: translated in Vietnamese; untranslated
+    (English), the word after ``|``."""
+    text = _(key)
+    return text.split("|", 1)[1] if text == key else text
+
+
 #: Words shown from data (delivery and run states, run kinds, stop reasons, unit kinds): the
 #: console shows ``_(status)``; the JSON and CSV values stay these codes.
 TERMS = (

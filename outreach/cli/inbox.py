@@ -15,7 +15,7 @@ from rich.table import Table
 from outreach import safeio
 from outreach import i18n
 from outreach.cli import Ctx, console, pass_ctx
-from outreach.i18n import N_, _, ngettext, number
+from outreach.i18n import N_, _, label, ngettext, number
 from outreach.receipts import inbound
 
 COLUMNS = ("id", "received_at", "channel", "gateway", "sender", "kind", "keyword", "text",
@@ -34,10 +34,6 @@ LABELS = {"optout": N_("reply|optout"), "optin": N_("reply|optin"),
           "unknown": N_("confirmation|unknown")}
 
 
-def label(key: str) -> str:
-    """``key`` ("context|word") translated; untranslated (English), the word after ``|``."""
-    text = _(key)
-    return text.split("|", 1)[1] if text == key else text
 
 
 def code_label(code: str | None) -> str:

@@ -414,11 +414,10 @@ FILE_KINDS = {"database": N_("file|database"), "database folder": N_("file|datab
 def kind_label(kind: str) -> str:
     """A file kind code (``database folder``, ``reject-file``...) as a person reads it in the
     current language; English and unknown kinds: the code itself."""
+    from outreach.i18n import label
+
     key = FILE_KINDS.get(kind)
-    if key is None:
-        return kind
-    text = _(key)
-    return kind if text == key else text
+    return kind if key is None else label(key)
 
 
 def _file_fact(path: str | os.PathLike[str], kind: str, **extra: Any) -> dict[str, Any]:
