@@ -186,8 +186,11 @@ def test_the_scheduler_fires_only_approved_campaigns(world: World, twilio: FakeT
                                                      tmp_path: Path) -> None:
     from tests.helpers import write_daily_campaign
 
-    # registered now (real time), so the first fire is the next 08:00 in Vietnam: tomorrow's
-    tomorrow = dt.datetime.now(VN_TZ).date() + dt.timedelta(days=1)
+    # registered now (real time), so the first fire is the next 08:00 in Vietnam: today's
+    # before 08:00 there (before 01:00 UTC), else tomorrow's (a later day would find that one
+    # missed and record a run for it)
+    local = dt.datetime.now(VN_TZ)
+    tomorrow = local.date() + dt.timedelta(days=0 if local.time() < dt.time(8, 0) else 1)
     path = write_daily_campaign(tmp_path, cid="lich-that", start="2026-01-01", end="2099-12-31",
                                 numbers=["0965550101", "0965550102"], key_dates="[]")
     spec = campaigns.load(path)
