@@ -110,6 +110,12 @@ def label(code: str | None) -> str:
     return code
 
 
+#: Why a send returned early (:class:`~outreach.sending.engine.RunReport` ``stopped``), shown as
+#: ``_(stopped)``; the other kinds (``paused``, ``window``, ``late``, ``gateway``,
+#: ``error-rate``, ``interrupted``…) are in :data:`outreach.i18n.TERMS`.
+STOP_KINDS: Final[tuple[str, ...]] = (N_("daily-cap"), N_("content"), N_("awaiting-receipts"))
+
+
 #: The English templates every stored run reason is written from (msgids; ``{name}`` the
 #: values). The writers format them in English (:func:`english`); :func:`run_reason`
 #: translates a stored text back through them. A longer, more specific template comes before
@@ -262,4 +268,4 @@ def local_stamp(moment: dt.datetime, tz: dt.tzinfo) -> str:
     return f"{moment.astimezone(tz):%Y-%m-%d %H:%M}"
 
 
-__all__ = ["LABELS", "PREFIXED", "label", "RUN_REASONS", "english", "run_reason", "local_stamp"]
+__all__ = ["LABELS", "PREFIXED", "label", "STOP_KINDS", "RUN_REASONS", "english", "run_reason", "local_stamp"]
