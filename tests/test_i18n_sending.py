@@ -21,7 +21,8 @@ from outreach.ledger.db import Database
 from outreach.ledger.models import Run
 from outreach.sending import ops, reasons
 from outreach.sending.engine import RunEngine
-from tests.helpers import english_words, fresh_db, in_window, load, seed_run, write_campaign
+from tests.helpers import (english_words, fresh_db, in_window, load, numbers, seed_run,
+                           write_campaign)
 
 CAP = '[schedule]\nsend_time = "08:00"\ndaily_cap = 3\n'
 
@@ -109,6 +110,15 @@ def test_deliveries_list_shows_reason_labels_and_keeps_codes_in_json_and_csv(
     csv = tmp_path / "failed.csv"
     vi(failing, "deliveries", "list", "test-campaign", "--status", "failed", "--export", str(csv))
     assert "connect-failed" in csv.read_text(encoding="utf-8-sig")
+
+
+def test_deliveries_lookup_shows_the_reason_label_and_vietnamese_times(failing: Database) -> None:
+    text = vi(failing, "deliveries", "lookup", numbers(2)[1])
+    assert "096****001" in text and "lỗi" in text
+    assert "(không kết nối được tới nhà cung cấp: chưa gửi)" in text
+    assert " ngày 30/07/2024" in text and "2024-07-30" not in text
+    english = en(failing, "deliveries", "lookup", numbers(2)[1])
+    assert "connect-failed" in english and "2024-07-30" in english
 
 
 def test_resume_refusal_names_the_paused_run_in_vietnamese(failing: Database, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy import case, select
 from outreach import safeio
 from outreach.ledger import states
 from outreach.cli import Ctx, console, pass_ctx
-from outreach.i18n import N_, _, ngettext, number
+from outreach.i18n import N_, _, current, ngettext, number, when
 from outreach.ledger.models import Delivery
 from outreach.sending import reasons
 
@@ -245,7 +245,9 @@ def lookup(c: Ctx, phone: str, fmt: str, key_env: str | None) -> None:
                                                     reasons.label(d["error_reason"])) if x))
                if d["error_reason"] else "") + (_(" (number purged)") if d["purged"] else ""))
         for e in d["events"]:
-            console.print(f"    {e['at'][:19]} {e['source']:<10} → {_(e['status'])}"
+            at = (when(dt.datetime.fromisoformat(e["at"])) if current() == "vi"
+                  else e["at"][:19])
+            console.print(f"    {at} {e['source']:<10} → {_(e['status'])}"
                           + ("" if e["applied"] else _(" (ignored: late or duplicate)")))
 
 
