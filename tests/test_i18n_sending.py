@@ -136,9 +136,14 @@ def test_window_closed_reason_in_vietnamese(tmp_path: Path) -> None:
     db = fresh_db(tmp_path)
     late = dt.datetime(2024, 7, 30, 23, 0, tzinfo=VN_TZ)
     run_id = seed_run(db, spec, late)
-    with RunEngine(db, spec, run_id, {"sms": MockGateway()}, clock=FakeClock(late)) as eng:
-        kind, why, nxt = eng.check(late)
+    i18n.set_language("vi")  # a Vietnamese operator's process stores the English reason too
+    try:
+        with RunEngine(db, spec, run_id, {"sms": MockGateway()}, clock=FakeClock(late)) as eng:
+            kind, why, nxt = eng.check(late)
+    finally:
+        i18n.set_language("en")
     assert kind == "window" and nxt == dt.datetime(2024, 7, 31, 7, 0, tzinfo=VN_TZ)
+    assert why == "outside the daily send window 07:00–22:00 Asia/Ho_Chi_Minh (now 23:00)"
     status, stored = status_reason(db, run_id)
     assert status == "waiting"
     assert stored == ("send window closed: outside the daily send window 07:00–22:00 "

@@ -388,7 +388,7 @@ class RunEngine:
         if status in (runstates.PAUSED, runstates.CANCELLED):
             return status, reason, None
         if self._enforce_window and not self.spec.window.is_open(now):
-            why = self.spec.window.closed_reason(now)
+            why = reasons.window_closed(self.spec.window, now)  # stored: English
             nxt = self.spec.window.next_open(now)
             with self.db.engine.begin() as conn:
                 if nxt is None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from functools import lru_cache
-from typing import Final
+from typing import Any, Final
 
 from outreach.i18n import N_, _, current, number
 
@@ -263,9 +263,25 @@ def run_reason(text: str | None) -> str:
     return _translate(text)
 
 
+def window_closed(window: Any, now: dt.datetime) -> str | None:
+    """Why the send window ``window`` (:class:`outreach.input.campaigns.Window`) is closed at
+    ``now``, as stored (English, whatever the interface language; the same words as its
+    ``closed_reason``), or None when it is open."""
+    local = now.astimezone(window.tz)
+    if local.date() < window.start_date:
+        return english(N_("the campaign starts on {date}"), date=window.start_date.isoformat())
+    if local.date() > window.end_date:
+        return english(N_("the campaign ended on {date}"), date=window.end_date.isoformat())
+    if not (window.daily_start <= local.time() < window.daily_end):
+        return english(N_("outside the daily send window {opens}–{closes} {tz} (now {now})"),
+                       opens=f"{window.daily_start:%H:%M}", closes=f"{window.daily_end:%H:%M}",
+                       tz=window.timezone, now=f"{local:%H:%M}")
+    return None
+
+
 def local_stamp(moment: dt.datetime, tz: dt.tzinfo) -> str:
     """``moment`` as stored in a run reason: ``YYYY-MM-DD HH:MM`` in ``tz``."""
     return f"{moment.astimezone(tz):%Y-%m-%d %H:%M}"
 
 
-__all__ = ["LABELS", "PREFIXED", "label", "STOP_KINDS", "RUN_REASONS", "english", "run_reason", "local_stamp"]
+__all__ = ["LABELS", "PREFIXED", "label", "STOP_KINDS", "RUN_REASONS", "english", "run_reason", "local_stamp", "window_closed"]
