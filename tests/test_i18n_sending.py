@@ -291,3 +291,20 @@ def test_database_errors_name_the_file_and_the_cause_in_vietnamese(tmp_path: Pat
     text = vi(missing, "runs", "list", code=1)
     assert "thư mục" in text and "không tồn tại" in text and str(tmp_path / "khong-co") in text
     assert "does not exist" in en(missing, "runs", "list", code=1)
+
+
+# -- workers --------------------------------------------------------------------------------------
+
+def test_worker_lines_in_vietnamese(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTREACH_HOME", str(tmp_path / "home"))
+    spec = load(write_campaign(tmp_path, n=3))
+    db = fresh_db(tmp_path)
+    seed_run(db, spec, in_window())
+    text = vi(db, "worker", "--gateway", "outbox", "--exit-when-done", "--idle", "0.05")
+    assert "đợt gửi #1: hoàn thành" in text
+    assert "không còn đợt gửi nào cần gửi" in text
+    assert status_reason(db)[0] == "completed"
+    other = load(write_campaign(tmp_path, phones=numbers(2, start=100), cid="c2"))
+    assert seed_run(db, other, in_window()) == 2
+    english = en(db, "worker", "--gateway", "outbox", "--exit-when-done", "--idle", "0.05")
+    assert "run #2: completed" in english and "no run left to send" in english
