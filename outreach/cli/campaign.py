@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import signal
 import threading
@@ -15,10 +16,11 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from rich.table import Table
 
 from outreach.clock import VN_TZ
-from outreach.i18n import N_, _, ngettext, number
+from outreach.i18n import N_, _, day, ngettext, number
 from outreach.input import campaigns, reasons
 from outreach.ledger import states
 from outreach.sending import ops
+from outreach.sending.reasons import run_reason
 from outreach.cli import Ctx, console, err_console, pass_ctx
 
 
@@ -328,7 +330,7 @@ def _print_report(rep: Any, campaign_id: str) -> None:
         when_txt = (_("; the window opens again at {time}").format(time=when(rep.resume_at))
                     if rep.resume_at else "")
         console.print(_("[yellow]run stopped ({why}):[/yellow] {reason}{when}").format(
-            why=_(rep.stopped), reason=rep.reason or "", when=when_txt))
+            why=_(rep.stopped), reason=run_reason(rep.reason), when=when_txt))
     elif counts.get("unknown"):
         console.print(ngettext(
             "[yellow]{n} delivery has an unknown outcome[/yellow]: see `outreach deliveries list "
@@ -631,10 +633,12 @@ def runs_list(c: Ctx, campaign_id: str | None, fmt: str) -> None:
                 _("deliveries"), _("reason")):
         t.add_column(col)
     for d in data:
-        t.add_row(str(d["id"]), d["campaign"], _(d["kind"]), d["run_date"], _(d["status"]),
+        t.add_row(str(d["id"]), d["campaign"], _(d["kind"]),
+                  day(dt.date.fromisoformat(d["run_date"])),
+                  _(d["status"]),
                   d["gateway"], ", ".join(f"{_(k)} {number(v)}" for k, v in
                                           sorted(d["counts"].items())),
-                  d["reason"] or "")
+                  run_reason(d["reason"]))
     console.print(t)
 
 

@@ -15,8 +15,9 @@ from sqlalchemy import case, select
 from outreach import safeio
 from outreach.ledger import states
 from outreach.cli import Ctx, console, pass_ctx
-from outreach.i18n import N_, _, ngettext, number
+from outreach.i18n import N_, _, current, ngettext, number, when
 from outreach.ledger.models import Delivery
+from outreach.sending import reasons
 
 
 @click.group()
@@ -117,7 +118,7 @@ def list_(c: Ctx, campaign_id: str, statuses: tuple[str, ...], not_reached: bool
     for d in data[:limit]:
         t.add_row(*((_(d[col]) if col == "status" else str(d[col])) if d[col] is not None
                     else "" for col in shown),
-                  " ".join(x for x in (d["error_code"], d["error_reason"]) if x))
+                  " ".join(x for x in (d["error_code"], reasons.label(d["error_reason"])) if x))
     console.print(t)
 
 
@@ -240,10 +241,13 @@ def lookup(c: Ctx, phone: str, fmt: str, key_env: str | None) -> None:
     for d in data["deliveries"]:
         console.print(_("- {campaign} run #{run} {channel}: [bold]{status}[/bold]").format(
             campaign=d["campaign"], run=d["run"], channel=d["channel"], status=_(d["status"]))
-            + (f" ({d['error_code'] or ''} {d['error_reason'] or ''})" if d["error_reason"]
-               else "") + (_(" (number purged)") if d["purged"] else ""))
+            + (" ({})".format(" ".join(x for x in (d["error_code"],
+                                                    reasons.label(d["error_reason"])) if x))
+               if d["error_reason"] else "") + (_(" (number purged)") if d["purged"] else ""))
         for e in d["events"]:
-            console.print(f"    {e['at'][:19]} {e['source']:<10} → {_(e['status'])}"
+            at = (when(dt.datetime.fromisoformat(e["at"])) if current() == "vi"
+                  else e["at"][:19])
+            console.print(f"    {at} {e['source']:<10} → {_(e['status'])}"
                           + ("" if e["applied"] else _(" (ignored: late or duplicate)")))
 
 

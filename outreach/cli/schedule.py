@@ -18,7 +18,8 @@ from sqlalchemy import select
 from outreach.input import campaigns
 from outreach.sending import scheduling
 from outreach.cli import Ctx, console, err_console, pass_ctx
-from outreach.i18n import N_, _, ngettext, number
+from outreach.i18n import N_, _, current, day, ngettext, number, when as show_when
+from outreach.sending import reasons
 from outreach.clock import UTC, VN_TZ
 from outreach.ledger.models import Schedule
 
@@ -28,11 +29,22 @@ SCHEDULER_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
 
 def _vn(when: dt.datetime | None) -> str:
-    return f"{when.astimezone(VN_TZ):%Y-%m-%d %H:%M} +07" if when else "-"
+    """Vietnam's time: ``08:00 ngày 30/07/2024 +07`` (vi), ``2024-07-30 08:00 +07`` (en)."""
+    if not when:
+        return "-"
+    if current() == "vi":
+        return f"{show_when(when)} +07"
+    return f"{when.astimezone(VN_TZ):%Y-%m-%d %H:%M} +07"
 
 
 def _utc(when: dt.datetime | None) -> str:
-    return f"{when.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if when else "-"
+    """UTC: ``01:00 ngày 30/07/2024 UTC`` (vi), ``2024-07-30 01:00 UTC`` (en)."""
+    if not when:
+        return "-"
+    utc = when.astimezone(UTC)
+    if current() == "vi":
+        return f"{utc:%H:%M} ngày {utc:%d/%m/%Y} UTC"
+    return f"{utc:%Y-%m-%d %H:%M} UTC"
 
 
 def _stamp() -> str:
@@ -62,7 +74,7 @@ def add(c: Ctx, campaign_ref: str) -> None:
     console.print(_("[green]schedule {action}:[/green] {id} daily at {time} {tz}, {start} – "
                     "{end}").format(action=_(ACTIONS.get(action, action)), id=spec.id,
                                     time=f"{s.send_time:%H:%M}", tz=w.timezone,
-                                    start=w.start_date.isoformat(), end=w.end_date.isoformat()))
+                                    start=day(w.start_date), end=day(w.end_date)))
     console.print(_("file: {path}").format(path=path), soft_wrap=True)
     who = (_("every recipient once") if s.mode == "once"
            else ngettext("each recipient every {n} day", "each recipient every {n} days",
@@ -125,9 +137,9 @@ def list_(c: Ctx, fmt: str) -> None:
         last = "-"
         if i.last_run:
             lr = i.last_run
-            last = f"{lr['run_date'].isoformat()}\n#{lr['id']} {_(lr['status'])}"
+            last = f"{day(lr['run_date'])}\n#{lr['id']} {_(lr['status'])}"
             if lr["status_reason"] and lr["status"] in ("missed", "waiting", "paused", "expired"):
-                last += f": {lr['status_reason']}"
+                last += f": {reasons.run_reason(lr['status_reason'])}"
         if i.error:
             t.add_row(i.campaign_id, "-", f"[yellow]{_('paused')}[/yellow]" if i.paused else "-",
                       escape(last))
@@ -138,7 +150,7 @@ def list_(c: Ctx, fmt: str) -> None:
         if i.paused:
             nxt = f"[yellow]{_('paused')}[/yellow]\n" + nxt
         t.add_row(i.campaign_id,
-                  f"{i.send_time:%H:%M} {zone}\n{i.start_date.isoformat()}\n{i.end_date.isoformat()}",
+                  f"{i.send_time:%H:%M} {zone}\n{day(i.start_date)}\n{day(i.end_date)}",
                   nxt, escape(last))
     console.print(t)
 
@@ -192,7 +204,7 @@ def _print_results(results: list[scheduling.TickResult],
     if last_errors is not None:
         failing = {r.campaign_id for r in results if r.action == "error"}
         for cid in [c for c in last_errors if c not in failing]:
-            _say(f"{cid}: the error is gone")
+            _say(_("{id}: the error is gone").format(id=cid))
             del last_errors[cid]
     for r in results:
         if last_errors is not None and r.action == "error":
@@ -225,7 +237,7 @@ def run(c: Ctx, gateway: str | None, once: bool, poll: float) -> None:
             results = scheduling.tick(db, gateway=gateway, operator=c.operator, stop_event=stop)
         _print_results(results)
         if not results:
-            _say("nothing due")
+            _say(_("nothing due"))
         if any(r.action == "error" for r in results):
             raise SystemExit(1)
         return
@@ -254,13 +266,14 @@ def _run_forever(c: Ctx, gateway: str | None, poll: float) -> None:
             threading.Thread(target=stop_scheduler, name="scheduler-shutdown").start()
             return
         if campaign_id:
-            _say(f"firing {campaign_id} ({trigger})")
+            _say(_("firing {id} ({trigger})").format(id=campaign_id, trigger=_(trigger)))
         try:
             results = scheduling.tick(db, gateway=gateway, operator=c.operator, stop_event=stop,
                                       campaign_ids={campaign_id} if campaign_id else None)
         except Exception as exc:  # never let one bad check stop the process
             log.debug("tick failed", exc_info=True)
-            _say(f"[red]error:[/red] {type(exc).__name__}: {escape(str(exc))}", err=True)
+            _say(_("[red]error:[/red] {kind}: {message}").format(
+                kind=type(exc).__name__, message=escape(str(exc))), err=True)
             return
         if campaign_id is None:
             _print_results(results, last_errors)
@@ -275,7 +288,8 @@ def _run_forever(c: Ctx, gateway: str | None, poll: float) -> None:
             specs = {i.campaign_id: scheduling.load_scheduled_spec(db, i.campaign_id)
                      for i in infos if i.next_fire is not None}
         except Exception as exc:
-            _say(f"[red]error reading schedules:[/red] {escape(str(exc))}", err=True)
+            _say(_("[red]error reading schedules:[/red] {message}").format(
+                message=escape(str(exc))), err=True)
             return
         with jobs_lock:
             if stop.is_set():
@@ -289,14 +303,14 @@ def _run_forever(c: Ctx, gateway: str | None, poll: float) -> None:
                          spec.window.end_date, spec.window.lateness_limit_minutes)
                 if cron.get(cid) == shape:
                     continue
-                sched.add_job(do_tick, scheduling.cron_trigger(spec), args=["daily send time", cid],
+                sched.add_job(do_tick, scheduling.cron_trigger(spec), args=[N_("daily send time"), cid],
                               id=f"fire:{cid}", name=f"fire {cid}", replace_existing=True,
                               misfire_grace_time=max(spec.window.lateness_limit_minutes * 60, 1))
                 cron[cid] = shape
                 nxt = scheduling.next_firing(spec, dt.datetime.now(UTC))
-                _say(f"{cid}: daily at {spec.schedule.send_time:%H:%M} {spec.window.timezone}; "
-                     f"next firing {_vn(nxt.at if nxt else None)} = "
-                     f"{_utc(nxt.at if nxt else None)}")
+                _say(_("{id}: daily at {time} {tz}; next firing {local} = {utc}").format(
+                    id=cid, time=f"{spec.schedule.send_time:%H:%M}", tz=spec.window.timezone,
+                    local=_vn(nxt.at if nxt else None), utc=_utc(nxt.at if nxt else None)))
 
     def stop_scheduler() -> None:
         try:
@@ -316,8 +330,8 @@ def _run_forever(c: Ctx, gateway: str | None, poll: float) -> None:
     def on_signal(signum: int, _frame: Any) -> None:
         if stopper:
             raise KeyboardInterrupt
-        _say(f"{signal.Signals(signum).name}: stopping; sends in flight finish and are "
-             "recorded, the run continues at the next start", err=True)
+        _say(_("{signal}: stopping; sends in flight finish and are recorded, the run continues "
+               "at the next start").format(signal=signal.Signals(signum).name), err=True)
         # shutdown(wait=True) waits for the running job, so it must not run in the signal
         # handler: the interrupted main thread may hold a lock that job needs
         t = threading.Thread(target=shut_down, name="scheduler-shutdown")
@@ -328,10 +342,12 @@ def _run_forever(c: Ctx, gateway: str | None, poll: float) -> None:
     try:
         sync_jobs()
         sched.add_job(do_tick, IntervalTrigger(seconds=poll, timezone=SCHEDULER_TZ),
-                      args=["poll"], id="tick", name="check the database",
+                      args=[N_("poll")], id="tick", name="check the database",
                       next_run_time=dt.datetime.now(SCHEDULER_TZ))
-        _say(f"scheduler started (time zone {SCHEDULER_TZ.key}, checks every {poll:g} s, "
-             f"{len(cron)} active schedules)")
+        _say(ngettext("scheduler started (time zone {tz}, checks every {poll} s, {n} active "
+                      "schedule)", "scheduler started (time zone {tz}, checks every {poll} s, "
+                      "{n} active schedules)", len(cron)).format(
+                          tz=SCHEDULER_TZ.key, poll=f"{poll:g}", n=number(len(cron))))
         if not stop.is_set():
             sched.start()
         for t in stopper:
@@ -339,4 +355,4 @@ def _run_forever(c: Ctx, gateway: str | None, poll: float) -> None:
     finally:
         for sig, h in previous.items():
             signal.signal(sig, h)
-    _say("scheduler stopped")
+    _say(_("scheduler stopped"))

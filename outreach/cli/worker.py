@@ -10,6 +10,7 @@ import click
 from outreach import config
 from outreach.cli import Ctx, err_console, pass_ctx
 from outreach.i18n import _, number
+from outreach.sending.reasons import run_reason
 
 
 def parse_gateway_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -107,6 +108,6 @@ def worker(c: Ctx, campaign_id: str | None, concurrency: int | None, gateway: st
         rate=number(round(rate)))
     if rec:
         line += _("; reconciled {counts}").format(counts=json.dumps(rec))
-    err_console.print(line + f"; {_(rep.reason) if rep.reason else ''}", soft_wrap=True)
+    err_console.print(line + f"; {run_reason(_(rep.reason)) if rep.reason else ''}", soft_wrap=True)
     if rep.exit_status:
         raise SystemExit(rep.exit_status)

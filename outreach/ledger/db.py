@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from outreach import config, safeio
+from outreach.i18n import _
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,10 +68,10 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             if not folder.exists():
                 default = (config.home_dir().resolve() == folder.resolve())
                 if not default:
-                    raise DatabaseLocationError(
-                        f"the folder {folder} of the SQLite database does not exist: check "
+                    raise DatabaseLocationError(_(
+                        "the folder {folder} of the SQLite database does not exist: check "
                         "--database-url / OUTREACH_DATABASE_URL (a mistyped path would start an "
-                        "empty ledger and send everyone again)")
+                        "empty ledger and send everyone again)").format(folder=folder))
                 safeio.private_dir(folder)
             safeio.prepare_sqlite_file(url[len("sqlite:///"):].split("?", 1)[0])
         engine = create_engine(url, echo=echo,

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Float, String, and_, case, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from outreach.i18n import _
 from outreach.ledger import runstates, states, suppression
 from outreach.input import text as textmod
 from outreach.input.adminunits import REFORM_DATE
@@ -61,18 +62,19 @@ def sync_campaign(conn: Connection, spec: CampaignSpec, *, now: dt.datetime,
         conn.execute(insert(Campaign).values(id=spec.id, status="active", created_at=now, **values))
         return
     if row.status == "purged":
-        raise RunError(
-            f"campaign {spec.id} was purged (its numbers replaced by keyed hashes): sending it "
-            "again would message everyone anew; create a new campaign id for a new send")
+        raise RunError(_(
+            "campaign {id} was purged (its numbers replaced by keyed hashes): sending it again "
+            "would message everyone anew; create a new campaign id for a new send").format(
+                id=spec.id))
     if row.text_sha256 != spec.text_sha256:
         sent = conn.execute(select(func.count()).select_from(Delivery).where(
             Delivery.campaign_id == spec.id)).scalar_one()
         if sent and not accept_new_text:
-            raise RunError(
-                f"campaign {spec.id}: the message text changed since it was last sent "
-                f"(was {row.text_sha256[:12]}…, now {spec.text_sha256[:12]}…). "
-                "A campaign's recipients must all get the same approved text; "
-                "create a new campaign id, or pass --accept-new-text to continue with the new text.")
+            raise RunError(_(
+                "campaign {id}: the message text changed since it was last sent (was {old}…, "
+                "now {new}…). A campaign's recipients must all get the same approved text; "
+                "create a new campaign id, or pass --accept-new-text to continue with the new "
+                "text.").format(id=spec.id, old=row.text_sha256[:12], new=spec.text_sha256[:12]))
     conn.execute(update(Campaign).where(Campaign.id == spec.id).values(**values))
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, update
 
+from outreach.i18n import N_
 from outreach.ledger import states
 from outreach.ledger.db import Database, retry_write
 from outreach.ledger.models import Delivery, Run
@@ -139,8 +140,8 @@ def complete_if_done(db: Database, run_id: int, *, now: dt.datetime) -> bool:
 
 def unknown_reason(unknown: int) -> str | None:
     """The reason a run completes with: how many deliveries have an unknown outcome."""
-    return (f"{unknown} deliveries with unknown outcome: see "
-            "`outreach deliveries list --status unknown`" if unknown else None)
+    return (N_("{unknown} deliveries with unknown outcome: see `outreach deliveries list "
+               "--status unknown`").format(unknown=unknown) if unknown else None)
 
 
 __all__ = ["CREATED", "RUNNING", "WAITING", "PAUSED", "COMPLETED", "CANCELLED", "EXPIRED",

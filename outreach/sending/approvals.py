@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from outreach import users
+from outreach.i18n import N_, _, number
 from outreach.ledger import runs
 from outreach.reporting import audit
 from outreach.input.campaigns import CampaignSpec
@@ -103,11 +104,11 @@ def set_required(conn: Connection, required: bool, *, operator: str, reason: str
     account may change it; lifting needs a reason. Raises ApprovalError."""
     acc = users.get(conn, operator or "")
     if acc is None or not acc.has("admin"):
-        raise ApprovalError(f"{operator!r} is not an active admin account: only an admin may "
-                            "change the approval requirement")
+        raise ApprovalError(_("{name!r} is not an active admin account: only an admin may "
+                              "change the approval requirement").format(name=operator))
     if not required and not (reason or "").strip():
-        raise ApprovalError("lifting the approval requirement needs --reason (recorded in the "
-                            "audit log)")
+        raise ApprovalError(_("lifting the approval requirement needs --reason (recorded in "
+                              "the audit log)"))
     now = _now(now)
     value = {"required": required, "reason": reason}
     if conn.execute(select(Setting.key).where(Setting.key == SETTING_KEY)).first():
@@ -131,16 +132,17 @@ def latest(conn: Connection, campaign_id: str, status: str | None = None) -> Any
 def void_reason(approval: Any, fp: Fingerprint) -> str | None:
     """Why ``approval`` no longer covers the campaign as it is now (``fp``), or None."""
     if approval.text_sha256 != fp.text_sha256:
-        return (f"the message text changed (approved {approval.text_sha256[:12]}…, now "
-                f"{fp.text_sha256[:12]}…)")
+        return _("the message text changed (approved {old}…, now {new}…)").format(
+            old=approval.text_sha256[:12], new=fp.text_sha256[:12])
     if approval.lists_sha256 != fp.lists_sha256:
         before = {x["file"]: x for x in approval.lists}
         now = {x["file"]: x for x in fp.lists}
         changed = sorted(f for f in before.keys() | now.keys()
                          if before.get(f, {}).get("sha256") != now.get(f, {}).get("sha256"))
-        detail = ", ".join(f"{f} ({before[f]['rows'] if f in before else 'new'} → "
-                           f"{now[f]['rows'] if f in now else 'removed'} rows)" for f in changed)
-        return f"the recipient lists changed: {detail}"
+        detail = ", ".join(_("{file} ({before} → {after} rows)").format(
+            file=f, before=number(before[f]["rows"]) if f in before else _("new"),
+            after=number(now[f]["rows"]) if f in now else _("removed")) for f in changed)
+        return _("the recipient lists changed: {detail}").format(detail=detail)
     return None
 
 
@@ -175,19 +177,22 @@ def approve(conn: Connection, spec: CampaignSpec, *, approver: str,
     now = _now(now)
     pending = latest(conn, spec.id, "pending")
     if pending is None:
-        raise ApprovalError(f"campaign {spec.id} has no request for approval: the operator who "
-                            f"prepared it asks first (`outreach campaign submit {spec.id}`)")
+        raise ApprovalError(_("campaign {id} has no request for approval: the operator who "
+                              "prepared it asks first (`outreach campaign submit {id}`)").format(
+                                  id=spec.id))
     acc = users.get(conn, approver or "")
     if acc is None or not acc.has("approver"):
-        raise ApprovalError(f"{approver!r} is not an active approver or admin account "
-                            "(`outreach users add NAME --role approver`)")
+        raise ApprovalError(_("{name!r} is not an active approver or admin account "
+                              "(`outreach users add NAME --role approver`)").format(name=approver))
     if acc.username == pending.prepared_by.strip().lower():
-        raise ApprovalError(f"campaign {spec.id} was prepared by {pending.prepared_by}: the "
-                            "approval must come from a different person")
+        raise ApprovalError(_("campaign {id} was prepared by {name}: the approval must come "
+                              "from a different person").format(id=spec.id,
+                                                                 name=pending.prepared_by))
     why = void_reason(pending, fingerprint(spec))
     if why:
-        raise ApprovalError(f"request #{pending.id} for campaign {spec.id} is void: {why}; "
-                            f"ask again (`outreach campaign submit {spec.id}`)")
+        raise ApprovalError(_("request #{request} for campaign {id} is void: {why}; ask again "
+                              "(`outreach campaign submit {id}`)").format(
+                                  request=pending.id, id=spec.id, why=why))
     conn.execute(update(Approval).where(Approval.id == pending.id).values(
         status="approved", approved_by=acc.username, approved_at=now))
     audit.record(conn, "approve", operator=acc.username, campaign_id=spec.id,
@@ -211,6 +216,11 @@ def state(conn: Connection, spec: CampaignSpec) -> dict[str, Any]:
 
 
 # -- the check ----------------------------------------------------------------------------------
+#: What an approval refusal calls each kind of send (translated when shown).
+ACTIONS = {"launch": N_("launch"), "resume": N_("resume"), "resend": N_("resend"),
+           "scheduled run": N_("scheduled run")}
+
+
 def require_approval(conn: Connection, spec: CampaignSpec, gateways: Mapping[str, Any], *,
                      operator: str | None = None, now: dt.datetime | None = None,
                      action: str = "launch") -> Any:
@@ -230,15 +240,19 @@ def require_approval(conn: Connection, spec: CampaignSpec, gateways: Mapping[str
                      details={"action": action, "gateways": reaching})
         return None
     approved = latest(conn, spec.id, "approved")
-    head = (f"campaign {spec.id}: {action} through {', '.join(reaching)} reaches phones and "
-            "needs the approval of a second person")
+    what = _(ACTIONS.get(action, action))
+    through = ", ".join(reaching)
     if approved is None:
-        raise ApprovalError(f"{head}; nothing was sent. The preparer asks "
-                            f"(`outreach campaign submit {spec.id}`), an approver approves "
-                            f"(`outreach campaign approve {spec.id}` or the web application)")
+        raise ApprovalError(_(
+            "campaign {id}: {action} through {gateways} reaches phones and needs the approval "
+            "of a second person; nothing was sent. The preparer asks (`outreach campaign "
+            "submit {id}`), an approver approves (`outreach campaign approve {id}` or the web "
+            "application)").format(id=spec.id, action=what, gateways=through))
     why = void_reason(approved, fingerprint(spec))
     if why:
-        raise ApprovalError(f"{head}: approval #{approved.id} is void because {why}; nothing "
-                            f"was sent. Ask for a new approval (`outreach campaign submit "
-                            f"{spec.id}`)")
+        raise ApprovalError(_(
+            "campaign {id}: {action} through {gateways} reaches phones and needs the approval "
+            "of a second person: approval #{approval} is void because {why}; nothing was sent. "
+            "Ask for a new approval (`outreach campaign submit {id}`)").format(
+                id=spec.id, action=what, gateways=through, approval=approved.id, why=why))
     return approved

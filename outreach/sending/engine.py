@@ -29,7 +29,8 @@ from typing import Any
 from sqlalchemy import select, text
 
 from outreach.ledger import runs, runstates, states
-from outreach.sending import leases, ratelimit, reconcile
+from outreach.i18n import N_, _
+from outreach.sending import leases, ratelimit, reasons, reconcile
 from outreach.input.campaigns import CampaignSpec
 from outreach.clock import SYSTEM_CLOCK, Clock
 from outreach.ledger.db import Database, retry_write
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 #: The reason recorded when a run is stopped by its stop event (SIGTERM, Ctrl-C): such a run is
 #: continued by the next scheduler tick; any other pause waits for the operator.
-INTERRUPTED_REASON = "interrupted by the operator"
+INTERRUPTED_REASON = N_("interrupted by the operator")
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,8 @@ class RunEngine:
             if not runstates.move(conn, self.run_id, runstates.RUNNING, None, now=now,
                                   only_from=only_from):
                 status = conn.execute(select(Run.status).where(Run.id == self.run_id)).scalar()
-                return Step(stopped=status or "gone", reason=f"the run is {status} now")
+                return Step(stopped=status or "gone", reason=reasons.english(N_("the run is {status} now"),
+                                                                   status=status))
         self.lease.start()
         return None
 
@@ -259,10 +261,12 @@ class RunEngine:
         limit = dt.timedelta(minutes=self.spec.window.lateness_limit_minutes)
         late_by = self.clock.now() - run.due_at
         if late_by > limit:
-            return (f"the run was due at {run.due_at.astimezone(self.spec.window.tz):%Y-%m-%d %H:%M} "
-                    f"and is {int(late_by.total_seconds() // 60)} min late, past the lateness limit "
-                    f"of {self.spec.window.lateness_limit_minutes} min; not sent late silently "
-                    "(resume with --allow-late to send anyway)")
+            return reasons.english(
+                N_("the run was due at {due} and is {late} min late, past the lateness limit of "
+                   "{limit} min; not sent late silently (resume with --allow-late to send "
+                   "anyway)"), due=reasons.local_stamp(run.due_at, self.spec.window.tz),
+                late=int(late_by.total_seconds() // 60),
+                limit=self.spec.window.lateness_limit_minutes)
         return None
 
     def close(self) -> None:
@@ -372,7 +376,7 @@ class RunEngine:
                 with self.db.engine.begin() as conn:
                     runstates.move(conn, self.run_id, runstates.PAUSED, INTERRUPTED_REASON,
                                    now=now)
-            return "interrupted", "interrupted: in-flight sends finished and were recorded", None
+            return "interrupted", N_("interrupted: in-flight sends finished and were recorded"), None
         return self.check(now)
 
     def check(self, now: dt.datetime) -> tuple[str, str | None, dt.datetime | None] | None:
@@ -384,15 +388,17 @@ class RunEngine:
         if status in (runstates.PAUSED, runstates.CANCELLED):
             return status, reason, None
         if self._enforce_window and not self.spec.window.is_open(now):
-            why = self.spec.window.closed_reason(now)
+            why = reasons.window_closed(self.spec.window, now)  # stored: English
             nxt = self.spec.window.next_open(now)
             with self.db.engine.begin() as conn:
                 if nxt is None:
                     runstates.move(conn, self.run_id, runstates.PAUSED,
-                                   f"send window closed for good: {why}", now=now)
+                                   reasons.english(N_("send window closed for good: {why}"),
+                                                   why=why), now=now)
                 else:
                     runstates.move(conn, self.run_id, runstates.WAITING,
-                                   f"send window closed: {why}", now=now)
+                                   reasons.english(N_("send window closed: {why}"), why=why),
+                                   now=now)
             return "window", why, nxt
         cap = self.spec.schedule.daily_cap
         if cap:
@@ -406,8 +412,9 @@ class RunEngine:
                     local.date() + dt.timedelta(days=1), dt.time(0), tzinfo=self.spec.window.tz))
                 with self.db.engine.begin() as c2:
                     runstates.move(c2, self.run_id, runstates.WAITING,
-                                   f"daily cap of {cap} messages reached", now=now)
-                return "daily-cap", f"daily cap of {cap} reached", nxt
+                                   reasons.english(N_("daily cap of {cap} messages reached"),
+                                                   cap=cap), now=now)
+                return "daily-cap", reasons.english(N_("daily cap of {cap} reached"), cap=cap), nxt
         return None
 
     def _after_queue_empty(self) -> tuple[str, str, dt.datetime | None] | None:
@@ -428,9 +435,13 @@ class RunEngine:
             if wait_until is None:
                 return None
             runstates.move(conn, self.run_id, runstates.WAITING,
-                           f"awaiting delivery receipts before falling back, until "
-                           f"{wait_until.astimezone(self.spec.window.tz):%Y-%m-%d %H:%M}", now=now)
-        return "awaiting-receipts", "waiting for receipts before channel fallback", wait_until
+                           reasons.english(N_("awaiting delivery receipts before falling back, "
+                                              "until {until}"),
+                                           until=reasons.local_stamp(wait_until,
+                                                                     self.spec.window.tz)),
+                           now=now)
+        return ("awaiting-receipts", N_("waiting for receipts before channel fallback"),
+                wait_until)
 
     @retry_write
     def _claimable(self) -> bool:
@@ -479,9 +490,10 @@ def check_text(run: Any, spec: CampaignSpec) -> None:
     """Refuse (:class:`outreach.ledger.runs.RunError`) to send run ``run`` with a campaign whose text
     is not the one the run was created with (its ``text_sha256``)."""
     if run.text_sha256 != spec.text_sha256:
-        raise runs.RunError(f"run #{run.id} was created with another text "
-                            f"({run.text_sha256[:12]}…) than the campaign now has "
-                            f"({spec.text_sha256[:12]}…); refusing to send a different message")
+        raise runs.RunError(_("run #{id} was created with another text ({old}…) than the "
+                              "campaign now has ({new}…); refusing to send a different "
+                              "message").format(id=run.id, old=run.text_sha256[:12],
+                                                new=spec.text_sha256[:12]))
 
 
 def send_run(db: Database, spec: CampaignSpec, run_id: int, gateways: dict[str, gw.Gateway], *,

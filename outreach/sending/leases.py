@@ -29,7 +29,9 @@ from collections.abc import Callable, Iterable
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from outreach.i18n import N_
 from outreach.ledger import states
+from outreach.sending import reasons
 from outreach.clock import SYSTEM_CLOCK, Clock
 from outreach.ledger.db import Database
 from outreach.ledger.models import Delivery
@@ -212,7 +214,8 @@ class Lease:
     def check(self) -> None:
         """Raise :class:`LeaseLost` when :meth:`lost`."""
         if self.lost():
-            raise LeaseLost(f"lease of {self.owner} not renewed for {self.seconds / 2:.0f} s")
+            raise LeaseLost(reasons.english(N_("lease of {owner} not renewed for {seconds} s"),
+                                            owner=self.owner, seconds=f"{self.seconds / 2:.0f}"))
 
     def _loop(self) -> None:
         while not self._stop.wait(self.seconds / 4):

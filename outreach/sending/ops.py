@@ -13,7 +13,7 @@ from sqlalchemy import select
 from outreach.input import recipients
 from outreach.ledger import runs, runstates, states
 from outreach.reporting import audit
-from outreach.sending import engine, limits, reconcile
+from outreach.sending import engine, limits, reasons, reconcile
 from outreach.input import text as textmod
 from outreach.input.campaigns import CampaignSpec
 from outreach.clock import SYSTEM_CLOCK, Clock, vn_today
@@ -22,7 +22,7 @@ from outreach.sending.engine import RunReport
 from outreach.gateways import base as gwbase
 from outreach.gateways import build_gateways, gateway_names_for, run_gateway_names
 from outreach.ledger.models import Delivery, Run
-from outreach.i18n import _
+from outreach.i18n import _, number
 from outreach.sending.reconcile import stale_sending
 
 
@@ -134,10 +134,10 @@ def launch(db: Database, spec: CampaignSpec, *, gateway: str | None = None, dry_
             active = runs.active_run(conn, spec.id)
             if active is not None and not dry_run:
                 stale = stale_sending(conn, active.id, now)
-                state = _(active.status) + (": " + active.status_reason
+                state = _(active.status) + (": " + reasons.run_reason(active.status_reason)
                                             if active.status_reason else "")
                 if stale:
-                    state += _("; {n} sends were interrupted").format(n=stale)
+                    state += _("; {n} sends were interrupted").format(n=number(stale))
                 raise OperatorError(_(
                     "campaign {id} already has run #{run} ({state}). Use `outreach campaign "
                     "resume {id}` to continue it, or `outreach campaign cancel {id}` "

@@ -34,7 +34,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from outreach.input import campaigns, recipients
 from outreach.ledger import runs, runstates, states
 from outreach.reporting import audit
-from outreach.sending import engine, leases, limits
+from outreach.i18n import N_, _, number
+from outreach.i18n import day as show_day
+from outreach.sending import engine, leases, limits, reasons
 from outreach.input.campaigns import CampaignError, CampaignSpec
 from outreach.clock import SYSTEM_CLOCK, UTC, VN_TZ, Clock
 from outreach.ledger.db import Database, is_locked_error, retry_write
@@ -168,14 +170,15 @@ def due_runs(spec: CampaignSpec, now: dt.datetime, *, existing: Collection[str] 
         if f is latest and late <= limit:
             out.append(Due(f, "run", late))
         elif late > limit:
-            out.append(Due(f, "missed", late, (
-                f"not sent: due at {f.at.astimezone(tz):%Y-%m-%d %H:%M} {spec.window.timezone}, "
-                f"no scheduler started it within the lateness limit of "
-                f"{spec.window.lateness_limit_minutes} min (found {_minutes(late)} min late)")))
+            out.append(Due(f, "missed", late, reasons.english(
+                N_("not sent: due at {due} {tz}, no scheduler started it within the lateness "
+                   "limit of {limit} min (found {late} min late)"),
+                due=reasons.local_stamp(f.at, tz), tz=spec.window.timezone,
+                limit=spec.window.lateness_limit_minutes, late=_minutes(late))))
         else:
-            out.append(Due(f, "missed", late, (
-                f"not sent: the firing of {latest.day.isoformat()} came before this day's run "
-                "started; missed days are never sent in a burst")))
+            out.append(Due(f, "missed", late, reasons.english(
+                N_("not sent: the firing of {day} came before this day's run started; missed "
+                   "days are never sent in a burst"), day=latest.day.isoformat())))
     return out
 
 
@@ -197,6 +200,11 @@ def cron_trigger(spec: CampaignSpec) -> Any:
 
 
 # -- the tick --------------------------------------------------------------------------------
+#: What :meth:`TickResult.describe` shows for each action (translated when shown).
+TICK_ACTIONS = {"created": N_("created"), "taken": N_("taken by another process"),
+                "nothing-to-send": N_("nothing to send"), "missed": N_("missed"),
+                "continued": N_("continued"), "closed": N_("closed"), "error": N_("error")}
+
 @dataclass
 class TickResult:
     """What one :func:`tick` did for one campaign.
@@ -217,22 +225,26 @@ class TickResult:
 
     def describe(self) -> str:
         """One line for the operator: campaign, day, run, what happened, delivery counts."""
+        from outreach.i18n import when
+
         parts = [self.campaign_id]
         if self.day:
-            parts.append(self.day.isoformat())
+            parts.append(show_day(self.day))
         if self.run_id:
-            parts.append(f"run #{self.run_id}")
-        text = " ".join(parts) + f": {self.action}"
+            parts.append(_("run #{id}").format(id=self.run_id))
+        text = " ".join(parts) + ": " + _(TICK_ACTIONS.get(self.action, self.action))
         if self.report is not None:
             counts = {k: v for k, v in sorted(self.report.counts.items()) if v}
-            text += " — " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "no deliveries")
+            text += " — " + (", ".join(f"{_(k)} {number(v)}" for k, v in counts.items())
+                             or _("no deliveries"))
             if self.report.stopped:
-                text += f"; stopped ({self.report.stopped}): {self.report.reason or ''}"
+                text += _("; stopped ({kind}): {reason}").format(
+                    kind=_(self.report.stopped), reason=reasons.run_reason(self.report.reason))
                 if self.report.resume_at:
-                    text += (f", continues after "
-                             f"{self.report.resume_at.astimezone(VN_TZ):%Y-%m-%d %H:%M} +07")
+                    text += _(", continues after {time}").format(
+                        time=when(self.report.resume_at))
         if self.detail:
-            text += f" ({self.detail})"
+            text += f" ({reasons.run_reason(self.detail)})"
         return text
 
 
@@ -291,12 +303,14 @@ def tick(db: Database, clock: Clock = SYSTEM_CLOCK, *, gateways_factory: Gateway
             except OperationalError as exc:
                 if not is_locked_error(exc):
                     raise
-                results.append(TickResult(s.campaign_id, "error", detail=(
+                results.append(TickResult(s.campaign_id, "error", detail=N_(
                     "database busy; tried again at the next tick")))
             except Exception as exc:  # a bug must not stop the other campaigns or the process
                 log.debug("tick of %s failed", s.campaign_id, exc_info=True)
                 results.append(TickResult(s.campaign_id, "error",
-                                          detail=f"internal error: {type(exc).__name__}: {exc}"))
+                                          detail=reasons.english(
+                                              N_("internal error: {kind}: {error}"),
+                                              kind=type(exc).__name__, error=exc)))
     finally:
         cache.close()
     for r in results:  # INFO: the command line prints each result for the operator itself
@@ -336,7 +350,7 @@ def _tick_campaign(db: Database, clock: Clock, now: dt.datetime, cid: str,
             res.report = _claim_and_dispatch(db, clock, now, spec, res.run_id, runstates.CREATED,
                                              gateways_for(names), stop_event)
             if res.report is None:
-                res.detail = "sent by another scheduler process"
+                res.detail = N_("sent by another scheduler process")
     return out
 
 
@@ -412,7 +426,7 @@ def _create_day_run(db: Database, spec: CampaignSpec, due: Due, names: dict[str,
             existing = _run_id_by_key(conn, spec.id, f.run_key)
             if existing is not None:
                 return TickResult(spec.id, "taken", f.day, existing,
-                                  detail="another scheduler process created this day's run")
+                                  detail=N_("another scheduler process created this day's run"))
             runs.sync_campaign(conn, spec, now=now)
             from outreach.sending.approvals import require_approval  # maker–checker
             require_approval(conn, spec, names, operator=operator, now=now, action="scheduled run")
@@ -423,30 +437,42 @@ def _create_day_run(db: Database, spec: CampaignSpec, due: Due, names: dict[str,
             backlog, backlog_runs = _queued_elsewhere(conn, spec.id)
             plan: runs.RunPlan | None = None
             if cap and backlog >= cap:
-                reason = (f"nothing new today: {backlog} deliveries of run "
-                          f"{', '.join(f'#{i}' for i in backlog_runs)} are still queued, "
-                          f"which fills the daily cap of {cap}")
+                reason = reasons.english(
+                    N_("nothing new today: {backlog} deliveries of run {runs} are still queued, "
+                       "which fills the daily cap of {cap}"), backlog=backlog,
+                    runs=", ".join(f"#{i}" for i in backlog_runs), cap=cap)
             else:
                 plan = runs.create_run(conn, spec, kind="scheduled", gateway_names=names, now=now,
                                        run_key=f.run_key, due_at=f.at, operator=operator,
                                        daily_cap=(cap - backlog) if cap else None, run_date=f.day,
                                        check=check)
-                reason = "nothing to send: every recipient on the lists already has a delivery"
+                queued_in = ", ".join(f"#{i}" for i in backlog_runs)
                 if spec.schedule.mode == "repeat":
-                    reason = ("nothing to send: every recipient was sent within the last "
-                              f"{spec.schedule.repeat_every_days} days")
-                if backlog:
-                    reason += (f" ({backlog} still queued in run "
-                               f"{', '.join(f'#{i}' for i in backlog_runs)})")
+                    reason = reasons.english(
+                        N_("nothing to send: every recipient was sent within the last {days} "
+                           "days ({backlog} still queued in run {runs})") if backlog else
+                        N_("nothing to send: every recipient was sent within the last {days} "
+                           "days"), days=spec.schedule.repeat_every_days, backlog=backlog,
+                        runs=queued_in)
+                else:
+                    reason = reasons.english(
+                        N_("nothing to send: every recipient on the lists already has a "
+                           "delivery ({backlog} still queued in run {runs})") if backlog else
+                        N_("nothing to send: every recipient on the lists already has a "
+                           "delivery"), backlog=backlog, runs=queued_in)
             skipped = 0
             if plan is not None and plan.run_id is not None:
                 run_id = plan.run_id
                 skipped = _skip_already_sent_today(conn, spec.id, run_id, now)
                 status = "created"
-                detail = (f"{plan.created} deliveries"
-                          + (f", {plan.deferred_by_cap} left for later days by the daily cap"
-                             if plan.deferred_by_cap else "")
-                          + (f", {skipped} skipped: already sent today" if skipped else ""))
+                detail = reasons.english(
+                    (N_("{created} deliveries, {deferred} left for later days by the daily cap, "
+                        "{skipped} skipped: already sent today") if skipped else
+                     N_("{created} deliveries, {deferred} left for later days by the daily cap"))
+                    if plan.deferred_by_cap else
+                    (N_("{created} deliveries, {skipped} skipped: already sent today") if skipped
+                     else N_("{created} deliveries")),
+                    created=plan.created, deferred=plan.deferred_by_cap, skipped=skipped)
             else:
                 # create_run writes nothing when nobody needs a delivery; the day still gets
                 # its record (and its unique key, so no other process tries again)
@@ -471,7 +497,7 @@ def _create_day_run(db: Database, spec: CampaignSpec, due: Due, names: dict[str,
         if existing is None:
             raise
         return TickResult(spec.id, "taken", f.day, existing,
-                          detail="another scheduler process created this day's run")
+                          detail=N_("another scheduler process created this day's run"))
     return TickResult(spec.id, status, f.day, run_id, detail=detail)
 
 
@@ -594,8 +620,9 @@ def _continue_earlier(db: Database, clock: Clock, now: dt.datetime, spec: Campai
 def _close_past_repeat_run(db: Database, spec: CampaignSpec, run: Any,
                            now: dt.datetime) -> str | None:
     """A repeat campaign's run whose day has passed is closed, not sent on a later day."""
-    reason = (f"closed: its day {run.run_date.isoformat()} has passed; a repeat campaign sends "
-              "each day's run on its own day only")
+    reason = reasons.english(
+        N_("closed: its day {day} has passed; a repeat campaign sends each day's run on its own "
+           "day only"), day=run.run_date.isoformat())
     with db.engine.begin() as conn:
         moved = runstates.move(conn, run.id, runstates.COMPLETED, reason, now=now,
                                only_from=(run.status,))
@@ -606,7 +633,8 @@ def _close_past_repeat_run(db: Database, spec: CampaignSpec, run: Any,
         states.apply(conn, [states.Change(i, states.SKIPPED, {"error_reason": "day-passed"},
                                           detail=reason) for i in ids],
                      source="scheduler", now=now)
-    return f"{len(ids)} queued deliveries skipped; {reason}"
+    return reasons.english(N_("{skipped} queued deliveries skipped; {reason}"),
+                           skipped=len(ids), reason=reason)
 
 
 # -- claiming and dispatching -------------------------------------------------------------------
@@ -660,9 +688,9 @@ def _pause_after_error(db: Database, run_id: int, exc: BaseException, now: dt.da
     for the operator, instead of ``running`` with nobody behind it."""
     try:
         with db.engine.begin() as conn:
-            runstates.move(conn, run_id, runstates.PAUSED, (
-                f"scheduler error: {type(exc).__name__}: {exc}; fix the cause, then "
-                "`outreach campaign resume`"), now=now, only_from=(runstates.RUNNING,))
+            runstates.move(conn, run_id, runstates.PAUSED, reasons.english(
+                N_("scheduler error: {error}; fix the cause, then `outreach campaign resume`"),
+                error=f"{type(exc).__name__}: {exc}"), now=now, only_from=(runstates.RUNNING,))
     except Exception:  # the original error is the one to report
         log.debug("could not record the error on run %s", run_id, exc_info=True)
 
@@ -730,8 +758,8 @@ def register(db: Database, spec: CampaignSpec, *, operator: str | None = None,
     limit = dt.timedelta(minutes=spec.window.lateness_limit_minutes)
     upcoming = firings(spec, now - limit)
     if not upcoming:
-        raise OperatorError(f"campaign {spec.id} ended on {spec.window.end_date.isoformat()}: "
-                            "no daily send is left to schedule")
+        raise OperatorError(_("campaign {id} ended on {date}: no daily send is left to "
+                              "schedule").format(id=spec.id, date=show_day(spec.window.end_date)))
     file = str(Path(spec.file).resolve()) if spec.file else None
     with db.engine.begin() as conn:
         runs.sync_campaign(conn, spec, now=now)
@@ -762,8 +790,8 @@ def set_paused(db: Database, campaign_id: str, paused: bool, *, operator: str | 
     with db.engine.begin() as conn:
         cur = conn.execute(select(Schedule.paused).where(Schedule.campaign_id == campaign_id)).first()
         if cur is None:
-            raise OperatorError(f"campaign {campaign_id} has no schedule "
-                                "(see `outreach schedule list`)")
+            raise OperatorError(_("campaign {id} has no schedule (see `outreach schedule "
+                                  "list`)").format(id=campaign_id))
         if bool(cur.paused) == paused:
             return False
         conn.execute(update(Schedule).where(Schedule.campaign_id == campaign_id)
@@ -782,8 +810,8 @@ def remove(db: Database, campaign_id: str, *, operator: str | None = None,
         gone = conn.execute(Schedule.__table__.delete().where(
             Schedule.campaign_id == campaign_id)).rowcount
         if not gone:
-            raise OperatorError(f"campaign {campaign_id} has no schedule "
-                                "(see `outreach schedule list`)")
+            raise OperatorError(_("campaign {id} has no schedule (see `outreach schedule "
+                                  "list`)").format(id=campaign_id))
         audit.record(conn, "schedule", operator=operator, campaign_id=campaign_id, now=now,
                      details={"action": "remove"})
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
-from outreach.sending import outbound
+from outreach.i18n import N_
+from outreach.sending import outbound, reasons
 from outreach.input.campaigns import CampaignSpec
 from outreach.clock import Clock
 from outreach.gateways import base as gw
@@ -212,9 +213,10 @@ class BatchSender:
             except Exception as exc:  # noqa: BLE001 - the whole request's outcome is unknown
                 log.exception("%d deliveries: %s.send_many raised %s", len(todo), gateway.name,
                               type(exc).__name__)
-                self._halt_with("gateway", f"{gateway.name}: {type(exc).__name__} while writing "
-                                f"a batch ({exc}); its {len(todo)} deliveries are recorded as "
-                                "unknown — `outreach campaign resume` reconciles them")
+                self._halt_with("gateway", reasons.english(
+                    N_("{gateway}: {kind} while writing a batch ({error}); its {n} deliveries are "
+                       "recorded as unknown — `outreach campaign resume` reconciles them"),
+                    gateway=gateway.name, kind=type(exc).__name__, error=exc, n=len(todo)))
                 out += [Outcome(m.delivery_id, "unknown", error=gw.OutcomeUnknownError(
                     f"{type(exc).__name__}: {exc}", reason="adapter-error")) for m in todo]
         by_id = {o.delivery_id: o for o in out}
@@ -331,9 +333,17 @@ class BatchSender:
             self._opted_now.add(msg.to)
             return self._note(Outcome(msg.delivery_id, "opted_out", error=exc, attempts=attempts))
         except gw.StopRunError as exc:
-            self._halt_with("gateway", f"{gateway.name}: {exc.reason} — {exc.detail or exc}"
-                            f"{f' (code {exc.provider_code})' if exc.provider_code else ''}; "
-                            "fix the gateway configuration, then `outreach campaign resume`")
+            if exc.provider_code:
+                why = reasons.english(
+                    N_("{gateway}: {reason} — {detail} (code {code}); fix the gateway "
+                       "configuration, then `outreach campaign resume`"), gateway=gateway.name,
+                    reason=exc.reason, detail=exc.detail or exc, code=exc.provider_code)
+            else:
+                why = reasons.english(
+                    N_("{gateway}: {reason} — {detail}; fix the gateway configuration, then "
+                       "`outreach campaign resume`"), gateway=gateway.name, reason=exc.reason,
+                    detail=exc.detail or exc)
+            self._halt_with("gateway", why)
             return Outcome(msg.delivery_id, "not_sent", error=exc, attempts=attempts)
         except gw.PermanentError as exc:
             return self._note(Outcome(msg.delivery_id, "failed", error=exc, attempts=attempts), False)
@@ -349,9 +359,10 @@ class BatchSender:
             # every recipient.
             log.exception("delivery %s: %s.send raised %s", msg.delivery_id, gateway.name,
                           type(exc).__name__)
-            self._halt_with("gateway", f"{gateway.name}: unexpected {type(exc).__name__} in the "
-                            f"gateway adapter ({exc}); the delivery is recorded as unknown — see "
-                            "the log, then `outreach campaign resume`")
+            self._halt_with("gateway", reasons.english(
+                N_("{gateway}: unexpected {kind} in the gateway adapter ({error}); the delivery "
+                   "is recorded as unknown — see the log, then `outreach campaign resume`"),
+                gateway=gateway.name, kind=type(exc).__name__, error=exc))
             return Outcome(msg.delivery_id, "unknown", attempts=attempts,
                            error=gw.OutcomeUnknownError(f"{type(exc).__name__}: {exc}",
                                                         reason="adapter-error"))
@@ -363,11 +374,11 @@ class BatchSender:
         healthy = ok or isinstance(outcome.error, gw.PermanentError)
         bad = self._health.note(healthy)
         if bad is not None and bad > self.error_rate_threshold:
-            self._halt_with("error-rate",
-                            f"{bad:.0%} of the last {len(self._health)} sends failed "
-                            f"(threshold {self.error_rate_threshold:.0%}); the run is "
-                            "paused instead of burning through the list — check the gateway, "
-                            "then `outreach campaign resume`")
+            self._halt_with("error-rate", reasons.english(
+                N_("{percent} of the last {n} sends failed (threshold {threshold}); the run is "
+                   "paused instead of burning through the list — check the gateway, then "
+                   "`outreach campaign resume`"), percent=f"{bad:.0%}", n=len(self._health),
+                threshold=f"{self.error_rate_threshold:.0%}"))
         return outcome
 
     def _note_early(self, outcome: Outcome) -> None:
@@ -390,12 +401,12 @@ class BatchSender:
             if len(set(self._early)) != 1:
                 return
         code, reason = self._early[0]
-        self._halt_with("content", (
-            f"the first {len(self._early)} sends all failed with code {code} ({reason}: "
-            f"{err.detail or err}): the provider refuses the message itself, so every "
-            "recipient would fail; the run is paused instead — fix the campaign's text or "
-            "template (`outreach campaign check` shows the limits), then `outreach campaign "
-            "resume`"))
+        self._halt_with("content", reasons.english(
+            N_("the first {n} sends all failed with code {code} ({reason}: {detail}): the "
+               "provider refuses the message itself, so every recipient would fail; the run is "
+               "paused instead — fix the campaign's text or template (`outreach campaign "
+               "check` shows the limits), then `outreach campaign resume`"),
+            n=len(self._early), code=code, reason=reason, detail=err.detail or err))
 
     def _halt_with(self, kind: str, why: str) -> None:
         if not self._halt.is_set():

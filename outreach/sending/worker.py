@@ -18,10 +18,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from outreach.i18n import N_
+from outreach.i18n import N_, _
 from outreach.input import campaigns
 from outreach.ledger import runs, runstates, states
-from outreach.sending import engine, leases, reconcile
+from outreach.sending import engine, leases, reasons, reconcile
 from outreach.input.campaigns import CampaignSpec
 from outreach.clock import SYSTEM_CLOCK, Clock
 from outreach.ledger.db import Database
@@ -251,7 +251,8 @@ class Worker:
             stopped = eng.start(only_from=runstates.WORKABLE)
             if stopped is not None:
                 if stopped.stopped == "late":
-                    self._finished(run.id, f"expired: {stopped.reason}")
+                    self._finished(run.id, _("expired: {reason}").format(
+                        reason=reasons.run_reason(stopped.reason)))
                 self._drop(run.id)
                 return worked
             st.started = True
@@ -264,15 +265,16 @@ class Worker:
         except Exception as exc:
             # outcomes of this batch are unknown to us now: stop like a crash would, the
             # other workers reconcile the rows with the gateway
-            raise _BatchAborted(f"a batch of run {run.id} was interrupted by "
-                                f"{type(exc).__name__}: {exc}; stopping so that the other "
-                                "workers reconcile it") from exc
+            raise _BatchAborted(reasons.english(
+                N_("a batch of run {run} was interrupted by {kind}: {error}; stopping so that "
+                   "the other workers reconcile it"), run=run.id, kind=type(exc).__name__,
+                error=exc)) from exc
         if step.sent:
             self.report.batches += 1
             self.report.outcomes.update(step.outcomes)
         if step.completed:
             self.report.completed_runs.append(run.id)
-            self._finished(run.id, "completed")
+            self._finished(run.id, _("completed"))
             self._drop(run.id)
             return True
         if step.stopped:
@@ -280,7 +282,8 @@ class Worker:
             if step.stopped in (runstates.PAUSED, runstates.CANCELLED, "interrupted"):
                 self._drop(run.id)
             elif step.sent:  # paused by the engine after this batch (gateway, error rate)
-                self._finished(run.id, f"paused: {step.reason}")
+                self._finished(run.id, _("paused: {reason}").format(
+                    reason=reasons.run_reason(step.reason)))
                 self._drop(run.id)
             else:  # window, daily cap, awaiting receipts: look again later
                 st.not_before = mono + RECHECK_SECONDS
@@ -341,7 +344,7 @@ class Worker:
             runstates.move(conn, run_id, runstates.PAUSED, why, now=self.clock.now(),
                            only_from=runstates.WORKABLE)
         log.error("run %s paused: %s", run_id, why)
-        self._finished(run_id, f"paused: {why}")
+        self._finished(run_id, _("paused: {reason}").format(reason=reasons.run_reason(why)))
 
     def _finished(self, run_id: int, what: str) -> None:
         if self.on_run_done:
