@@ -112,6 +112,7 @@ class Resolver:
         self.province = _clean(province)
         self.unknown: Counter[tuple[str, str]] = Counter()
         self._cache: dict[tuple[str | None, str | None, str | None], Units] = {}
+        self._uncertain: dict[Any, Units] = {}
         self._provinces: Counter[str] = Counter()
         self._lib: Any = None
 
@@ -123,17 +124,24 @@ class Resolver:
         return self._lib
 
     def resolve(self, province: str | None, district: str | None, ward: str | None) -> Units:
-        """Units of one row (``province`` from the row, if the list has that column)."""
+        """Units of one row (``province`` from the row, if the list has that column). Every
+        row whose district or ward is not found counts in :attr:`unknown`."""
         key = (province, district, ward)
-        found = self._cache.get(key)
-        if found is not None:
-            return found
-        if not (district or ward):
-            return Units(None, None)
-        units, certain = self._resolve(_clean(province) or self.province, _clean(district),
-                                       _clean(ward))
-        if certain:
-            self._cache[key] = units
+        units = self._cache.get(key)
+        if units is None:
+            if not (district or ward):
+                return Units(None, None)
+            prov = _clean(province) or self.province
+            # a name not found while the province is still a guess is looked up again only
+            # when the guesses change (the provinces most seen so far), not on every row
+            guess_key = None if prov else (key, tuple(p for p, _ in self._provinces.most_common(2)))
+            units = self._uncertain.get(guess_key) if guess_key else None
+            if units is None:
+                units, certain = self._resolve(prov, _clean(district), _clean(ward))
+                if certain:
+                    self._cache[key] = units
+                elif guess_key is not None:
+                    self._uncertain[guess_key] = units
         if district and units.district_code is None:
             self.unknown["district", district] += 1
         elif ward and units.ward_code is None and units.new_ward_code is None:
