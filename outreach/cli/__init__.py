@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 
 from outreach import __version__, i18n
-from outreach.i18n import _
+from outreach.i18n import N_, _, label
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -200,6 +200,27 @@ def database_error_message(exc: BaseException, obj: Any) -> str:
     return _("database {where}: {cause}").format(where=where, cause=cause)
 
 
+#: The format of the log lines on stderr (``-v``; warnings always).
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: Log levels as a log line names them, marked ``log|LEVEL``.
+LOG_LEVELS = {"DEBUG": N_("log|DEBUG"), "INFO": N_("log|INFO"), "WARNING": N_("log|WARNING"),
+              "ERROR": N_("log|ERROR"), "CRITICAL": N_("log|CRITICAL")}
+
+
+class LogFormatter(logging.Formatter):
+    """Log lines with their level in the interface language (``CẢNH_BÁO``, ``LỖI``), read
+    when each line is written."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        original = record.levelname
+        if original in LOG_LEVELS:
+            record.levelname = label(LOG_LEVELS[original])
+        try:
+            return super().format(record)
+        finally:
+            record.levelname = original
+
+
 def _lang_option(ctx: click.Context, _param: click.Parameter, value: str | None) -> str:
     try:
         lang = i18n.resolve(value)
@@ -269,8 +290,9 @@ def main(ctx: click.Context, database_url: str | None, operator: str | None, sho
     """outreach: send a prescribed message by SMS and Zalo to every recipient, exactly once,
     and report who got it."""
     level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(LogFormatter(LOG_FORMAT))
+    logging.basicConfig(level=max(level, logging.DEBUG), handlers=[handler])  # once per process
     from outreach.logmask import install
 
     install()
