@@ -196,7 +196,17 @@ CLICK_MESSAGES = (
     N_("Got unexpected extra argument ({args})"), N_("Missing command."),
     N_("{name} {filename!r} does not exist."), N_("Path"), N_("File"),
     N_("{value!r} is not a valid {number_type}."), N_("required"), N_("deprecated"),
-    N_("Positional arguments"), N_("(dynamic)"),
+    N_("Positional arguments"), N_("(dynamic)"), N_("{value} is not in the range {range}."),
+    N_("{name} {filename!r} is a file."), N_("{name} {filename!r} is a directory."),
+    N_("{name} {filename!r} is not readable."), N_("{name} {filename!r} is not writable."),
+    N_("{name} {filename!r} is not executable."),
+)
+#: click's type names in its errors ("'x' is not a valid integer.", "File '…' does not exist."),
+#: marked ``type|name``.
+CLICK_TYPES = (
+    N_("type|integer"), N_("type|integer range"), N_("type|float"), N_("type|float range"),
+    N_("type|boolean"), N_("type|uuid"), N_("type|text"), N_("type|file"),
+    N_("type|directory"), N_("type|path"), N_("type|filename"), N_("type|datetime"),
 )
 CLICK_PLURALS = (
     N_plural("{value!r} is not {choice}.", "{value!r} is not one of {choices}."),
@@ -259,6 +269,23 @@ def _install_click_metavars() -> None:
     click.Command._i18n_metavars = True  # type: ignore[attr-defined]
 
 
+class _ClickTypeMessage(str):
+    """A message of ``click.types`` whose ``format`` reads the type's name (``number_type``,
+    the ``name`` of a path) in the current language; "File" stays capitalised."""
+
+    def format(self, *args: Any, **kwargs: Any) -> str:  # type: ignore[override]
+        for key in ("number_type", "name"):
+            value = kwargs.get(key)
+            if isinstance(value, str) and value:
+                word = label(f"type|{value.lower()}")
+                kwargs[key] = word[:1].upper() + word[1:] if value[:1].isupper() else word
+        return str.format(self, *args, **kwargs)
+
+
+def _click_types_gettext(message: str) -> str:
+    return _ClickTypeMessage(_(message))
+
+
 def install_click() -> None:
     """Make click's own messages ("Usage:", "Error: …", "Missing argument", …) use these
     catalogs: click calls the module-level ``_`` and ``ngettext`` it imported from the standard
@@ -275,7 +302,7 @@ def install_click() -> None:
         except ImportError:  # pragma: no cover - a click without that module
             continue
         if hasattr(mod, "_"):
-            mod._ = _
+            mod._ = _click_types_gettext if name == "types" else _
         if hasattr(mod, "ngettext"):
             mod.ngettext = ngettext
 

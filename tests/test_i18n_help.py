@@ -135,3 +135,21 @@ def test_metavar_words() -> None:
     finally:
         i18n.set_language("en")
     assert i18n.metavar("[CAMPAIGN_ID]...") == "[CAMPAIGN_ID]..."
+
+
+@pytest.mark.parametrize("args, vi, en", [
+    (["web", "serve", "--port", "abc"], "'abc' không phải số nguyên hợp lệ.",
+     "'abc' is not a valid integer range."),
+    (["web", "serve", "--port", "0"], "0 không nằm trong khoảng 1<=x<=65535.",
+     "0 is not in the range 1<=x<=65535."),
+    (["recipients", "import", "/nonexistent.csv"],
+     "Giá trị không hợp lệ cho 'CÁC_TỆP...': Tệp '/nonexistent.csv' không tồn tại.",
+     "Invalid value for 'FILES...': File '/nonexistent.csv' does not exist."),
+])
+def test_click_type_errors_in_each_language(args: list[str], vi: str, en: str) -> None:
+    """click's type names in its errors (integer, File) read in the language."""
+    r = CliRunner().invoke(main, ["--lang", "vi", *args], prog_name="outreach")
+    assert r.exit_code == 2 and vi in r.output, r.output
+    assert english_words(r.output) == [], r.output
+    r = CliRunner().invoke(main, ["--lang", "en", *args], prog_name="outreach")
+    assert r.exit_code == 2 and en in r.output, r.output
