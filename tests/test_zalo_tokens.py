@@ -601,6 +601,29 @@ def test_token_messages_in_vietnamese(db: Database) -> None:
         i18n.set_language("en")
 
 
+def test_refresh_log_lines_in_vietnamese(db: Database, caplog: pytest.LogCaptureFixture) -> None:
+    """The worker's console during a refresh: Vietnamese, the expiry as a Vietnamese time."""
+    import logging
+
+    from outreach import i18n
+    from tests.helpers import english_words
+
+    caplog.set_level(logging.INFO, logger="outreach.gateways.zalo_tokens")
+    store = TokenStore(db, clock=FakeClock(T0), refresher=Refresher())
+    store.set_tokens("", "RT-1", 3600)  # no access token: the first use refreshes
+    i18n.set_language("vi")
+    try:
+        assert store.current()[0] == "AT-2"
+    finally:
+        i18n.set_language("en")
+    lines = [r.getMessage() for r in caplog.records]
+    assert "đang làm mới mã truy cập zalo (phiên bản 1)" in lines, lines
+    # 09:00 in Vietnam + 90 000 s = 10:00 the next day
+    assert ("đã làm mới mã truy cập zalo (phiên bản 3, hết hạn lúc 10:00 ngày 31/07/2024)"
+            in lines), lines
+    assert all(english_words(line) == [] for line in lines), lines
+
+
 def test_cli_set_token_without_access_token_refreshes_on_first_use(db: Database) -> None:
     from outreach.cli.gateways import gateways
 

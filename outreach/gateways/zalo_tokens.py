@@ -363,8 +363,8 @@ class TokenStore:
         except FileNotFoundError:
             return None
         except Exception as exc:  # a damaged or foreign file: never guess a token from it
-            log.warning("the %s refresh journal %s is unreadable (%s)", self.gateway, path.name,
-                        type(exc).__name__)
+            log.warning(_("the {gateway} refresh journal {file} is unreadable ({error})").format(
+                gateway=self.gateway, file=path.name, error=type(exc).__name__))
             return None
 
     def _write_journal(self, claim: _Claim, grant: TokenGrant, received_at: dt.datetime) -> bool:
@@ -382,8 +382,8 @@ class TokenStore:
             os.replace(tmp, path)
             return True
         except Exception as exc:  # the database write still follows
-            log.warning("could not journal the new %s tokens (%s); storing them directly",
-                        self.gateway, type(exc).__name__)
+            log.warning(_("could not journal the new {gateway} tokens ({error}); storing them "
+                          "directly").format(gateway=self.gateway, error=type(exc).__name__))
             return False
 
     def _drop_journal(self, version: int) -> None:
@@ -392,7 +392,8 @@ class TokenStore:
         except FileNotFoundError:
             pass
         except OSError as exc:
-            log.warning("could not remove the %s refresh journal (%s)", self.gateway, exc)
+            log.warning(_("could not remove the {gateway} refresh journal ({error})").format(
+                gateway=self.gateway, error=exc))
 
     def _settle_interrupted(self, row: Any) -> tuple[str, int] | None:
         """Settle a refresh whose holder died (see the class docstring). Returns the token to
@@ -408,8 +409,9 @@ class TokenStore:
                     GatewayToken.access_token == row.access_token).values(
                     access_token="", version=row.version + 1, updated_at=self.clock.now()))
             if res.rowcount == 1:
-                log.warning("a %s token refresh by %s stopped before its request left; using "
-                            "the same refresh token again", self.gateway, owner)
+                log.warning(_("a {gateway} token refresh by {owner} stopped before its request "
+                              "left; using the same refresh token again").format(
+                                  gateway=self.gateway, owner=owner))
             return None
         journalled = self._journal(row.version)
         claim = _Claim(version=row.version, refresh_token="", access_token="",
@@ -420,8 +422,9 @@ class TokenStore:
             if self._finish(claim, access_token=grant.access_token,
                             refresh_token=grant.refresh_token, expires_at=expires_at):
                 self._drop_journal(row.version)
-                log.warning("a %s token refresh by %s stopped after Zalo answered; stored the "
-                            "new tokens from its journal", self.gateway, owner)
+                log.warning(_("a {gateway} token refresh by {owner} stopped after Zalo "
+                              "answered; stored the new tokens from its journal").format(
+                                  gateway=self.gateway, owner=owner))
                 return grant.access_token, row.version + 1
             return None
         sent_at = row.updated_at
@@ -430,8 +433,8 @@ class TokenStore:
             # the row changed since it was read (its holder finished after all, or an operator
             # set new tokens): read it again
             return None
-        log.error("a %s token refresh by %s stopped after its request left and before the "
-                  "answer was stored", self.gateway, owner)
+        log.error(_("a {gateway} token refresh by {owner} stopped after its request left and "
+                    "before the answer was stored").format(gateway=self.gateway, owner=owner))
         raise AuthenticationError(
             _("the Zalo token refresh sent by {owner} at {time} stopped before Zalo's answer was "
               "stored (its process died); Zalo's refresh token is single-use and may be spent, "
@@ -465,10 +468,11 @@ class TokenStore:
 
     def _refresh_claimed(self, claim: _Claim) -> tuple[str, int]:
         if not self._mark_sent(claim):
-            log.warning("a %s token refresh claim was taken over before its request left",
-                        self.gateway)
+            log.warning(_("a {gateway} token refresh claim was taken over before its request "
+                          "left").format(gateway=self.gateway))
             return self._obtain(None)
-        log.info("refreshing the %s access token (version %d)", self.gateway, claim.version - 1)
+        log.info(_("refreshing the {gateway} access token (version {version})").format(
+            gateway=self.gateway, version=claim.version - 1))
         try:
             grant = self.refresher(claim.refresh_token)
         except RefreshNotSent as exc:
@@ -502,14 +506,16 @@ class TokenStore:
                                   refresh_token=grant.refresh_token, expires_at=expires_at)
         except Exception as exc:
             if journalled:
-                log.error("the new %s tokens could not be stored in the database (%s); they are "
-                          "kept in the refresh journal and the next process stores them",
-                          self.gateway, type(exc).__name__)
+                log.error(_("the new {gateway} tokens could not be stored in the database "
+                            "({error}); they are kept in the refresh journal and the next "
+                            "process stores them").format(gateway=self.gateway,
+                                                           error=type(exc).__name__))
                 raise UnavailableError(_("the new Zalo tokens could not be stored in the "
                                          "database yet; they are kept in the refresh journal"),
                                        reason="token-store-failed", retry_after=5.0) from exc
-            log.critical("the new %s refresh token could NOT be stored (%s); %s",
-                         self.gateway, type(exc).__name__, SET_TOKEN_HINT)
+            log.critical(_("the new {gateway} refresh token could NOT be stored ({error}); "
+                           "{hint}").format(gateway=self.gateway, error=type(exc).__name__,
+                                            hint=set_token_hint()))
             raise AuthenticationError(_("the new Zalo refresh token could not be stored; "
                                         "{hint}").format(hint=set_token_hint()),
                                       reason="token-store-failed") from exc
@@ -517,11 +523,11 @@ class TokenStore:
             self._drop_journal(claim.version)
         if not stored:
             # an operator ran set-token meanwhile: theirs wins
-            log.warning("%s tokens were replaced during a refresh; using the stored ones",
-                        self.gateway)
+            log.warning(_("{gateway} tokens were replaced during a refresh; using the stored "
+                          "ones").format(gateway=self.gateway))
             return self._obtain(None)
-        log.info("%s access token refreshed (version %d, expires %s)", self.gateway,
-                 claim.version + 1, expires_at.isoformat(timespec="seconds"))
+        log.info(_("{gateway} access token refreshed (version {version}, expires {time})").format(
+            gateway=self.gateway, version=claim.version + 1, time=when(expires_at)))
         return grant.access_token, claim.version + 1
 
 
@@ -557,7 +563,8 @@ class TokenStore:
         if res.rowcount == 1 and sqlite_db:
             _checkpoint(self.db)
         if res.rowcount == 1:
-            log.info("%s tokens encrypted with key %s", self.gateway, secretstore.key_id())
+            log.info(_("{gateway} tokens encrypted with key {key}").format(
+                gateway=self.gateway, key=secretstore.key_id()))
         return res.rowcount == 1
 
 
@@ -568,7 +575,8 @@ def _checkpoint(db: Database) -> None:
     try:
         raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except Exception as exc:  # busy: the next automatic checkpoint overwrites them
-        log.info("WAL checkpoint after encrypting tokens not done now (%s)", exc)
+        log.info(_("WAL checkpoint after encrypting tokens not done now ({error})").format(
+            error=exc))
     finally:
         raw.close()
 
