@@ -22,6 +22,10 @@ ENGLISH_PLACEHOLDERS = re.compile(
     r"|\[(required|default: [^\]]*|env var: [^\]]*)\]|\bdefault:|\brequired\b")
 
 
+#: Placeholders that read the same in Vietnamese.
+KEPT_PLACEHOLDERS = {"URL"}
+
+
 def _tree(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """The path of every group and command under ``group`` (``()`` is the main group)."""
     out = [prefix]
@@ -43,10 +47,13 @@ def _usage_and_rows(text: str) -> str:
     """The usage line and the option/argument column of a help page (where the placeholders
     are), without the prose."""
     lines = []
+    in_options = False
     for line in text.splitlines():
         if line.startswith(("Usage:", "Cách dùng:")):
             lines.append(line)
-        elif re.match(r"\s{2}\S", line) and re.match(r"\s{2}-", line):
+        elif line and not line.startswith(" "):
+            in_options = line.strip() in ("Options:", "Tùy chọn:")
+        elif in_options and re.match(r"\s{2}-", line):
             lines.append(re.split(r"\s{2,}", line.strip())[0])
     return "\n".join(lines)
 
@@ -88,6 +95,10 @@ def test_help_in_vietnamese_has_no_english(path: tuple[str, ...]) -> None:
     assert "[TÙY_CHỌN]" in text.splitlines()[0]
     assert english_words(_prose(text)) == [], (path, text)
     assert ENGLISH_PLACEHOLDERS.findall(_prose(text)) == [], (path, text)
+    # any placeholder still in ASCII capitals (a new argument without its metavar|WORD entry)
+    ascii_caps = [w for w in re.findall(r"\w+", _usage_and_rows(text))
+                  if re.fullmatch(r"[A-Z][A-Z0-9_]+", w) and w not in KEPT_PLACEHOLDERS]
+    assert ascii_caps == [], (path, text)
 
 
 @pytest.mark.parametrize("path", _tree(main), ids=lambda p: " ".join(p) or "outreach")
@@ -95,7 +106,9 @@ def test_help_in_english_is_unchanged(path: tuple[str, ...]) -> None:
     text = _help("en", path)
     assert text.startswith("Usage: outreach") and "[OPTIONS]" in text.splitlines()[0]
     assert "Options:" in text and "Show this message and exit." in text
-    assert not re.search(r"[ăâđêôơưàảãáạ]", _usage_and_rows(text), re.I), (path, text)
+    rows = _usage_and_rows(text)
+    assert "--help" in rows.splitlines(), rows
+    assert not re.search(r"[ăâđêôơưàảãáạ]", rows, re.I), (path, text)
 
 
 def test_placeholders_in_each_language() -> None:
