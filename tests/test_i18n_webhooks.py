@@ -112,6 +112,25 @@ def test_log_levels_in_the_language() -> None:
                                        "chữ ký sai")
 
 
+def test_waitress_lines_in_the_language() -> None:
+    """waitress's own lines (the server under ``webhooks serve`` and ``web serve``)."""
+    fmt = LogFormatter("%(levelname)s %(message)s")
+    listen = logging.LogRecord("waitress", logging.INFO, __file__, 1,
+                               "Serving on http://127.0.0.1:8080", None, None)
+    queue = logging.LogRecord("waitress.queue", logging.WARNING, __file__, 1,
+                              "Task queue depth is %d", (3,), None)
+    i18n.set_language("vi")
+    try:
+        assert fmt.format(listen) == "THÔNG_TIN đang lắng nghe tại http://127.0.0.1:8080"
+        assert fmt.format(queue) == ("CẢNH_BÁO 3 yêu cầu đang chờ một luồng máy chủ rảnh "
+                                     "(thêm luồng: --threads)")
+    finally:
+        i18n.set_language("en")
+    assert queue.getMessage() == "Task queue depth is 3"  # the record is left as it was
+    assert fmt.format(queue) == ("WARNING 3 requests are waiting for a free server thread "
+                                 "(more threads: --threads)")
+
+
 def test_webhooks_serve_start_line_in_each_language(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     db_ = fresh_db(tmp_path, "serve.db")

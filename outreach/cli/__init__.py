@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from typing import Any
 
@@ -207,18 +208,34 @@ LOG_LEVELS = {"DEBUG": N_("log|DEBUG"), "INFO": N_("log|INFO"), "WARNING": N_("l
               "ERROR": N_("log|ERROR"), "CRITICAL": N_("log|CRITICAL")}
 
 
+#: The lines of waitress (the HTTP server of ``webhooks serve`` and ``web serve``) that an
+#: operator reads, with the words they carry.
+WAITRESS_LINES = (
+    (re.compile(r"Serving on (?P<url>\S+)"), N_("listening on {url}")),
+    (re.compile(r"Task queue depth is (?P<n>\d+)"),
+     N_("{n} requests are waiting for a free server thread (more threads: --threads)")),
+)
+
+
 class LogFormatter(logging.Formatter):
-    """Log lines with their level in the interface language (``CẢNH_BÁO``, ``LỖI``), read
-    when each line is written."""
+    """Log lines with their level in the interface language (``CẢNH_BÁO``, ``LỖI``), and the
+    lines of waitress in it too (:data:`WAITRESS_LINES`), read when each line is written."""
 
     def format(self, record: logging.LogRecord) -> str:
-        original = record.levelname
-        if original in LOG_LEVELS:
-            record.levelname = label(LOG_LEVELS[original])
+        saved = record.levelname, record.msg, record.args
+        if record.levelname in LOG_LEVELS:
+            record.levelname = label(LOG_LEVELS[record.levelname])
+        if record.name.startswith("waitress"):
+            message = record.getMessage()
+            for pattern, msgid in WAITRESS_LINES:
+                found = pattern.fullmatch(message)
+                if found:
+                    record.msg, record.args = _(msgid).format(**found.groupdict()), None
+                    break
         try:
             return super().format(record)
         finally:
-            record.levelname = original
+            record.levelname, record.msg, record.args = saved
 
 
 def _lang_option(ctx: click.Context, _param: click.Parameter, value: str | None) -> str:
