@@ -23,8 +23,10 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
+import re
 from gettext import GNUTranslations, NullTranslations
 from pathlib import Path
+from typing import Any
 
 #: The languages of the interface; the first is the default of a Vietnamese or unset locale.
 LANGUAGES = ("vi", "en")
@@ -193,7 +195,18 @@ CLICK_MESSAGES = (
     N_("Error: invalid input"), N_("Option {name!r} requires an argument."),
     N_("Got unexpected extra argument ({args})"), N_("Missing command."),
     N_("{name} {filename!r} does not exist."), N_("Path"), N_("File"),
-    N_("{value!r} is not a valid {number_type}."),
+    N_("{value!r} is not a valid {number_type}."), N_("required"), N_("deprecated"),
+    N_("Positional arguments"), N_("(dynamic)"), N_("{value} is not in the range {range}."),
+    N_("{name} {filename!r} is a file."), N_("{name} {filename!r} is a directory."),
+    N_("{name} {filename!r} is not readable."), N_("{name} {filename!r} is not writable."),
+    N_("{name} {filename!r} is not executable."),
+)
+#: click's type names in its errors ("'x' is not a valid integer.", "File '…' does not exist."),
+#: marked ``type|name``.
+CLICK_TYPES = (
+    N_("type|integer"), N_("type|integer range"), N_("type|float"), N_("type|float range"),
+    N_("type|boolean"), N_("type|uuid"), N_("type|text"), N_("type|file"),
+    N_("type|directory"), N_("type|path"), N_("type|filename"), N_("type|datetime"),
 )
 CLICK_PLURALS = (
     N_plural("{value!r} is not {choice}.", "{value!r} is not one of {choices}."),
@@ -202,11 +215,85 @@ CLICK_PLURALS = (
 )
 
 
+#: The placeholders of the help (click's metavars: ``[OPTIONS]``, ``COMMAND [ARGS]...``, type
+#: names such as ``TEXT`` and ``INTEGER``, argument names such as ``CAMPAIGN_ID`` and the
+#: ``metavar=`` of options), marked ``metavar|WORD``: :func:`metavar` reads them in the current
+#: language when the help is drawn.
+METAVARS = (
+    N_("metavar|OPTIONS"), N_("metavar|COMMAND"), N_("metavar|ARGS"), N_("metavar|COMMAND1"),
+    N_("metavar|COMMAND2"), N_("metavar|TEXT"), N_("metavar|INTEGER"),
+    N_("metavar|INTEGER RANGE"), N_("metavar|FLOAT"), N_("metavar|FLOAT RANGE"),
+    N_("metavar|BOOLEAN"), N_("metavar|PATH"), N_("metavar|FILE"), N_("metavar|FILES"),
+    N_("metavar|DIRECTORY"), N_("metavar|FILENAME"), N_("metavar|CAMPAIGN"),
+    N_("metavar|CAMPAIGN_ID"), N_("metavar|FILE_OR_ID"), N_("metavar|CAMPAIGN_FILE_OR_ID"),
+    N_("metavar|DAYS"), N_("metavar|SECONDS"), N_("metavar|BYTES"), N_("metavar|DELIVERY_IDS"),
+    N_("metavar|HEADER"), N_("metavar|ADDRESS"), N_("metavar|ID"), N_("metavar|KEY"),
+    N_("metavar|VALUE"), N_("metavar|NAME"), N_("metavar|NUMBERS"), N_("metavar|PHONE"),
+    N_("metavar|OUT"), N_("metavar|USERNAME"), N_("metavar|VAR"),
+)
+
+_METAVAR_WORD = re.compile(r"\b[A-Z][A-Z0-9_]*(?: RANGE)?\b")
+
+
+def metavar(text: str) -> str:
+    """A click placeholder in the current language, word by word (``[OPTIONS]`` →
+    ``[TÙY_CHỌN]``, ``COMMAND [ARGS]...`` → ``LỆNH [THAM_SỐ]...``, ``FILE_OR_ID`` →
+    ``TỆP_HOẶC_MÃ``); lowercase choices (``[table|json]``) and words without a translation
+    (``URL``) stay as they are."""
+    if _current == "en" or not text:
+        return text
+    return _METAVAR_WORD.sub(lambda m: label(f"metavar|{m.group(0)}"), text)
+
+
+def _install_click_metavars() -> None:
+    """Make click draw its placeholders through :func:`metavar`, at the time the help (or an
+    error naming an argument) is drawn, so ``--lang`` chosen on the same command line applies."""
+    import click
+
+    if getattr(click.Command, "_i18n_metavars", False):
+        return
+    for cls in (click.Parameter, click.Option, click.Argument):
+        if "make_metavar" in vars(cls):
+            def make_metavar(self: Any, ctx: Any, _orig: Any = vars(cls)["make_metavar"]) -> str:
+                return metavar(_orig(self, ctx))
+
+            setattr(cls, "make_metavar", make_metavar)
+    for cls in (click.Command, click.Group):
+        if "collect_usage_pieces" in vars(cls):
+            def collect(self: Any, ctx: Any, _orig: Any = vars(cls)["collect_usage_pieces"]
+                        ) -> list[str]:
+                fixed = (self.options_metavar, getattr(self, "subcommand_metavar", None))
+                return [metavar(p) if p in fixed else p for p in _orig(self, ctx)]
+
+            setattr(cls, "collect_usage_pieces", collect)
+    click.Command._i18n_metavars = True  # type: ignore[attr-defined]
+
+
+class _ClickTypeMessage(str):
+    """A message of ``click.types`` whose ``format`` reads the type's name (``number_type``,
+    the ``name`` of a path) in the current language; "File" stays capitalised."""
+
+    def format(self, *args: Any, **kwargs: Any) -> str:  # type: ignore[override]
+        for key in ("number_type", "name"):
+            value = kwargs.get(key)
+            if isinstance(value, str) and value:
+                word = label(f"type|{value.lower()}")
+                kwargs[key] = word[:1].upper() + word[1:] if value[:1].isupper() else word
+        return str.format(self, *args, **kwargs)
+
+
+def _click_types_gettext(message: str) -> str:
+    return _ClickTypeMessage(_(message))
+
+
 def install_click() -> None:
     """Make click's own messages ("Usage:", "Error: …", "Missing argument", …) use these
     catalogs: click calls the module-level ``_`` and ``ngettext`` it imported from the standard
-    ``gettext``, which are replaced here by this module's."""
+    ``gettext``, which are replaced here by this module's; and its placeholders
+    (:func:`metavar`)."""
     import importlib
+
+    _install_click_metavars()
 
     for name in ("core", "exceptions", "formatting", "termui", "types", "parser",
                  "decorators", "_termui_impl"):
@@ -215,7 +302,7 @@ def install_click() -> None:
         except ImportError:  # pragma: no cover - a click without that module
             continue
         if hasattr(mod, "_"):
-            mod._ = _
+            mod._ = _click_types_gettext if name == "types" else _
         if hasattr(mod, "ngettext"):
             mod.ngettext = ngettext
 

@@ -550,7 +550,7 @@ def test_cli_set_token_and_token_status_never_print_tokens(db: Database) -> None
     assert (row.access_token, row.refresh_token, row.version) == ("AT-secret-2", "RT-secret-2", 2)
     status = runner.invoke(gateways, ["zalo", "token-status", "--database-url", url])
     assert status.exit_code == 0, status.output
-    assert "ready" in status.output and "2" in status.output and "Asia/Ho_Chi_Minh" in status.output
+    assert "ready" in status.output and "2" in status.output and "(Vietnam time)" in status.output
     for out in (result.output, status.output):
         for secret in ("AT-secret-1", "RT-secret-1", "AT-secret-2", "RT-secret-2"):
             assert secret not in out
@@ -558,6 +558,70 @@ def test_cli_set_token_and_token_status_never_print_tokens(db: Database) -> None
         audits = conn.execute(select(AuditEntry).where(AuditEntry.action == "token")).all()
     assert len(audits) == 2 and audits[0].operator == "can-bo-1"
     assert "secret" not in json.dumps([a.details for a in audits])
+
+
+def test_cli_token_status_in_vietnamese_with_vietnamese_times(db: Database) -> None:
+    """Expiry and update times as ``08:00 ngày 30/07/2024``, labels and the state's note in
+    Vietnamese; English with --lang en."""
+    from outreach.cli import main
+    from tests.helpers import english_words
+
+    # stored at 09:00 on 30 July 2024 in Vietnam, valid 1 h: expired by now
+    TokenStore(db, clock=FakeClock(T0)).set_tokens("AT-secret", "RT-secret", 3600)
+    runner = CliRunner()
+    args = ["gateways", "zalo", "token-status", "--database-url", str(db.url)]
+    vi = runner.invoke(main, ["--lang", "vi", "--wide", *args])
+    assert vi.exit_code == 0, vi.output
+    out = " ".join(vi.output.split())
+    assert "hết hạn lúc │ 10:00 ngày 30/07/2024 (giờ Việt Nam)" in out
+    assert "cập nhật lúc │ 09:00 ngày 30/07/2024 (giờ Việt Nam)" in out
+    assert "tình trạng │ hết hạn" in out
+    assert "ghi chú │ tự động làm mới ở lần gửi tới" in out
+    assert " giây" in out and english_words(vi.output) == []
+    assert "secret" not in vi.output
+    en = runner.invoke(main, ["--lang", "en", "--wide", *args])
+    out = " ".join(en.output.split())
+    assert "expires at │ 10:00 30/07/2024 (Vietnam time)" in out
+    assert "note │ refreshed automatically on the next send" in out
+
+
+def test_token_messages_in_vietnamese(db: Database) -> None:
+    from outreach import i18n
+    from tests.helpers import english_words
+
+    i18n.set_language("vi")
+    try:
+        with pytest.raises(base.AuthenticationError) as info:
+            TokenStore(db).current()
+        assert str(info.value) == ("chưa lưu mã truy cập Zalo; quản trị viên của Official Account "
+                                   "phải cấp quyền lại và chạy `outreach gateways zalo set-token`")
+        assert english_words(str(info.value)) == []
+        assert TokenStore(db).status()["detail"].startswith("chưa lưu mã truy cập nào; ")
+    finally:
+        i18n.set_language("en")
+
+
+def test_refresh_log_lines_in_vietnamese(db: Database, caplog: pytest.LogCaptureFixture) -> None:
+    """The worker's console during a refresh: Vietnamese, the expiry as a Vietnamese time."""
+    import logging
+
+    from outreach import i18n
+    from tests.helpers import english_words
+
+    caplog.set_level(logging.INFO, logger="outreach.gateways.zalo_tokens")
+    store = TokenStore(db, clock=FakeClock(T0), refresher=Refresher())
+    store.set_tokens("", "RT-1", 3600)  # no access token: the first use refreshes
+    i18n.set_language("vi")
+    try:
+        assert store.current()[0] == "AT-2"
+    finally:
+        i18n.set_language("en")
+    lines = [r.getMessage() for r in caplog.records]
+    assert "đang làm mới mã truy cập zalo (phiên bản 1)" in lines, lines
+    # 09:00 in Vietnam + 90 000 s = 10:00 the next day
+    assert ("đã làm mới mã truy cập zalo (phiên bản 3, hết hạn lúc 10:00 ngày 31/07/2024)"
+            in lines), lines
+    assert all(english_words(line) == [] for line in lines), lines
 
 
 def test_cli_set_token_without_access_token_refreshes_on_first_use(db: Database) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from typing import Any
 
@@ -11,7 +12,7 @@ import click
 from rich.console import Console
 
 from outreach import __version__, i18n
-from outreach.i18n import _
+from outreach.i18n import N_, _, label
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -200,6 +201,43 @@ def database_error_message(exc: BaseException, obj: Any) -> str:
     return _("database {where}: {cause}").format(where=where, cause=cause)
 
 
+#: The format of the log lines on stderr (``-v``; warnings always).
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: Log levels as a log line names them, marked ``log|LEVEL``.
+LOG_LEVELS = {"DEBUG": N_("log|DEBUG"), "INFO": N_("log|INFO"), "WARNING": N_("log|WARNING"),
+              "ERROR": N_("log|ERROR"), "CRITICAL": N_("log|CRITICAL")}
+
+
+#: The lines of waitress (the HTTP server of ``webhooks serve`` and ``web serve``) that an
+#: operator reads, with the words they carry.
+WAITRESS_LINES = (
+    (re.compile(r"Serving on (?P<url>\S+)"), N_("listening on {url}")),
+    (re.compile(r"Task queue depth is (?P<n>\d+)"),
+     N_("{n} requests are waiting for a free server thread (more threads: --threads)")),
+)
+
+
+class LogFormatter(logging.Formatter):
+    """Log lines with their level in the interface language (``CẢNH_BÁO``, ``LỖI``), and the
+    lines of waitress in it too (:data:`WAITRESS_LINES`), read when each line is written."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.levelname, record.msg, record.args
+        if record.levelname in LOG_LEVELS:
+            record.levelname = label(LOG_LEVELS[record.levelname])
+        if record.name.startswith("waitress"):
+            message = record.getMessage()
+            for pattern, msgid in WAITRESS_LINES:
+                found = pattern.fullmatch(message)
+                if found:
+                    record.msg, record.args = _(msgid).format(**found.groupdict()), None
+                    break
+        try:
+            return super().format(record)
+        finally:
+            record.levelname, record.msg, record.args = saved
+
+
 def _lang_option(ctx: click.Context, _param: click.Parameter, value: str | None) -> str:
     try:
         lang = i18n.resolve(value)
@@ -269,8 +307,9 @@ def main(ctx: click.Context, database_url: str | None, operator: str | None, sho
     """outreach: send a prescribed message by SMS and Zalo to every recipient, exactly once,
     and report who got it."""
     level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(LogFormatter(LOG_FORMAT))
+    logging.basicConfig(level=max(level, logging.DEBUG), handlers=[handler])  # once per process
     from outreach.logmask import install
 
     install()

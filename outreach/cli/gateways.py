@@ -11,9 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from outreach import config
-from outreach.i18n import _
+from outreach.i18n import _, number, when
 from outreach.reporting import audit
-from outreach.clock import VN_TZ
 
 _META_URL = "outreach.gateways.database_url"
 #: Keys never printed, whatever a gateway's check() returns.
@@ -204,11 +203,11 @@ def token_status() -> None:
     table.add_row(_("version"), str(st["version"]) if st["version"] is not None else "-")
     expires: dt.datetime | None = st["expires_at"]
     if expires is not None:
-        table.add_row(_("expires at"), f"{expires.astimezone(VN_TZ):%Y-%m-%d %H:%M:%S} "
-                                       f"Asia/Ho_Chi_Minh ({expires:%Y-%m-%d %H:%M:%S} UTC)")
-        table.add_row(_("expires in"), _("{n} s").format(n=st["expires_in_seconds"]))
+        table.add_row(_("expires at"), _("{time} (Vietnam time)").format(time=when(expires)))
+        table.add_row(_("expires in"), _("{n} s").format(n=number(st["expires_in_seconds"])))
     if st["updated_at"] is not None:
-        table.add_row(_("updated at"), f"{st['updated_at']:%Y-%m-%d %H:%M:%S} UTC")
+        table.add_row(_("updated at"), _("{time} (Vietnam time)").format(
+            time=when(st["updated_at"])))
     if st["detail"]:
         table.add_row(_("note"), st["detail"])
     Console().print(table)

@@ -8,7 +8,7 @@ import click
 from click.core import ParameterSource
 
 from outreach import config
-from outreach.i18n import _
+from outreach.i18n import _, number
 
 
 @click.group()
@@ -93,12 +93,14 @@ def serve(ctx: click.Context, host: str, port: int, threads: int, no_twilio: boo
         click.echo(_("warning: OUTREACH_PUBLIC_BASE_URL is not set; signatures are checked "
                      "against the URL this server sees, which is wrong behind a reverse proxy"),
                    err=True)
-    routes = _("Twilio receipts and inbound SMS") if token else _("no Twilio routes")
-    routes += _("; {optout} opt-out and {optin} opt-in keywords").format(
-        optout=len(settings.optout), optin=len(settings.optin))
+    routes = (_("Twilio receipts and inbound SMS; {optout} opt-out and {optin} opt-in keywords")
+              if token else
+              _("no Twilio routes; {optout} opt-out and {optin} opt-in keywords")).format(
+        optout=number(len(settings.optout)), optin=number(len(settings.optin)))
     click.echo(_("outreach webhooks on http://{host}:{port} ({routes}, {threads} threads, "
-                 "database {db})").format(host=host, port=port, routes=routes, threads=threads,
-                                          db=config.redact_url(url)), err=True)
+                 "database {db})").format(host=host, port=port, routes=routes,
+                                          threads=number(threads), db=config.redact_url(url)),
+               err=True)
     limits = {k: v for k, v in (("max_body_bytes", max_body_bytes),
                                 ("max_header_bytes", max_header_bytes),
                                 ("channel_timeout", channel_timeout)) if v is not None}

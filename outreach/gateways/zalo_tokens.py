@@ -17,6 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from pathlib import Path
 
 from outreach import config, safeio, secretstore
+from outreach.i18n import N_, _, when
 from outreach.clock import SYSTEM_CLOCK, Clock
 from outreach.ledger.db import Database, retry_write
 from outreach.gateways.base import AuthenticationError, UnavailableError
@@ -30,8 +31,13 @@ PROACTIVE_SECONDS = 300
 #: The access token lives 90 000 s (25 h) per Zalo's OAuth v4 answer (domain-facts, "OAuth v4").
 DEFAULT_EXPIRES_IN = 90_000
 
-SET_TOKEN_HINT = ("an administrator of the Official Account must grant access again and run "
-                  "`outreach gateways zalo set-token`")
+SET_TOKEN_HINT = N_("an administrator of the Official Account must grant access again and run "
+                    "`outreach gateways zalo set-token`")
+
+
+def set_token_hint() -> str:
+    """:data:`SET_TOKEN_HINT` in the interface language."""
+    return _(SET_TOKEN_HINT)
 
 # Row states are encoded in the access_token column (Zalo tokens never start with "!"), so the
 # schema stays the one in outreach.ledger.models. Tokens themselves are stored encrypted
@@ -177,28 +183,29 @@ class TokenStore:
         if row is None:
             return {"gateway": self.gateway, "state": "missing", "version": None, "encrypted": None,
                     "expires_at": None, "expires_in_seconds": None, "updated_at": None,
-                    "detail": f"no token stored; {SET_TOKEN_HINT}"}
+                    "detail": _("no token stored; {hint}").format(hint=set_token_hint())}
         now = self.clock.now()
         state, detail = _state(row.access_token), None
         if state == "ready" and row.expires_at <= now:
             state = "expired"
-            detail = "refreshed automatically on the next send"
+            detail = _("refreshed automatically on the next send")
         elif state in ("refreshing", "sent"):
             owner = row.access_token.partition(":")[2] or "?"
             if self._claim_dead(row, now):
                 state = "interrupted"
                 if _state(row.access_token) == "refreshing":
-                    detail = (f"a refresh by {owner} stopped before its request left; the next "
-                              "send uses the same refresh token")
+                    detail = _("a refresh by {owner} stopped before its request left; the "
+                               "next send uses the same refresh token").format(owner=owner)
                 elif self._journal(row.version) is not None:
-                    detail = (f"a refresh by {owner} stopped after Zalo answered; the answer is "
-                              "in the journal and the next send stores it")
+                    detail = _("a refresh by {owner} stopped after Zalo answered; the answer "
+                               "is in the journal and the next send stores it").format(owner=owner)
                 else:
-                    detail = (f"a refresh by {owner} stopped after its request left and before "
-                              f"the answer was stored; {SET_TOKEN_HINT}")
+                    detail = _("a refresh by {owner} stopped after its request left and "
+                               "before the answer was stored; {hint}").format(
+                                   owner=owner, hint=set_token_hint())
             else:
                 state = "refreshing"
-                detail = f"refresh in progress ({owner})"
+                detail = _("refresh in progress ({owner})").format(owner=owner)
         elif state in ("rejected", "unknown"):
             detail = _dead_message(row.access_token)
         return {"gateway": self.gateway, "state": state, "version": row.version,
@@ -268,8 +275,8 @@ class TokenStore:
         while True:
             row = self._read()
             if row is None:
-                raise AuthenticationError(f"no Zalo access token stored; {SET_TOKEN_HINT}",
-                                          reason="no-token")
+                raise AuthenticationError(_("no Zalo access token stored; {hint}").format(
+                    hint=set_token_hint()), reason="no-token")
             if _plaintext(row):
                 self.reseal(row)
                 continue
@@ -285,8 +292,8 @@ class TokenStore:
                         return settled
                     continue
                 if self._monotonic() > deadline:
-                    raise UnavailableError("waited too long for another worker's Zalo token "
-                                           "refresh", reason="token-refresh-pending",
+                    raise UnavailableError(_("waited too long for another worker's Zalo "
+                                             "token refresh"), reason="token-refresh-pending",
                                            retry_after=5.0)
                 self._sleep(self.poll_interval)
                 continue
@@ -356,8 +363,8 @@ class TokenStore:
         except FileNotFoundError:
             return None
         except Exception as exc:  # a damaged or foreign file: never guess a token from it
-            log.warning("the %s refresh journal %s is unreadable (%s)", self.gateway, path.name,
-                        type(exc).__name__)
+            log.warning(_("the {gateway} refresh journal {file} is unreadable ({error})").format(
+                gateway=self.gateway, file=path.name, error=type(exc).__name__))
             return None
 
     def _write_journal(self, claim: _Claim, grant: TokenGrant, received_at: dt.datetime) -> bool:
@@ -375,8 +382,8 @@ class TokenStore:
             os.replace(tmp, path)
             return True
         except Exception as exc:  # the database write still follows
-            log.warning("could not journal the new %s tokens (%s); storing them directly",
-                        self.gateway, type(exc).__name__)
+            log.warning(_("could not journal the new {gateway} tokens ({error}); storing them "
+                          "directly").format(gateway=self.gateway, error=type(exc).__name__))
             return False
 
     def _drop_journal(self, version: int) -> None:
@@ -385,7 +392,8 @@ class TokenStore:
         except FileNotFoundError:
             pass
         except OSError as exc:
-            log.warning("could not remove the %s refresh journal (%s)", self.gateway, exc)
+            log.warning(_("could not remove the {gateway} refresh journal ({error})").format(
+                gateway=self.gateway, error=exc))
 
     def _settle_interrupted(self, row: Any) -> tuple[str, int] | None:
         """Settle a refresh whose holder died (see the class docstring). Returns the token to
@@ -401,8 +409,9 @@ class TokenStore:
                     GatewayToken.access_token == row.access_token).values(
                     access_token="", version=row.version + 1, updated_at=self.clock.now()))
             if res.rowcount == 1:
-                log.warning("a %s token refresh by %s stopped before its request left; using "
-                            "the same refresh token again", self.gateway, owner)
+                log.warning(_("a {gateway} token refresh by {owner} stopped before its request "
+                              "left; using the same refresh token again").format(
+                                  gateway=self.gateway, owner=owner))
             return None
         journalled = self._journal(row.version)
         claim = _Claim(version=row.version, refresh_token="", access_token="",
@@ -413,8 +422,9 @@ class TokenStore:
             if self._finish(claim, access_token=grant.access_token,
                             refresh_token=grant.refresh_token, expires_at=expires_at):
                 self._drop_journal(row.version)
-                log.warning("a %s token refresh by %s stopped after Zalo answered; stored the "
-                            "new tokens from its journal", self.gateway, owner)
+                log.warning(_("a {gateway} token refresh by {owner} stopped after Zalo "
+                              "answered; stored the new tokens from its journal").format(
+                                  gateway=self.gateway, owner=owner))
                 return grant.access_token, row.version + 1
             return None
         sent_at = row.updated_at
@@ -423,13 +433,14 @@ class TokenStore:
             # the row changed since it was read (its holder finished after all, or an operator
             # set new tokens): read it again
             return None
-        log.error("a %s token refresh by %s stopped after its request left and before the "
-                  "answer was stored", self.gateway, owner)
+        log.error(_("a {gateway} token refresh by {owner} stopped after its request left and "
+                    "before the answer was stored").format(gateway=self.gateway, owner=owner))
         raise AuthenticationError(
-            f"the Zalo token refresh sent by {owner} at {sent_at:%Y-%m-%d %H:%M:%S} UTC stopped "
-            "before Zalo's answer was stored (its process died); Zalo's refresh token is "
-            "single-use and may be spent, so it is not sent again; "
-            f"{SET_TOKEN_HINT}", reason="refresh-interrupted")
+            _("the Zalo token refresh sent by {owner} at {time} stopped before Zalo's answer was "
+              "stored (its process died); Zalo's refresh token is single-use and may be spent, "
+              "so it is not sent again; {hint}").format(owner=owner, time=when(sent_at),
+                                                        hint=set_token_hint()),
+            reason="refresh-interrupted")
 
     @retry_write
     def _finish(self, claim: _Claim, *, access_token: str, refresh_token: str,
@@ -447,8 +458,8 @@ class TokenStore:
         if self.refresher is None:
             self._finish(claim, access_token=claim.access_token, refresh_token=claim.refresh_token,
                          expires_at=claim.expires_at)
-            raise AuthenticationError("the Zalo access token expired and this process cannot "
-                                      "refresh it (no OAuth client configured)",
+            raise AuthenticationError(_("the Zalo access token expired and this process "
+                                        "cannot refresh it (no OAuth client configured)"),
                                       reason="no-refresher")
         try:
             return self._refresh_claimed(claim)
@@ -457,22 +468,25 @@ class TokenStore:
 
     def _refresh_claimed(self, claim: _Claim) -> tuple[str, int]:
         if not self._mark_sent(claim):
-            log.warning("a %s token refresh claim was taken over before its request left",
-                        self.gateway)
+            log.warning(_("a {gateway} token refresh claim was taken over before its request "
+                          "left").format(gateway=self.gateway))
             return self._obtain(None)
-        log.info("refreshing the %s access token (version %d)", self.gateway, claim.version - 1)
+        log.info(_("refreshing the {gateway} access token (version {version})").format(
+            gateway=self.gateway, version=claim.version - 1))
         try:
             grant = self.refresher(claim.refresh_token)
         except RefreshNotSent as exc:
             self._finish(claim, access_token=claim.access_token, refresh_token=claim.refresh_token,
                          expires_at=claim.expires_at)
-            raise UnavailableError(f"could not reach Zalo OAuth to refresh the token: {exc}",
+            raise UnavailableError(_("could not reach Zalo OAuth to refresh the token: "
+                                     "{error}").format(error=exc),
                                    reason="connect-failed") from exc
         except RefreshRejected as exc:
             self._finish(claim, access_token=f"{_REJECTED}:{exc.code or ''}",
                          refresh_token=claim.refresh_token, expires_at=claim.expires_at)
             raise AuthenticationError(
-                f"Zalo refused the refresh token ({exc}); {SET_TOKEN_HINT}",
+                _("Zalo refused the refresh token ({error}); {hint}").format(
+                    error=exc, hint=set_token_hint()),
                 reason="refresh-token-rejected", provider_code=exc.code) from exc
         except BaseException as exc:  # sent, answer lost: the token may be spent
             self._finish(claim, access_token=_UNKNOWN, refresh_token=claim.refresh_token,
@@ -480,9 +494,10 @@ class TokenStore:
             if not isinstance(exc, Exception):
                 raise
             raise AuthenticationError(
-                f"the Zalo token refresh may have reached Zalo but no answer came back ({exc}); "
-                f"the single-use refresh token may be spent and is not used again; "
-                f"{SET_TOKEN_HINT}", reason="refresh-outcome-unknown") from exc
+                _("the Zalo token refresh may have reached Zalo but no answer came back "
+                  "({error}); the single-use refresh token may be spent and is not used again; "
+                  "{hint}").format(error=exc, hint=set_token_hint()),
+                reason="refresh-outcome-unknown") from exc
         now = self.clock.now()
         expires_at = now + dt.timedelta(seconds=grant.expires_in)
         journalled = self._write_journal(claim, grant, now)
@@ -491,25 +506,28 @@ class TokenStore:
                                   refresh_token=grant.refresh_token, expires_at=expires_at)
         except Exception as exc:
             if journalled:
-                log.error("the new %s tokens could not be stored in the database (%s); they are "
-                          "kept in the refresh journal and the next process stores them",
-                          self.gateway, type(exc).__name__)
-                raise UnavailableError("the new Zalo tokens could not be stored in the database "
-                                       "yet; they are kept in the refresh journal",
+                log.error(_("the new {gateway} tokens could not be stored in the database "
+                            "({error}); they are kept in the refresh journal and the next "
+                            "process stores them").format(gateway=self.gateway,
+                                                           error=type(exc).__name__))
+                raise UnavailableError(_("the new Zalo tokens could not be stored in the "
+                                         "database yet; they are kept in the refresh journal"),
                                        reason="token-store-failed", retry_after=5.0) from exc
-            log.critical("the new %s refresh token could NOT be stored (%s); %s",
-                         self.gateway, type(exc).__name__, SET_TOKEN_HINT)
-            raise AuthenticationError(f"the new Zalo refresh token could not be stored; "
-                                      f"{SET_TOKEN_HINT}", reason="token-store-failed") from exc
+            log.critical(_("the new {gateway} refresh token could NOT be stored ({error}); "
+                           "{hint}").format(gateway=self.gateway, error=type(exc).__name__,
+                                            hint=set_token_hint()))
+            raise AuthenticationError(_("the new Zalo refresh token could not be stored; "
+                                        "{hint}").format(hint=set_token_hint()),
+                                      reason="token-store-failed") from exc
         if journalled:
             self._drop_journal(claim.version)
         if not stored:
             # an operator ran set-token meanwhile: theirs wins
-            log.warning("%s tokens were replaced during a refresh; using the stored ones",
-                        self.gateway)
+            log.warning(_("{gateway} tokens were replaced during a refresh; using the stored "
+                          "ones").format(gateway=self.gateway))
             return self._obtain(None)
-        log.info("%s access token refreshed (version %d, expires %s)", self.gateway,
-                 claim.version + 1, expires_at.isoformat(timespec="seconds"))
+        log.info(_("{gateway} access token refreshed (version {version}, expires {time})").format(
+            gateway=self.gateway, version=claim.version + 1, time=when(expires_at)))
         return grant.access_token, claim.version + 1
 
 
@@ -545,7 +563,8 @@ class TokenStore:
         if res.rowcount == 1 and sqlite_db:
             _checkpoint(self.db)
         if res.rowcount == 1:
-            log.info("%s tokens encrypted with key %s", self.gateway, secretstore.key_id())
+            log.info(_("{gateway} tokens encrypted with key {key}").format(
+                gateway=self.gateway, key=secretstore.key_id()))
         return res.rowcount == 1
 
 
@@ -556,7 +575,8 @@ def _checkpoint(db: Database) -> None:
     try:
         raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except Exception as exc:  # busy: the next automatic checkpoint overwrites them
-        log.info("WAL checkpoint after encrypting tokens not done now (%s)", exc)
+        log.info(_("WAL checkpoint after encrypting tokens not done now ({error})").format(
+            error=exc))
     finally:
         raw.close()
 
@@ -595,7 +615,9 @@ def _state(access_token: str) -> str:
 def _dead_message(access_token: str) -> str:
     if access_token.startswith(_REJECTED):
         code = access_token.partition(":")[2]
-        return (f"Zalo refused the stored refresh token{f' (code {code})' if code else ''}; "
-                f"{SET_TOKEN_HINT}")
-    return ("the last Zalo token refresh may have spent the single-use refresh token without "
-            f"an answer; {SET_TOKEN_HINT}")
+        if code:
+            return _("Zalo refused the stored refresh token (code {code}); {hint}").format(
+                code=code, hint=set_token_hint())
+        return _("Zalo refused the stored refresh token; {hint}").format(hint=set_token_hint())
+    return _("the last Zalo token refresh may have spent the single-use refresh token without "
+             "an answer; {hint}").format(hint=set_token_hint())

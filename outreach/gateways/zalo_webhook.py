@@ -14,6 +14,7 @@ from typing import Any
 
 from outreach.gateways.base import StatusUpdate
 from outreach.gateways.zalo import epoch_ms
+from outreach.i18n import _
 
 SIGNATURE_HEADER = "X-ZEvent-Signature"
 #: Default accepted distance between a Zalo event's signed ``timestamp`` and our clock, either
@@ -133,8 +134,8 @@ def max_skew(config: Mapping[str, Any], environ: Mapping[str, str] | None = None
     except (TypeError, ValueError):
         seconds = -1.0
     if not seconds > 0:
-        raise ValueError(f"ZALO_WEBHOOK_MAX_SKEW_SECONDS: {value!r} is not a positive number "
-                         "of seconds")
+        raise ValueError(_("ZALO_WEBHOOK_MAX_SKEW_SECONDS: {value!r} is not a positive number "
+                           "of seconds").format(value=value))
     return dt.timedelta(seconds=seconds)
 
 

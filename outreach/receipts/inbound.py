@@ -49,7 +49,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from outreach.i18n import N_, _
+from outreach.i18n import N_, _, label
 from outreach.input import text as textmod
 from outreach.ledger import suppression
 from outreach.ledger.db import Database, retry_write
@@ -535,7 +535,8 @@ def send_confirmation(db: Database, inbound_id: int, gateway: gw.Gateway,
                 confirmed_at=clock() if state == "sent" else None))
     tx()
     if state != "sent":
-        log.warning("confirmation of inbound #%s: %s (%s)", inbound_id, state, detail)
+        log.warning(_("confirmation of reply #{id}: {state} ({detail})").format(
+            id=inbound_id, state=label(f"confirmation|{state}"), detail=detail))
     return state
 
 
@@ -580,13 +581,13 @@ class Confirmations:
             try:
                 gateway = self.gateway_for(name)
                 if gateway is None:
-                    log.warning("no %s gateway to confirm inbound #%s; left pending", name,
-                                inbound_id)
+                    log.warning(_("no {gateway} gateway to confirm reply #{id}; left "
+                                  "pending").format(gateway=name, id=inbound_id))
                     continue
                 if send_confirmation(self.db, inbound_id, gateway) == "sent":
                     self.sent += 1
             except Exception:  # noqa: BLE001 - one failed confirmation must not stop the rest
-                log.exception("confirmation of inbound #%s failed", inbound_id)
+                log.exception(_("confirmation of reply #{id} failed").format(id=inbound_id))
 
 
 def pending_confirmations(conn: Connection) -> list[tuple[int, str]]:

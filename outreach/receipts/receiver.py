@@ -32,6 +32,7 @@ from outreach.ledger.db import Database, retry_write
 from outreach.gateways import twilio_receipts, zalo_webhook
 from outreach.gateways.base import StatusUpdate
 from outreach.gateways.twilio_receipts import SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER
+from outreach.i18n import _, label, number
 
 if TYPE_CHECKING:  # the SDK is the `twilio` extra, needed only for the Twilio routes
     from twilio.request_validator import RequestValidator
@@ -170,7 +171,7 @@ def create_app(db: Database, *, twilio_auth_token: str | None = None,
 
         app.wsgi_app = StatusCallbacks(app, validator, app.wsgi_app)  # type: ignore[method-assign]
     else:
-        log.warning("TWILIO_AUTH_TOKEN not given: Twilio receipt routes are disabled")
+        log.warning(_("TWILIO_AUTH_TOKEN is not set: the Twilio receipt routes are off"))
 
     app.config["OUTREACH_INBOUND_SETTINGS"] = inbound_settings or inbound.current_settings()
     app.extensions["outreach_confirmations"] = inbound.Confirmations(
@@ -214,7 +215,8 @@ def _reply_gateway_factory(db: Database, clock: Clock | None,
                     built[name] = build_gateways({channel: name}, db, clock,
                                                  **options)[channel]
                 except Exception as exc:  # noqa: BLE001 - not configured: confirmations wait
-                    log.warning("cannot answer through %s: %s", name, exc)
+                    log.warning(_("cannot send confirmations through {gateway}: {error}").format(
+                        gateway=name, error=exc))
                     built[name] = None
             return built[name]
     return gateway_for
@@ -240,10 +242,16 @@ def _record_inbound(msg: inbound.Inbound) -> inbound.InboundResult:
 def _after_inbound(msg: inbound.Inbound, result: inbound.InboundResult) -> None:
     from outreach.input.phones import mask
 
-    who = mask(msg.sender) if msg.sender.startswith("+") else f"user …{msg.sender[-4:]}"
-    log.info("inbound %s from %s: %s%s%s", msg.gateway, who, result.kind,
-             f" ({result.keyword})" if result.keyword else "",
-             " (repeat, nothing done)" if result.duplicate else "")
+    who = mask(msg.sender) if msg.sender.startswith("+") else _("user …{end}").format(
+        end=msg.sender[-4:])
+    kind = label(f"reply|{result.kind}")
+    if result.duplicate:
+        line = _("reply through {gateway} from {sender}: {kind}, a repeat (nothing done)")
+    elif result.keyword:
+        line = _("reply through {gateway} from {sender}: {kind} (keyword {keyword})")
+    else:
+        line = _("reply through {gateway} from {sender}: {kind}")
+    log.info(line.format(gateway=msg.gateway, sender=who, kind=kind, keyword=result.keyword))
     confirmations = current_app.extensions.get("outreach_confirmations")
     if result.confirm and not result.duplicate and confirmations is not None:
         confirmations.put(result.id, msg.gateway)
@@ -263,8 +271,9 @@ def twilio_inbound(validator: RequestValidator) -> Response:
     if not twilio_receipts.verify_signature(validator, public_url(), params,
                                             request.headers.get(SIGNATURE_HEADER),
                                             request.headers.get(SIGNATURE_SETTINGS_HEADER)):
-        log.warning("rejected a Twilio inbound message with a %s signature",
-                    "missing" if not request.headers.get(SIGNATURE_HEADER) else "bad")
+        log.warning(_("refused a Twilio inbound message without a signature")
+                    if not request.headers.get(SIGNATURE_HEADER)
+                    else _("refused a Twilio inbound message with a wrong signature"))
         _stats().add("bad_signature")
         return Response("invalid signature", status=403, mimetype="text/plain")
     sid = params.get("MessageSid") or params.get("SmsSid")
@@ -311,7 +320,8 @@ def esms_mo() -> Response:
     want_cpid = os.environ.get("OUTREACH_ESMS_CPID")
     if not hmac.compare_digest(sign.encode("ascii", "replace"), expected.encode()) or (
             want_cpid and cpid != want_cpid):
-        log.warning("esms MO: bad signature from %s", request.remote_addr)
+        log.warning(_("eSMS reply (MO): wrong signature from {address}").format(
+            address=request.remote_addr))
         _stats().add("bad_signature")
         return Response("forbidden", status=403, mimetype="text/plain")
     from outreach.input import phones
@@ -366,8 +376,8 @@ def receive(validator: RequestValidator, writer: ReceiptWriter, clock: Clock, *,
     only returned once the receipt is committed (:meth:`ReceiptWriter.write`), whether it was
     applied, kept pending, refused as naming another message or a repeat (all counted)."""
     if not twilio_receipts.verify_signature(validator, url, params, signature, settings):
-        log.warning("rejected a Twilio callback with a %s signature",
-                    "missing" if not signature else "bad")
+        log.warning(_("refused a Twilio receipt without a signature") if not signature
+                    else _("refused a Twilio receipt with a wrong signature"))
         writer.stats.add("bad_signature")
         return 403, "invalid signature"
     now = clock.now()
@@ -440,7 +450,7 @@ class StatusCallbacks:
             propagate = config.get("PROPAGATE_EXCEPTIONS")  # as Flask decides
             if propagate or (propagate is None and (self.app.testing or self.app.debug)):
                 raise
-            log.exception("a Twilio callback to %s failed", path)
+            log.exception(_("a Twilio receipt to {path} failed").format(path=path))
             code, text = 500, "internal server error"
         self.handled += 1
         if code == 204:
@@ -506,12 +516,12 @@ def zalo_event() -> Response | tuple[str, int]:
     raw = request.get_data(cache=False)
     app_id, secret = zalo_webhook.webhook_settings(current_app.config)
     if not app_id or not secret:
-        log.error("zalo webhook: ZALO_APP_ID / webhook secret not configured")
+        log.error(_("Zalo webhook: ZALO_APP_ID or the webhook secret is not set"))
         return "not configured", 503
     try:
         skew = zalo_webhook.max_skew(current_app.config)
     except ValueError as exc:
-        log.error("zalo webhook: %s", exc)
+        log.error(_("Zalo webhook: {error}").format(error=exc))
         return "not configured", 503
     try:
         event = json.loads(raw.decode("utf-8"))
@@ -523,20 +533,22 @@ def zalo_event() -> Response | tuple[str, int]:
     timestamp = str(event.get("timestamp") or "")
     if not zalo_webhook.verify_signature(request.headers.get(zalo_webhook.SIGNATURE_HEADER),
                                          str(app_id), raw, timestamp, str(secret)):
-        log.warning("zalo webhook: bad signature from %s", request.remote_addr)
+        log.warning(_("Zalo webhook: wrong signature from {address}").format(
+            address=request.remote_addr))
         stats.add("bad_signature")
         return "forbidden", 403
     clock = current_app.config.get("OUTREACH_CLOCK", SYSTEM_CLOCK)
     now = clock.now()
     if not zalo_webhook.timestamp_ok(timestamp, now, skew):
-        log.warning("zalo webhook: refused an event whose timestamp %r is more than %s from now",
-                    timestamp, skew)
+        log.warning(_("Zalo webhook: refused an event whose timestamp {timestamp!r} is more than "
+                      "{seconds} s from now").format(timestamp=timestamp,
+                                                     seconds=number(skew.total_seconds())))
         stats.add("zalo_stale")
         return "stale timestamp", 403
     name = str(event.get("event_name") or "")
     if name in zalo_webhook.LOGGED_EVENTS:
         uid = str((event.get("follower") or event.get("sender") or {}).get("id") or "")
-        log.info("zalo webhook: %s by follower …%s", name, uid[-4:])
+        log.info(_("Zalo webhook: {event} by follower …{end}").format(event=name, end=uid[-4:]))
     settings = current_app.config.get("OUTREACH_INBOUND_SETTINGS") or inbound.current_settings()
     citizen = zalo_webhook.parse_inbound(event, optout_events=settings.zalo_optout_events)
     if citizen is not None and citizen["event"] != "follow":
@@ -553,13 +565,16 @@ def zalo_event() -> Response | tuple[str, int]:
         else:
             counts = apply_zalo_event(conn, event, now=now)
     if counts is None:
-        log.info("zalo webhook %s: replayed event refused", name)
+        log.info(_("Zalo webhook {event}: a replayed event, refused").format(event=name))
         stats.add("zalo_replayed")
         return "ok", 200
     stats.add("applied", counts["applied"])
     stats.add("pending", counts["pending"])
     stats.add("rejected", counts["rejected"])
-    log.info("zalo webhook %s: %s", name, counts)
+    log.info(_("Zalo webhook {event}: {applied} applied, {pending} kept pending, {rejected} "
+               "refused").format(event=name, applied=number(counts["applied"]),
+                                 pending=number(counts["pending"]),
+                                 rejected=number(counts["rejected"])))
     return "ok", 200
 
 
@@ -716,9 +731,10 @@ class ReceiptWriter:
                                           check_tokens=self.check_tokens)
         for item, out in zip(batch, outcomes):
             if out.rejected is not None:
-                log.warning("refused a %s receipt for delivery %s (%s): kept in "
-                            "rejected_receipts, not applied", self.gateway,
-                            item.update.delivery_id, out.rejected)
+                log.warning(_("refused a {gateway} receipt for delivery {delivery} ({reason}): "
+                              "kept in rejected_receipts, not applied").format(
+                                  gateway=self.gateway, delivery=item.update.delivery_id,
+                                  reason=out.rejected))
         return outcomes
 
 
