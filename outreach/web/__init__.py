@@ -159,7 +159,8 @@ def create_app(db: Database, *, secret_key: str | None = None, trusted_header: s
         return {"n": official.vn_int, "pct": official.vn_pct, "vdate": official.vn_date,
                 "vtime": official.vn_datetime, "STATUS_VI": official.STATUS_VI,
                 "ROLE_VI": ROLE_VI, "RUN_STATUS_VI": RUN_STATUS_VI, "KIND_VI": KIND_VI,
-                "org": org, "user": g.get("user"), "REASON_VI": official.REASON_VI}
+                "org": org, "user": g.get("user"), "REASON_VI": official.REASON_VI,
+                "reason_vi": official.reason_vi, "run_reason_vi": official.run_reason_vi}
 
     # -- pages -----------------------------------------------------------------------------
     @app.get("/healthz")
