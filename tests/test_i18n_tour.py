@@ -93,6 +93,8 @@ def commands(path: Path) -> dict[str, tuple[str, ...]]:
         "dry-run": ("campaign", "launch", f, "--dry-run", "--gateway", "outbox"),
         "report": ("report", CID),
         "deliveries": ("deliveries", "list", CID),
+        "not-reached": ("deliveries", "list", CID, "--not-reached"),
+        "lookup": ("deliveries", "lookup", PHONES[6]),
         "runs": ("runs", "list", CID),
         "optout": ("optout", "list"),
         "inbox": ("inbox", "list", "--all"),
@@ -103,14 +105,16 @@ def commands(path: Path) -> dict[str, tuple[str, ...]]:
 
 #: A phrase each command must show, in Vietnamese and in English.
 PHRASES = {
-    "check": ("người nhận", "recipients"),
-    "dry-run": ("người nhận", "recipients"),
-    "report": ("Lý do không thành công", "Failure reasons"),
+    "check": ("bị loại: thiếu chữ số", "rejected: too-short"),
+    "dry-run": ("CHẠY THỬ, không gửi tin nào", "DRY RUN, nothing sent"),
+    "report": ("30/07/2024 60 ", "2024-07-30 60 "),
     "deliveries": ("không kết nối được tới nhà cung cấp", "connect-failed"),
+    "not-reached": ("Người nhận chưa nhận được tin", "connect-failed"),
+    "lookup": ("bộ gửi tin", "dispatcher"),
     "runs": ("tạm dừng", "paused"),
     "optout": ("người dân nhắn từ khóa từ chối", "Suppression list"),
     "inbox": ("Hộp thư phản hồi", "Inbox"),
-    "carriers": ("Viettel", "Viettel"),
+    "carriers": ("VinaPhone: THIẾU KẾT QUẢ", "VinaPhone: RESULTS MISSING"),
     "audit": ("thêm số từ chối nhận tin", "optout-add"),
 }
 
@@ -158,3 +162,39 @@ def test_official_html_report_in_vietnamese(world: tuple[Database, Path], tmp_pa
     html = out.read_text(encoding="utf-8")
     assert "Không kết nối được tới nhà cung cấp" in html
     assert "BÁO CÁO" in html
+
+
+def test_dashboard_shows_reason_labels_and_the_run_reason_in_vietnamese(
+        world: tuple[Database, Path]) -> None:
+    from outreach.web import create_app
+    from tests.test_web import login
+    from tests.web_helpers import add_accounts
+
+    db, _ = world
+    add_accounts(db)
+    client = create_app(db, secret_key="k" * 32).test_client()
+    login(client, "vera")
+    page = client.get(f"/campaigns/{CID}").get_data(as_text=True)
+    assert "Không kết nối được tới nhà cung cấp; tin chưa được gửi" in page
+    assert "Số điện thoại trong danh sách từ chối nhận tin" in page
+    assert "lần gửi gần nhất bị lỗi (ngưỡng 50%)" in page
+    assert "sends failed" not in page and ">connect-failed<" not in page
+    missing = client.get(f"/campaigns/{CID}/chua-nhan").get_data(as_text=True)
+    assert "Không kết nối được tới nhà cung cấp; tin chưa được gửi" in missing
+
+
+def test_official_reason_wording_falls_back_to_the_console_label() -> None:
+    from outreach import i18n
+    from outreach.reporting import official
+
+    before = i18n.current()
+    i18n.set_language("en")
+    try:
+        assert official.reason_vi("connect-failed") == official.REASON_VI["connect-failed"]
+        assert official.reason_vi("network") == "Lỗi mạng"
+        assert official.reason_vi("too-long:channels[0].text").startswith("Quá dài so với giới hạn của cổng gửi")
+        assert official.reason_vi("provider-own-code") == "provider-own-code"
+        assert official.run_reason_vi("paused by the operator") == "cán bộ vận hành đã tạm dừng"
+        assert i18n.current() == "en"
+    finally:
+        i18n.set_language(before)
