@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from flask.testing import FlaskClient
 
 from outreach.cli import main
 from outreach.clock import FakeClock
@@ -164,16 +165,26 @@ def test_official_html_report_in_vietnamese(world: tuple[Database, Path], tmp_pa
     assert "BÁO CÁO" in html
 
 
-def test_dashboard_shows_reason_labels_and_the_run_reason_in_vietnamese(
-        world: tuple[Database, Path]) -> None:
+def web_client(db: Database, user: str) -> FlaskClient:
+    """A test client of the web application signed in as ``user`` (the accounts of
+    :func:`tests.web_helpers.add_accounts`, added once)."""
+    from outreach import users
     from outreach.web import create_app
     from tests.test_web import login
     from tests.web_helpers import add_accounts
 
-    db, _ = world
-    add_accounts(db)
+    with db.engine.connect() as conn:
+        known = users.get(conn, user)
+    if known is None:
+        add_accounts(db)
     client = create_app(db, secret_key="k" * 32).test_client()
-    login(client, "vera")
+    login(client, user)
+    return client
+
+
+def test_dashboard_shows_reason_labels_and_the_run_reason_in_vietnamese(
+        world: tuple[Database, Path]) -> None:
+    client = web_client(world[0], "vera")
     page = client.get(f"/campaigns/{CID}").get_data(as_text=True)
     assert "Không kết nối được tới nhà cung cấp; tin chưa được gửi" in page
     assert "Số điện thoại trong danh sách từ chối nhận tin" in page
@@ -198,3 +209,14 @@ def test_official_reason_wording_falls_back_to_the_console_label() -> None:
         assert i18n.current() == "en"
     finally:
         i18n.set_language(before)
+
+
+def test_dashboard_opt_outs_and_audit_log_in_vietnamese(world: tuple[Database, Path]) -> None:
+    client = web_client(world[0], "adam")
+    page = client.get("/tu-choi").get_data(as_text=True)
+    assert "người dân nhắn từ khóa từ chối" in page and "cán bộ vận hành nhập" in page
+    assert "tin trả lời của người dân qua mock" in page
+    assert ">citizen-request<" not in page and ">reply:mock<" not in page
+    log = client.get("/nhat-ky").get_data(as_text=True)
+    assert "thêm số từ chối nhận tin" in log and "bắt đầu gửi" in log
+    assert ">optout-add<" not in log

@@ -13,7 +13,7 @@ from outreach.input import listfiles, phones
 from outreach.ledger import suppression
 from outreach.cli import Ctx, console, err_console, pass_ctx
 from outreach import i18n
-from outreach.i18n import N_, _, label, ngettext, number
+from outreach.i18n import N_, _, ngettext, number
 
 #: Headers of an opt-out file's reason column (compared without case or diacritics).
 REASON_HEADERS = ("reason", "ly do", "ly do tu choi", "ly do tu choi nhan tin")
@@ -160,41 +160,10 @@ def list_(c: Ctx, fmt: str) -> None:
         t.add_column(col)
     for d, r in zip(data, rows):
         channels = d["channels"] if r.channel else label(N_("channels|all"))
-        t.add_row(d["e164"], reason_label(d["reason"]), source_label(d["source"]), channels, _evidence(d["evidence"]) or "",
+        t.add_row(d["e164"], suppression.reason_label(d["reason"]),
+                  suppression.source_label(d["source"]), channels, _evidence(d["evidence"]) or "",
                   i18n.when(r.created_at))
     console.print(t)
-
-
-#: The reasons the program stores for an opt-out (``optout|<code>``: translated in Vietnamese,
-#: the code itself in English); a reason typed by an operator or read from a file is shown as
-#: it is.
-REASON_LABELS = {
-    "citizen-request": N_("optout|citizen-request"),
-    "reply-keyword": N_("optout|reply-keyword"),
-    "zalo-unfollow": N_("optout|zalo-unfollow"),
-    "provider-opt-out": N_("optout|provider-opt-out"),
-}
-
-
-def reason_label(reason: str | None) -> str:
-    """An opt-out's stored reason as the console shows it (:data:`REASON_LABELS`)."""
-    key = REASON_LABELS.get(reason or "")
-    return label(key) if key else (reason or "")
-
-
-def source_label(source: str | None) -> str:
-    """An opt-out's stored source as the console shows it: ``operator`` and ``reply:<gateway>``
-    in the interface language (English: as stored), a file name as it is."""
-    if not source or i18n.current() == "en":
-        return source or ""
-    if source == "operator":
-        return _("entered by an operator")
-    kind, sep, gateway = source.partition(":")
-    if sep and kind == "reply":
-        return _("citizen's reply through {gateway}").format(gateway=gateway)
-    if sep and kind == "gateway":
-        return _("reported by the gateway {gateway}").format(gateway=gateway)
-    return source
 
 
 #: The evidence :func:`outreach.receipts.inbound.record_inbound` stores for a reply opt-out.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import threading
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -72,17 +73,22 @@ REASON_VI: dict[str, str] = {
 
 
 
-def _in_vietnamese(fn: Any, text: str | None) -> str:
+_LANGUAGE_LOCK = threading.Lock()
+
+
+def in_vietnamese(fn: Any, text: str | None) -> str:
     """``fn(text)`` with the interface in Vietnamese, whatever its language now (the report
-    and the dashboard are Vietnamese documents)."""
+    and the dashboard are Vietnamese documents). The language is switched for the call and
+    switched back, one call at a time (the web application serves requests in threads)."""
     from outreach import i18n
 
-    before = i18n.current()
-    i18n.set_language("vi")
-    try:
-        return fn(text)
-    finally:
-        i18n.set_language(before)
+    with _LANGUAGE_LOCK:
+        before = i18n.current()
+        i18n.set_language("vi")
+        try:
+            return fn(text)
+        finally:
+            i18n.set_language(before)
 
 
 def reason_vi(code: str | None) -> str:
@@ -96,7 +102,7 @@ def reason_vi(code: str | None) -> str:
         return REASON_VI[code]
     from outreach.sending import reasons
 
-    text = _in_vietnamese(reasons.label, code)
+    text = in_vietnamese(reasons.label, code)
     return text[:1].upper() + text[1:] if text != code else code
 
 
@@ -107,7 +113,7 @@ def run_reason_vi(text: str | None) -> str:
         return ""
     from outreach.sending import reasons
 
-    return _in_vietnamese(reasons.run_reason, text)
+    return in_vietnamese(reasons.run_reason, text)
 
 
 _DOC_TYPES = {"KH": "Kế hoạch", "QĐ": "Quyết định", "QD": "Quyết định", "CV": "Công văn",
