@@ -7,7 +7,7 @@ import json
 import click
 from rich.table import Table
 
-from outreach import config
+from outreach import config, i18n
 from outreach.cli import Ctx, console, pass_ctx
 from outreach.i18n import _, ngettext, number
 
@@ -98,7 +98,10 @@ def audit_list(c: Ctx, campaign_id: str | None, actions: tuple[str, ...], who: s
     for col in (_("at (Asia/Ho_Chi_Minh)"), _("operator"), _("action"), _("campaign"), _("text"),
                 _("details")):
         t.add_column(col)
-    for d in data:
-        t.add_row(d["at"][:19], d["operator"], d["action"], d["campaign"] or "",
+    from outreach.reporting.audit import action_label
+
+    for d, r in zip(data, rows):
+        t.add_row(d["at"][:19] if i18n.current() == "en" else i18n.when(r.at),
+                  d["operator"], action_label(d["action"]), d["campaign"] or "",
                   (d["text_sha256"] or "")[:12], json.dumps(d["details"], ensure_ascii=False)[:80])
     console.print(t)

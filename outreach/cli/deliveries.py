@@ -247,8 +247,24 @@ def lookup(c: Ctx, phone: str, fmt: str, key_env: str | None) -> None:
         for e in d["events"]:
             at = (when(dt.datetime.fromisoformat(e["at"])) if current() == "vi"
                   else e["at"][:19])
-            console.print(f"    {at} {e['source']:<10} → {_(e['status'])}"
+            console.print(f"    {at} {event_source(e['source']):<10} → {_(e['status'])}"
                           + ("" if e["applied"] else _(" (ignored: late or duplicate)")))
+
+
+#: Who wrote a delivery event (``delivery_events.source``), as the console shows it
+#: (``event|<source>``: translated in Vietnamese, the code itself in English).
+EVENT_SOURCES = {"dispatcher": N_("event|dispatcher"), "webhook": N_("event|webhook"),
+                 "sync": N_("event|sync"), "reconcile": N_("event|reconcile"),
+                 "operator": N_("event|operator"), "scheduler": N_("event|scheduler")}
+
+
+def event_source(source: str) -> str:
+    """The writer of a delivery event in the interface language (:data:`EVENT_SOURCES`); a
+    source without a label is shown as stored."""
+    from outreach.i18n import label
+
+    key = EVENT_SOURCES.get(source)
+    return label(key) if key else source
 
 
 @deliveries.command("sync")

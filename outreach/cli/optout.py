@@ -160,7 +160,8 @@ def list_(c: Ctx, fmt: str) -> None:
         t.add_column(col)
     for d, r in zip(data, rows):
         channels = d["channels"] if r.channel else label(N_("channels|all"))
-        t.add_row(d["e164"], d["reason"], d["source"], channels, _evidence(d["evidence"]) or "",
+        t.add_row(d["e164"], suppression.reason_label(d["reason"]),
+                  suppression.source_label(d["source"]), channels, _evidence(d["evidence"]) or "",
                   i18n.when(r.created_at))
     console.print(t)
 

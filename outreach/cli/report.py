@@ -214,6 +214,8 @@ def _reply_line(replies: dict[str, Any]) -> None:
 
 
 def _table(data: dict[str, Any], wanted: set[str]) -> None:
+    from outreach.sending.reasons import label as reasons_label
+
     n = number
     console.print(f"[bold]{data['name']}[/bold] ({data['campaign']})")
     console.print(_("source: {source}").format(source=data["source"]))
@@ -271,7 +273,10 @@ def _table(data: dict[str, Any], wanted: set[str]) -> None:
                                                              if dim in data["cost"] else [])):
             t.add_column(col, justify="right", no_wrap=True)
         for r in rows:
-            cells = [_key(r["key"])] + ([r["subkey"]] if dim == "ward" else [])
+            key = _key(r["key"])
+            if dim == "day" and r["key"] != "TOTAL":
+                key = i18n.day(dt.date.fromisoformat(r["key"]))
+            cells = [key] + ([r["subkey"]] if dim == "ward" else [])
             cells += [n(r[c]) for c in cols] + [_fmt_rate(r["delivery_rate"])]
             if dim in data["cost"]:
                 cells += [n(r["segments"]), n(r["cost_vnd"])]
@@ -286,7 +291,7 @@ def _table(data: dict[str, Any], wanted: set[str]) -> None:
         t.add_column(_("deliveries"), justify="right")
         for r in data["failure_reasons"]:
             t.add_row(_(r["status"]), r["gateway"] or "", r["error_code"] or "",
-                      r["error_reason"] or "", n(r["count"]))
+                      reasons_label(r["error_reason"]), n(r["count"]))
         if not data["failure_reasons"]:
             t.add_row("–", "", "", _("none"), "0")
         console.print(t)

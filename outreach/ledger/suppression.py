@@ -16,6 +16,8 @@ from typing import Any
 from sqlalchemy import Connection, delete, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from outreach import i18n
+from outreach.i18n import N_, _, label
 from outreach.reporting import audit
 from outreach.ledger.models import SUPPRESSED_SQL, Suppression
 
@@ -107,3 +109,35 @@ def all_entries(conn: Connection) -> list[Suppression]:
 
     with Session(bind=conn) as s:
         return list(s.scalars(select(Suppression).order_by(Suppression.created_at)))
+
+
+#: The reasons the program stores for an opt-out (``optout|<code>``: translated in Vietnamese,
+#: the code itself in English); a reason typed by an operator or read from a file is shown as
+#: it is.
+REASON_LABELS = {
+    "citizen-request": N_("optout|citizen-request"),
+    "reply-keyword": N_("optout|reply-keyword"),
+    "zalo-unfollow": N_("optout|zalo-unfollow"),
+    "provider-opt-out": N_("optout|provider-opt-out"),
+}
+
+
+def reason_label(reason: str | None) -> str:
+    """An opt-out's stored reason as the console shows it (:data:`REASON_LABELS`)."""
+    key = REASON_LABELS.get(reason or "")
+    return label(key) if key else (reason or "")
+
+
+def source_label(source: str | None) -> str:
+    """An opt-out's stored source as the console shows it: ``operator`` and ``reply:<gateway>``
+    in the interface language (English: as stored), a file name as it is."""
+    if not source or i18n.current() == "en":
+        return source or ""
+    if source == "operator":
+        return _("entered by an operator")
+    kind, sep, gateway = source.partition(":")
+    if sep and kind == "reply":
+        return _("citizen's reply through {gateway}").format(gateway=gateway)
+    if sep and kind == "gateway":
+        return _("reported by the gateway {gateway}").format(gateway=gateway)
+    return source

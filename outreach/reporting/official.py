@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import threading
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -69,6 +70,51 @@ REASON_VI: dict[str, str] = {
     "unavailable": "Dịch vụ gửi tin tạm thời không sẵn sàng",
     "rate-limited": "Vượt giới hạn tốc độ gửi",
 }
+
+
+
+_LANGUAGE_LOCK = threading.Lock()
+
+
+def in_vietnamese(fn: Any, text: str | None) -> str:
+    """``fn(text)`` with the interface in Vietnamese, whatever its language now (the report
+    and the dashboard are Vietnamese documents). The language is switched for the call and
+    switched back, one call at a time (the web application serves requests in threads)."""
+    from outreach import i18n
+
+    with _LANGUAGE_LOCK:
+        before = i18n.current()
+        i18n.set_language("vi")
+        try:
+            return fn(text)
+        finally:
+            i18n.set_language(before)
+
+
+def reason_vi(code: str | None) -> str:
+    """A delivery reason code (``deliveries.error_reason``) in Vietnamese: the report's own
+    wording (:data:`REASON_VI`), else the console's label
+    (:func:`outreach.sending.reasons.label`, first letter capitalised), else the code itself;
+    ``""`` for None."""
+    if not code:
+        return ""
+    if code in REASON_VI:
+        return REASON_VI[code]
+    from outreach.sending import reasons
+
+    text = in_vietnamese(reasons.label, code)
+    return text[:1].upper() + text[1:] if text != code else code
+
+
+def run_reason_vi(text: str | None) -> str:
+    """A run's stored (English) ``status_reason`` in Vietnamese
+    (:func:`outreach.sending.reasons.run_reason`); unchanged when it matches no template."""
+    if not text:
+        return ""
+    from outreach.sending import reasons
+
+    return in_vietnamese(reasons.run_reason, text)
+
 
 _DOC_TYPES = {"KH": "Kế hoạch", "QĐ": "Quyết định", "QD": "Quyết định", "CV": "Công văn",
               "TB": "Thông báo", "CT": "Chỉ thị", "BC": "Báo cáo", "HD": "Hướng dẫn",
@@ -296,7 +342,7 @@ def context(data: Mapping[str, Any], *, org: str | None = None, place: str | Non
     reasons = [{"status": STATUS_VI.get(r["status"], r["status"]),
                 "gateway": r["gateway"] or "",
                 "code": " · ".join(x for x in (r["error_code"], r["error_reason"]) if x),
-                "reason": REASON_VI.get(r["error_reason"] or "", r["error_reason"] or ""),
+                "reason": reason_vi(r["error_reason"]),
                 "count": r["count"]} for r in data["failure_reasons"]]
     now = dt.datetime.now(VN_TZ)
     day = info.date or now.date()
@@ -465,9 +511,9 @@ def body(ctx: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 
 def _reason_vi(r: Mapping[str, Any]) -> str:
-    """A failure reason in Vietnamese (:data:`REASON_VI`), else its code, else its state."""
-    why = r["error_reason"] or ""
-    return REASON_VI.get(why) or why or r["error_code"] or STATUS_VI.get(r["status"], r["status"])
+    """A failure reason in Vietnamese (:func:`reason_vi`), else its code, else its state."""
+    return (reason_vi(r["error_reason"]) or r["error_code"]
+            or STATUS_VI.get(r["status"], r["status"]))
 
 
 def _lower_first(s: str) -> str:

@@ -40,7 +40,7 @@ from sqlalchemy import func, select
 
 from outreach import users
 from outreach.input import campaigns
-from outreach.ledger import states
+from outreach.ledger import states, suppression
 from outreach.reporting import audit, official, reports
 from outreach.sending import approvals, ops
 from outreach.ledger.db import Database
@@ -159,7 +159,11 @@ def create_app(db: Database, *, secret_key: str | None = None, trusted_header: s
         return {"n": official.vn_int, "pct": official.vn_pct, "vdate": official.vn_date,
                 "vtime": official.vn_datetime, "STATUS_VI": official.STATUS_VI,
                 "ROLE_VI": ROLE_VI, "RUN_STATUS_VI": RUN_STATUS_VI, "KIND_VI": KIND_VI,
-                "org": org, "user": g.get("user"), "REASON_VI": official.REASON_VI}
+                "org": org, "user": g.get("user"), "REASON_VI": official.REASON_VI,
+                "reason_vi": official.reason_vi, "run_reason_vi": official.run_reason_vi,
+                "action_vi": lambda a: official.in_vietnamese(audit.action_label, a),
+                "optout_reason_vi": lambda r: official.in_vietnamese(suppression.reason_label, r),
+                "optout_source_vi": lambda r: official.in_vietnamese(suppression.source_label, r)}
 
     # -- pages -----------------------------------------------------------------------------
     @app.get("/healthz")
@@ -332,8 +336,11 @@ def create_app(db: Database, *, secret_key: str | None = None, trusted_header: s
     @app.get("/tu-choi")
     def optouts_page() -> Any:
         with db.engine.connect() as conn:
-            rows = conn.execute(select(Suppression).order_by(Suppression.created_at.desc())
-                                .limit(500)).scalars().all()
+            # the columns, not the entity: a Core connection's scalars() would give the first
+            # column only
+            rows = conn.execute(select(Suppression.e164, Suppression.reason, Suppression.source,
+                                       Suppression.created_at)
+                                .order_by(Suppression.created_at.desc()).limit(500)).all()
             total = conn.execute(select(func.count()).select_from(Suppression)).scalar_one()
         return render_template("optouts.html", rows=[{
             "phone": mask(r.e164) if not r.e164.startswith("h:") else "(đã xóa)",
