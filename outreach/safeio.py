@@ -26,11 +26,19 @@ Every CSV and XLSX writer of outreach goes through this module:
   :func:`prepare_sqlite_file` does this for a SQLite database before SQLite creates it
   (SQLite gives its ``-wal`` and ``-shm`` files the mode of the database file) and warns once
   when an existing database is readable by others.
+* :func:`require_folder` is the one check of every ``--out``-like option: the folder an output
+  goes in must exist (a mistyped path is an error naming the folder, never a folder created
+  silently), unless the command documents creating it.
+* :func:`os_error_text` is the one wording of a failed file write (or read) by its ``errno``:
+  permissions (``EACCES``, ``EPERM``), a read-only filesystem (``EROFS``), a full disk or used-up
+  quota (``ENOSPC``, ``EDQUOT``); :func:`probe_write_problem` finds which one applies to a path
+  when only a library's message is known (SQLite says "readonly database" for all of them).
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import logging
 import os
 import re
@@ -213,6 +221,106 @@ def prepare_sqlite_file(path: str | os.PathLike[str]) -> None:
         _warned.add(key)
         log.warning("the database %s holds personal data but is readable by others (%s); "
                     "run `chmod 600 %s*`", p, ", ".join(f"{f.name} {m:04o}" for f, m in loose), p)
+
+
+# -- output folders and write errors ---------------------------------------------------------
+
+class MissingFolder(Exception):
+    """The folder an output should be written in does not exist, or is not a folder. ``folder``:
+    that folder; ``not_a_folder``: it exists but is a file."""
+
+    def __init__(self, folder: Path, not_a_folder: bool = False) -> None:
+        super().__init__(str(folder))
+        self.folder = folder
+        self.not_a_folder = not_a_folder
+
+
+def require_folder(path: str | os.PathLike[str], *, is_folder: bool = False) -> Path:
+    """Check an output ``path`` before anything is written: the folder it goes in must exist.
+    ``is_folder``: ``path`` is itself an output folder that the command creates (documented by
+    that command), so only its parent must exist. Raises :class:`MissingFolder`; returns the
+    path. Every ``--out``, ``--export`` and ``--reject-file`` goes through here (the CLI's
+    ``OUT_FILE`` and ``OUT_FOLDER`` parameter types)."""
+    p = Path(path)
+    if is_folder and p.exists():
+        if not p.is_dir():
+            raise MissingFolder(p, not_a_folder=True)
+        return p
+    folder = p.parent
+    if not folder.exists():
+        # name the topmost missing folder: the one to create first (or the typo)
+        while not folder.parent.exists() and folder.parent != folder:
+            folder = folder.parent
+        raise MissingFolder(folder)
+    if not folder.is_dir():
+        raise MissingFolder(folder, not_a_folder=True)
+    return p
+
+
+#: errno → kind of write problem (:func:`os_error_text`).
+PERMISSION_ERRNOS = frozenset({errno.EACCES, errno.EPERM})
+READ_ONLY_ERRNOS = frozenset({errno.EROFS})
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+
+def write_problem(code: int | None, path: str | os.PathLike[str] | None) -> str | None:
+    """The cause of a failed write with errno ``code`` at ``path``, one clause in the interface
+    language: permissions, a read-only filesystem, a full disk; None for other errnos."""
+    from outreach.i18n import _
+
+    where = str(path) if path is not None else "?"
+    if code in PERMISSION_ERRNOS:
+        return _("this user may not write there (permissions): check the owner and mode of "
+                 "the file and its folder, e.g. `ls -ld {where}`").format(where=where)
+    if code in READ_ONLY_ERRNOS:
+        return _("the filesystem is read-only (mounted read-only, or a write-protected disk): "
+                 "write to another place, or have it mounted read-write")
+    if code in DISK_FULL_ERRNOS:
+        return _("the disk is full (or this user's disk quota is used up): free some space, "
+                 "or write to another disk")
+    return None
+
+
+def os_error_text(exc: OSError) -> str:
+    """One line for an :class:`OSError` of a file write or read: the file and its cause by
+    ``errno`` (:func:`write_problem`; no such file, a folder), else the system's reason."""
+    from outreach.i18n import _
+
+    path = exc.filename if exc.filename is not None else None
+    cause = write_problem(exc.errno, path)
+    if cause is None:
+        if exc.errno == errno.ENOENT:
+            cause = _("no such file or folder")
+        elif exc.errno == errno.EISDIR:
+            cause = _("it is a folder, not a file")
+        else:
+            cause = exc.strerror or str(exc)
+    if path is None:
+        return cause
+    if exc.errno in PERMISSION_ERRNOS | READ_ONLY_ERRNOS | DISK_FULL_ERRNOS:
+        return _("cannot write {path}: {cause}").format(path=path, cause=cause)
+    return _("{path}: {cause}").format(path=path, cause=cause)
+
+
+def probe_write_problem(path: str | os.PathLike[str]) -> int | None:
+    """The errno that writing at ``path`` (a file, or the folder it would go in) would likely
+    fail with, found from its filesystem: ``EROFS`` (mounted read-only), ``ENOSPC`` (no free
+    blocks for this user), ``EACCES`` (not writable by this user); None when none applies."""
+    p = Path(path)
+    target = p if p.exists() else p.parent
+    while not target.exists() and target.parent != target:
+        target = target.parent
+    try:
+        st = os.statvfs(target)
+    except (OSError, AttributeError):  # pragma: no cover - not POSIX
+        st = None
+    if st is not None and st.f_flag & getattr(os, "ST_RDONLY", 1):
+        return errno.EROFS
+    if st is not None and st.f_bavail == 0:
+        return errno.ENOSPC
+    if not os.access(target, os.W_OK) or (p.exists() and not os.access(p.parent, os.W_OK)):
+        return errno.EACCES
+    return None
 
 
 def record_file(db: Any, path: str | os.PathLike[str], kind: str, *, rows: int | None = None,

@@ -29,6 +29,7 @@ def test_check_lists_tables_files_permissions_and_the_purge(tmp_path: Path, home
     toml = write_campaign(tmp_path, n=6)
     assert run("campaign", "launch", str(toml))[0] == 0
     export = tmp_path / "exports" / "resend.csv"
+    export.parent.mkdir()
     assert run("deliveries", "list", CID, "--export", str(export))[0] == 0
     rejects = tmp_path / "rej.csv"
     lst = tmp_path / f"{CID}-list.csv"

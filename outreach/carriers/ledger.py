@@ -12,7 +12,7 @@ from outreach.reporting import audit
 from outreach.carriers import areas
 from outreach.carriers.results import Figure
 from outreach.clock import VN_TZ
-from outreach.i18n import N_, _, day as _day, ngettext
+from outreach.i18n import N_, _, day as _day, ngettext, vi_sorted_items
 from outreach.ledger.models import CarrierRequest, CarrierResult
 
 DRAFTED, REQUESTED, CONFIRMED, BROADCAST, RESULTS, DECLINED = (
@@ -257,7 +257,7 @@ def summary(conn: Connection, campaign_id: str) -> dict[str, Any]:
         "sent": sum(c["sent"] for c in carriers.values()),
         "carriers": carriers,
         "by_day": dict(sorted(by_day.items())),
-        "by_area": dict(sorted(by_area.items(), key=lambda kv: (kv[0] == "(không rõ)", kv[0]))),
+        "by_area": dict(vi_sorted_items(by_area, last="(không rõ)")),  # Vietnamese order
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
@@ -12,7 +13,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from outreach import __version__, i18n
+from outreach import __version__, i18n, safeio
 from outreach.i18n import N_, _, label
 
 console = Console(highlight=False)
@@ -25,6 +26,49 @@ _NATURAL_WIDTH = {id(console): console._width, id(err_console): err_console._wid
 class DatabaseProblem(Exception):
     """The database cannot be opened or brought up to date: the message names the database and
     the likely cause (:func:`database_error_message`)."""
+
+
+class OutputFolderMissing(click.ClickException):
+    """An output option names a folder that does not exist: one line on stderr, exit 2 (a
+    usage error), nothing written."""
+
+    exit_code = 2
+
+
+class OutPath(click.Path):
+    """The type of every output option (``--out``, ``--export``, ``--reject-file``, an OUT
+    argument): checked before the command runs (:func:`outreach.safeio.require_folder`), so a
+    missing folder is an error naming it and nothing is written; never created silently.
+    ``is_folder``: the option names an output folder the command creates (its help says so);
+    its parent must exist."""
+
+    def __init__(self, *, is_folder: bool = False) -> None:
+        super().__init__(file_okay=not is_folder, dir_okay=is_folder, writable=True)
+        self.is_folder = is_folder
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        value = super().convert(value, param, ctx)
+        try:
+            safeio.require_folder(value, is_folder=self.is_folder)
+        except safeio.MissingFolder as exc:
+            option = (param.opts[0] if isinstance(param, click.Option) and param.opts
+                      else i18n.metavar(param.human_readable_name) if param is not None
+                      else "")
+            if exc.not_a_folder:
+                msg = _("{option} {path}: {folder} is a file, not a folder; nothing was "
+                        "written").format(option=option, path=value, folder=exc.folder)
+            else:
+                msg = _("{option} {path}: the folder {folder} does not exist; nothing was "
+                        "written (create it first, or give a path in an existing folder)"
+                        ).format(option=option, path=value, folder=exc.folder)
+            raise OutputFolderMissing(msg) from None
+        return value
+
+
+#: An output file whose folder must exist; an output folder created by the command.
+OUT_FILE = OutPath()
+OUT_FOLDER = OutPath(is_folder=True)
 
 
 class Ctx:
@@ -57,7 +101,8 @@ class Ctx:
                 from alembic.util import CommandError
                 from sqlalchemy.exc import SQLAlchemyError
 
-                if isinstance(exc, (CommandError, SQLAlchemyError)):
+                if isinstance(exc, (CommandError, SQLAlchemyError)) or (
+                        isinstance(exc, OSError) and safeio.write_problem(exc.errno, None)):
                     self._db = None
                     raise DatabaseProblem(database_error_message(exc, self)) from None
                 raise
@@ -150,6 +195,8 @@ class OutreachGroup(click.Group):
 
                 if isinstance(exc, SQLAlchemyError):
                     msg = database_error_message(exc, ctx.obj)
+                elif isinstance(exc, OSError) and exc.errno is not None:
+                    msg = safeio.os_error_text(exc)  # by errno: permissions, read-only, full
                 from rich.markup import escape
 
                 # escaped: "pip install 'outreach[twilio]'" is text, not a style tag
@@ -164,7 +211,8 @@ class OutreachGroup(click.Group):
 
 def database_error_message(exc: BaseException, obj: Any) -> str:
     """One line for a database error: the database (the SQLite file, or the server URL without
-    its password) and the likely cause — no permission, a damaged file, a database written by
+    its password) and the likely cause — no permission, a read-only filesystem, a full disk
+    (by errno, :func:`outreach.safeio.write_problem`), a damaged file, a database written by
     another version of outreach, a server that does not answer — else the driver's message."""
     from outreach import config
 
@@ -184,10 +232,24 @@ def database_error_message(exc: BaseException, obj: Any) -> str:
             where = make_url(url).render_as_string(hide_password=True) if url else "?"
         except Exception:  # noqa: BLE001
             where = "?"
-    if "readonly" in low or "read-only" in low or "permission denied" in low or \
-            "unable to open database" in low:
-        cause = _("the file or its folder cannot be written by this user (permissions): check "
-                  "its owner and mode, e.g. `ls -l {where}`").format(where=where)
+    code = getattr(orig, "errno", None) if isinstance(orig, OSError) else None
+    if code is None:  # a driver's message: its words, else what the filesystem says
+        if "read-only file system" in low:
+            code = errno.EROFS
+        elif "disk is full" in low or "no space left" in low:
+            code = errno.ENOSPC
+        elif "quota" in low:
+            code = getattr(errno, "EDQUOT", errno.ENOSPC)
+        elif "readonly" in low or "read-only" in low or "unable to open database" in low:
+            # SQLite says "readonly database" for a read-only mount and for a file this user
+            # may not write alike: ask the filesystem which it is
+            code = (safeio.probe_write_problem(where) if url.startswith("sqlite:///")
+                    else None) or errno.EACCES
+        elif "permission denied" in low:
+            code = errno.EACCES
+    fs_cause = safeio.write_problem(code, where)
+    if fs_cause is not None:
+        cause = fs_cause
     elif "malformed" in low or "not a database" in low or "file is encrypted" in low or \
             "disk image" in low:
         cause = _("the file is damaged or is not an outreach database (corruption): restore "

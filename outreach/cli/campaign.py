@@ -21,7 +21,7 @@ from outreach.input import campaigns, reasons
 from outreach.ledger import states
 from outreach.sending import ops
 from outreach.sending.reasons import run_reason
-from outreach.cli import Ctx, console, err_console, pass_ctx
+from outreach.cli import OUT_FILE, Ctx, console, err_console, pass_ctx
 
 
 def load_spec(ref: str, c: Ctx | None = None) -> campaigns.CampaignSpec:
@@ -377,7 +377,7 @@ def check(c: Ctx, campaign_ref: str, gateway: str | None, fmt: str) -> None:
               help="Convert pre-2018 11-digit numbers with the official table.")
 @click.option("--enqueue-only", is_flag=True,
               help="Only create the run; `outreach worker` processes send it.")
-@click.option("--reject-file", type=click.Path(dir_okay=False, writable=True),
+@click.option("--reject-file", type=OUT_FILE,
               help="Write every rejected and duplicate row (file, line, masked value, reason) as CSV.")
 @click.option("-y", "--yes", is_flag=True,
               help="Do not ask for confirmation after showing the plan (scripts). Without it, "

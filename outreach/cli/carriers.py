@@ -11,7 +11,7 @@ import click
 from rich.table import Table
 
 from outreach import i18n
-from outreach.cli import Ctx, console, err_console, pass_ctx
+from outreach.cli import OUT_FOLDER, Ctx, console, err_console, pass_ctx
 from outreach.i18n import _, ngettext
 
 
@@ -118,8 +118,8 @@ def list_carriers(fmt: str) -> None:
 @carriers.command("request")
 @click.argument("campaign")
 @click.option("--carrier", "only", multiple=True, help="Only this operator (repeatable).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Folder for the files (default $OUTREACH_HOME/carriers/CAMPAIGN).")
+@click.option("--out", "out_dir", type=OUT_FOLDER, default=None,
+              help="Folder for the files, created when missing (its parent folder must exist; default $OUTREACH_HOME/carriers/CAMPAIGN).")
 @click.option("--number", help="The letter number (Số: …), e.g. '1234/STTTT-TTBCXB'; default "
               "carriers.letter.number.")
 @click.option("--date", "letter_date", help="The letter's date (default carriers.letter.date, "

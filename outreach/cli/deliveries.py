@@ -14,8 +14,8 @@ from sqlalchemy import case, select
 
 from outreach import safeio
 from outreach.ledger import states
-from outreach.cli import Ctx, console, pass_ctx
-from outreach.i18n import N_, _, current, ngettext, number, when
+from outreach.cli import OUT_FILE, Ctx, console, pass_ctx
+from outreach.i18n import N_, _, current, ngettext, number, vi_sort_key, when
 from outreach.ledger.models import Delivery
 from outreach.sending import reasons
 
@@ -40,7 +40,7 @@ NOT_REACHED_STATES = (states.FAILED, states.UNDELIVERED, states.UNKNOWN, states.
               help="One row per recipient never delivered in this campaign whose latest delivery "
                    "failed, was undelivered, is unknown or was skipped; opted-out and suppressed "
                    "numbers are left out.")
-@click.option("--export", "export", type=click.Path(dir_okay=False, writable=True),
+@click.option("--export", "export", type=OUT_FILE,
               help="Write the rows to this CSV file (UTF-8 with BOM) with whole phone numbers: "
                    "for a resend list. The screen always masks them.")
 @click.option("--limit", type=int, default=50, show_default=True, help="Rows shown on screen.")
@@ -64,7 +64,7 @@ def list_(c: Ctx, campaign_id: str, statuses: tuple[str, ...], not_reached: bool
 
             raise click.ClickException(unknown_campaign(conn, campaign_id))
         if not_reached:
-            rows = [dict(r._mapping) for r in conn.execute(not_reached_query(campaign_id))]
+            rows = not_reached_rows(conn, campaign_id)
         else:
             stmt = (select(Delivery.id.label("delivery_id"), Delivery.run_id,
                            Delivery.recipient_id, Delivery.address.label("phone"),
@@ -164,6 +164,15 @@ def not_reached_query(campaign_id: str) -> Any:
             .where(per.c.hit == 0, Delivery.status.in_(NOT_REACHED_STATES),
                    ~select(Suppression.e164).where(Suppression.e164 == Delivery.address).exists())
             .order_by(Delivery.district, Delivery.ward, per.c.rid))
+
+
+def not_reached_rows(conn: Any, campaign_id: str) -> list[dict[str, Any]]:
+    """The rows of :func:`not_reached_query`, by district and ward in Vietnamese alphabetical
+    order (:func:`outreach.i18n.vi_sort_key`; SQL orders by code point), then recipient."""
+    rows = [dict(r._mapping) for r in conn.execute(not_reached_query(campaign_id))]
+    rows.sort(key=lambda r: (vi_sort_key(r["district"]), vi_sort_key(r["ward"]),
+                             r["recipient_id"]))
+    return rows
 
 
 def _csv_value(v: Any) -> Any:

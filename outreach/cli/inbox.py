@@ -14,7 +14,7 @@ from rich.table import Table
 
 from outreach import safeio
 from outreach import i18n
-from outreach.cli import Ctx, console, pass_ctx
+from outreach.cli import OUT_FILE, Ctx, console, pass_ctx
 from outreach.i18n import N_, _, label, ngettext, number
 from outreach.receipts import inbound
 
@@ -123,7 +123,7 @@ def list_(c: Ctx, campaign: str | None, since: str | None, every: bool, fmt: str
 
 
 @inbox.command("export")
-@click.argument("out", type=click.Path(dir_okay=False, writable=True))
+@click.argument("out", type=OUT_FILE)
 @_campaign
 @_since
 @_all

@@ -15,8 +15,8 @@ from rich.table import Table
 from outreach.input import reasons
 from outreach.input import recipients as rec
 from outreach import safeio
-from outreach.cli import Ctx, console, pass_ctx
-from outreach.i18n import _, ngettext, number
+from outreach.cli import OUT_FILE, Ctx, console, pass_ctx
+from outreach.i18n import _, ngettext, number, vi_sort_key
 
 
 @click.group()
@@ -32,7 +32,7 @@ def recipients() -> None:
 @click.option("--district", help="District for rows without a district column.")
 @click.option("--convert-old-prefixes", is_flag=True,
               help="Convert pre-2018 11-digit numbers with the official table instead of rejecting.")
-@click.option("--reject-file", type=click.Path(dir_okay=False, writable=True),
+@click.option("--reject-file", type=OUT_FILE,
               help="Write every rejected and duplicate row (file, line, masked value, reason) as CSV.")
 @click.option("--sheet", help="Read only this sheet of a workbook (default: every sheet with a list).")
 @click.option("--province", help="Province of lists without a province column (default: found "
@@ -102,7 +102,8 @@ def import_cmd(c: Ctx, files: tuple[str, ...], list_name: str, encoding: str | N
         t.add_row(_("unknown districts/wards (kept as written)"), "; ".join(
             ngettext("{kind} {name!r} ({n} row)", "{kind} {name!r} ({n} rows)", n).format(
                 kind=_(kind), name=name, n=number(n))
-            for (kind, name), n in sorted(summary.unknown_units.items())[:10]))
+            for (kind, name), n in sorted(summary.unknown_units.items(),
+                                          key=lambda kv: (kv[0][0], vi_sort_key(kv[0][1])))[:10]))
     console.print(t)
     if summary.shared_cells:
         st = Table(title=_("Cells with several numbers or words around the number"))

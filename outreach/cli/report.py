@@ -13,7 +13,7 @@ from rich.table import Table
 
 from outreach import i18n, safeio
 from outreach.reporting import reports
-from outreach.cli import Ctx, console, pass_ctx
+from outreach.cli import OUT_FILE, Ctx, console, pass_ctx
 from outreach.i18n import N_, _, number, percent
 
 #: Breakdowns the table shows unless --by says otherwise (wards are long: ask for them).
@@ -42,7 +42,7 @@ def parse_when(value: str | None, *, end: bool = False) -> dt.datetime | None:
 @click.argument("campaign_id")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "xlsx"]),
               default="table", show_default=True)
-@click.option("--out", "out", type=click.Path(dir_okay=False, writable=True),
+@click.option("--out", "out", type=OUT_FILE,
               help="Write to this file (required for xlsx and --official; .html or .pdf there).")
 @click.option("--since", help="Deliveries sent (or, never sent, queued) from this date/time "
               "(Asia/Ho_Chi_Minh).")

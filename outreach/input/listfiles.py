@@ -180,9 +180,12 @@ class _Columns:
         phones: list[tuple[int, int]] = []  # (rank, column)
         found: dict[int, str] = {}
         for i, label in enumerate(labels):
-            name = _field_of(label) if label else None
+            # the sub-header first: "Quận/Huyện" under a group is a district, whatever the group
+            name = _field_of(parts[i][1]) if parts is not None and parts[i][1] else None
+            if name is None and label:
+                name = _field_of(label)
             if name is None and parts is not None and parts[i][1]:
-                name = _field_of(parts[i][1]) or _field_of(parts[i][0])
+                name = _field_of(parts[i][0])
             if name == "phone" and _MANY_DIGITS.search(label):
                 name = None  # "ĐT: 0292 3820 123" in a letterhead is not a header
             if name == "phone":
@@ -312,45 +315,85 @@ class _Sheet:
             return False
         if len(filled) == 1 and _header_key(filled[0]) not in _HEADER_FIELDS:
             return False  # a title such as "Số điện thoại của người dân khu vực 3"
+        joined = self._top_header(line, cells, cand)
+        if joined is not None:
+            cand, cells = joined
+            self.sub_checked = True  # the row above was the first header row: no third one
+        self._use(line, cells, cand)
+        return True
+
+    def _use(self, line: int, labels: list[str], cand: _Columns) -> None:
         self.columns = cand
-        self.header_cells = cells
+        self.header_cells = labels
         self.info.header_line = line
         self.info.columns = cand.used()
         self.info.phone_columns_unused = cand.phone_unused
-        return True
 
-    def _sub_header(self, line: int, cells: list[str]) -> bool:
-        """Join a second header row ("Cố định | Di động" under a merged "Số điện thoại")."""
-        top = self.header_cells
-        if any(_MANY_DIGITS.search(c) for c in cells) or _numbering_row([c for c in cells if c]):
-            return False
+    def _top_header(self, line: int, cells: list[str],
+                    alone: _Columns) -> tuple[_Columns, list[str]] | None:
+        """The header joined with the row just above it when that row is its first header row:
+        "Họ và tên" and "Quận/Huyện" merged down two rows over a group ("Liên hệ") whose
+        sub-headers ("Di động | Cố định") are the first row with a phone column. None when the
+        row above adds no known column (a title, a letterhead)."""
+        if len(self.pending) < 2:
+            return None
+        top_line, top = self.pending[-2]
+        if top_line != line - 1 or sum(1 for c in top if c) < 2:
+            return None
+        if any(_MANY_DIGITS.search(c) for c in top) or _numbering_row([c for c in top if c]):
+            return None
+        labels, parts, _under = self._join(top, cells, top_line)
+        cand = _Columns(labels, parts)
+        if "phone" not in cand.fields or not set(alone.fields) < set(cand.fields):
+            return None
+        return cand, labels
+
+    def _join(self, top: list[str], cells: list[str],
+              top_line: int) -> tuple[list[str], list[tuple[str, str]], bool]:
+        """Labels of a header over two rows (``top`` on ``top_line``, ``cells`` below it): a
+        group label merged across columns ("Số điện thoại" over "Di động | Cố định") joins each
+        sub-header ("Số điện thoại / Di động"), a label with nothing under it stays alone
+        ("Họ và tên" merged down both rows), a sub-header with nothing above too. Returns the
+        labels, the (top, sub) of each, and whether the second row is a header row: some
+        sub-header sits under a group or alone under an empty top cell."""
         width = max(len(top), len(cells))
         top = top + [""] * (width - len(top))
         sub = cells + [""] * (width - len(cells))
-        spans = {c: c0 for r0, c0, c1 in self.h_merges if r0 == self.info.header_line - 1
+        spans = {c: c0 for r0, c0, c1 in self.h_merges if r0 == top_line - 1
                  for c in range(c0, c1 + 1)}
         under_group = False
         parts: list[tuple[str, str]] = []
         for i in range(width):
             t = top[i]
+            own = _field_of(sub[i]) if sub[i] else None
             if i in spans:
                 t = top[spans[i]]
-            elif not t and sub[i] and i > 0 and sub[i - 1] and parts and parts[-1][0]:
-                t = parts[-1][0]  # no merge information (CSV): the group label is to the left
+            elif (not t and sub[i] and i > 0 and sub[i - 1] and parts and parts[-1][0]
+                  and not spans and own in (None, "phone")):
+                # no merge information (CSV): the group label is to the left, but a known
+                # column of its own ("Quận/Huyện" next to "Số điện thoại / Cố định") is not in it
+                t = parts[-1][0]
             if sub[i] and t and (i in spans or not top[i]):
                 under_group = True
+            elif own is not None and not top[i] and not _MANY_DIGITS.search(sub[i]):
+                under_group = True  # "Họ và tên" in the second row only, nothing above it
             parts.append((t, sub[i]))
+        labels = [f"{t} / {s}" if t and s and t != s else (t or s) for t, s in parts]
+        return labels, parts, under_group
+
+    def _sub_header(self, line: int, cells: list[str]) -> bool:
+        """Join a second header row ("Cố định | Di động" under a merged "Số điện thoại", or
+        "Họ và tên" in the second row only)."""
+        if any(_MANY_DIGITS.search(c) for c in cells) or _numbering_row([c for c in cells if c]):
+            return False
+        labels, parts, under_group = self._join(self.header_cells, cells,
+                                                self.info.header_line or 0)
         if not under_group:
             return False
-        labels = [f"{t} / {s}" if t and s and t != s else (t or s) for t, s in parts]
         cand = _Columns(labels, parts)
         if "phone" not in cand.fields:
             return False
-        self.columns = cand
-        self.info.header_line = line
-        self.info.columns = cand.used()
-        self.info.phone_columns_unused = cand.phone_unused
-        self.header_cells = labels
+        self._use(line, labels, cand)
         return True
 
     # -- data

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
 
-from outreach.i18n import _, ngettext
+from outreach.i18n import _, ngettext, vi_sort_key
 from outreach.input import listfiles, phones, reasons as reasonmod
 from outreach.reporting import audit
 from outreach.ledger.db import Database, retry_write
@@ -109,7 +109,8 @@ class ImportSummary:
             "lists": [info.to_dict() for info in self.lists],
             "shared_cells": self.shared_cell_count,
             "unknown_units": [{"kind": k, "name": n, "rows": c}
-                              for (k, n), c in sorted(self.unknown_units.items())],
+                              for (k, n), c in sorted(self.unknown_units.items(), key=lambda kv: (
+                                  kv[0][0], vi_sort_key(kv[0][1])))],
         }
 
 

@@ -19,6 +19,7 @@ from outreach.ledger import states
 from outreach.reporting import reports
 from outreach.clock import VN_TZ
 from outreach.decree30 import decree30_date
+from outreach.i18n import vi_sort_key
 
 #: Vietnamese labels of the delivery states (report wording).
 STATUS_VI: dict[str, str] = {
@@ -322,7 +323,7 @@ def area_label(data: Mapping[str, Any]) -> str:
 
 def _rows(by: Mapping[str, Mapping[str, int]], *, unknown_last: str | None = None
           ) -> list[dict[str, Any]]:
-    names = sorted(by, key=lambda k: (k == unknown_last, k))
+    names = sorted(by, key=lambda k: (k == unknown_last, vi_sort_key(k)))  # Vietnamese order
     out = []
     for name in names:
         o = reports.outcome(by[name])

@@ -263,14 +263,16 @@ def campaign_report(conn: Connection, campaign_id: str, *, since: dt.datetime | 
         "first_send": first_send.astimezone(VN_TZ).isoformat() if first_send else None,
         "last_send": last_send.astimezone(VN_TZ).isoformat() if last_send else None,
         "by_status": full_status,
-        "by_district": dict(sorted(dims["district"].items())),
-        "by_ward": {d: dict(sorted(w.items())) for d, w in sorted(by_ward.items())},
+        # place names in Vietnamese alphabetical order ("Ô Môn" before "Phong Điền")
+        "by_district": dict(i18n.vi_sorted_items(dims["district"])),
+        "by_ward": {d: dict(i18n.vi_sorted_items(w)) for d, w in i18n.vi_sorted_items(by_ward)},
         "by_carrier": dict(sorted(dims["carrier"].items())),
         "by_channel": dict(sorted(dims["channel"].items())),
         "by_gateway": dict(sorted(dims["gateway"].items())),
         "by_day": by_day,
         "cost": {d: {k: {"segments": v["segments"], "cost_vnd": round(v["cost_vnd"], 2)}
-                     for k, v in sorted(cost[d].items())} for d in cost},
+                     for k, v in (i18n.vi_sorted_items(cost[d]) if d in ("district", "ward")
+                                  else sorted(cost[d].items()))} for d in cost},
         "failure_reasons": reasons,
         "local_gateways": local_gateways(dims["gateway"]),
         "unknown_no_fallback": _unknown_no_fallback(conn, campaign_id, definition),

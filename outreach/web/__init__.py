@@ -316,14 +316,14 @@ def create_app(db: Database, *, secret_key: str | None = None, trusted_header: s
 
     @app.get("/campaigns/<cid>/chua-nhan")
     def not_reached(cid: str) -> Any:
-        from outreach.cli.deliveries import not_reached_query
+        from outreach.cli.deliveries import not_reached_rows
 
         whole = request.args.get("whole") == "1"
         if whole and not g.user.has("operator"):
             abort(403)
         with reports.report_connection(db.engine) as conn:
             data = reports.campaign_report(conn, cid)
-            rows = [dict(r._mapping) for r in conn.execute(not_reached_query(cid))]
+            rows = not_reached_rows(conn, cid)
         if whole:
             with db.engine.begin() as conn:
                 audit.record(conn, "view-numbers", operator=operator_name(), campaign_id=cid,
