@@ -82,6 +82,13 @@ class Ctx:
         self.debug = debug
         self._db: Any = None
 
+    def close(self) -> None:
+        """Close the database's pooled connections when the command ends (a process that runs
+        several commands, a test or a script calling ``main``, keeps no file open)."""
+        if self._db is not None:
+            self._db.dispose()
+            self._db = None
+
     @property
     def db(self) -> Any:
         if self._db is None:
@@ -383,6 +390,7 @@ def main(ctx: click.Context, database_url: str | None, operator: str | None, sho
     for con in (console, err_console):
         con._width = WIDE_COLUMNS if wide else _NATURAL_WIDTH[id(con)]
     ctx.obj = Ctx(database_url, operator, show_numbers, debug)
+    ctx.call_on_close(ctx.obj.close)
 
 
 def _register() -> None:
