@@ -58,9 +58,17 @@ def test_every_personal_data_file_and_folder(umask: int, tmp_path: Path, home: P
         assert r.exit_code == 0, r.output
     files = [db_file, home / "outbox" / f"{CID}.jsonl", out / "export.csv", out / "rejects.csv",
              out / "r.csv", out / "r.xlsx", out / "r.html"]
-    files += [f for f in safeio.sqlite_files(db_file)[1:] if f.exists()]
-    assert Path(str(db_file) + "-wal").exists() or Path(str(db_file) + "-shm").exists()
-    assert {f.name: mode(f) for f in files} == {f.name: "0600" for f in files}
+    # each command closes the database when it ends (the last connection removes the WAL):
+    # the sidecar files are looked at while a connection holds them
+    db = Database(f"sqlite:///{db_file}")
+    try:
+        with db.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT count(*) FROM deliveries").scalar()
+            files += [f for f in safeio.sqlite_files(db_file)[1:] if f.exists()]
+            assert Path(str(db_file) + "-wal").exists() or Path(str(db_file) + "-shm").exists()
+            assert {f.name: mode(f) for f in files} == {f.name: "0600" for f in files}
+    finally:
+        db.dispose()
     folders = [home, home / "outbox"]
     assert {str(d): mode(d) for d in folders} == {str(d): "0700" for d in folders}
     existing = tmp_path / "shared-folder"
