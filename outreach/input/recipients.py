@@ -187,6 +187,8 @@ def import_into(conn: Connection, paths: Sequence[str | Path], *, list_name: str
 #: Files larger than this (bytes) are read and normalised in a child process while this one
 #: deduplicates and writes: the two halves of an import each take about half the time.
 PARALLEL_MIN_BYTES = 4_000_000
+#: PostgreSQL: the temporary table a batch of new recipients is copied into
+_STAGE = "outreach_import_stage"
 _BATCH = 5000
 
 # One normalised cell: (line, raw cell, E.164 or None, carrier, reason, hint, name, district,
@@ -398,25 +400,39 @@ def _import(conn: Connection, summary: ImportSummary, files: list[str], encoding
         # and keeps a million-row import's memory down
         conn.exec_driver_sql("PRAGMA cache_size=-16384")
     units = adminunits.Resolver(province)
+    staged: list[bool] = []  # the PostgreSQL staging table exists on this connection
 
     def flush() -> None:
         # plain driver SQL: no per-row type processing on the hot path of a large import
         if pending and conn.dialect.name == "postgresql":
-            # one statement per batch, the columns as arrays: no round trip per row
-            cols = list(zip(*pending))
+            # COPY into a temporary table (psycopg formats the rows in C), then one
+            # INSERT … SELECT per table: no round trip per row and no array built in Python
+            # (PostgreSQL docs, "Populating a Database": COPY is the bulk path)
+            cur = conn.connection.driver_connection.cursor()
+            try:
+                if not staged:
+                    cur.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} ("
+                                "e164 text, carrier text, name text, district text, ward text, "
+                                "zalo_user_id text, source_file text, source_line integer, "
+                                "created_at timestamp, province text, district_code text, "
+                                "ward_code text, new_province text, new_ward text, "
+                                "new_ward_code text)")
+                    staged.append(True)
+                cur.execute(f"TRUNCATE {_STAGE}")
+                with cur.copy(f"COPY {_STAGE} FROM STDIN") as copy:
+                    for row in pending:
+                        copy.write_row(row)
+            finally:
+                cur.close()
             conn.exec_driver_sql(
                 "INSERT INTO recipients (e164, carrier, name, district, ward, zalo_user_id, "
                 "source_file, source_line, created_at, province, district_code, ward_code, "
-                "new_province, new_ward, new_ward_code) "
-                "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], "
-                "%s::text[], %s::text[], %s::text[], %s::integer[], %s::timestamp[], "
-                "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) "
-                "ON CONFLICT (e164) DO NOTHING", tuple(list(c) for c in cols))
+                f"new_province, new_ward, new_ward_code) SELECT * FROM {_STAGE} "
+                "ON CONFLICT (e164) DO NOTHING")
             conn.exec_driver_sql(
                 "INSERT INTO list_members (list_name, recipient_id, import_id) "
-                "SELECT %s, id, %s FROM recipients WHERE e164 = ANY(%s::text[]) "
-                "ON CONFLICT (list_name, recipient_id) DO NOTHING",
-                (list_name, imp_id, list(cols[0])))
+                f"SELECT %s, r.id, %s FROM {_STAGE} s JOIN recipients r ON r.e164 = s.e164 "
+                "ON CONFLICT (list_name, recipient_id) DO NOTHING", (list_name, imp_id))
             pending.clear()
         if pending:
             conn.exec_driver_sql(
