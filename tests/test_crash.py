@@ -20,7 +20,7 @@ from outreach.ledger.models import Delivery, DeliveryEvent, Run
 from tests.helpers import numbers, write_campaign
 
 pytestmark = pytest.mark.slow
-N = 8000
+N = 40000  # 20 batches of the outbox (2,000 a batch): room for 8 kills of at most 2 batches
 KILLS = 8
 
 
@@ -60,7 +60,7 @@ def test_random_kills_then_resume_send_everyone_exactly_once(tmp_path: Path) -> 
             "campaign", "launch", str(campaign))
         proc = _cli(tmp_path, *args)
         if kills < KILLS:
-            target = _size(outbox) + rng.randint(50, 1200) * LINE_BYTES
+            target = _size(outbox) + rng.randint(50, 2500) * LINE_BYTES
             deadline = time.monotonic() + 60
             while proc.poll() is None and _size(outbox) < target and time.monotonic() < deadline:
                 time.sleep(0.002)
