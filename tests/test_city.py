@@ -266,19 +266,29 @@ def test_estimate_rows_and_the_progress_view(tmp_path: Path, monkeypatch: pytest
     assert "30/30" in r.stderr and "msg/s" in r.stderr and "rows/s" in r.stderr
 
 
-def test_outbox_ends_a_cut_line_before_appending_and_lookup_skips_it(tmp_path: Path) -> None:
+def test_outbox_cuts_off_a_torn_line_before_appending_and_lookup_skips_it(tmp_path: Path) -> None:
     first = OutboxGateway(directory=tmp_path)
     first.send_many([_msg(1), _msg(2)])
     first.close()
     path = tmp_path / "c1.jsonl"
     whole = path.read_bytes()
-    path.write_bytes(whole + b'{"delivery_id": 3, "campaign": "c1", "to": "+849')  # killed mid-line
+    # killed inside a write, in the middle of a two-byte UTF-8 letter ("ơ" is c6 a1)
+    torn = '{"delivery_id": 3, "campaign": "c1", "body": "Phòng chống mua bán ngư'.encode()
+    path.write_bytes(whole + torn + "ơ".encode()[:1])
     again = OutboxGateway(directory=tmp_path)
     assert again.lookup(_msg(3), None, None) is False  # type: ignore[arg-type]
     again.send_many([_msg(3), _msg(4)])
-    lines = path.read_text("utf-8").splitlines()
-    assert len(lines) == 5 and lines[2].endswith('"+849')
-    assert [json.loads(x)["delivery_id"] for i, x in enumerate(lines) if i != 2] == [1, 2, 3, 4]
+    lines = path.read_text("utf-8").splitlines()  # whole UTF-8 again
+    assert [json.loads(x)["delivery_id"] for x in lines] == [1, 2, 3, 4]
+    assert path.read_bytes().startswith(whole) and path.read_bytes().endswith(b"}\n")
     assert again.lookup(_msg(3), None, None).provider_message_id == "outbox-3"  # type: ignore[arg-type, union-attr]
     assert again.lookup(_msg(5), None, None) is False  # type: ignore[arg-type]
+    # another writer sharing the file dies mid-line while this one holds it open
+    with open(path, "ab") as other:
+        other.write(b'{"delivery_id": 5, "campaign": "c1", "to": "+84')
+    again.send(_msg(6))
+    assert [json.loads(x)["delivery_id"] for x in path.read_text("utf-8").splitlines()] == [
+        1, 2, 3, 4, 6]
+    assert again.lookup(_msg(5), None, None) is False  # type: ignore[arg-type]
+    assert again.lookup(_msg(6), None, None) is not False  # type: ignore[arg-type]
     again.close()

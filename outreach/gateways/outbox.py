@@ -7,6 +7,11 @@ import json
 import os
 import threading
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: one process per outbox folder
+    fcntl = None  # type: ignore[assignment]
 from typing import Any, ClassVar
 
 from outreach import config, safeio
@@ -24,6 +29,12 @@ class OutboxGateway(Gateway):
     :meth:`lookup` can tell for certain whether a delivery was written. :meth:`send_many`
     writes a whole batch with one buffered ``write`` and one ``fsync`` (a million messages
     cost a few hundred system calls, not millions).
+
+    Every write holds an exclusive ``flock`` on the file (several workers may share one
+    outbox), so a file that does not end in a newline was cut short by a writer that died
+    (``kill -9`` inside a large ``write``): that torn tail, never a complete send, is cut off
+    before the next write, and the file stays whole UTF-8 lines. :meth:`lookup` never counts a
+    torn line, so its delivery is written again, whole.
     """
 
     name: ClassVar[str] = "outbox"
@@ -64,10 +75,7 @@ class OutboxGateway(Gateway):
             "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "message_id": sid,
         }, ensure_ascii=False) + "\n"
-        with self._lock:
-            fh = self._open(message.campaign_id)
-            fh.write(line)
-            fh.flush()
+        self._append(message.campaign_id, line.encode("utf-8"), sync=False)
         # a local file bills nothing: the ledger's cost of this delivery becomes 0 VND
         return SendResult(provider_message_id=sid, status="sent", provider_status="written",
                           segments=message.segments, price_vnd=0.0)
@@ -103,12 +111,8 @@ class OutboxGateway(Gateway):
             results.append(SendResult(provider_message_id=sid, status="sent",
                                       provider_status="written", segments=m.segments,
                                       price_vnd=0.0))
-        with self._lock:
-            for campaign_id, lines in by_campaign.items():
-                fh = self._open(campaign_id)
-                fh.write("".join(lines))
-                fh.flush()
-                os.fsync(fh.fileno())
+        for campaign_id, lines in by_campaign.items():
+            self._append(campaign_id, "".join(lines).encode("utf-8"), sync=True)
         return results
 
     def lookup(self, message: OutboundMessage, since: dt.datetime,
@@ -146,22 +150,51 @@ class OutboxGateway(Gateway):
                                 delivery_id=did, provider_status="written")
         return False
 
+    def _append(self, campaign_id: str, data: bytes, *, sync: bool) -> None:
+        """Append ``data`` (whole lines) to the campaign's file under the process's lock and an
+        exclusive ``flock``, first cutting off a torn tail; ``sync``: ``fsync`` before the lock
+        is released. Raises OSError (the disk)."""
+        with self._lock:
+            fh = self._open(campaign_id)
+            fd = fh.fileno()
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                self._drop_torn_tail(campaign_id, fd)
+                fh.write(data)
+                fh.flush()
+                if sync:
+                    os.fsync(fd)
+            finally:
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _drop_torn_tail(self, campaign_id: str, fd: int) -> None:
+        """Cut the file after its last newline when a dead writer left a line without one
+        (caller holds the ``flock``). Reads only the tail: one byte when the file is whole."""
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return
+        with open(self.path_for(campaign_id), "rb") as f:
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return
+            pos = size
+            while pos > 0:
+                step = min(pos, 1 << 16)
+                pos -= step
+                f.seek(pos)
+                nl = f.read(step).rfind(b"\n")
+                if nl >= 0:
+                    pos += nl + 1
+                    break
+        os.ftruncate(fd, pos)
+
     def _open(self, campaign_id: str) -> Any:
-        """The campaign's file for appending (caller holds the lock). A file whose last line
-        was cut short by a crash first gets its line ended, so the next line stays whole."""
+        """The campaign's file, opened once for appending bytes (caller holds the lock)."""
         fh = self._files.get(campaign_id)
         if fh is None:
-            path = self.path_for(campaign_id)
-            cut = False
-            try:
-                with open(path, "rb") as f:
-                    f.seek(-1, os.SEEK_END)
-                    cut = f.read(1) != b"\n"
-            except OSError:  # absent or empty
-                pass
-            fh = safeio.open_private(path, "a", encoding="utf-8")
-            if cut:
-                fh.write("\n")
+            fh = safeio.open_private(self.path_for(campaign_id), "ab")
             self._files[campaign_id] = fh
         return fh
 
