@@ -120,6 +120,40 @@ def test_record_accepted_writes_what_apply_writes(tmp_path: Path, race: bool,
         assert sorted(results[how][1][1], key=repr) == sorted(evs, key=repr), how
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("race", [False, True], ids=["all-sending", "receipt-first"])
+def test_record_accepted_on_postgres_writes_what_apply_writes(tmp_path: Path, race: bool,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """PostgreSQL's set-based writes (``unnest`` arrays, one UPDATE per state pair) give the
+    same rows and events as the general path, also when a receipt got to one row first."""
+    from tests.pg import temp_schema
+
+    results = {}
+    for how in ("apply", "pg"):
+        with temp_schema("outreach_record") as url:
+            db = Database(url)
+            db.upgrade()
+            (tmp_path / how).mkdir()
+            spec = load(write_campaign(tmp_path / how, n=8))
+            run_id = seed_run(db, spec, T0)
+            with db.engine.begin() as conn:
+                ids = [r["id"] for r in states.claim(
+                    conn, run_id, limit=8, owner="test:1:x",
+                    lease_expires=T0 + dt.timedelta(minutes=5), now=T0)]
+            if race:
+                overtake(db, ids[4])
+            results[how] = (record(db, outcomes(ids), how, monkeypatch), snapshot(db), ids)
+            db.dispose()
+    (applied, (rows, evs), ids), (got, (pg_rows, pg_evs), pg_ids) = results["apply"], results["pg"]
+    assert ids == pg_ids and applied == got == {i: not (race and k == 4) for k, i in enumerate(ids)}
+    assert [r["status"] for r in pg_rows] == [
+        "delivered" if k % 3 == 2 or (race and k == 4) else "sent" for k in range(8)]
+    assert pg_rows == rows  # every column of every delivery
+    assert sorted(pg_evs, key=repr) == sorted(evs, key=repr)
+    assert sum(1 for e in pg_evs if e[2] == "dispatcher" and e[4] in ("sent", "delivered")) == 8
+
+
 @pytest.mark.parametrize("how", ["rows", "set-based"])
 def test_record_accepted_refuses_an_unknown_delivery_and_writes_nothing(
         tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch) -> None:

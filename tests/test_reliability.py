@@ -58,8 +58,9 @@ class SlowListing(MockGateway):
 
 def orphan(db: Database, spec: Any, run_id: int, clock: FakeClock, n: int,
            started: int) -> list[int]:
-    """A dead process claimed ``n`` rows and committed the start of the first ``started``."""
-    eng = RunEngine(db, spec, run_id, {"sms": MockGateway()}, clock=clock,
+    """A dead process claimed ``n`` rows and committed the start of the first ``started``
+    (through a gateway that cannot be asked: one that can has its batches claimed started)."""
+    eng = RunEngine(db, spec, run_id, {"sms": MockGateway(confirm=False)}, clock=clock,
                     settings=SendSettings(batch_size=n), lease=Lease(db, GHOST, clock=clock))
     batch = eng.claim()
     ids = [r["id"] for r in batch]

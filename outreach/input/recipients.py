@@ -429,10 +429,14 @@ def _import(conn: Connection, summary: ImportSummary, files: list[str], encoding
                 "source_file, source_line, created_at, province, district_code, ward_code, "
                 f"new_province, new_ward, new_ward_code) SELECT * FROM {_STAGE} "
                 "ON CONFLICT (e164) DO NOTHING")
+            # each staged number looked up in the unique index: a join let the planner,
+            # whose statistics of recipients lag behind an import that is filling it, hash
+            # the whole table for every batch (a million-row import: quadratic)
             conn.exec_driver_sql(
                 "INSERT INTO list_members (list_name, recipient_id, import_id) "
-                f"SELECT %s, r.id, %s FROM {_STAGE} s JOIN recipients r ON r.e164 = s.e164 "
-                "ON CONFLICT (list_name, recipient_id) DO NOTHING", (list_name, imp_id))
+                f"SELECT %s, (SELECT r.id FROM recipients r WHERE r.e164 = s.e164), %s "
+                f"FROM {_STAGE} s ON CONFLICT (list_name, recipient_id) DO NOTHING",
+                (list_name, imp_id))
             pending.clear()
         if pending:
             conn.exec_driver_sql(

@@ -192,13 +192,16 @@ class RunEngine:
         # id the same day (reconcile._decide), so only one mark per request in flight
         idempotent = bool(gateways) and not confirm and all(
             g.idempotent_resend for g in gateways.values())
+        #: such a gateway's batch is claimed started (states.claim(started=True)): the claim
+        #: sets sending_at, so no second UPDATE of every row marks it
+        self._claim_started = confirm
         in_flight = max([1, *self.concurrency.values()])
         self.writer = LedgerWriter(
             db, run_id, gateway_names=[g.name for g in gateways.values()], clock=clock,
             owner=self.lease.owner,
             lookahead=max(64, in_flight) if confirm else in_flight if idempotent else 0,
             max_lookahead=4096 if confirm else 2 * in_flight, deadline=st.record_deadline,
-            on_recorded=self._recorded)
+            on_recorded=self._recorded, claimed_started=confirm)
         self.sender = BatchSender(
             spec, gateways, limiters=self.limiters, units=self.units,
             concurrency=self.concurrency, clock=clock, lease=self.lease, writer=self.writer,
@@ -483,7 +486,8 @@ class RunEngine:
                 if limit <= 0:
                     return []
             return states.claim(conn, self.run_id, limit=limit, owner=self.lease.owner,
-                                lease_expires=self.lease.until(now), now=now)
+                                lease_expires=self.lease.until(now), now=now,
+                                started=self._claim_started)
 
 
 def check_text(run: Any, spec: CampaignSpec) -> None:

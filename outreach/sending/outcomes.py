@@ -120,6 +120,10 @@ class LedgerWriter:
     * **outcomes** — :meth:`outcome` queues a send's outcome (no wait); the writer moves the
       row with :func:`write_outcomes` in the next group.
 
+    With ``claimed_started`` every batch arrives started already (the claim set its
+    ``sending_at``: :func:`outreach.ledger.states.claim` with ``started``), so :meth:`start`
+    never waits and the writer writes outcomes only.
+
     :meth:`flush` waits until everything queued is committed. Database errors are retried
     (SQLite locks always; anything else for up to ``deadline`` seconds when given), then the
     writer fails: :meth:`start` and :meth:`flush` raise :class:`RecordFailed`.
@@ -128,8 +132,10 @@ class LedgerWriter:
     def __init__(self, db: Database, run_id: int, *, gateway_names: Iterable[str], clock: Clock,
                  owner: str, lookahead: int = 0, max_lookahead: int = 4096,
                  deadline: float | None = None,
-                 on_recorded: Callable[[int], None] | None = None) -> None:
+                 on_recorded: Callable[[int], None] | None = None,
+                 claimed_started: bool = False) -> None:
         self.db, self.run_id, self.clock, self.owner = db, run_id, clock, owner
+        self.claimed_started = claimed_started
         #: called from the writer thread after each commit with the number of sends whose
         #: outcome it recorded (requests never sent, returned to the queue, not counted)
         self.on_recorded = on_recorded
@@ -174,7 +180,9 @@ class LedgerWriter:
             self._rows.update((r["id"], r) for r in rows)
             self._pos = {r["id"]: i for i, r in enumerate(rows)}
             self._wanted, self._marked, self._marking = -1, 0, 0
-            if self.lookahead:
+            if self.claimed_started:  # every row's start committed with its claim
+                self._wanted = self._marked = self._marking = len(self._order)
+            elif self.lookahead:
                 self._wanted = 0  # mark the head of the batch before the first sender asks
                 self._cond.notify_all()
 
