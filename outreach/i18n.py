@@ -311,6 +311,12 @@ def install_click() -> None:
             mod.ngettext = ngettext
 
 
+def carrier_label(name: str) -> str:
+    """A carrier's name as shown: the key ``unknown`` (a number whose carrier its prefix does not
+    tell, :mod:`outreach.input.phones`) in the interface's language; JSON keeps the key."""
+    return label(N_("carrier|unknown")) if name == "unknown" else name
+
+
 def label(key: str) -> str:
     """A word marked with its context, ``"context|word"`` (``N_("reply|optout")``), so that
     one English word can read differently in two places: translated in Vietnamese; untranslated

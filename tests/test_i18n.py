@@ -122,8 +122,12 @@ def test_numbers_times_and_plurals_in_each_language() -> None:
         assert i18n._("rows read") == "số dòng đã đọc"
         assert i18n.ngettext("{n} row", "{n} rows", 1) == "{n} dòng"
         assert i18n.ngettext("{n} row", "{n} rows", 2) == "{n} dòng"
+        # the carrier key of numbers whose prefix names no carrier (seen in a launch plan)
+        assert i18n.carrier_label("unknown") == "không rõ nhà mạng"
+        assert i18n.carrier_label("Viettel") == "Viettel"
     finally:
         i18n.set_language("en")
+    assert i18n.carrier_label("unknown") == "unknown"
     assert i18n.number(1234567) == "1,234,567"
     assert i18n.percent(0.973) == "97.3%"
     assert i18n.when(moment) == "08:00 30/07/2024"

@@ -16,7 +16,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from rich.table import Table
 
 from outreach.clock import VN_TZ
-from outreach.i18n import N_, _, day, ngettext, number
+from outreach.i18n import N_, _, carrier_label, day, ngettext, number
 from outreach.input import campaigns, reasons
 from outreach.ledger import states
 from outreach.sending import ops
@@ -269,7 +269,8 @@ def _print_summary(c: Ctx, res: ops.LaunchResult, *, plan_only: bool = False,
     if d["skipped"]:
         t.add_row(_("skipped"), number(d["skipped"]))
     t.add_row(_("already had this campaign"), number(d["already_sent"]))
-    t.add_row(_("by carrier"), ", ".join(f"{k} {number(v)}" for k, v in d["by_carrier"].items())
+    t.add_row(_("by carrier"), ", ".join(f"{carrier_label(k)} {number(v)}"
+                                         for k, v in d["by_carrier"].items())
               or "-")
     t.add_row(_("segments in all"), number(d["total_segments"]))
     from outreach.sending import approvals

@@ -16,7 +16,7 @@ from outreach.input import reasons
 from outreach.input import recipients as rec
 from outreach import safeio
 from outreach.cli import OUT_FILE, Ctx, console, pass_ctx
-from outreach.i18n import _, ngettext, number, vi_sort_key
+from outreach.i18n import _, carrier_label, ngettext, number, vi_sort_key
 
 
 @click.group()
@@ -94,7 +94,7 @@ def import_cmd(c: Ctx, files: tuple[str, ...], list_name: str, encoding: str | N
     t.add_row(_("  of which new recipients"), number(summary.new_recipients))
     t.add_row(_("rejected"), number(summary.rejected))
     t.add_row(_("duplicates"), number(summary.duplicates))
-    t.add_row(_("by carrier"), ", ".join(f"{k} {number(v)}"
+    t.add_row(_("by carrier"), ", ".join(f"{carrier_label(k)} {number(v)}"
                                          for k, v in sorted(summary.by_carrier.items())))
     if summary.shared_cell_count:
         t.add_row(_("cells with several numbers or words"), number(summary.shared_cell_count))
