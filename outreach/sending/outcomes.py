@@ -217,7 +217,9 @@ class LedgerWriter:
         with self._cond:
             self._outcomes.append(outcome)
             self._queued += 1
-            if len(self._outcomes) >= self.MAX_GROUP:
+            # the first outcome of a group wakes the writer so that it lingers from now (with
+            # batches claimed started no start request would wake it before the batch ends)
+            if len(self._outcomes) == 1 or len(self._outcomes) >= self.MAX_GROUP:
                 self._cond.notify_all()
 
     def outcomes(self, outcomes: list[Outcome]) -> None:
