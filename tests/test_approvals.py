@@ -186,16 +186,15 @@ def test_the_scheduler_fires_only_approved_campaigns(world: World, twilio: FakeT
                                                      tmp_path: Path) -> None:
     from tests.helpers import write_daily_campaign
 
-    # registered now (real time), so the first fire is the next 08:00 in Vietnam: today's
-    # before 08:00 there (before 01:00 UTC), else tomorrow's (a later day would find that one
-    # missed and record a run for it)
-    local = dt.datetime.now(VN_TZ)
-    tomorrow = local.date() + dt.timedelta(days=0 if local.time() < dt.time(8, 0) else 1)
+    # registered now (real time): the tick is one minute after the first firing owed, the one
+    # register() names (today's 08:00 in Vietnam if still within the lateness limit, else the
+    # next one), so no earlier day is found missed whatever the hour the suite runs at
     path = write_daily_campaign(tmp_path, cid="lich-that", start="2026-01-01", end="2099-12-31",
                                 numbers=["0965550101", "0965550102"], key_dates="[]")
     spec = campaigns.load(path)
-    scheduling.register(world.db, spec, operator="olga")
-    now = dt.datetime.combine(tomorrow, dt.time(8, 1), tzinfo=VN_TZ)
+    _, first = scheduling.register(world.db, spec, operator="olga")
+    assert first is not None and first.at.astimezone(VN_TZ).time() == dt.time(8, 0)
+    now = first.at + dt.timedelta(minutes=1)
 
     def factory(names: dict[str, str]) -> dict:
         return {ch: TwilioGateway(**twilio.gateway_options()) for ch in names}

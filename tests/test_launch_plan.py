@@ -42,9 +42,19 @@ def world(tmp_path: Path) -> World:
 
 
 def test_a_rehearsal_gateway_shows_the_plan_then_goes_ahead_without_a_terminal(
-        world: World) -> None:
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[bool] = []
+    real = ops.launch
+
+    def counted(*a, **kw):  # type: ignore[no-untyped-def]
+        calls.append(kw.get("dry_run", False))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(ops, "launch", counted)
     code, out, err = cli(world.db, "campaign", "launch", str(world.mock_file), "--no-progress")
     assert code == 0, err
+    # nobody is asked: the plan comes from the launch itself, the lists are read once
+    assert calls == [False]
     plan, _, after = out.partition("going ahead without asking")
     assert "Campaign thu-mock — what the launch will send" in plan
     for row in ("recipients to send", "segments in all", "estimated cost", "gateway",

@@ -414,23 +414,33 @@ def stdin_is_terminal() -> bool:
         return False
 
 
-def _confirm_plan(c: Ctx, spec: campaigns.CampaignSpec, gateway: str | None,
-                  override_window: bool, accept_new_text: bool, fmt: str, encoding: str | None,
-                  convert_old_prefixes: bool) -> tuple[dict[str, Any] | None, bool]:
-    """Show the plan of a launch (a dry run: the same import and run creation, rolled back) and
-    ask. Returns (the gateways to send with, whether there is anything to send); raises
-    ClickException when a gateway reaches phones and no one can answer, SystemExit(1) when
-    the operator answers no. Every refusal the launch itself would make (window, approval)
-    comes before the question."""
+def _plan_gateways(c: Ctx, spec: campaigns.CampaignSpec, gateway: str | None,
+                   override_window: bool) -> tuple[dict[str, Any], list[str]]:
+    """The launch's gateways and the names of those that reach phones; refuses (OperatorError)
+    a launch outside the send window through one that does."""
     from outreach.clock import SYSTEM_CLOCK
     from outreach.gateways import build_gateways, gateway_names_for
     from outreach.sending import approvals
 
-    names = gateway_names_for(spec, gateway)
-    gws = build_gateways(names, c.db, SYSTEM_CLOCK)
+    gws = build_gateways(gateway_names_for(spec, gateway), c.db, SYSTEM_CLOCK)
     reaching = approvals.phone_gateways(gws)  # outbox and the rehearsal gateways (mock) do not
+    ops.check_window(spec, gws, SYSTEM_CLOCK.now(), override_window)
+    return gws, reaching
+
+
+def _confirm_plan(c: Ctx, spec: campaigns.CampaignSpec, gateway: str | None,
+                  override_window: bool, accept_new_text: bool, fmt: str, encoding: str | None,
+                  convert_old_prefixes: bool, gws: dict[str, Any], reaching: list[str]
+                  ) -> tuple[dict[str, Any] | None, bool]:
+    """Show the plan of a launch (a dry run: the same import and run creation, rolled back) and
+    ask someone: called when a gateway reaches phones or stdin is a terminal. Returns (the gateways to send with, whether there is anything to send); raises
+    ClickException when a gateway reaches phones and no one can answer, SystemExit(1) when
+    the operator answers no. Every refusal the launch itself would make (window, approval)
+    comes before the question."""
+    from outreach.clock import SYSTEM_CLOCK
+    from outreach.sending import approvals
+
     now = SYSTEM_CLOCK.now()
-    ops.check_window(spec, gws, now, override_window)
     if reaching:
         with c.db.engine.connect() as conn:
             trans = conn.begin()
@@ -446,16 +456,12 @@ def _confirm_plan(c: Ctx, spec: campaigns.CampaignSpec, gateway: str | None,
     if res.nothing_new:
         return gws, False
     recipients = res.plan.by_status.get(states.QUEUED, 0) if res.plan else 0
-    if not stdin_is_terminal():
-        if reaching:
-            raise click.ClickException(_(
-                "campaign {id}: gateway {gateways} reaches phones and nobody can confirm here "
-                "(stdin is not a terminal); nothing was sent. Read the plan above, then run "
-                "`outreach campaign launch {id} --yes`").format(id=spec.id,
-                                                                gateways=", ".join(reaching)))
-        out.print(_("gateway {gateways} reaches no phone: going ahead without asking").format(
-            gateways=", ".join(res.gateway_names.values())))
-        return gws, True
+    if not stdin_is_terminal():  # only a gateway that reaches phones gets here (see _launch)
+        raise click.ClickException(_(
+            "campaign {id}: gateway {gateways} reaches phones and nobody can confirm here "
+            "(stdin is not a terminal); nothing was sent. Read the plan above, then run "
+            "`outreach campaign launch {id} --yes`").format(id=spec.id,
+                                                            gateways=", ".join(reaching)))
     question = ngettext("Send campaign {id} to {n} recipient through {gateways}?",
                         "Send campaign {id} to {n} recipients through {gateways}?",
                         recipients).format(id=spec.id, n=number(recipients),
@@ -473,10 +479,26 @@ def _launch(c: Ctx, ref: str, gateway: str | None, dry_run: bool, override_windo
     spec = load_spec(ref, c)
     gws = None
     planned = confirm and not dry_run  # the plan is shown first, then the launch asks
+    on_plan = None
     if planned:
-        # nothing new: the launch below creates nothing and says so, as it always did
-        gws, _anything = _confirm_plan(c, spec, gateway, override_window, accept_new_text, fmt,
-                                   encoding, convert_old_prefixes)
+        gws, reaching = _plan_gateways(c, spec, gateway, override_window)
+        if reaching or stdin_is_terminal():
+            # someone is asked: the plan is a dry run (rolled back, so no write lock is held
+            # while the operator reads it). Nothing new: the launch below creates nothing
+            # and says so, as it always did
+            gws, _anything = _confirm_plan(c, spec, gateway, override_window, accept_new_text,
+                                           fmt, encoding, convert_old_prefixes, gws, reaching)
+        else:
+            # nobody is asked (no phone reached, no terminal): the plan is printed from the
+            # launch itself once the run is created, before anything is sent, and the lists
+            # are read once (a million rows: half a minute less)
+            out = console if fmt == "table" else err_console
+
+            def on_plan(res: ops.LaunchResult) -> None:
+                _print_summary(c, res, plan_only=True, window=describe_window(spec), out=out)
+                if not res.nothing_new:
+                    out.print(_("gateway {gateways} reaches no phone: going ahead without "
+                                "asking").format(gateways=", ".join(res.gateway_names.values())))
     with graceful_stop() as stop, phase_progress(show_progress and not dry_run) as view:
         if view is not None:
             view.import_total = estimate_rows(spec.list_files())
@@ -487,7 +509,7 @@ def _launch(c: Ctx, ref: str, gateway: str | None, dry_run: bool, override_windo
                          create_progress=view.creating if view else None,
                          stop_event=stop, encoding=encoding,
                          convert_old_prefixes=convert_old_prefixes, dispatch=dispatch,
-                         gateways=gws)
+                         gateways=gws, on_plan=on_plan)
     if reject_file and res.import_summary is not None:
         from pathlib import Path
 

@@ -90,8 +90,15 @@ def launch(db: Database, spec: CampaignSpec, *, gateway: str | None = None, dry_
            create_progress: Callable[[int, int], None] | None = None,
            stop_event: threading.Event | None = None, encoding: str | None = None,
            convert_old_prefixes: bool = False, gateways: dict[str, gwbase.Gateway] | None = None,
-           dispatch: bool = True) -> LaunchResult:
+           dispatch: bool = True,
+           on_plan: Callable[[LaunchResult], None] | None = None) -> LaunchResult:
     """Validate, import the campaign's lists, create the run and send it.
+
+    ``on_plan(result)`` (not for a dry run) is called once the run is created and committed,
+    before anything is sent: the CLI prints the plan there when nobody is asked (a gateway
+    that reaches no phone, stdin not a terminal), so the lists are read once, not once for a
+    plan and again for the launch. An exception it raises stops the launch before sending (the
+    run stays ``created``).
 
     ``import_progress(rows read)``, ``create_progress(rows, total)`` and ``progress(sent,
     total)`` report the three phases (the CLI's progress view).
@@ -180,6 +187,10 @@ def launch(db: Database, spec: CampaignSpec, *, gateway: str | None = None, dry_
                           advice=advice)
     if plan.run_id is None:
         result.nothing_new = True
+    if on_plan is not None:
+        result.duration_s = estimate_seconds(spec, gateways, plan)
+        on_plan(result)
+    if plan.run_id is None:
         return result
     if not dispatch:
         return result
