@@ -75,6 +75,7 @@ def test_create_run_writes_the_rows_a_row_by_row_computation_expects(
     text = "Kính gửi {{name}}: hãy gọi 111 khi thấy dấu hiệu mua bán người." if personalised else None
     monkeypatch.setattr(runs, "BATCH", 7)    # several pages for the personalised path
     monkeypatch.setattr(runs, "SLICE", 10)   # several slices for the set-based one
+    monkeypatch.setattr(runs, "TALLY_SLICE", 6)  # and for the plan's grouped counts
     spec, now = _prepare(db, tmp_path, 40, text=text, suppressed=3)
     seen: list[tuple[int, int]] = []
     with db.engine.begin() as conn:
@@ -130,7 +131,10 @@ def test_create_run_daily_cap_and_second_launch(tmp_path: Path) -> None:
     assert third.run_id is None and third.created == 0 and third.already_had_delivery == 25
 
 
-def test_create_run_on_postgresql_matches(tmp_path: Path, pg_db) -> None:  # noqa: F811
+def test_create_run_on_postgresql_matches(tmp_path: Path, pg_db,  # noqa: F811
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runs, "SLICE", 7)
+    monkeypatch.setattr(runs, "TALLY_SLICE", 4)
     spec, now = _prepare(pg_db, tmp_path, 30, suppressed=2)
     with pg_db.engine.begin() as conn:
         plan = runs.create_run(conn, spec, kind="launch", gateway_names={"sms": "outbox"},
@@ -292,3 +296,41 @@ def test_outbox_cuts_off_a_torn_line_before_appending_and_lookup_skips_it(tmp_pa
     assert again.lookup(_msg(5), None, None) is False  # type: ignore[arg-type]
     assert again.lookup(_msg(6), None, None) is not False  # type: ignore[arg-type]
     again.close()
+
+
+def test_import_issues_beyond_the_head_are_spooled_and_all_reach_the_reject_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from outreach.ledger.models import ImportIssue
+
+    monkeypatch.setattr(recipients.IssueLog, "HEAD", 4)
+    good = [n.replace("+84", "0") for n in numbers(40)]
+    lines = ["ho_ten,so_dien_thoai"]
+    for i, n in enumerate(good):
+        lines.append(f"Người {i},{n}")
+        if i % 4 == 0:
+            lines.append(f"Hỏng {i},12345")            # rejected
+            lines.append(f"Lặp {i},{good[i]}")         # duplicate of the line above it
+    path = tmp_path / "phường-an-hòa.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    db = fresh_db(tmp_path)
+    reject = tmp_path / "rejects.csv"
+    r = CliRunner().invoke(main, ["--database-url", str(db.url), "--lang", "en", "recipients",
+                                  "import", str(path), "--list", "l", "--reject-file",
+                                  str(reject)])
+    assert r.exit_code == 0, r.output
+    with db.engine.connect() as conn:
+        stored = conn.execute(select(ImportIssue.kind, ImportIssue.line, ImportIssue.raw_masked)
+                              .order_by(ImportIssue.id)).all()
+    assert len(stored) == 20 and Counter(k for k, _, _ in stored) == {"rejected": 10,
+                                                                       "duplicate": 10}
+    rows = (reject.read_text(encoding="utf-8-sig").splitlines())[1:]
+    # every issue, in order, the ones past the in-memory head read back from the spool
+    assert [(row.split(",")[0], int(row.split(",")[2])) for row in rows] == [
+        (k, line) for k, line, _ in stored]
+    assert "phường-an-hòa.csv" in rows[-1] and "096****036" in rows[-1]
+    log = recipients.IssueLog()
+    for k, line, raw in stored:
+        log.append(recipients.Issue(k, "f.csv", line, raw, "r"))
+    assert len(log) == 20 and [i.line for i in log] == [line for _, line, _ in stored]
+    assert log[10].line == stored[10][1] and [i.line for i in log[2:6]] == [
+        s[1] for s in stored[2:6]]

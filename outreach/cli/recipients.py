@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -199,7 +199,7 @@ def lists_table(summary: rec.ImportSummary) -> Table:
     return t
 
 
-def write_issues(path: Path, issues: list[rec.Issue]) -> None:
+def write_issues(path: Path, issues: Iterable[rec.Issue]) -> None:
     """The reject file: CSV (UTF-8 with BOM), file 0600, cells neutralised (safeio)."""
     with safeio.open_private(path, "w", encoding="utf-8-sig", newline="") as fh:
         w = safeio.csv_writer(fh)
