@@ -62,27 +62,43 @@ class IssueLog(Sequence[Issue]):
     def __init__(self) -> None:
         self._head: list[Issue] = []
         self._spool: Any = None
+        self._pending: list[tuple[Any, ...]] = []
         self._n = 0
 
     def append(self, issue: Issue) -> None:
+        self.add(issue.kind, issue.file, issue.line, issue.raw_masked, issue.reason,
+                 issue.detail, issue.sheet)
+
+    def add(self, kind: str, file: str, line: int | None, raw_masked: str, reason: str,
+            detail: str | None = None, sheet: str | None = None) -> None:
+        """Append the issue of these fields (an :class:`Issue` is built only for the head)."""
         self._n += 1
         if len(self._head) < self.HEAD:
-            self._head.append(issue)
+            self._head.append(Issue(kind, file, line, raw_masked, reason, detail, sheet))
+            return
+        self._pending.append((kind, file, line, raw_masked, reason, detail, sheet))
+        if len(self._pending) >= self.HEAD:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
             return
         if self._spool is None:
             import tempfile
 
             self._spool = tempfile.TemporaryFile("w+b")
         self._spool.seek(0, os.SEEK_END)
-        self._spool.write(json.dumps([issue.kind, issue.file, issue.line, issue.raw_masked,
-                                      issue.reason, issue.detail, issue.sheet],
-                                     ensure_ascii=False).encode() + b"\n")
+        dumps = json.dumps
+        self._spool.write("".join(dumps(t, ensure_ascii=False) + "\n"
+                                  for t in self._pending).encode())
+        self._pending.clear()
 
     def __len__(self) -> int:
         return self._n
 
     def __iter__(self) -> Iterator[Issue]:
         yield from list(self._head)
+        self._flush()
         if self._spool is None:
             return
         self._spool.flush()
@@ -523,7 +539,7 @@ def _import(conn: Connection, summary: ImportSummary, files: list[str], encoding
     def issue(kind: str, file: str, sheet_name: str | None, line: int, raw: str, reason: str,
               detail: str | None) -> None:
         masked = mask_raw(raw)
-        summary.issues.append(Issue(kind, file, line, masked, reason, detail, sheet_name))
+        summary.issues.add(kind, file, line, masked, reason, detail, sheet_name)
         issues.append((imp_id, kind, file, line, masked, reason, detail, sheet_name))
 
     def place(path: str, sheet_name: str | None) -> int:
