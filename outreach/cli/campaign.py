@@ -429,14 +429,14 @@ def _plan_gateways(c: Ctx, spec: campaigns.CampaignSpec, gateway: str | None,
 
 
 def _confirm_plan(c: Ctx, spec: campaigns.CampaignSpec, gateway: str | None,
-                  override_window: bool, accept_new_text: bool, fmt: str, encoding: str | None,
-                  convert_old_prefixes: bool, gws: dict[str, Any], reaching: list[str]
-                  ) -> tuple[dict[str, Any] | None, bool]:
-    """Show the plan of a launch (a dry run: the same import and run creation, rolled back) and
-    ask someone: called when a gateway reaches phones or stdin is a terminal. Returns (the gateways to send with, whether there is anything to send); raises
-    ClickException when a gateway reaches phones and no one can answer, SystemExit(1) when
-    the operator answers no. Every refusal the launch itself would make (window, approval)
-    comes before the question."""
+                  accept_new_text: bool, fmt: str, encoding: str | None,
+                  convert_old_prefixes: bool, gws: dict[str, Any], reaching: list[str]) -> None:
+    """Show the plan of a launch through ``gws`` (a dry run: the same import and run creation,
+    rolled back) and ask someone; called when a gateway reaches phones or stdin is a terminal.
+    Returns when the launch may go on (also when there is nothing new: the launch says so);
+    raises ClickException when a gateway reaches phones and no one can answer, SystemExit(1)
+    when the operator answers no. Every refusal the launch itself would make (window,
+    approval) comes before the question."""
     from outreach.clock import SYSTEM_CLOCK
     from outreach.sending import approvals
 
@@ -454,7 +454,7 @@ def _confirm_plan(c: Ctx, spec: campaigns.CampaignSpec, gateway: str | None,
     out = console if fmt == "table" else err_console
     _print_summary(c, res, plan_only=True, window=describe_window(spec), out=out)
     if res.nothing_new:
-        return gws, False
+        return
     recipients = res.plan.by_status.get(states.QUEUED, 0) if res.plan else 0
     if not stdin_is_terminal():  # only a gateway that reaches phones gets here (see _launch)
         raise click.ClickException(_(
@@ -469,7 +469,6 @@ def _confirm_plan(c: Ctx, spec: campaigns.CampaignSpec, gateway: str | None,
     if not click.confirm(question, default=False, err=True):
         err_console.print(_("not confirmed: nothing was sent"))
         raise SystemExit(1)
-    return gws, True
 
 
 def _launch(c: Ctx, ref: str, gateway: str | None, dry_run: bool, override_window: bool,
@@ -486,8 +485,8 @@ def _launch(c: Ctx, ref: str, gateway: str | None, dry_run: bool, override_windo
             # someone is asked: the plan is a dry run (rolled back, so no write lock is held
             # while the operator reads it). Nothing new: the launch below creates nothing
             # and says so, as it always did
-            gws, _anything = _confirm_plan(c, spec, gateway, override_window, accept_new_text,
-                                           fmt, encoding, convert_old_prefixes, gws, reaching)
+            _confirm_plan(c, spec, gateway, accept_new_text, fmt, encoding,
+                          convert_old_prefixes, gws, reaching)
         else:
             # nobody is asked (no phone reached, no terminal): the plan is printed from the
             # launch itself once the run is created, before anything is sent, and the lists

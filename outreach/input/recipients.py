@@ -112,15 +112,12 @@ class IssueLog(Sequence[Issue]):
             yield Issue(*json.loads(line))
 
     def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            stop = index.stop
-            if (index.step in (None, 1) and stop is not None and 0 <= stop <= len(self._head)
-                    and (index.start or 0) >= 0):
-                return self._head[index]
-            return list(self)[index]
-        if 0 <= index < len(self._head):
-            return self._head[index]
-        return list(self)[index]
+        """An item or a slice; the head answers what lies inside it, else the spool is read."""
+        head = self._head
+        inside = (index.stop is not None and 0 <= (index.start or 0) and
+                  0 <= index.stop <= len(head) and index.step in (None, 1)
+                  ) if isinstance(index, slice) else 0 <= index < len(head)
+        return head[index] if inside else list(self)[index]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sequence) and list(self) == list(other)
