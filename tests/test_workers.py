@@ -101,23 +101,33 @@ def test_four_workers_send_20000_once_each_and_a_killed_one_is_recovered_after_i
     # the expiry of its 3-second lease lets the others take its rows
     victim = start_worker(pg_url, rec, logs[0], "--lease", str(lease), "--batch-size", "100",
                           "--concurrency", "2", "-o", "latency=0.02", node="other-node")
-    others = [start_worker(pg_url, rec, log, "--lease", str(lease)) for log in logs[1:]]
     deadline = time.monotonic() + 60
     while sum(1 for r in records(rec) if r["pid"] == victim.pid) < 150:
         assert victim.poll() is None, logs[0].read_text()
         assert time.monotonic() < deadline, "the victim never got going"
         time.sleep(0.05)
-    # kill it while it holds a batch in flight (a random moment inside that batch)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    # the others start once the victim is going: started with it, the three fast ones could
+    # empty the queue before the victim holds a batch to be killed in
+    others = [start_worker(pg_url, rec, log, "--lease", str(lease)) for log in logs[1:]]
+
+    def holding() -> int:
         with pg_db.engine.connect() as conn:
-            holding = conn.execute(select(func.count()).select_from(Delivery).where(
+            return conn.execute(select(func.count()).select_from(Delivery).where(
                 Delivery.status == states.SENDING,
                 Delivery.lease_owner.like("other-node%"))).scalar_one()
-        if holding:
-            break
+
+    # kill it while it holds a batch in flight (a random moment inside that batch): frozen
+    # first, so that the batch cannot end between the look and the kill
+    deadline = time.monotonic() + 20
+    while True:
+        assert time.monotonic() < deadline, "the victim never held a batch to be killed in"
+        if holding():
+            time.sleep(random.uniform(0.05, 0.3))
+            victim.send_signal(signal.SIGSTOP)
+            if holding():
+                break
+            victim.send_signal(signal.SIGCONT)
         time.sleep(0.01)
-    time.sleep(random.uniform(0.05, 0.3))
     victim.send_signal(signal.SIGKILL)
     killed_at = dt.datetime.now(dt.timezone.utc)
     victim.wait()
