@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from outreach.cli import main
-from outreach.cli.campaign import estimate_rows
+from outreach.cli.campaign import PhaseProgress, estimate_rows
 from outreach.gateways.base import OutboundMessage
 from outreach.gateways.mock import MockGateway
 from outreach.gateways.outbox import OutboxGateway
@@ -111,7 +111,7 @@ def test_create_run_writes_the_rows_a_row_by_row_computation_expects(
     assert plan.by_carrier == Counter(v[2] or "unknown" for v in queued)
     assert plan.encoding == Counter({"UCS-2": 37})
     assert plan.sample and plan.sample_analysis["segments"] == segments
-    assert seen[-1] == (40, 40) and len(seen) >= 4
+    assert seen[0] == (0, 40) and seen[-1] == (40, 40) and len(seen) >= 5
 
 
 def test_create_run_daily_cap_and_second_launch(tmp_path: Path) -> None:
@@ -268,6 +268,37 @@ def test_estimate_rows_and_the_progress_view(tmp_path: Path, monkeypatch: pytest
     assert r.exit_code == 0, r.stderr
     assert "creating run" in r.stderr and "sending" in r.stderr
     assert "30/30" in r.stderr and "msg/s" in r.stderr and "rows/s" in r.stderr
+    assert " 0 rows/s" not in r.stderr and " 0 msg/s" not in r.stderr
+
+
+def test_a_phase_done_in_one_go_shows_its_real_rate_in_vietnamese(monkeypatch: pytest.MonkeyPatch
+                                                                  ) -> None:
+    """Creating 2,098 rows in half a second is 4,196 rows per second, not 0 (the phase's own
+    opening call starts its clock); counts and rates carry the Vietnamese separators."""
+    import time
+
+    from outreach import i18n
+
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    i18n.set_language("vi")
+    try:
+        view = PhaseProgress()
+        clock[0] += 2.0
+        view.importing(10_000)
+        view.creating(0, 2098)
+        clock[0] += 0.5
+        view.creating(2098, 2098)
+        view.sending(98, 2098)       # recorded before (a resume): not counted in the rate
+        clock[0] += 0.25
+        view.sending(2098, 2098)
+        fields = {name: view._prog.tasks[task].fields for name, task in view._tasks.items()}
+        view.stop()
+    finally:
+        i18n.set_language("en")
+    assert fields["import"] == {"count": "10.000", "rate": "5.000 dòng/giây"}
+    assert fields["create"] == {"count": "2.098/2.098", "rate": "4.196 dòng/giây"}
+    assert fields["send"] == {"count": "2.098/2.098", "rate": "8.000 tin/giây"}
 
 
 def test_outbox_cuts_off_a_torn_line_before_appending_and_lookup_skips_it(tmp_path: Path) -> None:

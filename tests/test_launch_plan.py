@@ -142,7 +142,7 @@ def test_the_progress_counts_what_the_ledger_recorded(world: World) -> None:
     assert res.report is not None
     recorded = counts(world.db, "nhieu-tin")
     assert recorded == {"sent": 600}
-    assert seen[-1] == (600, 600) and len(seen) > 3
+    assert seen[0] == (0, 600) and seen[-1] == (600, 600) and len(seen) > 3
     assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
     # a gateway that stops the run halfway: the bar stops at what was recorded
     spec2 = campaigns.load(open_campaign(world.mock_file.parent, "dung-giua", "mock", n=300,

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import click
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+from rich.progress import (BarColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 
@@ -93,62 +93,74 @@ class PhaseProgress:
     """The progress view of a launch on the error console: one line per phase (reading the
     lists, creating the run, sending) with its count, rate per second, elapsed time and ETA.
     Each line appears when its phase begins. The number of rows of the lists is estimated
-    from their line count (CSV and TSV; a workbook's is unknown, so its line shows no ETA)."""
+    from their line count (CSV and TSV; a workbook's is unknown, so its line shows no ETA).
+
+    A phase's rate counts from its first call: reading from when the view was made, creating
+    and sending from the call each makes before its first row (``(0, total)``; sending's is
+    what was recorded before, on a resume), so a phase done in one go shows its real rate,
+    never 0. Counts and rates use the Vietnamese separators when the interface is Vietnamese."""
 
     def __init__(self) -> None:
+        import time
+
         self._prog: Any = None
         self._tasks: dict[str, Any] = {}
-        self._start: dict[str, tuple[float, int]] = {}
+        #: phase -> (time it began, count then, time of its last call, count then)
+        self._span: dict[str, list[Any]] = {"import": [time.monotonic(), 0, None, 0]}
         self.import_total: int | None = None
+
+    def _rate(self, phase: str) -> float:
+        t0, first, t1, done = self._span[phase]
+        return (done - first) / max((t1 or t0) - t0, 1e-6) if done > first else 0.0
 
     def _update(self, phase: str, label: str, done: int, total: int | None, unit: str) -> None:
         import time
 
+        now = time.monotonic()
         if self._prog is None:
             self._prog = Progress(TextColumn("[bold]{task.description:<13}"), BarColumn(),
-                                  MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                                  TextColumn("{task.fields[count]}"),
+                                  TextColumn("{task.fields[rate]}"),
                                   TimeElapsedColumn(), TextColumn(_("ETA")),
                                   TimeRemainingColumn(), console=err_console, transient=False)
             self._prog.start()
+        span = self._span.setdefault(phase, [now, done, None, done])
+        span[2:] = [now, done]
         if phase not in self._tasks:
-            self._tasks[phase] = self._prog.add_task(label, total=total, rate="")
-            self._start[phase] = (time.monotonic(), done)
-        t0, first = self._start[phase]
-        elapsed = max(time.monotonic() - t0, 1e-6)
+            self._tasks[phase] = self._prog.add_task(label, total=total, count="", rate="")
         if total is not None and done > total:
             total = done
-        self._prog.update(self._tasks[phase], completed=done, total=total,
-                          rate=f"{number((done - first) / elapsed)} {unit}/s")
+        count = number(done) if total is None else f"{number(done)}/{number(total)}"
+        self._prog.update(self._tasks[phase], completed=done, total=total, count=count,
+                          rate=f"{number(self._rate(phase))} {unit}")
 
     def importing(self, rows: int) -> None:
-        self._update("import", _("reading lists"), rows, self.import_total, _("rows"))
+        self._update("import", _("reading lists"), rows, self.import_total, _("rows/s"))
 
     def creating(self, done: int, total: int) -> None:
         if "import" in self._tasks:  # the lists are read: their line shows the real count
-            self._prog.update(self._tasks["import"], total=self._prog.tasks[
-                self._tasks["import"]].completed)
-        self._update("create", _("creating run"), done, total, _("rows"))
+            rows = self._span["import"][3]
+            self._prog.update(self._tasks["import"], total=rows, count=number(rows))
+        self._update("create", _("creating run"), done, total, _("rows/s"))
 
     def sending(self, done: int, total: int) -> None:
         """``(done, total)``: messages the ledger has recorded (called from its writer thread
         after each group commit), never a claimed batch."""
-        self._update("send", _("sending"), done, total, _("msg"))
+        self._update("send", _("sending"), done, total, _("msg/s"))
         self._sent = (done, total)
 
     def stop(self) -> None:
-        """Stop the view; after sending, one line says how many were recorded."""
+        """Stop the view; after sending, one line says how many were recorded, at the rate
+        the sending line showed last."""
         if self._prog is not None:
             self._prog.stop()
         if "send" in self._tasks:
-            import time
-
             done, total = self._sent
-            t0, first = self._start["send"]
-            rate = (done - first) / max(time.monotonic() - t0, 1e-6)
             err_console.print(ngettext(
                 "{done} of {total} message recorded ({rate} messages per second)",
                 "{done} of {total} messages recorded ({rate} messages per second)",
-                total).format(done=number(done), total=number(total), rate=number(rate)))
+                total).format(done=number(done), total=number(total),
+                              rate=number(self._rate("send"))))
 
 
 def estimate_rows(files: list[Any]) -> int | None:

@@ -126,8 +126,8 @@ def create_run(conn: Connection, spec: CampaignSpec, *, kind: str, gateway_names
     suppression as SQL ``CASE``; one statement per slice of 50,000 recipient ids); a personalised text (or ZNS template data) is rendered in pages of :data:`BATCH`
     recipients, each distinct text analysed once. Nothing per recipient is held in Python
     across the run, so memory does not grow with the list. The plan's figures are read back
-    with one grouped query. ``progress(done, total)`` (rows of this run) is called after each
-    slice or page.
+    with one grouped query. ``progress(done, total)`` (rows of this run) is called with
+    ``(0, total)`` before the first row, then after each slice or page.
 
     Returns the plan; ``run_id`` is None when no recipient needed a delivery (nothing is
     written then).
@@ -199,6 +199,8 @@ def create_run(conn: Connection, spec: CampaignSpec, *, kind: str, gateway_names
     fixed = dict(spec=spec, run_id=run_id, dedupe=dedupe, channel=first.channel, gateway=gw,
                  unaccented=spec.unaccented or first.unaccented,
                  gsm_safe=spec.gsm_safe or first.gsm_safe, now=now)
+    if take and progress is not None:
+        progress(0, take)  # the phase begins: its rate counts from here
     if take and not is_personalised(spec, first):
         plan.created = _insert_same_text(conn, members, take, progress=progress, **fixed)
     elif take:

@@ -335,6 +335,8 @@ class RunEngine:
             counts = self.counts()
             self._total = sum(counts.values())
             self._done = self._total - counts.get(states.QUEUED, 0)
+            if self.progress:  # what was recorded before: the sending rate counts from here
+                self.progress(self._done, self._total)
         stop = self._should_stop()
         if stop:
             self.writer.flush()

@@ -157,6 +157,8 @@ def launch(db: Database, spec: CampaignSpec, *, gateway: str | None = None, dry_
             if stop_event is not None and stop_event.is_set():
                 # Ctrl-C while the lists were read: nothing is created, nothing half-written
                 raise KeyboardInterrupt
+            if import_progress is not None:
+                import_progress(summary.rows_read)  # the last count: every row read
             plan = runs.create_run(conn, spec, kind="launch", gateway_names=names, now=now,
                                    run_key=f"launch:{now.isoformat()}", operator=operator,
                                    check=checker, progress=create_progress)
