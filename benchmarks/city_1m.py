@@ -21,6 +21,9 @@ Usage::
 3. **Raw SQLite**: in the same session, the same number of rows inserted into a fresh copy of
    the ``deliveries`` table (every index) with ``executemany`` in transactions of 100,000,
    then updated by id (status, provider id, sent_at) the same way: the database's own rate.
+   Then the writes sending makes for each message, in plain SQL by id, 2,000 rows a batch:
+   the claim (``queued → sending``) with its event row, the outcome (``sending → sent``) with
+   its event row — the database's own limit for sending through the ledger.
 4. **PostgreSQL** (``$OUTREACH_TEST_POSTGRES_URL`` or the local server, a fresh schema):
    ``campaign launch --enqueue-only`` the same way, then for each worker count the run is reset
    to queued and that many ``outreach worker --exit-when-done`` processes send it through
@@ -249,9 +252,11 @@ def print_phases(label: str, res: dict, n: int) -> None:
 
 
 # -- 3. raw SQLite ---------------------------------------------------------------------------------
-def raw_sqlite(tmp: Path, n: int) -> tuple[float, float]:
+def raw_sqlite(tmp: Path, n: int) -> tuple[float, float, float]:
     """Rows/s of a plain executemany INSERT and UPDATE of ``n`` delivery rows (same table and
-    indexes as the ledger's, same PRAGMAs as :mod:`outreach.ledger.db`)."""
+    indexes as the ledger's, same PRAGMAs as :mod:`outreach.ledger.db`), and messages/s of
+    the writes sending makes for each message (two updates and two event inserts), done the
+    plainest way: the database's own limit for the ledger's sending."""
     from sqlalchemy import create_engine
 
     from outreach.ledger.models import Base
@@ -289,8 +294,30 @@ def raw_sqlite(tmp: Path, n: int) -> tuple[float, float]:
             ((f"outbox-{i}", ts, ts, i) for i in range(start + 1, min(n, start + chunk) + 1)))
         con.execute("COMMIT")
     upd = n / (time.perf_counter() - t0)
+    # what sending writes for each message, in the plainest SQL: the claim (queued -> sending)
+    # and its event, then the outcome (sending -> sent) and its event, 2,000 rows a batch
+    con.execute("UPDATE deliveries SET status = 'queued', provider_message_id = NULL, "
+                "sent_at = NULL")
+    batch = 2000
+    t0 = time.perf_counter()
+    for start in range(1, n + 1, batch):
+        ids = range(start, min(n, start + batch - 1) + 1)
+        for old, new, extra in (("queued", "sending", "sending_at = ?, lease_owner = 'raw', "
+                                 "lease_expires_at = ?, attempts = attempts + 1"),
+                                ("sending", "sent", "provider_message_id = 'outbox-' || ?, "
+                                 "sent_at = ?")):
+            con.execute("BEGIN")
+            con.executemany(f"UPDATE deliveries SET status = '{new}', {extra}, updated_at = ? "
+                            "WHERE id = ?",
+                            ((ts, ts, ts, i) if new == "sending" else (i, ts, ts, i)
+                             for i in ids))
+            con.executemany("INSERT INTO delivery_events (delivery_id, at, source, old_status, "
+                            f"new_status, applied) VALUES (?, ?, 'dispatcher', '{old}', "
+                            f"'{new}', 1)", ((i, ts) for i in ids))
+            con.execute("COMMIT")
+    pattern = n / (time.perf_counter() - t0)
     con.close()
-    return ins, upd
+    return ins, upd, pattern
 
 
 # -- 4. PostgreSQL ---------------------------------------------------------------------------------
@@ -397,9 +424,10 @@ def main() -> None:
         if res["time"].get("sending"):
             print(f"    sending rate {lines / res['time']['sending']:,.0f} msg/s")
     if not args.skip_raw:
-        ins, upd = raw_sqlite(tmp, n)
-        print(f"raw SQLite, same session: insert {ins:,.0f} rows/s, update {upd:,.0f} rows/s",
-              flush=True)
+        ins, upd, pattern = raw_sqlite(tmp, n)
+        print(f"raw SQLite, same session: insert {ins:,.0f} rows/s, update {upd:,.0f} rows/s; "
+              f"sending's writes (claim + event, outcome + event, 2,000 a batch) "
+              f"{pattern:,.0f} msg/s", flush=True)
     if not args.skip_pg:
         sys.path.insert(0, str(ROOT))
         from tests.pg import temp_schema
