@@ -7,6 +7,7 @@ import datetime as dt
 import threading
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from outreach.ledger import states
@@ -379,3 +380,60 @@ def test_a_receipt_that_overtook_the_dispatcher_keeps_the_provider_id(tmp_path: 
     with db.engine.connect() as conn:
         sid = conn.execute(select(Delivery.provider_message_id)).scalar_one()
     assert sid == "MOCK00000001"
+
+
+def _events_by_batch(tmp_path: Path, *, confirm: bool, latency: float):  # type: ignore[no-untyped-def]
+    """Send 50 messages in batches of 10 through the mock, one at a time (``latency`` seconds
+    each); the dispatcher's ``sending`` and
+    ``sent`` event ids (commit order) by delivery, and the batches' delivery ids."""
+    from outreach.ledger.models import DeliveryEvent
+    from outreach.sending.engine import send_run
+
+    tmp_path.mkdir()
+    spec, db = setup(tmp_path, n=50)
+    clock = FakeClock(in_window())
+    run_id = seed_run(db, spec, clock.now())
+    mock = MockGateway(confirm=confirm, latency=latency)
+    rep = send_run(db, spec, run_id, {"sms": mock}, clock=clock, batch_size=10, concurrency=1)
+    assert rep.counts == {"sent": 50} and len(mock.outbox) == 50
+    with db.engine.connect() as conn:
+        rows = conn.execute(select(DeliveryEvent.id, DeliveryEvent.delivery_id,
+                                   DeliveryEvent.new_status)
+                            .where(DeliveryEvent.source == "dispatcher")
+                            .order_by(DeliveryEvent.id)).all()
+    claimed = {d: i for i, d, new in rows if new == "sending"}
+    sent = {d: i for i, d, new in rows if new == "sent"}
+    ids = sorted(claimed)
+    assert len(ids) == 50 and sorted(sent) == ids
+    return claimed, sent, [ids[k:k + 10] for k in range(0, 50, 10)]
+
+
+def test_a_batchs_outcomes_wait_for_the_next_claim_only_where_a_crash_costs_a_lookup(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway that confirms what it never received (mock, outbox): batch k's outcomes are
+    committed after batch k+1 is claimed (on SQLite the claim never waits behind them, and they
+    are written while the next batch is sent), even where a group of 5 would have been written
+    at once. A gateway that cannot be asked: each group is committed while its batch is still
+    being sent (an outcome held back would be a message sent and not recorded, unknown after a
+    crash)."""
+    from outreach.sending.outcomes import LedgerWriter
+
+    monkeypatch.setattr(LedgerWriter, "MAX_GROUP", 5)
+    monkeypatch.setattr(LedgerWriter, "HOLD_SECONDS", 30.0)
+    for confirm in (True, False):
+        claimed, sent, batches = _events_by_batch(tmp_path / f"confirm-{confirm}",
+                                                  confirm=confirm, latency=0.03)
+        for this, following in zip(batches, batches[1:]):
+            if confirm:
+                assert min(sent[d] for d in this) > max(claimed[d] for d in following)
+            else:
+                assert min(sent[d] for d in this) < min(claimed[d] for d in following)
+
+
+def test_outcomes_are_held_for_half_a_second_at_most(tmp_path: Path) -> None:
+    """A slow batch (10 messages 80 ms apart) of a gateway that confirms: its first outcomes
+    are committed before it ends (LedgerWriter.HOLD_SECONDS), so the progress keeps moving
+    with what was recorded."""
+    claimed, sent, batches = _events_by_batch(tmp_path / "slow", confirm=True, latency=0.08)
+    for this, following in zip(batches, batches[1:]):
+        assert min(sent[d] for d in this) < min(claimed[d] for d in following)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+#: the execution option of :meth:`Database.read` connections (a deferred BEGIN on SQLite)
+READ_ONLY = "outreach_read_only"
 
 
 class DatabaseLocationError(OSError):
@@ -50,6 +52,17 @@ class Database:
         """A session in a transaction: committed on success, rolled back on error."""
         with self.sessions() as s, s.begin():
             yield s
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reads only. On SQLite its transaction is a plain (deferred)
+        ``BEGIN``: in WAL mode it reads the last committed snapshot at once, where ``BEGIN
+        IMMEDIATE`` waits for the writer's commit. It must not write (on SQLite the write
+        would fail with "database is locked" rather than wait). Elsewhere an ordinary
+        connection."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{READ_ONLY: True})
+            yield conn
 
     def upgrade(self) -> None:
         """Bring the schema to the newest migration (creates a new database)."""
@@ -92,7 +105,8 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            read_only = conn.get_execution_options().get(READ_ONLY)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)

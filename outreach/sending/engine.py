@@ -195,6 +195,12 @@ class RunEngine:
         #: such a gateway's batch is claimed started (states.claim(started=True)): the claim
         #: sets sending_at, so no second UPDATE of every row marks it
         self._claim_started = confirm
+        #: such a gateway's outcomes of one batch are held until the next batch is claimed
+        #: (LedgerWriter.hold): on SQLite the claim and the outcomes take turns at one write
+        #: lock, and so the outcomes are written while the next batch is sent. Only where a
+        #: crash costs a lookup: elsewhere an outcome held is a send made and not recorded,
+        #: which would be unknown after a crash, and only what is in flight may be
+        self._hold_outcomes = confirm and self.settings.pipeline
         in_flight = max([1, *self.concurrency.values()])
         self.writer = LedgerWriter(
             db, run_id, gateway_names=[g.name for g in gateways.values()], clock=clock,
@@ -306,7 +312,7 @@ class RunEngine:
         return retry_write(self._counts)()
 
     def _counts(self) -> dict[str, int]:
-        with self.db.engine.connect() as conn:
+        with self.db.read() as conn:
             return runs.remaining(conn, self.run_id)
 
     # -- the step --------------------------------------------------------------------------
@@ -353,6 +359,11 @@ class RunEngine:
                                                              now=self.clock.now()))
         ids = [r["id"] for r in batch]
         self.lease.hold(ids)
+        if self._hold_outcomes:
+            # the previous batch's outcomes waited for this claim (committed now): they are
+            # written while this batch is sent, and this batch's wait for the next claim
+            self.writer.release()
+            self.writer.hold()
         outcomes = self.sender.send_batch(batch)
         # the writer goes on writing this batch's outcomes while the next one is claimed and
         # sent; the lease keeps covering them until then (renewal skips rows already settled)
@@ -387,7 +398,7 @@ class RunEngine:
     def check(self, now: dt.datetime) -> tuple[str, str | None, dt.datetime | None] | None:
         """Paused or cancelled by the operator, window closed, daily cap reached: (kind, reason,
         resume at) and the run's status updated; None when the run may go on."""
-        with self.db.engine.connect() as conn:
+        with self.db.read() as conn:  # no wait for the writer's commit between batches
             status, reason = conn.execute(select(Run.status, Run.status_reason)
                                           .where(Run.id == self.run_id)).one()
         if status in (runstates.PAUSED, runstates.CANCELLED):
@@ -407,9 +418,8 @@ class RunEngine:
             return "window", why, nxt
         cap = self.spec.schedule.daily_cap
         if cap:
-            # read, close, then write: on SQLite every transaction is BEGIN IMMEDIATE, so a
-            # write opened while this read is open waits for itself until "database is locked"
-            with self.db.engine.connect() as conn:
+            # read, close, then write: a read through Database.read must not write
+            with self.db.read() as conn:
                 reached = runs.sent_today(conn, self.spec.id, now) >= cap
             if reached:
                 local = now.astimezone(self.spec.window.tz)
@@ -450,7 +460,7 @@ class RunEngine:
 
     @retry_write
     def _claimable(self) -> bool:
-        with self.db.engine.connect() as conn:
+        with self.db.read() as conn:
             return conn.execute(select(Delivery.id).where(
                 Delivery.run_id == self.run_id,
                 Delivery.status == states.QUEUED).limit(1)).first() is not None

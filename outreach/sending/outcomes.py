@@ -124,6 +124,12 @@ class LedgerWriter:
     ``sending_at``: :func:`outreach.ledger.states.claim` with ``started``), so :meth:`start`
     never waits and the writer writes outcomes only.
 
+    :meth:`hold` makes the outcomes queued from then on wait until :meth:`release` (or a
+    flush): the engine holds a batch's outcomes until the next batch is claimed, so on SQLite,
+    where the two writes take turns at one lock, the claim goes first and the outcomes are
+    written while that batch is being sent, instead of the claim waiting behind them and the
+    writer idle while it is sent.
+
     :meth:`flush` waits until everything queued is committed. Database errors are retried
     (SQLite locks always; anything else for up to ``deadline`` seconds when given), then the
     writer fails: :meth:`start` and :meth:`flush` raise :class:`RecordFailed`.
@@ -154,6 +160,9 @@ class LedgerWriter:
         self._marking = 0                    # positions being committed now
         self._generation = 0                 # which batch _order is
         self._outcomes: list[Outcome] = []
+        self._held: list[Outcome] | None = None  # outcomes queued while held (None: not held)
+        self._released = False               # held outcomes let go: written without lingering
+        self._held_since = 0.0               # when the first outcome now held was queued
         self._queued = 0                     # generation of outcomes queued ...
         self._written = 0                    # ... and committed
         self._failed: BaseException | None = None
@@ -167,6 +176,8 @@ class LedgerWriter:
     #: and at most this many at a time, unless a sender waits for a start (then at once)
     LINGER_SECONDS = 0.02
     MAX_GROUP = 2000
+    #: held outcomes (:meth:`hold`) wait at most this long (seconds)
+    HOLD_SECONDS = 0.5
 
     # -- senders' side -------------------------------------------------------------------------
     def begin(self, rows: list[dict[str, Any]]) -> None:
@@ -175,7 +186,7 @@ class LedgerWriter:
         with self._cond:
             self._generation += 1
             self._order = [r["id"] for r in rows]
-            if not self._outcomes:
+            if not self._outcomes and not self._held:
                 self._rows = {}
             self._rows.update((r["id"], r) for r in rows)
             self._pos = {r["id"]: i for i, r in enumerate(rows)}
@@ -215,8 +226,11 @@ class LedgerWriter:
 
     def outcome(self, outcome: Outcome) -> None:
         with self._cond:
-            self._outcomes.append(outcome)
             self._queued += 1
+            if self._held is not None:
+                self._hold([outcome])
+                return
+            self._outcomes.append(outcome)
             # the first outcome of a group wakes the writer so that it lingers from now (with
             # batches claimed started no start request would wake it before the batch ends)
             if len(self._outcomes) == 1 or len(self._outcomes) >= self.MAX_GROUP:
@@ -225,13 +239,43 @@ class LedgerWriter:
     def outcomes(self, outcomes: list[Outcome]) -> None:
         """Queue several outcomes at once (a batch sent in one request)."""
         with self._cond:
-            self._outcomes.extend(outcomes)
             self._queued += len(outcomes)
+            if self._held is not None:
+                self._hold(outcomes)
+                return
+            self._outcomes.extend(outcomes)
+            self._cond.notify_all()
+
+    def hold(self) -> None:
+        """Outcomes queued from now on wait for :meth:`release` or :meth:`flush`, or
+        :attr:`HOLD_SECONDS` at most (a slow batch's progress is still recorded as it goes)."""
+        with self._cond:
+            if self._held is None:
+                self._held = []
+
+    def _hold(self, outcomes: list[Outcome]) -> None:
+        assert self._held is not None
+        if not self._held:
+            self._held_since = time.monotonic()
+            self._cond.notify_all()  # the writer times the hold from now
+        self._held.extend(outcomes)
+
+    def release(self) -> None:
+        """Let the held outcomes be written (in the next group)."""
+        with self._cond:
+            self._release()
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        if held:
+            self._outcomes.extend(held)
+            self._released = True
             self._cond.notify_all()
 
     def flush(self) -> None:
         """Wait until every outcome queued so far is committed. Raises :class:`RecordFailed`."""
         with self._cond:
+            self._release()
             target = self._queued
             self._flushing += 1
             self._cond.notify_all()
@@ -259,14 +303,28 @@ class LedgerWriter:
         """Stop without writing what is queued (a lost lease: the rows stay as after a crash)."""
         with self._cond:
             self._outcomes.clear()
+            self._held = None
             self._stop = True
             self._cond.notify_all()
 
     # -- the writer thread ---------------------------------------------------------------------
+    def _expire_hold(self) -> float | None:
+        """Let go of outcomes held :attr:`HOLD_SECONDS` (holding on for later ones); returns
+        the seconds until the held ones are due, None when none are held."""
+        if not self._held:
+            return None
+        left = self._held_since + self.HOLD_SECONDS - time.monotonic()
+        if left > 0:
+            return left
+        self._outcomes.extend(self._held)
+        self._held = []
+        self._released = True
+        return None
+
     def _due(self, since: float) -> bool:
         return bool(self._outcomes) and (
-            self._flushing > 0 or self._stop or len(self._outcomes) >= self.MAX_GROUP
-            or time.monotonic() - since >= self.linger)
+            self._flushing > 0 or self._stop or self._released
+            or len(self._outcomes) >= self.MAX_GROUP or time.monotonic() - since >= self.linger)
 
     def _loop(self) -> None:
         try:
@@ -278,9 +336,14 @@ class LedgerWriter:
         since = time.monotonic()
         while True:
             with self._cond:
-                while not (self._stop and not self._outcomes) and not self._needs_marks() \
-                        and not self._due(since):
-                    self._cond.wait(self.linger if self._outcomes else None)
+                while True:
+                    hold_left = self._expire_hold()
+                    if (self._stop and not self._outcomes) or self._needs_marks() \
+                            or self._due(since):
+                        break
+                    waits = [t for t in (self.linger if self._outcomes else None, hold_left)
+                             if t is not None]
+                    self._cond.wait(min(waits) if waits else None)
                 if self._stop and not self._outcomes and not self._needs_marks():
                     return
                 start_from = self._marking
@@ -294,7 +357,9 @@ class LedgerWriter:
                     outcomes, generation = [], self._written
                 else:
                     outcomes, self._outcomes = self._outcomes, []
-                    generation = self._queued
+                    self._released = False
+                    # every outcome queued so far but those still held
+                    generation = self._queued - len(self._held or ())
                 rows = dict(self._rows) if outcomes else self._rows
                 batch = self._generation
                 self._marking = upto
