@@ -366,7 +366,8 @@ class RunEngine:
             self.writer.hold()
         outcomes = self.sender.send_batch(batch)
         # the writer goes on writing this batch's outcomes while the next one is claimed and
-        # sent; the lease keeps covering them until then (renewal skips rows already settled)
+        # sent (held until that claim: see above); the lease keeps covering them until then
+        # (renewal skips rows already settled)
         if not self.settings.pipeline:
             self.writer.flush()
         if self._held:
