@@ -437,3 +437,25 @@ def test_outcomes_are_held_for_half_a_second_at_most(tmp_path: Path) -> None:
     claimed, sent, batches = _events_by_batch(tmp_path / "slow", confirm=True, latency=0.08)
     for this, following in zip(batches, batches[1:]):
         assert min(sent[d] for d in this) < min(claimed[d] for d in following)
+
+
+def test_a_batch_of_healthy_sends_is_noted_as_each_one_would_be() -> None:
+    """``_Health.note_healthy(n)`` leaves the window and its failure count as ``n`` calls of
+    ``note(True)`` do, whatever the window held (the outbox notes a whole batch at once)."""
+    import random
+
+    from outreach.sending.sender import _Health
+
+    rnd = random.Random(7)
+    for _ in range(300):
+        window = rnd.choice([1, 5, 20, 200])
+        one, bulk = _Health(window), _Health(window)
+        for ok in [rnd.random() < 0.6 for _ in range(rnd.randrange(0, 3 * window))]:
+            one.note(ok)
+            bulk.note(ok)
+        n = rnd.choice([0, 1, 3, window - 1, window, 2 * window + 1])
+        for _ in range(n):
+            one.note(True)
+        bulk.note_healthy(n)
+        assert list(bulk._recent) == list(one._recent)
+        assert bulk._bad == one._bad == sum(1 for ok in one._recent if not ok)

@@ -210,3 +210,17 @@ def test_ctrl_c_pauses_the_run_and_exits_130(tmp_path: Path) -> None:
         assert conn.execute(select(Run.status)).scalar_one() == "paused"
     again = counts(db, "cham")
     assert again.get("queued", 0) > 0 and again.get("sent", 0) > sent_before
+
+
+def test_the_runs_creation_is_written_into_the_database_before_sending(world: World) -> None:
+    """The import and run creation are one transaction: its write-ahead log is checkpointed
+    into the database file before the first batch, so sending never copies a launch's pages
+    back (benchmarks/city_1m.py) and the -wal file is left empty."""
+    spec = campaigns.load(open_campaign(world.mock_file.parent, "wal-gon", "mock", n=800,
+                                        start=5000))
+    db_file = Path(str(world.db.url)[len("sqlite:///"):])
+    wal = db_file.with_name(db_file.name + "-wal")
+    res = ops.launch(world.db, spec, dispatch=False)
+    assert res.plan.created == 800
+    assert wal.exists() and wal.stat().st_size == 0
+    assert counts(world.db, "wal-gon") == {"queued": 800}

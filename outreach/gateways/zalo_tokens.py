@@ -571,14 +571,11 @@ class TokenStore:
 def _checkpoint(db: Database) -> None:
     """Best effort: copy the WAL into the database and truncate it, so the page images that
     held plaintext leave the -wal file (a reader still open may keep some until it ends)."""
-    raw = db.engine.raw_connection()
     try:
-        raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.checkpoint()
     except Exception as exc:  # busy: the next automatic checkpoint overwrites them
         log.info(_("WAL checkpoint after encrypting tokens not done now ({error})").format(
             error=exc))
-    finally:
-        raw.close()
 
 
 def _marker(value: str) -> bool:

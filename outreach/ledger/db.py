@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -63,6 +64,23 @@ class Database:
         with self.engine.connect() as conn:
             conn.execution_options(**{READ_ONLY: True})
             yield conn
+
+    def checkpoint(self) -> None:
+        """SQLite: copy the write-ahead log into the database file and truncate it
+        (``PRAGMA wal_checkpoint(TRUNCATE)``, https://sqlite.org/pragma.html#pragma_wal_checkpoint);
+        nothing elsewhere. After one large transaction — a launch's import and run creation
+        write every page of a million rows to the WAL — the automatic checkpoints would copy
+        those pages back while the run is being sent, and every read would search the large
+        log. Raises :class:`sqlalchemy.exc.OperationalError` (another connection is busy)."""
+        if not self.is_sqlite:
+            return
+        raw = self.engine.raw_connection()  # outside a transaction, as SQLite requires
+        try:
+            raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError as exc:
+            raise OperationalError("PRAGMA wal_checkpoint(TRUNCATE)", None, exc) from exc
+        finally:
+            raw.close()
 
     def upgrade(self) -> None:
         """Bring the schema to the newest migration (creates a new database)."""

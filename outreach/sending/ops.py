@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from outreach.input import recipients
 from outreach.ledger import runs, runstates, states
@@ -24,6 +26,8 @@ from outreach.gateways import build_gateways, gateway_names_for, run_gateway_nam
 from outreach.ledger.models import Delivery, Run
 from outreach.i18n import _, number
 from outreach.sending.reconcile import stale_sending
+
+log = logging.getLogger(__name__)
 
 
 class OperatorError(Exception):
@@ -194,12 +198,23 @@ def launch(db: Database, spec: CampaignSpec, *, gateway: str | None = None, dry_
         on_plan(result)
     if plan.run_id is None:
         return result
+    _checkpoint(db)
     if not dispatch:
         return result
     result.report = engine.send_run(db, spec, plan.run_id, gateways, clock=clock,
                                     override_window=override_window, progress=progress,
                                     stop_event=stop_event)
     return result
+
+
+def _checkpoint(db: Database) -> None:
+    """The import and run creation were one transaction: its log is written into the database
+    before sending (:meth:`Database.checkpoint`); a busy database only leaves it to the
+    automatic checkpoints."""
+    try:
+        db.checkpoint()
+    except OperationalError as exc:
+        log.info("WAL checkpoint after the run's creation not done now (%s)", exc)
 
 
 def _interruptible(progress: Callable[[int], None] | None,

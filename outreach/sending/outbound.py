@@ -48,7 +48,7 @@ def message(spec: CampaignSpec, row: Mapping[str, Any], cache: ChannelParts | No
     return OutboundMessage(
         delivery_id=row["id"], campaign_id=spec.id, channel=channel, to=address, body=body,
         segments=row["segments"] or 1, sender=sender, zalo_user_id=zalo_uid,
-        template_id=template_id, template_data=dict(template_data),
+        template_id=template_id, template_data=dict(template_data) if template_data else {},
         receipt_token=row.get("receipt_token"))
 
 

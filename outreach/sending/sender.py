@@ -59,6 +59,18 @@ class _Health:
                 return None
             return self._bad / len(recent)
 
+    def note_healthy(self, n: int) -> None:
+        """Record ``n`` healthy sends at once (what ``n`` calls of :meth:`note` with True
+        record; the share they return is never higher than the first one's)."""
+        with self._lock:
+            recent = self._recent
+            drop = len(recent) + n - (recent.maxlen or 0)
+            if drop >= len(recent):
+                self._bad = 0
+            elif drop > 0:
+                self._bad -= sum(1 for i in range(drop) if not recent[i])
+            recent.extend(itertools.repeat(True, min(n, recent.maxlen or 0)))
+
     def __len__(self) -> int:
         return len(self._recent)
 
@@ -206,8 +218,9 @@ class BatchSender:
                 if len(results) != len(todo):
                     raise gw.OutcomeUnknownError(
                         f"{len(results)} answers for {len(todo)} messages", reason="adapter-error")
-                out += [self._note(Outcome(m.delivery_id, "sent", result=r))
-                        for m, r in zip(todo, results)]
+                sent = [Outcome(m.delivery_id, "sent", result=r) for m, r in zip(todo, results)]
+                self._note_sent(sent)
+                out += sent
             except (AbortBatch, LeaseLost, RecordFailed):
                 raise
             except Exception as exc:  # noqa: BLE001 - the whole request's outcome is unknown
@@ -219,8 +232,11 @@ class BatchSender:
                     gateway=gateway.name, kind=type(exc).__name__, error=exc, n=len(todo)))
                 out += [Outcome(m.delivery_id, "unknown", error=gw.OutcomeUnknownError(
                     f"{type(exc).__name__}: {exc}", reason="adapter-error")) for m in todo]
-        by_id = {o.delivery_id: o for o in out}
-        ordered = [by_id[m.delivery_id] for m in msgs]
+        if [o.delivery_id for o in out] == [m.delivery_id for m in msgs]:
+            ordered = out  # the usual case: nothing was set aside before the request
+        else:
+            by_id = {o.delivery_id: o for o in out}
+            ordered = [by_id[m.delivery_id] for m in msgs]
         self.writer.outcomes(ordered)
         return ordered
 
@@ -380,6 +396,14 @@ class BatchSender:
                    "`outreach campaign resume`"), percent=f"{bad:.0%}", n=len(self._health),
                 threshold=f"{self.error_rate_threshold:.0%}"))
         return outcome
+
+    def _note_sent(self, sent: list[Outcome]) -> None:
+        """:meth:`_note` of each of a batch's accepted sends, at the cost of one: after the
+        first, each healthy send only lowers the failure share, so the first is the only one
+        that can halt the run."""
+        if sent:
+            self._note(sent[0])
+            self._health.note_healthy(len(sent) - 1)
 
     def _note_early(self, outcome: Outcome) -> None:
         """Watch the first sends: all ``content_pause_after`` failing with one content-level
