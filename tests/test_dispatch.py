@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import threading
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from outreach.ledger import states
-from outreach.sending import ops
+from outreach.sending import ops, outbound
 from outreach.clock import VN_TZ, FakeClock
 from outreach.sending.ratelimit import RateLimiter
 from outreach.gateways import base as gw
@@ -459,3 +461,87 @@ def test_a_batch_of_healthy_sends_is_noted_as_each_one_would_be() -> None:
         bulk.note_healthy(n)
         assert list(bulk._recent) == list(one._recent)
         assert bulk._bad == one._bad == sum(1 for ok in one._recent if not ok)
+
+
+def test_the_clis_mock_takes_a_batch_at_once_and_records_what_one_by_one_would(
+        tmp_path: Path) -> None:
+    """The mock the CLI builds (counts only, nothing simulated per message) is a batched
+    gateway: the sender hands it each claimed batch in one ``send_many``, which counts and
+    records (``record``) exactly what ``send`` of each would; a mock with a script, a latency or
+    kept messages is sent one by one."""
+    from outreach.gateways import build_gateways
+
+    assert not MockGateway().batched
+    assert not MockGateway(keep=False, latency=0.01).batched
+    assert not MockGateway(keep=False, script={"+84965500001": ["invalid"]}).batched
+    spec, db = setup(tmp_path, n=7)
+    record = tmp_path / "mock.jsonl"
+    mock = build_gateways({"sms": "mock"}, db, mock={"record": str(record)})["sms"]
+    assert mock.batched
+    calls: list[int] = []
+    real = mock.send_many
+
+    def counted(messages: list) -> list:
+        calls.append(len(messages))
+        return real(messages)
+
+    mock.send_many = counted  # type: ignore[method-assign]
+    clock = FakeClock(in_window())
+    res = ops.launch(db, spec, gateways={"sms": mock}, clock=clock)
+    assert res.report is not None and res.report.stopped is None
+    assert calls == [7] and mock.requests == mock.accepted == 7
+    lines = [json.loads(x) for x in record.read_text().splitlines()]
+    assert sorted(x["to"] for x in lines) == sorted(numbers(7))
+    with db.engine.connect() as conn:
+        rows = conn.execute(select(Delivery.id, Delivery.status, Delivery.provider_message_id)
+                            ).all()
+    assert {r.status for r in rows} == {"sent"}
+    assert {r.provider_message_id for r in rows} == {x["message_id"] for x in lines}
+    # what it says it received, reconciliation finds
+    other = MockGateway(keep=False, record=str(record))
+    msg = outbound.message(spec, {"id": rows[0].id, "channel": "sms", "address": numbers(7)[0],
+                                  "body": None, "segments": 1})
+    found = other.lookup(msg, clock.now(), clock.now())
+    assert found and found.provider_message_id == {x["delivery_id"]: x["message_id"]
+                                                   for x in lines}[rows[0].id]
+
+
+def test_a_batch_for_a_phone_gateway_is_not_sent_once_the_window_has_closed(
+        tmp_path: Path) -> None:
+    """A batched gateway that reaches phones keeps the send window: the window checked just
+    before the batch's one request; closed by then, the batch goes back to the queue, the run
+    waits, and the next window sends it."""
+    from outreach.gateways import build_gateways
+
+    spec, db = setup(tmp_path, n=6)
+    clock = FakeClock(dt.datetime(2024, 7, 30, 21, 59, 59, tzinfo=VN_TZ))
+    mock = build_gateways({"sms": "mock"}, db)["sms"]
+    assert mock.batched and mock.reaches_phones
+
+    class Late:
+        """The rate limiter's hold: a second passes while the batch waits (as a provider's
+        Retry-After would make it), so the window closes before the request."""
+
+        rate = 0
+
+        def acquire(self, units: float) -> None:
+            clock.advance(2.0)
+
+        def block_until(self, t: float) -> None:
+            pass
+
+    from outreach.sending import engine as engine_mod
+
+    eng = engine_mod.RunEngine(db, spec, seed_run(db, spec, clock.now()), {"sms": mock},
+                               clock=clock, limiters={"sms": Late()})
+    with eng:
+        eng.start()
+        step = eng.step()
+        assert step.outcomes == Counter({"not_sent": 6})
+        step = eng.step()
+        assert step.stopped == "window"
+    assert mock.requests == 0
+    assert Counter(statuses(db).values()) == {"queued": 6}
+    clock.set(dt.datetime(2024, 7, 31, 7, 0, 1, tzinfo=VN_TZ))
+    ops.resume(db, spec, gateways={"sms": mock}, clock=clock)
+    assert mock.requests == 6 and Counter(statuses(db).values()) == {"sent": 6}

@@ -345,7 +345,49 @@ def record_accepted(conn: Connection, accepted: Sequence[Accepted], *, source: s
     ts = db_time(conn, now)
     if conn.dialect.name == "sqlite" and SQLITE_SET_BASED:
         return _record_accepted_sqlite(conn, accepted, source=source, ts=ts)
+    if conn.dialect.name == "postgresql":
+        return _record_accepted_pg(conn, accepted, source=source, ts=ts)
     return _record_accepted_rows(conn, accepted, source=source, ts=ts)
+
+
+def _record_accepted_pg(conn: Connection, accepted: Sequence[Accepted], *, source: str,
+                        ts: Any) -> dict[int, bool]:
+    """:func:`record_accepted` on PostgreSQL for the usual case where every delivery is still
+    ``sending``: one UPDATE … FROM ``unnest`` guarded by that state (it locks each row as it
+    moves it, in id order), then the events. If it moved fewer rows than given (a receipt or
+    a recovery got there first; under READ COMMITTED the guard is checked again on the row's
+    newest version), it is rolled back to a savepoint and the batch takes the row-by-row path,
+    which locks the rows first and reads each state. Without the separate ``SELECT … FOR
+    UPDATE`` of every row, recording a batch writes each row once instead of twice (a row
+    lock is a write of the row's header: benchmarks/city_1m.py, workers)."""
+    rows = sorted(accepted)
+    cols = list(zip(*rows))  # id, new, sid, provider_status, segments, cost
+    conn.exec_driver_sql("SAVEPOINT record_accepted")
+    moved = conn.exec_driver_sql(
+        "UPDATE deliveries SET status = j.new, updated_at = %s, provider_message_id = j.sid, "
+        "provider_status = COALESCE(j.ps, deliveries.provider_status), "
+        "segments = COALESCE(j.seg, deliveries.segments), "
+        "cost_vnd = COALESCE(j.cost, deliveries.cost_vnd), "
+        f"sent_at = CASE WHEN j.new = '{SENT}' THEN %s ELSE deliveries.sent_at END, "
+        f"delivered_at = CASE WHEN j.new = '{DELIVERED}' THEN %s ELSE deliveries.delivered_at END, "
+        f"final_at = CASE WHEN j.new = '{DELIVERED}' THEN %s ELSE deliveries.final_at END, "
+        f"lease_owner = CASE WHEN j.new = '{DELIVERED}' THEN NULL ELSE deliveries.lease_owner END "
+        "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::integer[], "
+        "%s::double precision[]) AS j(id, new, sid, ps, seg, cost) "
+        f"WHERE deliveries.id = j.id AND deliveries.status = '{SENDING}'",
+        (ts, ts, ts, ts, list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3]),
+         list(cols[4]), list(cols[5]))).rowcount
+    if moved != len(rows):
+        conn.exec_driver_sql("ROLLBACK TO SAVEPOINT record_accepted")
+        conn.exec_driver_sql("RELEASE SAVEPOINT record_accepted")
+        return _record_accepted_rows(conn, accepted, source=source, ts=ts)
+    conn.exec_driver_sql("RELEASE SAVEPOINT record_accepted")
+    conn.exec_driver_sql(
+        "INSERT INTO delivery_events (delivery_id, at, source, old_status, new_status, applied, "
+        f"provider_status) SELECT j.id, %s, %s, '{SENDING}', j.new, true, j.ps "
+        "FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS j(id, new, ps)",
+        (ts, source, list(cols[0]), list(cols[1]), list(cols[3])))
+    return dict.fromkeys(cols[0], True)
 
 
 def _record_accepted_rows(conn: Connection, accepted: Sequence[Accepted], *, source: str,

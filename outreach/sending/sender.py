@@ -176,9 +176,10 @@ class BatchSender:
 
     def _together(self, msgs: list[gw.OutboundMessage]) -> gw.Gateway | None:
         """The gateway that takes this whole batch in one :meth:`~outreach.gateways.base.Gateway.send_many`
-        — a batched gateway (the outbox) of one channel, with no rate limit and no send window
-        to keep, every number once in the batch — else None (message by message)."""
-        if not msgs or self._enforce_window:
+        — a batched gateway (the outbox, the CLI's mock) of one channel, with no rate limit,
+        every number once in the batch — else None (message by message). A send window is
+        checked once, just before the batch's one request."""
+        if not msgs:
             return None
         channel = msgs[0].channel
         gateway = self.gateways.get(channel)
@@ -207,6 +208,14 @@ class BatchSender:
                 todo.append(m)
         if todo:
             self.limiters[todo[0].channel].acquire(1)  # no rate: only a provider's hold
+            closes = self._window_closes
+            if closes is not None and self.clock.now() >= closes:
+                # the send window has closed: the batch waits for the next one, as the rest of
+                # a batch sent one by one does (the run is recorded as waiting)
+                self.window_shut.set()
+                out += [Outcome(m.delivery_id, "not_sent") for m in todo]
+                todo = []
+        if todo:
             self.lease.check()
             self.writer.start(todo[-1].delivery_id)  # every row up to the last one
             if self._halt.is_set() or self.stop_event.is_set():
