@@ -103,7 +103,8 @@ class ListMember(Base):
     __table_args__ = (UniqueConstraint("list_name", "recipient_id"),)
 
     id: Mapped[IntPK]
-    list_name: Mapped[str] = mapped_column(String(255), index=True)
+    #: no index of its own: the unique constraint's index leads with it (migration 0013)
+    list_name: Mapped[str] = mapped_column(String(255))
     recipient_id: Mapped[int] = mapped_column(ForeignKey("recipients.id"), index=True)
     import_id: Mapped[int | None] = mapped_column(ForeignKey("imports.id"), nullable=True)
 
