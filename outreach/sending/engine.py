@@ -219,6 +219,9 @@ class RunEngine:
         self.batch_size = st.batch_size or (
             min(preferred) if preferred and all(preferred) else 500)  # type: ignore[type-var]
         self._held: list[int] = []
+        #: the highest delivery id this engine claimed: the next claim reads the queue from
+        #: there (states.claim, PostgreSQL)
+        self._claimed_up_to = 0
         self._sending = False
         self._done = 0
         self._total: int | None = None
@@ -462,15 +465,28 @@ class RunEngine:
     @retry_write
     def _claimable(self) -> bool:
         with self.db.read() as conn:
+            # ordered by id, so that PostgreSQL may answer from the queue index
+            # (ix_deliveries_queue) once the table is vacuumed; unordered it read the table
+            # from the start past every row already sent. Asked only when a claim found nothing
             return conn.execute(select(Delivery.id).where(
                 Delivery.run_id == self.run_id,
-                Delivery.status == states.QUEUED).limit(1)).first() is not None
+                Delivery.status == states.QUEUED).order_by(Delivery.id).limit(1)
+            ).first() is not None
 
     # -- claim, send, record ---------------------------------------------------------------
-    @retry_write
     def claim(self) -> list[dict[str, Any]]:
         """Claim the next batch: ``sending`` under this engine's lease (rows as dicts with
-        ``id``, ``channel``, ``address``, ``body``, ``segments``...)."""
+        ``id``, ``channel``, ``address``, ``body``, ``segments``...). The queue is read from
+        the highest id this engine claimed before, and from its start when nothing is left
+        after that (a row put back in the queue, a row another worker gave up)."""
+        rows = self._claim(self._claimed_up_to)
+        if not rows and self._claimed_up_to:
+            rows = self._claim(0)
+        self._claimed_up_to = rows[-1]["id"] if rows else 0
+        return rows
+
+    @retry_write
+    def _claim(self, after: int) -> list[dict[str, Any]]:
         now = self.clock.now()
         batch_size = self.batch_size
         with self.db.engine.begin() as conn:
@@ -480,7 +496,8 @@ class RunEngine:
             # the same for the millionth batch as for the first; the claim below skips
             # suppressed numbers further on, and each is moved once it reaches the head.
             head = (select(Delivery.id).where(Delivery.run_id == self.run_id,
-                                              Delivery.status == states.QUEUED)
+                                              Delivery.status == states.QUEUED,
+                                              Delivery.id > after)
                     .order_by(Delivery.id).limit(batch_size))
             blocked = conn.execute(
                 select(Delivery.id).where(Delivery.id.in_(head.scalar_subquery()),
@@ -500,7 +517,7 @@ class RunEngine:
                     return []
             return states.claim(conn, self.run_id, limit=limit, owner=self.lease.owner,
                                 lease_expires=self.lease.until(now), now=now,
-                                started=self._claim_started)
+                                started=self._claim_started, after=after)
 
 
 def check_text(run: Any, spec: CampaignSpec) -> None:
