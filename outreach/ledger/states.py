@@ -245,23 +245,14 @@ def claim(conn: Connection, run_id: int, *, limit: int, owner: str, lease_expire
     pg = conn.dialect.name == "postgresql"
     ph = "%s" if pg else "?"
     ts, lease = db_time(conn, now), db_time(conn, lease_expires)
-    if pg:
-        # the head of the queue from ``after`` on (a window of CLAIM_WINDOW batches), then
-        # those rows locked, skipping what other workers hold: read from the start, the
-        # planner, whose statistics still say every row is queued right after an enqueue,
-        # walked the primary key past every row already sent, so each claim cost more than the
-        # last (benchmarks/city_1m.py: 4 workers at a third of their speed on a million rows).
-        # A claim that finds the whole window taken by others returns fewer rows; the engine
-        # claims again
-        heads = (f"id = ANY(ARRAY(SELECT q.id FROM deliveries q WHERE q.run_id = %s "
-                 f"AND q.status = 'queued' AND q.id > %s ORDER BY q.id LIMIT %s)) "
-                 f"AND status = 'queued' AND NOT {SUPPRESSED_SQL} ORDER BY id LIMIT %s "
-                 "FOR UPDATE SKIP LOCKED")
-        params: tuple[Any, ...] = (run_id, after, limit * CLAIM_WINDOW, limit)
-    else:
-        heads = (f"run_id = ? AND status = 'queued' AND id > ? AND NOT {SUPPRESSED_SQL} "
-                 "ORDER BY id LIMIT ?")
-        params = (run_id, after, limit)
+    # from ``after`` on: read from the queue's start, PostgreSQL's planner, whose statistics
+    # still say every row is queued right after an enqueue, walked the primary key past every
+    # row already sent, so each claim cost more than the last (benchmarks/city_1m.py: four
+    # workers at a third of their speed on a million rows)
+    lock = " FOR UPDATE SKIP LOCKED" if pg else ""
+    heads = (f"run_id = {ph} AND status = 'queued' AND id > {ph} AND NOT {SUPPRESSED_SQL} "
+             f"ORDER BY id LIMIT {ph}{lock}")
+    params = (run_id, after, limit)
     result = conn.exec_driver_sql(
         f"UPDATE deliveries SET status = 'sending', updated_at = {ph}, "
         f"sending_at = {ph if started else 'NULL'}, "
@@ -299,9 +290,6 @@ def claim(conn: Connection, run_id: int, *, limit: int, owner: str, lease_expire
     return [dict(zip(_CLAIMED, r)) for r in rows]
 
 
-#: PostgreSQL: a claim of ``limit`` rows looks at the first ``limit * CLAIM_WINDOW`` queued rows
-#: (what several workers claiming at the same moment hold is skipped)
-CLAIM_WINDOW = 4
 _CLAIMED = ("id", "channel", "address", "body", "segments", "recipient_id", "carrier",
             "receipt_token", "template_data")
 #: A fresh receipt token in SQL, 24 hex characters from the database's cryptographic random
