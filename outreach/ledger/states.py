@@ -355,51 +355,9 @@ def record_accepted(conn: Connection, accepted: Sequence[Accepted], *, source: s
     if bad:
         raise ValueError(f"record_accepted records sent or delivered, not {sorted(bad)}")
     ts = db_time(conn, now)
-    if conn.dialect.name == "sqlite" and SQLITE_SET_BASED:
-        return _record_accepted_sqlite(conn, accepted, source=source, ts=ts)
-    if conn.dialect.name == "postgresql":
-        return _record_accepted_pg(conn, accepted, source=source, ts=ts)
+    if conn.dialect.name == "postgresql" or SQLITE_SET_BASED:
+        return _record_accepted_set(conn, accepted, source=source, ts=ts)
     return _record_accepted_rows(conn, accepted, source=source, ts=ts)
-
-
-def _record_accepted_pg(conn: Connection, accepted: Sequence[Accepted], *, source: str,
-                        ts: Any) -> dict[int, bool]:
-    """:func:`record_accepted` on PostgreSQL for the usual case where every delivery is still
-    ``sending``: one UPDATE … FROM ``unnest`` guarded by that state (it locks each row as it
-    moves it, in id order), then the events. If it moved fewer rows than given (a receipt or
-    a recovery got there first; under READ COMMITTED the guard is checked again on the row's
-    newest version), it is rolled back to a savepoint and the batch takes the row-by-row path,
-    which locks the rows first and reads each state. Without the separate ``SELECT … FOR
-    UPDATE`` of every row, recording a batch writes each row once instead of twice (a row
-    lock is a write of the row's header: benchmarks/city_1m.py, workers)."""
-    rows = sorted(accepted)
-    cols = list(zip(*rows))  # id, new, sid, provider_status, segments, cost
-    conn.exec_driver_sql("SAVEPOINT record_accepted")
-    moved = conn.exec_driver_sql(
-        "UPDATE deliveries SET status = j.new, updated_at = %s, provider_message_id = j.sid, "
-        "provider_status = COALESCE(j.ps, deliveries.provider_status), "
-        "segments = COALESCE(j.seg, deliveries.segments), "
-        "cost_vnd = COALESCE(j.cost, deliveries.cost_vnd), "
-        f"sent_at = CASE WHEN j.new = '{SENT}' THEN %s ELSE deliveries.sent_at END, "
-        f"delivered_at = CASE WHEN j.new = '{DELIVERED}' THEN %s ELSE deliveries.delivered_at END, "
-        f"final_at = CASE WHEN j.new = '{DELIVERED}' THEN %s ELSE deliveries.final_at END, "
-        f"lease_owner = CASE WHEN j.new = '{DELIVERED}' THEN NULL ELSE deliveries.lease_owner END "
-        "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::integer[], "
-        "%s::double precision[]) AS j(id, new, sid, ps, seg, cost) "
-        f"WHERE deliveries.id = j.id AND deliveries.status = '{SENDING}'",
-        (ts, ts, ts, ts, list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3]),
-         list(cols[4]), list(cols[5]))).rowcount
-    if moved != len(rows):
-        conn.exec_driver_sql("ROLLBACK TO SAVEPOINT record_accepted")
-        conn.exec_driver_sql("RELEASE SAVEPOINT record_accepted")
-        return _record_accepted_rows(conn, accepted, source=source, ts=ts)
-    conn.exec_driver_sql("RELEASE SAVEPOINT record_accepted")
-    conn.exec_driver_sql(
-        "INSERT INTO delivery_events (delivery_id, at, source, old_status, new_status, applied, "
-        f"provider_status) SELECT j.id, %s, %s, '{SENDING}', j.new, true, j.ps "
-        "FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS j(id, new, ps)",
-        (ts, source, list(cols[0]), list(cols[1]), list(cols[3])))
-    return dict.fromkeys(cols[0], True)
 
 
 def _record_accepted_rows(conn: Connection, accepted: Sequence[Accepted], *, source: str,
@@ -482,7 +440,7 @@ def _write_accepted_pg(conn: Connection, updates: dict[tuple[str, str], list[tup
     return result
 
 
-#: Use the set-based statements of :func:`_record_accepted_sqlite` (SQLite 3.38 or newer: JSON
+#: Use the set-based statements of :func:`_record_accepted_set` (SQLite 3.38 or newer: JSON
 #: functions built in, ``->>``, UPDATE ... FROM, RETURNING). Tests switch it off to check the
 #: row-by-row path, which PostgreSQL and older SQLite take, writes the same rows.
 SQLITE_SET_BASED = sqlite3.sqlite_version_info >= (3, 38)
@@ -492,30 +450,51 @@ def _accepted_stamps(new: str) -> list[str]:
     return [_TIMESTAMP[new]] + (["final_at"] if new in FINAL_STATES else [])
 
 
-def _record_accepted_sqlite(conn: Connection, accepted: Sequence[Accepted], *, source: str,
-                            ts: Any) -> dict[int, bool]:
-    """:func:`record_accepted` on SQLite in two statements over the whole batch, passed as one
-    JSON array, for the usual case where every delivery is still ``sending``: one UPDATE ...
-    FROM guarded by that state, then the events. If the UPDATE moved fewer rows than given (a
-    receipt or a recovery got there first), it is rolled back to a savepoint and the batch
-    takes the row-by-row path, which reads each state first. The caller's transaction holds
-    SQLite's write lock, so nothing changes in between. Few statements also mean the GIL is
-    released for the whole of each (the dispatcher records a batch in a writer thread while
-    the next one is being sent)."""
-    payload = json.dumps(accepted)
+def _record_accepted_set(conn: Connection, accepted: Sequence[Accepted], *, source: str,
+                         ts: Any) -> dict[int, bool]:
+    """:func:`record_accepted` in two statements over the whole batch, for the usual case where
+    every delivery is still ``sending``: one UPDATE … FROM the batch guarded by that state,
+    then the events. The batch is one JSON array on SQLite (``json_each``), arrays on
+    PostgreSQL (``unnest``, ids in order, so rows are locked in id order as they are moved). If
+    the UPDATE moved fewer rows than given (a receipt or a recovery got there first; under
+    PostgreSQL's READ COMMITTED the guard is checked again on the row's newest version), it
+    is rolled back to a savepoint and the batch takes the row-by-row path, which locks and
+    reads each state first. On SQLite the caller's transaction holds the write lock, and few
+    statements mean the GIL is released for the whole of each (the dispatcher records a batch
+    in a writer thread while the next one is being sent); on PostgreSQL no ``SELECT … FOR
+    UPDATE`` of every row comes first, so recording a batch writes each row once, not twice
+    (a row lock is a write of the row's header: benchmarks/city_1m.py, workers)."""
+    if conn.dialect.name == "postgresql":
+        ph, true = "%s", "true"
+        cols = [list(c) for c in zip(*sorted(accepted))]  # id, new, sid, ps, segments, cost
+        batch = ("unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::integer[], "
+                 "%s::double precision[]) AS j(id, new, sid, ps, seg, cost)")
+        batch_params: list[Any] = cols
+        events = "unnest(%s::bigint[], %s::text[], %s::text[]) AS j(id, new, ps)"
+        events_params: list[Any] = [cols[0], cols[1], cols[3]]
+    else:
+        ph, true = "?", "1"
+        payload = json.dumps(accepted)
+        batch = ("(SELECT value ->> 0 AS id, value ->> 1 AS new, value ->> 2 AS sid, "
+                 "value ->> 3 AS ps, value ->> 4 AS seg, value ->> 5 AS cost "
+                 "FROM json_each(?)) AS j")
+        batch_params = [payload]
+        events = ("(SELECT value ->> 0 AS id, value ->> 1 AS new, value ->> 3 AS ps "
+                  "FROM json_each(?)) AS j")
+        events_params = [payload]
     conn.exec_driver_sql("SAVEPOINT record_accepted")
     moved = conn.exec_driver_sql(
-        "UPDATE deliveries SET status = j.new, updated_at = ?, provider_message_id = j.sid, "
-        "provider_status = COALESCE(j.ps, provider_status), segments = COALESCE(j.seg, segments), "
-        "cost_vnd = COALESCE(j.cost, cost_vnd), "
-        f"sent_at = CASE WHEN j.new = '{SENT}' THEN ? ELSE sent_at END, "
-        f"delivered_at = CASE WHEN j.new = '{DELIVERED}' THEN ? ELSE delivered_at END, "
-        f"final_at = CASE WHEN j.new = '{DELIVERED}' THEN ? ELSE final_at END, "
-        f"lease_owner = CASE WHEN j.new = '{DELIVERED}' THEN NULL ELSE lease_owner END "
-        "FROM (SELECT value ->> 0 AS id, value ->> 1 AS new, value ->> 2 AS sid, "
-        "value ->> 3 AS ps, value ->> 4 AS seg, value ->> 5 AS cost FROM json_each(?)) AS j "
-        f"WHERE deliveries.id = j.id AND deliveries.status = '{SENDING}'",
-        (ts, ts, ts, ts, payload)).rowcount
+        f"UPDATE deliveries SET status = j.new, updated_at = {ph}, provider_message_id = j.sid, "
+        "provider_status = COALESCE(j.ps, deliveries.provider_status), "
+        "segments = COALESCE(j.seg, deliveries.segments), "
+        "cost_vnd = COALESCE(j.cost, deliveries.cost_vnd), "
+        f"sent_at = CASE WHEN j.new = '{SENT}' THEN {ph} ELSE deliveries.sent_at END, "
+        f"delivered_at = CASE WHEN j.new = '{DELIVERED}' THEN {ph} "
+        "ELSE deliveries.delivered_at END, "
+        f"final_at = CASE WHEN j.new = '{DELIVERED}' THEN {ph} ELSE deliveries.final_at END, "
+        f"lease_owner = CASE WHEN j.new = '{DELIVERED}' THEN NULL ELSE deliveries.lease_owner END "
+        f"FROM {batch} WHERE deliveries.id = j.id AND deliveries.status = '{SENDING}'",
+        (ts, ts, ts, ts, *batch_params)).rowcount
     if moved != len(accepted):
         conn.exec_driver_sql("ROLLBACK TO record_accepted")
         conn.exec_driver_sql("RELEASE record_accepted")
@@ -523,6 +502,6 @@ def _record_accepted_sqlite(conn: Connection, accepted: Sequence[Accepted], *, s
     conn.exec_driver_sql("RELEASE record_accepted")
     conn.exec_driver_sql(
         "INSERT INTO delivery_events (delivery_id, at, source, old_status, new_status, applied, "
-        f"provider_status) SELECT value ->> 0, ?, ?, '{SENDING}', value ->> 1, 1, value ->> 3 "
-        "FROM json_each(?)", (ts, source, payload))
+        f"provider_status) SELECT j.id, {ph}, {ph}, '{SENDING}', j.new, {true}, j.ps "
+        f"FROM {events}", (ts, source, *events_params))
     return dict.fromkeys((a[0] for a in accepted), True)
