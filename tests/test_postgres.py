@@ -127,10 +127,21 @@ def test_import_on_postgres_stores_what_sqlite_stores(pg_db: Database, tmp_path:
             Recipient.ward, Recipient.zalo_user_id, Recipient.source_line, Recipient.province,
             Recipient.district_code, Recipient.ward_code, Recipient.new_province,
             Recipient.new_ward, Recipient.new_ward_code)
+    # a list of known and new numbers in one batch: the new ones get their memberships from
+    # the INSERT, the known ones by lookup
+    mixed = tmp_path / "mixed.csv"
+    known = [line.split(";")[2] for line in
+             lists[0].read_text(encoding="utf-8-sig").splitlines()[1:4]]
+    mixed.write_text("stt;ho ten;SĐT;xa phuong;huyen\n" + "".join(
+        f"{i};Người {i};{num};Long Hòa;Bình Thủy\n"
+        for i, num in enumerate([known[0], "0912345001", known[1], "0912345002", known[2]], 1)),
+        encoding="utf-8")
     got = {}
     for name, db in (("sqlite", lite), ("postgresql", pg_db)):
         first = recipients.import_files(db, lists, list_name="a", now=now)
         again = recipients.import_files(db, lists[:3], list_name="b", now=now)
+        both = recipients.import_files(db, [mixed], list_name="c", now=now)
+        assert (both.imported, both.new_recipients) == (5, 2), name
         with db.engine.connect() as conn:
             rows = sorted(tuple(r) for r in conn.execute(select(*cols)).all())
             members = sorted(tuple(r) for r in conn.execute(
@@ -141,7 +152,8 @@ def test_import_on_postgres_stores_what_sqlite_stores(pg_db: Database, tmp_path:
     lite.dispose()
     imported, rejected, duplicates, again_imported, again_new, rows, members = got["postgresql"]
     assert imported == 2098 and again_new == 0 and again_imported > 0
-    assert len(rows) == 2098 and len(members) == 2098 + again_imported
+    assert len(rows) == 2098 + 2 and len(members) == 2098 + again_imported + 5
+    assert sum(1 for list_name, _ in members if list_name == "c") == 5
     assert any(r[9] for r in rows)  # ward codes resolved
     assert got["postgresql"] == got["sqlite"]
 
