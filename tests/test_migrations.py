@@ -150,3 +150,84 @@ def test_db_commands_on_an_unreachable_server_print_one_line_and_no_traceback() 
     assert r.exit_code == 1
     assert r.stderr.startswith("error: database postgresql+psycopg://postgres@127.0.0.1:1/x: "
                                "the database server does not answer") and "Traceback" not in r.output
+
+
+def _seed_ledger(db: Database) -> None:
+    """One campaign, run, recipient, delivery and its two events, written as Core inserts."""
+    import datetime as dt
+
+    from sqlalchemy import insert
+
+    from outreach.ledger.models import Campaign, DeliveryEvent, Recipient, Run
+
+    now = dt.datetime(2024, 7, 29, 1, 0, tzinfo=dt.timezone.utc)
+    with db.engine.begin() as conn:
+        for cid in ("plan-126", "other"):
+            conn.execute(insert(Campaign).values(
+                id=cid, name=cid, source_ref="126/KH-UBND", text="x", text_sha256="0" * 64,
+                definition={}, status="active", created_at=now, updated_at=now))
+        conn.execute(insert(Run).values(
+            id=1, campaign_id="plan-126", run_key="launch:1", kind="launch", run_date=now.date(),
+            status="completed", gateway="outbox", text_sha256="0" * 64, due_at=now,
+            created_at=now, options={}))
+        conn.execute(insert(Recipient).values(id=1, e164="+84901234567", created_at=now))
+        conn.execute(insert(Delivery).values(
+            id=1, campaign_id="plan-126", run_id=1, recipient_id=1, dedupe_key="once",
+            channel="sms", gateway="outbox", address="+84901234567", status="sent",
+            attempts=1, queued_at=now, updated_at=now))
+        for old, new in (("queued", "sending"), ("sending", "sent")):
+            conn.execute(insert(DeliveryEvent).values(
+                delivery_id=1, at=now, source="dispatcher", old_status=old, new_status=new,
+                applied=True))
+
+
+def check_events_migration(url: str) -> None:
+    """0013 -> 0014 on a ledger with history: every event kept with its index, the foreign
+    key gone, the schema as the models say; ``db check`` then reports what the key used to
+    refuse (an event without its delivery) and a delivery filed under another campaign."""
+    from sqlalchemy import text
+
+    db = Database(url)
+    try:
+        migrate.upgrade(db.engine, "0013")
+        _seed_ledger(db)
+        assert [fk["referred_table"] for fk in inspect(db.engine).get_foreign_keys(
+            "delivery_events")] == ["deliveries"]
+        db.upgrade()
+        assert migrate.current(db.engine) == HEAD and diffs(db) == []
+        insp = inspect(db.engine)
+        assert insp.get_foreign_keys("delivery_events") == []
+        assert "ix_delivery_events_delivery_id" in {ix["name"] for ix in
+                                                     insp.get_indexes("delivery_events")}
+        with db.engine.connect() as conn:
+            assert conn.execute(text("SELECT delivery_id, old_status, new_status FROM "
+                                     "delivery_events ORDER BY id")).all() == [
+                (1, "queued", "sending"), (1, "sending", "sent")]
+        runner = CliRunner()
+        r = runner.invoke(main, ["--lang", "en", "--database-url", url, "db", "check"])
+        assert r.exit_code == 0, r.output
+        assert "the ledger is consistent" in r.stdout
+        with db.engine.begin() as conn:
+            conn.execute(text("INSERT INTO delivery_events (delivery_id, at, source, "
+                              "new_status, applied) VALUES (999, '2024-07-29 01:00:00', "
+                              "'operator', 'sent', true)"))
+            conn.execute(text("UPDATE deliveries SET campaign_id = 'other'"))
+        r = runner.invoke(main, ["--lang", "en", "--database-url", url, "db", "check"])
+        assert r.exit_code == 1, r.output
+        assert "history events whose delivery does not exist: 1" in r.stdout
+        assert "deliveries filed under another campaign than their run's: 1" in r.stdout
+        r = runner.invoke(main, ["--lang", "vi", "--database-url", url, "db", "check"])
+        assert r.exit_code == 1 and "sự kiện lịch sử của tin nhắn không tồn tại: 1" in r.stdout
+    finally:
+        db.dispose()
+
+
+def test_the_history_loses_its_foreign_key_and_keeps_every_event_on_sqlite(
+        tmp_path: Path) -> None:
+    check_events_migration(f"sqlite:///{tmp_path / 'ledger.db'}")
+
+
+@pytest.mark.postgres
+def test_the_history_loses_its_foreign_key_and_keeps_every_event_on_postgresql(
+        pg_empty_url: str) -> None:
+    check_events_migration(pg_empty_url)

@@ -1,4 +1,4 @@
-"""``outreach db upgrade|current`` and ``outreach audit list``."""
+"""``outreach db upgrade|current|check`` and ``outreach audit list``."""
 
 from __future__ import annotations
 
@@ -43,6 +43,33 @@ def current(c: Ctx) -> None:
         engine.dispose()
     console.print(_("database: {url}\ncurrent: {current}\nnewest:  {newest}").format(
         url=config.redact_url(url), current=cur or _("(empty)"), newest=migrate.head()))
+
+
+@db.command("check")
+@pass_ctx
+def check(c: Ctx) -> None:
+    """Check the ledger for what the schema does not prevent: history events without their
+    delivery, deliveries filed under another campaign than their run's, broken foreign keys.
+    Exits 1 when anything is found."""
+    from outreach.ledger.check import ledger_problems
+
+    with c.db.engine.connect() as conn:
+        problems = ledger_problems(conn)
+    labels = {
+        "events_without_delivery": _("history events whose delivery does not exist"),
+        "deliveries_of_another_campaign": _("deliveries filed under another campaign than "
+                                            "their run's"),
+        "foreign_keys": _("rows breaking a foreign key"),
+    }
+    if not problems:
+        console.print(_("{url}: the ledger is consistent").format(
+            url=config.redact_url(c.db.url)))
+        return
+    for key, n in problems.items():
+        console.print(f"{labels[key]}: {number(n)}", style="red")
+    console.print(_("The database was edited by hand or restored in part: keep a copy of the "
+                    "file as it is and restore the last whole backup."))
+    raise SystemExit(1)
 
 
 @click.group()
