@@ -69,6 +69,9 @@ def build(path: str, rows: int, seed: int = 20240730) -> None:
     url = f"sqlite:///{path}"
     engine = create_engine(url)
     Base.metadata.create_all(engine)
+    # synthetic, but shaped like personal data: only the owner reads it (as outreach's own
+    # files, which warn otherwise); SQLite gives the -wal and -shm files the same mode
+    os.chmod(path, 0o600)
     ix_names = [ix.name for ix in Delivery.__table__.indexes]
     with engine.begin() as conn:
         for name in ix_names:

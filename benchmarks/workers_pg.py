@@ -84,6 +84,10 @@ def main() -> None:
                     help="the campaign's rate limit in msg/s, shared by all workers (0: none)")
     args = ap.parse_args()
     counts = [int(x) for x in args.workers.split(",")]
+    if not 0 < args.recipients <= 100_000:
+        # tests.pg.seed_run numbers its recipients +849655xxxxx: five digits
+        ap.error(f"--recipients {args.recipients}: between 1 and 100,000 here; "
+                 "benchmarks/city_1m.py launches to a million")
     db = Database(server_url())
     with db.engine.connect() as conn:
         version = conn.execute(text("SHOW server_version")).scalar_one()

@@ -370,6 +370,23 @@ def test_xlsx_one_sheet_per_breakdown(seeded: Database, tmp_path: Path) -> None:
     assert code == 0, err
     wb = load_workbook(path)
     assert wb.sheetnames == ["summary", *reports.DIMENSIONS, "failure_reasons"]
+    failures = list(wb["failure_reasons"].iter_rows(values_only=True))
+    assert failures[0] == ("status", "gateway", "error_code", "error_reason", "count",
+                           "description")
+    # the code kept, and beside it the reason in words
+    assert ("failed", "twilio", "30007", "carrier-filtered", 1, "filtered by the carrier") \
+        in failures[1:]
+    from outreach import i18n
+
+    i18n.set_language("vi")
+    try:
+        reports.write_xlsx(report_of(seeded), tmp_path / "vi.xlsx")
+    finally:
+        i18n.set_language("en")
+    rows = list(load_workbook(tmp_path / "vi.xlsx").worksheets[-1].iter_rows(values_only=True))
+    assert rows[0][-1] == "mô tả"
+    assert ("30007", "carrier-filtered", "bị nhà mạng chặn lọc") in [
+        (r[2], r[3], r[5]) for r in rows[1:]]
     summary = {r[0]: r[1] for r in wb["summary"].iter_rows(min_row=2, values_only=True)}
     assert summary["recipients"] == 18 and summary["reached"] == 8
     assert summary["deliveries"] == 20 and summary["cost_vnd"] == 38400
@@ -385,7 +402,8 @@ def test_xlsx_one_sheet_per_breakdown(seeded: Database, tmp_path: Path) -> None:
     assert district[PD][header.index("queued")] == 1
     assert district[PD][header.index("cost_vnd")] == 6400  # delivered + undelivered
     reasons = list(wb["failure_reasons"].iter_rows(min_row=2, values_only=True))
-    assert reasons[0] == ("failed", "twilio", "21211", "invalid-number", 2)
+    assert reasons[0] == ("failed", "twilio", "21211", "invalid-number", 2,
+                          "not a valid phone number")
     assert sum(r[4] for r in reasons) == 9
 
 

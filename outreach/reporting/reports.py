@@ -471,7 +471,7 @@ EXPORT_HEADINGS = (N_("key"), N_("subkey"), N_("queued"), N_("sending"), N_("sen
            N_("error_reason"), N_("count"), N_("figure"), N_("value"), N_("text"),
            N_("breakdown"), N_("total"), N_("area"), N_("subscribers_messaged"),
            N_("district"), N_("ward"), N_("carrier"), N_("channel"), N_("day"),
-           N_("province"), N_("commune"))
+           N_("province"), N_("commune"), N_("description"))
 
 
 def sheet_title(code: str) -> str:
@@ -547,7 +547,8 @@ def _cell(v: Any) -> Any:
 def write_xlsx(data: Mapping[str, Any], path: str | Any) -> None:
     """An Excel workbook: sheet ``summary`` (figure, value), one sheet per breakdown of
     :data:`DIMENSIONS` (columns :data:`ROW_COLUMNS`, total last) and ``failure_reasons``
-    (:data:`REASON_COLUMNS`); ``carrier_broadcasts`` when operators were asked (carrier, day or
+    (:data:`REASON_COLUMNS`, then ``description``: the reason in the interface language);
+    ``carrier_broadcasts`` when operators were asked (carrier, day or
     area, subscribers they reported). Rates are numbers formatted as percentages, cost in VND.
 
     Every text cell is a string cell, never a formula (:func:`outreach.safeio.xlsx_append`); a
@@ -580,10 +581,15 @@ def write_xlsx(data: Mapping[str, Any], path: str | Any) -> None:
         sh.column_dimensions["A"].width = 22
         sh.column_dimensions["B"].width = 18
         sh.freeze_panes = "C2"
+    from outreach.sending.reasons import describe
+
     sh = wb.create_sheet(sheet_title("failure_reasons"))
-    safeio.xlsx_append(sh, headings(REASON_COLUMNS))
+    # the codes as in the JSON and CSV, then what the operator reads: the reason in words
+    safeio.xlsx_append(sh, headings([*REASON_COLUMNS, "description"]))
     for r in data["failure_reasons"]:
-        safeio.xlsx_append(sh, [_cell(r[c]) for c in REASON_COLUMNS])
+        safeio.xlsx_append(sh, [_cell(r[c]) for c in REASON_COLUMNS]
+                           + [describe(r["error_reason"])])
+    sh.column_dimensions["F"].width = 60
     cb = data.get("carrier_broadcasts") or {}
     if cb.get("carriers"):
         # the operators' own counts, in their own sheet: never summed with the figures above

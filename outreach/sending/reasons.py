@@ -92,6 +92,21 @@ PREFIXED: Final[dict[str, str]] = {
 }
 
 
+def describe(code: str | None) -> str:
+    """A delivery reason code in words, in the current interface language, English included
+    (``connect-failed`` → ``could not connect to the provider: not sent``): the description
+    column of the XLSX report. A code without a label is returned unchanged, ``""`` for None."""
+    if not code:
+        return ""
+    found = LABELS.get(code)
+    if found is not None:
+        return _(found)
+    prefix, sep, detail = code.partition(":")
+    if sep and prefix in PREFIXED:
+        return _(PREFIXED[prefix]).format(detail=detail)
+    return code
+
+
 def label(code: str | None) -> str:
     """What the console shows for a delivery reason code: its label in the current interface
     language (``connect-failed`` → ``không kết nối được tới nhà cung cấp: chưa gửi``). The
@@ -284,4 +299,4 @@ def local_stamp(moment: dt.datetime, tz: dt.tzinfo) -> str:
     return f"{moment.astimezone(tz):%Y-%m-%d %H:%M}"
 
 
-__all__ = ["LABELS", "PREFIXED", "label", "STOP_KINDS", "RUN_REASONS", "english", "run_reason", "local_stamp", "window_closed"]
+__all__ = ["LABELS", "PREFIXED", "describe", "label", "STOP_KINDS", "RUN_REASONS", "english", "run_reason", "local_stamp", "window_closed"]
