@@ -67,8 +67,8 @@ def check(c: Ctx) -> None:
         return
     for key, n in problems.items():
         console.print(f"{labels[key]}: {number(n)}", style="red")
-    console.print(_("The database was edited by hand or restored in part: keep a copy of the "
-                    "file as it is and restore the last whole backup."))
+    console.print(_("The database was edited by hand or restored in part: keep a copy of it "
+                    "as it is and restore the last whole backup."))
     raise SystemExit(1)
 
 

@@ -112,17 +112,9 @@ def label(code: str | None) -> str:
     language (``connect-failed`` → ``không kết nối được tới nhà cung cấp: chưa gửi``). The
     English interface shows the code itself, as it always has; a code without a label (a
     provider's own, ``missing:template_data.x``) is returned unchanged, ``""`` for None."""
-    if not code:
-        return ""
     if current() == "en":
-        return code
-    found = LABELS.get(code)
-    if found is not None:
-        return _(found)
-    prefix, sep, detail = code.partition(":")
-    if sep and prefix in PREFIXED:
-        return _(PREFIXED[prefix]).format(detail=detail)
-    return code
+        return code or ""
+    return describe(code)
 
 
 #: Why a send returned early (:class:`~outreach.sending.engine.RunReport` ``stopped``), shown as
