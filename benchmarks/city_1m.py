@@ -445,7 +445,7 @@ def main() -> None:
             print_phases("campaign launch --enqueue-only", res, n)
             print(f"    workers through {args.worker_gateway}, stopped after "
                   f"{args.worker_seconds:g} s at most:")
-            for k in [int(x) for x in args.workers.split(",")]:
+            for k in [int(x) for x in args.workers.split(",") if x.strip()]:
                 reset_run(url)
                 r = workers(url, k, env, tmp, args.worker_gateway, args.worker_seconds)
                 print(f"    {k} worker(s): {r['sent']:,} sent in {r['span']:.1f} s = "

@@ -16,9 +16,13 @@ def ledger_problems(conn: Connection) -> dict[str, int]:
       statement moved, and no delivery is ever deleted, so a count here means the database was
       edited by hand or restored in part.
     - ``deliveries_of_another_campaign``: a delivery whose ``campaign_id`` is not its run's.
-    - ``foreign_keys`` (SQLite): rows breaking a declared foreign key
-      (``PRAGMA foreign_key_check``, https://sqlite.org/pragma.html#pragma_foreign_key_check),
-      possible in a file written with ``foreign_keys`` off; PostgreSQL enforces them always.
+    - ``foreign_keys``: rows breaking a declared foreign key. SQLite: ``PRAGMA
+      foreign_key_check`` (https://sqlite.org/pragma.html#pragma_foreign_key_check), possible
+      in a file written with ``foreign_keys`` off. PostgreSQL enforces its keys always; the
+      references it checks by statement-level triggers instead (migration 0015,
+      :data:`outreach.ledger.migrate.REFERENCES`) are counted here by one anti-join each,
+      possible only if the triggers were bypassed (``session_replication_role = replica``,
+      a restore of part of the tables).
 
     One pass over each table (an anti-join on the primary key): about a second per million
     events. Raises SQLAlchemyError when the database cannot be read.
@@ -38,6 +42,15 @@ def ledger_problems(conn: Connection) -> dict[str, int]:
         broken: list[Any] = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
         if broken:
             out["foreign_keys"] = len(broken)
+    else:
+        from outreach.ledger.migrate import REFERENCES
+
+        n = sum(int(conn.exec_driver_sql(
+            f"SELECT count(*) FROM {child} c WHERE c.{col} IS NOT NULL AND NOT EXISTS "
+            f"(SELECT 1 FROM {parent} p WHERE p.id = c.{col})").scalar_one())
+            for child, col, parent in REFERENCES.values())
+        if n:
+            out["foreign_keys"] = n
     return out
 
 

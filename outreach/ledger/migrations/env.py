@@ -2,6 +2,7 @@
 
 from alembic import context
 
+from outreach.ledger.migrate import include_object
 from outreach.ledger.models import Base
 
 config = context.config
@@ -23,7 +24,8 @@ def run() -> None:
 
 def _configure(connection) -> None:  # type: ignore[no-untyped-def]
     context.configure(connection=connection, target_metadata=target_metadata,
-                      render_as_batch=connection.dialect.name == "sqlite", compare_type=True)
+                      render_as_batch=connection.dialect.name == "sqlite", compare_type=True,
+                      include_object=include_object(connection.dialect.name))
     with context.begin_transaction():
         context.run_migrations()
 

@@ -1,0 +1,172 @@
+"""PostgreSQL: the references of deliveries and list members checked once per statement.
+
+A foreign key is checked by a trigger per inserted row: one index probe of the parent and a
+row lock on it (``FOR KEY SHARE``, a write of the parent row's header and a WAL record). A
+run's rows go in by ``INSERT … SELECT`` in slices of 10,000 (outreach.ledger.runs), an import's
+memberships by one ``INSERT … SELECT`` per batch, so the same campaign and run were locked
+again for every row and every recipient twice (benchmarks/city_1m.py, PostgreSQL
+``--enqueue-only`` of 1,000,000: the three keys of ``deliveries`` took 15 of the 25 s of run
+creation; the two of ``list_members`` about 4 s of the import).
+
+This revision replaces those five keys, on PostgreSQL only, by statement-level triggers
+(PostgreSQL manual, "CREATE TRIGGER": ``REFERENCING NEW TABLE``, transition relations) that
+keep the same guarantees:
+
+* a child row whose parent does not exist is refused (SQLSTATE 23503, the foreign key's
+  error, naming the key it replaces): one anti-join of the statement's new rows with the
+  parent's primary key, after the statement;
+* the few distinct campaigns, runs and imports of the statement are locked ``FOR KEY SHARE``
+  as the key would lock them, so they cannot be deleted until the transaction ends;
+* recipients are not locked one by one (that was the cost). Instead a ``DELETE`` of recipients
+  first takes ``SHARE`` locks on deliveries and list_members (it waits for every transaction
+  inserting into them, and holds off new ones), then refuses, after the statement, to delete a
+  recipient that a delivery or a membership still names. A recipient is deleted only by hand:
+  outreach never does;
+* the key columns are never updated: an ``UPDATE`` of a referenced id (parents) or of a
+  referring column (children) is refused.
+
+``TRUNCATE`` is not guarded (a key would refuse ``TRUNCATE recipients`` alone).
+On SQLite the keys stay (its check is a cheap in-process index probe; the embedded launch
+meets its goal with them). ``outreach db check`` reports any orphan on both databases.
+The models keep their ``ForeignKey`` declarations (the relationships read naturally);
+:data:`outreach.ledger.migrate.REFERENCES` lists the keys PostgreSQL checks this way (a
+migration keeps its own copy below: it must not change when the package does).
+
+Revision ID: 0015
+Revises: 0014
+Create Date: 2026-12-07 14:30:00
+"""
+from alembic import op
+
+revision = '0015'
+down_revision = '0014'
+branch_labels = None
+depends_on = None
+
+#: child table -> [(constraint name, column, parent table, lock the parents)]
+KEYS = {
+    'deliveries': [('fk_deliveries_campaign_id_campaigns', 'campaign_id', 'campaigns', True),
+                   ('fk_deliveries_run_id_runs', 'run_id', 'runs', True),
+                   ('fk_deliveries_recipient_id_recipients', 'recipient_id', 'recipients', False)],
+    'list_members': [('fk_list_members_recipient_id_recipients', 'recipient_id', 'recipients',
+                      False),
+                     ('fk_list_members_import_id_imports', 'import_id', 'imports', True)],
+}
+
+
+def _parents() -> dict[str, list[tuple[str, str, str]]]:
+    """parent table -> [(constraint name, child table, column)]"""
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    for child, keys in KEYS.items():
+        for name, col, parent, _lock in keys:
+            out.setdefault(parent, []).append((name, child, col))
+    return out
+
+
+def _violation(name: str, table: str, detail: str) -> str:
+    return (f"RAISE EXCEPTION USING ERRCODE = 'foreign_key_violation', "
+            f"MESSAGE = 'insert or update on table \"{table}\" violates foreign key constraint "
+            f"\"{name}\"', DETAIL = {detail}, CONSTRAINT = '{name}';")
+
+
+def _child_function(child: str) -> str:
+    body = []
+    for name, col, parent, lock in KEYS[child]:
+        if lock:
+            body.append(f"PERFORM 1 FROM {parent} p WHERE p.id IN "
+                        f"(SELECT DISTINCT a.{col} FROM added a) FOR KEY SHARE;")
+        source = (f"(SELECT DISTINCT a.{col} AS ref FROM added a)" if lock else
+                  f"(SELECT a.{col} AS ref FROM added a)")
+        body.append(
+            f"SELECT s.ref::text INTO missing FROM {source} s WHERE s.ref IS NOT NULL AND NOT EXISTS "
+            f"(SELECT 1 FROM {parent} p WHERE p.id = s.ref) LIMIT 1;\n"
+            f"  IF FOUND THEN {_violation(name, child, repr_key(col, parent))} END IF;")
+    lines = '\n  '.join(body)
+    return _function(f"outreach_{child}_references", lines, declare="missing text")
+
+
+def _function(name: str, body: str, declare: str | None = None) -> str:
+    """A trigger function in PL/pgSQL, its tables found in the schema it was created in
+    (``SET search_path FROM CURRENT``), whatever the caller's search path."""
+    decl = f"DECLARE {declare};\n" if declare else ""
+    return (f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql "
+            f"SET search_path FROM CURRENT AS $$\n{decl}BEGIN\n  {body}\n  RETURN NULL;\nEND $$")
+
+
+def repr_key(col: str, parent: str) -> str:
+    return (f"format('Key ({col})=(%s) is not present in table \"{parent}\".', missing)")
+
+
+def _parent_functions(parent: str, refs: list[tuple[str, str, str]]) -> list[str]:
+    checks = []
+    for name, child, col in refs:
+        checks.append(
+            f"SELECT g.id::text INTO still FROM gone g WHERE EXISTS "
+            f"(SELECT 1 FROM {child} c WHERE c.{col} = g.id) LIMIT 1;\n"
+            f"  IF FOUND THEN RAISE EXCEPTION USING ERRCODE = 'foreign_key_violation', "
+            f"MESSAGE = 'update or delete on table \"{parent}\" violates foreign key constraint "
+            f"\"{name}\" on table \"{child}\"', DETAIL = format('Key (id)=(%s) is still "
+            f"referenced from table \"{child}\".', still), CONSTRAINT = '{name}'; END IF;")
+    children = ', '.join(sorted({child for _n, child, _c in refs}))
+    lines = '\n  '.join(checks)
+    return [
+        # before: wait for (and hold off) every transaction inserting children, so the check
+        # after the statement sees all of them
+        _function(f"outreach_{parent}_delete_lock", f"LOCK TABLE {children} IN SHARE MODE;"),
+        _function(f"outreach_{parent}_deleted", lines, declare="still text"),
+    ]
+
+
+def _frozen_function() -> str:
+    return _function("outreach_reference_frozen", (
+        "RAISE EXCEPTION USING ERRCODE = 'foreign_key_violation', MESSAGE = "
+        "format('%s.%s never changes once written: the references between rows are "
+        "checked when rows are added and removed (migration 0015)', TG_TABLE_NAME, TG_ARGV[0]);"))
+
+
+def upgrade() -> None:
+    if op.get_bind().dialect.name != 'postgresql':
+        return
+    op.execute(_frozen_function())
+    for child, keys in KEYS.items():
+        for name, _col, _parent, _lock in keys:
+            op.execute(f'ALTER TABLE {child} DROP CONSTRAINT {name}')
+        op.execute(_child_function(child))
+        op.execute(f'CREATE TRIGGER {child}_references AFTER INSERT ON {child} '
+                   f'REFERENCING NEW TABLE AS added FOR EACH STATEMENT '
+                   f'EXECUTE FUNCTION outreach_{child}_references()')
+        cols = [col for _n, col, _p, _l in keys]
+        for col in cols:
+            op.execute(f'CREATE TRIGGER {child}_{col}_frozen BEFORE UPDATE OF {col} ON {child} '
+                       f'FOR EACH ROW WHEN (OLD.{col} IS DISTINCT FROM NEW.{col}) '
+                       f"EXECUTE FUNCTION outreach_reference_frozen('{col}')")
+    for parent, refs in _parents().items():
+        for sql in _parent_functions(parent, refs):
+            op.execute(sql)
+        op.execute(f'CREATE TRIGGER {parent}_delete_lock BEFORE DELETE ON {parent} '
+                   f'FOR EACH STATEMENT EXECUTE FUNCTION outreach_{parent}_delete_lock()')
+        op.execute(f'CREATE TRIGGER {parent}_deleted AFTER DELETE ON {parent} '
+                   f'REFERENCING OLD TABLE AS gone FOR EACH STATEMENT '
+                   f'EXECUTE FUNCTION outreach_{parent}_deleted()')
+        op.execute(f'CREATE TRIGGER {parent}_id_frozen BEFORE UPDATE OF id ON {parent} '
+                   f'FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id) '
+                   f"EXECUTE FUNCTION outreach_reference_frozen('id')")
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name != 'postgresql':
+        return
+    for parent in _parents():
+        for trig in ('delete_lock', 'deleted', 'id_frozen'):
+            op.execute(f'DROP TRIGGER IF EXISTS {parent}_{trig} ON {parent}')
+        op.execute(f'DROP FUNCTION IF EXISTS outreach_{parent}_delete_lock()')
+        op.execute(f'DROP FUNCTION IF EXISTS outreach_{parent}_deleted()')
+    for child, keys in KEYS.items():
+        op.execute(f'DROP TRIGGER IF EXISTS {child}_references ON {child}')
+        for _n, col, _p, _l in keys:
+            op.execute(f'DROP TRIGGER IF EXISTS {child}_{col}_frozen ON {child}')
+        op.execute(f'DROP FUNCTION IF EXISTS outreach_{child}_references()')
+        for name, col, parent, _lock in keys:
+            op.execute(f'ALTER TABLE {child} ADD CONSTRAINT {name} FOREIGN KEY ({col}) '
+                       f'REFERENCES {parent} (id)')
+    op.execute('DROP FUNCTION IF EXISTS outreach_reference_frozen()')

@@ -1,0 +1,258 @@
+"""PostgreSQL: the references of deliveries and list members, checked per statement
+(migration 0015), refuse what the foreign keys they replace refused, and hold under
+concurrent transactions."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from outreach.cli import main
+from outreach.ledger import migrate
+from outreach.ledger.db import Database
+from tests.pg import pg_empty_url  # noqa: F401
+
+pytestmark = pytest.mark.postgres
+
+NOW = "'2024-07-29 01:00:00'"
+#: the triggers on this schema's tables (pg_trigger is the whole database's)
+OURS = ("SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+        "WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace")
+
+
+@pytest.fixture
+def db(pg_empty_url: str):  # noqa: F811
+    d = Database(pg_empty_url)
+    d.upgrade()
+    with d.engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO campaigns (id, name, source_ref, text, text_sha256, definition, status, "
+            f"created_at, updated_at) VALUES ('plan-126', 'p', '126/KH-UBND', 'x', "
+            f"repeat('0', 64), '{{}}', 'active', {NOW}, {NOW})"))
+        conn.execute(text(
+            "INSERT INTO runs (id, campaign_id, run_key, kind, run_date, status, gateway, "
+            f"text_sha256, due_at, created_at, options) VALUES (1, 'plan-126', 'launch:1', "
+            f"'launch', '2024-07-29', 'created', 'outbox', repeat('0', 64), {NOW}, {NOW}, "
+            "'{}')"))
+        conn.execute(text("INSERT INTO recipients (id, e164, created_at) SELECT i, "
+                          f"'+8490123456' || i, {NOW} FROM generate_series(1, 5) i"))
+        conn.execute(text("INSERT INTO imports (id, list_name, files, rows_read, imported, rejected, duplicates, created_at) "
+                          f"VALUES (1, 'l', '[]', 0, 0, 0, 0, {NOW})"))
+    yield d
+    d.dispose()
+
+
+def delivery(recipient: int, campaign: str = "plan-126", run: int = 1) -> str:
+    return ("INSERT INTO deliveries (campaign_id, run_id, recipient_id, dedupe_key, channel, "
+            "gateway, address, status, attempts, queued_at, updated_at) VALUES "
+            f"('{campaign}', {run}, {recipient}, 'once', 'sms', 'outbox', '+84901234567{recipient}', "
+            f"'queued', 0, {NOW}, {NOW})")
+
+
+def count(db: Database, table: str) -> int:
+    with db.engine.connect() as conn:
+        return conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+
+
+def test_the_keys_are_triggers_on_postgresql_and_the_schema_matches_the_models(
+        db: Database) -> None:
+    insp = inspect(db.engine)
+    assert insp.get_foreign_keys("deliveries") == []
+    assert insp.get_foreign_keys("list_members") == []
+    # the other tables keep their keys
+    assert {fk["referred_table"] for fk in insp.get_foreign_keys("import_issues")} == {
+        "imports", "recipients"}
+    with db.engine.connect() as conn:
+        triggers = set(conn.execute(text(OURS)).scalars())
+    assert {"deliveries_references", "list_members_references", "recipients_deleted",
+            "recipients_delete_lock", "runs_deleted", "campaigns_deleted", "imports_deleted",
+            "deliveries_recipient_id_frozen", "recipients_id_frozen"} <= triggers
+
+
+@pytest.mark.parametrize("values,key,detail", [
+    ((99,), "fk_deliveries_recipient_id_recipients",
+     'Key (recipient_id)=(99) is not present in table "recipients".'),
+    ((1, "other"), "fk_deliveries_campaign_id_campaigns",
+     'Key (campaign_id)=(other) is not present in table "campaigns".'),
+    ((1, "plan-126", 7), "fk_deliveries_run_id_runs",
+     'Key (run_id)=(7) is not present in table "runs".'),
+])
+def test_a_delivery_naming_a_missing_row_is_refused_with_the_key_it_breaks(
+        db: Database, values: tuple, key: str, detail: str | None) -> None:
+    with pytest.raises(IntegrityError) as info:
+        with db.engine.begin() as conn:
+            conn.execute(text(delivery(*values)))
+    assert info.value.orig.sqlstate == "23503"  # foreign_key_violation, as the key raised
+    assert info.value.orig.diag.constraint_name == key
+    if detail:
+        assert info.value.orig.diag.message_detail == detail
+    assert count(db, "deliveries") == 0
+
+
+def test_one_bad_row_refuses_the_whole_insert_select(db: Database) -> None:
+    with pytest.raises(IntegrityError, match="fk_deliveries_recipient_id_recipients"):
+        with db.engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO deliveries (campaign_id, run_id, recipient_id, dedupe_key, "
+                "channel, gateway, address, status, attempts, queued_at, updated_at) "
+                "SELECT 'plan-126', 1, i, 'once', 'sms', 'outbox', '+849' || i, 'queued', 0, "
+                f"{NOW}, {NOW} FROM generate_series(1, 6) i"))  # 6 does not exist
+    assert count(db, "deliveries") == 0
+    with db.engine.begin() as conn:  # the five that exist go in
+        assert conn.execute(text(
+            "INSERT INTO deliveries (campaign_id, run_id, recipient_id, dedupe_key, "
+            "channel, gateway, address, status, attempts, queued_at, updated_at) "
+            "SELECT 'plan-126', 1, i, 'once', 'sms', 'outbox', '+849' || i, 'queued', 0, "
+            f"{NOW}, {NOW} FROM generate_series(1, 5) i")).rowcount == 5
+
+
+def test_a_membership_naming_a_missing_recipient_or_import_is_refused(db: Database) -> None:
+    for rid, imp, key in ((42, 1, "fk_list_members_recipient_id_recipients"),
+                          (1, 42, "fk_list_members_import_id_imports")):
+        with pytest.raises(IntegrityError) as info:
+            with db.engine.begin() as conn:
+                conn.execute(text("INSERT INTO list_members (list_name, recipient_id, "
+                                  f"import_id) VALUES ('l', {rid}, {imp})"))
+        assert info.value.orig.diag.constraint_name == key
+    with db.engine.begin() as conn:
+        conn.execute(text("INSERT INTO list_members (list_name, recipient_id, import_id) "
+                          "VALUES ('l', 1, NULL), ('l', 2, 1)"))  # no import: allowed
+    assert count(db, "list_members") == 2
+
+
+def test_a_row_still_named_cannot_be_deleted_and_one_no_longer_named_can(db: Database) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(text(delivery(1)))
+        conn.execute(text("INSERT INTO list_members (list_name, recipient_id, import_id) "
+                          "VALUES ('l', 2, 1)"))
+    for stmt, key in (("DELETE FROM recipients WHERE id IN (1, 3)",
+                       "fk_deliveries_recipient_id_recipients"),
+                      ("DELETE FROM recipients WHERE id = 2",
+                       "fk_list_members_recipient_id_recipients"),
+                      ("DELETE FROM runs", "fk_deliveries_run_id_runs"),
+                      ("DELETE FROM imports", "fk_list_members_import_id_imports")):
+        with pytest.raises(IntegrityError) as info:
+            with db.engine.begin() as conn:
+                conn.execute(text(stmt))
+        assert info.value.orig.diag.constraint_name == key, stmt
+    assert count(db, "recipients") == 5 and count(db, "runs") == 1
+    with db.engine.begin() as conn:
+        assert conn.execute(text("DELETE FROM recipients WHERE id IN (3, 4)")).rowcount == 2
+        conn.execute(text("DELETE FROM list_members"))
+        assert conn.execute(text("DELETE FROM recipients WHERE id = 2")).rowcount == 1
+    assert count(db, "recipients") == 2
+
+
+def test_the_references_never_change_but_the_status_does(db: Database) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(text(delivery(1)))
+    for stmt in ("UPDATE deliveries SET recipient_id = 2", "UPDATE deliveries SET run_id = 2",
+                 "UPDATE recipients SET id = 50 WHERE id = 5",
+                 "UPDATE runs SET id = 3", "UPDATE list_members SET import_id = 1"):
+        if stmt.startswith("UPDATE list_members"):
+            with db.engine.begin() as conn:
+                conn.execute(text("INSERT INTO list_members (list_name, recipient_id) "
+                                  "VALUES ('l', 2)"))
+        with pytest.raises(IntegrityError, match="never changes once written"):
+            with db.engine.begin() as conn:
+                conn.execute(text(stmt))
+    with db.engine.begin() as conn:
+        # the same value again is no change
+        assert conn.execute(text("UPDATE deliveries SET campaign_id = 'plan-126', "
+                                 "status = 'sent'")).rowcount == 1
+        assert conn.execute(text("UPDATE recipients SET name = 'An' WHERE id = 1")).rowcount == 1
+        status = conn.execute(text("SELECT recipient_id, status FROM deliveries")).one()
+    assert tuple(status) == (1, "sent")
+
+
+def _timeout_conn(db: Database):
+    conn = db.engine.connect()
+    conn.execute(text("SET lock_timeout = '300ms'"))  # for the session: kept after commit
+    conn.commit()
+    return conn
+
+
+def test_a_delete_waits_for_a_transaction_adding_a_delivery_of_that_recipient(
+        db: Database) -> None:
+    adding = db.engine.connect()
+    adding.begin()
+    adding.execute(text(delivery(3)))  # not committed yet
+    deleting = _timeout_conn(db)
+    try:
+        with pytest.raises(OperationalError, match="lock timeout"):
+            with deleting.begin():
+                deleting.execute(text("DELETE FROM recipients WHERE id = 3"))
+        adding.commit()
+        with pytest.raises(IntegrityError, match="still referenced"):
+            with deleting.begin():
+                deleting.execute(text("DELETE FROM recipients WHERE id = 3"))
+    finally:
+        adding.close()
+        deleting.close()
+    assert count(db, "recipients") == 5 and count(db, "deliveries") == 1
+
+
+def test_a_delivery_of_a_recipient_being_deleted_waits_then_is_refused(db: Database) -> None:
+    deleting = db.engine.connect()
+    deleting.begin()
+    assert deleting.execute(text("DELETE FROM recipients WHERE id = 4")).rowcount == 1
+    outcome: list[BaseException | None] = []
+
+    def add() -> None:
+        try:
+            with db.engine.begin() as conn:
+                conn.execute(text(delivery(4)))
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - read by the assertion
+            outcome.append(exc)
+
+    t = threading.Thread(target=add)
+    t.start()
+    t.join(1.0)
+    assert t.is_alive()  # waits for the delete's transaction
+    deleting.commit()
+    deleting.close()
+    t.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], IntegrityError)
+    assert outcome[0].orig.diag.constraint_name == "fk_deliveries_recipient_id_recipients"
+    assert count(db, "deliveries") == 0
+
+
+def test_db_check_counts_a_reference_broken_with_the_triggers_off(db: Database) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(text("SET LOCAL session_replication_role = replica"))
+        conn.execute(text(delivery(77)))
+        conn.execute(text("INSERT INTO list_members (list_name, recipient_id, import_id) "
+                          "VALUES ('l', 78, 9)"))
+    r = CliRunner().invoke(main, ["--lang", "en", "--database-url", db.url, "db", "check"])
+    assert r.exit_code == 1, r.output
+    assert "rows breaking a foreign key: 3" in r.stdout
+
+
+def test_down_to_0014_brings_the_foreign_keys_back_and_up_again_replaces_them(
+        db: Database) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(text(delivery(1)))
+    from alembic import command
+
+    with db.engine.begin() as conn:
+        cfg = migrate.alembic_config()
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0014")
+    insp = inspect(db.engine)
+    assert {fk["name"] for fk in insp.get_foreign_keys("deliveries")} == {
+        "fk_deliveries_campaign_id_campaigns", "fk_deliveries_run_id_runs",
+        "fk_deliveries_recipient_id_recipients"}
+    with db.engine.connect() as conn:
+        assert conn.execute(text(OURS)).all() == []
+    db.upgrade()
+    assert migrate.current(db.engine) == migrate.head()
+    assert inspect(db.engine).get_foreign_keys("deliveries") == []
+    with pytest.raises(IntegrityError):
+        with db.engine.begin() as conn:
+            conn.execute(text(delivery(99)))
+    assert count(db, "deliveries") == 1
