@@ -25,7 +25,8 @@ keep the same guarantees:
 * the key columns are never updated: an ``UPDATE`` of a referenced id (parents) or of a
   referring column (children) is refused.
 
-``TRUNCATE`` is not guarded (a key would refuse ``TRUNCATE recipients`` alone).
+A hand ``DELETE`` of recipients while a launch is writing may meet it in a deadlock, which
+PostgreSQL ends by refusing one of the two (nothing half-written). ``TRUNCATE`` is not guarded (a key would refuse ``TRUNCATE recipients`` alone).
 On SQLite the keys stay (its check is a cheap in-process index probe; the embedded launch
 meets its goal with them). ``outreach db check`` reports any orphan on both databases.
 The models keep their ``ForeignKey`` declarations (the relationships read naturally);
