@@ -71,6 +71,8 @@ def test_the_keys_are_triggers_on_postgresql_and_the_schema_matches_the_models(
     assert {"deliveries_references", "list_members_references", "recipients_deleted",
             "recipients_delete_lock", "runs_deleted", "campaigns_deleted", "imports_deleted",
             "deliveries_recipient_id_frozen", "recipients_id_frozen"} <= triggers
+    # parents whose rows the inserts lock need no table lock to be deleted
+    assert not {"runs_delete_lock", "campaigns_delete_lock", "imports_delete_lock"} & triggers
 
 
 @pytest.mark.parametrize("values,key,detail", [
@@ -194,6 +196,54 @@ def test_a_delete_waits_for_a_transaction_adding_a_delivery_of_that_recipient(
         adding.close()
         deleting.close()
     assert count(db, "recipients") == 5 and count(db, "deliveries") == 1
+
+
+def test_a_run_delete_waits_on_the_row_lock_of_a_transaction_adding_its_deliveries(
+        db: Database) -> None:
+    adding = db.engine.connect()
+    adding.begin()
+    adding.execute(text(delivery(2)))  # locks run 1 (FOR KEY SHARE), not committed
+    deleting = _timeout_conn(db)
+    try:
+        with pytest.raises(OperationalError, match="lock timeout"):
+            with deleting.begin():
+                deleting.execute(text("DELETE FROM runs WHERE id = 1"))
+        adding.commit()
+        with pytest.raises(IntegrityError, match="still referenced"):
+            with deleting.begin():
+                deleting.execute(text("DELETE FROM runs WHERE id = 1"))
+    finally:
+        adding.close()
+        deleting.close()
+
+
+def test_deleting_an_empty_run_does_not_wait_for_a_worker_moving_other_deliveries(
+        db: Database) -> None:
+    """create_run deletes its run when nobody needed a delivery: that must not wait for, nor
+    hold off, the workers writing to deliveries (no table lock, unlike a recipient delete)."""
+    with db.engine.begin() as conn:
+        conn.execute(text(delivery(1)))
+    worker = db.engine.connect()
+    worker.begin()
+    assert worker.execute(text("UPDATE deliveries SET status = 'sending'")).rowcount == 1
+    launch = _timeout_conn(db)
+    try:
+        with launch.begin():
+            launch.execute(text(
+                "INSERT INTO runs (id, campaign_id, run_key, kind, run_date, status, gateway, "
+                f"text_sha256, due_at, created_at, options) VALUES (2, 'plan-126', 'launch:2', "
+                f"'launch', '2024-07-29', 'created', 'outbox', repeat('0', 64), {NOW}, {NOW}, "
+                "'{}')"))
+            assert launch.execute(text("DELETE FROM runs WHERE id = 2")).rowcount == 1
+        # and a recipient delete does wait for it (the table lock)
+        with pytest.raises(OperationalError, match="lock timeout"):
+            with launch.begin():
+                launch.execute(text("DELETE FROM recipients WHERE id = 5"))
+    finally:
+        worker.rollback()
+        worker.close()
+        launch.close()
+    assert count(db, "runs") == 1 and count(db, "recipients") == 5
 
 
 def test_a_delivery_of_a_recipient_being_deleted_waits_then_is_refused(db: Database) -> None:

@@ -16,7 +16,9 @@ keep the same guarantees:
   error, naming the key it replaces): one anti-join of the statement's new rows with the
   parent's primary key, after the statement;
 * the few distinct campaigns, runs and imports of the statement are locked ``FOR KEY SHARE``
-  as the key would lock them, so they cannot be deleted until the transaction ends;
+  as the key would lock them, so they cannot be deleted until the transaction ends; a delete
+  of one waits on that row lock, and then refuses, after the statement, to delete a row a
+  child still names (no table lock: deleting an empty run never stalls the workers);
 * recipients are not locked one by one (that was the cost). Instead a ``DELETE`` of recipients
   first takes ``SHARE`` locks on deliveries and list_members (it waits for every transaction
   inserting into them, and holds off new ones), then refuses, after the statement, to delete a
@@ -26,7 +28,8 @@ keep the same guarantees:
   referring column (children) is refused.
 
 A hand ``DELETE`` of recipients while a launch is writing may meet it in a deadlock, which
-PostgreSQL ends by refusing one of the two (nothing half-written). ``TRUNCATE`` is not guarded (a key would refuse ``TRUNCATE recipients`` alone).
+PostgreSQL ends by refusing one of the two (nothing half-written). ``TRUNCATE`` is not
+guarded (a key would refuse ``TRUNCATE recipients`` alone).
 On SQLite the keys stay (its check is a cheap in-process index probe; the embedded launch
 meets its goal with them). ``outreach db check`` reports any orphan on both databases.
 The models keep their ``ForeignKey`` declarations (the relationships read naturally);
@@ -55,13 +58,21 @@ KEYS = {
 }
 
 
-def _parents() -> dict[str, list[tuple[str, str, str]]]:
-    """parent table -> [(constraint name, child table, column)]"""
-    out: dict[str, list[tuple[str, str, str]]] = {}
+def _parents() -> dict[str, list[tuple[str, str, str, bool]]]:
+    """parent table -> [(constraint name, child table, column, the inserts lock the parent)]"""
+    out: dict[str, list[tuple[str, str, str, bool]]] = {}
     for child, keys in KEYS.items():
-        for name, col, parent, _lock in keys:
-            out.setdefault(parent, []).append((name, child, col))
+        for name, col, parent, lock in keys:
+            out.setdefault(parent, []).append((name, child, col, lock))
     return out
+
+
+def _unlocked_children(refs: list[tuple[str, str, str, bool]]) -> list[str]:
+    """The child tables whose inserts do not lock this parent's rows: a delete must wait for
+    (and hold off) their writers with a table lock. Where the inserts lock the parent rows
+    (campaigns, runs, imports), the delete waits on those row locks alone, as with a key, so
+    deleting an empty run (outreach.ledger.runs.create_run) never stalls the workers."""
+    return sorted({child for _n, child, _c, lock in refs if not lock})
 
 
 def _violation(name: str, table: str, detail: str) -> str:
@@ -98,9 +109,9 @@ def repr_key(col: str, parent: str) -> str:
     return (f"format('Key ({col})=(%s) is not present in table \"{parent}\".', missing)")
 
 
-def _parent_functions(parent: str, refs: list[tuple[str, str, str]]) -> list[str]:
+def _parent_functions(parent: str, refs: list[tuple[str, str, str, bool]]) -> list[str]:
     checks = []
-    for name, child, col in refs:
+    for name, child, col, _lock in refs:
         checks.append(
             f"SELECT g.id::text INTO still FROM gone g WHERE EXISTS "
             f"(SELECT 1 FROM {child} c WHERE c.{col} = g.id) LIMIT 1;\n"
@@ -108,14 +119,15 @@ def _parent_functions(parent: str, refs: list[tuple[str, str, str]]) -> list[str
             f"MESSAGE = 'update or delete on table \"{parent}\" violates foreign key constraint "
             f"\"{name}\" on table \"{child}\"', DETAIL = format('Key (id)=(%s) is still "
             f"referenced from table \"{child}\".', still), CONSTRAINT = '{name}'; END IF;")
-    children = ', '.join(sorted({child for _n, child, _c in refs}))
     lines = '\n  '.join(checks)
-    return [
+    out = [_function(f"outreach_{parent}_deleted", lines, declare="still text")]
+    children = _unlocked_children(refs)
+    if children:
         # before: wait for (and hold off) every transaction inserting children, so the check
         # after the statement sees all of them
-        _function(f"outreach_{parent}_delete_lock", f"LOCK TABLE {children} IN SHARE MODE;"),
-        _function(f"outreach_{parent}_deleted", lines, declare="still text"),
-    ]
+        out.append(_function(f"outreach_{parent}_delete_lock",
+                             f"LOCK TABLE {', '.join(children)} IN SHARE MODE;"))
+    return out
 
 
 def _frozen_function() -> str:
@@ -144,8 +156,9 @@ def upgrade() -> None:
     for parent, refs in _parents().items():
         for sql in _parent_functions(parent, refs):
             op.execute(sql)
-        op.execute(f'CREATE TRIGGER {parent}_delete_lock BEFORE DELETE ON {parent} '
-                   f'FOR EACH STATEMENT EXECUTE FUNCTION outreach_{parent}_delete_lock()')
+        if _unlocked_children(refs):
+            op.execute(f'CREATE TRIGGER {parent}_delete_lock BEFORE DELETE ON {parent} '
+                       f'FOR EACH STATEMENT EXECUTE FUNCTION outreach_{parent}_delete_lock()')
         op.execute(f'CREATE TRIGGER {parent}_deleted AFTER DELETE ON {parent} '
                    f'REFERENCING OLD TABLE AS gone FOR EACH STATEMENT '
                    f'EXECUTE FUNCTION outreach_{parent}_deleted()')
