@@ -306,3 +306,183 @@ def test_down_to_0014_brings_the_foreign_keys_back_and_up_again_replaces_them(
         with db.engine.begin() as conn:
             conn.execute(text(delivery(99)))
     assert count(db, "deliveries") == 1
+
+
+# -- what a first version let through (found by trying): each refused now ----------------------
+def _pg(db: Database, *, autocommit: bool = False, isolation: str | None = None,
+        lock_timeout: str | None = None):
+    """A raw psycopg connection to the test schema, at the isolation level asked."""
+    import psycopg
+
+    u = db.engine.url
+    c = psycopg.connect(host=u.host, port=u.port, user=u.username, dbname=u.database,
+                        options=u.query.get("options"), autocommit=autocommit)
+    if isolation:
+        c.isolation_level = getattr(psycopg.IsolationLevel, isolation)
+    if lock_timeout:
+        c.execute(f"SET lock_timeout = '{lock_timeout}'")
+        c.commit()
+    return c
+
+
+def orphans(db: Database) -> dict[str, int]:
+    from outreach.ledger.check import ledger_problems
+
+    with db.engine.connect() as conn:
+        return ledger_problems(conn)
+
+
+RUN3 = ("INSERT INTO runs (id, campaign_id, run_key, kind, run_date, status, gateway, "
+        f"text_sha256, due_at, created_at, options) VALUES (3, 'plan-126', 'launch:3', "
+        f"'launch', '2024-07-29', 'created', 'outbox', repeat('0', 64), {NOW}, {NOW}, '{{}}')")
+
+
+def test_a_parent_committed_while_the_insert_waits_is_locked_before_it_is_counted(
+        db: Database) -> None:
+    """The insert's lock of its runs waits (here on another lock of run 1) while run 3 is
+    committed: run 3 was not in that statement's snapshot. It is locked and counted by a new
+    statement, so a delete of run 3 must wait for the inserting transaction."""
+    import psycopg
+
+    creator, holder, adder = _pg(db), _pg(db), _pg(db)
+    deleter = _pg(db, autocommit=True, lock_timeout="300ms")
+    try:
+        creator.execute(RUN3)  # not committed
+        holder.execute("SELECT 1 FROM runs WHERE id = 1 FOR UPDATE")
+        result: list[BaseException | None] = []
+
+        def add() -> None:
+            try:
+                adder.execute(
+                    "INSERT INTO deliveries (campaign_id, run_id, recipient_id, dedupe_key, "
+                    "channel, gateway, address, status, attempts, queued_at, updated_at) VALUES "
+                    f"('plan-126', 1, 1, 'a', 'sms', 'outbox', '+1', 'queued', 0, {NOW}, {NOW}), "
+                    f"('plan-126', 3, 2, 'b', 'sms', 'outbox', '+2', 'queued', 0, {NOW}, {NOW})")
+                result.append(None)
+            except BaseException as exc:  # noqa: BLE001 - read below
+                result.append(exc)
+
+        t = threading.Thread(target=add)
+        t.start()
+        t.join(0.5)
+        assert t.is_alive()  # waits for run 1
+        creator.commit()
+        holder.rollback()
+        t.join(10)
+        assert result == [None]
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            deleter.execute("DELETE FROM runs WHERE id = 3")  # waits on the insert's lock
+        adder.commit()
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match="still referenced"):
+            deleter.execute("DELETE FROM runs WHERE id = 3")
+    finally:
+        for c in (creator, holder, adder, deleter):
+            c.close()
+    assert orphans(db) == {} and count(db, "deliveries") == 2
+
+
+@pytest.mark.parametrize("isolation", ["REPEATABLE_READ", "SERIALIZABLE"])
+@pytest.mark.parametrize("parent,stmt", [
+    ("runs", "DELETE FROM runs WHERE id = 1"),
+    ("recipients", "DELETE FROM recipients WHERE id = 5"),
+])
+def test_a_delete_under_a_snapshot_isolation_is_refused_not_blind(
+        db: Database, isolation: str, parent: str, stmt: str) -> None:
+    """Under REPEATABLE READ the delete's check would see only its snapshot, not the
+    delivery committed since: it is refused (as a key refuses it, with another reason)."""
+    import psycopg
+
+    deleting = _pg(db, isolation=isolation)
+    adding = _pg(db, autocommit=True)
+    try:
+        deleting.execute("SELECT 1")  # the snapshot
+        adding.execute(delivery(5))  # of run 1, recipient 5, committed
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="only at isolation level "
+                           "READ COMMITTED"):
+            deleting.execute(stmt)
+        deleting.rollback()
+        # a delete that removes nothing is not refused
+        deleting.execute(f"DELETE FROM {parent} WHERE id = 424242")
+        deleting.commit()
+    finally:
+        deleting.close()
+        adding.close()
+    assert orphans(db) == {} and count(db, parent) in (1, 5)
+
+
+@pytest.mark.parametrize("isolation", ["REPEATABLE_READ", "SERIALIZABLE"])
+def test_an_insert_under_a_snapshot_isolation_of_a_recipient_deleted_since_fails(
+        db: Database, isolation: str) -> None:
+    import psycopg
+
+    adding = _pg(db, isolation=isolation)
+    deleting = _pg(db, autocommit=True)
+    try:
+        assert adding.execute("SELECT count(*) FROM recipients").fetchone() == (5,)
+        deleting.execute("DELETE FROM recipients WHERE id = 5")
+        with pytest.raises(psycopg.errors.SerializationFailure):
+            adding.execute(delivery(5))
+        adding.rollback()
+        assert adding.execute("SELECT count(*) FROM recipients").fetchone() == (4,)
+        deleting.execute("DELETE FROM recipients WHERE id = 4")
+        with pytest.raises(psycopg.errors.SerializationFailure):
+            adding.execute("INSERT INTO list_members (list_name, recipient_id) VALUES ('l', 4)")
+        adding.rollback()
+    finally:
+        adding.close()
+        deleting.close()
+    assert orphans(db) == {} and count(db, "deliveries") == 0
+
+
+def test_an_insert_select_under_repeatable_read_still_goes_in(db: Database) -> None:
+    adding = _pg(db, isolation="REPEATABLE_READ")
+    try:
+        adding.execute(delivery(1))
+        adding.execute("INSERT INTO list_members (list_name, recipient_id, import_id) "
+                       "VALUES ('l', 1, 1)")
+        adding.commit()
+    finally:
+        adding.close()
+    assert count(db, "deliveries") == 1 and count(db, "list_members") == 1
+
+
+def test_a_temporary_table_does_not_stand_in_for_the_ledgers_own(db: Database) -> None:
+    import psycopg
+
+    c = _pg(db)
+    try:
+        c.execute("CREATE TEMPORARY TABLE recipients (id bigint)")
+        c.execute("INSERT INTO recipients VALUES (99)")
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            c.execute(delivery(99))
+        c.rollback()
+        c.execute(delivery(1))
+        c.commit()
+        c.execute("CREATE TEMPORARY TABLE deliveries (recipient_id bigint)")
+        schema = c.execute("SELECT nspname FROM pg_namespace n JOIN pg_class r ON "
+                           "r.relnamespace = n.oid WHERE r.relname = 'runs'").fetchone()[0]
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match="still referenced"):
+            c.execute(f'DELETE FROM "{schema}".recipients WHERE id = 1')
+        c.rollback()
+    finally:
+        c.close()
+    assert orphans(db) == {} and count(db, "recipients") == 5
+
+
+@pytest.mark.parametrize("stmt", ["TRUNCATE runs", "TRUNCATE recipients CASCADE",
+                                  "TRUNCATE imports, import_issues",
+                                  "TRUNCATE recipients, import_issues, deliveries"])
+def test_truncating_a_parent_alone_is_refused_and_with_its_children_allowed(
+        db: Database, stmt: str) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(text(delivery(1)))
+        conn.execute(text("INSERT INTO list_members (list_name, recipient_id, import_id) "
+                          "VALUES ('l', 2, 1)"))
+    with pytest.raises(Exception, match="cannot truncate a table referenced in a foreign key"):
+        with db.engine.begin() as conn:
+            conn.execute(text(stmt))
+    assert orphans(db) == {} and count(db, "deliveries") == 1
+    with db.engine.begin() as conn:
+        conn.execute(text("TRUNCATE deliveries, list_members, import_issues, runs, recipients, "
+                          "imports"))
+    assert count(db, "runs") == 0 and count(db, "recipients") == 0
