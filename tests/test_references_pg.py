@@ -458,9 +458,8 @@ def test_a_temporary_table_does_not_stand_in_for_the_ledgers_own(db: Database) -
         c.rollback()
         c.execute(delivery(1))
         c.commit()
+        schema = c.execute("SELECT current_schema()").fetchone()[0]  # this test's own
         c.execute("CREATE TEMPORARY TABLE deliveries (recipient_id bigint)")
-        schema = c.execute("SELECT nspname FROM pg_namespace n JOIN pg_class r ON "
-                           "r.relnamespace = n.oid WHERE r.relname = 'runs'").fetchone()[0]
         with pytest.raises(psycopg.errors.ForeignKeyViolation, match="still referenced"):
             c.execute(f'DELETE FROM "{schema}".recipients WHERE id = 1')
         c.rollback()
