@@ -40,7 +40,8 @@ def db(pg_empty_url: str):  # noqa: F811
             "'{}')"))
         conn.execute(text("INSERT INTO recipients (id, e164, created_at) SELECT i, "
                           f"'+8490123456' || i, {NOW} FROM generate_series(1, 5) i"))
-        conn.execute(text("INSERT INTO imports (id, list_name, files, rows_read, imported, rejected, duplicates, created_at) "
+        conn.execute(text("INSERT INTO imports (id, list_name, files, rows_read, imported, "
+                          "rejected, duplicates, created_at) "
                           f"VALUES (1, 'l', '[]', 0, 0, 0, 0, {NOW})"))
     yield d
     d.dispose()
@@ -49,7 +50,8 @@ def db(pg_empty_url: str):  # noqa: F811
 def delivery(recipient: int, campaign: str = "plan-126", run: int = 1) -> str:
     return ("INSERT INTO deliveries (campaign_id, run_id, recipient_id, dedupe_key, channel, "
             "gateway, address, status, attempts, queued_at, updated_at) VALUES "
-            f"('{campaign}', {run}, {recipient}, 'once', 'sms', 'outbox', '+84901234567{recipient}', "
+            f"('{campaign}', {run}, {recipient}, 'once', 'sms', 'outbox', "
+            f"'+84901234567{recipient}', "
             f"'queued', 0, {NOW}, {NOW})")
 
 
@@ -485,3 +487,72 @@ def test_truncating_a_parent_alone_is_refused_and_with_its_children_allowed(
         conn.execute(text("TRUNCATE deliveries, list_members, import_issues, runs, recipients, "
                           "imports"))
     assert count(db, "runs") == 0 and count(db, "recipients") == 0
+
+
+@pytest.fixture
+def role(db: Database):
+    """A role of its own (dropped afterwards), allowed to use this schema."""
+    import uuid
+
+    name = f"outreach_test_{uuid.uuid4().hex[:10]}"
+    with db.engine.begin() as conn:
+        schema = conn.execute(text("SELECT current_schema()")).scalar_one()
+        conn.execute(text(f"CREATE ROLE {name} NOLOGIN"))
+        conn.execute(text(f"GRANT USAGE ON SCHEMA {schema} TO {name}"))
+        conn.execute(text(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {name}"))
+    yield name
+    with db.engine.begin() as conn:
+        conn.execute(text(f"DROP OWNED BY {name}"))
+        conn.execute(text(f"DROP ROLE {name}"))
+
+
+def test_a_role_allowed_to_insert_children_need_not_be_allowed_to_lock_parents(
+        db: Database, role: str) -> None:
+    """As with a key (whose check runs as the parent table's owner): INSERT on deliveries and
+    list_members, SELECT on the parents, is enough."""
+    with db.engine.begin() as conn:
+        conn.execute(text(f"GRANT INSERT, SELECT ON deliveries, list_members TO {role}"))
+        conn.execute(text(f"GRANT SELECT ON campaigns, runs, recipients, imports TO {role}"))
+    with db.engine.begin() as conn:
+        conn.execute(text(f"SET LOCAL ROLE {role}"))
+        conn.execute(text(delivery(1)))
+        conn.execute(text("INSERT INTO list_members (list_name, recipient_id, import_id) "
+                          "VALUES ('l', 1, 1)"))
+    with pytest.raises(IntegrityError, match="fk_deliveries_recipient_id_recipients"):
+        with db.engine.begin() as conn:
+            conn.execute(text(f"SET LOCAL ROLE {role}"))
+            conn.execute(text(delivery(99)))
+    assert count(db, "deliveries") == 1 and count(db, "list_members") == 1
+
+
+def test_row_level_security_on_a_child_does_not_hide_it_from_a_parents_delete(
+        db: Database, role: str) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(text(delivery(1)))
+        conn.execute(text("ALTER TABLE deliveries ENABLE ROW LEVEL SECURITY"))
+        conn.execute(text(f"CREATE POLICY other_campaign ON deliveries TO {role} "
+                          "USING (campaign_id = 'another')"))
+        conn.execute(text(f"GRANT SELECT, DELETE ON recipients, deliveries, list_members "
+                          f"TO {role}"))
+    try:
+        with pytest.raises(IntegrityError, match="still referenced"):
+            with db.engine.begin() as conn:
+                conn.execute(text(f"SET LOCAL ROLE {role}"))
+                assert conn.execute(text("SELECT count(*) FROM deliveries")).scalar_one() == 0
+                conn.execute(text("DELETE FROM recipients WHERE id = 1"))
+    finally:
+        with db.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE deliveries DISABLE ROW LEVEL SECURITY"))
+    assert orphans(db) == {} and count(db, "recipients") == 5
+
+
+def test_read_uncommitted_is_read_committed_for_the_checks(db: Database) -> None:
+    c = _pg(db, isolation="READ_UNCOMMITTED")
+    try:
+        c.execute(RUN3)
+        c.commit()
+        assert c.execute("DELETE FROM runs WHERE id = 3").rowcount == 1  # names nothing
+        c.commit()
+    finally:
+        c.close()
+    assert count(db, "runs") == 1

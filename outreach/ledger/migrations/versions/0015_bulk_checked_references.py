@@ -39,9 +39,15 @@ past the transaction's snapshot. A function cannot, so there a delete or truncat
 row that children may name is refused (SQLSTATE 0A000, "only at isolation level READ
 COMMITTED"), and the recipients of an insert are locked as a key would lock them (a recipient
 deleted since the snapshot fails the transaction with a serialization failure, as with a
-key). outreach always runs at READ COMMITTED. A hand ``DELETE`` of recipients while a launch
-is writing may meet it in a deadlock, which PostgreSQL ends by refusing one of the two
-(nothing half-written).
+key). outreach always runs at READ COMMITTED. Other refusals where a key would have waited
+or passed (found by trying; none is a path outreach takes): a hand ``DELETE`` of recipients
+while a launch is writing may meet it in a deadlock, which PostgreSQL ends by refusing one
+of the two; a delete of a run whose deliveries another open transaction is deleting is
+refused at once rather than after it; one statement naming several runs each locked
+``FOR UPDATE`` by others while new ones commit may be refused after its second look;
+``TRUNCATE parent CASCADE`` no longer empties the children (name them). Nothing is ever
+half-written. The functions name the migration's schema: a dump restored under another
+schema name needs them created again (downgrade to 0014, upgrade).
 
 On SQLite the keys stay (its check is a cheap in-process index probe; the embedded launch
 meets its goal with them). ``outreach db check`` reports any orphan on both databases.
@@ -95,15 +101,18 @@ def _violation(name: str, table: str, detail: str) -> str:
 
 
 #: True in a READ COMMITTED transaction, where each statement of a function sees what is
-#: committed when it starts (PostgreSQL manual, "Transaction Isolation")
-READ_COMMITTED = "current_setting('transaction_isolation') = 'read committed'"
+#: committed when it starts (PostgreSQL manual, "Transaction Isolation"; it runs READ
+#: UNCOMMITTED as READ COMMITTED)
+READ_COMMITTED = ("current_setting('transaction_isolation') IN "
+                  "('read committed', 'read uncommitted')")
 
 
 def _lock_check(name: str, child: str, col: str, parent: str, retry: bool) -> str:
     """Lock the statement's distinct parents ``FOR KEY SHARE`` and count the rows that very
     statement locked (``GET DIAGNOSTICS … ROW_COUNT``): a parent counted is a parent locked,
-    so none can be deleted before this transaction ends. Fewer than referenced: under READ COMMITTED, once more with a new
-    snapshot (a parent committed since the statement began), then refused."""
+    so none can be deleted before this transaction ends. Fewer than referenced: under READ
+    COMMITTED, once more with a new snapshot (a parent committed since the statement
+    began), then refused."""
     lock = (f"PERFORM 1 FROM {parent} p WHERE p.id IN (SELECT DISTINCT a.{col} FROM added a) "
             f"FOR KEY SHARE; GET DIAGNOSTICS got = ROW_COUNT;")
     again = f"\n  IF got < wanted AND {READ_COMMITTED} THEN {lock} END IF;" if retry else ""
@@ -136,13 +145,17 @@ def _child_function(child: str, schema: str) -> str:
 
 
 def _function(name: str, body: str, schema: str, declare: str | None = None) -> str:
-    """A trigger function in PL/pgSQL. Its tables are those of ``schema`` (the one the
-    migration runs in), temporary tables last: a session's temporary table of the same name
-    must not stand in for them (PostgreSQL manual, "Writing SECURITY DEFINER Functions
-    Safely": ``pg_temp`` listed last)."""
+    """A trigger function in PL/pgSQL, run with the rights of its owner (the tables' owner,
+    who runs the migration), as a key's check is: a role allowed to insert deliveries need
+    not be allowed to lock campaigns, and row-level security on a child table must not hide
+    from a delete's check the rows that still name the parent (an owner's queries bypass it).
+    Its tables are those of ``schema`` (the one the migration runs in), temporary tables
+    last, so a session's temporary table of the same name cannot stand in for them
+    (PostgreSQL manual, "Writing SECURITY DEFINER Functions Safely"). A trigger function
+    cannot be called but by its trigger."""
     decl = f"DECLARE {declare};\n" if declare else ""
     path = '"' + schema.replace('"', '""') + '"'
-    return (f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql "
+    return (f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
             f"SET search_path = {path}, pg_temp AS $$\n{decl}BEGIN\n  {body}\n"
             f"  RETURN NULL;\nEND $$")
 
