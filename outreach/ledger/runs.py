@@ -274,7 +274,14 @@ def _insert_same_text(conn: Connection, members: Any, take: int, *, spec: Campai
             "district", "ward", "carrier", "status", "body", "encoding", "segments", "cost_vnd",
             "error_reason", "attempts", "queued_at", "updated_at", "final_at"]
     ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(Delivery)
-    low, high = conn.execute(select(func.min(m.c.member_id), func.max(m.c.member_id))).one()
+    # the ends of the list's ids from its unique index (list_name, recipient_id): two index
+    # lookups, where the ends of the eligible members scanned the whole list (PostgreSQL,
+    # 1,000,000: 1.1 s); the slices between them skip who is not eligible. One aggregate per
+    # subquery, so SQLite's min/max optimisation applies to each
+    in_list = ListMember.list_name == spec.list_name
+    low, high = conn.execute(select(
+        select(func.min(ListMember.recipient_id)).where(in_list).scalar_subquery(),
+        select(func.max(ListMember.recipient_id)).where(in_list).scalar_subquery())).one()
     created = 0
     start = low
     while start is not None and start <= high and created < take:
