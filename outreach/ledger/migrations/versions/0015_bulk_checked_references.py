@@ -94,7 +94,11 @@ def _unlocked_children(refs: list[tuple[str, str, str, bool]]) -> list[str]:
     return sorted({child for _n, child, _c, lock in refs if not lock})
 
 
-def _violation(name: str, table: str, detail: str) -> str:
+def _violation(name: str, table: str, col: str, parent: str) -> str:
+    """The foreign key's own error for a child row naming ``missing``, a parent that is not
+    there (SQLSTATE 23503, its message and detail as PostgreSQL words them)."""
+    detail = (f"format('Key ({col})=(%s) is not present in table \"{parent}\".', "
+              f"coalesce(missing, '?'))")
     return (f"RAISE EXCEPTION USING ERRCODE = 'foreign_key_violation', "
             f"MESSAGE = 'insert or update on table \"{table}\" violates foreign key constraint "
             f"\"{name}\"', DETAIL = {detail}, CONSTRAINT = '{name}';")
@@ -117,10 +121,15 @@ def _lock_check(name: str, child: str, col: str, parent: str, retry: bool) -> st
             f"FOR KEY SHARE; GET DIAGNOSTICS got = ROW_COUNT;")
     again = f"\n  IF got < wanted AND {READ_COMMITTED} THEN {lock} END IF;" if retry else ""
     return (f"SELECT count(DISTINCT a.{col}) INTO wanted FROM added a;\n  {lock}{again}\n"
-            f"  IF got < wanted THEN\n    SELECT s.ref::text INTO missing FROM "
-            f"(SELECT DISTINCT a.{col} AS ref FROM added a) s WHERE s.ref IS NOT NULL AND "
-            f"NOT EXISTS (SELECT 1 FROM {parent} p WHERE p.id = s.ref) LIMIT 1;\n"
-            f"    {_violation(name, child, repr_key(col, parent))}\n  END IF;")
+            f"  IF got < wanted THEN\n    {_first_missing(col, parent)}\n"
+            f"    {_violation(name, child, col, parent)}\n  END IF;")
+
+
+def _first_missing(col: str, parent: str) -> str:
+    """Into ``missing``: one value of ``col`` among the statement's new rows that
+    ``parent`` does not hold (FOUND says whether there is one)."""
+    return (f"SELECT a.{col}::text INTO missing FROM added a WHERE a.{col} IS NOT NULL AND "
+            f"NOT EXISTS (SELECT 1 FROM {parent} p WHERE p.id = a.{col}) LIMIT 1;")
 
 
 def _child_function(child: str, schema: str) -> str:
@@ -135,10 +144,8 @@ def _child_function(child: str, schema: str) -> str:
         # so they are locked as a key would lock them (a concurrent delete then fails the
         # transaction with a serialization failure)
         body.append(
-            f"IF {READ_COMMITTED} THEN\n    SELECT s.ref::text INTO missing FROM "
-            f"(SELECT a.{col} AS ref FROM added a) s WHERE s.ref IS NOT NULL AND NOT EXISTS "
-            f"(SELECT 1 FROM {parent} p WHERE p.id = s.ref) LIMIT 1;\n"
-            f"    IF FOUND THEN {_violation(name, child, repr_key(col, parent))} END IF;\n"
+            f"IF {READ_COMMITTED} THEN\n    {_first_missing(col, parent)}\n"
+            f"    IF FOUND THEN {_violation(name, child, col, parent)} END IF;\n"
             f"  ELSE\n  {_lock_check(name, child, col, parent, retry=False)}\n  END IF;")
     return _function(f"outreach_{child}_references", '\n  '.join(body), schema,
                      declare="missing text; wanted bigint; got bigint")
@@ -160,11 +167,6 @@ def _function(name: str, body: str, schema: str, declare: str | None = None) -> 
             f"  RETURN NULL;\nEND $$")
 
 
-def repr_key(col: str, parent: str) -> str:
-    return (f"format('Key ({col})=(%s) is not present in table \"{parent}\".', "
-            f"coalesce(missing, '?'))")
-
-
 def _snapshot_refusal(what: str) -> str:
     """Refuse ``what`` outside READ COMMITTED: a later snapshot cannot be taken inside the
     function, and the transaction's own would miss rows committed since."""
@@ -176,7 +178,7 @@ def _snapshot_refusal(what: str) -> str:
 
 def _parent_functions(parent: str, refs: list[tuple[str, str, str, bool]],
                       schema: str) -> list[str]:
-    checks = [f"IF NOT EXISTS (SELECT 1 FROM gone) THEN RETURN NULL; END IF;",
+    checks = ["IF NOT EXISTS (SELECT 1 FROM gone) THEN RETURN NULL; END IF;",
               _snapshot_refusal("a DELETE")]
     truncs = [_snapshot_refusal("a TRUNCATE")]
     for name, child, col, _lock in refs:
