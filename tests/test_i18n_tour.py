@@ -221,3 +221,5 @@ def test_dashboard_opt_outs_and_audit_log_in_vietnamese(world: tuple[Database, P
     log = client.get("/nhat-ky").get_data(as_text=True)
     assert "thêm số từ chối nhận tin" in log and "bắt đầu gửi" in log
     assert ">optout-add<" not in log
+    assert "đợt gửi: 1" in log and "lý do: người dân yêu cầu" in log  # details in words
+    assert "{&#34;" not in log and '{"' not in log  # not the stored JSON

@@ -125,10 +125,10 @@ def audit_list(c: Ctx, campaign_id: str | None, actions: tuple[str, ...], who: s
     for col in (_("at (Asia/Ho_Chi_Minh)"), _("operator"), _("action"), _("campaign"), _("text"),
                 _("details")):
         t.add_column(col)
-    from outreach.reporting.audit import action_label
+    from outreach.reporting.audit import action_label, describe
 
     for d, r in zip(data, rows):
         t.add_row(d["at"][:19] if i18n.current() == "en" else i18n.when(r.at),
                   d["operator"], action_label(d["action"]), d["campaign"] or "",
-                  (d["text_sha256"] or "")[:12], json.dumps(d["details"], ensure_ascii=False)[:80])
+                  (d["text_sha256"] or "")[:12], describe(d["details"]))
     console.print(t)

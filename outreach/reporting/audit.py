@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
@@ -74,3 +75,118 @@ def entries(conn: Connection, *, campaign_id: str | None = None, action: str | N
 
     with Session(bind=conn) as s:
         return list(s.scalars(stmt))
+
+
+#: What the console and the dashboard call each key of an entry's details
+#: (``audit-key|<English words>``: translated in Vietnamese, the words after ``|`` in English);
+#: the database and ``--format json`` keep the keys. A key without a label is shown as stored
+#: (tests/test_audit_details.py fails on a key recorded without one).
+DETAIL_LABELS = {
+    "run_id": N_("audit-key|run"), "deliveries": N_("audit-key|deliveries"),
+    "rows": N_("audit-key|rows"), "action": N_("audit-key|action"),
+    "what": N_("audit-key|what"), "gateways": N_("audit-key|gateways"),
+    "gateway": N_("audit-key|gateway"), "user": N_("audit-key|user"),
+    "file": N_("audit-key|file"), "files": N_("audit-key|files"), "day": N_("audit-key|day"),
+    "carrier": N_("audit-key|carrier"), "added": N_("audit-key|added"),
+    "statuses": N_("audit-key|statuses"), "status": N_("audit-key|status"),
+    "source": N_("audit-key|source"), "sent": N_("audit-key|sent"),
+    "replaced": N_("audit-key|replaced"), "phone": N_("audit-key|phone"),
+    "override_window": N_("audit-key|outside the send window"),
+    "numbers": N_("audit-key|numbers"), "letter_number": N_("audit-key|letter no."),
+    "letter_date": N_("audit-key|letter date"), "short_sha256": N_("audit-key|short hash"),
+    "late_minutes": N_("audit-key|minutes late"), "key_id": N_("audit-key|key"),
+    "from": N_("audit-key|from"), "to": N_("audit-key|to"),
+    "approval_id": N_("audit-key|approval"), "address": N_("audit-key|address"),
+    "with_key": N_("audit-key|lookup key"), "with_access_token": N_("audit-key|access token"),
+    "window_note": N_("audit-key|send window"), "version": N_("audit-key|version"),
+    "timezone": N_("audit-key|time zone"), "shown_whole": N_("audit-key|numbers shown whole"),
+    "send_time": N_("audit-key|send time"), "start_date": N_("audit-key|start"),
+    "end_date": N_("audit-key|end"), "mode": N_("audit-key|mode"),
+    "daily_cap": N_("audit-key|daily cap"), "segments": N_("audit-key|segments"),
+    "role": N_("audit-key|role"), "removed": N_("audit-key|removed"),
+    "reconciled": N_("audit-key|reconciled"), "recipients": N_("audit-key|recipients"),
+    "received": N_("audit-key|received"), "reason": N_("audit-key|reason"),
+    "prepared_by": N_("audit-key|prepared by"), "password": N_("audit-key|password set"),
+    "older_than_days": N_("audit-key|older than (days)"), "ok": N_("audit-key|succeeded"),
+    "note": N_("audit-key|note"), "lists": N_("audit-key|lists"),
+    "lists_sha256": N_("audit-key|lists' hash"),
+    "expires_in_seconds": N_("audit-key|expires in (seconds)"),
+    "due_at": N_("audit-key|due"), "cost_vnd": N_("audit-key|cost (VND)"),
+    "changed": N_("audit-key|changed"), "by": N_("audit-key|by"),
+    "allow_late": N_("audit-key|late allowed"), "all": N_("audit-key|all"),
+    "required": N_("audit-key|required"),
+    "deferred_by_cap": N_("audit-key|deferred by the daily cap"),
+    "skipped_already_sent_today": N_("audit-key|already sent today"),
+    "import_id": N_("audit-key|import"), "list": N_("audit-key|list"),
+    "rows_read": N_("audit-key|rows read"), "extra_numbers": N_("audit-key|extra numbers in cells"),
+    "imported": N_("audit-key|imported"), "new_recipients": N_("audit-key|new recipients"),
+    "rejected": N_("audit-key|rejected"), "duplicates": N_("audit-key|duplicates"),
+    "by_reason": N_("audit-key|by reason"), "by_carrier": N_("audit-key|by carrier"),
+    "skipped_rows": N_("audit-key|skipped rows"),
+    "shared_cells": N_("audit-key|cells with several numbers"),
+    "unknown_units": N_("audit-key|unknown administrative units"),
+    "dry_run": N_("audit-key|dry run"), "campaigns": N_("audit-key|campaigns"),
+    "not_eligible": N_("audit-key|not eligible"),
+    "recipients_kept": N_("audit-key|recipients kept"),
+    "list_memberships": N_("audit-key|list memberships"),
+    "events_scrubbed": N_("audit-key|events scrubbed"),
+    "receipts_scrubbed": N_("audit-key|receipts scrubbed"),
+    "inbound_messages": N_("audit-key|replies"), "smpp_inbound": N_("audit-key|SMPP replies"),
+}
+
+#: Keys whose values are delivery or run states (shown as the console shows states).
+_STATE_KEYS = frozenset({"status", "statuses", "from", "to"})
+#: Keys whose values are hashes: the first 12 hex digits are shown.
+_HASH_KEYS = frozenset({"lists_sha256", "short_sha256"})
+
+
+def describe(details: Mapping[str, Any] | None, *, limit: int = 240) -> str:
+    """An entry's details as one line in the interface's language, for the console and the
+    dashboard: ``label: value`` pairs (:data:`DETAIL_LABELS`) joined by ``; ``, numbers with
+    the language's separators, yes/no for flags, states in words, a long list or a list of
+    records by its length, hashes cut to 12 digits; cut to ``limit`` characters with ``…``
+    (``outreach audit list --format json`` keeps everything). Empty details give ``""``."""
+    from outreach.i18n import _, carrier_label, ngettext, number
+    from outreach.input import reasons
+    from outreach.ledger import suppression
+
+    def scalar(key: str, v: Any) -> str:
+        if isinstance(v, bool):
+            return _("yes") if v else _("no")
+        if isinstance(v, int):
+            return number(v)
+        if isinstance(v, float):
+            return number(v, 0 if v.is_integer() else 1)
+        if v is None:
+            return "–"
+        s = str(v)
+        if key in _STATE_KEYS:
+            return _(s)
+        if key in _HASH_KEYS:
+            return s[:12]
+        if key == "reason":  # an opt-out's reason code (another reason is text, kept)
+            return suppression.reason_label(s)
+        if key == "source":
+            return suppression.source_label(s)
+        return s
+
+    def value(key: str, v: Any) -> str:
+        if isinstance(v, Mapping):
+            if not v:
+                return "–"
+            name = (reasons.label if key == "by_reason" else carrier_label
+                    if key == "by_carrier" else str)
+            items = [f"{name(str(k))} {value(key, x)}" for k, x in list(v.items())[:6]]
+            return ", ".join(items) + (", …" if len(v) > 6 else "")
+        if isinstance(v, (list, tuple)):
+            if v and len(v) <= 3 and not any(isinstance(x, (Mapping, list, tuple)) for x in v):
+                return ", ".join(scalar(key, x) for x in v)
+            return ngettext("{n} item", "{n} items", len(v)).format(n=number(len(v)))
+        return scalar(key, v)
+
+    parts = []
+    for key, v in (details or {}).items():
+        code = DETAIL_LABELS.get(key)
+        parts.append(f"{label(code) if code else key}: {value(key, v)}")
+    line = "; ".join(parts)
+    return line if len(line) <= limit else line[:limit - 1].rstrip() + "…"

@@ -162,6 +162,7 @@ def create_app(db: Database, *, secret_key: str | None = None, trusted_header: s
                 "org": org, "user": g.get("user"), "REASON_VI": official.REASON_VI,
                 "reason_vi": official.reason_vi, "run_reason_vi": official.run_reason_vi,
                 "action_vi": lambda a: official.in_vietnamese(audit.action_label, a),
+                "details_vi": lambda d: official.in_vietnamese(audit.describe, d),
                 "optout_reason_vi": lambda r: official.in_vietnamese(suppression.reason_label, r),
                 "optout_source_vi": lambda r: official.in_vietnamese(suppression.source_label, r)}
 
