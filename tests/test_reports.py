@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from openpyxl import load_workbook
 from sqlalchemy import insert, select, update
 
+from outreach import i18n
 from outreach.input import campaigns
 from outreach.ledger import runs, states
 from outreach.reporting import reports
@@ -405,6 +406,36 @@ def test_xlsx_one_sheet_per_breakdown(seeded: Database, tmp_path: Path) -> None:
     assert reasons[0] == ("failed", "twilio", "21211", "invalid-number", 2,
                           "not a valid phone number")
     assert sum(r[4] for r in reasons) == 9
+
+
+def test_vietnamese_files_read_as_the_console(seeded: Database, tmp_path: Path) -> None:
+    """A Vietnamese workbook and CSV: the total row is TỔNG CỘNG, the states in words, days
+    and times are Excel dates shown dd/mm/yyyy (the JSON keeps codes and ISO times)."""
+    data = report_of(seeded)
+    i18n.set_language("vi")
+    try:
+        reports.write_xlsx(data, tmp_path / "vi.xlsx")
+        rows = list(csv.reader(io.StringIO(reports.to_csv(data, ("status",)))))
+    finally:
+        i18n.set_language("en")
+    assert rows[-1][0] == "TỔNG CỘNG" and rows[-1][rows[0].index("tổng")] == "20"
+    assert [r[0] for r in rows[1:4]] == ["đang chờ", "đang gửi", "đã gửi"]
+    wb = load_workbook(tmp_path / "vi.xlsx")
+    status = list(wb["theo trạng thái"].iter_rows(values_only=True))
+    assert [r[0] for r in status[1:]] == [
+        "đang chờ", "đang gửi", "đã gửi", "đã đến", "không đến được", "lỗi", "bỏ qua",
+        "từ chối nhận tin", "chưa rõ", "TỔNG CỘNG"]
+    day = wb["theo ngày"]
+    first_day = dt.datetime.fromisoformat(next(iter(data["by_day"])))
+    assert day.cell(2, 1).value == first_day and day.cell(2, 1).number_format == "DD/MM/YYYY"
+    assert first_day == dt.datetime(2024, 7, 29)
+    assert day.cell(day.max_row, 1).value == "TỔNG CỘNG"
+    summary = {r[0].value: r[1] for r in wb["Tổng hợp"].iter_rows(min_row=2)}
+    first = summary["gửi đầu tiên"]
+    assert isinstance(first.value, dt.datetime) and first.number_format == "HH:MM DD/MM/YYYY"
+    assert first.value == dt.datetime.fromisoformat(data["first_send"]).astimezone(
+        VN_TZ).replace(tzinfo=None, microsecond=0)
+    assert data["by_status"]["queued"] == 1 and "T" in data["first_send"]  # data unchanged
 
 
 def test_table_format_shows_the_figures(seeded: Database) -> None:

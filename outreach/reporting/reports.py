@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -491,6 +492,17 @@ def headings(codes: Sequence[str]) -> list[str]:
     return [heading(c) for c in codes]
 
 
+def shown_rows(data: Mapping[str, Any], dimension: str) -> list[dict[str, Any]]:
+    """:func:`breakdown_rows` for a file a person reads (CSV, XLSX): the total row labelled in
+    the interface language (``TOTAL``, vi ``TỔNG CỘNG``) and, for ``status``, the states in
+    words, as the console table shows them; the JSON keeps the codes."""
+    rows = breakdown_rows(data, dimension, total_label=_("TOTAL"))
+    if dimension == "status":
+        for row in rows[:-1]:
+            row["key"] = _(row["key"])
+    return rows
+
+
 def to_csv(data: Mapping[str, Any], breakdowns: Sequence[str] = ("district",)) -> str:
     """The report as CSV text.
 
@@ -518,7 +530,7 @@ def to_csv(data: Mapping[str, Any], breakdowns: Sequence[str] = ("district",)) -
         dim = breakdowns[0]
         keys = ["district", "ward"] if dim == "ward" else [dim]
         w.writerow(headings([*keys, *("total" if c == "deliveries" else c for c in values)]))
-        for row in breakdown_rows(data, dim):
+        for row in shown_rows(data, dim):
             w.writerow([row["key"], *([row["subkey"]] if dim == "ward" else []),
                         *(_cell(row[c]) for c in values)])
         return buf.getvalue()
@@ -526,7 +538,7 @@ def to_csv(data: Mapping[str, Any], breakdowns: Sequence[str] = ("district",)) -
     for dim in breakdowns:
         if dim == "reasons":
             continue
-        for row in breakdown_rows(data, dim):
+        for row in shown_rows(data, dim):
             w.writerow([dim, *(_cell(row[c]) for c in ROW_COLUMNS)])
     if "reasons" in breakdowns:
         for r in data["failure_reasons"]:
@@ -542,6 +554,11 @@ def to_csv(data: Mapping[str, Any], breakdowns: Sequence[str] = ("district",)) -
 
 def _cell(v: Any) -> Any:
     return "" if v is None else v
+
+
+#: Summary figures that are times (ISO 8601 in the data; Excel times in the workbook).
+_TIME_KEYS = frozenset({"since", "until", "generated_at", "first_send", "last_send"})
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def write_xlsx(data: Mapping[str, Any], path: str | Any) -> None:
@@ -566,6 +583,13 @@ def write_xlsx(data: Mapping[str, Any], path: str | Any) -> None:
         safeio.xlsx_append(ws, [heading(k), data.get(k)])
         if k.endswith("rate"):
             ws.cell(ws.max_row, 2).number_format = "0.00%"
+        elif k in _TIME_KEYS and data.get(k):
+            # a time Excel knows, in Vietnam's time, shown as 08:00 30/07/2024
+            from outreach.clock import VN_TZ
+
+            moment = dt.datetime.fromisoformat(data[k]).astimezone(VN_TZ)
+            ws.cell(ws.max_row, 2).value = moment.replace(tzinfo=None, microsecond=0)
+            ws.cell(ws.max_row, 2).number_format = "HH:MM DD/MM/YYYY"
     safeio.xlsx_append(ws, [heading("text"), data.get("text")])
     ws.column_dimensions["A"].width = 16
     ws.column_dimensions["B"].width = 70
@@ -573,9 +597,12 @@ def write_xlsx(data: Mapping[str, Any], path: str | Any) -> None:
         sh = wb.create_sheet(sheet_title(dim))
         safeio.xlsx_append(sh, headings(ROW_COLUMNS))
         rate_col = ROW_COLUMNS.index("delivery_rate") + 1
-        for row in breakdown_rows(data, dim):
+        for row in shown_rows(data, dim):
             safeio.xlsx_append(sh, [_cell(row[c]) for c in ROW_COLUMNS])
             sh.cell(sh.max_row, rate_col).number_format = "0.00%"
+            if dim == "day" and _DAY.fullmatch(str(row["key"])):
+                sh.cell(sh.max_row, 1).value = dt.date.fromisoformat(row["key"])
+                sh.cell(sh.max_row, 1).number_format = "DD/MM/YYYY"
         for cell in sh[sh.max_row]:
             cell.font = Font(bold=True)
         sh.column_dimensions["A"].width = 22
@@ -602,7 +629,7 @@ def write_xlsx(data: Mapping[str, Any], path: str | Any) -> None:
             for carrier, n in sorted(per.items()):
                 safeio.xlsx_append(sh, [carrier, "", area, n])
         for carrier, v in cb["carriers"].items():
-            safeio.xlsx_append(sh, [carrier, "TOTAL", v["status"], v["sent"]])
+            safeio.xlsx_append(sh, [carrier, _("TOTAL"), v["status"], v["sent"]])
         safeio.xlsx_append(sh, ["note", cb["note"]])
     for sheet in wb.worksheets:
         for cell in sheet[1]:
