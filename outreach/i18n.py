@@ -216,6 +216,7 @@ CLICK_PLURALS = (
     N_plural("{value!r} is not {choice}.", "{value!r} is not one of {choices}."),
     N_plural("Got unexpected extra argument ({args})", "Got unexpected extra arguments ({args})"),
     N_plural("Option {name!r} requires an argument.", "Option {name!r} requires {nargs} arguments."),
+    N_plural("Did you mean {possibility}?", "(Did you mean one of: {possibilities}?)"),
 )
 
 

@@ -106,8 +106,30 @@ def test_lang_option_beats_the_environment_and_bad_codes_are_refused() -> None:
         i18n.resolve("fr", {})
     with pytest.raises(i18n.LanguageError, match="OUTREACH_LANG='de'"):
         i18n.resolve(None, {"OUTREACH_LANG": "de"})
-    r = CliRunner().invoke(main, ["--lang", "fr", "db", "current"])
-    assert r.exit_code == 2 and "--lang='fr': the interface speaks vi or en" in r.output
+    r = CliRunner().invoke(main, ["--lang", "fr", "db", "current"],
+                           env={"LANG": "en_US.UTF-8", "LC_ALL": "", "LC_MESSAGES": ""})
+    assert r.exit_code == 2
+    assert "Error: --lang='fr': the interface speaks vi (Vietnamese) or en (English)" in r.output
+    # the environment's value is named as such, in the locale's language (Vietnamese: unset)
+    r = CliRunner().invoke(main, ["db", "current"], env={"OUTREACH_LANG": "fr", "LANG": "",
+                                                         "LC_ALL": "", "LC_MESSAGES": ""})
+    assert r.exit_code == 2
+    assert ("Lỗi: OUTREACH_LANG='fr': giao diện chỉ có tiếng Việt (vi) hoặc tiếng Anh (en)"
+            in r.output)
+
+
+def test_version_and_did_you_mean_in_each_language() -> None:
+    from outreach import __version__
+
+    r = CliRunner().invoke(main, ["--lang", "vi", "--version"])
+    assert r.exit_code == 0 and r.output == f"outreach, phiên bản {__version__}\n"
+    r = CliRunner().invoke(main, ["--lang", "en", "--version"])
+    assert r.exit_code == 0 and r.output == f"outreach, version {__version__}\n"
+    r = CliRunner().invoke(main, ["--lang", "vi", "report", "x", "--ou"])
+    assert r.exit_code == 2
+    assert "Không có tùy chọn '--ou'. (Có phải ý bạn là: '--org', '--out', '--to'?)" in r.output
+    r = CliRunner().invoke(main, ["--lang", "en", "report", "x", "--ou"])
+    assert "(Did you mean one of: '--org', '--out', '--to'?)" in r.output
 
 
 def test_numbers_times_and_plurals_in_each_language() -> None:

@@ -312,14 +312,25 @@ class LogFormatter(logging.Formatter):
             record.levelname, record.msg, record.args = saved
 
 
-def _lang_option(ctx: click.Context, _param: click.Parameter, value: str | None) -> str:
+def _lang_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
     try:
         lang = i18n.resolve(value)
-    except i18n.LanguageError as exc:
-        raise click.BadParameter(str(exc)) from None
+    except i18n.LanguageError:
+        # said in the locale's language, naming where the value came from
+        i18n.set_language(i18n.language_from_locale())
+        translate_commands(ctx.find_root().command)
+        source = ("OUTREACH_LANG" if ctx.get_parameter_source(param.name or "lang")
+                  == click.core.ParameterSource.ENVIRONMENT else "--lang")
+        raise click.UsageError(_("{source}={value!r}: the interface speaks vi (Vietnamese) or "
+                                 "en (English)").format(source=source, value=value)) from None
     i18n.set_language(lang)
     translate_commands(ctx.find_root().command)
     return lang
+
+
+def _show_version(ctx: click.Context) -> None:
+    click.echo(_("outreach, version {version}").format(version=__version__))
+    ctx.exit()
 
 
 def translate_commands(cmd: click.Command) -> None:
@@ -359,7 +370,9 @@ def translate_commands(cmd: click.Command) -> None:
 
 
 @click.group(cls=OutreachGroup)
-@click.version_option(__version__, prog_name="outreach")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=lambda ctx, _p, v: _show_version(ctx) if v else None,
+              help="Show the version and exit.")
 @click.option("--lang", metavar="vi|en", envvar="OUTREACH_LANG", is_eager=True,
               expose_value=False, callback=_lang_option,
               help="Interface language: vi or en (default: $OUTREACH_LANG, else the locale; "
