@@ -136,8 +136,11 @@ def test_a_campaign_reports_by_the_units_of_its_time(tmp_path: Path, start: str,
         assert conn.execute(select(Delivery.district, Delivery.ward)).one() == (district, ward)
 
 
+@pytest.mark.parametrize("handlers", ["default", "graceful"])
 def test_ctrl_c_during_a_large_import_leaves_nothing_half_written(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handlers: str) -> None:
+    import signal
+
     monkeypatch.setattr(recipients, "PARALLEL_MIN_BYTES", 1000)  # the reader is a child process
     path = tmp_path / "big.csv"
     path.write_text("Họ tên,SĐT\n" + "".join(f"N{i},09655{i:05d}\n" for i in range(50_000)),
@@ -150,8 +153,18 @@ def test_ctrl_c_during_a_large_import_leaves_nothing_half_written(
         if rows == 20_000:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        recipients.import_files(db, [path], list_name="big", progress=interrupt)
+    # "graceful": as during a launch (cli.campaign.graceful_stop), handlers that catch SIGINT
+    # and SIGTERM, which the forked reader inherits; the parent's terminate() must still end it
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if handlers == "graceful":
+        for sig in previous:
+            signal.signal(sig, lambda *_: None)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            recipients.import_files(db, [path], list_name="big", progress=interrupt)
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
     assert calls == [10_000, 20_000]
     assert (count(db, Recipient), count(db, Import), count(db, ImportIssue)) == (0, 0, 0)
     assert multiprocessing.active_children() == []  # the reader process is gone

@@ -320,6 +320,13 @@ def _cells(path: str, encoding: str | None, convert: bool, sheet: str | None,
 
 def _produce(path: str, encoding: str | None, convert: bool, sheet: str | None, queue: Any,
              normalise: bool = True) -> None:
+    # A forked reader has the parent's signal handlers (a launch's graceful stop catches
+    # SIGINT and SIGTERM): Ctrl-C is the parent's to handle, and its terminate() must end
+    # this process at once, never leave it blocked on a full queue after the parent is gone.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     info = listfiles.ListInfo(path)
     try:
         batches = (_cells(path, encoding, convert, sheet, info) if normalise
