@@ -855,7 +855,7 @@ class _XlsxBook:
         self.sheets: list[tuple[str, bool, str]] = []
         for el in book.iter():
             if _local(el.tag) == "sheet":
-                _, target = rels.get(_attr(el, "id", _REL_NS) or "", ("", ""))
+                _type, target = rels.get(_attr(el, "id", _REL_NS) or "", ("", ""))
                 self.sheets.append((el.get("name", ""),
                                     el.get("state", "visible") not in ("hidden", "veryHidden"), target))
         by_type = {kind.rpartition("/")[2]: target for kind, target in rels.values()}

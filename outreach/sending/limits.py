@@ -131,7 +131,7 @@ def recipient_checker(spec: CampaignSpec, gateways: Mapping[str, gw.Gateway], *,
             why = textmod.brandname_template_mismatch(ch.brandname_template, body)
             if why:
                 return f"brandname-template:channels[{i}].brandname_template"
-        _, sender, template_id, data = outbound.channel_parts(spec, channel)
+        _channel, sender, template_id, data = outbound.channel_parts(spec, channel)
         msg = gw.OutboundMessage(
             delivery_id=0, campaign_id=spec.id, channel=channel, to="+84000000000", body=body,
             sender=sender, template_id=template_id,
@@ -141,7 +141,8 @@ def recipient_checker(spec: CampaignSpec, gateways: Mapping[str, gw.Gateway], *,
         except gw.GatewayError as exc:
             if not tolerant:
                 raise
-            log.warning("campaign %s: %s limits not checked (%s)", spec.id, g.name, exc.reason)
+            log.warning(_("campaign {id}: {gateway} limits not checked ({reason})").format(
+                id=spec.id, gateway=g.name, reason=exc.reason))
             return None
         for r in found:
             if r.advisory:
