@@ -168,6 +168,20 @@ def when(moment: dt.datetime | None) -> str:
     return f"{local:%H:%M %d/%m/%Y}"
 
 
+def stamp(moment: dt.datetime | None = None) -> str:
+    """A log line's time, to the second, in Asia/Ho_Chi_Minh (now by default): vi
+    ``06:24:19 ngày 08/12/2026``, en ``2026-12-08 06:24:19 +07``. A naive datetime is UTC."""
+    from outreach.clock import VN_TZ
+
+    moment = moment or dt.datetime.now(dt.timezone.utc)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    local = moment.astimezone(VN_TZ)
+    if _current == "vi":
+        return f"{local:%H:%M:%S} ngày {local:%d/%m/%Y}"
+    return f"{local:%Y-%m-%d %H:%M:%S} +07"
+
+
 def day(d: dt.date | None) -> str:
     """A calendar day: vi ``30/07/2024``, en ``2024-07-30``; ``–`` for None."""
     if d is None:

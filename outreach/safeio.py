@@ -218,9 +218,12 @@ def prepare_sqlite_file(path: str | os.PathLike[str]) -> None:
     loose = [(f, m) for f in sqlite_files(p) if too_open(m := mode_of(f))]
     key = str(p.resolve())
     if loose and key not in _warned:
+        from outreach.i18n import _
+
         _warned.add(key)
-        log.warning("the database %s holds personal data but is readable by others (%s); "
-                    "run `chmod 600 %s*`", p, ", ".join(f"{f.name} {m:04o}" for f, m in loose), p)
+        log.warning(_("the database {path} holds personal data but is readable by others "
+                      "({modes}); run `chmod 600 {path}*`").format(
+                          path=p, modes=", ".join(f"{f.name} {m:04o}" for f, m in loose)))
 
 
 # -- output folders and write errors ---------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -116,3 +117,11 @@ def test_cli_prints_the_loose_database_warning(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("readable by others") == 1 and "loose.db 0664" in r.stderr
     assert "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "outreach", "--lang", "vi", "--database-url",
+                        f"sqlite:///{path}", "runs", "list"], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "TZ": "America/Los_Angeles"})
+    assert r.returncode == 0, r.stderr
+    # in Vietnamese, stamped in Vietnam's time whatever the server's zone
+    assert re.search(r"^\d\d:\d\d:\d\d ngày \d\d/\d\d/\d{4} CẢNH_BÁO outreach.safeio: cơ sở dữ "
+                     r"liệu \S*loose.db chứa dữ liệu cá nhân nhưng người dùng khác đọc được "
+                     r"\(loose.db 0664\); hãy chạy `chmod 600 ", r.stderr, re.M), r.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -258,8 +259,10 @@ def test_schedule_commands_in_vietnamese(tmp_path: Path) -> None:
     text = vi(db, "schedule", "pause", "khong-co", code=1)
     assert "chiến dịch khong-co không có lịch gửi (xem `outreach schedule list`)" in text
     assert "has no schedule" in en(db, "schedule", "pause", "khong-co", code=1)
-    assert "không có gì đến hạn" in vi(db, "scheduler", "run", "--once")
-    assert "nothing due" in en(db, "scheduler", "run", "--once")
+    out = vi(db, "scheduler", "run", "--once")
+    assert re.search(r"^\[\d\d:\d\d:\d\d ngày \d\d/\d\d/\d{4}\] không có gì đến hạn", out, re.M), out
+    out = en(db, "scheduler", "run", "--once")
+    assert re.search(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+07\] nothing due", out, re.M), out
 
 
 def test_scheduler_tick_lines_in_vietnamese(tmp_path: Path) -> None:

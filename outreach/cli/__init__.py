@@ -293,7 +293,13 @@ WAITRESS_LINES = (
 
 class LogFormatter(logging.Formatter):
     """Log lines with their level in the interface language (``CẢNH_BÁO``, ``LỖI``), and the
-    lines of waitress in it too (:data:`WAITRESS_LINES`), read when each line is written."""
+    lines of waitress in it too (:data:`WAITRESS_LINES`), read when each line is written;
+    stamped in Vietnam's time (:func:`outreach.i18n.stamp`), whatever the server's zone."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        import datetime as dt
+
+        return i18n.stamp(dt.datetime.fromtimestamp(record.created, dt.timezone.utc))
 
     def format(self, record: logging.LogRecord) -> str:
         saved = record.levelname, record.msg, record.args

@@ -48,7 +48,9 @@ def _utc(when: dt.datetime | None) -> str:
 
 
 def _stamp() -> str:
-    return f"[{dt.datetime.now(VN_TZ):%Y-%m-%d %H:%M:%S} +07]"
+    from outreach.i18n import stamp
+
+    return f"[{stamp()}]"
 
 
 #: What registering did (scheduling.register), as shown.

@@ -443,7 +443,8 @@ class ReceiptWriter:
             try:
                 confirm = tx()
             except Exception as exc:  # noqa: BLE001 - not acknowledged: the SMSC sends it again
-                log.error("smpp: %d receipts not stored (%s); not acknowledged", len(recs), exc)
+                log.error(_("smpp: {n} receipts not stored ({error}); not acknowledged").format(
+                    n=len(recs), error=exc))
                 return
         else:
             confirm = []
@@ -452,8 +453,9 @@ class ReceiptWriter:
         if confirm and self.on_confirm is not None:
             try:
                 self.on_confirm(confirm)
-            except Exception:  # noqa: BLE001 - the rows stay pending; acknowledged anyway
-                log.exception("smpp: confirmations of %s not started", confirm)
+            except Exception as exc:  # noqa: BLE001 - the rows stay pending; acknowledged anyway
+                log.error(_("smpp: confirmations of {what} not started: {error}").format(
+                    what=confirm, error=exc), exc_info=log.isEnabledFor(logging.DEBUG))
         for r in recs:
             if self.on_receipt is not None:
                 self.on_receipt(r)
@@ -684,7 +686,8 @@ class SmppSession:
             try:
                 self._dispatch(client, pdu)
             except Exception as exc:  # noqa: BLE001
-                log.warning("smpp: could not handle %s: %s", getattr(pdu, "command", "?"), exc)
+                log.warning(_("smpp: could not handle {pdu}: {error}").format(
+                    pdu=getattr(pdu, "command", "?"), error=exc))
 
     def _dispatch(self, client: _Client, pdu: Any) -> None:
         cmd = pdu.command
@@ -739,7 +742,8 @@ class SmppSession:
             pend.error = why
             pend.event.set()
         if not self._closed:
-            log.warning("smpp: session to %s:%s lost (%s)", self.host, self.port, why)
+            log.warning(_("smpp: session to {host}:{port} lost ({why})").format(
+                host=self.host, port=self.port, why=why))
 
     def close(self, flush: Callable[[], None] | None = None) -> None:
         """Unbind (waiting up to the response timeout for ``unbind_resp``), then disconnect.

@@ -534,8 +534,8 @@ class TwilioGateway(Gateway):
             records = self.client.messages.list(to=message.to, limit=LOOKUP_LIMIT + 1,
                                                 page_size=min(LOOKUP_LIMIT + 1, 1000))
         except (TwilioException, requests.RequestException, ValueError) as exc:
-            log.warning("twilio lookup for delivery %s failed: %s", message.delivery_id,
-                        type(exc).__name__)
+            log.warning(_("twilio lookup for delivery {id} failed: {error}").format(
+                id=message.delivery_id, error=type(exc).__name__))
             return None
         if len(records) > LOOKUP_LIMIT:
             return None
@@ -574,10 +574,11 @@ class TwilioGateway(Gateway):
                     if isinstance(err, base.ThrottledError) and attempt == 1:
                         self._sleep(min(err.retry_after or 1.0, 30.0))
                         continue
-                    log.warning("twilio status of %s not fetched: %s", sid, err.reason)
+                    log.warning(_("twilio status of {sid} not fetched: {error}").format(sid=sid, error=err.reason))
                     break
                 except (TwilioException, requests.RequestException, ValueError) as exc:
-                    log.warning("twilio status of %s not fetched: %s", sid, type(exc).__name__)
+                    log.warning(_("twilio status of {sid} not fetched: {error}").format(
+                        sid=sid, error=type(exc).__name__))
                     break
                 update = self._update_from(rec)
                 if update is not None:

@@ -336,7 +336,7 @@ class ZaloGateway(Gateway):
         msg_id = data.get("msg_id") or data.get("message_id")
         if not msg_id:
             # accepted (error 0) without an id: receipts still match by tracking_id
-            log.warning("zalo accepted delivery %s without a msg_id", message.delivery_id)
+            log.warning(_("zalo accepted delivery {id} without a msg_id").format(id=message.delivery_id))
             msg_id = f"zalo-tracking-{message.delivery_id}"
         quota = data.get("quota")
         if isinstance(quota, dict):

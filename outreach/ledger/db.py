@@ -147,7 +147,7 @@ def retry_write(fn: Callable[..., T]) -> Callable[..., T]:
             except OperationalError as exc:
                 if not is_locked_error(exc) or attempt == 29:
                     raise
-                log.warning("database busy, retrying the write (attempt %d)", attempt + 1)
+                log.warning(_("database busy, retrying the write (attempt {n})").format(n=attempt + 1))
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
         raise AssertionError("unreachable")

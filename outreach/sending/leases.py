@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from outreach.i18n import N_
+from outreach.i18n import N_, _
 from outreach.ledger import states
 from outreach.sending import reasons
 from outreach.clock import SYSTEM_CLOCK, Clock
@@ -222,7 +222,7 @@ class Lease:
             try:
                 self.renew()
             except SQLAlchemyError as exc:
-                log.warning("lease renewal failed: %s", exc)
+                log.warning(_("lease renewal failed: {error}").format(error=exc))
 
     def renew(self) -> int:
         """Extend the lease of the held rows still ``sending`` for this owner; returns how many."""

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from outreach.i18n import _
 from outreach.ledger import runstates, states, suppression
 from outreach.clock import Clock
 from outreach.ledger.db import Database, retry_write
@@ -368,8 +369,9 @@ class LedgerWriter:
             try:
                 self._write(starts, outcomes, rows)
             except BaseException as exc:  # noqa: BLE001 - handed to every waiting sender
-                log.error("run %s: writing %d starts and %d outcomes failed: %s", self.run_id,
-                          len(starts), len(outcomes), exc)
+                log.error(_("run {run}: writing {starts} starts and {outcomes} outcomes failed: "
+                            "{error}").format(run=self.run_id, starts=len(starts),
+                                              outcomes=len(outcomes), error=exc))
                 with self._cond:
                     self._failed = exc
                     self._cond.notify_all()
@@ -383,8 +385,9 @@ class LedgerWriter:
             if recorded and self.on_recorded is not None:
                 try:
                     self.on_recorded(recorded)
-                except Exception:  # noqa: BLE001 - a progress display never stops the writer
-                    log.exception("progress callback failed")
+                except Exception as exc:  # noqa: BLE001 - a progress display never stops the writer
+                    log.error(_("the progress display failed: {error}").format(error=exc),
+                              exc_info=log.isEnabledFor(logging.DEBUG))
 
     def _write(self, starts: list[int], outcomes: list[Outcome],
                rows: dict[int, dict[str, Any]]) -> None:
@@ -397,7 +400,7 @@ class LedgerWriter:
             except SQLAlchemyError as exc:
                 if until is None or time.monotonic() + delay > until:
                     raise
-                log.warning("recording sends failed, trying again: %s", exc)
+                log.warning(_("recording sends failed, trying again: {error}").format(error=exc))
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

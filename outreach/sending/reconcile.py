@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
+from outreach.i18n import _
 from outreach.ledger import runstates, states
 from outreach.sending import leases, outbound
 from outreach.input.campaigns import CampaignSpec
@@ -118,7 +119,7 @@ def recover(db: Database, spec: CampaignSpec, run_id: int, gateways: dict[str, g
         try:
             return g.lookup(msg, since, clock.now() + dt.timedelta(minutes=5))
         except gw.GatewayError as exc:
-            log.warning("reconciliation of delivery %s failed: %s", r.id, exc)
+            log.warning(_("reconciliation of delivery {id} failed: {error}").format(id=r.id, error=exc))
             return None
 
     pending: list[states.Change] = []

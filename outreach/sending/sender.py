@@ -15,7 +15,7 @@ from typing import Any
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
-from outreach.i18n import N_
+from outreach.i18n import N_, _
 from outreach.sending import outbound, reasons
 from outreach.input.campaigns import CampaignSpec
 from outreach.clock import Clock
@@ -233,8 +233,9 @@ class BatchSender:
             except (AbortBatch, LeaseLost, RecordFailed):
                 raise
             except Exception as exc:  # noqa: BLE001 - the whole request's outcome is unknown
-                log.exception("%d deliveries: %s.send_many raised %s", len(todo), gateway.name,
-                              type(exc).__name__)
+                log.error(_("{n} deliveries: {gateway}.send_many raised {kind}").format(
+                    n=len(todo), gateway=gateway.name, kind=type(exc).__name__),
+                    exc_info=log.isEnabledFor(logging.DEBUG))  # the traceback with -vv
                 self._halt_with("gateway", reasons.english(
                     N_("{gateway}: {kind} while writing a batch ({error}); its {n} deliveries are "
                        "recorded as unknown — `outreach campaign resume` reconciles them"),
@@ -382,8 +383,9 @@ class BatchSender:
             # The request may have left before the adapter failed: unknown (never resent
             # automatically), and the run pauses rather than meeting the same defect for
             # every recipient.
-            log.exception("delivery %s: %s.send raised %s", msg.delivery_id, gateway.name,
-                          type(exc).__name__)
+            log.error(_("delivery {id}: {gateway}.send raised {kind}").format(
+                id=msg.delivery_id, gateway=gateway.name, kind=type(exc).__name__),
+                exc_info=log.isEnabledFor(logging.DEBUG))  # the traceback with -vv
             self._halt_with("gateway", reasons.english(
                 N_("{gateway}: unexpected {kind} in the gateway adapter ({error}); the delivery "
                    "is recorded as unknown — see the log, then `outreach campaign resume`"),
@@ -445,7 +447,7 @@ class BatchSender:
         if not self._halt.is_set():
             self._halt_reason = (kind, why)
             self._halt.set()
-            log.error("campaign %s paused: %s", self.spec.id, why)
+            log.error(_("campaign {id} paused: {why}").format(id=self.spec.id, why=why))
 
 
 __all__ = ["BatchSender", "AbortBatch"]

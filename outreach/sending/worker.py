@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from outreach.i18n import N_, _
+from outreach.i18n import N_, _, number
 from outreach.input import campaigns
 from outreach.ledger import runs, runstates, states
 from outreach.sending import engine, leases, reasons, reconcile
@@ -168,8 +168,8 @@ class Worker:
                 try:
                     worked = self.step()
                 except LeaseLost as exc:
-                    log.error("%s; stopping without recording: the other workers reconcile "
-                              "this batch", exc)
+                    log.error(_("{error}; stopping without recording: the other workers reconcile "
+                                "this batch").format(error=exc))
                     self.report.exit_status, self.report.reason = EXIT_LEASE_LOST, str(exc)
                     break
                 except (RecordFailed, _BatchAborted) as exc:
@@ -177,8 +177,8 @@ class Worker:
                     self.report.exit_status, self.report.reason = EXIT_LEASE_LOST, str(exc)
                     break
                 except SQLAlchemyError as exc:
-                    log.warning("database error, trying again in %.0f s: %s",
-                                self.idle_seconds, exc)
+                    log.warning(_("database error, trying again in {seconds} s: {error}").format(
+                        seconds=number(self.idle_seconds), error=exc))
                     worked = False
                 if worked:
                     continue
@@ -308,8 +308,9 @@ class Worker:
                 names = {spec.channels[0].channel: self.gateway or run.gateway}
             gateways = self._gateways.get(names)
         except (gw.GatewayError, campaigns.CampaignError, KeyError, ValueError, TypeError) as exc:
-            log.error("run %s of %s cannot be sent by this worker: %s (looking again in %.0f s)",
-                      run.id, run.campaign_id, exc, RECHECK_SECONDS)
+            log.error(_("run {run} of {id} cannot be sent by this worker: {error} (looking again "
+                        "in {seconds} s)").format(run=run.id, id=run.campaign_id, error=exc,
+                                                  seconds=number(RECHECK_SECONDS)))
             self._skip_until[run.id] = time.monotonic() + RECHECK_SECONDS
             return None
         settings = engine.SendSettings(batch_size=self.batch_size, shared_rate=True,
@@ -335,15 +336,15 @@ class Worker:
         got = st.engine.reconcile()
         self.report.reconciled.update({k: v for k, v in got.items() if v})
         if got.get("orphaned"):
-            log.warning("run %s: %s deliveries of a dead worker reconciled: %s", st.run_id,
-                        got["orphaned"], got)
+            log.warning(_("run {run}: {n} deliveries of a dead worker reconciled: {found}").format(
+                run=st.run_id, n=number(got["orphaned"]), found=dict(got)))
         return bool(got.get("orphaned") or got.get("requeued"))
 
     def _pause(self, run_id: int, why: str) -> None:
         with self.db.engine.begin() as conn:
             runstates.move(conn, run_id, runstates.PAUSED, why, now=self.clock.now(),
                            only_from=runstates.WORKABLE)
-        log.error("run %s paused: %s", run_id, why)
+        log.error(_("run {run} paused: {why}").format(run=run_id, why=why))
         self._finished(run_id, _("paused: {reason}").format(reason=reasons.run_reason(why)))
 
     def _finished(self, run_id: int, what: str) -> None:

@@ -509,7 +509,8 @@ class BrandnameGateway(Gateway):
             try:
                 resp = self._call(self.status_request(mid), sending=False)
             except base.GatewayError as exc:
-                log.warning("%s status of a message not fetched: %s", self.provider, exc.reason)
+                log.warning(_("{provider} status of a message not fetched: {error}").format(
+                    provider=self.provider, error=exc.reason))
                 continue
             data = self._json(resp)
             if resp.status_code >= 300 or not isinstance(data, dict):
