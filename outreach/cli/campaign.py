@@ -57,6 +57,18 @@ def unknown_campaign(conn: Any, campaign_id: str) -> str:
         id=campaign_id, known=", ".join(known))
 
 
+def require_campaign(conn: Any, campaign_id: str) -> None:
+    """Refuse (:class:`outreach.sending.ops.OperatorError`, :func:`unknown_campaign`'s message
+    naming the known campaigns) a campaign id that is not in the database, so that a mistyped
+    id is an error, never an empty table or a silent zero."""
+    from sqlalchemy import select
+
+    from outreach.ledger.models import Campaign
+
+    if conn.execute(select(Campaign.id).where(Campaign.id == campaign_id)).first() is None:
+        raise ops.OperatorError(unknown_campaign(conn, campaign_id))
+
+
 @click.group()
 def campaign() -> None:
     """Check, launch, pause, resume, cancel and resend campaigns."""
@@ -640,13 +652,10 @@ def runs_list(c: Ctx, campaign_id: str | None, fmt: str) -> None:
 
     from outreach.ledger.models import Delivery, Run
 
-    from outreach.ledger.models import Campaign
-
     with c.db.engine.connect() as conn:
         stmt = select(Run.__table__).order_by(Run.id)
         if campaign_id:
-            if conn.execute(select(Campaign.id).where(Campaign.id == campaign_id)).first() is None:
-                raise ops.OperatorError(unknown_campaign(conn, campaign_id))
+            require_campaign(conn, campaign_id)
             stmt = stmt.where(Run.campaign_id == campaign_id)
         rows = conn.execute(stmt).mappings().all()
         counts: dict[int, dict[str, int]] = {}
