@@ -74,7 +74,7 @@ def test_an_unknown_campaign_or_list_is_an_error_not_an_empty_table(tmp_path: Pa
     code, out, err = run("deliveries", "list", "khong-co", db=url)
     assert code == 1 and "campaigns: co-that" in flat(err)
     code, out, err = run("report", "khong-co", db=url)
-    assert code == 1 and "no campaign 'khong-co' in the database" in flat(err)
+    assert code == 1 and "no campaign khong-co in this database; campaigns: co-that" in flat(err)
     code, out, err = run("recipients", "list", "--list", "khong-co", db=url)
     assert code == 1 and "no list 'khong-co' in this database; lists: co-that" in flat(err)
     code, out, err = run("recipients", "list", "--list", "co-that", db=url)

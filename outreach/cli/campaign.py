@@ -57,6 +57,18 @@ def unknown_campaign(conn: Any, campaign_id: str) -> str:
         id=campaign_id, known=", ".join(known))
 
 
+def require_campaign(conn: Any, campaign_id: str) -> None:
+    """Refuse (:class:`outreach.sending.ops.OperatorError`, :func:`unknown_campaign`'s message
+    naming the known campaigns) a campaign id that is not in the database, so that a mistyped
+    id is an error, never an empty table or a silent zero."""
+    from sqlalchemy import select
+
+    from outreach.ledger.models import Campaign
+
+    if conn.execute(select(Campaign.id).where(Campaign.id == campaign_id)).first() is None:
+        raise ops.OperatorError(unknown_campaign(conn, campaign_id))
+
+
 @click.group()
 def campaign() -> None:
     """Check, launch, pause, resume, cancel and resend campaigns."""
@@ -636,27 +648,32 @@ def runs() -> None:
 @pass_ctx
 def runs_list(c: Ctx, campaign_id: str | None, fmt: str) -> None:
     """Every run with its status, reason and counts (missed days included)."""
-    from sqlalchemy import func, select
+    from sqlalchemy import case, func, select
 
     from outreach.ledger.models import Delivery, Run
-
-    from outreach.ledger.models import Campaign
 
     with c.db.engine.connect() as conn:
         stmt = select(Run.__table__).order_by(Run.id)
         if campaign_id:
-            if conn.execute(select(Campaign.id).where(Campaign.id == campaign_id)).first() is None:
-                raise ops.OperatorError(unknown_campaign(conn, campaign_id))
+            require_campaign(conn, campaign_id)
             stmt = stmt.where(Run.campaign_id == campaign_id)
         rows = conn.execute(stmt).mappings().all()
         counts: dict[int, dict[str, int]] = {}
-        for run_id, status, n in conn.execute(
-                select(Delivery.run_id, Delivery.status, func.count()).group_by(
-                    Delivery.run_id, Delivery.status)):
-            counts.setdefault(run_id, {})[status] = n
+        # the gateways that really took the run's rows (a claimed row records its sender: a
+        # worker's --gateway replaces the one the run was created with)
+        used: dict[int, set[str]] = {}
+        claimed = case((Delivery.attempts > 0, 1), else_=0)
+        for run_id, status, gateway, was_claimed, n in conn.execute(
+                select(Delivery.run_id, Delivery.status, Delivery.gateway, claimed, func.count())
+                .group_by(Delivery.run_id, Delivery.status, Delivery.gateway, claimed)):
+            run_counts = counts.setdefault(run_id, {})
+            run_counts[status] = run_counts.get(status, 0) + n
+            if was_claimed and gateway:
+                used.setdefault(run_id, set()).add(gateway)
     data = [{"id": r["id"], "campaign": r["campaign_id"], "kind": r["kind"],
              "run_date": r["run_date"].isoformat(), "status": r["status"],
              "reason": r["status_reason"], "gateway": r["gateway"],
+             "gateways_used": sorted(used.get(r["id"], ())),
              "created_at": r["created_at"].isoformat(), "counts": counts.get(r["id"], {})}
             for r in rows]
     if fmt == "json":
@@ -670,10 +687,19 @@ def runs_list(c: Ctx, campaign_id: str | None, fmt: str) -> None:
         t.add_row(str(d["id"]), d["campaign"], _(d["kind"]),
                   day(dt.date.fromisoformat(d["run_date"])),
                   _(d["status"]),
-                  d["gateway"], ", ".join(f"{_(k)} {number(v)}" for k, v in
-                                          sorted(d["counts"].items())),
+                  run_gateways(d["gateway"], d["gateways_used"]),
+                  ", ".join(f"{_(k)} {number(v)}" for k, v in sorted(d["counts"].items())),
                   run_reason(d["reason"]))
     console.print(t)
+
+
+def run_gateways(planned: str, used: list[str]) -> str:
+    """A run's gateway as ``runs list`` shows it: the gateways that sent its messages, with the
+    one it was created with when that is another (``mock (created with outbox)``); the
+    planned one while nothing was sent."""
+    if not used or used == [planned]:
+        return planned
+    return _("{used} (created with {planned})").format(used=", ".join(used), planned=planned)
 
 
 def _approval_line(a: Any) -> str:

@@ -57,12 +57,9 @@ def list_(c: Ctx, campaign_id: str, statuses: tuple[str, ...], not_reached: bool
         raise click.UsageError(_("--not-reached lists recipients; do not combine it with "
                                  "--status"))
     with c.db.engine.connect() as conn:
-        from outreach.ledger.models import Campaign
+        from outreach.cli.campaign import require_campaign
 
-        if conn.execute(select(Campaign.id).where(Campaign.id == campaign_id)).first() is None:
-            from outreach.cli.campaign import unknown_campaign
-
-            raise click.ClickException(unknown_campaign(conn, campaign_id))
+        require_campaign(conn, campaign_id)
         if not_reached:
             rows = not_reached_rows(conn, campaign_id)
         else:
@@ -276,6 +273,32 @@ def event_source(source: str) -> str:
     return label(key) if key else source
 
 
+#: The counts of ``deliveries sync`` as the console shows them (``sync|<count>``); the final
+#: statuses (delivered, undelivered, failed) read as the states they are.
+SYNC_COUNTS = {"checked": N_("sync|checked"), "fetched": N_("sync|fetched"),
+               "missing": N_("sync|missing"), "unchanged": N_("sync|unchanged"),
+               "applied": N_("sync|applied"), "batches": N_("sync|batches")}
+
+
+def syncable_gateways() -> list[str]:
+    """The registered gateways whose provider can be asked for delivery statuses (their class
+    has its own ``fetch_statuses``); a gateway whose optional extra is missing here is listed
+    too (every real provider can be asked)."""
+    from outreach.gateways import REGISTRY, gateway_class
+    from outreach.gateways.base import ConfigurationError, Gateway
+
+    out = []
+    for name in sorted(REGISTRY):
+        try:
+            cls = gateway_class(name)
+        except ConfigurationError:
+            out.append(name)
+            continue
+        if cls.fetch_statuses is not Gateway.fetch_statuses:
+            out.append(name)
+    return out
+
+
 @deliveries.command("sync")
 @click.argument("campaign_id")
 @click.option("--gateway", default="twilio", show_default=True)
@@ -283,12 +306,30 @@ def event_source(source: str) -> str:
 @pass_ctx
 def sync(c: Ctx, campaign_id: str, gateway: str, batch_size: int) -> None:
     """Fetch statuses from the provider for deliveries without a final status (no webhook URL)."""
+    # refused (exit 1) before any gateway is configured: a campaign not in the database (the
+    # known ones named), a gateway that has no provider to ask (outbox, mock)
+    from outreach.cli.campaign import require_campaign
+    from outreach.gateways import gateway_class, make_gateway
+    from outreach.gateways.base import Gateway
+    from outreach.i18n import label
     from outreach.receipts import sync as syncmod
-    from outreach.gateways import make_gateway
+    from outreach.sending.ops import OperatorError
 
+    with c.db.engine.connect() as conn:
+        require_campaign(conn, campaign_id)
+    if gateway_class(gateway).fetch_statuses is Gateway.fetch_statuses:
+        raise OperatorError(_("the {gateway} gateway has no provider to ask for delivery "
+                              "statuses: nothing to sync (gateways that can be synced: "
+                              "{able})").format(gateway=gateway,
+                                                able=", ".join(syncable_gateways())))
     g = make_gateway(gateway)
-    counts = syncmod.sync_campaign(c.db, campaign_id, g, batch_size=batch_size)
-    console.print(", ".join(f"{_(k)} {number(v)}" for k, v in counts.items()))
+    try:
+        counts = syncmod.sync_campaign(c.db, campaign_id, g, batch_size=batch_size)
+    finally:
+        g.close()
+    console.print(", ".join(
+        f"{label(SYNC_COUNTS[k]) if k in SYNC_COUNTS else _(k)} {number(v)}"
+        for k, v in counts.items() if isinstance(v, int)))
 
 
 ACTIONS = {"resend": N_("requeued"), "sent": N_("marked sent"), "skip": N_("skipped"),

@@ -48,6 +48,11 @@ def _rows(c: Ctx, campaign: str | None, since: str | None, every: bool, whole: b
     from outreach.cli.report import parse_when
 
     since_at = parse_when(since)
+    if campaign is not None:
+        from outreach.cli.campaign import require_campaign
+
+        with c.db.engine.connect() as conn:  # a mistyped id is an error, not an empty inbox
+            require_campaign(conn, campaign)
     with c.db.engine.begin() as conn:
         # SMPP replies stored while no hook recorded them (an older sender, a crash)
         inbound.ingest_smpp(conn, settings=inbound.current_settings())

@@ -14,6 +14,7 @@ from rich.table import Table
 from outreach import i18n, safeio
 from outreach.reporting import reports
 from outreach.cli import OUT_FILE, Ctx, console, pass_ctx
+from outreach.cli.campaign import require_campaign
 from outreach.i18n import N_, _, number, percent
 
 #: Breakdowns the table shows unless --by says otherwise (wards are long: ask for them).
@@ -101,6 +102,7 @@ def report(c: Ctx, campaign_id: str, fmt: str, out: str | None, since: str | Non
     if out:
         check_suffix(fmt, out)
     with reports.report_connection(c.db.engine) as conn:
+        require_campaign(conn, campaign_id)
         data = reports.campaign_report(conn, campaign_id, since=since_at, until=until_at)
     if fmt == "xlsx":
         assert out is not None
@@ -157,6 +159,7 @@ def _official(c: Ctx, campaign_id: str, out: str | None, since: dt.datetime | No
         raise click.UsageError(_("--official writes .docx, .pdf or .html: give --out "
                                  "FILE.docx"))
     with reports.report_connection(c.db.engine) as conn:
+        require_campaign(conn, campaign_id)
         data = reports.campaign_report(conn, campaign_id, since=since, until=until)
     info = official.document_info(data, **overrides)
     try:

@@ -78,6 +78,11 @@ def worker(c: Ctx, campaign_id: str | None, concurrency: int | None, gateway: st
     if options and not gateway:
         raise click.UsageError(_("--gateway-option needs --gateway"))
     database = c.db
+    if campaign_id is not None:  # a mistyped id would wait (or exit) with nothing to send
+        from outreach.cli.campaign import require_campaign
+
+        with database.engine.connect() as conn:
+            require_campaign(conn, campaign_id)
     if gateway:  # a wrong name or option is refused now, not found run after run
         from outreach.gateways import gateway_class
         from outreach.gateways import build_gateways

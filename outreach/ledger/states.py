@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,7 +218,8 @@ def group_by_status(rows: Iterable[tuple[str, int]]) -> dict[str, int]:
 
 
 def claim(conn: Connection, run_id: int, *, limit: int, owner: str, lease_expires: dt.datetime,
-          now: dt.datetime, started: bool = False, after: int = 0) -> list[dict[str, Any]]:
+          now: dt.datetime, started: bool = False, after: int = 0,
+          gateways: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """Move up to ``limit`` queued deliveries of a run to ``sending`` under a lease, set-based.
 
     ``sending_at`` is cleared: it is set by :func:`mark_started` when the request is about to
@@ -241,6 +242,11 @@ def claim(conn: Connection, run_id: int, *, limit: int, owner: str, lease_expire
     claims from 0 again when nothing is left after it, for a row put back in the queue).
     Whatever plan PostgreSQL's statistics lead it to, a claim then reads the rows of its batch
     and what other workers hold, never every row already sent before them.
+
+    ``gateways`` (channel -> gateway name): the gateways that will send the batch, written in
+    each claimed row's ``gateway`` (the ledger records who really sent a message: a worker's or
+    a resume's ``--gateway`` replaces the one the run was created with); a channel not in it
+    keeps its row's gateway.
     """
     pg = conn.dialect.name == "postgresql"
     ph = "%s" if pg else "?"
@@ -253,15 +259,19 @@ def claim(conn: Connection, run_id: int, *, limit: int, owner: str, lease_expire
     heads = (f"run_id = {ph} AND status = 'queued' AND id > {ph} AND NOT {SUPPRESSED_SQL} "
              f"ORDER BY id LIMIT {ph}{lock}")
     params = (run_id, after, limit)
+    names = sorted((gateways or {}).items())
+    sets_gateway = ("gateway = CASE channel " + " ".join(f"WHEN {ph} THEN {ph}" for _ in names)
+                    + " ELSE gateway END, ") if names else ""
     result = conn.exec_driver_sql(
         f"UPDATE deliveries SET status = 'sending', updated_at = {ph}, "
-        f"sending_at = {ph if started else 'NULL'}, "
+        f"sending_at = {ph if started else 'NULL'}, {sets_gateway}"
         f"lease_owner = {ph}, lease_expires_at = {ph}, attempts = attempts + 1, "
         f"receipt_token = COALESCE(receipt_token, {_NEW_TOKEN[conn.dialect.name]}) "
         f"WHERE id IN (SELECT id FROM deliveries WHERE {heads}) "
         "RETURNING id, channel, address, body, segments, recipient_id, carrier, receipt_token, "
         "template_data",
-        (ts, *((ts,) if started else ()), owner, lease, *params))
+        (ts, *((ts,) if started else ()), *(x for pair in names for x in pair), owner, lease,
+         *params))
     # the driver's tuples, not a Row object per claimed row (a batch is thousands of rows and
     # the claim is on the send path: benchmarks/city_1m.py)
     rows = result.cursor.fetchall()

@@ -515,9 +515,12 @@ class RunEngine:
                 limit = min(limit, cap - runs.sent_today(conn, self.spec.id, now))
                 if limit <= 0:
                     return []
+            # each row records the gateway that sends it (a worker's --gateway may replace
+            # the run's)
             return states.claim(conn, self.run_id, limit=limit, owner=self.lease.owner,
                                 lease_expires=self.lease.until(now), now=now,
-                                started=self._claim_started, after=after)
+                                started=self._claim_started, after=after,
+                                gateways={ch: g.name for ch, g in self.gateways.items()})
 
 
 def check_text(run: Any, spec: CampaignSpec) -> None:

@@ -38,7 +38,7 @@ from flask import (Flask, Response, abort, flash, g, jsonify, redirect, render_t
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import func, select
 
-from outreach import users
+from outreach import i18n, users
 from outreach.input import campaigns
 from outreach.ledger import states, suppression
 from outreach.reporting import audit, official, reports
@@ -116,6 +116,22 @@ def create_app(db: Database, *, secret_key: str | None = None, trusted_header: s
             return redirect(url_for("login", next=request.full_path))
         return None
 
+    @app.before_request
+    def known_campaign() -> Any:
+        """A page of a campaign that is not in the database is the Vietnamese 404 naming the
+        known campaigns (JSON for ``.json``), for every route with ``<cid>``, before any route
+        reads it; only for a signed-in account (registered after :func:`load_user`)."""
+        cid = (request.view_args or {}).get("cid")
+        if cid is None:
+            return None
+        from outreach.cli.campaign import unknown_campaign
+
+        with db.engine.connect() as conn:
+            if conn.execute(select(Campaign.id).where(Campaign.id == cid)).first() is not None:
+                return None
+            message = official.in_vietnamese(lambda c: unknown_campaign(conn, c), cid)
+        abort(404, description=_sentence(message))
+
     @app.after_request
     def headers(resp: Response) -> Response:
         resp.headers.setdefault("X-Frame-Options", "DENY")
@@ -147,12 +163,28 @@ def create_app(db: Database, *, secret_key: str | None = None, trusted_header: s
         return render_template("error.html", code=403, message=(
             "Tài khoản của bạn không có quyền thực hiện thao tác này.")), 403
 
+    def error_page(code: int, message: str) -> Any:
+        """The error page (``error.html``), or ``{"error": message}`` for a ``.json`` path."""
+        if request.path.endswith(".json"):
+            return jsonify({"error": message}), code
+        return render_template("error.html", code=code, message=message), code
+
     @app.errorhandler(404)
     def not_found(exc: Any) -> Any:
-        message = getattr(exc, "description", "") or ""
-        if not message.startswith("Không đọc được"):
+        from werkzeug.exceptions import NotFound
+
+        # abort(404, description=...) says why in Vietnamese; Werkzeug's own text is English
+        message = getattr(exc, "description", None)
+        if not message or message == NotFound.description:
             message = "Không tìm thấy trang."
-        return render_template("error.html", code=404, message=message), 404
+        return error_page(404, message)
+
+    @app.errorhandler(ops.OperatorError)
+    def refused(exc: ops.OperatorError) -> Any:
+        """A refusal raised by the code under a page (:class:`outreach.sending.ops.OperatorError`)
+        is its message on the error page (400), never an English 500 and a traceback in the
+        console; an unknown campaign is answered before (:func:`known_campaign`, 404)."""
+        return error_page(400, _sentence(_one_line(exc)))
 
     @app.context_processor
     def helpers() -> dict[str, Any]:
@@ -263,8 +295,11 @@ def create_app(db: Database, *, secret_key: str | None = None, trusted_header: s
         bs = data["by_status"]
         pending = bs.get(states.QUEUED, 0) + bs.get(states.SENDING, 0)
         total = data["deliveries"]
+        ratio = (total - pending) / total if total else 0.0
         out = {"deliveries": total, "done": total - pending, "pending": pending,
-               "percent": round(100 * (total - pending) / total, 1) if total else 0.0,
+               "percent": round(100 * ratio, 1),
+               # as the page shows it: 100,0% (Vietnamese decimal comma)
+               "percent_text": official.in_vietnamese(lambda _x: i18n.percent(ratio), None),
                "by_status": bs, **{k: data[k] for k, _ in GROUPS},
                "recipients": data["recipients"], "reached": data["reached"],
                "not_reached": data["not_reached"], "attempted": data["attempted"],
@@ -443,6 +478,15 @@ def create_app(db: Database, *, secret_key: str | None = None, trusted_header: s
         return back(cid)
 
     return app
+
+
+def _sentence(message: str) -> str:
+    """A message as a sentence of the page: its first letter capitalised, a full stop."""
+    message = message.strip()
+    if not message:
+        return message
+    message = message[0].upper() + message[1:]
+    return message if message.endswith((".", "!", "?", ")")) else message + "."
 
 
 def _one_line(exc: BaseException) -> str:

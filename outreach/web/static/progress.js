@@ -14,7 +14,7 @@
       .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
       .then(function (p) {
         ["done", "deliveries", "pending", "delivered", "failures"].forEach(function (k) { set(k, fmt(p[k])); });
-        set("percent", String(p.percent));
+        set("percent", p.percent_text);
         if (p.run) set("run", "#" + p.run.id + " — " + p.run.status_vi);
         set("updated", new Date().toLocaleTimeString("vi-VN"));
         box.querySelector("[data-live-bar]").style.width = p.percent + "%";
