@@ -62,7 +62,8 @@ def list_(c: Ctx, campaign_id: str, statuses: tuple[str, ...], not_reached: bool
         if conn.execute(select(Campaign.id).where(Campaign.id == campaign_id)).first() is None:
             from outreach.cli.campaign import unknown_campaign
 
-            raise click.ClickException(unknown_campaign(conn, campaign_id))
+            raise click.ClickException(never_launched(campaign_id)
+                                       or unknown_campaign(conn, campaign_id))
         if not_reached:
             rows = not_reached_rows(conn, campaign_id)
         else:
@@ -164,6 +165,20 @@ def not_reached_query(campaign_id: str) -> Any:
             .where(per.c.hit == 0, Delivery.status.in_(NOT_REACHED_STATES),
                    ~select(Suppression.e164).where(Suppression.e164 == Delivery.address).exists())
             .order_by(Delivery.district, Delivery.ward, per.c.rid))
+
+
+def never_launched(campaign_id: str) -> str | None:
+    """The message for a campaign not in the database whose file is there
+    (``campaigns/<id>.toml``): it was never launched, and the command that launches it names
+    the file; None when there is no such file."""
+    from outreach.input import campaigns
+
+    try:
+        path = campaigns.resolve(campaign_id)
+    except campaigns.CampaignError:
+        return None
+    return _("campaign {id} was never launched in this database (`outreach campaign launch "
+             "{file}`)").format(id=campaign_id, file=path)
 
 
 def not_reached_rows(conn: Any, campaign_id: str) -> list[dict[str, Any]]:
