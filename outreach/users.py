@@ -23,11 +23,15 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Connection, insert, select, update
 
-from outreach.i18n import _
+from outreach.i18n import _, current
 from outreach.reporting import audit
 from outreach.ledger.models import User
 
 ROLES = ("viewer", "operator", "approver", "admin")
+#: A role's name in Vietnamese, as the web dashboard and the Vietnamese console show it (the
+#: codes stay codes in the database, the JSON and the ``--role`` option): :func:`role_label`.
+ROLE_VI = {"viewer": "Người xem", "operator": "Cán bộ vận hành", "approver": "Người phê duyệt",
+           "admin": "Quản trị"}
 #: Roles that may see whole phone numbers (audited) and act on campaigns.
 OPERATOR_ROLES = ("operator", "approver", "admin")
 APPROVER_ROLES = ("approver", "admin")
@@ -57,6 +61,16 @@ class Account:
     @property
     def label(self) -> str:
         return self.display_name or self.username
+
+
+def role_label(role: str, *, in_sentence: bool = False) -> str:
+    """A role as the console shows it: the code itself in English (``approver``), its
+    :data:`ROLE_VI` name in Vietnamese (``Người phê duyệt``; ``in_sentence``: with a small first
+    letter, ``vai trò người phê duyệt``). A role without a name is returned unchanged."""
+    name = ROLE_VI.get(role)
+    if name is None or current() == "en":
+        return role
+    return name[0].lower() + name[1:] if in_sentence else name
 
 
 def _now() -> dt.datetime:

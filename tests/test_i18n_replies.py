@@ -297,4 +297,4 @@ def test_gateways_check_in_english_unchanged(db: Database, monkeypatch: pytest.M
 
 def test_gateways_check_facts_in_vietnamese(db: Database) -> None:
     text = vi_ok(db, "gateways", "check", "mock")
-    assert "cổng gửi mock" in text and "│ ok │ có │" in text
+    assert "cổng gửi mock" in text and "│ kiểm tra đạt │ có │" in text

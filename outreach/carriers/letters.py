@@ -15,7 +15,7 @@ from outreach.carriers import areas, registry
 from outreach.carriers.plan import CARRIER_LIMIT_CHARS
 
 from outreach.decree30 import FONT, decree30_date  # noqa: F401  (re-exported: one implementation)
-from outreach.i18n import _
+from outreach.i18n import N_, _, current, label
 
 
 class LetterError(Exception):
@@ -81,9 +81,7 @@ def carrier_for(spec: Any, key: str) -> registry.Carrier:
     if c is None:
         raise LetterError(_("unknown operator {name}").format(name=repr(key)))
     place = spec.carriers.letter.place
-    unit = c.contact.unit.replace("{place}", place).strip() if place else \
-        c.contact.unit.replace(" {place}", "").replace("{place}", "").strip()
-    c = c.with_contact(unit=unit)
+    c = c.with_contact(unit=registry.unit_for(c.contact.unit, place))
     override = spec.carriers.contacts.get(c.key)
     return c.with_contact(**override) if override else c
 
@@ -266,6 +264,47 @@ SHEET_COLUMNS = ("campaign", "carrier", "letter_number", "option", "text", "enco
                  "contact_phone", "contact_email")
 
 
+#: The text options the letters offer: code → English words (a msgid; the console shows them,
+#: and the Vietnamese sheet).
+OPTION_LABELS = {"prescribed": N_("prescribed"), "unaccented": N_("unaccented"),
+                 "short": N_("short")}
+
+#: The sheet's column (:data:`SHEET_COLUMNS`) → its heading in the Vietnamese interface (a
+#: context-marked msgid, :func:`outreach.i18n.label`); the English sheet is headed by the
+#: column names themselves, as it always was.
+SHEET_HEADINGS = {
+    "campaign": N_("sheet|campaign"), "carrier": N_("sheet|carrier"),
+    "letter_number": N_("sheet|letter_number"), "option": N_("sheet|option"),
+    "text": N_("sheet|text"), "encoding": N_("sheet|encoding"),
+    "characters": N_("sheet|characters"), "units": N_("sheet|units"),
+    "segments": N_("sheet|segments"), "fits_one_sms": N_("sheet|fits_one_sms"),
+    "sha256": N_("sheet|sha256"), "approval": N_("sheet|approval"),
+    "area_codes": N_("sheet|area_codes"), "area_names": N_("sheet|area_names"),
+    "start_date": N_("sheet|start_date"), "end_date": N_("sheet|end_date"),
+    "daily_start": N_("sheet|daily_start"), "daily_end": N_("sheet|daily_end"),
+    "reply_by": N_("sheet|reply_by"), "results_by": N_("sheet|results_by"),
+    "report_deadline": N_("sheet|report_deadline"), "contact_name": N_("sheet|contact_name"),
+    "contact_unit": N_("sheet|contact_unit"), "contact_phone": N_("sheet|contact_phone"),
+    "contact_email": N_("sheet|contact_email"),
+}
+
+
+def sheet_table(ctx: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """The sheet in the interface language: its headings and one list of values per text
+    option (the columns of :data:`SHEET_COLUMNS`). English: the column names and the codes
+    (``prescribed``, ``yes``/``no``), as before; Vietnamese: :data:`SHEET_HEADINGS` and the
+    option and the yes/no in words (``nguyên văn có dấu``, ``không``)."""
+    rows = sheet_rows(ctx)
+    if current() == "en":
+        return list(SHEET_COLUMNS), [[r[c] for c in SHEET_COLUMNS] for r in rows]
+    out = []
+    for r in rows:
+        r = dict(r, option=_(OPTION_LABELS.get(r["option"], r["option"])),
+                 fits_one_sms=_("yes") if r["fits_one_sms"] == "yes" else _("no"))
+        out.append([r[c] for c in SHEET_COLUMNS])
+    return [label(SHEET_HEADINGS[c]) for c in SHEET_COLUMNS], out
+
+
 def sheet_rows(ctx: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per text option with everything an operator's system needs (:data:`SHEET_COLUMNS`)."""
     top = [a for a in ctx["areas"] if not a["parent"]]
@@ -289,11 +328,13 @@ def sheet_rows(ctx: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def csv_text(ctx: dict[str, Any]) -> str:
-    """The sheet as CSV (comma, quoted where needed, CRLF as Excel writes it)."""
+    """The sheet as CSV (comma, quoted where needed, CRLF as Excel writes it), headed and worded
+    in the interface language (:func:`sheet_table`)."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=SHEET_COLUMNS)
-    w.writeheader()
-    w.writerows(sheet_rows(ctx))
+    w = csv.writer(buf)
+    headings, rows = sheet_table(ctx)
+    w.writerow(headings)
+    w.writerows(rows)
     return buf.getvalue()
 
 
@@ -310,10 +351,10 @@ def xlsx_bytes(ctx: dict[str, Any]) -> bytes:
     wb = Workbook()
     ws = wb.active
     ws.title = "Tin nhắn"
-    rows = sheet_rows(ctx)
-    ws.append(list(SHEET_COLUMNS))
+    headings, rows = sheet_table(ctx)
+    ws.append(headings)
     for r in rows:
-        ws.append([r[c] for c in SHEET_COLUMNS])
+        ws.append(r)
     for cell in ws[1]:
         cell.font = Font(bold=True)
     ws.column_dimensions["E"].width = 80

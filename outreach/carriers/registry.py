@@ -49,6 +49,15 @@ class Carrier:
         return replace(self, contact=replace(self.contact, **changes))
 
 
+def unit_for(unit: str, place: str | None) -> str:
+    """A contact unit with its ``{place}`` filled in (``"Viettel {place}"``, ``"Cần Thơ"`` →
+    ``"Viettel Cần Thơ"``); without a place, the placeholder and the space before it are
+    dropped (``"Viettel"``). A unit without the placeholder is returned stripped."""
+    if place:
+        return unit.replace("{place}", place).strip()
+    return unit.replace(" {place}", "").replace("{place}", "").strip()
+
+
 def _fold(name: str) -> str:
     s = unicodedata.normalize("NFD", name.strip().casefold()).replace("đ", "d")
     return "".join(ch for ch in s if ch.isalnum())

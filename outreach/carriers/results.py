@@ -93,6 +93,23 @@ def parse_count(value: str) -> int | None:
     return None
 
 
+def open_error(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot be opened for reading, in the interface language (``file not
+    found``, ``no permission to read it``, ``it is a folder, not a file``; another OS error:
+    its own text), or None when it opens."""
+    try:
+        open(path, "rb").close()
+    except FileNotFoundError:
+        return _("file not found")
+    except PermissionError:
+        return _("no permission to read it")
+    except IsADirectoryError:
+        return _("it is a folder, not a file")
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
 def read(path: str | os.PathLike[str], *, scopes: list[areas.Area], start: dt.date, end: dt.date,
          sheet: str | None = None, encoding: str | None = None) -> tuple[list[Figure], list[Issue]]:
     """Read one operator's report: the header row (within the first 10 non-empty rows; title
@@ -107,6 +124,9 @@ def read(path: str | os.PathLike[str], *, scopes: list[areas.Area], start: dt.da
     file = os.fspath(path)
     figures: list[Figure] = []
     issues: list[Issue] = []
+    why = open_error(path)
+    if why is not None:
+        return figures, [Issue(file, None, _("cannot open: {error}").format(error=why))]
     try:
         _read(file, read_cells(path, encoding=encoding, sheet=sheet), scopes, start, end,
               figures, issues)

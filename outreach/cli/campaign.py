@@ -66,7 +66,22 @@ def require_campaign(conn: Any, campaign_id: str) -> None:
     from outreach.ledger.models import Campaign
 
     if conn.execute(select(Campaign.id).where(Campaign.id == campaign_id)).first() is None:
-        raise ops.OperatorError(unknown_campaign(conn, campaign_id))
+        raise ops.OperatorError(never_launched(campaign_id)
+                                or unknown_campaign(conn, campaign_id))
+
+
+def never_launched(campaign_id: str) -> str | None:
+    """The message for a campaign not in the database whose file is there
+    (``campaigns/<id>.toml``): it was never launched, and the command that launches it names
+    the file; None when there is no such file."""
+    from outreach.input import campaigns
+
+    try:
+        path = campaigns.resolve(campaign_id)
+    except campaigns.CampaignError:
+        return None
+    return _("campaign {id} was never launched in this database (`outreach campaign launch "
+             "{file}`)").format(id=campaign_id, file=path)
 
 
 @click.group()
@@ -737,6 +752,31 @@ def submit(c: Ctx, campaign_ref: str, note: str | None) -> None:
                     "{id}`").format(id=spec.id))
 
 
+def _refuse_unknown_approver(conn: Any, campaign_id: str, approver: str) -> None:
+    """When the approval was refused because ``approver`` is no active approver or admin
+    account (and a request is pending), raise the refusal again with the command that names
+    this account (``outreach users add bob --role approver``; for an account that exists,
+    how to enable it or who may approve); otherwise return (the refusal stands as it is)."""
+    from outreach import users
+    from outreach.sending import approvals
+
+    acc = users.get(conn, approver or "")
+    if (acc is not None and acc.has("approver")) or approvals.latest(
+            conn, campaign_id, "pending") is None:
+        return
+    if acc is None:
+        hint = _("`outreach users add {name} --role approver`").format(name=approver)
+    elif not acc.active:
+        hint = _("`outreach users enable {name}`").format(name=acc.username)
+    else:
+        hint = _("{name} has the role {role}; an approver approves: `outreach --operator "
+                 "NAME campaign approve {id}`").format(
+                     name=acc.username, role=users.role_label(acc.role, in_sentence=True),
+                     id=campaign_id)
+    raise approvals.ApprovalError(_("{name!r} is not an active approver or admin account "
+                                    "({hint})").format(name=approver, hint=hint))
+
+
 @campaign.command("approve")
 @click.argument("campaign_ref", metavar="FILE_OR_ID")
 @pass_ctx
@@ -747,8 +787,13 @@ def approve(c: Ctx, campaign_ref: str) -> None:
     from outreach.sending import approvals
 
     spec = load_spec(campaign_ref, c)
+    approver = c.operator or config.default_operator()
     with c.db.engine.begin() as conn:
-        a = approvals.approve(conn, spec, approver=c.operator or config.default_operator())
+        try:
+            a = approvals.approve(conn, spec, approver=approver)
+        except approvals.ApprovalError:
+            _refuse_unknown_approver(conn, spec.id, approver)
+            raise
     console.print(_("[green]approved[/green] {id}: {line}").format(id=spec.id,
                                                                     line=_approval_line(a)),
                   soft_wrap=True)

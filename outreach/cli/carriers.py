@@ -104,15 +104,20 @@ def list_carriers(fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(items, ensure_ascii=False, indent=2))
         return
+    place = _("<place>")
     t = Table(title=_("Mobile operators"))
     for col in (_("key"), _("company"), _("other names"), _("contact unit"), _("e-mail"),
                 _("verified")):
         t.add_column(col)
     for x in items:
         ct = x["contact"]
-        t.add_row(x["key"], x["company"], ", ".join(x["aliases"]), ct["unit"], ct["email"] or "–",
+        t.add_row(x["key"], x["company"], ", ".join(x["aliases"]),
+                  registry.unit_for(ct["unit"], place), ct["email"] or "–",
                   _("yes") if ct["verified"] else _("no"))
     console.print(t)
+    if any("{place}" in x["contact"]["unit"] for x in items):
+        console.print(_("{place}: the campaign's place (carriers.letter.place), written into "
+                        "each request letter").format(place=place))
 
 
 @carriers.command("request")
@@ -187,7 +192,8 @@ def request(c: Ctx, campaign: str, only: tuple[str, ...], out_dir: str | None,
                 "SHA-256"):
         t.add_column(col)
     for o in options:
-        t.add_row(_(OPTION_LABELS.get(o["option"], o["option"])), o["encoding"], str(o["characters"]), str(o["segments"]),
+        t.add_row(_(letters.OPTION_LABELS.get(o["option"], o["option"])), o["encoding"],
+                  str(o["characters"]), str(o["segments"]),
                   _("yes") if o["fits_one"] else _("no"), o["sha256"][:16] + "…")
     console.print(t)
     p = options[0]
@@ -207,9 +213,29 @@ def request(c: Ctx, campaign: str, only: tuple[str, ...], out_dir: str | None,
         console.print(_("note: no PDF (WeasyPrint is not installed): print the DOCX to PDF, or "
                         "`pip install 'outreach\\[pdf]'`"))  # "\\[": text, not rich markup
     if not email:
-        console.print(_("next: send the letters, then `outreach carriers mark {campaign} "
-                        "--carrier NAME requested --number N --date D` (or re-run with "
-                        "--email)").format(campaign=spec.id))
+        console.print(_("next: send the letters, then `{command}` (or re-run with "
+                        "--email)").format(command=mark_command(spec.id, written)))
+
+
+def mark_command(campaign_id: str, written: list[dict[str, Any]]) -> str:
+    """The ``outreach carriers mark … requested`` command for the letters just written, with
+    the values known: the operator when there is one letter, the letter number when every
+    letter has the same full one (not the clerk's blank ``      /STTTT-TTBCXB``); the others as
+    placeholders in the interface language (``NAME``, ``N``, ``DATE``: ``TÊN``, ``SỐ``,
+    ``NGÀY``). The day is when the letters went out: always a placeholder."""
+    import shlex
+
+    carriers = {w["carrier"] for w in written}
+    numbers = {(w["number"] or "").strip() for w in written}
+    number = numbers.pop() if len(numbers) == 1 else ""
+    known = bool(number) and not number.startswith("/")
+    return "outreach carriers mark {campaign} --carrier {carrier} requested --number {number} " \
+        "--date {date}".format(
+            campaign=campaign_id,
+            carrier=shlex.quote(carriers.pop()) if len(carriers) == 1
+            else i18n.label(i18n.N_("placeholder|NAME")),
+            number=shlex.quote(number) if known else i18n.label(i18n.N_("placeholder|N")),
+            date=i18n.label(i18n.N_("placeholder|DATE")))
 
 
 def _email(c: Ctx, spec: Any, written: list[dict[str, Any]]) -> list[str]:
@@ -367,9 +393,6 @@ def status(c: Ctx, campaign: str, today: str | None, fmt: str) -> None:
                       + "[/red]")
 
 
-#: The text options the letters offer (codes in the sheet and JSON, words on the console).
-OPTION_LABELS = {"prescribed": i18n.N_("prescribed"), "unaccented": i18n.N_("unaccented"),
-                 "short": i18n.N_("short")}
 #: How a letter went (``--by``): codes stored, words shown.
 BY_LABELS = {"post": i18n.N_("post"), "email": i18n.N_("email"), "hand": i18n.N_("hand"),
              "fax": i18n.N_("fax"), "portal": i18n.N_("portal")}
@@ -408,6 +431,10 @@ def result(c: Ctx, campaign: str, file: str | None, name: str, sent: int | None,
     if file and sent is not None:
         raise click.UsageError(_("give FILE or --sent N --date D, not both"))
     if file:
+        why = results.open_error(file)
+        if why is not None:
+            raise CarrierCommandError(_("{file}: cannot open: {error}").format(file=file,
+                                                                            error=why))
         if sheet is None and Path(file).suffix.lower() in (".xlsx", ".xlsm"):
             sheet = _results_sheet(file)
         figures, issues = results.read(file, scopes=scopes, start=plan.start_date,

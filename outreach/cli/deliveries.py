@@ -204,8 +204,11 @@ def lookup(c: Ctx, phone: str, fmt: str, key_env: str | None) -> None:
 
     res = phones.normalise(phone)
     if not res.ok or not res.e164:
+        from outreach.cli.optout import shown_raw
+        from outreach.input.reasons import label
+
         raise click.BadParameter(_("{phone!r} is not a mobile number ({reason})").format(
-            phone=phone, reason=res.reason))
+            phone=shown_raw(c, phone), reason=label(res.reason)))
     addresses = [res.e164]
     if key_env:
         from outreach.reporting import privacy

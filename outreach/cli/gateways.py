@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from outreach import config
-from outreach.i18n import _, number, when
+from outreach.i18n import N_, _, number, when
 from outreach.reporting import audit
 
 _META_URL = "outreach.gateways.database_url"
@@ -55,6 +55,67 @@ def gateways() -> None:
     """Check gateways and manage their credentials."""
 
 
+#: A check() fact's key → the English words the Vietnamese table shows for it (a msgid); the
+#: English table shows the keys themselves, as it always has; a key not listed is shown as is.
+FACT_LABELS: dict[str, str] = {
+    "gateway": N_("gateway"),
+    "ok": N_("check passed"),
+    "account": N_("account"),
+    "account_name": N_("account name"),
+    "account_status": N_("account status"),
+    "auth": N_("authentication"),
+    "sender": N_("sender"),
+    "messaging_service_sid": N_("messaging service"),
+    "api_url": N_("API address"),
+    "status_callback_base": N_("delivery receipt address"),
+    "validity_period": N_("validity period (seconds)"),
+    "app_id": N_("Zalo app id"),
+    "zns_api": N_("ZNS API address"),
+    "oa_api": N_("Official Account API address"),
+    "daily_quota": N_("daily quota"),
+    "remaining_quota": N_("quota left today"),
+    "token_version": N_("token version"),
+    "token_expires_at": N_("token expires at"),
+    "host": N_("host"),
+    "port": N_("port"),
+    "system_id": N_("system id"),
+    "smsc": N_("SMSC"),
+    "tls": N_("TLS encryption"),
+    "window": N_("window (requests in flight)"),
+    "join": N_("joining long messages"),
+    "source": N_("source address"),
+    "sandbox": N_("sandbox (nothing delivered)"),
+    "callbacks": N_("delivery receipts by callback"),
+    "balance_vnd": N_("balance (VND)"),
+    "user_id": N_("user id"),
+}
+
+
+def fact_label(key: str) -> str:
+    """A fact's key as the table shows it: the key itself in English, its words in another
+    interface language (``ok`` → ``kiểm tra đạt``); an unknown key as is."""
+    from outreach import i18n
+
+    found = FACT_LABELS.get(key)
+    if found is None or i18n.current() == "en":
+        return key
+    return _(found)
+
+
+def check_error(name: str, exc: Any) -> str:
+    """The one-line message of a failed check (a :class:`~outreach.gateways.base.GatewayError`):
+    English ``NAME: REASON-CODE (code N): DETAIL``, as it always was; another interface language
+    ``NAME: DETAIL (mã N)`` without the English reason code (the detail is already in the
+    interface language; without one, the reason's label from :mod:`outreach.sending.reasons`)."""
+    from outreach import i18n
+    from outreach.sending import reasons
+
+    code = (_(" (code {code})").format(code=exc.provider_code) if exc.provider_code else "")
+    if i18n.current() == "en":
+        return f"{name}: {exc.reason}{code}: {exc.detail or exc}"
+    return f"{name}: {exc.detail or reasons.describe(exc.reason)}{code}"
+
+
 def _fact_value(value: Any) -> str:
     """A fact as the table shows it (English: as it is; Vietnamese: có/không for a flag, a
     time as ``08:00 ngày 30/07/2024``)."""
@@ -95,9 +156,7 @@ def check(name: str) -> None:
         finally:
             gateway.close()
     except base.GatewayError as exc:
-        code = (_(" (code {code})").format(code=exc.provider_code) if exc.provider_code
-                else "")
-        _fail(f"{name}: {exc.reason}{code}: {exc.detail or exc}")
+        _fail(check_error(name, exc))
         return
     except ImportError as exc:
         _fail(_("{name}: the gateway cannot be loaded ({error})").format(name=name, error=exc))
@@ -116,7 +175,7 @@ def check(name: str) -> None:
     table.add_column(_("fact"), style="bold")
     table.add_column(_("value"))
     for key, value in _printable(facts).items():
-        table.add_row(str(key), _fact_value(value))
+        table.add_row(fact_label(str(key)), _fact_value(value))
     console.print(table)
 
 

@@ -9,7 +9,7 @@ import re
 import click
 from rich.table import Table
 
-from outreach.input import listfiles, phones
+from outreach.input import listfiles, phones, reasons as reason_labels
 from outreach.ledger import suppression
 from outreach.cli import Ctx, console, err_console, pass_ctx
 from outreach import i18n
@@ -35,15 +35,30 @@ def reason_column(extra: dict[str, str]) -> str | None:
     return None
 
 
-def _normalise_all(numbers: tuple[str, ...]) -> list[str]:
+def shown_raw(c: Ctx, raw: str) -> str:
+    """A number as the operator typed it, for a message: whole with --show-numbers, else its
+    middle digits masked as in the import tables (:func:`outreach.input.recipients.mask_raw`:
+    ``02923555123`` → ``029*****123``)."""
+    if c.show_numbers:
+        return raw
+    from outreach.input.recipients import mask_raw
+
+    return mask_raw(raw)
+
+
+def _normalise_all(c: Ctx, numbers: tuple[str, ...]) -> list[str]:
     """E.164 of every number; an old 11-digit number is converted (an opt-out written the old
-    way must still stop the converted number). Any unreadable number refuses the whole command."""
+    way must still stop the converted number). Any unreadable number refuses the whole command
+    (:class:`click.ClickException` naming the number, masked unless --show-numbers, and the
+    reason in words)."""
     out = []
     for raw in numbers:
         res = phones.normalise(raw, convert_old_prefixes=True)
         if not res.ok:
             raise click.ClickException(_("{raw!r} is not a mobile number ({reason}); nothing "
-                                         "was changed").format(raw=raw, reason=res.reason))
+                                         "was changed").format(
+                                             raw=shown_raw(c, raw),
+                                             reason=reason_labels.label(res.reason)))
         assert res.e164
         out.append(res.e164)
     return out
@@ -62,7 +77,7 @@ def optout() -> None:
 @pass_ctx
 def add(c: Ctx, numbers: tuple[str, ...], reason: str, source: str) -> None:
     """Add numbers (any written form) to the suppression list."""
-    e164s = _normalise_all(numbers)
+    e164s = _normalise_all(c, numbers)
     with c.db.engine.begin() as conn:
         n = suppression.add(conn, e164s, reason=reason, source=source, operator=c.operator)
     console.print(ngettext("{n} number added to the suppression list ({old} already there)",
@@ -103,7 +118,8 @@ def import_(c: Ctx, files: tuple[str, ...], reason: str, source: str | None) -> 
                 else:
                     bad += 1
                     err_console.print(_("{file}:{line}: skipped ({reason})").format(
-                        file=row.file, line=row.line, reason=res.reason), soft_wrap=True)
+                        file=row.file, line=row.line, reason=reason_labels.label(res.reason)),
+                        soft_wrap=True)
         with c.db.engine.begin() as conn:
             added = suppression.add(conn, good, reason=reason, source=source or f,
                                     operator=c.operator, action="optout-import", reasons=reasons)
@@ -133,7 +149,7 @@ def import_(c: Ctx, files: tuple[str, ...], reason: str, source: str | None) -> 
 def remove(c: Ctx, numbers: tuple[str, ...]) -> None:
     """Remove numbers from the suppression list (the citizen asked to receive messages again)."""
     with c.db.engine.begin() as conn:
-        n = suppression.remove(conn, _normalise_all(numbers), operator=c.operator)
+        n = suppression.remove(conn, _normalise_all(c, numbers), operator=c.operator)
     console.print(ngettext("{n} number removed", "{n} numbers removed", n).format(n=number(n)))
 
 

@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from outreach.cli import Ctx, console, pass_ctx
-from outreach.i18n import _
+from outreach.i18n import N_, _, label
 
 
 @click.group()
@@ -45,7 +45,7 @@ def add(c: Ctx, username: str, role: str, display_name: str | None, password_env
         acc = usermod.add(conn, username, role, password=password, display_name=display_name,
                           operator=c.operator)
     console.print(_("user {user} added (role {role}{proxy})").format(
-        user=acc.username, role=acc.role,
+        user=acc.username, role=usermod.role_label(acc.role, in_sentence=True),
         proxy=_(", reverse-proxy sign-in only") if password is None else ""))
 
 
@@ -63,10 +63,11 @@ def list_(c: Ctx, fmt: str) -> None:
                                 "active": a.active} for a in accs], ensure_ascii=False, indent=2))
         return
     t = Table(title=_("Users"))
-    for col in (_("user"), _("name"), _("role"), _("active")):
+    for col in (_("user"), _("name"), _("role"), label(N_("account|active"))):
         t.add_column(col)
     for a in accs:
-        t.add_row(a.username, a.display_name or "", a.role, _("yes") if a.active else _("no"))
+        t.add_row(a.username, a.display_name or "", usermod.role_label(a.role),
+                  _("yes") if a.active else _("no"))
     console.print(t)
 
 

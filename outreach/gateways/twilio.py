@@ -614,11 +614,12 @@ class TwilioGateway(Gateway):
         except requests.RequestException as exc:
             raise http.map_error(exc, provider="Twilio", sending=False) from exc
         except (TwilioException, ValueError) as exc:
-            raise base.UnavailableError("unreadable answer from Twilio", reason="bad-answer"
+            raise base.UnavailableError(_("unreadable answer from Twilio"), reason="bad-answer"
                                         ) from exc
         status = getattr(account, "status", None)
         if status and status != "active":
-            raise base.AuthenticationError(f"Twilio account is {status}", reason="account-inactive",
+            raise base.AuthenticationError(_("Twilio account is {status}").format(status=status),
+                                           reason="account-inactive",
                                            provider_code="20005")
         return {"gateway": self.name, "ok": True, "account": _mask_sid(self.account_sid),
                 "account_name": getattr(account, "friendly_name", None), "account_status": status,

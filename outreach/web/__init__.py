@@ -48,8 +48,7 @@ from outreach.gateways import gateway_names_for
 from outreach.ledger.models import Campaign, Run, Schedule, Suppression
 from outreach.input.phones import mask
 
-ROLE_VI = {"viewer": "Người xem", "operator": "Cán bộ vận hành", "approver": "Người phê duyệt",
-           "admin": "Quản trị"}
+ROLE_VI = users.ROLE_VI
 RUN_STATUS_VI = {"created": "Đã tạo", "running": "Đang gửi", "waiting": "Chờ khung giờ gửi",
                  "paused": "Tạm dừng", "completed": "Hoàn thành", "cancelled": "Đã hủy",
                  "missed": "Bỏ lỡ", "failed": "Lỗi"}
