@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from outreach import config, i18n
-from outreach.cli import Ctx, console, pass_ctx
+from outreach.cli import WIDE_COLUMNS, Ctx, console, pass_ctx
 from outreach.i18n import _, ngettext, number
 
 
@@ -130,5 +130,7 @@ def audit_list(c: Ctx, campaign_id: str | None, actions: tuple[str, ...], who: s
     for d, r in zip(data, rows):
         t.add_row(d["at"][:19] if i18n.current() == "en" else i18n.when(r.at),
                   d["operator"], action_label(d["action"]), d["campaign"] or "",
-                  (d["text_sha256"] or "")[:12], describe(d["details"]))
+                  (d["text_sha256"] or "")[:12],
+                  # --wide: everything (a table for a file); else a line the table can wrap
+                  describe(d["details"], limit=None if console.width >= WIDE_COLUMNS else 240))
     console.print(t)

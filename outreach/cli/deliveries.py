@@ -339,13 +339,27 @@ ACTIONS = {"resend": N_("requeued"), "sent": N_("marked sent"), "skip": N_("skip
            "fallback": N_("left to the next channel")}
 
 
+def _one_decision(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refuse two decisions on one command line (``--skip --resend``): click would keep the
+    last one given, silently."""
+    if value is not None:
+        given = ctx.meta.setdefault("outreach_resolve_flags", [])
+        given.append(param.opts[0])
+        if len(given) > 1:
+            raise click.UsageError(_("{first} and {second} are two different decisions: give "
+                                     "one").format(first=given[0], second=given[1]))
+    return value
+
+
 @deliveries.command("resolve")
 @click.argument("delivery_ids", nargs=-1, type=int, required=True)
-@click.option("--resend", "action", flag_value="resend",
+@click.option("--resend", "action", flag_value="resend", callback=_one_decision,
               help="Requeue: the operator accepts the risk of a double send.")
-@click.option("--mark-sent", "action", flag_value="sent", help="Treat as sent (no resend).")
-@click.option("--skip", "action", flag_value="skip", help="Do not send again.")
-@click.option("--fallback", "action", flag_value="fallback",
+@click.option("--mark-sent", "action", flag_value="sent", callback=_one_decision,
+              help="Treat as sent (no resend).")
+@click.option("--skip", "action", flag_value="skip", callback=_one_decision,
+              help="Do not send again.")
+@click.option("--fallback", "action", flag_value="fallback", callback=_one_decision,
               help="Let the campaign's next channel (SMS after Zalo) take over; the person may "
                    "get both if the first did arrive.")
 @pass_ctx

@@ -122,6 +122,7 @@ def import_cmd(c: Ctx, files: tuple[str, ...], list_name: str, encoding: str | N
         for col in (_("where"), _("value"), _("reason"), _("detail")):
             it.add_column(col)
         it.columns[0].overflow = "fold"  # file:line wraps, never cut
+        it.columns[3].overflow = "fold"  # "first seen at file:line" too
         for i in summary.issues[:30]:
             it.add_row(i.where(), i.raw_masked, reasons.label(i.reason), i.detail or "")
         console.print(it)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +22,53 @@ from outreach.i18n import N_, _, number, percent
 DEFAULT_TABLES = ("status", "district", "carrier", "channel", "gateway", "day", "reasons")
 
 
+#: A date as Vietnamese documents write it: ``30/07/2024`` or ``30/7/2024``, optionally
+#: followed by a time ``08:00`` or ``08:00:00``.
+_VN_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?")
+
+
+def _parse(value: str) -> tuple[dt.datetime, bool]:
+    """(datetime, whether a time was given) of ``YYYY-MM-DD[T ]HH:MM[:SS][offset]`` or
+    ``DD/MM/YYYY[ HH:MM[:SS]]``. Raises ValueError."""
+    text = value.strip()
+    found = _VN_DATE.fullmatch(text)
+    if found:
+        day, month, year, hour, minute, second = found.groups()
+        return (dt.datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0),
+                            int(second or 0)), hour is not None)
+    return dt.datetime.fromisoformat(text), len(text) > 10
+
+
 def parse_when(value: str | None, *, end: bool = False) -> dt.datetime | None:
-    """``YYYY-MM-DD`` or ``YYYY-MM-DD[T ]HH:MM[:SS]`` (Asia/Ho_Chi_Minh unless an offset is
-    given) -> aware datetime. With ``end`` a bare date means the end of that day (the next
-    midnight), so ``--until 2024-08-02`` includes 2 August."""
+    """``YYYY-MM-DD`` or ``YYYY-MM-DD[T ]HH:MM[:SS]``, or as Vietnamese documents write it,
+    ``DD/MM/YYYY[ HH:MM]`` (Asia/Ho_Chi_Minh unless an offset is given) -> aware datetime. With
+    ``end`` a bare date means the end of that day (the next midnight), so ``--until
+    2024-08-02`` (or ``02/08/2024``) includes 2 August. Raises click.BadParameter."""
     if not value:
         return None
     from outreach.clock import VN_TZ
 
     try:
-        d = dt.datetime.fromisoformat(value)
+        d, timed = _parse(value)
     except ValueError:
-        raise click.BadParameter(_("{value!r} is not a date or date-time "
-                                   "(YYYY-MM-DD[THH:MM])").format(value=value))
-    if end and len(value.strip()) == 10:
+        raise click.BadParameter(_("{value!r} is not a date or date-time (DD/MM/YYYY [HH:MM] "
+                                   "or YYYY-MM-DD[THH:MM])").format(value=value)) from None
+    if end and not timed:
         d += dt.timedelta(days=1)
     return d if d.tzinfo else d.replace(tzinfo=VN_TZ)
+
+
+def parse_day(value: str, param_hint: str) -> str:
+    """A calendar day, ``DD/MM/YYYY`` or ``YYYY-MM-DD``, as ISO ``YYYY-MM-DD``. Raises
+    click.BadParameter naming ``param_hint``."""
+    try:
+        d, timed = _parse(value)
+    except ValueError:
+        d, timed = None, True
+    if d is None or timed:
+        raise click.BadParameter(_("{value!r} is not a date (DD/MM/YYYY or YYYY-MM-DD)").format(
+            value=value), param_hint=param_hint)
+    return d.date().isoformat()
 
 
 @click.command()
@@ -87,11 +119,7 @@ def report(c: Ctx, campaign_id: str, fmt: str, out: str | None, since: str | Non
     since_at, until_at = parse_when(since), parse_when(until, end=True)
     if official:
         if doc_date:
-            try:
-                dt.date.fromisoformat(doc_date)
-            except ValueError:
-                raise click.BadParameter(f"{doc_date!r} is not a date (YYYY-MM-DD)",
-                                         param_hint="--date") from None
+            doc_date = parse_day(doc_date, "--date")
         _official(c, campaign_id, out, since_at, until_at,
                   dict(org=org, place=place, number=number, date=doc_date, to=to,
                        signer_title=signer_title, signer_authority=signer_authority,
@@ -99,6 +127,10 @@ def report(c: Ctx, campaign_id: str, fmt: str, out: str | None, since: str | Non
         return
     if fmt == "xlsx" and not out:
         raise click.UsageError(_("--format xlsx needs --out FILE.xlsx"))
+    if fmt == "table" and out:  # never a file silently not written
+        raise click.UsageError(_("the table is shown on the screen: to write {out}, choose "
+                                 "--format csv, json or xlsx (or --official for the signed "
+                                 "report)").format(out=out))
     if out:
         check_suffix(fmt, out)
     with reports.report_connection(c.db.engine) as conn:
@@ -223,8 +255,9 @@ def _table(data: dict[str, Any], wanted: set[str]) -> None:
     console.print(f"[bold]{data['name']}[/bold] ({data['campaign']})")
     console.print(_("source: {source}").format(source=data["source"]))
     if data["since"] or data["until"]:
-        console.print(_("period: {since} – {until}").format(since=data["since"] or "…",
-                                                           until=data["until"] or "…"))
+        console.print(_("period: {since} – {until}").format(
+            since=_when(data["since"]) if data["since"] else "…",
+            until=_when(data["until"]) if data["until"] else "…"))
     console.print(_(
         "recipients {recipients} (reached {reached}, {reach_rate}; not reached {not_reached}); "
         "deliveries {deliveries}: attempted {attempted}, delivered {delivered} ({delivery_rate} "

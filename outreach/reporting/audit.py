@@ -140,12 +140,13 @@ _STATE_KEYS = frozenset({"status", "statuses", "from", "to"})
 _HASH_KEYS = frozenset({"lists_sha256", "short_sha256"})
 
 
-def describe(details: Mapping[str, Any] | None, *, limit: int = 240) -> str:
+def describe(details: Mapping[str, Any] | None, *, limit: int | None = 240) -> str:
     """An entry's details as one line in the interface's language, for the console and the
     dashboard: ``label: value`` pairs (:data:`DETAIL_LABELS`) joined by ``; ``, numbers with
     the language's separators, yes/no for flags, states in words, a long list or a list of
-    records by its length, hashes cut to 12 digits; cut to ``limit`` characters with ``…``
-    (``outreach audit list --format json`` keeps everything). Empty details give ``""``."""
+    records by its length, a mapping by its first six items, hashes cut to 12 digits; cut to
+    ``limit`` characters with ``…`` (None: never, and every item of a mapping; ``outreach audit
+    list --format json`` keeps everything). Empty details give ``""``."""
     from outreach.i18n import _, carrier_label, ngettext, number
     from outreach.input import reasons
     from outreach.ledger import suppression
@@ -176,8 +177,9 @@ def describe(details: Mapping[str, Any] | None, *, limit: int = 240) -> str:
                 return "–"
             name = (reasons.label if key == "by_reason" else carrier_label
                     if key == "by_carrier" else str)
-            items = [f"{name(str(k))} {value(key, x)}" for k, x in list(v.items())[:6]]
-            return ", ".join(items) + (", …" if len(v) > 6 else "")
+            shown = list(v.items()) if limit is None else list(v.items())[:6]
+            items = [f"{name(str(k))} {value(key, x)}" for k, x in shown]
+            return ", ".join(items) + (", …" if len(v) > len(shown) else "")
         if isinstance(v, (list, tuple)):
             if v and len(v) <= 3 and not any(isinstance(x, (Mapping, list, tuple)) for x in v):
                 return ", ".join(scalar(key, x) for x in v)
@@ -189,4 +191,4 @@ def describe(details: Mapping[str, Any] | None, *, limit: int = 240) -> str:
         code = DETAIL_LABELS.get(key)
         parts.append(f"{label(code) if code else key}: {value(key, v)}")
     line = "; ".join(parts)
-    return line if len(line) <= limit else line[:limit - 1].rstrip() + "…"
+    return line if limit is None or len(line) <= limit else line[:limit - 1].rstrip() + "…"

@@ -34,7 +34,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, select, true, update
 
-from outreach.i18n import N_, _
+from outreach.i18n import N_, _, number
 from outreach.ledger import runstates, states
 from outreach.reporting import audit
 from outreach.clock import vn_today
@@ -450,13 +450,14 @@ def _table_counts(conn: Connection) -> list[dict[str, Any]]:
         personal["recipients"] = (
             n(count.select_from(Recipient).where(~Recipient.e164.startswith(HASH_PREFIX))),
             _("{named} with a name, {zalo} with a Zalo user id").format(
-                named=n(count.select_from(Recipient).where(Recipient.name.is_not(None))),
-                zalo=n(count.select_from(Recipient).where(Recipient.zalo_user_id.is_not(None)))))
+                named=number(n(count.select_from(Recipient).where(Recipient.name.is_not(None)))),
+                zalo=number(n(count.select_from(Recipient).where(
+                    Recipient.zalo_user_id.is_not(None))))))
     if "deliveries" in present:
         personal["deliveries"] = (
             n(count.select_from(Delivery).where(~Delivery.address.startswith(HASH_PREFIX))),
             _("{n} with a personalised text").format(
-                n=n(count.select_from(Delivery).where(Delivery.body.is_not(None)))))
+                n=number(n(count.select_from(Delivery).where(Delivery.body.is_not(None))))))
     from outreach.ledger.models import InboundMessage, SmppInbound
 
     if "inbound_messages" in present:
