@@ -79,7 +79,7 @@ def test_report_period_and_refusals(launched: str, tmp_path: Path) -> None:
 
 def test_two_decisions_on_unknown_deliveries_are_refused(launched: str) -> None:
     code, out = run(launched, "deliveries", "resolve", "1", "--skip", "--resend")
-    assert code == 2 and "--skip và --resend là hai quyết định khác nhau: chỉ chọn một" in out
+    assert code == 2 and "--resend và --skip là hai quyết định khác nhau: chỉ chọn một" in out
     code, out = run(launched, "deliveries", "resolve", "1", "--mark-sent", "--fallback",
                     lang="en")
     assert code == 2 and "--mark-sent and --fallback are two different decisions" in out

@@ -339,37 +339,34 @@ ACTIONS = {"resend": N_("requeued"), "sent": N_("marked sent"), "skip": N_("skip
            "fallback": N_("left to the next channel")}
 
 
-def _one_decision(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """Refuse two decisions on one command line (``--skip --resend``): click would keep the
-    last one given, silently."""
-    if value is not None:
-        given = ctx.meta.setdefault("outreach_resolve_flags", [])
-        given.append(param.opts[0])
-        if len(given) > 1:
-            raise click.UsageError(_("{first} and {second} are two different decisions: give "
-                                     "one").format(first=given[0], second=given[1]))
-    return value
+#: The decisions of ``deliveries resolve``: option -> action.
+DECISIONS = {"--resend": "resend", "--mark-sent": "sent", "--skip": "skip",
+             "--fallback": "fallback"}
 
 
 @deliveries.command("resolve")
 @click.argument("delivery_ids", nargs=-1, type=int, required=True)
-@click.option("--resend", "action", flag_value="resend", callback=_one_decision,
+@click.option("--resend", is_flag=True,
               help="Requeue: the operator accepts the risk of a double send.")
-@click.option("--mark-sent", "action", flag_value="sent", callback=_one_decision,
-              help="Treat as sent (no resend).")
-@click.option("--skip", "action", flag_value="skip", callback=_one_decision,
-              help="Do not send again.")
-@click.option("--fallback", "action", flag_value="fallback", callback=_one_decision,
+@click.option("--mark-sent", is_flag=True, help="Treat as sent (no resend).")
+@click.option("--skip", is_flag=True, help="Do not send again.")
+@click.option("--fallback", is_flag=True,
               help="Let the campaign's next channel (SMS after Zalo) take over; the person may "
                    "get both if the first did arrive.")
 @pass_ctx
-def resolve(c: Ctx, delivery_ids: tuple[int, ...], action: str | None) -> None:
+def resolve(c: Ctx, delivery_ids: tuple[int, ...], resend: bool, mark_sent: bool, skip: bool,
+            fallback: bool) -> None:
     """The operator's explicit decision on deliveries whose outcome is unknown."""
     from outreach.reporting import audit
     from outreach.sending.reconcile import resolve_unknown
 
-    if not action:
+    given = [opt for opt, on in zip(DECISIONS, (resend, mark_sent, skip, fallback)) if on]
+    if len(given) > 1:  # one flag each, so that two are seen (a shared flag keeps the last)
+        raise click.UsageError(_("{first} and {second} are two different decisions: give "
+                                 "one").format(first=given[0], second=given[1]))
+    if not given:
         raise click.UsageError(_("choose --resend, --mark-sent, --skip or --fallback"))
+    action = DECISIONS[given[0]]
     from outreach.ledger.models import Campaign
 
     now = dt.datetime.now(dt.timezone.utc)
