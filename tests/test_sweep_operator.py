@@ -112,3 +112,20 @@ def test_first_seen_file_line_is_never_cut(tmp_path: Path) -> None:
     assert issues.count("đã gặp lần đầu") == 2  # the two duplicates' detail, folded, not cut
     assert "…" not in issues
     assert f"đãgặplầnđầutại{src}:".replace(" ", "") in last_column(issues)
+
+
+def test_launch_with_a_reject_file_says_so_and_records_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    rejects = tmp_path / "rejects.csv"
+    r = CliRunner().invoke(main, ["--lang", "vi", "--database-url", url, "campaign", "launch",
+                                  str(ROOT / "campaigns" / f"{CID}.toml"), "--yes",
+                                  "--no-progress", "--reject-file", str(rejects)],
+                           env={"OUTREACH_HOME": str(tmp_path)})
+    assert r.exit_code == 0, r.output
+    assert f"đã ghi 163 dòng bị loại hoặc trùng lặp vào {rejects}" in r.output.replace("\n", "")
+    assert "thêm --reject-file" not in r.output and "--reject-file FILE.csv" not in r.output
+    assert len(rejects.read_text(encoding="utf-8-sig").splitlines()) == 1 + 163
+    code, out = run(url, "audit", "list", "--action", "export", "--format", "json")
+    entry = json.loads(out)[0]
+    assert entry["campaign"] == CID and entry["details"]["what"] == "reject-file"
+    assert entry["details"]["rows"] == 163

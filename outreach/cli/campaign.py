@@ -551,9 +551,13 @@ def _launch(c: Ctx, ref: str, gateway: str | None, dry_run: bool, override_windo
     if reject_file and res.import_summary is not None:
         from pathlib import Path
 
+        from outreach import safeio
         from outreach.cli.recipients import write_issues
 
-        write_issues(Path(reject_file), res.import_summary.issues)
+        issues = res.import_summary.issues
+        write_issues(Path(reject_file), issues)
+        safeio.record_file(c.db, reject_file, "reject-file", rows=len(issues),
+                           campaign_id=res.campaign_id, operator=c.operator)
     if fmt == "json":
         click.echo(json.dumps(_plan_dict(res), ensure_ascii=False, indent=2))
     else:
@@ -562,7 +566,12 @@ def _launch(c: Ctx, ref: str, gateway: str | None, dry_run: bool, override_windo
                 _print_sent(res)
         else:
             _print_summary(c, res)
-        if res.import_summary and res.import_summary.issues and not reject_file:
+        if reject_file and res.import_summary is not None:
+            n = len(res.import_summary.issues)
+            console.print(ngettext("{n} rejected or duplicate row written to {path}",
+                                   "{n} rejected or duplicate rows written to {path}",
+                                   n).format(n=number(n), path=reject_file))
+        elif res.import_summary and res.import_summary.issues:
             n = len(res.import_summary.issues)
             console.print(ngettext(
                 "{n} rejected or duplicate row: add --reject-file FILE.csv to get it with its "
