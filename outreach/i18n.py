@@ -153,16 +153,22 @@ def percent(rate: float | None) -> str:
     return number(rate * 100, 1) + "%"
 
 
+def _vietnam(moment: dt.datetime) -> dt.datetime:
+    """``moment`` in Asia/Ho_Chi_Minh; a naive datetime is taken as UTC (the database stores
+    UTC)."""
+    from outreach.clock import VN_TZ
+
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(VN_TZ)
+
+
 def when(moment: dt.datetime | None) -> str:
     """A time in Asia/Ho_Chi_Minh: vi ``08:00 ngày 30/07/2024``, en ``08:00 30/07/2024``;
     ``–`` for None. A naive datetime is taken as UTC (the database stores UTC)."""
     if moment is None:
         return "–"
-    from outreach.clock import VN_TZ
-
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    local = moment.astimezone(VN_TZ)
+    local = _vietnam(moment)
     if _current == "vi":
         return f"{local:%H:%M} ngày {local:%d/%m/%Y}"
     return f"{local:%H:%M %d/%m/%Y}"
@@ -171,12 +177,7 @@ def when(moment: dt.datetime | None) -> str:
 def stamp(moment: dt.datetime | None = None) -> str:
     """A log line's time, to the second, in Asia/Ho_Chi_Minh (now by default): vi
     ``06:24:19 ngày 08/12/2026``, en ``2026-12-08 06:24:19 +07``. A naive datetime is UTC."""
-    from outreach.clock import VN_TZ
-
-    moment = moment or dt.datetime.now(dt.timezone.utc)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    local = moment.astimezone(VN_TZ)
+    local = _vietnam(moment or dt.datetime.now(dt.timezone.utc))
     if _current == "vi":
         return f"{local:%H:%M:%S} ngày {local:%d/%m/%Y}"
     return f"{local:%Y-%m-%d %H:%M:%S} +07"
